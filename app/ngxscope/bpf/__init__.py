@@ -1,0 +1,1 @@
+"""eBPF programs (C), loaded by bcc at run time through importlib.resources."""

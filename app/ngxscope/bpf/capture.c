@@ -1,0 +1,492 @@
+/* ngxscope capture: uprobes on nginx's own connection I/O functions.
+ *
+ * Every ngx_* I/O function takes `ngx_connection_t *c` first; c->fd tells the socket.
+ * Payload is copied on return (the byte count is only known then) into a per-CPU
+ * scratch record and pushed to the ring buffer with its real length, so truncation
+ * never hides sizes. Calls that moved no bytes (EAGAIN, errors) never leave the kernel.
+ *
+ * Compile-time parameters (-D from user space):
+ *   PAYLOAD_CAP      bytes of payload kept per event (power of two)
+ *   RINGBUF_PAGES    ring buffer size in pages (power of two)
+ *   FOLLOW_ALL       1: capture every process that runs the probed binary (--binary)
+ *   OFF_FD, OFF_LISTENING, OFF_SOCKADDR, OFF_SOCKLEN, OFF_LOCAL_SOCKADDR,
+ *   OFF_LOCAL_SOCKLEN, LISTENING_OFF_SOCKADDR, LISTENING_OFF_SOCKLEN: struct layout
+ */
+#include <uapi/linux/ptrace.h>
+#include <uapi/linux/uio.h>
+#include "events.h"
+
+#define MAX_SEGS 16
+/* Hide a value from the compiler so the masks below survive into the verifier's view. */
+#define opaque(x) asm volatile("" : "+r"(x))
+#define SCRATCH_DATA (2 * PAYLOAD_CAP)
+
+#define CNT_EVENTS    0
+#define CNT_LOST      1
+#define CNT_TRUNC     2
+#define CNT_ARGS_FULL 3
+#define CNT_CONNS_FULL 4
+#define CNT_MAX       5
+
+#define F_RECV      1
+#define F_SEND      2
+#define F_WRITEV    3
+#define F_READV     4
+#define F_SENDFILE  5
+
+struct data_event {
+    struct ev_header h;
+    __u8 data[SCRATCH_DATA];
+};
+
+struct conn_key {
+    __u32 pid;
+    __s32 fd;
+};
+
+struct conn_state {
+    __u64 conn_ts;
+    __u64 cptr;
+    __u64 sent;
+    __u64 recvd;
+    __u16 requests;
+    __u8  flags;
+};
+
+struct call_args {
+    __u64 c;
+    __u64 arg;      /* buffer, ngx_iovec_t *, or ngx_chain_t * */
+    __s32 fd;
+    __u8  tls;
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(targets, u32, u8, 4096);
+BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
+BPF_HASH(calls, u64, struct call_args, 16384);
+BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
+BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
+BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+
+static __always_inline void count(int idx, u64 n)
+{
+    u64 *v = counters.lookup(&idx);
+    if (v)
+        *v += n;
+}
+
+static __always_inline int is_target(u32 tgid)
+{
+    if (targets.lookup(&tgid))
+        return 1;
+#if FOLLOW_ALL
+    u8 one = 1;
+    targets.update(&tgid, &one);
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd)
+{
+    h->ts = ts;
+    h->conn_ts = 0;
+    h->offset = 0;
+    h->aux = 0;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->fd = fd;
+    h->len = 0;
+    h->cap = 0;
+    h->kind = kind;
+    h->flags = 0;
+    h->seq = 0;
+}
+
+static __always_inline void submit(void *rec, u32 size)
+{
+    if (events.ringbuf_output(rec, size, 0) < 0)
+        count(CNT_LOST, 1);
+    else
+        count(CNT_EVENTS, 1);
+}
+
+static __always_inline void read_sockaddr(u8 *dst, u32 *dst_len, u64 ptr, u64 len_ptr)
+{
+    u32 len = 0;
+    *dst_len = 0;
+    if (!ptr)
+        return;
+    bpf_probe_read_user(&len, sizeof(len), (void *)len_ptr);
+    if (len > SOCKADDR_MAX)
+        len = SOCKADDR_MAX;
+    bpf_probe_read_user(dst, SOCKADDR_MAX, (void *)ptr);
+    *dst_len = len;
+}
+
+/* The connection's state, created (and announced with EV_OPEN) on first sight. */
+static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts, u64 pid_tgid)
+{
+    struct conn_key key = {.pid = pid_tgid >> 32, .fd = fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (st && st->cptr == c)
+        return st;
+
+    u64 listening = 0;
+    bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
+    struct conn_state fresh = {};
+    fresh.conn_ts = ts;
+    fresh.cptr = c;
+    fresh.flags = (tls ? EVF_TLS : 0) | (listening ? EVF_CLIENT : 0);
+    if (conns.update(&key, &fresh) < 0) {
+        count(CNT_CONNS_FULL, 1);
+        return 0;
+    }
+
+    u32 zero = bpf_get_smp_processor_id();
+    struct ev_open *o = open_scratch.lookup(&zero);
+    if (o) {
+        fill_header(&o->h, EV_OPEN, ts, pid_tgid, fd);
+        o->h.conn_ts = ts;
+        o->h.aux = c;
+        o->h.flags = fresh.flags;
+        u64 peer = 0, local = 0;
+        bpf_probe_read_user(&peer, sizeof(peer), (void *)(c + OFF_SOCKADDR));
+        read_sockaddr(o->peer, &o->peer_len, peer, c + OFF_SOCKLEN);
+        bpf_probe_read_user(&local, sizeof(local), (void *)(c + OFF_LOCAL_SOCKADDR));
+        if (local) {
+            read_sockaddr(o->local, &o->local_len, local, c + OFF_LOCAL_SOCKLEN);
+        } else if (listening) {
+            bpf_probe_read_user(&local, sizeof(local), (void *)(listening + LISTENING_OFF_SOCKADDR));
+            read_sockaddr(o->local, &o->local_len, local, listening + LISTENING_OFF_SOCKLEN);
+        } else {
+            o->local_len = 0;
+        }
+        submit(o, sizeof(*o));
+    }
+    return conns.lookup(&key);
+}
+
+static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_target(pid_tgid >> 32))
+        return 0;
+    struct call_args a = {};
+    a.c = PT_REGS_PARM1(ctx);
+    a.arg = PT_REGS_PARM2(ctx);
+    a.tls = tls;
+    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
+        return 0;
+    u64 key = pid_tgid ^ ((u64)fn << 56);
+    if (calls.update(&key, &a) < 0)
+        count(CNT_ARGS_FULL, 1);
+    return 0;
+}
+
+/* Copy up to PAYLOAD_CAP of `n` bytes from a list of segments into e->data. */
+static __always_inline u32 copy_iovecs(struct data_event *e, u64 iovs, u64 count_, u64 n)
+{
+    u32 off = 0;
+    u64 left = n;
+#pragma unroll
+    for (int i = 0; i < MAX_SEGS; i++) {
+        if (i >= count_ || left == 0 || off >= PAYLOAD_CAP)
+            break;
+        struct iovec iov = {};
+        bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + i * sizeof(struct iovec)));
+        u64 chunk = iov.iov_len < left ? iov.iov_len : left;
+        u32 room = PAYLOAD_CAP - off;
+        if (chunk > room)
+            chunk = room;
+        u64 o = off;
+        u64 cl = chunk;
+        opaque(o);
+        opaque(cl);
+        o &= (PAYLOAD_CAP - 1);
+        cl &= (2 * PAYLOAD_CAP - 1);
+        if (cl > PAYLOAD_CAP)
+            cl = PAYLOAD_CAP;
+        bpf_probe_read_user(&e->data[o], cl, iov.iov_base);
+        off += cl;
+        left -= chunk;
+    }
+    return off;
+}
+
+static __always_inline u32 copy_chain(struct data_event *e, u64 chain, u64 n)
+{
+    u32 off = 0;
+    u64 left = n;
+#pragma unroll
+    for (int i = 0; i < MAX_SEGS; i++) {
+        if (!chain || left == 0 || off >= PAYLOAD_CAP)
+            break;
+        u64 buf = 0, last = 0, end = 0;
+        bpf_probe_read_user(&buf, sizeof(buf), (void *)chain);
+        bpf_probe_read_user(&last, sizeof(last), (void *)(buf + 8));   /* ngx_buf_t.last */
+        bpf_probe_read_user(&end, sizeof(end), (void *)(buf + 40));    /* ngx_buf_t.end */
+        u64 seg = end > last ? end - last : 0;
+        u64 chunk = seg < left ? seg : left;
+        u32 room = PAYLOAD_CAP - off;
+        u64 take = chunk > room ? room : chunk;
+        u64 o = off;
+        u64 cl = take;
+        opaque(o);
+        opaque(cl);
+        o &= (PAYLOAD_CAP - 1);
+        cl &= (2 * PAYLOAD_CAP - 1);
+        if (cl > PAYLOAD_CAP)
+            cl = PAYLOAD_CAP;
+        bpf_probe_read_user(&e->data[o], cl, (void *)last);
+        off += cl;
+        left -= chunk;
+        bpf_probe_read_user(&chain, sizeof(chain), (void *)(chain + 8));  /* ngx_chain_t.next */
+    }
+    return off;
+}
+
+static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)fn << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    struct call_args a = *ap;
+    calls.delete(&key);
+    long ret = PT_REGS_RC(ctx);
+    if (ret <= 0)   /* NGX_AGAIN, NGX_ERROR, EOF: nothing moved */
+        return 0;
+
+    u64 ts = bpf_ktime_get_ns();
+    struct conn_state *st = get_conn(a.c, a.fd, a.tls, ts, pid_tgid);
+    u32 cpu = bpf_get_smp_processor_id();
+    struct data_event *e = scratch.lookup(&cpu);
+    if (!e)
+        return 0;
+    fill_header(&e->h, kind, ts, pid_tgid, a.fd);
+    e->h.len = ret;
+    if (st) {
+        e->h.conn_ts = st->conn_ts;
+        e->h.flags = st->flags;
+        if (kind == EV_RECV) {
+            e->h.offset = st->recvd;
+            st->recvd += ret;
+        } else {
+            e->h.offset = st->sent;
+            st->sent += ret;
+        }
+    }
+
+    u32 cap = 0;
+    if (fn == F_WRITEV) {
+        u64 iovs = 0, cnt = 0;
+        bpf_probe_read_user(&iovs, sizeof(iovs), (void *)a.arg);        /* ngx_iovec_t.iovs */
+        bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(a.arg + 8));    /* ngx_iovec_t.count */
+        cap = copy_iovecs(e, iovs, cnt, ret);
+    } else if (fn == F_READV) {
+        cap = copy_chain(e, a.arg, ret);
+    } else {
+        u64 n = ret < PAYLOAD_CAP ? ret : PAYLOAD_CAP;
+        opaque(n);
+        n &= (2 * PAYLOAD_CAP - 1);
+        if (n > PAYLOAD_CAP)
+            n = PAYLOAD_CAP;
+        bpf_probe_read_user(&e->data[0], n, (void *)a.arg);
+        cap = n;
+    }
+    u64 size = cap;
+    opaque(size);
+    size &= (2 * PAYLOAD_CAP - 1);
+    if (size > PAYLOAD_CAP)
+        size = PAYLOAD_CAP;
+    cap = size;
+    e->h.cap = cap;
+    if (cap < (u64)ret) {
+        e->h.flags |= EVF_TRUNCATED;
+        count(CNT_TRUNC, 1);
+    }
+    submit(e, sizeof(struct ev_header) + size);
+    return 0;
+}
+
+/* ssize_t ngx_ssl_recv(ngx_connection_t *c, u_char *buf, size_t size) */
+int ssl_recv_enter(struct pt_regs *ctx)  { return enter(ctx, F_RECV, 1); }
+int ssl_recv_leave(struct pt_regs *ctx)  { return leave(ctx, F_RECV, EV_RECV); }
+/* ssize_t ngx_ssl_write(ngx_connection_t *c, u_char *data, size_t size) */
+int ssl_write_enter(struct pt_regs *ctx) { return enter(ctx, F_SEND, 1); }
+int ssl_write_leave(struct pt_regs *ctx) { return leave(ctx, F_SEND, EV_SEND); }
+/* ssize_t ngx_unix_recv(ngx_connection_t *c, u_char *buf, size_t size) */
+int recv_enter(struct pt_regs *ctx)      { return enter(ctx, F_RECV, 0); }
+int recv_leave(struct pt_regs *ctx)      { return leave(ctx, F_RECV, EV_RECV); }
+/* ssize_t ngx_unix_send(ngx_connection_t *c, u_char *buf, size_t size) */
+int send_enter(struct pt_regs *ctx)      { return enter(ctx, F_SEND, 0); }
+int send_leave(struct pt_regs *ctx)      { return leave(ctx, F_SEND, EV_SEND); }
+/* ssize_t ngx_writev(ngx_connection_t *c, ngx_iovec_t *vec) */
+int writev_enter(struct pt_regs *ctx)    { return enter(ctx, F_WRITEV, 0); }
+int writev_leave(struct pt_regs *ctx)    { return leave(ctx, F_WRITEV, EV_SEND); }
+/* ssize_t ngx_readv_chain(ngx_connection_t *c, ngx_chain_t *chain, off_t limit) */
+int readv_enter(struct pt_regs *ctx)     { return enter(ctx, F_READV, 0); }
+int readv_leave(struct pt_regs *ctx)     { return leave(ctx, F_READV, EV_RECV); }
+
+/* void ngx_close_connection(ngx_connection_t *c) */
+int close_enter(struct pt_regs *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u64 c = PT_REGS_PARM1(ctx);
+    s32 fd = -1;
+    bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
+    struct conn_key key = {.pid = tgid, .fd = fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (!st || st->cptr != c)
+        return 0;
+    struct ev_header h = {};
+    fill_header(&h, EV_CLOSE, bpf_ktime_get_ns(), pid_tgid, fd);
+    h.conn_ts = st->conn_ts;
+    h.offset = st->recvd;
+    h.aux = st->sent;
+    h.flags = st->flags;
+    conns.delete(&key);
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* The client connection of an ngx_http_request_t (r->connection follows the signature). */
+static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count_request)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u64 r = PT_REGS_PARM1(ctx);
+    u32 sig = 0;
+    u64 c = 0;
+    s32 fd = -1;
+    bpf_probe_read_user(&sig, sizeof(sig), (void *)r);
+    if (sig != 0x50545448)   /* "HTTP": ngx_http_request_t.signature */
+        return 0;
+    bpf_probe_read_user(&c, sizeof(c), (void *)(r + 8));  /* r->connection */
+    bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
+    struct conn_key key = {.pid = tgid, .fd = fd};
+    struct conn_state *st = conns.lookup(&key);
+    struct ev_header h = {};
+    fill_header(&h, kind, bpf_ktime_get_ns(), pid_tgid, fd);
+    h.aux = r;
+    if (st && st->cptr == c) {
+        if (count_request)
+            st->requests += 1;
+        h.conn_ts = st->conn_ts;
+        h.offset = st->recvd;
+        h.flags = st->flags;
+        h.seq = st->requests;
+        if (count_request)
+            h.aux = st->sent;
+    }
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* void ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc): the request is logged. */
+int free_request_enter(struct pt_regs *ctx) { return request_event(ctx, EV_REQ_DONE, 1); }
+
+/* void ngx_http_upstream_init(ngx_http_request_t *r): the request goes to an upstream. */
+int upstream_init_enter(struct pt_regs *ctx) { return request_event(ctx, EV_UPSTREAM, 0); }
+
+/* sendfile(2): file bytes reach the socket without passing through nginx's memory. */
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    struct call_args a = {};
+    a.fd = args->out_fd;
+    u64 key = pid_tgid ^ ((u64)F_SENDFILE << 56);
+    calls.update(&key, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)F_SENDFILE << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    s32 fd = ap->fd;
+    calls.delete(&key);
+    long ret = args->ret;
+    if (ret <= 0)
+        return 0;
+    struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
+    struct conn_state *st = conns.lookup(&ck);
+    struct ev_header h = {};
+    fill_header(&h, EV_SENDFILE, bpf_ktime_get_ns(), pid_tgid, fd);
+    h.len = ret;
+    if (st) {
+        h.conn_ts = st->conn_ts;
+        h.flags = st->flags;
+        h.offset = st->sent;
+        st->sent += ret;
+    }
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* connect(2) by a captured process: where its upstream connections go. */
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u32 cpu = bpf_get_smp_processor_id();
+    struct ev_open *o = open_scratch.lookup(&cpu);
+    if (!o)
+        return 0;
+    fill_header(&o->h, EV_CONNECT, bpf_ktime_get_ns(), pid_tgid, args->fd);
+    u32 len = args->addrlen;
+    if (len > SOCKADDR_MAX)
+        len = SOCKADDR_MAX;
+    bpf_probe_read_user(o->peer, SOCKADDR_MAX, (void *)args->uservaddr);
+    o->peer_len = len;
+    o->local_len = 0;
+    submit(o, sizeof(*o));
+    return 0;
+}
+
+/* A new process forked from a captured one (a worker started by the master). */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 parent = args->parent_pid;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    targets.update(&child, &one);
+    struct ev_header h = {};
+    fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
+    h.aux = child;
+    h.offset = parent;
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if ((u32)pid_tgid != tgid || !targets.lookup(&tgid))
+        return 0;
+    struct ev_header h = {};
+    fill_header(&h, EV_EXIT, bpf_ktime_get_ns(), pid_tgid, -1);
+    submit(&h, sizeof(h));
+    targets.delete(&tgid);
+    return 0;
+}

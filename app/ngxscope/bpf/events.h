@@ -1,0 +1,47 @@
+/* Events the capture programs send to user space through the BPF ring buffer.
+ * Each struct is declared here once; app/ngxscope/capture/events.py mirrors them with
+ * ctypes and tests/capture/test_events_layout.py checks both agree (sizes, offsets). */
+#ifndef NGXSCOPE_EVENTS_H
+#define NGXSCOPE_EVENTS_H
+
+#define EV_OPEN      1   /* first sight of a connection: addresses, role */
+#define EV_RECV      2   /* bytes nginx read (plaintext for TLS) */
+#define EV_SEND      3   /* bytes nginx wrote (plaintext for TLS) */
+#define EV_SENDFILE  4   /* bytes nginx sent with sendfile(2): counted, not captured */
+#define EV_CLOSE     5   /* ngx_close_connection */
+#define EV_REQ_DONE  6   /* ngx_http_free_request: the request is finished and logged */
+#define EV_CONNECT   7   /* connect(2) by a captured process: the peer address */
+#define EV_FORK      8   /* a captured process forked (a new worker, usually) */
+#define EV_EXIT      9   /* a captured process exited */
+#define EV_UPSTREAM 10   /* ngx_http_upstream_init: the current request on this connection is proxied */
+
+#define EVF_TLS        0x01  /* the connection is TLS (payload is the decrypted plaintext) */
+#define EVF_CLIENT     0x02  /* accepted from a client (else nginx's own, e.g. upstream) */
+#define EVF_TRUNCATED  0x04  /* fewer bytes captured than transferred */
+
+#define SOCKADDR_MAX 28      /* sizeof(struct sockaddr_in6) */
+
+struct ev_header {
+    __u64 ts;        /* bpf_ktime_get_ns() */
+    __u64 conn_ts;   /* connection identity: ktime of its first sighting (0: none) */
+    __u64 offset;    /* RECV/SEND: stream offset of the first byte; REQ_DONE: recv offset */
+    __u64 aux;       /* REQ_DONE: send offset; OPEN: ngx_connection_t address; FORK: child pid */
+    __u32 pid;       /* tgid */
+    __u32 tid;
+    __s32 fd;
+    __u32 len;       /* bytes transferred by the call */
+    __u32 cap;       /* bytes of payload that follow this header */
+    __u8  kind;
+    __u8  flags;
+    __u16 seq;       /* REQ_DONE: requests finished on this connection (mod 2^16) */
+};
+
+struct ev_open {
+    struct ev_header h;
+    __u8  peer[SOCKADDR_MAX];   /* struct sockaddr_in / sockaddr_in6 as nginx holds it */
+    __u8  local[SOCKADDR_MAX];
+    __u32 peer_len;
+    __u32 local_len;
+};
+
+#endif

@@ -1,0 +1,265 @@
+"""The `ngxscope` command: list, record, export, stats, demo, open, and the window."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, NoReturn
+
+from . import __version__
+
+__all__ = ["main"]
+
+log = logging.getLogger("ngxscope")
+
+
+class UsageError(Exception):
+    """Bad command line: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ngxscope", description="See every HTTP request a running nginx handles (eBPF).")
+    p.add_argument("--version", action="version", version=f"ngxscope {__version__}")
+    p.add_argument("--pid", type=int, help="open the window attached to this nginx master or worker")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+
+    ls = sub.add_parser("list", help="nginx processes on this machine and how they can be captured")
+    ls.add_argument("--all", action="store_true", help="also list processes that are not nginx")
+
+    rec = sub.add_parser("record", help="capture a running nginx into a session file")
+    who = rec.add_mutually_exclusive_group()
+    who.add_argument("--pid", type=int, help="nginx master (all workers, across reloads) or one worker")
+    who.add_argument("--binary", help="every process running this nginx executable, now and later")
+    rec.add_argument("--duration", type=float, help="stop after this many seconds")
+    rec.add_argument("-o", "--output", help="session file to write (.ngxs)")
+    rec.add_argument("--stream", action="store_true", help="write records as JSON lines to stdout (for the window)")
+    rec.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    rec.add_argument("--payload-cap", type=int, default=16384, metavar="BYTES",
+                     help="payload bytes captured per I/O call (default 16384)")
+    rec.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB", help="BPF ring buffer size (default 32)")
+    rec.add_argument("--force", action="store_true", help="attach to a process that does not look like nginx")
+    rec.add_argument("--dump-bpf", action="store_true", help="print the BPF C program and its compile flags, then exit")
+
+    ex = sub.add_parser("export", help="convert a session file")
+    ex.add_argument("file", help="session file (.ngxs)")
+    ex.add_argument("--format", choices=["jsonl"], default="jsonl")
+    ex.add_argument("-o", "--output", required=True, help="output file ('-' for stdout)")
+
+    demo = sub.add_parser("demo", help="a private nginx with TLS, upstreams and traffic, captured live")
+    demo.add_argument("--no-window", action="store_true", help="show the capture in the terminal")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument("--rate", type=float, default=40.0, help="demo requests per second (default 40)")
+    demo.add_argument("--screenshot", metavar="PNG", help="save the window to this PNG and exit")
+    demo.add_argument("--after", type=float, default=8.0, metavar="S", help="seconds before --screenshot")
+    demo.add_argument("-o", "--output", help="also record the demo to this session file")
+
+    op = sub.add_parser("open", help="open a session file in the window")
+    op.add_argument("file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="ngxscope: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        name = type(exc).__name__
+        known = name in {"CaptureError", "SessionError", "TargetError", "BinaryError", "LabError", "UsageError"}
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+        if isinstance(exc, OSError) and exc.filename:
+            msg = f"{exc.strerror}: {exc.filename}"
+        elif not known:
+            msg = f"{name}: {msg}"
+        print(f"ngxscope: error: {msg}", file=sys.stderr)
+        return 2 if name == "UsageError" else 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "list":
+        from .capture.procs import find_instances, format_instances
+
+        print(format_instances(find_instances(include_all=args.all)))
+        return 0
+    if args.cmd == "record":
+        return _cmd_record(args)
+    if args.cmd == "export":
+        return _cmd_export(args)
+    if args.cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
+    if args.cmd == "open":
+        from .gui import open_session_window
+
+        return open_session_window(args.file)
+    from .gui import open_window
+
+    return open_window(pid=args.pid)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .store.export_jsonl import export_jsonl
+
+    out: Any = sys.stdout if args.output == "-" else args.output
+    n = export_jsonl(args.file, out)
+    if args.output != "-":
+        print(f"exported {n} exchanges to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from .record import CaptureError, Recorder, RecordOptions
+
+    if args.dump_bpf:
+        from .capture.tracer import Tracer, TracerConfig, bpf_source
+
+        print(f"// cflags: {' '.join(Tracer(TracerConfig(binary='nginx')).cflags())}")
+        print(bpf_source())
+        return 0
+    if args.pid is None and not args.binary:
+        raise UsageError("record: give --pid PID or --binary PATH")
+    if not args.output and not args.stream:
+        raise UsageError("record: give -o FILE (or --stream)")
+    if args.payload_cap < 64 or args.payload_cap > 1 << 20:
+        raise UsageError("record: --payload-cap must be between 64 and 1048576")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("record: --duration must be positive")
+    opts = RecordOptions(pid=args.pid, binary=args.binary, payload_cap=args.payload_cap,
+                         ringbuf_mb=args.ringbuf_mb, force=args.force)
+    sinks = open_sinks(args.output, args.stream, args.overwrite)
+    rec = Recorder(opts, [s for s, _ in sinks])
+    try:
+        line = rec.start()
+    except BaseException:
+        for sink, _ in sinks:
+            sink.close(clean=False)
+        if args.output and os.path.exists(args.output) and not args.overwrite:
+            os.unlink(args.output)  # nothing was captured: leave no empty session behind
+        raise
+    print(line, file=sys.stderr, flush=True)
+    try:
+        run_until_stopped(rec, args.duration, live=sys.stderr.isatty() and not args.stream,
+                          watch_stdin=args.stream)
+    finally:
+        rec.join()
+        for sink, _ in sinks:
+            sink.close()
+    stats = rec.counters()
+    summary = (f"{stats['requests']} requests captured, {stats['lost']} events lost, "
+               f"{stats['truncated']} payloads truncated")
+    if args.output:
+        summary += f"; session saved to {args.output}"
+    if rec.end_reason:
+        summary = f"{rec.end_reason}; {summary}"
+    print(summary, file=sys.stderr)
+    if rec.decode_error is not None and not isinstance(rec.decode_error, CaptureError):
+        return 1
+    return 0
+
+
+class LockedSink:
+    """Serialises writes from the decode thread and the stats ticks of the main thread."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.lock = threading.Lock()
+
+    def write_exchange(self, ex: Any) -> None:
+        with self.lock:
+            self.writer.write_exchange(ex)
+
+    def write_event(self, ev: Any) -> None:
+        with self.lock:
+            self.writer.write_event(ev)
+
+    def write_stats(self, d: dict[str, Any]) -> None:
+        with self.lock:
+            self.writer.write_stats(d)
+            flush = getattr(self.writer, "maybe_flush", None) or getattr(self.writer, "flush", None)
+            if flush is not None:
+                flush()
+
+    def close(self, clean: bool = True) -> None:
+        with self.lock:
+            self.writer.close(clean=clean)
+
+
+def open_sinks(output: str | None, stream: bool, overwrite: bool) -> list[tuple[LockedSink, str]]:
+    from .store.session import SessionWriter, StreamWriter
+
+    sinks: list[tuple[LockedSink, str]] = []
+    target: dict[str, Any] = {}
+    if output:
+        sinks.append((LockedSink(SessionWriter(output, target, overwrite=overwrite)), output))
+    if stream:
+        sinks.append((LockedSink(StreamWriter(sys.stdout.buffer, target)), "-"))
+    return sinks
+
+
+def run_until_stopped(rec: Any, duration: float | None, *, live: bool, watch_stdin: bool = False) -> None:
+    """Tick once a second (stats, liveness) until a signal, the duration, or nginx exits."""
+    def on_signal(signum: int, _frame: Any) -> None:
+        rec.stop(f"stopped by {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    if watch_stdin:
+        def stdin_watch() -> None:
+            try:
+                while sys.stdin.buffer.read(4096):
+                    pass
+            except (OSError, ValueError):
+                pass
+            rec.stop("the window closed")
+
+        threading.Thread(target=stdin_watch, daemon=True, name="ngxscope-stdin").start()
+    deadline = time.monotonic() + duration if duration else None
+    last_tick = time.monotonic()
+    last_requests = 0
+    try:
+        while not rec.stopping:
+            time.sleep(0.2)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                rec.stop(f"stopped after {duration:g} s")
+                break
+            if now - last_tick >= 1.0:
+                stats = rec.write_stats()
+                rate = (stats["requests"] - last_requests) / (now - last_tick)
+                last_requests, last_tick = stats["requests"], now
+                if live:
+                    sys.stderr.write(
+                        f"\r{stats['requests']:>9} requests  {rate:8.1f} req/s  lost {stats['lost']}  "
+                        f"truncated {stats['truncated']}  workers {len(stats['workers'])}   "
+                    )
+                    sys.stderr.flush()
+                if rec.nginx_gone():
+                    rec.stop("nginx exited")
+    finally:
+        if live:
+            sys.stderr.write("\n")
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,339 @@
+"""Turn the capture's raw events into HTTP exchanges, per connection.
+
+Requests are framed from the bytes nginx read (decode.http1.RequestStream). Responses are
+delimited by nginx itself: the EV_REQ_DONE event fires when nginx frees (and logs) a
+request, carrying the connection's byte counters at that moment. Everything nginx wrote on
+the connection since the previous EV_REQ_DONE is that request's response, whatever its
+framing, so sizes are exact even when payloads are cut, sent with sendfile, or lost.
+Stream offsets in every event reveal lost events; the affected exchanges are flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..capture.events import (
+    EV_CLOSE,
+    EV_CONNECT,
+    EV_EXIT,
+    EV_FORK,
+    EV_OPEN,
+    EV_RECV,
+    EV_REQ_DONE,
+    EV_SEND,
+    EV_SENDFILE,
+    EV_UPSTREAM,
+    EVF_CLIENT,
+    EVF_TLS,
+    RawEvent,
+)
+from ..model import Exchange, LifecycleEvent
+from .http1 import ParsedRequest, RequestStream, parse_response
+
+__all__ = ["Assembler", "AssemblerStats"]
+
+log = logging.getLogger(__name__)
+
+ConnKey = tuple[int, int, int]
+
+
+@dataclass(slots=True)
+class AssemblerStats:
+    """What the decoder has seen (shown in the status line and the session's stats)."""
+
+    events: int = 0
+    exchanges: int = 0
+    malformed: int = 0
+    gaps: int = 0
+    """Holes found in byte streams (lost ring-buffer events)."""
+    lost_responses: int = 0
+    """Request completions that never arrived (lost events); their exchanges are flagged."""
+    open_conns: int = 0
+
+
+@dataclass(slots=True)
+class _Conn:
+    key: ConnKey
+    pid: int
+    fd: int
+    client: bool
+    tls: bool
+    opened: float
+    peer: str = ""
+    local: str = ""
+    requests: RequestStream = field(default_factory=RequestStream)
+    recv_off: int = 0
+    send_off: int = 0
+    done_send_off: int = 0
+    done_seq: int = 0
+    seq: int = 0
+    last_done_ts: float = 0.0
+    segments: list[tuple[bytes, int]] = field(default_factory=list)
+    captured: int = 0
+    send_first_ts: float = 0.0
+    send_last_ts: float = 0.0
+    sendfile_bytes: int = 0
+    send_hole: bool = False
+    proxied: bool = False
+    """nginx handed the current request to an upstream (so it read the request body)."""
+
+
+class Assembler:
+    """Feed RawEvents in ring-buffer order; exchanges come out through `on_exchange`."""
+
+    def __init__(
+        self,
+        on_exchange: Callable[[Exchange], None],
+        on_event: Callable[[LifecycleEvent], None] | None = None,
+        *,
+        body_limit: int = 256 * 1024,
+        attach_ts: float = 0.0,
+        midway_window: float = 2.0,
+    ) -> None:
+        self.on_exchange = on_exchange
+        self.on_event = on_event
+        self.body_limit = body_limit
+        self.attach_ts = attach_ts
+        self.midway_window = midway_window
+        self.stats = AssemblerStats()
+        self._conns: dict[ConnKey, _Conn] = {}
+        self._by_fd: dict[tuple[int, int], ConnKey] = {}
+        self._connects: dict[tuple[int, int], str] = {}
+        self._next_id = 1
+
+    # -- entry point ----------------------------------------------------------------------
+    def feed(self, ev: RawEvent) -> None:
+        self.stats.events += 1
+        kind = ev.kind
+        if kind in (EV_RECV, EV_SEND, EV_SENDFILE):
+            conn = self._conn_for(ev)
+            if kind == EV_RECV:
+                self._on_recv(conn, ev)
+            else:
+                self._on_send(conn, ev)
+        elif kind == EV_REQ_DONE:
+            if ev.conn_ts:
+                self._on_done(self._conn_for(ev), ev)
+        elif kind == EV_UPSTREAM:
+            if ev.conn_ts:
+                self._conn_for(ev).proxied = True
+        elif kind == EV_OPEN:
+            self._open(ev)
+        elif kind == EV_CLOSE:
+            conn_or_none = self._conns.get(ev.conn_key)
+            if conn_or_none is not None:
+                self._close(conn_or_none, ev.ts, "connection closed before response")
+        elif kind == EV_CONNECT:
+            self._connects[(ev.pid, ev.fd)] = ev.peer
+        elif kind == EV_FORK:
+            self._lifecycle(ev.ts, "worker-start", int(ev.aux), f"forked by {ev.pid}")
+        elif kind == EV_EXIT:
+            self._lifecycle(ev.ts, "worker-exit", ev.pid, "process exited")
+            for key in [k for k in self._conns if k[0] == ev.pid]:
+                self._close(self._conns[key], ev.ts, "worker exited before response")
+
+    def finish(self, ts: float) -> None:
+        """The capture ended: flush every connection's unanswered requests."""
+        for conn in list(self._conns.values()):
+            self._close(conn, ts, "capture ended before response")
+
+    # -- connections ----------------------------------------------------------------------
+    def _open(self, ev: RawEvent) -> _Conn:
+        old = self._by_fd.get((ev.pid, ev.fd))
+        if old is not None and old != ev.conn_key and old in self._conns:
+            # the close of the previous connection on this fd was lost
+            self._close(self._conns[old], ev.ts, "connection replaced before response")
+        conn = self._conns.get(ev.conn_key)
+        if conn is None:
+            client = bool(ev.flags & EVF_CLIENT)
+            conn = _Conn(
+                key=ev.conn_key,
+                pid=ev.pid,
+                fd=ev.fd,
+                client=client,
+                tls=bool(ev.flags & EVF_TLS),
+                opened=ev.ts,
+            )
+            self._conns[ev.conn_key] = conn
+            self._by_fd[(ev.pid, ev.fd)] = ev.conn_key
+            self.stats.open_conns = len(self._conns)
+        if ev.kind == EV_OPEN:
+            conn.peer = ev.peer
+            conn.local = ev.local
+            if not conn.client:
+                conn.peer = self._connects.pop((ev.pid, ev.fd), conn.peer)
+        return conn
+
+    def _conn_for(self, ev: RawEvent) -> _Conn:
+        conn = self._conns.get(ev.conn_key)
+        if conn is None:
+            conn = self._open(ev)  # its EV_OPEN was lost: addresses stay unknown
+        return conn
+
+    def _close(self, conn: _Conn, ts: float, why: str) -> None:
+        if conn.client:
+            while True:
+                req = conn.requests.take()
+                if req is None:
+                    break
+                if req.method or req.error:
+                    self._emit(conn, req, None, ts, error=why)
+            cur = conn.requests.current
+            if cur is not None and cur.method and not cur.answered:
+                self._emit(conn, cur, None, ts, error=why)
+        self._conns.pop(conn.key, None)
+        if self._by_fd.get((conn.pid, conn.fd)) == conn.key:
+            del self._by_fd[(conn.pid, conn.fd)]
+        self.stats.open_conns = len(self._conns)
+
+    # -- bytes ------------------------------------------------------------------------------
+    def _on_recv(self, conn: _Conn, ev: RawEvent) -> None:
+        if not conn.client:
+            conn.recv_off = ev.offset + ev.length
+            return
+        if ev.offset > conn.recv_off:
+            self.stats.gaps += 1
+            conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
+        if conn.recv_off == 0 and ev.offset == 0 and not conn.requests.done and conn.requests.current is None:
+            conn.requests.allow_midway = ev.ts - self.attach_ts < self.midway_window
+        conn.requests.feed(ev.data, ev.length, ev.ts)
+        conn.recv_off = ev.offset + ev.length
+
+    def _on_send(self, conn: _Conn, ev: RawEvent) -> None:
+        if not conn.client:
+            conn.send_off = ev.offset + ev.length
+            return
+        if ev.offset > conn.send_off:
+            self.stats.gaps += 1
+            conn.send_hole = True
+            conn.segments.append((b"", ev.offset - conn.send_off))
+        if not conn.send_first_ts:
+            conn.send_first_ts = ev.ts
+        conn.send_last_ts = ev.ts
+        if ev.kind == EV_SENDFILE:
+            conn.sendfile_bytes += ev.length
+            conn.segments.append((b"", ev.length))
+        else:
+            if len(ev.data) < ev.length:
+                conn.send_hole = True
+            room = self.body_limit + 65536 - conn.captured
+            data = ev.data[: max(0, room)]
+            conn.captured += len(data)
+            conn.segments.append((data, ev.length))
+        conn.send_off = ev.offset + ev.length
+
+    def _on_done(self, conn: _Conn, ev: RawEvent) -> None:
+        if not conn.client:
+            return
+        if ev.offset > conn.recv_off:
+            self.stats.gaps += 1
+            conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
+            conn.recv_off = ev.offset
+        error = None
+        skipped = (ev.seq - conn.done_seq - 1) % 65536 if conn.done_seq or ev.seq != 1 else 0
+        if skipped:
+            # completions were lost: the requests they ended cannot be paired safely
+            self.stats.lost_responses += skipped
+            for _ in range(skipped):
+                lost = conn.requests.take()
+                if lost is not None:
+                    self._emit(conn, lost, None, ev.ts, error="response lost (capture overflow)")
+            error = "response boundary uncertain (capture overflow)"
+        conn.done_seq = ev.seq
+        if ev.aux > conn.send_off:
+            conn.send_hole = True
+            conn.segments.append((b"", ev.aux - conn.send_off))
+            conn.send_off = ev.aux
+        req = conn.requests.take()
+        resp_len = ev.aux - conn.done_send_off
+        if req is None:
+            raw = conn.requests.pending_raw()
+            req = ParsedRequest(start_ts=conn.send_first_ts or ev.ts, end_ts=ev.ts)
+            if conn.requests.joined_midway:
+                req.error = "joined mid-connection: request not seen"
+            else:
+                req.error = "malformed request" if raw else "request not captured"
+                req.raw = raw[:4096]
+                req.head_bytes = len(raw)
+        if req.body_size and not conn.proxied:
+            # nginx discards bodies it does not use and leaves them out of $request_length
+            req.body_discarded = True
+        self._emit(conn, req, resp_len, ev.ts, error=error)
+        conn.proxied = False
+        conn.done_send_off = ev.aux
+        conn.last_done_ts = ev.ts
+        conn.segments = []
+        conn.captured = 0
+        conn.send_first_ts = conn.send_last_ts = 0.0
+        conn.sendfile_bytes = 0
+        conn.send_hole = False
+
+    # -- output -----------------------------------------------------------------------------
+    def _emit(
+        self, conn: _Conn, req: ParsedRequest, resp_len: int | None, ts: float, error: str | None = None
+    ) -> None:
+        start = req.start_ts
+        if conn.last_done_ts and start < conn.last_done_ts:
+            start = conn.last_done_ts  # pipelined: nginx starts it once the previous one is done
+        host = ""
+        for k, v in req.headers:
+            if k.lower() == "host":
+                host = v
+                break
+        if not host and req.target.startswith(("http://", "https://")):
+            host = req.target.split("/", 3)[2]
+        ex = Exchange(
+            id=self._next_id,
+            start=start,
+            end=start,
+            pid=conn.pid,
+            client=conn.peer,
+            server=conn.local,
+            tls=conn.tls,
+            conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
+            conn_seq=conn.seq,
+            method=req.method,
+            target=req.target,
+            version=req.version,
+            host=host,
+            request_bytes=req.head_bytes if req.body_discarded else req.total_bytes,
+            request_headers=list(req.headers),
+            request_body=bytes(req.body if req.method else req.raw),
+            request_body_size=req.body_size,
+            truncated=req.truncated,
+            error=error or req.error,
+        )
+        self._next_id += 1
+        conn.seq += 1
+        if resp_len is not None:
+            prefix = bytearray()
+            for data, length in conn.segments:
+                prefix += data
+                if len(data) < length:
+                    break
+            resp = parse_response(bytes(prefix))
+            ex.status = resp.status
+            ex.reason = resp.reason
+            ex.response_headers = resp.headers
+            ex.response_bytes = resp_len
+            ex.response_body_size = max(0, resp_len - resp.head_bytes)
+            ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + self.body_limit])
+            ex.sendfile_bytes = conn.sendfile_bytes
+            ex.truncated = ex.truncated or conn.send_hole and conn.sendfile_bytes == 0 or (
+                len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
+            )
+            ex.end = max(conn.send_last_ts or ts, start)
+            if resp.error and not ex.error:
+                ex.error = resp.error
+        else:
+            ex.end = max(ts, start)
+        if ex.error and not ex.method:
+            self.stats.malformed += 1
+        self.stats.exchanges += 1
+        self.on_exchange(ex)
+
+    def _lifecycle(self, ts: float, kind: str, pid: int, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(LifecycleEvent(ts=ts, kind=kind, pid=pid, detail=detail))

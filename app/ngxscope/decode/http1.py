@@ -1,0 +1,436 @@
+"""HTTP/1.x message framing for byte streams that may have holes.
+
+The capture delivers each direction of a connection as segments: captured bytes plus,
+possibly, a count of bytes that crossed the wire but were not captured (payload cap,
+sendfile, lost events). `RequestStream` frames requests from the bytes nginx read: it
+counts through holes where framing allows (Content-Length bodies) and otherwise marks the
+request damaged and resynchronises at the next request line. Responses need no framing
+here: nginx tells where each one ends (see assembler), so `parse_response` only reads the
+head from the captured prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "MAX_HEAD",
+    "HeadError",
+    "ParsedRequest",
+    "ParsedResponse",
+    "RequestStream",
+    "parse_head",
+    "parse_response",
+]
+
+MAX_HEAD = 64 * 1024
+"""Longest request/response head accepted (nginx's default large buffers are 4 x 8k)."""
+
+_REQUEST_LINE = re.compile(
+    rb"(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK)"
+    rb" [^\s]+ HTTP/1\.[01]\r?\n"
+)
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class HeadError(ValueError):
+    """A message head that is not HTTP/1.x."""
+
+
+def parse_head(head: bytes) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split a head (without the blank line) into the start line's parts and headers in wire order."""
+    text = head.decode("latin-1")
+    lines = text.split("\n")
+    start = lines[0].rstrip("\r")
+    parts = start.split(" ", 2)
+    if len(parts) < 2:
+        raise HeadError(f"bad start line {start[:80]!r}")
+    headers: list[tuple[str, str]] = []
+    for raw in lines[1:]:
+        line = raw.rstrip("\r")
+        if not line:
+            continue
+        if line[0] in " \t" and headers:  # obsolete line folding
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN.match(name):
+            raise HeadError(f"bad header line {line[:80]!r}")
+        headers.append((name, value.strip()))
+    return parts, headers
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    lname = name.lower()
+    for k, v in headers:
+        if k.lower() == lname:
+            return v
+    return None
+
+
+def _find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """Index just past the blank line ending a head, or -1."""
+    i = buf.find(b"\r\n\r\n", start)
+    j = buf.find(b"\n\n", start)
+    if i < 0:
+        return j + 2 if j >= 0 else -1
+    if 0 <= j < i:
+        return j + 2
+    return i + 4
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    """A request framed from the bytes nginx read."""
+
+    start_ts: float
+    """Time of the read that delivered its first byte."""
+    end_ts: float = 0.0
+    """Time of the read that delivered its last byte."""
+    method: str = ""
+    target: str = ""
+    version: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    head_bytes: int = 0
+    """Size of request line and headers, blank line included."""
+    body: bytearray = field(default_factory=bytearray)
+    """Captured body bytes (wire form)."""
+    body_size: int = 0
+    """Body bytes on the wire so far."""
+    complete: bool = False
+    """The whole message has been read."""
+    truncated: bool = False
+    """Some bytes were not captured."""
+    error: str | None = None
+    """Why the request is damaged, if it is."""
+    raw: bytes = b""
+    """For a malformed request: the captured bytes that could not be parsed."""
+    answered: bool = False
+    """nginx finished the request before its body was read completely."""
+    body_discarded: bool = False
+    """nginx read the body only to throw it away (it is not part of `$request_length`)."""
+
+    @property
+    def total_bytes(self) -> int:
+        return self.head_bytes + self.body_size
+
+
+_HEAD, _BODY_CL, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _RESYNC = range(7)
+
+
+class RequestStream:
+    """Incremental request framing for one connection's inbound bytes."""
+
+    def __init__(self, body_limit: int = 1 << 20) -> None:
+        self.body_limit = body_limit
+        self.done: list[ParsedRequest] = []
+        """Requests fully read, oldest first (the assembler pops them)."""
+        self.current: ParsedRequest | None = None
+        """The request being read, if any."""
+        self._buf = bytearray()
+        self._state = _HEAD
+        self._remaining = 0
+        self._first = True
+        self.joined_midway = False
+        """The connection's first bytes were not a request line (capture began mid-connection)."""
+        self.allow_midway = False
+        """Set for connections first seen right after attaching: a non-request start means
+        the capture joined mid-connection, not that the client sent garbage."""
+
+    # -- feeding ----------------------------------------------------------------------
+    def feed(self, data: bytes, length: int, ts: float) -> None:
+        """Bytes read by nginx: `data` captured, then `length - len(data)` bytes not captured."""
+        if data:
+            self._feed_bytes(data, ts)
+        missing = length - len(data)
+        if missing > 0:
+            self._feed_gap(missing, ts)
+
+    def _feed_bytes(self, data: bytes, ts: float) -> None:
+        pos = 0
+        n = len(data)
+        while pos < n:
+            if self._state in (_HEAD, _RESYNC, _CHUNK_SIZE, _TRAILER):
+                self._buf += data[pos:]
+                pos = n
+                self._drain_buffer(ts)
+                continue
+            req = self.current
+            assert req is not None
+            if self._state == _BODY_CL or self._state == _CHUNK_DATA:
+                take = min(self._remaining, n - pos)
+                self._add_body(req, data[pos : pos + take])
+                self._remaining -= take
+                pos += take
+                req.end_ts = ts
+                if self._remaining == 0:
+                    if self._state == _BODY_CL:
+                        self._finish(req)
+                    else:
+                        self._state = _CHUNK_CRLF
+                        self._remaining = 2
+            elif self._state == _CHUNK_CRLF:
+                take = min(self._remaining, n - pos)
+                self._add_body(req, data[pos : pos + take])
+                self._remaining -= take
+                pos += take
+                if self._remaining == 0:
+                    self._state = _CHUNK_SIZE
+        if self._state in (_HEAD, _RESYNC, _CHUNK_SIZE, _TRAILER) and self._buf:
+            self._drain_buffer(ts)
+
+    def _add_body(self, req: ParsedRequest, chunk: bytes) -> None:
+        req.body_size += len(chunk)
+        room = self.body_limit - len(req.body)
+        if room > 0:
+            req.body += chunk[:room]
+        if len(chunk) > max(room, 0):
+            req.truncated = True
+
+    def _drain_buffer(self, ts: float) -> None:
+        while self._buf:
+            if self._state == _RESYNC:
+                m = _REQUEST_LINE.search(self._buf)
+                if not m:
+                    # keep a tail long enough to hold the start of a request line
+                    if len(self._buf) > 8192:
+                        del self._buf[:-4096]
+                    return
+                del self._buf[: m.start()]
+                self._state = _HEAD
+            if self._state == _HEAD:
+                if not self._parse_head(ts):
+                    return
+            elif self._state == _CHUNK_SIZE:
+                if not self._parse_chunk_size(ts):
+                    return
+            elif self._state == _TRAILER:
+                if not self._parse_trailer(ts):
+                    return
+            else:
+                # body states consume straight from the buffer
+                data = bytes(self._buf)
+                self._buf.clear()
+                self._feed_bytes(data, ts)
+                return
+
+    def _parse_head(self, ts: float) -> bool:
+        buf = self._buf
+        if self.current is None:
+            # skip blank lines between requests, as nginx does
+            while buf[:2] == b"\r\n":
+                del buf[:2]
+            while buf[:1] == b"\n":
+                del buf[:1]
+            if not buf:
+                return False
+            self.current = ParsedRequest(start_ts=ts)
+        req = self.current
+        req.end_ts = ts
+        end = _find_head_end(buf)
+        if end < 0:
+            if self._first and self.allow_midway and len(buf) >= 16 and not _REQUEST_LINE.match(bytes(buf[: buf.find(b"\n") + 1])) and buf.find(b"\n") > 0:
+                self._joined_midway()
+                return True
+            if len(buf) > MAX_HEAD:
+                self._malformed(req, "request head too large", bytes(buf[:4096]))
+                self._buf.clear()
+                self._state = _RESYNC
+            return False
+        head = bytes(buf[:end])
+        try:
+            parts, headers = parse_head(head.rstrip(b"\r\n"))
+            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+                first_line = head.split(b"\n", 1)[0][:80]
+                raise HeadError(f"bad request line {first_line!r}")
+        except HeadError as exc:
+            if self._first and self.allow_midway:
+                self._joined_midway()
+                return True
+            self._malformed(req, str(exc), head[:4096])
+            del buf[:end]
+            self._state = _RESYNC
+            return True
+        self._first = False
+        del buf[:end]
+        req.method, req.target, req.version = parts[0], parts[1], parts[2]
+        req.headers = headers
+        req.head_bytes = end
+        te = _header(headers, "Transfer-Encoding")
+        cl = _header(headers, "Content-Length")
+        if te is not None and "chunked" in te.lower():
+            self._state = _CHUNK_SIZE
+        elif cl is not None:
+            try:
+                length = int(cl.strip())
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                self._malformed(req, f"bad Content-Length {cl[:40]!r}", head[:4096])
+                self._state = _RESYNC
+                return True
+            if length == 0:
+                self._finish(req)
+            else:
+                self._state = _BODY_CL
+                self._remaining = length
+        else:
+            self._finish(req)
+        return True
+
+    def _parse_chunk_size(self, ts: float) -> bool:
+        req = self.current
+        assert req is not None
+        nl = self._buf.find(b"\n")
+        if nl < 0:
+            if len(self._buf) > 1024:
+                self._damaged(req, "bad chunk size line")
+            return False
+        line = bytes(self._buf[: nl + 1])
+        del self._buf[: nl + 1]
+        self._add_body(req, line)
+        req.end_ts = ts
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            self._damaged(req, f"bad chunk size {line[:20]!r}")
+            return True
+        if size == 0:
+            self._state = _TRAILER
+        else:
+            self._state = _CHUNK_DATA
+            self._remaining = size
+        return True
+
+    def _parse_trailer(self, ts: float) -> bool:
+        req = self.current
+        assert req is not None
+        nl = self._buf.find(b"\n")
+        if nl < 0:
+            return False
+        line = bytes(self._buf[: nl + 1])
+        del self._buf[: nl + 1]
+        self._add_body(req, line)
+        req.end_ts = ts
+        if line.strip() == b"":
+            self._finish(req)
+        return True
+
+    def _feed_gap(self, missing: int, ts: float) -> None:
+        req = self.current
+        if req is not None:
+            req.truncated = True
+            req.end_ts = ts
+        if self._state == _BODY_CL and req is not None:
+            take = min(self._remaining, missing)
+            req.body_size += take
+            self._remaining -= take
+            missing -= take
+            if self._remaining == 0:
+                self._finish(req)
+            if missing <= 0:
+                return
+        if req is not None and self._state != _RESYNC:
+            self._damaged(req, f"{missing} bytes of the request were not captured")
+        self._buf.clear()
+        self._state = _RESYNC
+
+    # -- outcomes -----------------------------------------------------------------------
+    def _finish(self, req: ParsedRequest) -> None:
+        req.complete = True
+        if not req.answered:
+            self.done.append(req)
+        self.current = None
+        self._state = _HEAD
+
+    def _damaged(self, req: ParsedRequest, why: str) -> None:
+        req.error = req.error or why
+        req.complete = True
+        if not req.answered:
+            self.done.append(req)
+        self.current = None
+        self._buf.clear()
+        self._state = _RESYNC
+
+    def _malformed(self, req: ParsedRequest, why: str, raw: bytes) -> None:
+        req.error = f"malformed request: {why}"
+        req.raw = raw
+        req.head_bytes = len(raw)
+        req.complete = True
+        self.done.append(req)
+        self.current = None
+
+    def _joined_midway(self) -> None:
+        self.joined_midway = True
+        self._first = False
+        self.current = None
+        self._state = _RESYNC
+        # drop the partial first line so the search starts at the next one
+        nl = self._buf.find(b"\n")
+        if nl >= 0:
+            del self._buf[: nl + 1]
+
+    def take(self) -> ParsedRequest | None:
+        """The oldest request read so far (complete or the one in progress), for pairing."""
+        if self.done:
+            return self.done.pop(0)
+        req = self.current
+        if req is not None and req.method and not req.answered:
+            # nginx answered before reading the whole body (413, or a body it discards):
+            # the rest of the body still frames here but belongs to no later request.
+            req.answered = True
+            return req
+        return None
+
+    def pending_bytes(self) -> int:
+        """Bytes buffered but not yet part of any request (for an unparseable stream)."""
+        return len(self._buf)
+
+    def pending_raw(self) -> bytes:
+        return bytes(self._buf)
+
+
+@dataclass(slots=True)
+class ParsedResponse:
+    """The head of the final response found at the start of a response's bytes."""
+
+    status: int | None = None
+    reason: str = ""
+    version: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    head_bytes: int = 0
+    """Bytes of all heads (interim 1xx included) before the body."""
+    body_offset: int = 0
+    """Offset of the body within the captured prefix."""
+    error: str | None = None
+
+
+def parse_response(prefix: bytes) -> ParsedResponse:
+    """Read the final response head from the captured start of a response (1xx skipped)."""
+    out = ParsedResponse()
+    pos = 0
+    while True:
+        end = _find_head_end(prefix, pos)
+        if end < 0:
+            out.error = "response head not captured" if prefix else "no response bytes captured"
+            return out
+        try:
+            parts, headers = parse_head(prefix[pos:end].rstrip(b"\r\n"))
+            if not parts[0].startswith("HTTP/"):
+                raise HeadError(f"bad status line {prefix[pos:pos + 40]!r}")
+            status = int(parts[1])
+        except (HeadError, ValueError) as exc:
+            out.error = f"malformed response: {exc}"
+            return out
+        if 100 <= status < 200 and status != 101:
+            pos = end
+            continue
+        out.status = status
+        out.version = parts[0]
+        out.reason = parts[2] if len(parts) > 2 else ""
+        out.headers = headers
+        out.head_bytes = end
+        out.body_offset = end
+        return out

@@ -1,0 +1,341 @@
+"""A private nginx (master + N workers) with TLS, upstream groups and a JSON access log.
+
+`LabNginx` writes a complete prefix (config, self-signed certificate, static files, temp
+dirs), starts two `ngxscope.lab.backend` upstreams and nginx itself, and tears it all down
+again. The JSON access log it configures is the ground truth the capture tests compare with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from ngxscope.lab.config import LOG_FIELDS, LabError, parse_log_line, render_conf, write_site
+
+__all__ = ["LOG_FIELDS", "LabError", "LabNginx", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class LabNginx:
+    """A private nginx with a plain and a TLS listener, upstream backends and a JSON log.
+
+    Use as a context manager, or call `start()` / `stop()`.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        prefix: Path | None = None,
+        nginx_bin: str = "/usr/sbin/nginx",
+        extra_http: str = "",
+    ) -> None:
+        self.workers = workers
+        self.nginx_bin = nginx_bin
+        self.extra_http = extra_http
+        self._own_prefix = prefix is None
+        self.prefix: Path = Path(prefix) if prefix is not None else Path()
+        self.plain_port = 0
+        self.tls_port = 0
+        self.dead_port = 0
+        """A port nothing listens on: the dead peer of the `flaky` upstream group."""
+        self.backend_ports: list[int] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._backends: list[subprocess.Popen[bytes]] = []
+        self._stderr: Any = None
+
+    # -- paths and addresses ----------------------------------------------------------------
+    @property
+    def conf_path(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.prefix / "logs" / "access.log"
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.prefix / "logs" / "error.log"
+
+    @property
+    def static_dir(self) -> Path:
+        return self.prefix / "html" / "static"
+
+    @property
+    def upstream_addrs(self) -> list[str]:
+        """The live backends as nginx prints them in `$upstream_addr`."""
+        return [f"127.0.0.1:{p}" for p in self.backend_ports]
+
+    @property
+    def master_pid(self) -> int:
+        if self._proc is None:
+            raise LabError("nginx is not running")
+        return self._proc.pid
+
+    def base_url(self, tls: bool = False) -> str:
+        """``http://127.0.0.1:PLAIN`` or ``https://127.0.0.1:TLS``."""
+        if tls:
+            return f"https://127.0.0.1:{self.tls_port}"
+        return f"http://127.0.0.1:{self.plain_port}"
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the master's live children whose command line says "worker process"."""
+        try:
+            children = psutil.Process(self.master_pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        pids = []
+        for child in children:
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                if "worker process" in " ".join(child.cmdline()):
+                    pids.append(child.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return sorted(pids)
+
+    # -- access log -------------------------------------------------------------------------
+    def read_access_log(self, start: int = 0) -> list[dict[str, Any]]:
+        """Parse the access log (lines from index `start` on); numbers become int/float."""
+        try:
+            text = self.access_log_path.read_text()
+        except FileNotFoundError:
+            return []
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return [parse_log_line(ln) for ln in lines[start:]]
+
+    def log_line_count(self) -> int:
+        """Number of complete lines in the access log."""
+        try:
+            return self.access_log_path.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    def wait_log_lines(self, n: int, timeout: float = 10.0, start: int = 0) -> list[dict[str, Any]]:
+        """Poll until the log holds at least `n` lines after `start`; return those parsed.
+
+        nginx writes a line when it finishes a request, which can be a moment after the client
+        has read the response. Raises `LabError` on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            count = self.log_line_count() - start
+            if count >= n:
+                return self.read_access_log(start)
+            if time.monotonic() > deadline:
+                raise LabError(f"access log has {count} lines after {timeout}s, expected {n}")
+            time.sleep(0.02)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> LabNginx:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Write the prefix, start the backends and nginx; wait until all are serving."""
+        if self._proc is not None:
+            raise LabError("already started")
+        if self._own_prefix:
+            self.prefix = Path(tempfile.mkdtemp(prefix="ngxscope-lab-"))
+        try:
+            write_site(self.prefix)
+            self._start_backends(timeout)
+            last = ""
+            for _attempt in range(3):
+                self.plain_port, self.tls_port, self.dead_port = (
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                )
+                self.conf_path.write_text(
+                    render_conf(
+                        self.prefix,
+                        self.workers,
+                        self.plain_port,
+                        self.tls_port,
+                        self.dead_port,
+                        self.upstream_addrs,
+                        self.extra_http,
+                    )
+                )
+                last = self._start_nginx(timeout)
+                if not last:
+                    return
+                if "Address already in use" not in last:
+                    break
+            raise LabError(f"nginx failed to start:\n{last}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Graceful QUIT, KILL after `timeout`; stop the backends; remove an owned prefix."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGQUIT)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            # workers share the master's process group: kill any stragglers with it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2.0)
+        for backend in self._backends:
+            if backend.poll() is None:
+                backend.terminate()
+        for backend in self._backends:
+            try:
+                backend.wait(2.0)
+            except subprocess.TimeoutExpired:
+                backend.kill()
+                backend.wait(2.0)
+        self._backends = []
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self._own_prefix and self.prefix != Path() and self.prefix.exists():
+            shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def reload(self, timeout: float = 10.0) -> list[int]:
+        """SIGHUP; wait for N new workers and the old ones to exit. Returns the new pids.
+
+        Old workers that are still busy past `timeout` are left to finish; missing new
+        workers raise `LabError`.
+        """
+        old = set(self.worker_pids())
+        os.kill(self.master_pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        new: list[int] = []
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            new = [p for p in pids if p not in old]
+            if len(new) >= self.workers and not (old & set(pids)):
+                return sorted(new)
+            time.sleep(0.02)
+        if len(new) < self.workers:
+            raise LabError(
+                f"reload: {len(new)} new workers after {timeout}s\n{_tail(self.error_log_path)}"
+            )
+        return sorted(new)
+
+    # -- internals --------------------------------------------------------------------------
+    def _start_backends(self, timeout: float) -> None:
+        env = dict(os.environ)
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = pkg_root + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
+        names = ["b1", "b2"]
+        self.backend_ports = [0] * len(names)
+        started: dict[int, subprocess.Popen[bytes]] = {}
+        for _attempt in range(3):
+            procs: dict[int, subprocess.Popen[bytes]] = {}
+            for i in range(len(names)):
+                if i in started:
+                    continue
+                self.backend_ports[i] = free_port()
+                procs[i] = subprocess.Popen(
+                    [sys.executable, "-m", "ngxscope.lab.backend",
+                     "--port", str(self.backend_ports[i]), "--name", names[i]],
+                    env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+                self._backends.append(procs[i])
+            deadline = time.monotonic() + timeout
+            while procs and time.monotonic() < deadline:
+                for i, proc in list(procs.items()):
+                    if _port_open(self.backend_ports[i]):
+                        started[i] = procs.pop(i)
+                    elif proc.poll() is not None:
+                        procs.pop(i)  # bind failed: retry with another port
+                if procs:
+                    time.sleep(0.02)
+            if len(started) == len(names):
+                return
+        missing = [names[i] for i in range(len(names)) if i not in started]
+        raise LabError(f"backends {missing} did not start")
+
+    def _start_nginx(self, timeout: float) -> str:
+        """Start nginx; '' when it serves, else the reason (error log tail)."""
+        logs = self.prefix / "logs"
+        self.error_log_path.write_text("")
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = open(logs / "stderr.log", "ab")  # noqa: SIM115 - lives with nginx
+        proc = subprocess.Popen(
+            [self.nginx_bin, "-p", f"{self.prefix}/", "-c", str(self.conf_path),
+             "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            start_new_session=True,
+        )  # fmt: skip
+        self._proc = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._proc = None
+                return (
+                    f"exit status {proc.returncode}\n{_tail(self.error_log_path)}\n"
+                    f"{_tail(logs / 'stderr.log')}"
+                ).strip()
+            if (
+                _port_open(self.plain_port)
+                and _port_open(self.tls_port)
+                and len(self.worker_pids()) == self.workers
+            ):
+                return ""
+            time.sleep(0.02)
+        self.stop_nginx_only()
+        return f"timeout after {timeout}s\n{_tail(self.error_log_path)}"
+
+    def stop_nginx_only(self) -> None:
+        """Kill nginx (not the backends) at once; used when startup failed."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

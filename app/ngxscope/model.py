@@ -1,0 +1,217 @@
+"""The data model every layer shares: one HTTP exchange as nginx handled it.
+
+Small typed dataclasses in the manner of mitmproxy's flow.py. `to_dict` gives the
+JSON-ready form used by the session file and the JSONL export; `from_dict` is strict:
+an unknown key raises `ModelError` (a file from a newer version must not be half-read).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "ConnInfo",
+    "Exchange",
+    "LifecycleEvent",
+    "ModelError",
+    "UpstreamAttempt",
+]
+
+Headers = list[tuple[str, str]]
+
+
+class ModelError(ValueError):
+    """A record does not fit the model (unknown key, wrong type)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+@dataclass(slots=True)
+class UpstreamAttempt:
+    """One connection nginx made (or reused) to an upstream peer for a client request."""
+
+    addr: str
+    """Peer address as nginx's `$upstream_addr` prints it ("127.0.0.1:8081")."""
+    status: int | None = None
+    """Status line code the peer answered (`$upstream_status`); None if it never answered."""
+    connect_ms: float | None = None
+    """Time to establish the connection (`$upstream_connect_time`); 0 for a reused one."""
+    header_ms: float | None = None
+    """Time until the response header was read (`$upstream_header_time`)."""
+    duration_ms: float | None = None
+    """Time until the response was read completely (`$upstream_response_time`)."""
+    request_bytes: int = 0
+    """Bytes nginx sent to the peer for this attempt."""
+    response_bytes: int = 0
+    """Bytes nginx read from the peer for this attempt."""
+    reused: bool = False
+    """The connection came from a keepalive pool."""
+    start: float | None = None
+    """Unix time nginx started this attempt (connect or first write)."""
+    request_head: str | None = None
+    """The request head as nginx sent it upstream (request line and headers)."""
+    response_head: str | None = None
+    """The response head the peer sent (status line and headers)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UpstreamAttempt:
+        return _strict(cls, data)
+
+
+@dataclass(slots=True)
+class ConnInfo:
+    """What is known of the TCP connection an exchange travelled on."""
+
+    conn_id: str
+    """Stable identity of the connection in this capture: survives fd reuse ("pid:fd:first-seen-ns")."""
+    client: str
+    """Client address "ip:port" (`$remote_addr:$remote_port`)."""
+    server: str
+    """nginx's local address "ip:port" (`$server_addr:$server_port`)."""
+    tls: bool
+    """The client spoke TLS to nginx (the bytes shown are the decrypted plaintext)."""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One HTTP request a worker read and the response it wrote, as nginx logged it."""
+
+    id: int
+    """Sequence number within the capture, in order of completion."""
+    start: float
+    """Unix time nginx read the first byte of the request."""
+    end: float
+    """Unix time nginx wrote the last byte of the response."""
+    pid: int
+    """The nginx worker process that handled the request."""
+    client: str
+    """Client address "ip:port"."""
+    server: str
+    """nginx's local address "ip:port"."""
+    tls: bool
+    """The client connection uses TLS."""
+    conn_id: str = ""
+    """Connection identity (see `ConnInfo.conn_id`)."""
+    conn_seq: int = 0
+    """Position of this exchange on its connection (0 for the first request)."""
+    method: str = ""
+    """Request method; "" when the request line could not be parsed."""
+    target: str = ""
+    """Request target as sent, query included."""
+    version: str = ""
+    """Request protocol, "HTTP/1.1"."""
+    host: str = ""
+    """Host header (or the authority of an absolute target)."""
+    status: int | None = None
+    """Final response status; None when nginx sent no response."""
+    reason: str = ""
+    """Reason phrase of the response status line."""
+    request_bytes: int = 0
+    """Bytes of the request nginx read: line, headers and body (`$request_length`)."""
+    response_bytes: int = 0
+    """Bytes of the response nginx wrote: headers and body (`$bytes_sent`)."""
+    request_headers: Headers = field(default_factory=list)
+    """Request headers in wire order."""
+    response_headers: Headers = field(default_factory=list)
+    """Response headers in wire order (of the final response, after any 1xx)."""
+    request_body: bytes = b""
+    """Captured request body bytes as they crossed the wire (may be cut, see `truncated`)."""
+    response_body: bytes = b""
+    """Captured response body bytes as they crossed the wire (chunked framing kept)."""
+    request_body_size: int = 0
+    """Size of the request body on the wire."""
+    response_body_size: int = 0
+    """Size of the response body on the wire."""
+    sendfile_bytes: int = 0
+    """Response bytes sent with sendfile(2): counted, never in memory, so not captured."""
+    truncated: bool = False
+    """Some payload bytes were not captured (cap, sendfile, or lost events); sizes stay exact."""
+    error: str | None = None
+    """Why the exchange is incomplete or malformed; None when it is whole."""
+    upstream: list[UpstreamAttempt] = field(default_factory=list)
+    """Upstream attempts in order, retries included."""
+
+    @property
+    def duration_ms(self) -> float:
+        return max(0.0, (self.end - self.start) * 1000.0)
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the JSONL export contract and the session record)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("request_body", "response_body"):
+                value = _b64(value)
+            elif f.name in ("request_headers", "response_headers"):
+                value = [[k, v] for k, v in value]
+            elif f.name == "upstream":
+                value = [a.to_dict() for a in value]
+            out[f.name] = value
+        out["duration_ms"] = round(self.duration_ms, 3)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Exchange:
+        data = dict(data)
+        data.pop("duration_ms", None)
+        try:
+            for name in ("request_body", "response_body"):
+                if name in data:
+                    data[name] = _unb64(data[name])
+            for name in ("request_headers", "response_headers"):
+                if name in data:
+                    data[name] = [(str(k), str(v)) for k, v in data[name]]
+            if "upstream" in data:
+                data["upstream"] = [UpstreamAttempt.from_dict(a) for a in data["upstream"]]
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"bad exchange record: {exc}") from None
+        return _strict(cls, data)
+
+
+@dataclass(slots=True)
+class LifecycleEvent:
+    """Something that happened to the capture or to nginx during it."""
+
+    ts: float
+    """Unix time of the event."""
+    kind: str
+    """"worker-start", "worker-exit", "attach", "detach", "lost-events", ..."""
+    pid: int = 0
+    """Process the event concerns (0 when none)."""
+    detail: str = ""
+    """Human-readable detail."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LifecycleEvent:
+        return _strict(cls, data)
+
+
+def _strict(cls: Any, data: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        raise ModelError(f"{cls.__name__} record must be an object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ModelError(f"unknown key(s) in {cls.__name__} record: {', '.join(sorted(unknown))}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ModelError(f"bad {cls.__name__} record: {exc}") from None

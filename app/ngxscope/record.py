@@ -1,0 +1,331 @@
+"""`ngxscope record`: attach to a running nginx, decode, and write the session as it goes.
+
+Two threads: the capture thread drains the BPF ring buffer (parsing headers only, so the
+kernel side never waits on Python's decoding), the decode thread turns raw events into
+exchanges and writes them. The caller's thread handles signals and the live counter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .capture.binary import BinaryError, inspect_binary
+from .capture.events import RawEvent
+from .capture.kheaders import find_kernel_headers
+from .capture.layout import layout_for_version
+from .capture.procs import resolve_target
+from .capture.tracer import CaptureError, Tracer, TracerConfig
+from .decode.assembler import Assembler
+from .model import Exchange, LifecycleEvent
+
+__all__ = ["CaptureError", "RecordOptions", "Recorder", "preflight"]
+
+log = logging.getLogger(__name__)
+
+
+class RecordSink(Protocol):
+    def write_exchange(self, ex: Exchange) -> None: ...
+    def write_event(self, ev: LifecycleEvent) -> None: ...
+    def write_stats(self, d: dict[str, Any]) -> None: ...
+
+
+@dataclass(slots=True)
+class RecordOptions:
+    """What to capture and how."""
+
+    pid: int | None = None
+    """A master (all its workers, now and after reloads) or a single worker."""
+    binary: str | None = None
+    """Every process running this executable, now and later."""
+    payload_cap: int = 16384
+    """Payload bytes captured per I/O call."""
+    ringbuf_mb: int = 32
+    """Ring buffer size in MiB."""
+    body_limit: int = 256 * 1024
+    """Body bytes kept per exchange."""
+    force: bool = False
+    """Attach to a process that does not look like nginx."""
+
+
+def _has_bpf_caps() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    caps = int(line.split()[1], 16)
+                    return bool(caps & (1 << 39)) and bool(caps & (1 << 38))
+    except OSError:
+        pass
+    return False
+
+
+def preflight() -> list[str]:
+    """Check the machine can capture; returns notices, raises CaptureError with one line."""
+    if not _has_bpf_caps():
+        raise CaptureError("capturing needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+    if not os.path.exists("/proc/sys/kernel/unprivileged_bpf_disabled"):
+        raise CaptureError("this kernel has no BPF support (CONFIG_BPF_SYSCALL is off)")
+    notices = []
+    if not os.path.isdir("/sys/kernel/tracing/events") and not os.path.isdir("/sys/kernel/debug/tracing/events"):
+        if os.system("mount -t tracefs nodev /sys/kernel/tracing >/dev/null 2>&1") != 0:
+            raise CaptureError("tracefs is not mounted and cannot be: mount -t tracefs nodev /sys/kernel/tracing")
+        notices.append("mounted tracefs on /sys/kernel/tracing")
+    try:
+        source, notice = find_kernel_headers()
+    except RuntimeError as exc:
+        raise CaptureError(str(exc)) from None
+    if source:
+        os.environ["BCC_KERNEL_SOURCE"] = source
+    if notice:
+        notices.append(notice)
+    return notices
+
+
+@dataclass(slots=True)
+class Target:
+    """What was resolved from --pid / --binary."""
+
+    binary: str
+    version: str
+    method: str
+    pids: list[int]
+    master: int | None
+    workers: list[int] = field(default_factory=list)
+    follow_all: bool = False
+
+    def describe(self) -> str:
+        n = len(self.workers)
+        who = f"{n} worker{'s' if n != 1 else ''}"
+        if self.follow_all:
+            return f"{who} of {self.binary} (all processes of this binary) via {self.method}"
+        owner = f"master {self.master}" if self.master else "single process"
+        return f"{who} of nginx ({owner}) via {self.method}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "binary": self.binary,
+            "version": self.version,
+            "method": self.method,
+            "master": self.master,
+            "workers": self.workers,
+            "follow_all": self.follow_all,
+            "host": os.uname().nodename,
+        }
+
+
+def resolve(opts: RecordOptions) -> Target:
+    """Find the processes and the binary to probe. Raises CaptureError with one line."""
+    from .capture.procs import TargetError, find_instances
+
+    if opts.pid is not None:
+        try:
+            inst = resolve_target(opts.pid, force=opts.force)
+        except TargetError as exc:
+            raise CaptureError(str(exc)) from None
+        info = inst.binary
+        if info is None:
+            raise CaptureError(f"cannot inspect the binary of PID {opts.pid}: {inst.binary_error}")
+        if not info.method and not opts.force:
+            raise CaptureError(f"cannot capture PID {opts.pid}: {info.method_reason}")
+        pids = [inst.master.pid] + [w.pid for w in inst.workers]
+        workers = [w.pid for w in inst.workers] or [inst.master.pid]
+        master = inst.master.pid if inst.workers else None
+        return Target(info.path, info.version, info.method or "nginx uprobes", pids, master, workers)
+    assert opts.binary is not None
+    try:
+        info = inspect_binary(opts.binary)
+    except BinaryError as exc:
+        raise CaptureError(str(exc)) from None
+    if not info.method:
+        raise CaptureError(f"cannot capture {opts.binary}: {info.method_reason}")
+    real = os.path.realpath(opts.binary)
+    workers: list[int] = []
+    for inst in find_instances():
+        if inst.binary is not None and os.path.realpath(inst.master.exe) == real:
+            workers += [w.pid for w in inst.workers] or [inst.master.pid]
+    return Target(real, info.version, info.method, workers, None, workers, follow_all=True)
+
+
+class Recorder:
+    """Runs one capture: tracer → decode thread → sinks."""
+
+    def __init__(self, opts: RecordOptions, sinks: list[RecordSink]) -> None:
+        self.opts = opts
+        self.sinks = sinks
+        self.target: Target | None = None
+        self.tracer: Tracer | None = None
+        self.started = 0.0
+        self.assembler: Assembler | None = None
+        self._raw: queue.Queue[list[RawEvent] | None] = queue.Queue(maxsize=4096)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._batch: list[RawEvent] = []
+        self.exchanges = 0
+        self.decode_error: BaseException | None = None
+        self.end_reason = ""
+        self.on_exchange: Callable[[Exchange], None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> str:
+        """Attach; returns the "capturing ..." line. Raises CaptureError."""
+        for notice in preflight():
+            log.warning("%s", notice)
+        self.target = target = resolve(self.opts)
+        cfg = TracerConfig(
+            binary=target.binary,
+            pids=target.pids,
+            follow_all=target.follow_all,
+            layout=layout_for_version(target.version),
+            payload_cap=self.opts.payload_cap,
+            ringbuf_mb=self.opts.ringbuf_mb,
+        )
+        self.tracer = Tracer(cfg)
+        self.started = time.time()
+        self.assembler = Assembler(
+            self._deliver, self._deliver_event, body_limit=self.opts.body_limit, attach_ts=self.started
+        )
+        self.tracer.start(self._collect)
+        if target.master:
+            # workers forked between the scan and the attach
+            try:
+                from .capture.procs import resolve_target as again
+
+                inst = again(target.master, force=True)
+                self.tracer.add_pids(w.pid for w in inst.workers)
+                target.workers = sorted({*target.workers, *(w.pid for w in inst.workers)})
+            except Exception as exc:
+                log.debug("rescan after attach: %s", exc)
+        self._deliver_event(LifecycleEvent(ts=self.started, kind="attach", pid=target.master or 0,
+                                           detail=target.describe()))
+        self._threads = [
+            threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
+            threading.Thread(target=self._decode_loop, name="ngxscope-decode", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        return f"capturing {target.describe()}"
+
+    def stop(self, reason: str = "") -> None:
+        if reason and not self.end_reason:
+            self.end_reason = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self) -> None:
+        """Wait for both threads to drain, detach, and flush the decoder."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        if self.tracer is not None:
+            self.tracer.stop()
+        if self.assembler is not None:
+            self.assembler.finish(time.time())
+            self._deliver_event(LifecycleEvent(ts=time.time(), kind="detach", detail=self.end_reason or "stopped"))
+            self.write_stats()
+
+    # -- threads --------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        assert self.tracer is not None
+        try:
+            while not self._stop.is_set():
+                self.tracer.poll(50)
+                if self._batch:
+                    batch, self._batch = self._batch, []
+                    self._raw.put(batch)
+            self.tracer.poll(0)  # what arrived before the stop
+            if self._batch:
+                self._raw.put(self._batch)
+                self._batch = []
+        except Exception as exc:  # surface to the main thread instead of dying silently
+            self.decode_error = exc
+            self.end_reason = f"capture failed: {exc}"
+        finally:
+            self._raw.put(None)
+
+    def _decode_loop(self) -> None:
+        assert self.assembler is not None
+        feed = self.assembler.feed
+        while True:
+            batch = self._raw.get()
+            if batch is None:
+                return
+            try:
+                for ev in batch:
+                    feed(ev)
+            except Exception as exc:
+                self.decode_error = exc
+                self.end_reason = f"decoder failed: {exc}"
+                log.exception("decoder failed")
+                self._stop.set()
+
+    def _collect(self, ev: RawEvent) -> None:
+        self._batch.append(ev)
+
+    # -- output ---------------------------------------------------------------------------
+    def _deliver(self, ex: Exchange) -> None:
+        self.exchanges += 1
+        for sink in self.sinks:
+            sink.write_exchange(ex)
+        if self.on_exchange is not None:
+            self.on_exchange(ex)
+
+    def _deliver_event(self, ev: LifecycleEvent) -> None:
+        for sink in self.sinks:
+            sink.write_event(ev)
+
+    def counters(self) -> dict[str, Any]:
+        k = self.tracer.counters() if self.tracer is not None else {}
+        a = self.assembler.stats if self.assembler is not None else None
+        return {
+            "ts": time.time(),
+            "requests": self.exchanges,
+            "events": k.get("events", 0),
+            "lost": k.get("lost", 0),
+            "truncated": k.get("truncated", 0),
+            "gaps": a.gaps if a else 0,
+            "malformed": a.malformed if a else 0,
+            "open_conns": a.open_conns if a else 0,
+            "workers": self.alive_workers(),
+            "method": self.target.method if self.target else "",
+        }
+
+    def write_stats(self) -> dict[str, Any]:
+        stats = self.counters()
+        for sink in self.sinks:
+            sink.write_stats(stats)
+        return stats
+
+    def alive_workers(self) -> list[int]:
+        if self.tracer is None:
+            return []
+        return [p for p in self.tracer.target_pids() if _alive(p) and p != (self.target.master if self.target else 0)]
+
+    def nginx_gone(self) -> bool:
+        """The captured nginx has exited (master, or every process for --binary)."""
+        if self.target is None:
+            return False
+        if self.target.follow_all:
+            return False  # --binary waits for nginx to start again
+        if self.target.master:
+            return not _alive(self.target.master)
+        return not any(_alive(p) for p in self.target.pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().split(b") ", 1)[1][:1] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,350 @@
+"""Time-bucketed aggregates the graphs and the per-worker / per-upstream views read.
+
+Everything is fed in batches (`Aggregator.feed`) and kept in fixed-size numpy arrays, so
+reading a graph never walks the exchanges:
+
+- a ring of per-second buckets (20 minutes by default) keyed by the second an exchange
+  ended, each with request counts per status class (1xx..5xx, none) and a log-scale
+  latency histogram (20 bins per decade, 10 µs .. 100 s) from which p50/p95/p99 come;
+- per worker (pid): totals, status classes, a latency histogram and a per-second ring;
+- per upstream peer: attempts, status classes, errors, upstream duration and header-time
+  histograms, bytes both ways, and a per-second ring.
+
+A filter predicate can be set; graphs follow it by `rebuild`-ing from the store.
+Pure Python + numpy, no Qt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ngxscope.model import Exchange
+
+__all__ = [
+    "BIN_EDGES_MS",
+    "CLASS_NAMES",
+    "Aggregator",
+    "PeerRow",
+    "Series",
+    "WorkerRow",
+    "hist_percentiles",
+    "latency_bin",
+    "status_class",
+]
+
+CLASS_NAMES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+"""Status classes, in column order of the count arrays."""
+NCLASS = len(CLASS_NAMES)
+
+BINS_PER_DECADE = 20
+LOG_MIN = -2  # 10 µs
+LOG_MAX = 5  # 100 s
+NBINS = (LOG_MAX - LOG_MIN) * BINS_PER_DECADE
+BIN_EDGES_MS = np.logspace(LOG_MIN, LOG_MAX, NBINS + 1)
+"""Edges of the latency histogram bins, in milliseconds."""
+_BIN_MID_MS = np.sqrt(BIN_EDGES_MS[:-1] * BIN_EDGES_MS[1:])
+
+RATE_WINDOW_S = 10
+"""Rates (req/s) are averaged over this many most recent seconds."""
+
+
+def status_class(status: int | None) -> int:
+    """Index into CLASS_NAMES for a status code (5 = no status)."""
+    if status is None or not 100 <= status <= 599:
+        return 5
+    return status // 100 - 1
+
+
+def latency_bin(ms: float) -> int:
+    """Histogram bin of a duration in ms (clamped to the first/last bin)."""
+    if ms <= 0.0 or ms != ms:
+        return 0
+    i = int((math.log10(ms) - LOG_MIN) * BINS_PER_DECADE)
+    return 0 if i < 0 else (NBINS - 1 if i >= NBINS else i)
+
+
+def _bins(ms: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        idx = np.floor((np.log10(np.maximum(ms, 1e-9)) - LOG_MIN) * BINS_PER_DECADE)
+    return np.clip(np.nan_to_num(idx, nan=0.0), 0, NBINS - 1).astype(np.intp)
+
+
+def hist_percentiles(hist: np.ndarray, qs: Iterable[float]) -> np.ndarray:
+    """Percentiles (qs in 0..1) from histogram rows `hist` (..., NBINS) → (..., len(qs)) ms.
+
+    Rows with no samples give NaN. The value is the geometric middle of the bin.
+    """
+    hist = np.asarray(hist)
+    cs = np.cumsum(hist, axis=-1)
+    total = cs[..., -1:]
+    out = []
+    for q in qs:
+        target = np.maximum(total * q, 1e-9)
+        idx = np.argmax(cs >= target, axis=-1)
+        vals = _BIN_MID_MS[idx].astype(float)
+        vals = np.where(total[..., 0] > 0, vals, np.nan)
+        out.append(vals)
+    return np.stack(out, axis=-1)
+
+
+@dataclass(slots=True)
+class Series:
+    """Per-second data for the graphs over a window, oldest first."""
+
+    t: np.ndarray
+    """Seconds relative to the newest bucket (-window+1 .. 0)."""
+    counts: np.ndarray
+    """(len(t), 6) requests per status class per second."""
+    pct: np.ndarray
+    """(len(t), 3) p50/p95/p99 latency in ms per second (NaN when empty)."""
+    hist: np.ndarray
+    """(NBINS,) latency histogram summed over the window."""
+
+
+@dataclass(slots=True)
+class _Ring:
+    """Per-second counts for one key (worker or peer), aligned with the main ring."""
+
+    counts: np.ndarray
+
+
+@dataclass(slots=True)
+class WorkerRow:
+    """What the per-worker table shows for one pid."""
+
+    pid: int
+    requests: int
+    rate: float
+    classes: list[int]
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass(slots=True)
+class PeerRow:
+    """What the per-upstream table shows for one peer address."""
+
+    addr: str
+    requests: int
+    rate: float
+    classes: list[int]
+    errors: int
+    p50: float
+    p95: float
+    p99: float
+    header_p50: float
+    header_p95: float
+    header_p99: float
+    bytes_sent: int
+    bytes_received: int
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(slots=True)
+class _Key:
+    """Accumulators for one worker or peer."""
+
+    requests: int = 0
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(NCLASS, np.int64))
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(NBINS, np.int64))
+    hist2: np.ndarray = field(default_factory=lambda: np.zeros(NBINS, np.int64))
+    errors: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    ring: np.ndarray | None = None
+
+
+class Aggregator:
+    """Bounded time-bucketed aggregates over a stream of exchanges."""
+
+    def __init__(self, seconds: int = 1200) -> None:
+        self.seconds = seconds
+        self.predicate: Callable[[Exchange], bool] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (the predicate stays)."""
+        n = self.seconds
+        self.slot_sec = np.full(n, -1, np.int64)
+        self.counts = np.zeros((n, NCLASS), np.int64)
+        self.hist = np.zeros((n, NBINS), np.int32)
+        self.latest: int | None = None
+        self.total = 0
+        self.total_classes = np.zeros(NCLASS, np.int64)
+        self.workers: dict[int, _Key] = {}
+        self.peers: dict[str, _Key] = {}
+
+    def set_predicate(self, predicate: Callable[[Exchange], bool] | None) -> None:
+        """Only exchanges the predicate accepts are counted from now on (see `rebuild`)."""
+        self.predicate = predicate
+
+    def rebuild(self, exchanges: Iterable[Exchange]) -> None:
+        """Reset and feed `exchanges` again (after a filter change)."""
+        self.reset()
+        batch: list[Exchange] = []
+        for ex in exchanges:
+            batch.append(ex)
+            if len(batch) >= 20_000:
+                self.feed(batch)
+                batch = []
+        self.feed(batch)
+
+    # -- ingestion -------------------------------------------------------------------
+
+    def _claim(self, secs: np.ndarray) -> np.ndarray:
+        """Map absolute seconds to ring slots, recycling stale slots. Returns slots."""
+        n = self.seconds
+        for s in np.unique(secs).tolist():
+            slot = s % n
+            if self.slot_sec[slot] != s:
+                self.slot_sec[slot] = s
+                self.counts[slot] = 0
+                self.hist[slot] = 0
+                for key in (*self.workers.values(), *self.peers.values()):
+                    if key.ring is not None:
+                        key.ring[slot] = 0
+        return secs % n
+
+    def feed(self, batch: list[Exchange]) -> None:
+        """Count a batch of exchanges (filtered by the predicate if one is set)."""
+        if self.predicate is not None:
+            batch = [e for e in batch if self.predicate(e)]
+        if not batch:
+            return
+        secs = np.fromiter((int(e.end) for e in batch), np.int64, len(batch))
+        newest = int(secs.max())
+        if self.latest is None or newest > self.latest:
+            self.latest = newest
+        keep = secs > self.latest - self.seconds
+        if not keep.all():
+            batch = [e for e, k in zip(batch, keep.tolist(), strict=True) if k]
+            secs = secs[keep]
+            if not batch:
+                return
+        cls = np.fromiter((status_class(e.status) for e in batch), np.intp, len(batch))
+        dur = np.fromiter(((e.end - e.start) * 1000.0 for e in batch), float, len(batch))
+        bins = _bins(dur)
+        slots = self._claim(secs)
+        np.add.at(self.counts, (slots, cls), 1)
+        np.add.at(self.hist, (slots, bins), 1)
+        self.total += len(batch)
+        self.total_classes += np.bincount(cls, minlength=NCLASS)
+        self._feed_workers(batch, slots, cls, bins)
+        self._feed_peers(batch, slots)
+
+    def _key(self, table: dict, name: object) -> _Key:
+        key = table.get(name)
+        if key is None:
+            key = table[name] = _Key(ring=np.zeros(self.seconds, np.int32))
+        return key
+
+    def _feed_workers(
+        self, batch: list[Exchange], slots: np.ndarray, cls: np.ndarray, bins: np.ndarray
+    ) -> None:
+        pids = np.fromiter((e.pid for e in batch), np.int64, len(batch))
+        for pid in np.unique(pids).tolist():
+            mask = pids == pid
+            key = self._key(self.workers, pid)
+            key.requests += int(mask.sum())
+            key.classes += np.bincount(cls[mask], minlength=NCLASS)
+            key.hist += np.bincount(bins[mask], minlength=NBINS)
+            assert key.ring is not None
+            np.add.at(key.ring, slots[mask], 1)
+
+    def _feed_peers(self, batch: list[Exchange], slots: np.ndarray) -> None:
+        for ex, slot in zip(batch, slots.tolist(), strict=True):
+            for a in ex.upstream:
+                key = self._key(self.peers, a.addr)
+                key.requests += 1
+                key.classes[status_class(a.status)] += 1
+                if a.status is None or a.status >= 500:
+                    key.errors += 1
+                if a.duration_ms is not None:
+                    key.hist[latency_bin(a.duration_ms)] += 1
+                if a.header_ms is not None:
+                    key.hist2[latency_bin(a.header_ms)] += 1
+                key.bytes_sent += a.request_bytes
+                key.bytes_received += a.response_bytes
+                assert key.ring is not None
+                key.ring[slot] += 1
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _window_slots(self, window_s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute seconds, slots) of the last `window_s` seconds, oldest first."""
+        window_s = max(1, min(window_s, self.seconds))
+        latest = self.latest if self.latest is not None else 0
+        secs = np.arange(latest - window_s + 1, latest + 1, dtype=np.int64)
+        return secs, secs % self.seconds
+
+    def _valid(self, secs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        return self.slot_sec[slots] == secs
+
+    def series(self, window_s: int) -> Series:
+        """Per-second counts and percentiles over the last `window_s` seconds."""
+        secs, slots = self._window_slots(window_s)
+        valid = self._valid(secs, slots)
+        counts = np.where(valid[:, None], self.counts[slots], 0)
+        hist = np.where(valid[:, None], self.hist[slots], 0)
+        pct = hist_percentiles(hist, (0.5, 0.95, 0.99))
+        latest = self.latest if self.latest is not None else 0
+        return Series(
+            t=(secs - latest).astype(float), counts=counts, pct=pct, hist=hist.sum(axis=0)
+        )
+
+    def key_series(self, key: _Key, window_s: int) -> np.ndarray:
+        """Per-second counts of one worker/peer over the window, oldest first."""
+        secs, slots = self._window_slots(window_s)
+        assert key.ring is not None
+        return np.where(self._valid(secs, slots), key.ring[slots], 0)
+
+    def _rate(self, key: _Key) -> float:
+        if self.latest is None:
+            return 0.0
+        # The newest second is still filling: average over the full seconds before it.
+        per_sec = self.key_series(key, RATE_WINDOW_S + 1)[:-1]
+        return float(per_sec.sum()) / RATE_WINDOW_S
+
+    def rate(self) -> float:
+        """Requests per second over the last RATE_WINDOW_S full seconds."""
+        if self.latest is None:
+            return 0.0
+        return float(self.series(RATE_WINDOW_S + 1).counts[:-1].sum()) / RATE_WINDOW_S
+
+    def worker_rows(self) -> list[WorkerRow]:
+        """One row per worker pid, by pid."""
+        rows = []
+        for pid in sorted(self.workers):
+            key = self.workers[pid]
+            p = hist_percentiles(key.hist, (0.5, 0.95, 0.99))
+            rows.append(
+                WorkerRow(
+                    pid, key.requests, self._rate(key), [int(c) for c in key.classes],
+                    float(p[0]), float(p[1]), float(p[2]),
+                )
+            )
+        return rows
+
+    def peer_rows(self) -> list[PeerRow]:
+        """One row per upstream peer address, by address."""
+        rows = []
+        for addr in sorted(self.peers):
+            key = self.peers[addr]
+            p = hist_percentiles(key.hist, (0.5, 0.95, 0.99))
+            h = hist_percentiles(key.hist2, (0.5, 0.95, 0.99))
+            rows.append(
+                PeerRow(
+                    addr, key.requests, self._rate(key), [int(c) for c in key.classes],
+                    key.errors, float(p[0]), float(p[1]), float(p[2]),
+                    float(h[0]), float(h[1]), float(h[2]), key.bytes_sent, key.bytes_received,
+                )
+            )
+        return rows

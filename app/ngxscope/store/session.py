@@ -1,0 +1,643 @@
+"""The native session file (`.ngxs`) and the live record stream (after mitmproxy's io).
+
+A session file is gzip-compressed JSON Lines, one record per line:
+
+    {"t":"header","format":"ngxscope-session","version":1,"created":<unix>,
+     "tool":"ngxscope 0.1.0","target":{...free-form: pid, binary, method...}}
+    {"t":"exchange", ...Exchange.to_dict()...}
+    {"t":"event", ...LifecycleEvent.to_dict()...}
+    {"t":"stats", ...free-form counters...}
+    {"t":"end","exchanges":N,"ts":<unix>}      written on clean close only
+
+The writer sync-flushes the gzip stream at least every `flush_interval` seconds of
+writing, so a crash loses at most about a second and the file left behind is a readable
+prefix. The reader keeps what it can read from a truncated or damaged file and reports it
+in `Session.complete` / `Session.warning`; anything it cannot make sense of is a
+`SessionError` carrying one clear line. `ngxscope record --stream` writes the very same
+records as plain text lines (`StreamWriter`); `parse_record` decodes a line of either.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import stat
+import time
+import types
+import typing
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import IO, Any
+
+from ngxscope import __version__
+from ngxscope.model import Exchange, LifecycleEvent, ModelError
+from ngxscope.store.compat import CURRENT_VERSION, migrate
+
+__all__ = [
+    "FORMAT",
+    "ReadCancelled",
+    "Record",
+    "Session",
+    "SessionError",
+    "SessionReader",
+    "SessionWriter",
+    "StreamWriter",
+    "check_header",
+    "parse_record",
+]
+
+FORMAT = "ngxscope-session"
+"""The `format` value of every session header."""
+
+Record = Exchange | LifecycleEvent | dict[str, Any]
+"""What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
+
+_BATCH_BYTES = 256 * 1024  # encoded records buffered before they go to the compressor
+_READ_CHUNK = 64 * 1024
+
+
+class SessionError(Exception):
+    """A session file or stream cannot be written or read; the message is one clear line."""
+
+
+class ReadCancelled(SessionError):
+    """Reading stopped because the caller's `cancelled()` returned true."""
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    # ensure_ascii keeps any str (lone surrogates included) exact through the round trip.
+    text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), check_circular=False)
+    return text.encode("ascii") + b"\n"
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value decoded from JSON matches a model field annotation."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(args)
+            and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+        )
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type) and is_dataclass(hint):
+        if not isinstance(value, hint):
+            return False
+        _check_types(value)
+        return True
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _check_types(obj: Any) -> None:
+    """Raise `ModelError` unless every field of a model object has its annotated type."""
+    cls = type(obj)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if not _fits(value, hints[f.name]):
+            raise ModelError(
+                f"bad {cls.__name__} record: {f.name} cannot be {type(value).__name__}"
+            )
+
+
+def parse_record(line: str | bytes, version: int = CURRENT_VERSION) -> Record:
+    """Decode one line of a session file or stream.
+
+    Exchange and event records become `Exchange` / `LifecycleEvent`; header, stats and
+    end records are returned as dicts (their `"t"` key included). Records of an older
+    format `version` are migrated first (`compat.migrate`). Raises `SessionError` (no
+    line number: the caller knows it) for anything that is not a valid record.
+    """
+    try:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8")
+        data = json.loads(line)
+    except UnicodeDecodeError:
+        raise SessionError("record is not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        raise SessionError(f"record is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SessionError(f"record is a JSON {type(data).__name__}, not an object")
+    kind = data.get("t")
+    if not isinstance(kind, str):
+        raise SessionError('record has no "t" (record type) key')
+    try:
+        data = migrate(data, version)
+        if kind == "exchange":
+            del data["t"]
+            obj: Exchange | LifecycleEvent = Exchange.from_dict(data)
+        elif kind == "event":
+            del data["t"]
+            obj = LifecycleEvent.from_dict(data)
+        elif kind in ("header", "stats"):
+            return data
+        elif kind == "end":
+            if isinstance(data.get("exchanges"), bool) or not isinstance(
+                data.get("exchanges"), int
+            ):
+                raise ModelError('end record needs an integer "exchanges"')
+            return data
+        else:
+            raise SessionError(f"unknown record type {kind!r}")
+        _check_types(obj)
+    except (ModelError, TypeError, ValueError, AttributeError) as exc:
+        # from_dict lets TypeError/AttributeError through for some wrong value types.
+        raise SessionError(str(exc) or type(exc).__name__) from None
+    return obj
+
+
+def check_header(record: Any, source: str) -> int:
+    """Validate a header record (from `parse_record` on line 1) and return its version.
+
+    `source` names the file or stream in the error message.
+    """
+    if not isinstance(record, dict) or record.get("t") != "header":
+        raise SessionError(f"{source} is not an ngxscope session (no session header)")
+    if record.get("format") != FORMAT:
+        raise SessionError(f"{source} is not an ngxscope session (format {record.get('format')!r})")
+    version = record.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise SessionError(f"{source} has an invalid format version {version!r}")
+    if version > CURRENT_VERSION:
+        raise SessionError(
+            f"{source} was written by a newer ngxscope (format version {version});"
+            f" this version reads up to {CURRENT_VERSION}"
+        )
+    return version
+
+
+# --- writers ---------------------------------------------------------------------------
+
+
+class _RecordWriter:
+    """The record vocabulary shared by `SessionWriter` and `StreamWriter`."""
+
+    exchanges_written: int
+    """Exchange records written so far."""
+
+    def __init__(self, target: dict[str, Any]) -> None:
+        self.exchanges_written = 0
+        self.closed = False
+        self._header = {
+            "t": "header",
+            "format": FORMAT,
+            "version": CURRENT_VERSION,
+            "created": time.time(),
+            "tool": f"ngxscope {__version__}",
+            "target": dict(target),
+        }
+
+    def _emit(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.closed:
+            raise SessionError("cannot write to a closed session")
+        self._emit(_encode(record))
+
+    def write_exchange(self, ex: Exchange) -> None:
+        """Append an exchange record."""
+        self._write({"t": "exchange", **ex.to_dict()})
+        self.exchanges_written += 1
+
+    def write_event(self, ev: LifecycleEvent) -> None:
+        """Append a lifecycle event record."""
+        self._write({"t": "event", **ev.to_dict()})
+
+    def write_stats(self, d: dict[str, Any]) -> None:
+        """Append a stats record: free-form JSON-ready counters (no key "t")."""
+        if "t" in d:
+            raise ValueError('stats must not contain the key "t"')
+        self._write({"t": "stats", **d})
+
+    def _end_record(self) -> dict[str, Any]:
+        return {"t": "end", "exchanges": self.exchanges_written, "ts": time.time()}
+
+
+class _FdSink:
+    """Unbuffered file-like over a descriptor whose write() never writes partially."""
+
+    name = ""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _create(path: str, overwrite: bool) -> int:
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+    try:
+        if overwrite:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                pass
+            else:
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    raise SessionError(f"cannot write session file {path}: not a regular file")
+                os.unlink(path)  # a symlink itself, never its target
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise SessionError(f"{path} already exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise SessionError(f"cannot write session file {path}: {exc.strerror or exc}") from None
+    os.fchmod(fd, 0o600)  # whatever the umask; bodies and cookies are private
+    return fd
+
+
+class SessionWriter(_RecordWriter):
+    """Write a `.ngxs` session file; a context manager. Not thread-safe.
+
+    The file is created with mode 0600 and never replaces an existing one unless
+    `overwrite=True`. Records are batched and the gzip stream sync-flushed whenever a
+    write finds `flush_interval` seconds passed since the last flush; a capture loop that
+    may go idle should call `maybe_flush()` on its ticks. Any OSError (disk full...)
+    raises `SessionError`; afterwards nothing more is written, so what reached the disk
+    stays a readable (truncated) session.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        target: dict[str, Any],
+        flush_interval: float = 1.0,
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(target)
+        self.path = os.fspath(path)
+        self.flush_interval = flush_interval
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._failed = False
+        self._fd = _create(self.path, overwrite)
+        self._last_flush = time.monotonic()
+        try:
+            self._gz = gzip.GzipFile(fileobj=_FdSink(self._fd), mode="wb", compresslevel=6)
+            self._emit(_encode(self._header))
+            self.flush()  # the header is on disk as soon as the file exists
+        except BaseException as exc:
+            os.close(self._fd)
+            self.closed = True
+            try:
+                os.unlink(self.path)  # ours, and useless without its header
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise self._fail(exc) from None
+            raise
+
+    def _fail(self, exc: OSError) -> SessionError:
+        self._failed = True
+        return SessionError(f"cannot write session file {self.path}: {exc.strerror or exc}")
+
+    def _check(self) -> None:
+        if self._failed:
+            raise SessionError(f"cannot write session file {self.path}: an earlier write failed")
+
+    def _emit(self, data: bytes) -> None:
+        self._check()
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= _BATCH_BYTES:
+            self._write_pending()
+        self.maybe_flush()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        try:
+            self._gz.write(data)
+        except OSError as exc:
+            raise self._fail(exc) from None
+
+    def maybe_flush(self) -> None:
+        """Flush if `flush_interval` seconds passed since the last flush."""
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Push every record written so far to the file (gzip sync flush)."""
+        self._check()
+        if self.closed:
+            return
+        self._write_pending()
+        try:
+            self._gz.flush()
+        except OSError as exc:
+            raise self._fail(exc) from None
+        self._last_flush = time.monotonic()
+
+    def close(self, clean: bool = True) -> None:
+        """Finish the file. `clean` writes the end record that marks a complete capture."""
+        if self.closed:
+            return
+        try:
+            if not self._failed:
+                if clean:
+                    self._write(self._end_record())
+                self._write_pending()
+                try:
+                    self._gz.close()
+                except OSError as exc:
+                    raise self._fail(exc) from None
+        finally:
+            self.closed = True
+            os.close(self._fd)
+
+    def __enter__(self) -> SessionWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        # Ctrl-C is how a user ends a recording: that is a clean end.
+        clean = exc_type is None or issubclass(exc_type, KeyboardInterrupt)
+        if exc_type is None:
+            self.close(clean)
+        else:
+            try:
+                self.close(clean)
+            except SessionError:
+                pass  # the original exception says more
+
+
+class StreamWriter(_RecordWriter):
+    """The same records as plain JSON lines on a pipe (`ngxscope record --stream`).
+
+    Every record is flushed at once. `fileobj` may be a text or binary file object; it is
+    not closed by `close()`. An OSError (the reader went away) raises `SessionError`.
+    """
+
+    def __init__(self, fileobj: IO[str] | IO[bytes], target: dict[str, Any] | None = None) -> None:
+        super().__init__(target or {})
+        self._file = fileobj
+        self._text = isinstance(fileobj, io.TextIOBase)
+        self._emit(_encode(self._header))
+
+    def _emit(self, data: bytes) -> None:
+        try:
+            if self._text:
+                typing.cast(IO[str], self._file).write(data.decode("ascii"))
+            else:
+                typing.cast(IO[bytes], self._file).write(data)
+            self._file.flush()
+        except OSError as exc:
+            raise SessionError(f"cannot write the record stream: {exc.strerror or exc}") from None
+
+    def flush(self) -> None:
+        """Records are flushed as written; kept for symmetry with `SessionWriter`."""
+
+    def close(self, clean: bool = True) -> None:
+        """Write the end record (if `clean`); the file object stays open."""
+        if not self.closed:
+            if clean:
+                self._write(self._end_record())
+            self.closed = True
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.close(exc_type is None or issubclass(exc_type, KeyboardInterrupt))
+
+
+# --- reader ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Session:
+    """A whole session file in memory (`SessionReader.read_all`)."""
+
+    header: dict[str, Any]
+    exchanges: list[Exchange] = field(default_factory=list)
+    events: list[LifecycleEvent] = field(default_factory=list)
+    stats: dict[str, Any] | None = None
+    """The last stats record, if any."""
+    complete: bool = False
+    """The file ends with an end record and the gzip stream is whole."""
+    warning: str | None = None
+    """Why the file is not complete (truncated, damaged, capture not ended cleanly)."""
+
+
+class _Lines:
+    """Split a gzip stream into lines; remember how the stream ended."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+        self.error: Exception | None = None
+        """EOFError (truncated) or a gzip/zlib error (damaged) that ended the stream."""
+
+    def __iter__(self) -> Iterator[tuple[bytes, bool]]:
+        """Yield (line without newline, ended with a newline)."""
+        pending = bytearray()
+        while True:
+            try:
+                chunk = self._gz.read1(_READ_CHUNK)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                self.error = exc
+                break
+            if not chunk:
+                break
+            start = 0
+            while (nl := chunk.find(b"\n", start)) >= 0:
+                if pending:
+                    pending += chunk[start:nl]
+                    yield bytes(pending), True
+                    pending.clear()
+                else:
+                    yield chunk[start:nl], True
+                start = nl + 1
+            pending += chunk[start:]
+        if pending:
+            yield bytes(pending), False
+
+
+class SessionReader:
+    """Read a `.ngxs` session file. The header is read and checked on construction.
+
+    `iter_records` streams in constant memory; after it is exhausted `complete` and
+    `warning` tell how the file ended (see `Session`). Any file that is not a readable
+    session raises `SessionError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.complete = False
+        self.warning: str | None = None
+        raw, gz, _ = self._open()
+        with raw, gz:
+            lines = _Lines(gz)
+            first = next(iter(lines), None)
+            self.header: dict[str, Any] = self._parse_header(first, lines.error)
+        self.version = check_header(self.header, self.path)
+
+    def _open(self) -> tuple[IO[bytes], gzip.GzipFile, int]:
+        path = self.path
+        try:
+            st = os.stat(path)
+            if stat.S_ISDIR(st.st_mode):
+                raise SessionError(f"cannot open session file {path}: it is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise SessionError(f"cannot open session file {path}: not a regular file")
+            raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise SessionError(f"cannot open session file {path}: {exc.strerror or exc}") from None
+        try:
+            magic = raw.read(2)
+            raw.seek(0)
+        except OSError as exc:
+            raw.close()
+            raise SessionError(f"cannot read session file {path}: {exc.strerror or exc}") from None
+        if magic != b"\x1f\x8b":
+            raw.close()
+            if not magic:
+                raise SessionError(f"{path} is empty, not an ngxscope session file")
+            raise SessionError(f"{path} is not an ngxscope session file (not gzip-compressed)")
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb"), st.st_size
+
+    def _parse_header(self, first: tuple[bytes, bool] | None, error: Exception | None) -> Any:
+        path = self.path
+        if first is None or not first[1]:
+            if isinstance(error, EOFError):
+                raise SessionError(f"{path} is truncated before the end of its header")
+            if error is not None:
+                raise SessionError(f"{path} is not a valid gzip file ({error})")
+            if first is None:
+                raise SessionError(f"{path} is empty, not an ngxscope session file")
+        assert first is not None
+        try:
+            return parse_record(first[0])
+        except SessionError:
+            raise SessionError(f"{path} is not an ngxscope session (no session header)") from None
+
+    def iter_records(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[Record]:
+        """Yield every record after the header, in file order.
+
+        `progress(bytes_read, total_bytes)` (compressed bytes) is called now and then;
+        `cancelled()` is polled and stops the read with `ReadCancelled`.
+        """
+        self.complete = False
+        self.warning = None
+        path = self.path
+        raw, gz, total = self._open()
+        with raw, gz:
+            lines = _Lines(gz)
+            it = iter(lines)
+            next(it, None)  # the header, checked on construction
+            step = max(_READ_CHUNK, total // 200)
+            reported = 0
+            count = 0
+            end: dict[str, Any] | None = None
+            partial = False
+            for lineno, (data, whole) in enumerate(it, start=2):
+                if cancelled is not None and lineno % 64 == 0 and cancelled():
+                    raise ReadCancelled(f"reading {path} was cancelled")
+                if progress is not None and (pos := raw.tell()) - reported >= step:
+                    reported = pos
+                    progress(pos, total)
+                if not whole:
+                    partial = True
+                try:
+                    record = parse_record(data, self.version)
+                except SessionError as exc:
+                    if partial:
+                        break  # the last line was cut off
+                    raise SessionError(f"{path}: line {lineno}: {exc}") from None
+                if end is not None:
+                    raise SessionError(f"{path}: line {lineno}: record after the end record")
+                if isinstance(record, Exchange):
+                    count += 1
+                elif isinstance(record, dict):
+                    if record["t"] == "header":
+                        raise SessionError(f"{path}: line {lineno}: a second header")
+                    if record["t"] == "end":
+                        end = record
+                yield record
+            error = lines.error
+        if isinstance(error, EOFError) or (partial and error is None):
+            self.warning = f"file is truncated: read {count} exchanges"
+        elif error is not None:
+            self.warning = f"file is damaged ({error}): read {count} exchanges"
+        elif end is None:
+            self.warning = f"capture did not end cleanly: read {count} exchanges"
+        else:
+            self.complete = True
+            if end["exchanges"] != count:
+                self.warning = (
+                    f"the end record counts {end['exchanges']} exchanges, the file holds {count}"
+                )
+        if progress is not None:
+            progress(total, total)
+
+    def exchanges(self) -> Iterator[Exchange]:
+        """Yield the exchanges only, streaming."""
+        for record in self.iter_records():
+            if isinstance(record, Exchange):
+                yield record
+
+    def events(self) -> Iterator[LifecycleEvent]:
+        """Yield the lifecycle events only, streaming."""
+        for record in self.iter_records():
+            if isinstance(record, LifecycleEvent):
+                yield record
+
+    def read_all(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Session:
+        """Read the whole file into a `Session`."""
+        session = Session(header=self.header)
+        for record in self.iter_records(progress, cancelled):
+            if isinstance(record, Exchange):
+                session.exchanges.append(record)
+            elif isinstance(record, LifecycleEvent):
+                session.events.append(record)
+            elif record["t"] == "stats":
+                session.stats = record
+        session.complete = self.complete
+        session.warning = self.warning
+        return session

@@ -1,0 +1,248 @@
+"""Live graphs (pyqtgraph), redrawn from `Aggregator` by a 2–4 Hz timer.
+
+- requests/s stacked by status class,
+- p50/p95/p99 latency over time (log y),
+- latency histogram with a log x axis,
+with a 1/5/15 minute window selector and a hover read-out that follows the mouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from ngxscope.store.aggregate import BIN_EDGES_MS, Aggregator
+
+from .tablemodel import fmt_ms
+
+__all__ = ["GraphsPanel", "HoverReadout", "style_plot"]
+
+pg.setConfigOptions(antialias=True, foreground="k")
+
+STACK = [  # (name, class indexes, colour) bottom → top
+    ("2xx", (1,), "#2e9d4f"),
+    ("3xx", (2,), "#2f7fc1"),
+    ("4xx", (3,), "#d9822b"),
+    ("5xx", (4,), "#d64545"),
+    ("other", (0, 5), "#8a8f98"),
+]
+PCT_COLORS = (("p50", "#2f7fc1"), ("p95", "#d9822b"), ("p99", "#d64545"))
+WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900))
+
+
+def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
+    """Colour a plot from the widget palette (dark/light follow the system)."""
+    bg = palette.color(QPalette.ColorRole.Base)
+    fg = palette.color(QPalette.ColorRole.WindowText)
+    plot.setBackground(bg)
+    item = plot.getPlotItem()
+    for name in ("left", "bottom"):
+        axis = item.getAxis(name)
+        axis.setPen(pg.mkPen(fg))
+        axis.setTextPen(pg.mkPen(fg))
+    item.titleLabel.setAttr("color", fg.name())
+    item.titleLabel.setText(item.titleLabel.text)
+    item.showGrid(x=True, y=True, alpha=0.15)
+
+
+def _make_plot(title: str, left: str, bottom: str, *, date_axis: bool) -> pg.PlotWidget:
+    axis = {"bottom": pg.DateAxisItem(orientation="bottom")} if date_axis else {}
+    plot = pg.PlotWidget(axisItems=axis)
+    item = plot.getPlotItem()
+    item.setTitle(title, size="10pt")
+    item.setLabel("left", left)
+    item.setLabel("bottom", bottom)
+    item.setDownsampling(auto=True, mode="peak")
+    item.setClipToView(True)
+    item.setMenuEnabled(False)
+    item.hideButtons()
+    plot.setMouseEnabled(x=False, y=False)
+    plot.setMinimumHeight(150)
+    return plot
+
+
+class HoverReadout:
+    """A vertical line and a text label following the mouse over a plot."""
+
+    def __init__(self, plot: pg.PlotWidget, describe: Callable[[float], str | None]) -> None:
+        self.plot = plot
+        self.describe = describe
+        self.line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#888", width=1))
+        self.label = pg.TextItem("", anchor=(0, 0), fill=pg.mkBrush(30, 30, 30, 200),
+                                 color="w")
+        for item in (self.line, self.label):
+            item.setZValue(100)
+            item.setVisible(False)
+            plot.addItem(item, ignoreBounds=True)
+        plot.scene().sigMouseMoved.connect(self.on_move)
+        self.last_text = ""
+
+    def on_move(self, pos: QPointF) -> None:
+        vb = self.plot.getPlotItem().getViewBox()
+        if not self.plot.sceneBoundingRect().contains(pos) or not vb.sceneBoundingRect().contains(
+            pos
+        ):
+            self.hide()
+            return
+        p = vb.mapSceneToView(pos)
+        text = self.describe(p.x())
+        if not text:
+            self.hide()
+            return
+        self.last_text = text
+        self.line.setPos(p.x())
+        self.label.setText(text)
+        (x0, x1), (y0, y1) = vb.viewRange()
+        # keep the label inside the view: flip to the left half past the middle
+        self.label.setAnchor((1, 0) if p.x() > (x0 + x1) / 2 else (0, 0))
+        self.label.setPos(p.x(), y1)
+        self.line.setVisible(True)
+        self.label.setVisible(True)
+
+    def hide(self) -> None:
+        self.line.setVisible(False)
+        self.label.setVisible(False)
+
+
+class GraphsPanel(QWidget):
+    """The three graphs and the window selector."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.window_s = 60
+        self.window_box = QComboBox()
+        for name, secs in WINDOWS:
+            self.window_box.addItem(name, secs)
+        self.window_box.currentIndexChanged.connect(self._window_changed)
+        self.summary = QLabel()
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Window:"))
+        top.addWidget(self.window_box)
+        top.addStretch(1)
+        top.addWidget(self.summary)
+
+        self.rps = _make_plot("Requests / s by status", "req/s", "time", date_axis=True)
+        self.rps.getPlotItem().addLegend(offset=(6, 4), horSpacing=8, colCount=5)
+        self.stack_curves = []
+        for name, _idx, color in reversed(STACK):
+            c = QColor(color)
+            fill = QColor(c)
+            fill.setAlpha(170)
+            curve = self.rps.plot([], [], pen=pg.mkPen(c, width=1), fillLevel=0,
+                                  brush=pg.mkBrush(fill), name=name)
+            self.stack_curves.insert(0, curve)
+
+        self.lat = _make_plot("Latency percentiles", "ms", "time", date_axis=True)
+        self.lat.getPlotItem().setLogMode(y=True)
+        self.lat.getPlotItem().addLegend(offset=(6, 4), colCount=3)
+        self.pct_curves = [
+            self.lat.plot([], [], pen=pg.mkPen(color, width=2), name=name, connect="finite")
+            for name, color in PCT_COLORS
+        ]
+
+        self.hist = _make_plot("Latency histogram", "requests", "duration (ms, log)",
+                               date_axis=False)
+        self.hist.getPlotItem().setLogMode(x=True)
+        self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0,
+                                         pen=pg.mkPen("#2f7fc1"), brush=pg.mkBrush(47, 127,
+                                                                                   193, 140))
+        self._series = None
+        self._latest: float | None = None
+        self.hovers = [
+            HoverReadout(self.rps, self._describe_rps),
+            HoverReadout(self.lat, self._describe_lat),
+            HoverReadout(self.hist, self._describe_hist),
+        ]
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.rps, 3)
+        lay.addWidget(self.lat, 3)
+        lay.addWidget(self.hist, 2)
+        self.apply_palette()
+
+    def apply_palette(self) -> None:
+        for plot in (self.rps, self.lat, self.hist):
+            style_plot(plot, self.palette())
+
+    def _window_changed(self, _i: int) -> None:
+        self.window_s = int(self.window_box.currentData())
+
+    def set_window(self, seconds: int) -> None:
+        i = self.window_box.findData(seconds)
+        if i >= 0:
+            self.window_box.setCurrentIndex(i)
+
+    def refresh(self, agg: Aggregator) -> None:
+        """Redraw everything from the aggregator."""
+        if agg.latest is None:
+            for c in (*self.stack_curves, *self.pct_curves):
+                c.setData([], [])
+            self.hist_curve.setData([0.1, 1.0], [0])
+            self.summary.setText("no requests yet")
+            self._series = None
+            return
+        s = agg.series(self.window_s)
+        self._series = s
+        self._latest = float(agg.latest)
+        x = s.t + float(agg.latest)
+        cum = np.zeros(len(x))
+        for (_name, idx, _color), curve in zip(STACK, self.stack_curves, strict=True):
+            cum = cum + s.counts[:, list(idx)].sum(axis=1)
+            curve.setData(x, cum.copy())
+        for i, curve in enumerate(self.pct_curves):
+            y = s.pct[:, i]
+            curve.setData(x, np.where(np.isfinite(y), y, np.nan))
+        nz = np.nonzero(s.hist)[0]
+        if len(nz):
+            lo, hi = max(0, nz[0] - 2), min(len(s.hist), nz[-1] + 3)
+            self.hist_curve.setData(BIN_EDGES_MS[lo : hi + 1], s.hist[lo:hi].astype(float))
+        total = int(s.counts.sum())
+        p = agg.series(11).pct
+        rate = agg.rate()
+        last = p[-2] if len(p) > 1 else p[-1]
+        self.summary.setText(
+            f"{rate:,.0f} req/s · {total:,} in window · p50 {fmt_ms(last[0])} · "
+            f"p95 {fmt_ms(last[1])} · p99 {fmt_ms(last[2])}"
+        )
+
+    # -- hover text ------------------------------------------------------------------
+
+    def _index(self, x: float) -> int | None:
+        s = self._series
+        if s is None or not len(s.t) or self._latest is None:
+            return None
+        # x is absolute unix time; the series' t is relative to the newest bucket
+        i = int(round(x - (self._latest + s.t[0])))
+        return i if 0 <= i < len(s.t) else None
+
+    def _describe_rps(self, x: float) -> str | None:
+        i = self._index(x)
+        if i is None or self._series is None:
+            return None
+        row = self._series.counts[i]
+        parts = [f"{name} {int(row[list(idx)].sum())}" for name, idx, _c in STACK]
+        return f"{int(row.sum())} req/s\n" + "  ".join(parts)
+
+    def _describe_lat(self, x: float) -> str | None:
+        i = self._index(x)
+        if i is None or self._series is None:
+            return None
+        p = self._series.pct[i]
+        return f"p50 {fmt_ms(p[0])}\np95 {fmt_ms(p[1])}\np99 {fmt_ms(p[2])}"
+
+    def _describe_hist(self, x: float) -> str | None:
+        if self._series is None:
+            return None
+        ms = 10 ** x  # log x axis: view coordinates are log10(ms)
+        i = int(np.searchsorted(BIN_EDGES_MS, ms) - 1)
+        if not 0 <= i < len(self._series.hist):
+            return None
+        n = int(self._series.hist[i])
+        return f"{fmt_ms(BIN_EDGES_MS[i])} – {fmt_ms(BIN_EDGES_MS[i + 1])}\n{n:,} requests"
+

@@ -1,0 +1,60 @@
+"""F1: the filter language and the keyboard shortcuts."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
+
+__all__ = ["HELP_HTML", "HelpDialog"]
+
+HELP_HTML = """
+<h2>ngxscope</h2>
+<p>Every HTTP request a running nginx handles, live, captured with eBPF by a root helper
+(no proxy, no keys; TLS shown as plaintext).</p>
+<h3>Filter language</h3>
+<table cellpadding="3">
+<tr><td><code>status&gt;=500</code>, <code>status=404</code>, <code>status=5xx</code>,
+ <code>status=none</code></td><td>response status (or class)</td></tr>
+<tr><td><code>path~^/api</code>, <code>path!~\\.png$</code></td><td>regular expression on the path</td></tr>
+<tr><td><code>method=POST</code>, <code>host=example.com</code></td><td>exact, case-insensitive</td></tr>
+<tr><td><code>duration&gt;200ms</code></td><td>units <code>us</code>, <code>ms</code> (default),
+ <code>s</code></td></tr>
+<tr><td><code>upstream=10.0.0.2:8080</code>, <code>upstream_status=502</code></td>
+ <td>any upstream attempt matches</td></tr>
+<tr><td><code>worker=1234</code>, <code>client~127.0.0.1</code>, <code>server=…</code>,
+ <code>conn=…</code></td><td>worker pid, addresses, connection id</td></tr>
+<tr><td><code>size&gt;10k</code>, <code>reqsize&gt;=1M</code></td><td>bytes sent / read</td></tr>
+<tr><td><code>tls</code>, <code>error</code>, <code>truncated</code>, <code>upstream</code>,
+ <code>sendfile</code></td><td>flags</td></tr>
+<tr><td><code>login</code>, <code>"a b"</code></td><td>bare word / quoted string: substring of
+ host + target</td></tr>
+</table>
+<p>Combine with <code>and</code> / <code>or</code> / <code>not</code> (or <code>&amp;&amp;</code>,
+<code>||</code>, <code>!</code>) and parentheses; juxtaposition means <i>and</i>:<br>
+<code>status=5xx and not tls</code> &nbsp; <code>path~^/api (method=POST || method=PUT)</code></p>
+<p>Operators: <code>= == != ~ !~ &gt; &gt;= &lt; &lt;=</code>. Right-click a cell:
+<i>Filter by this value</i>. Clicking a peer in <i>Upstreams</i> filters its requests.</p>
+<h3>Keys</h3>
+<table cellpadding="3">
+<tr><td>Ctrl+F</td><td>focus the filter</td></tr>
+<tr><td>Space</td><td>pause / resume the live view</td></tr>
+<tr><td>Ctrl+L</td><td>clear</td></tr>
+<tr><td>Ctrl+O / Ctrl+S</td><td>open / save a session</td></tr>
+<tr><td>F1</td><td>this help</td></tr>
+</table>
+"""
+
+
+class HelpDialog(QDialog):
+    """A scrollable rich-text help page."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("ngxscope help")
+        self.resize(720, 640)
+        text = QTextBrowser()
+        text.setHtml(HELP_HTML)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(text)
+        lay.addWidget(buttons)

@@ -1,0 +1,282 @@
+"""The live request table: a model over `ExchangeStore` and a filtering/sorting proxy.
+
+Rows are appended in batches: one beginInsertRows per batch, and when the store must
+drop its oldest exchanges, one beginRemoveRows for the dropped block first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from PySide6.QtGui import QColor, QFont
+
+from ngxscope.model import Exchange
+from ngxscope.store.filterexpr import quote_value
+from ngxscope.store.memory import ExchangeStore
+
+__all__ = [
+    "COLUMNS",
+    "ExchangeFilterProxy",
+    "ExchangeTableModel",
+    "STATUS_COLORS",
+    "fmt_bytes",
+    "fmt_ms",
+]
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+EXCHANGE_ROLE = Qt.ItemDataRole.UserRole + 2
+FILTER_ROLE = Qt.ItemDataRole.UserRole + 3
+
+STATUS_COLORS = {
+    0: QColor("#8a8f98"),  # 1xx
+    1: QColor("#2e9d4f"),  # 2xx
+    2: QColor("#2f7fc1"),  # 3xx
+    3: QColor("#d9822b"),  # 4xx
+    4: QColor("#d64545"),  # 5xx
+    5: QColor("#8a8f98"),  # none
+}
+"""Status class index (see aggregate.status_class) → colour, readable on dark and light."""
+
+
+def fmt_ms(ms: float | None) -> str:
+    """A duration for a table cell: µs below 1 ms, ms below 10 s, else s."""
+    if ms is None or ms != ms:
+        return "–"
+    if ms < 1.0:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 100.0:
+        return f"{ms:.1f} ms"
+    if ms < 10_000.0:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s"
+
+
+def fmt_bytes(n: int | float) -> str:
+    """Bytes with a binary unit."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}"
+    return f"{n:.1f} GiB"
+
+
+def _status_cls(status: int | None) -> int:
+    return 5 if status is None or not 100 <= status <= 599 else status // 100 - 1
+
+
+def _upstream(e: Exchange) -> str:
+    if not e.upstream:
+        return ""
+    if len(e.upstream) == 1:
+        return e.upstream[0].addr
+    return " → ".join(a.addr for a in e.upstream)
+
+
+def _time(e: Exchange) -> str:
+    lt = time.localtime(e.start)
+    return f"{lt.tm_hour:02d}:{lt.tm_min:02d}:{lt.tm_sec:02d}.{int((e.start % 1) * 1000):03d}"
+
+
+# (key, title, display, sort key, filter expression builder or None, right-aligned)
+Column = tuple[str, str, Callable[[Exchange], str], Callable[[Exchange], Any],
+               Callable[[Exchange], str] | None, bool]
+
+COLUMNS: list[Column] = [
+    ("time", "Time", _time, lambda e: e.start, None, False),
+    ("worker", "Worker", lambda e: str(e.pid), lambda e: e.pid,
+     lambda e: f"worker={e.pid}", True),
+    ("client", "Client", lambda e: e.client, lambda e: e.client,
+     lambda e: f"client={quote_value(e.client)}", False),
+    ("method", "Method", lambda e: e.method, lambda e: e.method,
+     lambda e: f"method={quote_value(e.method)}", False),
+    ("host", "Host", lambda e: e.host, lambda e: e.host,
+     lambda e: f"host={quote_value(e.host)}", False),
+    ("path", "Path", lambda e: e.target, lambda e: e.target,
+     lambda e: f"path={quote_value(e.path)}", False),
+    ("status", "Status", lambda e: str(e.status) if e.status is not None else (e.error and "ERR")
+     or "–", lambda e: e.status if e.status is not None else -1,
+     lambda e: f"status={e.status}" if e.status is not None else "status=none", True),
+    ("duration", "Duration", lambda e: fmt_ms(e.duration_ms), lambda e: e.end - e.start,
+     lambda e: f"duration>={max(0.0, e.duration_ms):.0f}ms", True),
+    ("upstream", "Upstream", _upstream, _upstream,
+     lambda e: f"upstream={quote_value(e.upstream[-1].addr)}" if e.upstream else "not upstream",
+     False),
+    ("req_size", "Req size", lambda e: fmt_bytes(e.request_bytes), lambda e: e.request_bytes,
+     lambda e: f"reqsize>={e.request_bytes}", True),
+    ("resp_size", "Resp size", lambda e: fmt_bytes(e.response_bytes), lambda e: e.response_bytes,
+     lambda e: f"size>={e.response_bytes}", True),
+    ("tls", "TLS", lambda e: "🔒" if e.tls else "", lambda e: e.tls,
+     lambda e: "tls" if e.tls else "not tls", False),
+]
+COLUMN_KEYS = [c[0] for c in COLUMNS]
+STATUS_COL = COLUMN_KEYS.index("status")
+DEFAULT_WIDTHS = {"time": 96, "worker": 58, "client": 150, "method": 62, "host": 140,
+                  "path": 300, "status": 56, "duration": 80, "upstream": 120,
+                  "req_size": 76, "resp_size": 80, "tls": 36}
+
+_DISPLAY = Qt.ItemDataRole.DisplayRole
+_FOREGROUND = Qt.ItemDataRole.ForegroundRole
+_ALIGN = Qt.ItemDataRole.TextAlignmentRole
+_TOOLTIP = Qt.ItemDataRole.ToolTipRole
+_FONT = Qt.ItemDataRole.FontRole
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+_LEFT = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+_CENTER = int(Qt.AlignmentFlag.AlignCenter)
+
+
+class ExchangeTableModel(QAbstractTableModel):
+    """A read-only table over an `ExchangeStore`; grows by batches."""
+
+    def __init__(self, store: ExchangeStore, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self._bold = QFont()
+        self._bold.setBold(True)
+
+    # -- Qt model API ----------------------------------------------------------------
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.store)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = _DISPLAY) -> Any:
+        if role == _DISPLAY:
+            return COLUMNS[index.column()][2](self.store[index.row()])
+        if role == SORT_ROLE:
+            return COLUMNS[index.column()][3](self.store[index.row()])
+        if role == _ALIGN:
+            col = COLUMNS[index.column()]
+            return _CENTER if col[0] == "tls" else _RIGHT if col[5] else _LEFT
+        if role == _FOREGROUND:
+            if index.column() != STATUS_COL:
+                return None
+            return STATUS_COLORS[_status_cls(self.store[index.row()].status)]
+        if role == _FONT:
+            return self._bold if index.column() == STATUS_COL else None
+        if role == _TOOLTIP:
+            col = COLUMNS[index.column()]
+            ex = self.store[index.row()]
+            if col[0] == "status" and ex.error:
+                return ex.error
+            if col[0] in ("path", "upstream", "host", "client"):
+                return col[2](ex)
+            return None
+        if role == EXCHANGE_ROLE:
+            return self.store[index.row()]
+        if role == FILTER_ROLE:
+            build = COLUMNS[index.column()][4]
+            return build(self.store[index.row()]) if build else None
+        return None
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = _DISPLAY) -> Any:
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            if role == _DISPLAY:
+                return COLUMNS[section][1]
+            if role == _ALIGN:
+                return _RIGHT if COLUMNS[section][5] else _LEFT
+        return None
+
+    # -- batches ---------------------------------------------------------------------
+
+    def exchange(self, row: int) -> Exchange:
+        return self.store[row]
+
+    def append_batch(self, batch: list[Exchange]) -> None:
+        """Append a batch: one remove signal for the dropped block, one insert signal."""
+        if not batch:
+            return
+        store = self.store
+        if len(batch) >= store.capacity:
+            self.beginResetModel()
+            store.clear()
+            store.append_batch(batch[-store.capacity :])
+            self.endResetModel()
+            return
+        drop = store.would_drop(len(batch))
+        if drop:
+            self.beginRemoveRows(QModelIndex(), 0, drop - 1)
+            store.drop_oldest(drop)
+            self.endRemoveRows()
+        first = len(store)
+        self.beginInsertRows(QModelIndex(), first, first + len(batch) - 1)
+        store.append_batch(batch)
+        self.endInsertRows()
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self.store.clear()
+        self.endResetModel()
+
+    def replace(self, exchanges: list[Exchange]) -> None:
+        """Load a whole set of exchanges at once (opening a session)."""
+        self.beginResetModel()
+        self.store.clear()
+        self.store.append_batch(exchanges[-self.store.capacity :])
+        self.endResetModel()
+
+
+class ExchangeFilterProxy(QSortFilterProxyModel):
+    """Sorts by the numeric/text sort role and keeps rows the compiled filter accepts."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.predicate: Callable[[Exchange], bool] | None = None
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+    def set_predicate(self, predicate: Callable[[Exchange], bool] | None) -> None:
+        self.beginFilterChange()
+        self.predicate = predicate
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def filterAcceptsRow(
+        self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
+    ) -> bool:
+        pred = self.predicate
+        if pred is None:
+            return True
+        model = self.sourceModel()
+        assert isinstance(model, ExchangeTableModel)
+        try:
+            return bool(pred(model.store[source_row]))
+        except Exception:
+            return False
+
+    def lessThan(
+        self,
+        left: QModelIndex | QPersistentModelIndex,
+        right: QModelIndex | QPersistentModelIndex,
+    ) -> bool:
+        model = self.sourceModel()
+        assert isinstance(model, ExchangeTableModel)
+        key = COLUMNS[left.column()][3]
+        store = model.store
+        a, b = store[left.row()], store[right.row()]
+        ka, kb = key(a), key(b)
+        if ka == kb:
+            return a.id < b.id
+        return bool(ka < kb)
+
+    def exchange_at(self, index: QModelIndex) -> Exchange | None:
+        """The exchange shown at a proxy index."""
+        if not index.isValid():
+            return None
+        src = self.mapToSource(index)
+        model = self.sourceModel()
+        assert isinstance(model, ExchangeTableModel)
+        if not 0 <= src.row() < len(model.store):
+            return None
+        return model.store[src.row()]

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine, run as root:
+# Debian packages, kernel headers for bcc, tracefs, the venv with its PyPI packages,
+# and Debian's bcc module exposed (alone) inside the venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: must run as root (it installs Debian packages and mounts tracefs)" >&2
+  exit 1
+fi
+
+DEBS=(python3-bpfcc libbpfcc nginx openssl curl wrk tshark xvfb xauth
+      libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
+      libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
+      libxcb-randr0 libxcb-render-util0 libxcb-image0 libglib2.0-0 fonts-dejavu-core
+      binutils procps iproute2)
+KVER=$(uname -r)
+# bcc compiles against kernel headers: the running kernel's own package if Debian has one,
+# else Debian's current amd64 headers (linked in below).
+if ! [ -e "/lib/modules/$KVER/build/include" ]; then
+  if apt-cache show "linux-headers-$KVER" >/dev/null 2>&1; then DEBS+=("linux-headers-$KVER"); else DEBS+=(linux-headers-amd64); fi
+fi
+
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  # nginx's postinst would start a system nginx on port 80; ngxscope never needs it.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/ngxscope-apt.log 2>&1; then
+    apt-get update -q >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/ngxscope-apt.log 2>&1 \
+      || { tail -20 /tmp/ngxscope-apt.log >&2; echo "setup: apt-get install failed (log: /tmp/ngxscope-apt.log)" >&2; exit 1; }
+  fi
+  rm -f /usr/sbin/policy-rc.d; trap - EXIT
+fi
+
+# Point bcc at the nearest Debian headers when the running kernel has none packaged.
+if ! [ -e "/lib/modules/$KVER/build/include" ]; then
+  amd=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1)
+  if [ -n "$amd" ]; then
+    common=${amd%-amd64}-common
+    mkdir -p "/lib/modules/$KVER"
+    ln -sfn "$amd" "/lib/modules/$KVER/build"
+    ln -sfn "$common" "/lib/modules/$KVER/source"
+    log "kernel $KVER has no headers package; bcc will use $(basename "$amd")"
+  fi
+fi
+
+if ! [ -d /sys/kernel/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+# The venv: pyenv's CPython 3.11 when present, else the system python3.
+PY=""
+for cand in "${NGXSCOPE_PYTHON:-}" "$(command -v pyenv >/dev/null 2>&1 && pyenv which python3.11 2>/dev/null || true)" \
+            /root/.pyenv/versions/3.11*/bin/python3.11 "$(command -v python3.11 || true)" "$(command -v python3 || true)"; do
+  if [ -n "$cand" ] && [ -x "$cand" ]; then PY=$cand; break; fi
+done
+[ -n "$PY" ] || { echo "setup: no python3 found" >&2; exit 1; }
+if ! [ -x .venv/bin/python ]; then
+  log "creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.ngxscope-deps
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "installing the project and its PyPI packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+
+# Expose Debian's pure-Python bcc module, and only it, to the venv.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
+.venv/bin/python -c 'import bcc' || { echo "setup: bcc is not importable from .venv" >&2; exit 1; }
+log "ready: $ROOT/.venv/bin/ngxscope"

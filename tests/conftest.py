@@ -1,0 +1,35 @@
+"""Shared pytest fixtures: the lab nginx (a private master + 2 workers with TLS and upstreams)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ngxscope.lab.nginx import LabNginx, free_port
+from ngxscope.lab.traffic import Traffic
+
+__all__ = ["free_port"]
+
+
+@pytest.fixture
+def lab_nginx() -> Iterator[LabNginx]:
+    """A started `LabNginx(workers=2)` (about 0.2 s to start), always stopped afterwards."""
+    nginx = LabNginx(workers=2)
+    nginx.start()
+    try:
+        yield nginx
+    finally:
+        nginx.stop()
+
+
+@pytest.fixture
+def lab_traffic(lab_nginx: LabNginx) -> Traffic:
+    """A `Traffic` generator aimed at the `lab_nginx` of the same test."""
+    return Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return free_port()

@@ -1,0 +1,126 @@
+"""Test data: `make_exchange(**overrides)` builds a realistic `Exchange`.
+
+Each call takes the next id from a module counter and starts 10 ms after the previous
+one, so a series of calls gives distinct, ordered exchanges. Override any field; when
+`start` is given without `end`, the end keeps the default duration (12.5 ms). Sizes are
+computed from the heads and bodies unless overridden. Import it as `from factories import
+make_exchange` (pytest puts `tests/` on sys.path through `tests/conftest.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from ngxscope.model import Exchange, LifecycleEvent, UpstreamAttempt
+
+__all__ = ["BASE_TIME", "make_event", "make_exchange", "reset_counter"]
+
+BASE_TIME = 1_700_000_000.0
+"""Unix time of the first default exchange (2023-11-14T22:13:20Z)."""
+
+_DURATION = 0.0125
+_counter = itertools.count(1)
+
+
+def reset_counter() -> None:
+    """Restart ids at 1 (and start times at `BASE_TIME` + 10 ms)."""
+    global _counter
+    _counter = itertools.count(1)
+
+
+def _head_len(first_line: str, headers: list[tuple[str, str]]) -> int:
+    return len((first_line + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode("utf-8", "surrogateescape"))
+
+
+def make_exchange(**overrides: Any) -> Exchange:
+    """A proxied `GET /api/items?page=<id>` answered 200 by an upstream, as nginx logged it."""
+    n = next(_counter)
+    start = float(overrides.get("start", BASE_TIME + n * 0.01))
+    method = overrides.get("method", "GET")
+    target = overrides.get("target", f"/api/items?page={n}")
+    host = overrides.get("host", "shop.example.test")
+    request_headers = overrides.get(
+        "request_headers",
+        [
+            ("Host", host),
+            ("User-Agent", "curl/8.5.0"),
+            ("Accept", "application/json"),
+            ("Cookie", f"session=s{n:06d}"),
+        ],
+    )
+    response_body = overrides.get("response_body", b'{"items":[1,2,3],"page":%d}' % n)
+    response_headers = overrides.get(
+        "response_headers",
+        [
+            ("Server", "nginx/1.22.1"),
+            ("Date", "Tue, 14 Nov 2023 22:13:20 GMT"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(response_body))),
+            ("Connection", "keep-alive"),
+        ],
+    )
+    request_body = overrides.get("request_body", b"")
+    version = overrides.get("version", "HTTP/1.1")
+    status = overrides.get("status", 200)
+    reason = overrides.get("reason", "OK")
+    head_in = _head_len(f"{method} {target} {version}", request_headers)
+    head_out = _head_len(f"{version} {status} {reason}", response_headers)
+    upstream_start = start + 0.0004
+    fields: dict[str, Any] = {
+        "id": n,
+        "start": start,
+        "end": start + _DURATION,
+        "pid": 4242,
+        "client": f"127.0.0.1:{40000 + n % 20000}",
+        "server": "127.0.0.1:8080",
+        "tls": False,
+        "conn_id": f"4242:{10 + n % 7}:{1_000_000 + n}",
+        "conn_seq": 0,
+        "method": method,
+        "target": target,
+        "version": version,
+        "host": host,
+        "status": status,
+        "reason": reason,
+        "request_bytes": head_in + len(request_body),
+        "response_bytes": head_out + len(response_body),
+        "request_headers": request_headers,
+        "response_headers": response_headers,
+        "request_body": request_body,
+        "response_body": response_body,
+        "request_body_size": len(request_body),
+        "response_body_size": len(response_body),
+        "sendfile_bytes": 0,
+        "truncated": False,
+        "error": None,
+        "upstream": [
+            UpstreamAttempt(
+                addr="127.0.0.1:8081",
+                status=status,
+                connect_ms=0.0,
+                header_ms=9.8,
+                duration_ms=10.1,
+                request_bytes=head_in + len(request_body),
+                response_bytes=head_out + len(response_body),
+                reused=True,
+                start=upstream_start,
+                request_head=f"{method} {target} HTTP/1.0\r\nHost: backend\r\n\r\n",
+                response_head=f"HTTP/1.1 {status} {reason}\r\n\r\n",
+            )
+        ],
+    }
+    fields.update(overrides)
+    return Exchange(**fields)
+
+
+def make_event(**overrides: Any) -> LifecycleEvent:
+    """A "worker-start" lifecycle event at `BASE_TIME`."""
+    fields: dict[str, Any] = {
+        "ts": BASE_TIME,
+        "kind": "worker-start",
+        "pid": 4242,
+        "detail": "worker 4242 started",
+    }
+    fields.update(overrides)
+    return LifecycleEvent(**fields)

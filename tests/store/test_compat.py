@@ -1,0 +1,234 @@
+"""Old session formats still read: frozen sample files and the converters."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt
+from ngxscope.store.compat import CONVERTERS, CURRENT_VERSION, convert_0_1, migrate
+from ngxscope.store.session import SessionError, SessionReader, SessionWriter
+
+SAMPLES = Path(__file__).parent / "samples"
+
+# The sample files must never change: a new format version gets a new sample.
+FROZEN = {
+    "session-v0.ngxs": "ed4de6d1d1584eaa8d7cc365993e1fb9afb3ad30f1b7494dd465565fef4a9eba",
+    "session-v1.ngxs": "d907be03bc0293adbe98c50076ae6b813f4bc043b375ccfa6d9ccf9394888736",
+}
+
+TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
+
+EXPECTED_EXCHANGES = [
+    Exchange(
+        id=1,
+        start=1700000000.25,
+        end=1700000000.2625,
+        pid=4101,
+        client="127.0.0.1:40001",
+        server="127.0.0.1:8080",
+        tls=False,
+        conn_id="4101:11:1000001",
+        conn_seq=0,
+        method="GET",
+        target="/api/items?page=1",
+        version="HTTP/1.1",
+        host="shop.example.test",
+        status=200,
+        reason="OK",
+        request_bytes=97,
+        response_bytes=180,
+        request_headers=[
+            ("Host", "shop.example.test"),
+            ("Accept", "application/json"),
+            ("X-Name", "Zoë 東京 ✓"),
+        ],
+        response_headers=[
+            ("Server", "nginx/1.22.1"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", "26"),
+        ],
+        request_body=b"",
+        response_body=b'{"items":[1,2,3],"page":1}',
+        request_body_size=0,
+        response_body_size=26,
+        sendfile_bytes=0,
+        truncated=False,
+        error=None,
+        upstream=[
+            UpstreamAttempt(
+                addr="127.0.0.1:8081",
+                status=502,
+                connect_ms=0.2,
+                header_ms=1.5,
+                duration_ms=1.6,
+                request_bytes=80,
+                response_bytes=0,
+                reused=False,
+                start=1700000000.2504,
+                request_head="GET /api/items?page=1 HTTP/1.0\r\n\r\n",
+                response_head=None,
+            ),
+            UpstreamAttempt(
+                addr="127.0.0.1:8082",
+                status=200,
+                connect_ms=0.0,
+                header_ms=9.5,
+                duration_ms=10.0,
+                request_bytes=80,
+                response_bytes=150,
+                reused=True,
+                start=1700000000.2521,
+                request_head="GET /api/items?page=1 HTTP/1.0\r\n\r\n",
+                response_head="HTTP/1.1 200 OK\r\n\r\n",
+            ),
+        ],
+    ),
+    Exchange(
+        id=2,
+        start=1700000000.125,
+        end=1700000000.5,
+        pid=4102,
+        client="[::1]:50000",
+        server="[::1]:8443",
+        tls=True,
+        conn_id="4102:12:1000002",
+        conn_seq=3,
+        method="POST",
+        target="/upload",
+        version="HTTP/1.1",
+        host="shop.example.test",
+        status=413,
+        reason="Request Entity Too Large",
+        request_bytes=70000,
+        response_bytes=300,
+        request_headers=[
+            ("Host", "shop.example.test"),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        response_headers=[("Connection", "close")],
+        request_body=b"\x00\x01\xff\x80\r\n\xc3\x00",
+        response_body=b"",
+        request_body_size=69900,
+        response_body_size=180,
+        truncated=True,
+    ),
+    Exchange(
+        id=3,
+        start=1700000001.0,
+        end=1700000001.0,
+        pid=4101,
+        client="127.0.0.1:40003",
+        server="127.0.0.1:8080",
+        tls=False,
+        conn_id="4101:13:1000003",
+        request_bytes=5,
+        status=None,
+        error="malformed request line",
+    ),
+]
+EXPECTED_EVENTS = [LifecycleEvent(ts=1700000000.0, kind="attach", pid=4100, detail="uprobes on 2 workers")]
+EXPECTED_STATS = {
+    "t": "stats",
+    "ts": 1700000001.5,
+    "events": 42,
+    "lost": 0,
+    "truncated": 1,
+    "workers": [4101, 4102],
+    "method": "uprobes",
+    "requests": 3,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FROZEN))
+def test_sample_files_are_frozen(name: str) -> None:
+    assert hashlib.sha256((SAMPLES / name).read_bytes()).hexdigest() == FROZEN[name]
+
+
+@pytest.mark.parametrize(("name", "version", "tool"), [
+    ("session-v0.ngxs", 0, "ngxscope 0.0.1"),
+    ("session-v1.ngxs", 1, "ngxscope 0.1.0"),
+])
+def test_sample_reads_exactly(name: str, version: int, tool: str) -> None:
+    reader = SessionReader(SAMPLES / name)
+    assert reader.header == {
+        "t": "header",
+        "format": "ngxscope-session",
+        "version": version,
+        "created": 1700000000.0,
+        "tool": tool,
+        "target": TARGET,
+    }
+    session = reader.read_all()
+    assert session.exchanges == EXPECTED_EXCHANGES
+    assert session.events == EXPECTED_EVENTS
+    assert session.stats == EXPECTED_STATS
+    assert session.complete is True
+    assert session.warning is None
+    # Field by field too, so a failure names the field.
+    for got, want in zip(session.exchanges, EXPECTED_EXCHANGES, strict=True):
+        assert got.to_dict() == want.to_dict()
+
+
+def test_writer_still_writes_the_v1_sample_records(tmp_path: Path) -> None:
+    """While CURRENT_VERSION is 1, the writer's records equal the frozen v1 sample's."""
+    assert CURRENT_VERSION == 1
+    path = tmp_path / "s.ngxs"
+    with SessionWriter(path, TARGET) as w:
+        w.write_event(EXPECTED_EVENTS[0])
+        for ex in EXPECTED_EXCHANGES:
+            w.write_exchange(ex)
+        w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
+    ours = [json.loads(line) for line in gzip.open(path).read().splitlines()]
+    sample = [json.loads(line) for line in gzip.open(SAMPLES / "session-v1.ngxs").read().splitlines()]
+    for rec in (ours[0], sample[0]):
+        del rec["created"], rec["tool"]
+    del ours[-1]["ts"], sample[-1]["ts"]
+    assert ours == sample
+
+
+def test_convert_0_1_turns_header_objects_into_pairs() -> None:
+    rec = {"t": "exchange", "id": 1, "req_headers": {"Host": "a", "X": "1"}, "resp_headers": {}}
+    assert convert_0_1(rec) == {
+        "t": "exchange",
+        "id": 1,
+        "request_headers": [["Host", "a"], ["X", "1"]],
+        "response_headers": [],
+    }
+    assert rec["req_headers"] == {"Host": "a", "X": "1"}  # input left alone
+    other = {"t": "stats", "req_headers": 1}
+    assert convert_0_1(other) is other
+
+
+def test_convert_0_1_rejects_bad_records() -> None:
+    with pytest.raises(ModelError):
+        convert_0_1({"t": "exchange", "req_headers": [["Host", "a"]]})
+    with pytest.raises(ModelError):
+        convert_0_1({"t": "exchange", "req_headers": {}, "request_headers": []})
+
+
+def test_migrate_chains_up_to_current() -> None:
+    assert set(CONVERTERS) == set(range(CURRENT_VERSION))
+    rec = {"t": "exchange", "req_headers": {"A": "b"}}
+    assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]]}
+    current = {"t": "exchange", "request_headers": [["A", "b"]]}
+    assert migrate(current, CURRENT_VERSION) is current
+    with pytest.raises(ValueError, match="newer"):
+        migrate(current, CURRENT_VERSION + 1)
+    with pytest.raises(ValueError):
+        migrate(current, True)
+
+
+def test_bad_v0_record_names_its_line(tmp_path: Path) -> None:
+    lines = gzip.open(SAMPLES / "session-v0.ngxs").read().splitlines()
+    rec = json.loads(lines[2])
+    rec["req_headers"] = [["Host", "x"]]
+    lines[2] = json.dumps(rec).encode()
+    path = tmp_path / "bad.ngxs"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    with pytest.raises(SessionError, match=r"line 3: .*req_headers"):
+        SessionReader(path).read_all()
