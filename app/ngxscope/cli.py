@@ -132,7 +132,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from .record import CaptureError, Recorder, RecordOptions
+    from .record import Recorder, RecordOptions
 
     if args.dump_bpf:
         from .capture.tracer import Tracer, TracerConfig, bpf_source
@@ -152,6 +152,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
                          ringbuf_mb=args.ringbuf_mb, force=args.force)
     sinks = open_sinks(args.output, args.stream, args.overwrite)
     rec = Recorder(opts, [s for s, _ in sinks])
+    for sink, _ in sinks:
+        sink.on_error = rec.fail
     try:
         line = rec.start()
     except BaseException:
@@ -175,37 +177,60 @@ def _cmd_record(args: argparse.Namespace) -> int:
         summary += f"; session saved to {args.output}"
     if rec.end_reason:
         summary = f"{rec.end_reason}; {summary}"
-    print(summary, file=sys.stderr)
-    if rec.decode_error is not None and not isinstance(rec.decode_error, CaptureError):
+    if rec.decode_error is not None:
+        print(f"ngxscope: error: {rec.decode_error}", file=sys.stderr)
+        print(f"{stats['requests']} requests were captured before the error"
+              + (f"; {args.output} keeps what reached the disk" if args.output else ""), file=sys.stderr)
         return 1
+    print(summary, file=sys.stderr)
     return 0
 
 
 class LockedSink:
-    """Serialises writes from the decode thread and the stats ticks of the main thread."""
+    """Serialises writes from the decode thread and the stats ticks of the main thread.
+
+    The first write error (disk full...) is kept and reported once through `on_error`;
+    later writes are skipped, so what reached the disk stays a readable session.
+    """
 
     def __init__(self, writer: Any) -> None:
         self.writer = writer
         self.lock = threading.Lock()
+        self.error: Exception | None = None
+        self.on_error: Any = None
+
+    def _guard(self, fn: Any, *args: Any) -> None:
+        with self.lock:
+            if self.error is not None:
+                return
+            try:
+                fn(*args)
+            except Exception as exc:
+                self.error = exc
+                if self.on_error is not None:
+                    self.on_error(exc)
 
     def write_exchange(self, ex: Any) -> None:
-        with self.lock:
-            self.writer.write_exchange(ex)
+        self._guard(self.writer.write_exchange, ex)
 
     def write_event(self, ev: Any) -> None:
-        with self.lock:
-            self.writer.write_event(ev)
+        self._guard(self.writer.write_event, ev)
 
     def write_stats(self, d: dict[str, Any]) -> None:
-        with self.lock:
+        def stats_and_flush() -> None:
             self.writer.write_stats(d)
             flush = getattr(self.writer, "maybe_flush", None) or getattr(self.writer, "flush", None)
             if flush is not None:
                 flush()
 
+        self._guard(stats_and_flush)
+
     def close(self, clean: bool = True) -> None:
         with self.lock:
-            self.writer.close(clean=clean)
+            try:
+                self.writer.close(clean=clean and self.error is None)
+            except Exception as exc:
+                self.error = self.error or exc
 
 
 def open_sinks(output: str | None, stream: bool, overwrite: bool) -> list[tuple[LockedSink, str]]:

@@ -148,11 +148,11 @@ def resolve(opts: RecordOptions) -> Target:
     if not info.method:
         raise CaptureError(f"cannot capture {opts.binary}: {info.method_reason}")
     real = os.path.realpath(opts.binary)
-    workers: list[int] = []
+    running: list[int] = []
     for inst in find_instances():
         if inst.binary is not None and os.path.realpath(inst.master.exe) == real:
-            workers += [w.pid for w in inst.workers] or [inst.master.pid]
-    return Target(real, info.version, info.method, workers, None, workers, follow_all=True)
+            running += [w.pid for w in inst.workers] or [inst.master.pid]
+    return Target(real, info.version, info.method, running, None, running, follow_all=True)
 
 
 class Recorder:
@@ -173,6 +173,7 @@ class Recorder:
         self.decode_error: BaseException | None = None
         self.end_reason = ""
         self.on_exchange: Callable[[Exchange], None] | None = None
+        self._stop_ts = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -217,7 +218,15 @@ class Recorder:
     def stop(self, reason: str = "") -> None:
         if reason and not self.end_reason:
             self.end_reason = reason
+        if not self._stop.is_set():
+            self._stop_ts = time.time()
         self._stop.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """A sink failed (disk full...): keep the first error and stop the capture."""
+        if self.decode_error is None:
+            self.decode_error = exc
+            self.stop(f"capture stopped: {exc}")
 
     @property
     def stopping(self) -> bool:
@@ -225,13 +234,13 @@ class Recorder:
 
     def join(self) -> None:
         """Wait for both threads to drain, detach, and flush the decoder."""
-        self._stop.set()
+        self.stop()
         for t in self._threads:
             t.join(timeout=30)
         if self.tracer is not None:
             self.tracer.stop()
         if self.assembler is not None:
-            self.assembler.finish(time.time())
+            self.assembler.finish(self._stop_ts)
             self._deliver_event(LifecycleEvent(ts=time.time(), kind="detach", detail=self.end_reason or "stopped"))
             self.write_stats()
 
@@ -243,16 +252,27 @@ class Recorder:
                 self.tracer.poll(50)
                 if self._batch:
                     batch, self._batch = self._batch, []
-                    self._raw.put(batch)
+                    self._hand_over(batch)
             self.tracer.poll(0)  # what arrived before the stop
             if self._batch:
-                self._raw.put(self._batch)
+                self._hand_over(self._batch)
                 self._batch = []
         except Exception as exc:  # surface to the main thread instead of dying silently
             self.decode_error = exc
             self.end_reason = f"capture failed: {exc}"
         finally:
-            self._raw.put(None)
+            self._hand_over(None)
+
+    def _hand_over(self, batch: list[RawEvent] | None) -> None:
+        # Blocks while the decoder catches up (the ring buffer absorbs the burst, and its
+        # overflow is counted in the kernel); gives up only if the decoder has died.
+        while True:
+            try:
+                self._raw.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                if self.decode_error is not None:
+                    return
 
     def _decode_loop(self) -> None:
         assert self.assembler is not None
@@ -266,9 +286,11 @@ class Recorder:
                     feed(ev)
             except Exception as exc:
                 self.decode_error = exc
-                self.end_reason = f"decoder failed: {exc}"
-                log.exception("decoder failed")
-                self._stop.set()
+                self.end_reason = f"capture stopped: {exc}"
+                if type(exc).__name__ != "SessionError":
+                    log.exception("decoder failed")
+                self.stop()
+                return
 
     def _collect(self, ev: RawEvent) -> None:
         self._batch.append(ev)

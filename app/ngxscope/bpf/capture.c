@@ -67,6 +67,7 @@ BPF_HASH(calls, u64, struct call_args, 16384);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_ARRAY(enabled, u32, 1);   /* set once every probe is attached: no half-seen exchanges */
 
 static __always_inline void count(int idx, u64 n)
 {
@@ -80,6 +81,10 @@ static __always_inline int is_target(u32 tgid)
     if (targets.lookup(&tgid))
         return 1;
 #if FOLLOW_ALL
+    int zero = 0;
+    u32 *on = enabled.lookup(&zero);
+    if (!on || !*on)
+        return 0;
     u8 one = 1;
     targets.update(&tgid, &one);
     return 1;

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -79,7 +80,7 @@ class Tracer:
 
     def __init__(self, config: TracerConfig) -> None:
         self.config = config
-        self.bpf = None
+        self.bpf: Any = None
         self._attached: list[str] = []
         self._clock_offset = time.time() - time.monotonic()
         self._sink: Callable[[RawEvent], None] | None = None
@@ -100,7 +101,7 @@ class Tracer:
     def start(self, sink: Callable[[RawEvent], None]) -> list[str]:
         """Compile and attach; returns the attached symbol names. Raises CaptureError."""
         try:
-            from bcc import BPF  # type: ignore[import-not-found]
+            from bcc import BPF
         except ImportError as exc:
             raise CaptureError(
                 f"bcc is not importable ({exc}); run scripts/setup.sh (installs python3-bpfcc)"
@@ -111,9 +112,6 @@ class Tracer:
         except Exception as exc:  # bcc raises bare Exception on compile/load failure
             raise CaptureError(f"BPF program failed to load: {str(exc).strip().splitlines()[-1]}") from None
         bpf = self.bpf
-        targets = bpf["targets"]
-        for pid in self.config.pids:
-            targets[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
         for sym, entry, ret, required in PROBES:
             try:
                 bpf.attach_uprobe(name=self.config.binary, sym=sym, fn_name=entry)
@@ -126,6 +124,9 @@ class Tracer:
                     raise CaptureError(f"cannot attach uprobe to {sym} in {self.config.binary}: {exc}") from None
                 log.info("optional probe %s not attached: %s", sym, exc)
         bpf["events"].open_ring_buffer(self._on_event)
+        # Only now let events through, so no exchange is seen by half of the probes.
+        self.add_pids(self.config.pids)
+        bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
         return list(self._attached)
 
     def _on_event(self, _ctx: int, data: int, size: int) -> int:

@@ -19,6 +19,7 @@ records as plain text lines (`StreamWriter`); `parse_record` decodes a line of e
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -56,7 +57,7 @@ Record = Exchange | LifecycleEvent | dict[str, Any]
 """What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
 
 _BATCH_BYTES = 256 * 1024  # encoded records buffered before they go to the compressor
-_READ_CHUNK = 64 * 1024
+_READ_CHUNK = 16 * 1024  # compressed bytes fed to zlib at a time
 
 
 class SessionError(Exception):
@@ -239,7 +240,11 @@ class _RecordWriter:
 
 
 class _FdSink:
-    """Unbuffered file-like over a descriptor whose write() never writes partially."""
+    """Unbuffered file-like over a descriptor whose write() never writes partially.
+
+    Once closed it refuses to write, so a stale GzipFile can never write into a
+    descriptor number the process has reused for another file.
+    """
 
     name = ""
 
@@ -247,6 +252,8 @@ class _FdSink:
         self.fd = fd
 
     def write(self, data: bytes) -> int:
+        if self.fd < 0:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
@@ -254,6 +261,14 @@ class _FdSink:
 
     def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _create(path: str, overwrite: bool) -> int:
@@ -302,15 +317,15 @@ class SessionWriter(_RecordWriter):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._failed = False
-        self._fd = _create(self.path, overwrite)
+        self._sink = _FdSink(_create(self.path, overwrite))
+        self._gz: gzip.GzipFile | None = None
         self._last_flush = time.monotonic()
         try:
-            self._gz = gzip.GzipFile(fileobj=_FdSink(self._fd), mode="wb", compresslevel=6)
+            self._gz = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=6)
             self._emit(_encode(self._header))
             self.flush()  # the header is on disk as soon as the file exists
         except BaseException as exc:
-            os.close(self._fd)
-            self.closed = True
+            self._release()
             try:
                 os.unlink(self.path)  # ours, and useless without its header
             except OSError:
@@ -319,8 +334,20 @@ class SessionWriter(_RecordWriter):
                 raise self._fail(exc) from None
             raise
 
+    def _release(self) -> None:
+        """Close the file; an unfinished gzip stream is abandoned, never written again."""
+        self.closed = True
+        self._abandon_gzip()
+        self._sink.close()
+
+    def _abandon_gzip(self) -> None:
+        # GzipFile.close() returns at once without a fileobj, even when __del__ calls it.
+        if self._gz is not None:
+            self._gz.fileobj = None  # type: ignore[assignment]
+
     def _fail(self, exc: OSError) -> SessionError:
         self._failed = True
+        self._abandon_gzip()  # what reached the disk stays a readable prefix
         return SessionError(f"cannot write session file {self.path}: {exc.strerror or exc}")
 
     def _check(self) -> None:
@@ -342,6 +369,7 @@ class SessionWriter(_RecordWriter):
         self._pending.clear()
         self._pending_size = 0
         try:
+            assert self._gz is not None
             self._gz.write(data)
         except OSError as exc:
             raise self._fail(exc) from None
@@ -358,6 +386,7 @@ class SessionWriter(_RecordWriter):
             return
         self._write_pending()
         try:
+            assert self._gz is not None
             self._gz.flush()
         except OSError as exc:
             raise self._fail(exc) from None
@@ -373,12 +402,12 @@ class SessionWriter(_RecordWriter):
                     self._write(self._end_record())
                 self._write_pending()
                 try:
+                    assert self._gz is not None
                     self._gz.close()
                 except OSError as exc:
                     raise self._fail(exc) from None
         finally:
-            self.closed = True
-            os.close(self._fd)
+            self._release()
 
     def __enter__(self) -> SessionWriter:
         return self
@@ -459,24 +488,43 @@ class Session:
 
 
 class _Lines:
-    """Split a gzip stream into lines; remember how the stream ended."""
+    """Decompress a gzip file piece by piece and split it into lines.
 
-    def __init__(self, gz: gzip.GzipFile) -> None:
-        self._gz = gz
+    zlib is fed small pieces, so damage in the middle of a file loses at most the
+    records of one piece before it; `error` tells how the stream ended.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
         self.error: Exception | None = None
-        """EOFError (truncated) or a gzip/zlib error (damaged) that ended the stream."""
+        """EOFError (truncated) or zlib.error (damaged: bad data, CRC, trailing garbage)."""
+
+    def _chunks(self) -> Iterator[bytes]:
+        d = zlib.decompressobj(wbits=31)  # gzip wrapper: zlib checks CRC and length
+        while True:
+            buf = self._raw.read(_READ_CHUNK)
+            if not buf:
+                if not d.eof:
+                    self.error = EOFError("compressed data ended before the end-of-stream marker")
+                return
+            try:
+                while buf:
+                    if d.eof:  # another gzip member follows, or zero padding
+                        if not buf.strip(b"\0"):
+                            break
+                        d = zlib.decompressobj(wbits=31)
+                    out = d.decompress(buf)
+                    buf = d.unused_data if d.eof else b""
+                    if out:
+                        yield out
+            except zlib.error as exc:
+                self.error = exc
+                return
 
     def __iter__(self) -> Iterator[tuple[bytes, bool]]:
         """Yield (line without newline, ended with a newline)."""
         pending = bytearray()
-        while True:
-            try:
-                chunk = self._gz.read1(_READ_CHUNK)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                self.error = exc
-                break
-            if not chunk:
-                break
+        for chunk in self._chunks():
             start = 0
             while (nl := chunk.find(b"\n", start)) >= 0:
                 if pending:
@@ -503,14 +551,14 @@ class SessionReader:
         self.path = os.fspath(path)
         self.complete = False
         self.warning: str | None = None
-        raw, gz, _ = self._open()
-        with raw, gz:
-            lines = _Lines(gz)
+        raw, _ = self._open()
+        with raw:
+            lines = _Lines(raw)
             first = next(iter(lines), None)
             self.header: dict[str, Any] = self._parse_header(first, lines.error)
         self.version = check_header(self.header, self.path)
 
-    def _open(self) -> tuple[IO[bytes], gzip.GzipFile, int]:
+    def _open(self) -> tuple[IO[bytes], int]:
         path = self.path
         try:
             st = os.stat(path)
@@ -532,7 +580,7 @@ class SessionReader:
             if not magic:
                 raise SessionError(f"{path} is empty, not an ngxscope session file")
             raise SessionError(f"{path} is not an ngxscope session file (not gzip-compressed)")
-        return raw, gzip.GzipFile(fileobj=raw, mode="rb"), st.st_size
+        return raw, st.st_size
 
     def _parse_header(self, first: tuple[bytes, bool] | None, error: Exception | None) -> Any:
         path = self.path
@@ -540,7 +588,7 @@ class SessionReader:
             if isinstance(error, EOFError):
                 raise SessionError(f"{path} is truncated before the end of its header")
             if error is not None:
-                raise SessionError(f"{path} is not a valid gzip file ({error})")
+                raise SessionError(f"{path} is damaged before the end of its header ({error})")
             if first is None:
                 raise SessionError(f"{path} is empty, not an ngxscope session file")
         assert first is not None
@@ -562,12 +610,12 @@ class SessionReader:
         self.complete = False
         self.warning = None
         path = self.path
-        raw, gz, total = self._open()
-        with raw, gz:
-            lines = _Lines(gz)
+        raw, total = self._open()
+        with raw:
+            lines = _Lines(raw)
             it = iter(lines)
             next(it, None)  # the header, checked on construction
-            step = max(_READ_CHUNK, total // 200)
+            step = max(64 * 1024, total // 200)
             reported = 0
             count = 0
             end: dict[str, Any] | None = None

@@ -35,6 +35,31 @@ PCT_COLORS = (("p50", "#2f7fc1"), ("p95", "#d9822b"), ("p99", "#d64545"))
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900))
 
 
+def _axis_ms(ms: float) -> str:
+    if ms < 1.0:
+        return f"{ms * 1000:g} µs"
+    if ms < 1000.0:
+        return f"{ms:g} ms"
+    return f"{ms / 1000:g} s"
+
+
+class LogMsAxis(pg.AxisItem):
+    """A log10 axis over milliseconds labelled "10 ms", "1 s" (1-2-5 when zoomed in)."""
+
+    def logTickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        decades = sum(1 for v in values if abs(v - round(v)) < 1e-6)
+        out = []
+        for v in values:
+            ms = 10 ** float(v) * scale
+            mant = ms / 10 ** np.floor(np.log10(ms) + 1e-9)
+            if abs(mant - 1) < 1e-3 or (decades <= 2 and min(abs(mant - 2), abs(mant - 5))
+                                        < 1e-3):
+                out.append(_axis_ms(float(f"{ms:.3g}")))
+            else:
+                out.append("")
+        return out
+
+
 def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     """Colour a plot from the widget palette (dark/light follow the system)."""
     bg = palette.color(QPalette.ColorRole.Base)
@@ -50,8 +75,13 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
     item.showGrid(x=True, y=True, alpha=0.15)
 
 
-def _make_plot(title: str, left: str, bottom: str, *, date_axis: bool) -> pg.PlotWidget:
-    axis = {"bottom": pg.DateAxisItem(orientation="bottom")} if date_axis else {}
+def _make_plot(title: str, left: str, bottom: str, *, date_axis: bool,
+               log_axis: str | None = None) -> pg.PlotWidget:
+    axis: dict[str, pg.AxisItem] = {}
+    if date_axis:
+        axis["bottom"] = pg.DateAxisItem(orientation="bottom")
+    if log_axis:
+        axis[log_axis] = LogMsAxis(orientation=log_axis)
     plot = pg.PlotWidget(axisItems=axis)
     item = plot.getPlotItem()
     item.setTitle(title, size="10pt")
@@ -137,7 +167,8 @@ class GraphsPanel(QWidget):
                                   brush=pg.mkBrush(fill), name=name)
             self.stack_curves.insert(0, curve)
 
-        self.lat = _make_plot("Latency percentiles", "ms", "time", date_axis=True)
+        self.lat = _make_plot("Latency percentiles", "latency", "time", date_axis=True,
+                              log_axis="left")
         self.lat.getPlotItem().setLogMode(y=True)
         self.lat.getPlotItem().addLegend(offset=(6, 4), colCount=3)
         self.pct_curves = [
@@ -145,8 +176,8 @@ class GraphsPanel(QWidget):
             for name, color in PCT_COLORS
         ]
 
-        self.hist = _make_plot("Latency histogram", "requests", "duration (ms, log)",
-                               date_axis=False)
+        self.hist = _make_plot("Latency histogram", "requests", "duration (log scale)",
+                               date_axis=False, log_axis="bottom")
         self.hist.getPlotItem().setLogMode(x=True)
         self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0,
                                          pen=pg.mkPen("#2f7fc1"), brush=pg.mkBrush(47, 127,

@@ -79,9 +79,10 @@ class WorkersPanel(QWidget):
         self.plot.setMinimumHeight(110)
         self.legend = item.addLegend(offset=(4, 4), colCount=4)
         self.curves: dict[int, pg.PlotDataItem] = {}
-        split = QSplitter(Qt.Orientation.Vertical)
+        split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(self.plot)
+        split.setSizes([560, 440])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(split)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import threading
 import time
 from typing import Any
 
 from ngxscope.model import Exchange, LifecycleEvent, UpstreamAttempt
+
+from .source import MAX_PER_POLL
 
 __all__ = ["SyntheticSource", "chunked", "sample_exchange"]
 
@@ -102,7 +105,12 @@ def _templates() -> _Templates:
 
 
 class SyntheticSource:
-    """Generates `rate_per_s` exchanges per second of wall time, ending "now"."""
+    """Generates `rate_per_s` exchanges per second of wall time, ending "now".
+
+    With `threaded=True` (the default) a producer thread makes the exchanges every 20 ms
+    and queues them, like `StreamSource`'s reader thread; `poll()` only swaps lists. With
+    `threaded=False` they are made inside `poll()` (deterministic, for tests).
+    """
 
     def __init__(
         self,
@@ -111,8 +119,13 @@ class SyntheticSource:
         seed: int = 7,
         workers: int = 4,
         lose_events: bool = False,
+        threaded: bool = True,
     ) -> None:
         self.rate = float(rate_per_s)
+        self.threaded = threaded
+        self._lock = threading.Lock()
+        self._queue: list[Exchange] = []
+        self._thread: threading.Thread | None = None
         self.rng = random.Random(seed)
         self.pids = [4100 + 17 * i for i in range(workers)]
         self.lose_events = lose_events
@@ -125,6 +138,8 @@ class SyntheticSource:
         self._events: list[LifecycleEvent] = []
         self._last_stats = 0.0
         self._made_since_stats = 0
+        self._truncated_since_stats = 0
+        self._pending_stats: dict[str, Any] | None = None
         self._stats_totals = {"events": 0, "lost": 0, "truncated": 0, "requests": 0}
 
     # -- protocol --------------------------------------------------------------------
@@ -137,9 +152,48 @@ class SyntheticSource:
                                            "synthetic nginx master (simulated)"))
         for pid in self.pids:
             self._events.append(LifecycleEvent(self._last, "worker-start", pid, "worker seen"))
+        if self.threaded:
+            self._thread = threading.Thread(target=self._produce, name="ngxscope-synthetic",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         self._running = False
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def _produce(self) -> None:
+        while self._running:
+            time.sleep(0.02)
+            batch, stats, events = self._make_due()
+            with self._lock:
+                self._queue.extend(batch)
+                if len(self._queue) > 400_000:  # nobody polls: keep memory bounded
+                    del self._queue[: len(self._queue) - 400_000]
+                self._events.extend(events)
+                if stats is not None:
+                    self._pending_stats = stats
+
+    def _make_due(self) -> tuple[list[Exchange], dict[str, Any] | None, list[LifecycleEvent]]:
+        """Exchanges due since the last call, stats once a second, worker restarts."""
+        now = time.time()
+        dt = max(0.0, now - self._last)
+        self._last = now
+        want = self.rate * dt + self._carry
+        n = int(want)
+        self._carry = want - n
+        n = min(n, 100_000)
+        out = self.generate(n, now=now, spread=dt)
+        self._made_since_stats += n
+        self._truncated_since_stats += sum(1 for e in out if e.truncated)
+        stats = None
+        events: list[LifecycleEvent] = []
+        if now - self._last_stats >= 1.0:
+            stats = self._stats(now)
+            if self.rng.random() < 0.02 and len(self.pids) > 1:
+                self._cycle_worker(now, events)
+        return out, stats, events
 
     def alive(self) -> bool:
         return self._running
@@ -153,30 +207,25 @@ class SyntheticSource:
     def poll(self) -> tuple[list[Exchange], list[LifecycleEvent], dict[str, Any] | None]:
         if not self._running:
             return [], [], None
-        now = time.time()
-        dt = max(0.0, now - self._last)
-        self._last = now
-        want = self.rate * dt + self._carry
-        n = int(want)
-        self._carry = want - n
-        n = min(n, 100_000)
-        out = self.generate(n, now=now, spread=dt)
-        self._made_since_stats += n
-        events, self._events = self._events, []
-        stats = None
-        if now - self._last_stats >= 1.0:
-            stats = self._stats(now, out)
-            if self.rng.random() < 0.02 and len(self.pids) > 1:
-                self._cycle_worker(now, events)
+        if self.threaded:
+            with self._lock:
+                out = self._queue[:MAX_PER_POLL]
+                del self._queue[:MAX_PER_POLL]
+                events, self._events = self._events, []
+                stats, self._pending_stats = self._pending_stats, None
+            return out, events, stats
+        out, stats, new_events = self._make_due()
+        events, self._events = [*self._events, *new_events], []
         return out, events, stats
 
     # -- generation ------------------------------------------------------------------
 
-    def _stats(self, now: float, batch: list[Exchange]) -> dict[str, Any]:
+    def _stats(self, now: float) -> dict[str, Any]:
         tot = self._stats_totals
         tot["requests"] += self._made_since_stats
         tot["events"] += self._made_since_stats * 6
-        tot["truncated"] += sum(1 for e in batch if e.truncated)
+        tot["truncated"] += self._truncated_since_stats
+        self._truncated_since_stats = 0
         if self.lose_events:
             tot["lost"] += self.rng.randint(10, 400)
         self._made_since_stats = 0

@@ -116,14 +116,14 @@ COLUMNS: list[Column] = [
      lambda e: f"reqsize>={e.request_bytes}", True),
     ("resp_size", "Resp size", lambda e: fmt_bytes(e.response_bytes), lambda e: e.response_bytes,
      lambda e: f"size>={e.response_bytes}", True),
-    ("tls", "TLS", lambda e: "🔒" if e.tls else "", lambda e: e.tls,
+    ("tls", "TLS", lambda e: "✓" if e.tls else "", lambda e: e.tls,
      lambda e: "tls" if e.tls else "not tls", False),
 ]
 COLUMN_KEYS = [c[0] for c in COLUMNS]
 STATUS_COL = COLUMN_KEYS.index("status")
-DEFAULT_WIDTHS = {"time": 96, "worker": 58, "client": 150, "method": 62, "host": 140,
-                  "path": 300, "status": 56, "duration": 80, "upstream": 120,
-                  "req_size": 76, "resp_size": 80, "tls": 36}
+DEFAULT_WIDTHS = {"time": 92, "worker": 52, "client": 138, "method": 58, "host": 128,
+                  "path": 222, "status": 50, "duration": 70, "upstream": 108,
+                  "req_size": 68, "resp_size": 72, "tls": 34}
 
 _DISPLAY = Qt.ItemDataRole.DisplayRole
 _FOREGROUND = Qt.ItemDataRole.ForegroundRole

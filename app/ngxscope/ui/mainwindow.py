@@ -1,0 +1,468 @@
+"""The main window: live request table, filter bar, detail pane, graphs and side panels.
+
+Data flow: a 20 Hz QTimer polls the `ExchangeSource` and appends the batch to the store
+through the table model (one insert signal per batch) and to the aggregates; graphs and
+panels are redrawn from the aggregates by slower timers. Nothing here blocks on I/O.
+
+Hooks for the lead (session files): the signals `open_session_requested(path)`,
+`save_requested(path)`, `export_requested(path)` and `attach_requested(pid)`; `load()`
+shows a whole session; `source_factory(pid)` makes the source for Capture → Attach….
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QGuiApplication
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QDockWidget,
+    QHeaderView,
+    QMainWindow,
+    QMenu,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ngxscope.model import Exchange, LifecycleEvent
+from ngxscope.store.aggregate import Aggregator
+from ngxscope.store.filterexpr import Predicate
+from ngxscope.store.memory import ExchangeStore
+
+from .detail import DetailPane
+from .filterbar import FilterBar
+from .graphs import GraphsPanel
+from .icon import app_icon
+from .menus import build_menus
+from .panels import EventsLog, UpstreamsPanel, WorkersPanel
+from .source import ExchangeSource, StreamSource, helper_argv
+from .statusbar import CaptureStatusBar
+from .tablemodel import (
+    COLUMNS,
+    DEFAULT_WIDTHS,
+    FILTER_ROLE,
+    ExchangeFilterProxy,
+    ExchangeTableModel,
+)
+
+__all__ = ["MainWindow"]
+
+INGEST_MS = 50
+GRAPH_MS = 333
+PANEL_MS = 1000
+SETTINGS_ORG = "ngxscope"
+
+
+def default_source_factory(pid: int) -> ExchangeSource:
+    """The capture helper for `pid` (elevated with pkexec/sudo when not root)."""
+    return StreamSource(helper_argv(pid))
+
+
+class MainWindow(QMainWindow):
+    """The ngxscope window. Give it a source (or attach / open later)."""
+
+    open_session_requested = Signal(str)
+    """File → Open… chose a session file (connect to the session reader, then `load`)."""
+    save_requested = Signal(str)
+    """File → Save / Save As… chose a path (write `self.store` / `self.events` there)."""
+    export_requested = Signal(str)
+    """File → Export… chose a path (JSONL export of the filtered exchanges)."""
+    attach_requested = Signal(int)
+    """Capture → Attach… chose an nginx pid (before `source_factory` is used)."""
+
+    def __init__(
+        self,
+        source: ExchangeSource | None = None,
+        *,
+        title: str = "",
+        capacity: int = 200_000,
+        settings: QSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings or QSettings(SETTINGS_ORG, "ngxscope")
+        self.base_title = title or "ngxscope"
+        self.setWindowTitle(self.base_title)
+        self.setWindowIcon(app_icon())
+        self.store = ExchangeStore(capacity)
+        self.events: list[LifecycleEvent] = []
+        self.agg = Aggregator()
+        self.source: ExchangeSource | None = None
+        self.source_factory: Callable[[int], ExchangeSource] = default_source_factory
+        self.session_path: str | None = None
+        self.paused = False
+        self.autoscroll = True
+        self._pending: list[Exchange] = []
+        self._died_reported = False
+        self._last_stats: dict[str, Any] | None = None
+        self.filter_text = ""
+
+        self.model = ExchangeTableModel(self.store, self)
+        self.proxy = ExchangeFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self._build_table()
+        self.filter_bar = FilterBar()
+        self.filter_bar.filter_changed.connect(self.apply_filter)
+        self.detail = DetailPane()
+        self.detail.related_lookup = self.store.by_conn
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.setSpacing(0)
+        tl.addWidget(self.filter_bar)
+        tl.addWidget(self.table)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(self.detail)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([560, 360])
+        self.setCentralWidget(self.splitter)
+        self._build_docks()
+        self.status = CaptureStatusBar(self)
+        self.setStatusBar(self.status)
+        build_menus(self)
+        self.resize(1600, 1000)
+        self._restore_settings()
+
+        self.ingest_timer = QTimer(self)
+        self.ingest_timer.setInterval(INGEST_MS)
+        self.ingest_timer.timeout.connect(self.ingest)
+        self.graph_timer = QTimer(self)
+        self.graph_timer.setInterval(GRAPH_MS)
+        self.graph_timer.timeout.connect(self.refresh_graphs)
+        self.panel_timer = QTimer(self)
+        self.panel_timer.setInterval(PANEL_MS)
+        self.panel_timer.timeout.connect(self.refresh_panels)
+        for t in (self.ingest_timer, self.graph_timer, self.panel_timer):
+            t.start()
+        if source is not None:
+            self.set_source(source)
+
+    # -- construction ----------------------------------------------------------------
+
+    def _build_table(self) -> None:
+        t = QTableView()
+        t.setModel(self.proxy)
+        t.setSortingEnabled(True)
+        t.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # arrival order until a click
+        t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        t.setAlternatingRowColors(True)
+        t.setShowGrid(False)
+        t.setWordWrap(False)
+        t.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        t.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        vh = t.verticalHeader()
+        vh.setVisible(False)
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(22)
+        vh.setMinimumSectionSize(18)
+        hh = t.horizontalHeader()
+        hh.setSectionsMovable(True)
+        hh.setHighlightSections(False)
+        hh.setStretchLastSection(False)
+        hh.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        hh.customContextMenuRequested.connect(self._header_menu)
+        for i, col in enumerate(COLUMNS):
+            t.setColumnWidth(i, DEFAULT_WIDTHS.get(col[0], 90))
+        t.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        t.customContextMenuRequested.connect(self._cell_menu)
+        t.selectionModel().currentRowChanged.connect(self._current_changed)
+        t.verticalScrollBar().valueChanged.connect(self._scrolled)
+        self.table = t
+
+    def _build_docks(self) -> None:
+        self.graphs = GraphsPanel()
+        self.workers = WorkersPanel()
+        self.upstreams = UpstreamsPanel()
+        self.upstreams.peer_clicked.connect(lambda addr: self.filter_bar.set_text(
+            f"upstream={addr}"))
+        self.events_log = EventsLog()
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks: dict[str, QDockWidget] = {}
+        for name, title, widget, area in (
+            ("graphs", "Graphs", self.graphs, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("workers", "Workers", self.workers, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("upstreams", "Upstreams", self.upstreams, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock-{name}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self.docks[name] = dock
+        self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
+        self.tabifyDockWidget(self.docks["upstreams"], self.docks["events"])
+        self.docks["workers"].raise_()
+        self.resizeDocks([self.docks["graphs"]], [500], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
+
+    # -- sources ---------------------------------------------------------------------
+
+    def set_source(self, source: ExchangeSource | None) -> None:
+        """Stop the current source (if any) and start `source`."""
+        if self.source is not None:
+            self.source.stop()
+        self.source = source
+        self._died_reported = False
+        if source is None:
+            self.status.set_state("stopped", "stopped")
+            return
+        source.start()
+        self.session_path = None
+        self.status.set_source(source.describe())
+        self.status.set_state("live", "● live")
+        self.events_log.note(f"capturing: {source.describe()}")
+        self.setWindowTitle(f"{self.base_title} — {source.describe()}")
+
+    def stop_capture(self) -> None:
+        """Stop the source; what was captured stays on screen."""
+        if self.source is not None:
+            self.ingest()
+            self.source.stop()
+            self.events_log.note("capture stopped")
+        self.status.set_state("stopped", "■ stopped")
+
+    def attach(self, pid: int) -> None:
+        """Attach to nginx `pid` with `source_factory` (after `attach_requested`)."""
+        self.attach_requested.emit(pid)
+        self.clear()
+        self.set_source(self.source_factory(pid))
+
+    def load(self, exchanges: Iterable[Exchange], events: Iterable[LifecycleEvent] = (),
+             *, description: str = "", path: str | None = None) -> None:
+        """Show a complete set of exchanges (an opened session); stops any live source."""
+        if self.source is not None:
+            self.source.stop()
+            self.source = None
+        items = list(exchanges)
+        self.model.replace(items)
+        self.events = list(events)
+        self.events_log.clear()
+        self.events_log.add_events(self.events)
+        self.agg.rebuild(self.store)
+        self.session_path = path
+        self.status.set_source(description or (path or "session"))
+        self.status.set_state("session", "session file")
+        self.setWindowTitle(f"{self.base_title} — {description or path or 'session'}")
+        self.refresh_graphs()
+        self.refresh_panels()
+
+    # -- the live feed ---------------------------------------------------------------
+
+    def ingest(self) -> None:
+        """Drain the source: append the batch, feed the aggregates, log events."""
+        src = self.source
+        if src is None:
+            return
+        exchanges, events, stats = src.poll()
+        if events:
+            self.events.extend(events)
+            self.events_log.add_events(events)
+            for ev in events:
+                if ev.kind == "lost-events":
+                    self.status.lost_total += 1
+        if stats is not None:
+            self._last_stats = stats
+        if exchanges:
+            if self.paused:
+                self._pending.extend(exchanges)
+                excess = len(self._pending) - self.store.capacity
+                if excess > 0:
+                    del self._pending[:excess]
+            else:
+                self._append(exchanges)
+        if not src.alive() and not self._died_reported and self.status.state_kind == "live":
+            self._died_reported = True
+            err = src.error()
+            if err:
+                self.status.set_state("died", f"✖ helper died: {err}")
+                self.events_log.note(f"capture ended: {err}")
+            else:
+                self.status.set_state("stopped", "■ stopped")
+
+    def _append(self, exchanges: list[Exchange]) -> None:
+        sb = self.table.verticalScrollBar()
+        follow = self.autoscroll and sb.value() >= sb.maximum() - 2
+        self.model.append_batch(exchanges)
+        self.agg.feed(exchanges)
+        # The store holds millions of objects with no cycles: keep the cyclic GC from
+        # re-scanning them (a full collection over 200k exchanges stalls the loop for
+        # ~100 ms+). Evicted exchanges are still freed by reference counting.
+        gc.freeze()
+        if follow:
+            self.table.scrollToBottom()
+
+    def _scrolled(self, _value: int) -> None:
+        pass  # auto-scroll is decided per batch from the scroll position
+
+    def set_paused(self, paused: bool) -> None:
+        """Freeze the view (data keeps arriving and is shown on resume)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        self.pause_action.setChecked(paused)
+        if paused:
+            self.status.set_state("paused", "❚❚ paused")
+        else:
+            pending, self._pending = self._pending, []
+            if pending:
+                self._append(pending)
+            if self.source is not None and self.source.alive():
+                self.status.set_state("live", "● live")
+            elif self.source is not None:
+                self.status.set_state("stopped", "■ stopped")
+            else:
+                self.status.set_state("session" if self.session_path else "idle",
+                                      "session file" if self.session_path else "no capture")
+
+    def toggle_pause(self) -> None:
+        self.set_paused(not self.paused)
+
+    def clear(self) -> None:
+        """Forget every exchange shown (the capture continues)."""
+        self._pending.clear()
+        self.model.clear()
+        self.agg.reset()
+        self.detail.show_exchange(None)
+        self.refresh_graphs()
+        self.refresh_panels()
+
+    # -- filter ----------------------------------------------------------------------
+
+    def apply_filter(self, predicate: Predicate | None, text: str) -> None:
+        """Apply a compiled filter to the table and (by rebuilding) to the graphs."""
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            self.filter_text = text
+            self.proxy.set_predicate(predicate)
+            self.agg.set_predicate(predicate)
+            self.agg.rebuild(self.store)
+            self.refresh_graphs()
+            self.refresh_panels()
+        finally:
+            QApplication.restoreOverrideCursor()
+        if self.autoscroll:
+            self.table.scrollToBottom()
+
+    def _cell_menu(self, pos: Any) -> None:
+        index = self.table.indexAt(pos)
+        if not index.isValid():
+            return
+        clause = self.proxy.data(index, FILTER_ROLE)
+        value = self.proxy.data(index, Qt.ItemDataRole.DisplayRole) or ""
+        menu = QMenu(self)
+        if clause:
+            menu.addAction(f"Filter by this value:  {clause}",
+                           lambda: self.filter_bar.add_clause(clause))
+            menu.addAction(f"Exclude this value:  not {clause}",
+                           lambda: self.filter_bar.add_clause(f"not {clause}"))
+            menu.addAction("Show only this value (replace the filter)",
+                           lambda: self.filter_bar.set_text(clause))
+            menu.addSeparator()
+        menu.addAction("Copy value", lambda: QGuiApplication.clipboard().setText(str(value)))
+        ex = self.proxy.exchange_at(index)
+        if ex is not None:
+            scheme = "https" if ex.tls else "http"
+            url = f"{scheme}://{ex.host}{ex.target}"
+            menu.addAction("Copy URL", lambda: QGuiApplication.clipboard().setText(url))
+        menu.exec(self.table.viewport().mapToGlobal(pos))
+
+    def _header_menu(self, pos: Any) -> None:
+        self.columns_menu().exec(self.table.horizontalHeader().mapToGlobal(pos))
+
+    def columns_menu(self, menu: QMenu | None = None) -> QMenu:
+        """A menu of checkable actions showing/hiding each column."""
+        menu = menu or QMenu(self)
+        menu.clear()
+        hh = self.table.horizontalHeader()
+        for i, col in enumerate(COLUMNS):
+            act = menu.addAction(col[1])
+            act.setCheckable(True)
+            act.setChecked(not hh.isSectionHidden(i))
+            act.toggled.connect(lambda on, i=i: hh.setSectionHidden(i, not on))
+        return menu
+
+    # -- selection / refresh ---------------------------------------------------------
+
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self.detail.show_exchange(self.proxy.exchange_at(current))
+
+    def select_exchange(self, ex: Exchange) -> None:
+        """Select `ex` in the table if it is still shown (else just show its details)."""
+        for row in range(self.proxy.rowCount() - 1, -1, -1):
+            if self.proxy.exchange_at(self.proxy.index(row, 0)) is ex:
+                self.table.selectRow(row)
+                self.table.scrollTo(self.proxy.index(row, 0))
+                return
+        self.detail.show_exchange(ex)
+
+    def refresh_graphs(self) -> None:
+        if self.paused or not self.docks["graphs"].isVisible():
+            return
+        self.graphs.refresh(self.agg)
+
+    def refresh_panels(self) -> None:
+        if not self.paused:
+            if self.docks["workers"].isVisible():
+                self.workers.refresh(self.agg, self.graphs.window_s)
+            if self.docks["upstreams"].isVisible():
+                self.upstreams.refresh(self.agg)
+        self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
+        self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
+        self._last_stats = None
+        if self.paused and self._pending:
+            self.status.set_state("paused", f"❚❚ paused ({len(self._pending):,} waiting)")
+
+    # -- desktop habits --------------------------------------------------------------
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            graphs = getattr(self, "graphs", None)
+            if graphs is not None:
+                graphs.apply_palette()
+                from .graphs import style_plot
+
+                style_plot(self.workers.plot, self.palette())
+        super().changeEvent(event)
+
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        state = s.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        header = s.value("table/header")
+        if isinstance(header, QByteArray) and not header.isEmpty():
+            self.table.horizontalHeader().restoreState(header)
+            self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        window = s.value("graphs/window")
+        if window is not None:
+            try:
+                self.graphs.set_window(int(window))  # type: ignore[call-overload]
+            except (TypeError, ValueError):
+                pass
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("table/header", self.table.horizontalHeader().saveState())
+        s.setValue("graphs/window", self.graphs.window_s)
+        s.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_settings()
+        for t in (self.ingest_timer, self.graph_timer, self.panel_timer):
+            t.stop()
+        if self.source is not None:
+            self.source.stop()
+        super().closeEvent(event)

@@ -1,0 +1,135 @@
+"""Menus, actions and shortcuts of the main window (File / View / Capture / Help)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from ngxscope import __version__
+
+from .attach import AttachDialog
+from .helpdialog import HelpDialog
+
+if TYPE_CHECKING:
+    from .mainwindow import MainWindow
+
+__all__ = ["SESSION_FILTER", "build_menus", "set_theme"]
+
+SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
+THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
+          ("Dark", Qt.ColorScheme.Dark))
+
+
+def set_theme(scheme: Qt.ColorScheme) -> None:
+    """Force light/dark, or follow the system (Unknown)."""
+    hints = QGuiApplication.styleHints()
+    if scheme == Qt.ColorScheme.Unknown:
+        hints.unsetColorScheme()
+    else:
+        hints.setColorScheme(scheme)
+
+
+def _action(w: MainWindow, text: str, slot: object, shortcut: str | QKeySequence | None = None,
+            *, checkable: bool = False, tip: str = "") -> QAction:
+    act = QAction(text, w)
+    if shortcut is not None:
+        act.setShortcut(QKeySequence(shortcut))
+    act.setCheckable(checkable)
+    if tip:
+        act.setStatusTip(tip)
+    act.triggered.connect(slot)
+    w.addAction(act)  # shortcuts work even with the menu bar hidden
+    return act
+
+
+def build_menus(w: MainWindow) -> None:
+    """Create the menu bar and keep references to stateful actions on `w`."""
+    bar = w.menuBar()
+
+    def open_file() -> None:
+        path, _ = QFileDialog.getOpenFileName(w, "Open session", "", SESSION_FILTER)
+        if path:
+            w.open_session_requested.emit(path)
+
+    def save_as() -> None:
+        path, _ = QFileDialog.getSaveFileName(w, "Save session", w.session_path or
+                                              "capture.ngxs", SESSION_FILTER)
+        if path:
+            w.session_path = path
+            w.save_requested.emit(path)
+
+    def save() -> None:
+        if w.session_path:
+            w.save_requested.emit(w.session_path)
+        else:
+            save_as()
+
+    def export() -> None:
+        path, _ = QFileDialog.getSaveFileName(w, "Export (JSON lines)", "exchanges.jsonl",
+                                              "JSON lines (*.jsonl);;All files (*)")
+        if path:
+            w.export_requested.emit(path)
+
+    file_menu = bar.addMenu("&File")
+    file_menu.addAction(_action(w, "&Open…", open_file, QKeySequence.StandardKey.Open))
+    file_menu.addAction(_action(w, "&Save", save, QKeySequence.StandardKey.Save))
+    file_menu.addAction(_action(w, "Save &As…", save_as, "Ctrl+Shift+S"))
+    file_menu.addAction(_action(w, "&Export…", export, "Ctrl+E"))
+    file_menu.addSeparator()
+    file_menu.addAction(_action(w, "&Quit", w.close, QKeySequence.StandardKey.Quit))
+
+    view = bar.addMenu("&View")
+    cols = view.addMenu("&Columns")
+    cols.aboutToShow.connect(lambda: w.columns_menu(cols))
+    view.addAction(_action(w, "&Filter", w.filter_bar.focus, QKeySequence.StandardKey.Find))
+    w.autoscroll_action = _action(w, "&Auto-scroll", lambda on: setattr(w, "autoscroll", on),
+                                  checkable=True)
+    w.autoscroll_action.setChecked(True)
+    view.addAction(w.autoscroll_action)
+    view.addSeparator()
+    for key in ("graphs", "workers", "upstreams", "events"):
+        view.addAction(w.docks[key].toggleViewAction())
+    window_menu = view.addMenu("Graph &window")
+    group = QActionGroup(w)
+    for i in range(w.graphs.window_box.count()):
+        act = QAction(w.graphs.window_box.itemText(i), w, checkable=True)
+        act.setChecked(i == w.graphs.window_box.currentIndex())
+        act.triggered.connect(lambda _=False, i=i: w.graphs.window_box.setCurrentIndex(i))
+        group.addAction(act)
+        window_menu.addAction(act)
+    w.graphs.window_box.currentIndexChanged.connect(lambda i: group.actions()[i].setChecked(True))
+    theme_menu = view.addMenu("&Theme")
+    theme_group = QActionGroup(w)
+    for name, scheme in THEMES:
+        act = QAction(name, w, checkable=True)
+        act.setChecked(scheme == Qt.ColorScheme.Unknown)
+        act.triggered.connect(lambda _=False, s=scheme: set_theme(s))
+        theme_group.addAction(act)
+        theme_menu.addAction(act)
+
+    def attach() -> None:
+        dlg = AttachDialog(w)
+        if dlg.exec() and dlg.selected_pid is not None:
+            w.attach(dlg.selected_pid)
+
+    capture = bar.addMenu("&Capture")
+    capture.addAction(_action(w, "&Attach…", attach, "Ctrl+Shift+A",
+                              tip="Choose a running nginx to capture"))
+    w.pause_action = _action(w, "&Pause", lambda: w.toggle_pause(), "Space", checkable=True)
+    w.pause_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+    capture.addAction(w.pause_action)
+    capture.addAction(_action(w, "&Stop", w.stop_capture, tip="Stop capturing, keep the data"))
+    capture.addAction(_action(w, "C&lear", w.clear, "Ctrl+L"))
+
+    def about() -> None:
+        QMessageBox.about(w, "About ngxscope",
+                          f"<b>ngxscope {__version__}</b><br>Every HTTP request a running nginx "
+                          "handles, live, captured with eBPF — no proxy, no keys.")
+
+    help_menu = bar.addMenu("&Help")
+    help_menu.addAction(_action(w, "&Filter language and keys", lambda: HelpDialog(w).exec(),
+                                QKeySequence.StandardKey.HelpContents))
+    help_menu.addAction(_action(w, "&About ngxscope", about))
