@@ -141,6 +141,9 @@ class Exchange:
     """Why the exchange is incomplete or malformed; None when it is whole."""
     upstream: list[UpstreamAttempt] = field(default_factory=list)
     """Upstream attempts in order, retries included."""
+    nginx_ms: float | None = None
+    """The request time as nginx's own clock measures it (`$request_time` in ms). nginx caches
+    the time once per event-loop turn, so under load it can trail the true `duration_ms`."""
 
     @property
     def duration_ms(self) -> float:

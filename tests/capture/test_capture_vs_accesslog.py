@@ -52,7 +52,12 @@ def compare(log: list[dict[str, Any]], exchanges: list[Exchange]) -> list[str]:
         for field, (got, want) in checks.items():
             if got != want:
                 problems.append(f"{line['request']!r} (lab {lid}): {field} {got!r} != log {want!r}")
-        if abs(ex.duration_ms - want_ms) > max(3.0, 0.15 * want_ms):
+        # nginx's own clock, as it computes $request_time: must agree to its 1 ms resolution
+        if ex.nginx_ms is None or abs(ex.nginx_ms - want_ms) > 1.0:
+            problems.append(f"{line['request']!r} (lab {lid}): nginx_ms {ex.nginx_ms} vs log {want_ms:.0f} ms")
+        # the true duration (kernel clock at the I/O calls): nginx caches its clock once per
+        # event-loop turn, so on a loaded 2-core box it can trail by a few ms; never grossly off
+        if abs(ex.duration_ms - want_ms) > max(20.0, 0.3 * want_ms):
             problems.append(
                 f"{line['request']!r} (lab {lid}): duration {ex.duration_ms:.2f} ms vs log {want_ms:.0f} ms"
             )
@@ -79,9 +84,14 @@ def test_capture_matches_access_log(lab_nginx: LabNginx, capture_factory: Any) -
     stats = cap.recorder.counters()
     cap.stop()
     problems = compare(log, exchanges)
-    diffs = [abs(ex.duration_ms - float(line["request_time"]) * 1000) for line, ex in _pairs(log, exchanges)]
-    print(f"\naccess log {len(log)} lines, captured {len(exchanges)} exchanges, "
-          f"mismatches {len(problems)}, max |duration - request_time| {max(diffs):.2f} ms")
+    pairs = _pairs(log, exchanges)
+    diffs = [abs(ex.duration_ms - float(line["request_time"]) * 1000) for line, ex in pairs]
+    within = sum(
+        1 for (line, ex), d in zip(pairs, diffs, strict=True) if d <= max(3.0, 0.15 * float(line["request_time"]) * 1000)
+    )
+    print(f"\naccess log {len(log)} lines, captured {len(exchanges)} exchanges, mismatches {len(problems)}; "
+          f"true duration within max(3 ms, 15%) of $request_time: {within}/{len(pairs)}, "
+          f"max |duration - request_time| {max(diffs):.2f} ms")
     assert not problems, f"{len(problems)} mismatches of {sent}:\n" + "\n".join(problems[:40])
     assert {ex.pid for ex in exchanges} == set(lab_nginx.worker_pids()), "both workers captured"
     assert {ex.tls for ex in exchanges} == {True, False}

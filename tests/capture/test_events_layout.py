@@ -18,7 +18,7 @@ PROBE_C = r"""
 int main(void) {
     printf("ev_header %zu\n", sizeof(struct ev_header));
     printf("ev_open %zu\n", sizeof(struct ev_open));
-    F(ev_header, ts) F(ev_header, conn_ts) F(ev_header, offset) F(ev_header, aux)
+    F(ev_header, ts) F(ev_header, conn_ts) F(ev_header, offset) F(ev_header, aux) F(ev_header, clock)
     F(ev_header, pid) F(ev_header, tid) F(ev_header, fd) F(ev_header, len) F(ev_header, cap)
     F(ev_header, kind) F(ev_header, flags) F(ev_header, seq)
     F(ev_open, h) F(ev_open, peer) F(ev_open, local) F(ev_open, peer_len) F(ev_open, local_len)

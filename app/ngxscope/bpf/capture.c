@@ -67,7 +67,8 @@ BPF_HASH(calls, u64, struct call_args, 16384);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-BPF_ARRAY(enabled, u32, 1);   /* set once every probe is attached: no half-seen exchanges */
+BPF_ARRAY(enabled, u32, 1);
+BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */   /* set once every probe is attached: no half-seen exchanges */
 
 static __always_inline void count(int idx, u64 n)
 {
@@ -99,7 +100,10 @@ static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u6
     h->conn_ts = 0;
     h->offset = 0;
     h->aux = 0;
-    h->pid = pid_tgid >> 32;
+    u32 tgid = pid_tgid >> 32;
+    u64 *clk = loop_clock.lookup(&tgid);
+    h->clock = clk ? *clk : 0;
+    h->pid = tgid;
     h->tid = (u32)pid_tgid;
     h->fd = fd;
     h->len = 0;
@@ -402,6 +406,18 @@ int free_request_enter(struct pt_regs *ctx) { return request_event(ctx, EV_REQ_D
 /* void ngx_http_upstream_init(ngx_http_request_t *r): the request goes to an upstream. */
 int upstream_init_enter(struct pt_regs *ctx) { return request_event(ctx, EV_UPSTREAM, 0); }
 
+/* nginx caches the time once per event-loop turn, right after epoll_wait returns; its
+ * $request_time and $msec use that clock. Keep it per process so events can carry it. */
+TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    loop_clock.update(&tgid, &now);
+    return 0;
+}
+
 /* sendfile(2): file bytes reach the socket without passing through nginx's memory. */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
 {
@@ -493,5 +509,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     fill_header(&h, EV_EXIT, bpf_ktime_get_ns(), pid_tgid, -1);
     submit(&h, sizeof(h));
     targets.delete(&tgid);
+    loop_clock.delete(&tgid);
     return 0;
 }

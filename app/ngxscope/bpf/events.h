@@ -26,6 +26,7 @@ struct ev_header {
     __u64 conn_ts;   /* connection identity: ktime of its first sighting (0: none) */
     __u64 offset;    /* RECV/SEND: stream offset of the first byte; REQ_DONE: recv offset */
     __u64 aux;       /* REQ_DONE: send offset; OPEN: ngx_connection_t address; FORK: child pid */
+    __u64 clock;     /* nginx's own cached clock: ktime of the worker's last epoll_wait return */
     __u32 pid;       /* tgid */
     __u32 tid;
     __s32 fd;

@@ -55,6 +55,7 @@ class EvHeader(ctypes.Structure):
         ("conn_ts", ctypes.c_uint64),
         ("offset", ctypes.c_uint64),
         ("aux", ctypes.c_uint64),
+        ("clock", ctypes.c_uint64),
         ("pid", ctypes.c_uint32),
         ("tid", ctypes.c_uint32),
         ("fd", ctypes.c_int32),
@@ -101,6 +102,9 @@ class RawEvent:
     """Bytes the call moved."""
     flags: int
     """EVF_* bits."""
+    clock: float = 0.0
+    """nginx's cached clock at the event (Unix time of the worker's last epoll_wait return;
+    0 when unknown): what nginx itself uses for $request_time and $msec."""
     seq: int = 0
     """REQ_DONE: requests finished on the connection so far (mod 2**16): reveals lost events."""
     data: bytes = b""
@@ -149,6 +153,7 @@ def parse_event(buf: bytes, clock_offset: float) -> RawEvent:
         length=h.len,
         flags=h.flags,
         seq=h.seq,
+        clock=h.clock / 1e9 + clock_offset if h.clock else 0.0,
     )
     if h.kind in (EV_OPEN, EV_CONNECT):
         o = EvOpen.from_buffer_copy(buf, 0)

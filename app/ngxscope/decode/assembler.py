@@ -70,6 +70,7 @@ class _Conn:
     done_seq: int = 0
     seq: int = 0
     last_done_ts: float = 0.0
+    last_done_clock: float = 0.0
     segments: list[tuple[bytes, int]] = field(default_factory=list)
     captured: int = 0
     send_first_ts: float = 0.0
@@ -198,7 +199,7 @@ class Assembler:
             conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
         if conn.recv_off == 0 and ev.offset == 0 and not conn.requests.done and conn.requests.current is None:
             conn.requests.allow_midway = ev.ts - self.attach_ts < self.midway_window
-        conn.requests.feed(ev.data, ev.length, ev.ts)
+        conn.requests.feed(ev.data, ev.length, ev.ts, ev.clock)
         conn.recv_off = ev.offset + ev.length
 
     def _on_send(self, conn: _Conn, ev: RawEvent) -> None:
@@ -260,10 +261,11 @@ class Assembler:
         if req.body_size and not conn.proxied:
             # nginx discards bodies it does not use and leaves them out of $request_length
             req.body_discarded = True
-        self._emit(conn, req, resp_len, ev.ts, error=error)
+        self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock)
         conn.proxied = False
         conn.done_send_off = ev.aux
         conn.last_done_ts = ev.ts
+        conn.last_done_clock = ev.clock
         conn.segments = []
         conn.captured = 0
         conn.send_first_ts = conn.send_last_ts = 0.0
@@ -272,11 +274,19 @@ class Assembler:
 
     # -- output -----------------------------------------------------------------------------
     def _emit(
-        self, conn: _Conn, req: ParsedRequest, resp_len: int | None, ts: float, error: str | None = None
+        self,
+        conn: _Conn,
+        req: ParsedRequest,
+        resp_len: int | None,
+        ts: float,
+        error: str | None = None,
+        end_clock: float = 0.0,
     ) -> None:
         start = req.start_ts
+        start_clock = req.start_clock
         if conn.last_done_ts and start < conn.last_done_ts:
             start = conn.last_done_ts  # pipelined: nginx starts it once the previous one is done
+            start_clock = max(start_clock, conn.last_done_clock)
         host = ""
         for k, v in req.headers:
             if k.lower() == "host":
@@ -325,6 +335,9 @@ class Assembler:
                 len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
             )
             ex.end = max(conn.send_last_ts or ts, start)
+            if start_clock and end_clock:
+                # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
+                ex.nginx_ms = float(int(end_clock * 1000) - int(start_clock * 1000))
             if resp.error and not ex.error:
                 ex.error = resp.error
         else:

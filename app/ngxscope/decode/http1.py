@@ -87,6 +87,8 @@ class ParsedRequest:
 
     start_ts: float
     """Time of the read that delivered its first byte."""
+    start_clock: float = 0.0
+    """nginx's cached clock at that read (what its $request_time starts from); 0 if unknown."""
     end_ts: float = 0.0
     """Time of the read that delivered its last byte."""
     method: str = ""
@@ -133,6 +135,7 @@ class RequestStream:
         self._state = _HEAD
         self._remaining = 0
         self._first = True
+        self._clock = 0.0
         self.joined_midway = False
         """The connection's first bytes were not a request line (capture began mid-connection)."""
         self.allow_midway = False
@@ -140,8 +143,9 @@ class RequestStream:
         the capture joined mid-connection, not that the client sent garbage."""
 
     # -- feeding ----------------------------------------------------------------------
-    def feed(self, data: bytes, length: int, ts: float) -> None:
+    def feed(self, data: bytes, length: int, ts: float, clock: float = 0.0) -> None:
         """Bytes read by nginx: `data` captured, then `length - len(data)` bytes not captured."""
+        self._clock = clock
         if data:
             self._feed_bytes(data, ts)
         missing = length - len(data)
@@ -226,7 +230,7 @@ class RequestStream:
                 del buf[:1]
             if not buf:
                 return False
-            self.current = ParsedRequest(start_ts=ts)
+            self.current = ParsedRequest(start_ts=ts, start_clock=self._clock)
         req = self.current
         req.end_ts = ts
         end = _find_head_end(buf)

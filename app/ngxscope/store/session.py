@@ -57,7 +57,8 @@ Record = Exchange | LifecycleEvent | dict[str, Any]
 """What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
 
 _BATCH_BYTES = 256 * 1024  # encoded records buffered before they go to the compressor
-_READ_CHUNK = 16 * 1024  # compressed bytes fed to zlib at a time
+_READ_CHUNK = 64 * 1024
+_ZLIB_PIECE = 1024  # compressed bytes per zlib call: damage loses at most one piece's output
 
 
 class SessionError(Exception):
@@ -490,8 +491,8 @@ class Session:
 class _Lines:
     """Decompress a gzip file piece by piece and split it into lines.
 
-    zlib is fed small pieces, so damage in the middle of a file loses at most the
-    records of one piece before it; `error` tells how the stream ended.
+    zlib is fed 1 KiB pieces and the trailer (CRC, length) apart, so damage loses at
+    most the records of one piece before it; `error` tells how the stream ended.
     """
 
     def __init__(self, raw: IO[bytes]) -> None:
@@ -499,27 +500,38 @@ class _Lines:
         self.error: Exception | None = None
         """EOFError (truncated) or zlib.error (damaged: bad data, CRC, trailing garbage)."""
 
-    def _chunks(self) -> Iterator[bytes]:
-        d = zlib.decompressobj(wbits=31)  # gzip wrapper: zlib checks CRC and length
+    def _pieces(self) -> Iterator[bytes]:
+        """The file in pieces for zlib; the last 8 bytes (the gzip trailer) on their own."""
+        carry = b""
         while True:
             buf = self._raw.read(_READ_CHUNK)
             if not buf:
-                if not d.eof:
-                    self.error = EOFError("compressed data ended before the end-of-stream marker")
+                if carry:
+                    yield carry
                 return
+            data = carry + buf
+            carry = data[-8:]
+            for i in range(0, len(data) - 8, _ZLIB_PIECE):
+                yield data[i : min(i + _ZLIB_PIECE, len(data) - 8)]
+
+    def _chunks(self) -> Iterator[bytes]:
+        d = zlib.decompressobj(wbits=31)  # gzip wrapper: zlib checks CRC and length
+        for piece in self._pieces():
             try:
-                while buf:
+                while piece:
                     if d.eof:  # another gzip member follows, or zero padding
-                        if not buf.strip(b"\0"):
+                        if not piece.strip(b"\0"):
                             break
                         d = zlib.decompressobj(wbits=31)
-                    out = d.decompress(buf)
-                    buf = d.unused_data if d.eof else b""
+                    out = d.decompress(piece)
+                    piece = d.unused_data if d.eof else b""
                     if out:
                         yield out
             except zlib.error as exc:
                 self.error = exc
                 return
+        if not d.eof:
+            self.error = EOFError("compressed data ended before the end-of-stream marker")
 
     def __iter__(self) -> Iterator[tuple[bytes, bool]]:
         """Yield (line without newline, ended with a newline)."""

@@ -12,17 +12,25 @@ from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ngxscope.store.aggregate import BIN_EDGES_MS, Aggregator
 
 from .tablemodel import fmt_ms
 
-__all__ = ["GraphsPanel", "HoverReadout", "style_plot"]
+__all__ = ["GraphsPanel", "HoverReadout", "steady", "style_plot"]
 
-pg.setConfigOptions(antialias=True, foreground="k")
+pg.setConfigOptions(antialias=False, foreground="k")
 
 STACK = [  # (name, class indexes, colour) bottom → top
     ("2xx", (1,), "#2e9d4f"),
@@ -91,9 +99,17 @@ def _make_plot(title: str, left: str, bottom: str, *, date_axis: bool,
     item.setClipToView(True)
     item.setMenuEnabled(False)
     item.hideButtons()
+    item.disableAutoRange()
     plot.setMouseEnabled(x=False, y=False)
     plot.setMinimumHeight(150)
+    steady(plot)
     return plot
+
+
+def steady(plot: pg.PlotWidget) -> None:
+    """Cheap, steady redraws: one full repaint per frame, fixed-width left axis."""
+    plot.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+    plot.getPlotItem().getAxis("left").setWidth(56)
 
 
 class HoverReadout:
@@ -150,11 +166,13 @@ class GraphsPanel(QWidget):
             self.window_box.addItem(name, secs)
         self.window_box.currentIndexChanged.connect(self._window_changed)
         self.summary = QLabel()
+        # a growing text must not widen the dock (that relayouts the whole window)
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.summary.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         top = QHBoxLayout()
         top.addWidget(QLabel("Window:"))
         top.addWidget(self.window_box)
-        top.addStretch(1)
-        top.addWidget(self.summary)
+        top.addWidget(self.summary, 1)
 
         self.rps = _make_plot("Requests / s by status", "req/s", "time", date_axis=True)
         self.rps.getPlotItem().addLegend(offset=(6, 4), horSpacing=8, colCount=5)
@@ -179,6 +197,7 @@ class GraphsPanel(QWidget):
         self.hist = _make_plot("Latency histogram", "requests", "duration (log scale)",
                                date_axis=False, log_axis="bottom")
         self.hist.getPlotItem().setLogMode(x=True)
+        self.hist.getPlotItem().setClipToView(False)  # clipping breaks stepMode="center"
         self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0,
                                          pen=pg.mkPen("#2f7fc1"), brush=pg.mkBrush(47, 127,
                                                                                    193, 140))
@@ -222,17 +241,30 @@ class GraphsPanel(QWidget):
         self._series = s
         self._latest = float(agg.latest)
         x = s.t + float(agg.latest)
+        for plot in (self.rps, self.lat):
+            plot.getPlotItem().setXRange(float(x[0]), float(x[-1]), padding=0.01)
         cum = np.zeros(len(x))
         for (_name, idx, _color), curve in zip(STACK, self.stack_curves, strict=True):
             cum = cum + s.counts[:, list(idx)].sum(axis=1)
             curve.setData(x, cum.copy())
+        # Ranges are set here, not auto-ranged at paint time (that costs a second paint).
+        self.rps.getPlotItem().setYRange(0, max(1.0, float(cum.max())) * 1.08, padding=0)
         for i, curve in enumerate(self.pct_curves):
             y = s.pct[:, i]
             curve.setData(x, np.where(np.isfinite(y), y, np.nan))
+        finite = s.pct[np.isfinite(s.pct)]
+        if len(finite):
+            lo_ms, hi_ms = float(finite.min()), float(finite.max())
+            self.lat.getPlotItem().setYRange(np.log10(lo_ms) - 0.15, np.log10(hi_ms) + 0.15,
+                                             padding=0)
         nz = np.nonzero(s.hist)[0]
         if len(nz):
             lo, hi = max(0, nz[0] - 2), min(len(s.hist), nz[-1] + 3)
-            self.hist_curve.setData(BIN_EDGES_MS[lo : hi + 1], s.hist[lo:hi].astype(float))
+            counts = s.hist[lo:hi].astype(float)
+            self.hist_curve.setData(BIN_EDGES_MS[lo : hi + 1], counts)
+            hp = self.hist.getPlotItem()
+            hp.setXRange(np.log10(BIN_EDGES_MS[lo]), np.log10(BIN_EDGES_MS[hi]), padding=0.02)
+            hp.setYRange(0, max(1.0, float(counts.max())) * 1.08, padding=0)
         total = int(s.counts.sum())
         p = agg.series(11).pct
         rate = agg.rate()

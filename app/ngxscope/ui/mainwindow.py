@@ -53,7 +53,7 @@ from .tablemodel import (
 
 __all__ = ["MainWindow"]
 
-INGEST_MS = 50
+INGEST_MS = 80
 GRAPH_MS = 333
 PANEL_MS = 1000
 SETTINGS_ORG = "ngxscope"

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from ngxscope.model import LifecycleEvent
 from ngxscope.store.aggregate import Aggregator
 
-from .graphs import style_plot
+from .graphs import steady, style_plot
 from .tablemodel import STATUS_COLORS, fmt_bytes, fmt_ms
 
 __all__ = ["EventsLog", "UpstreamsPanel", "WorkersPanel"]
@@ -75,8 +75,10 @@ class WorkersPanel(QWidget):
         item.setClipToView(True)
         item.hideButtons()
         item.setMenuEnabled(False)
+        item.disableAutoRange()
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.setMinimumHeight(110)
+        steady(self.plot)
         self.legend = item.addLegend(offset=(4, 4), colCount=4)
         self.curves: dict[int, pg.PlotDataItem] = {}
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -110,6 +112,11 @@ class WorkersPanel(QWidget):
                 # the newest second is still filling: leave it out
                 curve.setData(secs[:-1], y[:-1])
                 live.add(r.pid)
+            item = self.plot.getPlotItem()
+            item.setXRange(float(secs[0]), float(secs[-2]), padding=0.01)
+            top = max((float(c.yData.max()) for c in self.curves.values()
+                       if c.yData is not None and len(c.yData)), default=1.0)
+            item.setYRange(0, max(1.0, top) * 1.1, padding=0)
         for pid in list(self.curves):
             if pid not in live:
                 curve = self.curves.pop(pid)
