@@ -18,11 +18,11 @@ import time
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "app"))
 
-from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
-from ngxscope.ui.app import ensure_app  # noqa: E402
-from ngxscope.ui.mainwindow import MainWindow  # noqa: E402
-from ngxscope.ui.synthetic import SyntheticSource  # noqa: E402
+from ngxscope.ui.app import ensure_app
+from ngxscope.ui.mainwindow import MainWindow
+from ngxscope.ui.synthetic import SyntheticSource
 
 
 def measure(rate: float, seconds: float, *, filter_text: str = "") -> dict[str, float]:

@@ -54,18 +54,22 @@ class RecordOptions:
     """Attach to a process that does not look like nginx."""
 
 
-def _has_bpf_caps() -> bool:
-    if os.geteuid() == 0:
-        return True
+def _read_cap_eff() -> int:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
                 if line.startswith("CapEff:"):
-                    caps = int(line.split()[1], 16)
-                    return bool(caps & (1 << 39)) and bool(caps & (1 << 38))
+                    return int(line.split()[1], 16)
     except OSError:
         pass
-    return False
+    return 0
+
+
+def _has_bpf_caps() -> bool:
+    if os.geteuid() == 0:
+        return True
+    caps = _read_cap_eff()
+    return bool(caps & (1 << 39)) and bool(caps & (1 << 38))  # CAP_BPF, CAP_PERFMON
 
 
 def preflight() -> list[str]:

@@ -269,10 +269,10 @@ def build_events(
             if size > 1:
                 steps = [s for s in steps if s[0] != "recv"]
             for what, data in steps:
-                io(EV_RECV if what == "recv" else EV_SEND, data)
-                if what == "recv" and j in proxied:
+                if what == "send" and j in proxied:  # nginx went upstream before answering
                     ev(EV_UPSTREAM, peer="127.0.0.1:8081")
                     proxied.discard(j)
+                io(EV_RECV if what == "recv" else EV_SEND, data)
             if any(what == "send" for what, _ in steps):
                 counters["seq"] += 1
                 ev(EV_REQ_DONE, offset=counters["read"], aux=counters["sent"], seq=counters["seq"] % 65536)

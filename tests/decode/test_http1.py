@@ -12,6 +12,8 @@ from ngxscope.decode.http1 import RequestStream, parse_response
 
 from . import streams as S
 
+UNCERTAIN = "pairing uncertain (capture gap)"
+
 Snap = tuple
 
 
@@ -69,9 +71,6 @@ def test_split_anywhere_gives_same_requests(name: str) -> None:
     assert_split_invariant(S.REQUEST_STREAMS[name][0])
 
 
-@pytest.mark.xfail(strict=True, reason="stray CRLF between requests split between CR and LF: "
-                   "_parse_head creates the request before the LF arrives and then sees an empty "
-                   "start line (http1.py:221-229)")
 def test_stray_crlf_between_requests_split_between_cr_and_lf() -> None:
     data, reqs = S.CRLF_BETWEEN
     assert run([data])[0] == [expected(r) for r in reqs]  # whole: nginx-like, the CRLF is skipped
@@ -128,8 +127,6 @@ def test_malformed_start_line_has_no_method() -> None:
         assert bad[0] == "" and bad[11] == S.MALFORMED_STREAMS[name]  # raw kept
 
 
-@pytest.mark.xfail(strict=True, reason="_damaged() clears the whole buffer (http1.py:354), so a bad "
-                   "chunk size drops the next request when both arrived in one read")
 def test_bad_chunk_size_then_resync() -> None:
     data = S.MALFORMED_STREAMS["bad_chunk_size"] + S.GET_ITEMS.wire
     bad, good = run([data])[0]
@@ -137,8 +134,6 @@ def test_bad_chunk_size_then_resync() -> None:
     assert good == expected(S.GET_ITEMS)
 
 
-@pytest.mark.xfail(strict=True, reason="chunk size parsed with int(x, 16): accepts '-1', '+5', '0x5', "
-                   "'1_0'; a negative size moves the read position backwards (http1.py:296)")
 def test_negative_chunk_size_is_damage() -> None:
     data = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n00\r\n\r\n"
     done, _, _ = run([data])
@@ -170,9 +165,6 @@ def test_hole_inside_content_length_body() -> None:
         assert get == expected(S.GET_ITEMS) and cur is None
 
 
-@pytest.mark.xfail(strict=True, reason="_feed_gap: a hole running past the end of a Content-Length "
-                   "body finishes the request, then _damaged() re-appends the same request to `done` "
-                   "(http1.py:331-336), so it is paired twice")
 def test_hole_past_end_of_content_length_body() -> None:
     data = S.wire(S.POST_UPLOAD, S.GET_INDEX, S.GET_ITEMS)
     start = S.POST_UPLOAD.head_bytes + 10
@@ -181,7 +173,8 @@ def test_hole_past_end_of_content_length_body() -> None:
     assert len(done) == 2
     post, get = done
     assert post[0] == "POST" and post[6] == S.POST_UPLOAD.body_size and post[9] and post[10] is None
-    assert get == expected(S.GET_ITEMS)
+    # the hole also held a whole request (GET /): what follows is exact but flagged until settled
+    assert get[:9] == expected(S.GET_ITEMS)[:9] and get[10] == "pairing uncertain (capture gap)"
 
 
 @pytest.mark.parametrize("offset", [1, 5, 30, 80])
@@ -190,7 +183,8 @@ def test_hole_inside_head_damages_and_resyncs(offset: int) -> None:
     done, cur, _ = run([data[:offset], data[offset + 10 :]], gaps={0: 10})
     bad, good = done
     assert bad[10] and "not captured" in bad[10] and bad[9] is True and bad[0] == ""
-    assert good == expected(S.GET_LOGO) and cur is None
+    # exact, but flagged: the hole could have spanned into a pipelined request
+    assert good[:9] == expected(S.GET_LOGO)[:9] and good[10] == UNCERTAIN and cur is None
 
 
 @pytest.mark.parametrize("offset", [0, 3, 12, 30])
@@ -200,27 +194,40 @@ def test_hole_inside_chunked_body_damages_and_resyncs(offset: int) -> None:
     done, cur, _ = run([data[:start], data[start + 4 :]], gaps={0: 4})
     bad, good = done
     assert bad[0] == "PUT" and bad[9] is True and "not captured" in bad[10]
-    assert good == expected(S.GET_LOGO) and cur is None
+    assert good[:9] == expected(S.GET_LOGO)[:9] and good[10] == UNCERTAIN and cur is None
 
 
-def test_hole_between_requests_resyncs_without_damage() -> None:
+def test_hole_between_requests_resyncs_and_flags_pairing() -> None:
+    """A hole at a request boundary may hold whole requests: what follows parses exactly but is
+    flagged until the assembler sees nginx finish everything read (`settle`)."""
     data = S.wire(S.GET_INDEX, S.GET_ITEMS, S.GET_LOGO)
     a, b = len(S.GET_INDEX.wire), len(S.GET_INDEX.wire) + len(S.GET_ITEMS.wire)
     done, cur, _ = run([data[:a], data[b:]], gaps={0: b - a})
-    assert done == [expected(S.GET_INDEX), expected(S.GET_LOGO)] and cur is None
+    assert cur is None and done[0] == expected(S.GET_INDEX)
+    want = expected(S.GET_LOGO)
+    assert done[1][:9] == want[:9]
+    assert done[1][10] == "pairing uncertain (capture gap)"
+
+
+def test_settle_after_boundary_hole_clears_doubt() -> None:
+    stream = RequestStream()
+    stream.feed(S.GET_INDEX.wire, len(S.GET_INDEX.wire), 1.0)
+    stream.feed(b"", len(S.GET_ITEMS.wire), 2.0)
+    assert stream.take() is not None and stream.uncertain
+    stream.settle()
+    assert not stream.uncertain
+    stream.feed(S.GET_LOGO.wire, len(S.GET_LOGO.wire), 3.0)
+    req = stream.take()
+    assert req is not None and req.error is None and req.target == S.GET_LOGO.target
 
 
 # -- deep streams ------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="_feed_bytes -> _drain_buffer -> "
-                   "_feed_bytes recursion per chunk / per pipelined body (http1.py:213-216)")
 def test_many_small_chunks_in_one_read() -> None:
     body = S.chunked([b"0123456789"] * 1200)
     req = S.request("POST", "/stream", [("Host", "a"), ("Transfer-Encoding", "chunked")], body)
     assert run([req.wire])[0] == [expected(req)]
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="same recursion as above, one level "
-                   "per pipelined request with a body")
 def test_many_pipelined_posts_in_one_read() -> None:
     req = S.request("POST", "/p", [("Content-Length", "2")], b"ok")
     assert run([req.wire * 800])[0] == [expected(req)] * 800
@@ -339,8 +346,6 @@ def test_fuzz_streams_with_holes(data: bytes, cuts: list[int], gaps: list[int]) 
     check_sizes(*feed_random(data, cuts, gaps))
 
 
-@pytest.mark.xfail(strict=True, reason="the hole-past-Content-Length-end bug above: a request is "
-                   "framed twice and sizes exceed the bytes fed")
 @pytest.mark.timeout(120)
 @FUZZ
 @given(st.sampled_from(VALID), st.lists(st.integers(0, 2000), max_size=10),

@@ -5,12 +5,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt
-from ngxscope.store.compat import CONVERTERS, CURRENT_VERSION, convert_0_1, migrate
+from ngxscope.store.compat import (
+    CONVERTERS,
+    CURRENT_VERSION,
+    convert_0_1,
+    convert_1_2,
+    migrate,
+)
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -19,7 +26,9 @@ SAMPLES = Path(__file__).parent / "samples"
 FROZEN = {
     "session-v0.ngxs": "ed4de6d1d1584eaa8d7cc365993e1fb9afb3ad30f1b7494dd465565fef4a9eba",
     "session-v1.ngxs": "d907be03bc0293adbe98c50076ae6b813f4bc043b375ccfa6d9ccf9394888736",
+    "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
 }
+LATEST_SAMPLE = "session-v2.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -131,7 +140,9 @@ EXPECTED_EXCHANGES = [
         error="malformed request line",
     ),
 ]
-EXPECTED_EVENTS = [LifecycleEvent(ts=1700000000.0, kind="attach", pid=4100, detail="uprobes on 2 workers")]
+EXPECTED_EVENTS = [
+    LifecycleEvent(ts=1700000000.0, kind="attach", pid=4100, detail="uprobes on 2 workers")
+]
 EXPECTED_STATS = {
     "t": "stats",
     "ts": 1700000001.5,
@@ -149,11 +160,23 @@ def test_sample_files_are_frozen(name: str) -> None:
     assert hashlib.sha256((SAMPLES / name).read_bytes()).hexdigest() == FROZEN[name]
 
 
-@pytest.mark.parametrize(("name", "version", "tool"), [
-    ("session-v0.ngxs", 0, "ngxscope 0.0.1"),
-    ("session-v1.ngxs", 1, "ngxscope 0.1.0"),
-])
-def test_sample_reads_exactly(name: str, version: int, tool: str) -> None:
+# Version 2 added nginx_ms; older files read it as None.
+EXPECTED_V2 = [
+    replace(EXPECTED_EXCHANGES[0], nginx_ms=12.0),
+    replace(EXPECTED_EXCHANGES[1], nginx_ms=375.0),
+    EXPECTED_EXCHANGES[2],
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "tool", "expected"),
+    [
+        ("session-v0.ngxs", 0, "ngxscope 0.0.1", EXPECTED_EXCHANGES),
+        ("session-v1.ngxs", 1, "ngxscope 0.1.0", EXPECTED_EXCHANGES),
+        ("session-v2.ngxs", 2, "ngxscope 0.1.0", EXPECTED_V2),
+    ],
+)
+def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
     reader = SessionReader(SAMPLES / name)
     assert reader.header == {
         "t": "header",
@@ -164,31 +187,41 @@ def test_sample_reads_exactly(name: str, version: int, tool: str) -> None:
         "target": TARGET,
     }
     session = reader.read_all()
-    assert session.exchanges == EXPECTED_EXCHANGES
+    assert session.exchanges == expected
     assert session.events == EXPECTED_EVENTS
     assert session.stats == EXPECTED_STATS
     assert session.complete is True
     assert session.warning is None
     # Field by field too, so a failure names the field.
-    for got, want in zip(session.exchanges, EXPECTED_EXCHANGES, strict=True):
+    for got, want in zip(session.exchanges, expected, strict=True):
         assert got.to_dict() == want.to_dict()
 
 
-def test_writer_still_writes_the_v1_sample_records(tmp_path: Path) -> None:
-    """While CURRENT_VERSION is 1, the writer's records equal the frozen v1 sample's."""
-    assert CURRENT_VERSION == 1
+def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
+    """The writer's records equal the newest frozen sample's, key for key.
+
+    If this fails because a model field was added, renamed or removed, the session format
+    changed: bump CURRENT_VERSION, add a converter in store/compat.py and freeze a new
+    sample with tests/store/samples/make_samples.py (see the compat.py docstring).
+    """
+    assert f"session-v{CURRENT_VERSION}.ngxs" == LATEST_SAMPLE, "freeze a sample per version"
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_EXCHANGES:
+        for ex in EXPECTED_V2:
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
-    ours = [json.loads(line) for line in gzip.open(path).read().splitlines()]
-    sample = [json.loads(line) for line in gzip.open(SAMPLES / "session-v1.ngxs").read().splitlines()]
+    ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    sample = [
+        json.loads(line)
+        for line in gzip.decompress((SAMPLES / LATEST_SAMPLE).read_bytes()).splitlines()
+    ]
     for rec in (ours[0], sample[0]):
         del rec["created"], rec["tool"]
     del ours[-1]["ts"], sample[-1]["ts"]
-    assert ours == sample
+    for got, want in zip(ours, sample, strict=True):
+        assert sorted(got) == sorted(want), "record keys changed: the format changed"
+        assert got == want
 
 
 def test_convert_0_1_turns_header_objects_into_pairs() -> None:
@@ -214,8 +247,9 @@ def test_convert_0_1_rejects_bad_records() -> None:
 def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
-    assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]]}
-    current = {"t": "exchange", "request_headers": [["A", "b"]]}
+    assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None}
+    assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
+    current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
     with pytest.raises(ValueError, match="newer"):
         migrate(current, CURRENT_VERSION + 1)
@@ -224,7 +258,7 @@ def test_migrate_chains_up_to_current() -> None:
 
 
 def test_bad_v0_record_names_its_line(tmp_path: Path) -> None:
-    lines = gzip.open(SAMPLES / "session-v0.ngxs").read().splitlines()
+    lines = gzip.decompress((SAMPLES / "session-v0.ngxs").read_bytes()).splitlines()
     rec = json.loads(lines[2])
     rec["req_headers"] = [["Host", "x"]]
     lines[2] = json.dumps(rec).encode()
@@ -232,3 +266,9 @@ def test_bad_v0_record_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
     with pytest.raises(SessionError, match=r"line 3: .*req_headers"):
         SessionReader(path).read_all()
+
+
+def test_convert_1_2_adds_nginx_ms() -> None:
+    assert convert_1_2({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "nginx_ms": None}
+    stats = {"t": "stats"}
+    assert convert_1_2(stats) is stats

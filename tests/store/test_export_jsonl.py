@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import make_exchange
 
+from factories import make_exchange
 from ngxscope.model import Exchange
 from ngxscope.store.export_jsonl import exchange_line, export_jsonl
 from ngxscope.store.session import SessionError, SessionWriter
@@ -50,7 +50,12 @@ def test_order_by_start_then_id(tmp_path: Path) -> None:
     assert export_jsonl(src, out) == 6
     rows = read_jsonl(out.read_bytes())
     assert [(r["start"], r["id"]) for r in rows] == [
-        (5.0, 4), (10.0, 2), (20.0, 3), (20.0, 3), (20.0, 5), (30.0, 1),
+        (5.0, 4),
+        (10.0, 2),
+        (20.0, 3),
+        (20.0, 3),
+        (20.0, 5),
+        (30.0, 1),
     ]
     assert rows[3]["target"] == "/same-key-later"  # stable on equal keys
     by_key = {(e.start, e.id, e.target): e for e in exchanges}

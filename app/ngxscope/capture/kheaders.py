@@ -37,7 +37,18 @@ def find_kernel_headers() -> tuple[str | None, str | None]:
         return env, f"kernel headers from BCC_KERNEL_SOURCE={env}"
     candidates = sorted(glob.glob("/usr/src/linux-headers-*-amd64"), key=_version_key)
     if candidates:
-        return candidates[-1], f"kernel {release} has no headers; using {os.path.basename(candidates[-1])}"
+        arch_dir = candidates[-1]
+        common = arch_dir[: -len("-amd64")] + "-common"
+        notice = f"kernel {release} has no headers package; bcc uses {os.path.basename(arch_dir)}"
+        try:
+            # bcc follows build -> arch dir and source -> common dir (Debian's split headers)
+            os.makedirs(f"/lib/modules/{release}", exist_ok=True)
+            os.symlink(arch_dir, build)
+            if os.path.isdir(common) and not os.path.lexists(f"/lib/modules/{release}/source"):
+                os.symlink(common, f"/lib/modules/{release}/source")
+            return None, notice
+        except OSError:
+            return arch_dir, notice
     raise HeadersError(
         f"no kernel headers for {release}: install linux-headers-amd64 "
         "(scripts/setup.sh does) or set BCC_KERNEL_SOURCE"

@@ -62,4 +62,4 @@ def layout_for_version(version: str | None) -> Layout:
     """The layout for an nginx version string ("1.22.1"); unknown versions get 1.22's."""
     if version and _version_tuple(version) >= (1, 25, 0):
         return Layout(local_sockaddr=168, local_socklen=176, note=f"nginx {version}: quic field present")
-    return Layout(note=f"nginx {version or 'unknown version'}: 1.17–1.24 layout")
+    return Layout(note=f"nginx {version or 'unknown version'}: 1.17-1.24 layout")

@@ -8,9 +8,9 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from .events import RawEvent, parse_event
 from .layout import Layout
@@ -173,14 +173,14 @@ class Tracer:
     def target_pids(self) -> list[int]:
         if self.bpf is None:
             return []
-        return sorted(int(k.value) for k in self.bpf["targets"].keys())
+        return sorted(int(k.value) for k in self.bpf["targets"])
 
     def forget_pid(self, pid: int) -> None:
         """Drop a dead process's connection entries (the kernel side cannot iterate)."""
         if self.bpf is None:
             return
         conns = self.bpf["conns"]
-        for key in list(conns.keys()):
+        for key in list(conns):
             if key.pid == pid:
                 try:
                     del conns[key]

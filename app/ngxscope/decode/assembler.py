@@ -30,7 +30,7 @@ from ..capture.events import (
     RawEvent,
 )
 from ..model import Exchange, LifecycleEvent
-from .http1 import ParsedRequest, RequestStream, parse_response
+from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response
 
 __all__ = ["Assembler", "AssemblerStats"]
 
@@ -71,6 +71,7 @@ class _Conn:
     seq: int = 0
     last_done_ts: float = 0.0
     last_done_clock: float = 0.0
+    done_recv_off: int = 0
     segments: list[tuple[bytes, int]] = field(default_factory=list)
     captured: int = 0
     send_first_ts: float = 0.0
@@ -125,7 +126,7 @@ class Assembler:
         elif kind == EV_CLOSE:
             conn_or_none = self._conns.get(ev.conn_key)
             if conn_or_none is not None:
-                self._close(conn_or_none, ev.ts, "connection closed before response")
+                self._close(conn_or_none, ev.ts, "connection closed before response", sent=ev.aux)
         elif kind == EV_CONNECT:
             self._connects[(ev.pid, ev.fd)] = ev.peer
         elif kind == EV_FORK:
@@ -173,8 +174,17 @@ class Assembler:
             conn = self._open(ev)  # its EV_OPEN was lost: addresses stay unknown
         return conn
 
-    def _close(self, conn: _Conn, ts: float, why: str) -> None:
+    def _close(self, conn: _Conn, ts: float, why: str, sent: int | None = None) -> None:
         if conn.client:
+            if sent is not None and sent > conn.done_send_off:
+                # nginx wrote a response whose completion event was lost
+                req = conn.requests.take()
+                if req is not None:
+                    if sent > conn.send_off:
+                        conn.segments.append((b"", sent - conn.send_off))
+                    self._emit(conn, req, sent - conn.done_send_off, ts,
+                               error="response end not seen (capture overflow)")
+                    conn.done_send_off = sent
             while True:
                 req = conn.requests.take()
                 if req is None:
@@ -233,6 +243,7 @@ class Assembler:
             conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
             conn.recv_off = ev.offset
         error = None
+        merged = False
         skipped = (ev.seq - conn.done_seq - 1) % 65536 if conn.done_seq or ev.seq != 1 else 0
         if skipped:
             # completions were lost: the requests they ended cannot be paired safely
@@ -242,6 +253,7 @@ class Assembler:
                 if lost is not None:
                     self._emit(conn, lost, None, ev.ts, error="response lost (capture overflow)")
             error = "response boundary uncertain (capture overflow)"
+            merged = True  # the bytes since the last completion hold several responses
         conn.done_seq = ev.seq
         if ev.aux > conn.send_off:
             conn.send_hole = True
@@ -254,14 +266,20 @@ class Assembler:
             req = ParsedRequest(start_ts=conn.send_first_ts or ev.ts, end_ts=ev.ts)
             if conn.requests.joined_midway:
                 req.error = "joined mid-connection: request not seen"
-            else:
-                req.error = "malformed request" if raw else "request not captured"
+            elif raw:
+                req.error = "malformed request"
                 req.raw = raw[:4096]
                 req.head_bytes = len(raw)
+            else:
+                # lost whole: nginx's read counter still says how big it was
+                req.error = "request not captured"
+                req.head_bytes = max(0, ev.offset - conn.done_recv_off)
         if req.body_size and not conn.proxied:
             # nginx discards bodies it does not use and leaves them out of $request_length
             req.body_discarded = True
-        self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock)
+        self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged)
+        conn.requests.settle()
+        conn.done_recv_off = ev.offset
         conn.proxied = False
         conn.done_send_off = ev.aux
         conn.last_done_ts = ev.ts
@@ -281,6 +299,7 @@ class Assembler:
         ts: float,
         error: str | None = None,
         end_clock: float = 0.0,
+        parse: bool = True,
     ) -> None:
         start = req.start_ts
         start_clock = req.start_clock
@@ -323,7 +342,7 @@ class Assembler:
                 prefix += data
                 if len(data) < length:
                     break
-            resp = parse_response(bytes(prefix))
+            resp = parse_response(bytes(prefix)) if parse else ParsedResponse()
             ex.status = resp.status
             ex.reason = resp.reason
             ex.response_headers = resp.headers
@@ -331,7 +350,7 @@ class Assembler:
             ex.response_body_size = max(0, resp_len - resp.head_bytes)
             ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + self.body_limit])
             ex.sendfile_bytes = conn.sendfile_bytes
-            ex.truncated = ex.truncated or conn.send_hole and conn.sendfile_bytes == 0 or (
+            ex.truncated = ex.truncated or conn.send_hole or (
                 len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
             )
             ex.end = max(conn.send_last_ts or ts, start)

@@ -120,10 +120,17 @@ class ParsedRequest:
 
 
 _HEAD, _BODY_CL, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _RESYNC = range(7)
+_CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,19}")
+_RESYNC_KEEP = 4096
 
 
 class RequestStream:
-    """Incremental request framing for one connection's inbound bytes."""
+    """Incremental request framing for one connection's inbound bytes.
+
+    Everything fed is appended to one buffer and consumed by a single loop, so results do
+    not depend on how the bytes were cut into reads.
+    """
 
     def __init__(self, body_limit: int = 1 << 20) -> None:
         self.body_limit = body_limit
@@ -136,6 +143,10 @@ class RequestStream:
         self._remaining = 0
         self._first = True
         self._clock = 0.0
+        self._ts = 0.0
+        self.uncertain = False
+        """A hole made us skip bytes to find the next request line: until the stream is
+        idle again, which response belongs to which request is not certain."""
         self.joined_midway = False
         """The connection's first bytes were not a request line (capture began mid-connection)."""
         self.allow_midway = False
@@ -146,44 +157,51 @@ class RequestStream:
     def feed(self, data: bytes, length: int, ts: float, clock: float = 0.0) -> None:
         """Bytes read by nginx: `data` captured, then `length - len(data)` bytes not captured."""
         self._clock = clock
+        self._ts = ts
         if data:
-            self._feed_bytes(data, ts)
+            self._buf += data
+            self._run()
         missing = length - len(data)
         if missing > 0:
-            self._feed_gap(missing, ts)
+            self._feed_gap(missing)
 
-    def _feed_bytes(self, data: bytes, ts: float) -> None:
-        pos = 0
-        n = len(data)
-        while pos < n:
-            if self._state in (_HEAD, _RESYNC, _CHUNK_SIZE, _TRAILER):
-                self._buf += data[pos:]
-                pos = n
-                self._drain_buffer(ts)
-                continue
-            req = self.current
-            assert req is not None
-            if self._state == _BODY_CL or self._state == _CHUNK_DATA:
-                take = min(self._remaining, n - pos)
-                self._add_body(req, data[pos : pos + take])
+    def _run(self) -> None:
+        """Consume the buffer as far as the current state allows."""
+        buf = self._buf
+        while buf:
+            state = self._state
+            if state == _RESYNC:
+                m = _REQUEST_LINE.search(buf)
+                if not m:
+                    if len(buf) > 2 * _RESYNC_KEEP:
+                        del buf[:-_RESYNC_KEEP]
+                    return
+                del buf[: m.start()]
+                self._state = _HEAD
+            elif state == _HEAD:
+                if not self._parse_head():
+                    return
+            elif state in (_BODY_CL, _CHUNK_DATA, _CHUNK_CRLF):
+                req = self.current
+                assert req is not None
+                take = min(self._remaining, len(buf))
+                self._add_body(req, bytes(buf[:take]))
+                del buf[:take]
                 self._remaining -= take
-                pos += take
-                req.end_ts = ts
+                req.end_ts = self._ts
                 if self._remaining == 0:
-                    if self._state == _BODY_CL:
+                    if state == _BODY_CL:
                         self._finish(req)
-                    else:
+                    elif state == _CHUNK_DATA:
                         self._state = _CHUNK_CRLF
                         self._remaining = 2
-            elif self._state == _CHUNK_CRLF:
-                take = min(self._remaining, n - pos)
-                self._add_body(req, data[pos : pos + take])
-                self._remaining -= take
-                pos += take
-                if self._remaining == 0:
-                    self._state = _CHUNK_SIZE
-        if self._state in (_HEAD, _RESYNC, _CHUNK_SIZE, _TRAILER) and self._buf:
-            self._drain_buffer(ts)
+                    else:
+                        self._state = _CHUNK_SIZE
+            elif state == _CHUNK_SIZE:
+                if not self._parse_chunk_size():
+                    return
+            elif not self._parse_trailer():  # _TRAILER
+                return
 
     def _add_body(self, req: ParsedRequest, chunk: bytes) -> None:
         req.body_size += len(chunk)
@@ -193,56 +211,37 @@ class RequestStream:
         if len(chunk) > max(room, 0):
             req.truncated = True
 
-    def _drain_buffer(self, ts: float) -> None:
-        while self._buf:
-            if self._state == _RESYNC:
-                m = _REQUEST_LINE.search(self._buf)
-                if not m:
-                    # keep a tail long enough to hold the start of a request line
-                    if len(self._buf) > 8192:
-                        del self._buf[:-4096]
-                    return
-                del self._buf[: m.start()]
-                self._state = _HEAD
-            if self._state == _HEAD:
-                if not self._parse_head(ts):
-                    return
-            elif self._state == _CHUNK_SIZE:
-                if not self._parse_chunk_size(ts):
-                    return
-            elif self._state == _TRAILER:
-                if not self._parse_trailer(ts):
-                    return
-            else:
-                # body states consume straight from the buffer
-                data = bytes(self._buf)
-                self._buf.clear()
-                self._feed_bytes(data, ts)
-                return
-
-    def _parse_head(self, ts: float) -> bool:
+    def _parse_head(self) -> bool:
         buf = self._buf
         if self.current is None:
-            # skip blank lines between requests, as nginx does
-            while buf[:2] == b"\r\n":
-                del buf[:2]
-            while buf[:1] == b"\n":
-                del buf[:1]
-            if not buf:
+            # blank lines between requests are skipped, as nginx does (a lone CR may be half of one)
+            while buf[:1] in (b"\r", b"\n") and bytes(buf[:2]) != b"\r":
+                del buf[: 2 if buf[:2] == b"\r\n" else 1]
+            if not buf or bytes(buf) == b"\r":
                 return False
-            self.current = ParsedRequest(start_ts=ts, start_clock=self._clock)
+            self.current = ParsedRequest(start_ts=self._ts, start_clock=self._clock)
+            if self.uncertain:
+                self.current.error = "pairing uncertain (capture gap)"
+                self.current.truncated = True
         req = self.current
-        req.end_ts = ts
+        req.end_ts = self._ts
         end = _find_head_end(buf)
         if end < 0:
-            if self._first and self.allow_midway and len(buf) >= 16 and not _REQUEST_LINE.match(bytes(buf[: buf.find(b"\n") + 1])) and buf.find(b"\n") > 0:
+            nl = buf.find(b"\n")
+            if (self._first and self.allow_midway and nl > 0
+                    and not _REQUEST_LINE.match(bytes(buf[: nl + 1]))):
                 self._joined_midway()
                 return True
             if len(buf) > MAX_HEAD:
                 self._malformed(req, "request head too large", bytes(buf[:4096]))
-                self._buf.clear()
+                buf.clear()
                 self._state = _RESYNC
             return False
+        if end > MAX_HEAD:
+            self._malformed(req, "request head too large", bytes(buf[:4096]))
+            del buf[:end]
+            self._state = _RESYNC
+            return True
         head = bytes(buf[:end])
         try:
             parts, headers = parse_head(head.rstrip(b"\r\n"))
@@ -253,6 +252,7 @@ class RequestStream:
             if self._first and self.allow_midway:
                 self._joined_midway()
                 return True
+            self._first = False
             self._malformed(req, str(exc), head[:4096])
             del buf[:end]
             self._state = _RESYNC
@@ -267,14 +267,11 @@ class RequestStream:
         if te is not None and "chunked" in te.lower():
             self._state = _CHUNK_SIZE
         elif cl is not None:
-            try:
-                length = int(cl.strip())
-                if length < 0:
-                    raise ValueError
-            except ValueError:
+            if not _CONTENT_LENGTH_RE.fullmatch(cl.strip()):
                 self._malformed(req, f"bad Content-Length {cl[:40]!r}", head[:4096])
                 self._state = _RESYNC
                 return True
+            length = int(cl.strip())
             if length == 0:
                 self._finish(req)
             else:
@@ -284,23 +281,24 @@ class RequestStream:
             self._finish(req)
         return True
 
-    def _parse_chunk_size(self, ts: float) -> bool:
+    def _parse_chunk_size(self) -> bool:
         req = self.current
         assert req is not None
         nl = self._buf.find(b"\n")
         if nl < 0:
             if len(self._buf) > 1024:
                 self._damaged(req, "bad chunk size line")
+                self._buf.clear()
             return False
         line = bytes(self._buf[: nl + 1])
         del self._buf[: nl + 1]
         self._add_body(req, line)
-        req.end_ts = ts
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
+        req.end_ts = self._ts
+        size_field = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE_RE.fullmatch(size_field):
             self._damaged(req, f"bad chunk size {line[:20]!r}")
             return True
+        size = int(size_field, 16)
         if size == 0:
             self._state = _TRAILER
         else:
@@ -308,7 +306,7 @@ class RequestStream:
             self._remaining = size
         return True
 
-    def _parse_trailer(self, ts: float) -> bool:
+    def _parse_trailer(self) -> bool:
         req = self.current
         assert req is not None
         nl = self._buf.find(b"\n")
@@ -317,27 +315,33 @@ class RequestStream:
         line = bytes(self._buf[: nl + 1])
         del self._buf[: nl + 1]
         self._add_body(req, line)
-        req.end_ts = ts
+        req.end_ts = self._ts
         if line.strip() == b"":
             self._finish(req)
         return True
 
-    def _feed_gap(self, missing: int, ts: float) -> None:
+    def _feed_gap(self, missing: int) -> None:
         req = self.current
         if req is not None:
             req.truncated = True
-            req.end_ts = ts
-        if self._state == _BODY_CL and req is not None:
+            req.end_ts = self._ts
+        if self._state == _BODY_CL and req is not None and not self._buf:
+            # a hole inside a Content-Length body is counted through exactly
             take = min(self._remaining, missing)
             req.body_size += take
             self._remaining -= take
             missing -= take
             if self._remaining == 0:
                 self._finish(req)
+                req = None
             if missing <= 0:
                 return
         if req is not None and self._state != _RESYNC:
             self._damaged(req, f"{missing} bytes of the request were not captured")
+        # Whatever else the hole held (the rest of a request, whole requests), the next
+        # request line is found by searching, and pairing is in doubt until nginx has
+        # finished everything read so far (see settle()).
+        self.uncertain = True
         self._buf.clear()
         self._state = _RESYNC
 
@@ -355,7 +359,6 @@ class RequestStream:
         if not req.answered:
             self.done.append(req)
         self.current = None
-        self._buf.clear()
         self._state = _RESYNC
 
     def _malformed(self, req: ParsedRequest, why: str, raw: bytes) -> None:
@@ -387,6 +390,15 @@ class RequestStream:
             req.answered = True
             return req
         return None
+
+    def idle(self) -> bool:
+        """Nothing read is waiting: the next byte starts a new request."""
+        return not self.done and self.current is None and not self._buf and self._state in (_HEAD, _RESYNC)
+
+    def settle(self) -> None:
+        """Called when nginx finished a request: an idle stream is certain again."""
+        if self.idle():
+            self.uncertain = False
 
     def pending_bytes(self) -> int:
         """Bytes buffered but not yet part of any request (for an unparseable stream)."""

@@ -319,6 +319,16 @@ class Aggregator:
             return 0.0
         return float(self.series(RATE_WINDOW_S + 1).counts[:-1].sum()) / RATE_WINDOW_S
 
+    def recent_percentiles(self, seconds: int = RATE_WINDOW_S) -> tuple[float, float, float]:
+        """p50/p95/p99 (ms) over the last `seconds` full seconds (NaN when empty)."""
+        if self.latest is None:
+            return (math.nan, math.nan, math.nan)
+        secs, slots = self._window_slots(seconds + 1)
+        secs, slots = secs[:-1], slots[:-1]
+        hist = np.where(self._valid(secs, slots)[:, None], self.hist[slots], 0).sum(axis=0)
+        p = hist_percentiles(hist, (0.5, 0.95, 0.99))
+        return (float(p[0]), float(p[1]), float(p[2]))
+
     def worker_rows(self) -> list[WorkerRow]:
         """One row per worker pid, by pid."""
         rows = []

@@ -1,6 +1,10 @@
-"""Reading session files written by older ngxscope versions (after mitmproxy's io/compat.py).
+"""The session record format: its versions, the record codec, and reading old versions.
 
-Every change to the record format bumps `CURRENT_VERSION` and adds one
+`parse_record` decodes one line (of a session file or of the `record --stream` pipe) into
+a model object, migrating records of older versions first; `encode_record` is the other
+way. `session` re-exports the codec; import it from there.
+
+Migrations follow mitmproxy's io/compat.py. Every change to the record format bumps `CURRENT_VERSION` and adds one
 `convert_<N>_<N+1>` function that rewrites a single record of version N into version
 N+1. `migrate` chains them, so a reader only ever parses current records. Old files are
 never rewritten on disk. The frozen files under `tests/store/samples/` prove that each
@@ -13,25 +17,49 @@ Format history:
   (`{"Host": "a"}`), which lost header order and repeated names.
 - **version 1**: headers are lists of `[name, value]` pairs in wire order under
   `request_headers` / `response_headers` (`Exchange.to_dict()`).
+- **version 2**: exchange records gained `nginx_ms` (nginx's own `$request_time`, in ms;
+  null when unknown). A version 1 reader would reject the new key, hence the bump.
+
+Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
+included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
+sample (tests/store/samples/make_samples.py). `test_compat.py` fails until that is done.
 """
 
 from __future__ import annotations
 
+import json
+import types
+import typing
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from typing import Any
 
-from ngxscope.model import ModelError
+from ngxscope.model import Exchange, LifecycleEvent, ModelError
 
 __all__ = [
     "CONVERTERS",
     "CURRENT_VERSION",
+    "FORMAT",
+    "ReadCancelled",
+    "Record",
+    "SessionError",
+    "check_header",
     "convert_0_1",
+    "convert_1_2",
+    "encode_record",
     "migrate",
+    "parse_record",
 ]
 
-Record = dict[str, Any]
+RawRecord = dict[str, Any]
 
-CURRENT_VERSION = 1
+FORMAT = "ngxscope-session"
+"""The `format` value of every session header."""
+
+Record = Exchange | LifecycleEvent | dict[str, Any]
+"""What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
+
+CURRENT_VERSION = 2
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -41,7 +69,7 @@ def _headers_0_1(value: Any, key: str) -> list[list[str]]:
     return [[str(name), str(val)] for name, val in value.items()]
 
 
-def convert_0_1(record: Record) -> Record:
+def convert_0_1(record: RawRecord) -> RawRecord:
     """Version 0 → 1: header objects `req_headers`/`resp_headers` become pair lists.
 
     Only exchange records changed; every other record is returned as it is.
@@ -57,13 +85,21 @@ def convert_0_1(record: Record) -> Record:
     return out
 
 
-CONVERTERS: dict[int, Callable[[Record], Record]] = {
+def convert_1_2(record: RawRecord) -> RawRecord:
+    """Version 1 → 2: exchange records get `nginx_ms` (unknown in version 1: null)."""
+    if record.get("t") != "exchange" or "nginx_ms" in record:
+        return record
+    return {**record, "nginx_ms": None}
+
+
+CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
+    1: convert_1_2,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 
 
-def migrate(record: Record, from_version: int) -> Record:
+def migrate(record: RawRecord, from_version: int) -> RawRecord:
     """Bring one record written with format `from_version` up to `CURRENT_VERSION`.
 
     Raises `ModelError` for a record that does not fit its version and `ValueError`
@@ -84,3 +120,142 @@ def migrate(record: Record, from_version: int) -> Record:
         record = convert(record)
         version += 1
     return record
+
+
+# --- the record codec --------------------------------------------------------------
+
+
+class SessionError(Exception):
+    """A session file or stream cannot be written or read; the message is one clear line."""
+
+
+class ReadCancelled(SessionError):
+    """Reading stopped because the caller's `cancelled()` returned true."""
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One record as an ASCII JSON line (newline included)."""
+    # ensure_ascii keeps any str (lone surrogates included) exact through the round trip.
+    text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), check_circular=False)
+    return text.encode("ascii") + b"\n"
+
+
+_Check = Callable[[Any], bool]
+_CHECKS: dict[type, list[tuple[str, _Check]]] = {}
+
+
+def _compile(hint: Any) -> _Check:
+    """A fast test of whether a value decoded from JSON fits a model field annotation."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(hint)
+        subs = [_compile(a) for a in args if a is not type(None)]
+        if len(subs) == 1 and len(args) == 2:
+            sub = subs[0]
+            return lambda v: v is None or sub(v)
+        alts = [_compile(a) for a in args]
+        return lambda v: any(c(v) for c in alts)
+    if origin is list:
+        item = _compile(typing.get_args(hint)[0])
+        return lambda v: type(v) is list and all(map(item, v))
+    if origin is tuple:
+        subs = [_compile(a) for a in typing.get_args(hint)]
+        n = len(subs)
+        return lambda v: (
+            type(v) is tuple and len(v) == n and all(c(x) for c, x in zip(subs, v, strict=True))
+        )
+    if hint is type(None):
+        return lambda v: v is None
+    if hint is float:
+        return lambda v: type(v) is float or type(v) is int  # not bool
+    if hint is int:
+        return lambda v: type(v) is int  # not bool
+    if isinstance(hint, type) and is_dataclass(hint):
+        return lambda v: isinstance(v, hint) and _check_types(v)
+    if isinstance(hint, type):
+        return lambda v: isinstance(v, hint)
+    return lambda v: True
+
+
+def _check_types(obj: Any) -> bool:
+    """Return True if every field of a model object has its annotated type, else raise.
+
+    (`from_dict` checks keys but not value types; a wrongly typed value would only fail
+    later, far away, e.g. when exchanges are sorted by start.)
+    """
+    cls = type(obj)
+    checks = _CHECKS.get(cls)
+    if checks is None:
+        hints = typing.get_type_hints(cls)
+        checks = _CHECKS[cls] = [(f.name, _compile(hints[f.name])) for f in fields(cls)]
+    for name, check in checks:
+        if not check(getattr(obj, name)):
+            value = getattr(obj, name)
+            raise ModelError(f"bad {cls.__name__} record: {name} cannot be {type(value).__name__}")
+    return True
+
+
+def parse_record(line: str | bytes, version: int = CURRENT_VERSION) -> Record:
+    """Decode one line of a session file or stream.
+
+    Exchange and event records become `Exchange` / `LifecycleEvent`; header, stats and
+    end records are returned as dicts (their `"t"` key included). Records of an older
+    format `version` are migrated first (`compat.migrate`). Raises `SessionError` (no
+    line number: the caller knows it) for anything that is not a valid record.
+    """
+    try:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8")
+        data = json.loads(line)
+    except UnicodeDecodeError:
+        raise SessionError("record is not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        raise SessionError(f"record is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SessionError(f"record is a JSON {type(data).__name__}, not an object")
+    kind = data.get("t")
+    if not isinstance(kind, str):
+        raise SessionError('record has no "t" (record type) key')
+    try:
+        data = migrate(data, version)
+        if kind == "exchange":
+            del data["t"]
+            obj: Exchange | LifecycleEvent = Exchange.from_dict(data)
+        elif kind == "event":
+            del data["t"]
+            obj = LifecycleEvent.from_dict(data)
+        elif kind in ("header", "stats"):
+            return data
+        elif kind == "end":
+            if isinstance(data.get("exchanges"), bool) or not isinstance(
+                data.get("exchanges"), int
+            ):
+                raise ModelError('end record needs an integer "exchanges"')
+            return data
+        else:
+            raise SessionError(f"unknown record type {kind!r}")
+        _check_types(obj)
+    except (ModelError, TypeError, ValueError, AttributeError) as exc:
+        # from_dict lets TypeError/AttributeError through for some wrong value types.
+        raise SessionError(str(exc) or type(exc).__name__) from None
+    return obj
+
+
+def check_header(record: Any, source: str) -> int:
+    """Validate a header record (from `parse_record` on line 1) and return its version.
+
+    `source` names the file or stream in the error message.
+    """
+    if not isinstance(record, dict) or record.get("t") != "header":
+        raise SessionError(f"{source} is not an ngxscope session (no session header)")
+    if record.get("format") != FORMAT:
+        raise SessionError(f"{source} is not an ngxscope session (format {record.get('format')!r})")
+    version = record.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise SessionError(f"{source} has an invalid format version {version!r}")
+    if version > CURRENT_VERSION:
+        raise SessionError(
+            f"{source} was written by a newer ngxscope (format version {version});"
+            f" this version reads up to {CURRENT_VERSION}"
+        )
+    return version

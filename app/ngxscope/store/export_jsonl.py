@@ -119,6 +119,9 @@ def _write_to(
     offsets: array[int],
 ) -> None:
     text = isinstance(out, io.TextIOBase)
+    if text and hasattr(out, "buffer"):  # sys.stdout: bytes as they are, whatever the locale
+        out.flush()
+        out, text = out.buffer, False
 
     def write(data: bytes) -> None:
         out.write(data.decode("utf-8") if text else data)

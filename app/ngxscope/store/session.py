@@ -2,7 +2,7 @@
 
 A session file is gzip-compressed JSON Lines, one record per line:
 
-    {"t":"header","format":"ngxscope-session","version":1,"created":<unix>,
+    {"t":"header","format":"ngxscope-session","version":2,"created":<unix>,
      "tool":"ngxscope 0.1.0","target":{...free-form: pid, binary, method...}}
     {"t":"exchange", ...Exchange.to_dict()...}
     {"t":"event", ...LifecycleEvent.to_dict()...}
@@ -15,6 +15,7 @@ prefix. The reader keeps what it can read from a truncated or damaged file and r
 in `Session.complete` / `Session.warning`; anything it cannot make sense of is a
 `SessionError` carrying one clear line. `ngxscope record --stream` writes the very same
 records as plain text lines (`StreamWriter`); `parse_record` decodes a line of either.
+The record codec and the format versions live in `compat` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -22,20 +23,27 @@ from __future__ import annotations
 import errno
 import gzip
 import io
-import json
 import os
 import stat
 import time
-import types
 import typing
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ngxscope import __version__
-from ngxscope.model import Exchange, LifecycleEvent, ModelError
-from ngxscope.store.compat import CURRENT_VERSION, migrate
+from ngxscope.model import Exchange, LifecycleEvent
+from ngxscope.store.compat import (
+    CURRENT_VERSION,
+    FORMAT,
+    ReadCancelled,
+    Record,
+    SessionError,
+    check_header,
+    encode_record,
+    parse_record,
+)
 
 __all__ = [
     "FORMAT",
@@ -50,146 +58,9 @@ __all__ = [
     "parse_record",
 ]
 
-FORMAT = "ngxscope-session"
-"""The `format` value of every session header."""
-
-Record = Exchange | LifecycleEvent | dict[str, Any]
-"""What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
-
 _BATCH_BYTES = 256 * 1024  # encoded records buffered before they go to the compressor
 _READ_CHUNK = 64 * 1024
 _ZLIB_PIECE = 1024  # compressed bytes per zlib call: damage loses at most one piece's output
-
-
-class SessionError(Exception):
-    """A session file or stream cannot be written or read; the message is one clear line."""
-
-
-class ReadCancelled(SessionError):
-    """Reading stopped because the caller's `cancelled()` returned true."""
-
-
-# --- records ---------------------------------------------------------------------------
-
-
-def _encode(record: dict[str, Any]) -> bytes:
-    # ensure_ascii keeps any str (lone surrogates included) exact through the round trip.
-    text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), check_circular=False)
-    return text.encode("ascii") + b"\n"
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a value decoded from JSON matches a model field annotation."""
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_fits(v, item) for v in value)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        return (
-            isinstance(value, tuple)
-            and len(value) == len(args)
-            and all(_fits(v, a) for v, a in zip(value, args, strict=True))
-        )
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(hint, type) and is_dataclass(hint):
-        if not isinstance(value, hint):
-            return False
-        _check_types(value)
-        return True
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
-
-
-def _check_types(obj: Any) -> None:
-    """Raise `ModelError` unless every field of a model object has its annotated type."""
-    cls = type(obj)
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if not _fits(value, hints[f.name]):
-            raise ModelError(
-                f"bad {cls.__name__} record: {f.name} cannot be {type(value).__name__}"
-            )
-
-
-def parse_record(line: str | bytes, version: int = CURRENT_VERSION) -> Record:
-    """Decode one line of a session file or stream.
-
-    Exchange and event records become `Exchange` / `LifecycleEvent`; header, stats and
-    end records are returned as dicts (their `"t"` key included). Records of an older
-    format `version` are migrated first (`compat.migrate`). Raises `SessionError` (no
-    line number: the caller knows it) for anything that is not a valid record.
-    """
-    try:
-        if isinstance(line, bytes):
-            line = line.decode("utf-8")
-        data = json.loads(line)
-    except UnicodeDecodeError:
-        raise SessionError("record is not UTF-8 text") from None
-    except (ValueError, RecursionError) as exc:
-        raise SessionError(f"record is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise SessionError(f"record is a JSON {type(data).__name__}, not an object")
-    kind = data.get("t")
-    if not isinstance(kind, str):
-        raise SessionError('record has no "t" (record type) key')
-    try:
-        data = migrate(data, version)
-        if kind == "exchange":
-            del data["t"]
-            obj: Exchange | LifecycleEvent = Exchange.from_dict(data)
-        elif kind == "event":
-            del data["t"]
-            obj = LifecycleEvent.from_dict(data)
-        elif kind in ("header", "stats"):
-            return data
-        elif kind == "end":
-            if isinstance(data.get("exchanges"), bool) or not isinstance(
-                data.get("exchanges"), int
-            ):
-                raise ModelError('end record needs an integer "exchanges"')
-            return data
-        else:
-            raise SessionError(f"unknown record type {kind!r}")
-        _check_types(obj)
-    except (ModelError, TypeError, ValueError, AttributeError) as exc:
-        # from_dict lets TypeError/AttributeError through for some wrong value types.
-        raise SessionError(str(exc) or type(exc).__name__) from None
-    return obj
-
-
-def check_header(record: Any, source: str) -> int:
-    """Validate a header record (from `parse_record` on line 1) and return its version.
-
-    `source` names the file or stream in the error message.
-    """
-    if not isinstance(record, dict) or record.get("t") != "header":
-        raise SessionError(f"{source} is not an ngxscope session (no session header)")
-    if record.get("format") != FORMAT:
-        raise SessionError(f"{source} is not an ngxscope session (format {record.get('format')!r})")
-    version = record.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise SessionError(f"{source} has an invalid format version {version!r}")
-    if version > CURRENT_VERSION:
-        raise SessionError(
-            f"{source} was written by a newer ngxscope (format version {version});"
-            f" this version reads up to {CURRENT_VERSION}"
-        )
-    return version
 
 
 # --- writers ---------------------------------------------------------------------------
@@ -219,7 +90,7 @@ class _RecordWriter:
     def _write(self, record: dict[str, Any]) -> None:
         if self.closed:
             raise SessionError("cannot write to a closed session")
-        self._emit(_encode(record))
+        self._emit(encode_record(record))
 
     def write_exchange(self, ex: Exchange) -> None:
         """Append an exchange record."""
@@ -238,6 +109,21 @@ class _RecordWriter:
 
     def _end_record(self) -> dict[str, Any]:
         return {"t": "end", "exchanges": self.exchanges_written, "ts": time.time()}
+
+    def close(self, clean: bool = True) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> typing.Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Close; with the end record unless an exception (other than Ctrl-C, the usual
+        way to stop a recording) ends the block."""
+        try:
+            self.close(exc_type is None or issubclass(exc_type, KeyboardInterrupt))
+        except SessionError:
+            if exc_type is None:
+                raise  # else the original exception says more
 
 
 class _FdSink:
@@ -323,7 +209,7 @@ class SessionWriter(_RecordWriter):
         self._last_flush = time.monotonic()
         try:
             self._gz = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=6)
-            self._emit(_encode(self._header))
+            self._emit(encode_record(self._header))
             self.flush()  # the header is on disk as soon as the file exists
         except BaseException as exc:
             self._release()
@@ -410,25 +296,6 @@ class SessionWriter(_RecordWriter):
         finally:
             self._release()
 
-    def __enter__(self) -> SessionWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        # Ctrl-C is how a user ends a recording: that is a clean end.
-        clean = exc_type is None or issubclass(exc_type, KeyboardInterrupt)
-        if exc_type is None:
-            self.close(clean)
-        else:
-            try:
-                self.close(clean)
-            except SessionError:
-                pass  # the original exception says more
-
 
 class StreamWriter(_RecordWriter):
     """The same records as plain JSON lines on a pipe (`ngxscope record --stream`).
@@ -441,7 +308,7 @@ class StreamWriter(_RecordWriter):
         super().__init__(target or {})
         self._file = fileobj
         self._text = isinstance(fileobj, io.TextIOBase)
-        self._emit(_encode(self._header))
+        self._emit(encode_record(self._header))
 
     def _emit(self, data: bytes) -> None:
         try:
@@ -463,12 +330,6 @@ class StreamWriter(_RecordWriter):
                 self._write(self._end_record())
             self.closed = True
 
-    def __enter__(self) -> StreamWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self.close(exc_type is None or issubclass(exc_type, KeyboardInterrupt))
-
 
 # --- reader ----------------------------------------------------------------------------
 
@@ -481,7 +342,7 @@ class Session:
     exchanges: list[Exchange] = field(default_factory=list)
     events: list[LifecycleEvent] = field(default_factory=list)
     stats: dict[str, Any] | None = None
-    """The last stats record, if any."""
+    """The last stats record (as `parse_record` returns it, "t" included), if any."""
     complete: bool = False
     """The file ends with an end record and the gzip stream is whole."""
     warning: str | None = None

@@ -34,7 +34,7 @@ COLUMNS = ["Process", "Binary", "Version", "TLS library", "Listening", "Capture"
 
 def default_lister(include_all: bool) -> Sequence[Any]:
     """`ngxscope.capture.procs.find_instances`, imported only when needed."""
-    from ngxscope.capture import procs  # noqa: PLC0415 - lazy: the module may land late
+    from ngxscope.capture import procs
 
     return list(procs.find_instances(include_all=include_all))
 
@@ -70,7 +70,7 @@ class AttachDialog(QDialog):
     def __init__(self, parent: QWidget | None = None, *, lister: Lister | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Attach to nginx")
-        self.resize(1000, 420)
+        self.resize(1240, 440)
         self.lister = lister or default_lister
         self.selected_pid: int | None = None
         self.filter = QLineEdit()
@@ -94,7 +94,7 @@ class AttachDialog(QDialog):
         self.tree.currentItemChanged.connect(self._current_changed)
         header = self.tree.header()
         header.setStretchLastSection(True)
-        for col, width in enumerate((230, 170, 110, 130, 190)):
+        for col, width in enumerate((300, 140, 120, 230, 230)):
             header.resizeSection(col, width)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.message = QLabel()
@@ -136,8 +136,9 @@ class AttachDialog(QDialog):
                 user = _get(w, "user", "")
                 child = QTreeWidgetItem(
                     [f"{_get(w, 'pid', '?')}  {role}{' (' + user + ')' if user else ''}",
-                     " ".join(_get(w, "cmdline", []) or [])[:120]]
+                     _get(w, "exe", "")]
                 )
+                child.setToolTip(0, " ".join(_get(w, "cmdline", []) or []))
                 child.setData(0, Qt.ItemDataRole.UserRole, _get(w, "pid", None))
                 item.addChild(child)
             self.tree.addTopLevelItem(item)
@@ -148,16 +149,23 @@ class AttachDialog(QDialog):
             "everything.)" if n == 0 else f"{n} nginx instance{'s' if n != 1 else ''} found. "
             "Attach to a master to capture all its workers, or to one worker (needs root: pkexec/sudo)."
         )
-        if n:
-            self.tree.setCurrentItem(self.tree.topLevelItem(0))
+        first = self.tree.topLevelItem(0)
+        if first is not None:
+            self.tree.setCurrentItem(first)
         self._apply_filter(self.filter.text())
 
     def _apply_filter(self, text: str) -> None:
         needle = text.strip().lower()
         for i in range(self.tree.topLevelItemCount()):
             item = self.tree.topLevelItem(i)
+            if item is None:
+                continue
             hay = " ".join(item.text(c) for c in range(len(COLUMNS))).lower()
-            kids = " ".join(item.child(k).text(0) for k in range(item.childCount())).lower()
+            kids = " ".join(
+                child.text(0)
+                for k in range(item.childCount())
+                if (child := item.child(k)) is not None
+            ).lower()
             item.setHidden(bool(needle) and needle not in hay and needle not in kids)
 
     def _current_changed(self, current: QTreeWidgetItem | None, _prev: Any) -> None:

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from ngxscope.model import Exchange
 
 from .bodies import RenderedBody, render_request, render_response
-from .tablemodel import STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
+from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .waterfall import WaterfallWidget
 
 __all__ = ["DetailPane", "MessageView"]
@@ -170,19 +170,19 @@ class DetailPane(QTabWidget):
         lab["Server"].setText(ex.server)
         lab["TLS"].setText("yes (decrypted plaintext shown)" if ex.tls else "no")
         lab["Worker"].setText(f"pid {ex.pid}")
-        lab["Connection"].setText(ex.conn_id or "–")
+        lab["Connection"].setText(ex.conn_id or DASH)
         lab["Request #"].setText(f"{ex.conn_seq + 1} on this connection (capture id {ex.id})")
         lab["Started"].setText(_ts(ex.start))
         lab["Ended"].setText(f"{_ts(ex.end)}  ({fmt_ms(ex.duration_ms)}, "
                              f"{fmt_bytes(ex.request_bytes)} in, "
                              f"{fmt_bytes(ex.response_bytes)} out)")
-        lab["Error"].setText(ex.error or "–")
+        lab["Error"].setText(ex.error or DASH)
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
         self.related.setRowCount(len(self._related_items))
         for i, other in enumerate(self._related_items):
             cells = [str(other.conn_seq + 1), other.method, other.target,
-                     str(other.status) if other.status is not None else "–",
+                     str(other.status) if other.status is not None else DASH,
                      fmt_ms(other.duration_ms)]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)

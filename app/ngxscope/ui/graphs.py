@@ -1,4 +1,4 @@
-"""Live graphs (pyqtgraph), redrawn from `Aggregator` by a 2–4 Hz timer.
+"""Live graphs (pyqtgraph), redrawn from `Aggregator` by a 2-4 Hz timer.
 
 - requests/s stacked by status class,
 - p50/p95/p99 latency over time (log y),
@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ngxscope.store.aggregate import BIN_EDGES_MS, Aggregator
+from ngxscope.store.aggregate import BIN_EDGES_MS, Aggregator, Series
 
-from .tablemodel import fmt_ms
+from .tablemodel import DASH, fmt_ms
 
 __all__ = ["GraphsPanel", "HoverReadout", "steady", "style_plot"]
 
@@ -41,6 +41,15 @@ STACK = [  # (name, class indexes, colour) bottom → top
 ]
 PCT_COLORS = (("p50", "#2f7fc1"), ("p95", "#d9822b"), ("p99", "#d64545"))
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900))
+
+
+def _tint(color: QColor, amount: float = 0.25) -> QColor:
+    """`color` lightened towards white, opaque (alpha blending makes repaints slow)."""
+    return QColor(
+        int(color.red() + (255 - color.red()) * amount),
+        int(color.green() + (255 - color.green()) * amount),
+        int(color.blue() + (255 - color.blue()) * amount),
+    )
 
 
 def _axis_ms(ms: float) -> str:
@@ -80,7 +89,7 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
         axis.setTextPen(pg.mkPen(fg))
     item.titleLabel.setAttr("color", fg.name())
     item.titleLabel.setText(item.titleLabel.text)
-    item.showGrid(x=True, y=True, alpha=0.15)
+    # no grid: pyqtgraph's alpha grid costs ~5x the rest of a repaint
 
 
 def _make_plot(title: str, left: str, bottom: str, *, date_axis: bool,
@@ -109,7 +118,7 @@ def _make_plot(title: str, left: str, bottom: str, *, date_axis: bool,
 def steady(plot: pg.PlotWidget) -> None:
     """Cheap, steady redraws: one full repaint per frame, fixed-width left axis."""
     plot.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
-    plot.getPlotItem().getAxis("left").setWidth(56)
+    plot.getPlotItem().getAxis("left").setWidth(62)
 
 
 class HoverReadout:
@@ -143,7 +152,7 @@ class HoverReadout:
         self.last_text = text
         self.line.setPos(p.x())
         self.label.setText(text)
-        (x0, x1), (y0, y1) = vb.viewRange()
+        (x0, x1), (_y0, y1) = vb.viewRange()
         # keep the label inside the view: flip to the left half past the middle
         self.label.setAnchor((1, 0) if p.x() > (x0 + x1) / 2 else (0, 0))
         self.label.setPos(p.x(), y1)
@@ -169,6 +178,7 @@ class GraphsPanel(QWidget):
         # a growing text must not widen the dock (that relayouts the whole window)
         self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.summary.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
         top = QHBoxLayout()
         top.addWidget(QLabel("Window:"))
         top.addWidget(self.window_box)
@@ -176,16 +186,14 @@ class GraphsPanel(QWidget):
 
         self.rps = _make_plot("Requests / s by status", "req/s", "time", date_axis=True)
         self.rps.getPlotItem().addLegend(offset=(6, 4), horSpacing=8, colCount=5)
-        self.stack_curves = []
+        self.stack_curves: list[pg.PlotDataItem] = []
         for name, _idx, color in reversed(STACK):
             c = QColor(color)
-            fill = QColor(c)
-            fill.setAlpha(170)
             curve = self.rps.plot([], [], pen=pg.mkPen(c, width=1), fillLevel=0,
-                                  brush=pg.mkBrush(fill), name=name)
+                                  brush=pg.mkBrush(_tint(c)), name=name)
             self.stack_curves.insert(0, curve)
 
-        self.lat = _make_plot("Latency percentiles", "latency", "time", date_axis=True,
+        self.lat = _make_plot("Latency percentiles", "", "time", date_axis=True,
                               log_axis="left")
         self.lat.getPlotItem().setLogMode(y=True)
         self.lat.getPlotItem().addLegend(offset=(6, 4), colCount=3)
@@ -199,9 +207,9 @@ class GraphsPanel(QWidget):
         self.hist.getPlotItem().setLogMode(x=True)
         self.hist.getPlotItem().setClipToView(False)  # clipping breaks stepMode="center"
         self.hist_curve = self.hist.plot([], [], stepMode="center", fillLevel=0,
-                                         pen=pg.mkPen("#2f7fc1"), brush=pg.mkBrush(47, 127,
-                                                                                   193, 140))
-        self._series = None
+                                         pen=pg.mkPen("#2f7fc1"),
+                                         brush=pg.mkBrush(_tint(QColor("#2f7fc1"))))
+        self._series: Series | None = None
         self._latest: float | None = None
         self.hovers = [
             HoverReadout(self.rps, self._describe_rps),
@@ -237,10 +245,13 @@ class GraphsPanel(QWidget):
             self.summary.setText("no requests yet")
             self._series = None
             return
-        s = agg.series(self.window_s)
+        full = agg.series(self.window_s + 1)
+        # the newest second is still filling: plot complete seconds only (no false dip)
+        s = Series(t=full.t[:-1] + 1, counts=full.counts[:-1], pct=full.pct[:-1],
+                   hist=full.hist)
         self._series = s
-        self._latest = float(agg.latest)
-        x = s.t + float(agg.latest)
+        self._latest = float(agg.latest) - 1
+        x = s.t + self._latest
         for plot in (self.rps, self.lat):
             plot.getPlotItem().setXRange(float(x[0]), float(x[-1]), padding=0.01)
         cum = np.zeros(len(x))
@@ -266,13 +277,14 @@ class GraphsPanel(QWidget):
             hp.setXRange(np.log10(BIN_EDGES_MS[lo]), np.log10(BIN_EDGES_MS[hi]), padding=0.02)
             hp.setYRange(0, max(1.0, float(counts.max())) * 1.08, padding=0)
         total = int(s.counts.sum())
-        p = agg.series(11).pct
         rate = agg.rate()
-        last = p[-2] if len(p) > 1 else p[-1]
+        last = agg.recent_percentiles()
         self.summary.setText(
-            f"{rate:,.0f} req/s · {total:,} in window · p50 {fmt_ms(last[0])} · "
-            f"p95 {fmt_ms(last[1])} · p99 {fmt_ms(last[2])}"
+            f"<b>{rate:,.0f}</b> req/s · p50 <b>{fmt_ms(last[0])}</b> · "
+            f"p95 <b>{fmt_ms(last[1])}</b> · p99 <b>{fmt_ms(last[2])}</b>"
         )
+        self.summary.setToolTip(f"{total:,} requests in the window; latency of the last "
+                                "10 full seconds")
 
     # -- hover text ------------------------------------------------------------------
 
@@ -281,7 +293,7 @@ class GraphsPanel(QWidget):
         if s is None or not len(s.t) or self._latest is None:
             return None
         # x is absolute unix time; the series' t is relative to the newest bucket
-        i = int(round(x - (self._latest + s.t[0])))
+        i = round(x - (self._latest + s.t[0]))
         return i if 0 <= i < len(s.t) else None
 
     def _describe_rps(self, x: float) -> str | None:
@@ -307,5 +319,5 @@ class GraphsPanel(QWidget):
         if not 0 <= i < len(self._series.hist):
             return None
         n = int(self._series.hist[i])
-        return f"{fmt_ms(BIN_EDGES_MS[i])} – {fmt_ms(BIN_EDGES_MS[i + 1])}\n{n:,} requests"
+        return f"{fmt_ms(BIN_EDGES_MS[i])} {DASH} {fmt_ms(BIN_EDGES_MS[i + 1])}\n{n:,} requests"
 

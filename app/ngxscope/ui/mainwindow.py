@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QGuiApplication
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -76,6 +76,9 @@ class MainWindow(QMainWindow):
     attach_requested = Signal(int)
     """Capture → Attach… chose an nginx pid (before `source_factory` is used)."""
 
+    pause_action: QAction
+    autoscroll_action: QAction
+
     def __init__(
         self,
         source: ExchangeSource | None = None,
@@ -98,6 +101,9 @@ class MainWindow(QMainWindow):
         self.paused = False
         self.autoscroll = True
         self._pending: list[Exchange] = []
+        """Exchanges polled but not yet in the table (paused or sorted)."""
+        self._pending_agg: list[Exchange] = []
+        """Exchanges polled but not yet in the aggregates (paused)."""
         self._died_reported = False
         self._last_stats: dict[str, Any] | None = None
         self.filter_text = ""
@@ -165,6 +171,8 @@ class MainWindow(QMainWindow):
         vh.setMinimumSectionSize(18)
         hh = t.horizontalHeader()
         hh.setSectionsMovable(True)
+        hh.setSortIndicatorClearable(True)  # asc → desc → arrival order (live again)
+        hh.sortIndicatorChanged.connect(self._sort_changed)
         hh.setHighlightSections(False)
         hh.setStretchLastSection(False)
         hh.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -242,6 +250,8 @@ class MainWindow(QMainWindow):
             self.source.stop()
             self.source = None
         items = list(exchanges)
+        self._pending.clear()
+        self._pending_agg.clear()
         self.model.replace(items)
         self.events = list(events)
         self.events_log.clear()
@@ -271,13 +281,18 @@ class MainWindow(QMainWindow):
         if stats is not None:
             self._last_stats = stats
         if exchanges:
-            if self.paused:
+            if self.paused:  # a frozen view: table and graphs wait
                 self._pending.extend(exchanges)
-                excess = len(self._pending) - self.store.capacity
-                if excess > 0:
-                    del self._pending[:excess]
+                self._pending_agg.extend(exchanges)
+            elif self.model.sorted:  # graphs stay live, the sorted table waits
+                self.agg.feed(exchanges)
+                self._pending.extend(exchanges)
             else:
                 self._append(exchanges)
+            for held in (self._pending, self._pending_agg):
+                excess = len(held) - self.store.capacity
+                if excess > 0:
+                    del held[:excess]
         if not src.alive() and not self._died_reported and self.status.state_kind == "live":
             self._died_reported = True
             err = src.error()
@@ -287,11 +302,12 @@ class MainWindow(QMainWindow):
             else:
                 self.status.set_state("stopped", "■ stopped")
 
-    def _append(self, exchanges: list[Exchange]) -> None:
+    def _append(self, exchanges: list[Exchange], *, feed: bool = True) -> None:
         sb = self.table.verticalScrollBar()
         follow = self.autoscroll and sb.value() >= sb.maximum() - 2
         self.model.append_batch(exchanges)
-        self.agg.feed(exchanges)
+        if feed:
+            self.agg.feed(exchanges)
         # The store holds millions of objects with no cycles: keep the cyclic GC from
         # re-scanning them (a full collection over 200k exchanges stalls the loop for
         # ~100 ms+). Evicted exchanges are still freed by reference counting.
@@ -308,19 +324,46 @@ class MainWindow(QMainWindow):
             return
         self.paused = paused
         self.pause_action.setChecked(paused)
-        if paused:
-            self.status.set_state("paused", "❚❚ paused")
-        else:
-            pending, self._pending = self._pending, []
-            if pending:
-                self._append(pending)
-            if self.source is not None and self.source.alive():
-                self.status.set_state("live", "● live")
-            elif self.source is not None:
+        self._flush_pending()
+        self._show_state()
+
+    def _sort_changed(self, column: int, _order: Qt.SortOrder) -> None:
+        """Sorted views hold live rows back; arrival order shows them again."""
+        if column < 0 or column >= len(COLUMNS):
+            self._flush_pending()
+            self.table.scrollToBottom()
+        self._show_state()
+
+    def _flush_pending(self) -> None:
+        """Show what was held back, as far as the pause/sort state allows."""
+        if self.paused:
+            return
+        held_agg, self._pending_agg = self._pending_agg, []
+        if held_agg:
+            self.agg.feed(held_agg)
+        if self.model.sorted:
+            return
+        pending, self._pending = self._pending, []
+        if pending:
+            self._append(pending, feed=False)
+
+    def _show_state(self) -> None:
+        if self.paused:
+            extra = f" ({len(self._pending):,} waiting)" if self._pending else ""
+            self.status.set_state("paused", f"❚❚ paused{extra}")
+        elif self.model.sorted:
+            name = COLUMNS[self.model.sort_column][1]
+            self.status.set_state(
+                "paused", f"sorted by {name}: {len(self._pending):,} new held "
+                "(click the header until unsorted to go live)")
+        elif self.source is not None and self.source.alive():
+            self.status.set_state("live", "● live")
+        elif self.source is not None:
+            if self.status.state_kind != "died":
                 self.status.set_state("stopped", "■ stopped")
-            else:
-                self.status.set_state("session" if self.session_path else "idle",
-                                      "session file" if self.session_path else "no capture")
+        else:
+            self.status.set_state("session" if self.session_path else "idle",
+                                  "session file" if self.session_path else "no capture")
 
     def toggle_pause(self) -> None:
         self.set_paused(not self.paused)
@@ -328,6 +371,8 @@ class MainWindow(QMainWindow):
     def clear(self) -> None:
         """Forget every exchange shown (the capture continues)."""
         self._pending.clear()
+        self._pending_agg.clear()
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.model.clear()
         self.agg.reset()
         self.detail.show_exchange(None)
@@ -417,8 +462,8 @@ class MainWindow(QMainWindow):
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None
-        if self.paused and self._pending:
-            self.status.set_state("paused", f"❚❚ paused ({len(self._pending):,} waiting)")
+        if (self.paused or self.model.sorted) and self.status.state_kind != "died":
+            self._show_state()
 
     # -- desktop habits --------------------------------------------------------------
 
@@ -447,7 +492,7 @@ class MainWindow(QMainWindow):
         window = s.value("graphs/window")
         if window is not None:
             try:
-                self.graphs.set_window(int(window))  # type: ignore[call-overload]
+                self.graphs.set_window(int(str(window)))
             except (TypeError, ValueError):
                 pass
 

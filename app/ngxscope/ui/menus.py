@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
@@ -32,7 +32,8 @@ def set_theme(scheme: Qt.ColorScheme) -> None:
         hints.setColorScheme(scheme)
 
 
-def _action(w: MainWindow, text: str, slot: object, shortcut: str | QKeySequence | None = None,
+def _action(w: MainWindow, text: str, slot: Any,
+            shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
             *, checkable: bool = False, tip: str = "") -> QAction:
     act = QAction(text, w)
     if shortcut is not None:

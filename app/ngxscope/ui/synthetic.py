@@ -349,10 +349,12 @@ class SyntheticSource:
         first = rng.randrange(2)
         if status == 502 or rng.random() < 0.01:
             # first peer fails fast, nginx retries on the other one
+            # a final 502 spent most of the request in its one attempt
+            spent = dur * (0.9 if status == 502 else 0.1)
             atts.append(UpstreamAttempt(PEERS[first], status=502, connect_ms=0.3,
-                                        header_ms=dur * 0.1, duration_ms=dur * 0.1,
+                                        header_ms=spent, duration_ms=spent,
                                         request_bytes=420, response_bytes=160, start=t0))
-            t0 += dur * 0.12 / 1000.0
+            t0 += spent * 1.02 / 1000.0
             first = 1 - first
             if status == 502:
                 return atts

@@ -127,7 +127,7 @@ class WaterfallWidget(QWidget):
         # axis
         step = _nice_step(total)
         p.setPen(QPen(grid, 1))
-        tick = 0.0
+        tick: float = 0.0
         while tick <= total * 1.0001:
             x = left + tick * scale
             p.drawLine(int(x), self.TOP - 6, int(x), self.TOP + len(rows) * self.ROW_H)
@@ -142,7 +142,7 @@ class WaterfallWidget(QWidget):
             p.setPen(text)
             p.drawText(QRectF(8, y, left - 16, self.ROW_H),
                        Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
-            end_x = left
+            end_x = float(left)
             for seg in segs:
                 x0 = left + seg.start * scale
                 w = max(2.0, (seg.end - seg.start) * scale)

