@@ -53,9 +53,13 @@ from .tablemodel import (
 
 __all__ = ["MainWindow"]
 
-INGEST_MS = 80
-GRAPH_MS = 333
-PANEL_MS = 1000
+FRAME_MS = 40
+"""One frame timer drives everything, one kind of work per frame, so the costs of the
+table insert, the graph redraw and the panel refresh (and the repaints each causes)
+never pile up in one event-loop pass."""
+INGEST_EVERY = 2  # frames: 80 ms, 12.5 Hz
+GRAPH_EVERY, GRAPH_PHASE = 8, 3  # 320 ms, about 3 Hz, on odd frames
+PANEL_EVERY, PANEL_PHASE = 24, 7  # 960 ms, on odd frames, never with the graphs
 SETTINGS_ORG = "ngxscope"
 
 
@@ -136,17 +140,12 @@ class MainWindow(QMainWindow):
         self.resize(1600, 1000)
         self._restore_settings()
 
-        self.ingest_timer = QTimer(self)
-        self.ingest_timer.setInterval(INGEST_MS)
-        self.ingest_timer.timeout.connect(self.ingest)
-        self.graph_timer = QTimer(self)
-        self.graph_timer.setInterval(GRAPH_MS)
-        self.graph_timer.timeout.connect(self.refresh_graphs)
-        self.panel_timer = QTimer(self)
-        self.panel_timer.setInterval(PANEL_MS)
-        self.panel_timer.timeout.connect(self.refresh_panels)
-        for t in (self.ingest_timer, self.graph_timer, self.panel_timer):
-            t.start()
+        self._frame = 0
+        self.frame_timer = QTimer(self)
+        self.frame_timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.frame_timer.setInterval(FRAME_MS)
+        self.frame_timer.timeout.connect(self._tick)
+        self.frame_timer.start()
         if source is not None:
             self.set_source(source)
 
@@ -265,6 +264,16 @@ class MainWindow(QMainWindow):
         self.refresh_panels()
 
     # -- the live feed ---------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """One frame: ingest on even frames; graphs or panels on some odd frames."""
+        k = self._frame = self._frame + 1
+        if k % INGEST_EVERY == 0:
+            self.ingest()
+        elif k % GRAPH_EVERY == GRAPH_PHASE:
+            self.refresh_graphs()
+        elif k % PANEL_EVERY == PANEL_PHASE:
+            self.refresh_panels()
 
     def ingest(self) -> None:
         """Drain the source: append the batch, feed the aggregates, log events."""
@@ -506,8 +515,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_settings()
-        for t in (self.ingest_timer, self.graph_timer, self.panel_timer):
-            t.stop()
+        self.frame_timer.stop()
         if self.source is not None:
             self.source.stop()
         super().closeEvent(event)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from ngxscope import __version__
 
@@ -16,20 +16,47 @@ from .helpdialog import HelpDialog
 if TYPE_CHECKING:
     from .mainwindow import MainWindow
 
-__all__ = ["SESSION_FILTER", "build_menus", "set_theme"]
+__all__ = ["SESSION_FILTER", "build_menus", "dark_palette", "set_theme"]
 
 SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
 THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
           ("Dark", Qt.ColorScheme.Dark))
 
 
+def dark_palette() -> QPalette:
+    """A dark Fusion palette, for platforms whose theme cannot switch scheme itself."""
+    pal = QPalette()
+    role = QPalette.ColorRole
+    for r, color in (
+        (role.Window, "#2b2d31"), (role.WindowText, "#e6e6e6"), (role.Base, "#1e1f22"),
+        (role.AlternateBase, "#26282c"), (role.ToolTipBase, "#3a3d42"),
+        (role.ToolTipText, "#f0f0f0"), (role.Text, "#e6e6e6"), (role.Button, "#35373c"),
+        (role.ButtonText, "#e6e6e6"), (role.BrightText, "#ff6b6b"), (role.Link, "#6cb4ff"),
+        (role.Highlight, "#2f6fb5"), (role.HighlightedText, "#ffffff"),
+        (role.PlaceholderText, "#8a8f98"), (role.Mid, "#45484e"), (role.Dark, "#18191b"),
+        (role.Light, "#4a4d53"), (role.Midlight, "#3c3f44"), (role.Shadow, "#000000"),
+    ):
+        pal.setColor(r, QColor(color))
+    for r in (role.WindowText, role.Text, role.ButtonText):
+        pal.setColor(QPalette.ColorGroup.Disabled, r, QColor("#7a7e85"))
+    return pal
+
+
 def set_theme(scheme: Qt.ColorScheme) -> None:
     """Force light/dark, or follow the system (Unknown)."""
     hints = QGuiApplication.styleHints()
+    app = QApplication.instance()
     if scheme == Qt.ColorScheme.Unknown:
         hints.unsetColorScheme()
-    else:
-        hints.setColorScheme(scheme)
+        if isinstance(app, QApplication):
+            app.setPalette(QPalette())
+        return
+    hints.setColorScheme(scheme)
+    if hints.colorScheme() == scheme or not isinstance(app, QApplication):
+        return
+    # the platform theme ignored the request (offscreen, minimal desktops): do it by hand
+    style = app.style()
+    app.setPalette(dark_palette() if scheme == Qt.ColorScheme.Dark else style.standardPalette())
 
 
 def _action(w: MainWindow, text: str, slot: Any,
@@ -104,12 +131,20 @@ def build_menus(w: MainWindow) -> None:
     w.graphs.window_box.currentIndexChanged.connect(lambda i: group.actions()[i].setChecked(True))
     theme_menu = view.addMenu("&Theme")
     theme_group = QActionGroup(w)
-    for name, scheme in THEMES:
+    saved = str(w.settings.value("view/theme", "system"))
+
+    def choose(scheme: Qt.ColorScheme, key: str) -> None:
+        set_theme(scheme)
+        w.settings.setValue("view/theme", key)
+
+    for (name, scheme), key in zip(THEMES, ("system", "light", "dark"), strict=True):
         act = QAction(name, w, checkable=True)
-        act.setChecked(scheme == Qt.ColorScheme.Unknown)
-        act.triggered.connect(lambda _=False, s=scheme: set_theme(s))
+        act.setChecked(key == saved)
+        act.triggered.connect(lambda _=False, s=scheme, k=key: choose(s, k))
         theme_group.addAction(act)
         theme_menu.addAction(act)
+        if key == saved and key != "system":
+            set_theme(scheme)
 
     def attach() -> None:
         dlg = AttachDialog(w)
