@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from ngxscope.store.filterexpr import compile_filter
@@ -84,6 +84,17 @@ def test_filter_by_cell_value_and_upstream_click(window) -> None:  # type: ignor
     host = win.proxy.exchange_at(idx).host if win.proxy.rowCount() else None
     assert all(win.proxy.exchange_at(win.proxy.index(r, 0)).host == host
                for r in range(win.proxy.rowCount()))
+    from ngxscope.ui.menus import cell_menu, columns_menu
+
+    menu = cell_menu(win, win.proxy.index(0, keys.index("status")))
+    assert menu is not None
+    texts = [a.text() for a in menu.actions()]
+    assert texts[0].startswith("Filter by this value:  status=")
+    assert "Copy URL" in texts
+    assert cell_menu(win, QModelIndex()) is None
+    cols = columns_menu(win)
+    cols.actions()[1].setChecked(False)
+    assert win.table.horizontalHeader().isSectionHidden(1)
     win.agg.feed(list(win.store))
     win.upstreams.refresh(win.agg)
     win.upstreams.table.cellClicked.emit(0, 0)
@@ -203,17 +214,16 @@ def test_screenshot_main_window(qtbot, settings: QSettings, shots: Path, theme: 
     qtbot.addWidget(win)
     win.resize(1600, 1000)
     win.show()
-    src = SyntheticSource(400, threaded=False)
-    src.start()
     # 5 minutes of history so the graphs have shape, then a few seconds live
+    past = SyntheticSource(seed=11, threaded=False)
     now = time.time()
     history = []
     for k in range(300, 0, -1):
-        history += src.generate(int(260 + 160 * (k % 60 < 12) + 60 * (k % 7 == 0)),
-                                now=now - k, spread=1.0)
-    win.set_source(src)
+        history += past.generate(int(260 + 160 * (k % 60 < 12) + 60 * (k % 7 == 0)),
+                                 now=now - k + 1, spread=1.0)
     win.model.append_batch(history)
     win.agg.feed(history)
+    win.set_source(SyntheticSource(330, threaded=False))
     qtbot.wait(2500)
     win.graphs.set_window(300)
     rows = win.proxy.rowCount()
@@ -221,6 +231,9 @@ def test_screenshot_main_window(qtbot, settings: QSettings, shots: Path, theme: 
     win.detail.setCurrentIndex(1)
     win.refresh_graphs()
     win.refresh_panels()
+    vb = win.graphs.lat.getPlotItem().getViewBox()
+    win.graphs.hovers[1].on_move(vb.sceneBoundingRect().center())
+    assert win.graphs.hovers[1].last_text.startswith("p50 ")
     qtbot.wait(200)
     path = shots / "main-window.png"
     assert win.grab().save(str(path))
@@ -244,3 +257,45 @@ def test_run_window_screenshot(tmp_path: Path, monkeypatch) -> None:  # type: ig
                             screenshot=str(out), after=1.0)
     assert code == 0 and out.stat().st_size > 10_000
     assert QApplication.instance() is not None
+
+
+def test_screenshot_dark_and_help(qtbot, settings: QSettings, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QTextBrowser
+
+    from ngxscope.ui.helpdialog import HelpDialog
+    from ngxscope.ui.menus import set_theme
+
+    set_theme(Qt.ColorScheme.Dark)
+    try:
+        win = MainWindow(None, title="ngxscope", settings=settings)
+        qtbot.addWidget(win)
+        win.resize(1600, 1000)
+        win.show()
+        past = SyntheticSource(seed=5, threaded=False)
+        now = time.time()
+        history = []
+        for k in range(60, 0, -1):
+            history += past.generate(300, now=now - k + 1, spread=1.0)
+        win.model.append_batch(history)
+        win.agg.feed(history)
+        win.set_source(SyntheticSource(300, threaded=False))
+        qtbot.wait(1500)
+        win.table.selectRow(win.proxy.rowCount() - 4)
+        win.detail.setCurrentIndex(2)
+        win.refresh_graphs()
+        win.refresh_panels()
+        vb = win.graphs.rps.getPlotItem().getViewBox()
+        win.graphs.hovers[0].on_move(vb.sceneBoundingRect().center())
+        assert "req/s" in win.graphs.hovers[0].last_text
+        qtbot.wait(200)
+        assert win.palette().color(win.palette().ColorRole.Window).lightness() < 100
+        assert win.grab().save(str(shots / "main-window-dark.png"))
+    finally:
+        set_theme(Qt.ColorScheme.Unknown)
+    dlg = HelpDialog()
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.wait(50)
+    browser = dlg.findChild(QTextBrowser)
+    assert browser is not None and "duration>200ms" in browser.toPlainText()
+    assert dlg.grab().save(str(shots / "help-dialog.png"))

@@ -68,7 +68,8 @@ BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
 BPF_ARRAY(enabled, u32, 1);
-BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */   /* set once every probe is attached: no half-seen exchanges */
+BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */
+BPF_HASH(current_req, u32, u64, 4096);  /* tgid -> the ngx_http_request_t it works on for an upstream */   /* set once every probe is attached: no half-seen exchanges */
 
 static __always_inline void count(int idx, u64 n)
 {
@@ -177,6 +178,33 @@ static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts
     return conns.lookup(&key);
 }
 
+/* The client connection (its conn_ts) of request r, or 0: r->connection, then its fd. */
+static __always_inline u64 request_client(u32 tgid, u64 r)
+{
+    u32 sig = 0;
+    u64 c = 0;
+    s32 fd = -1;
+    if (!r || bpf_probe_read_user(&sig, sizeof(sig), (void *)r) < 0 || sig != 0x50545448)
+        return 0;   /* "HTTP": ngx_http_request_t.signature */
+    bpf_probe_read_user(&c, sizeof(c), (void *)(r + 8));  /* r->connection */
+    bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
+    struct conn_key key = {.pid = tgid, .fd = fd};
+    struct conn_state *st = conns.lookup(&key);
+    return (st && st->cptr == c) ? st->conn_ts : 0;
+}
+
+/* For nginx's own connections (upstreams), c->data is the request they serve: remember it
+ * as the worker's current upstream request and return its client connection. */
+static __always_inline u64 upstream_owner(u32 tgid, u64 c)
+{
+    u64 r = 0;
+    bpf_probe_read_user(&r, sizeof(r), (void *)c);   /* c->data */
+    u64 client = request_client(tgid, r);
+    if (client)
+        current_req.update(&tgid, &r);
+    return client;
+}
+
 static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -280,6 +308,8 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     if (st) {
         e->h.conn_ts = st->conn_ts;
         e->h.flags = st->flags;
+        if (!(st->flags & EVF_CLIENT))
+            e->h.aux = upstream_owner(pid_tgid >> 32, a.c);   /* RECV/SEND aux: owning client */
         if (kind == EV_RECV) {
             e->h.offset = st->recvd;
             st->recvd += ret;
@@ -349,7 +379,11 @@ int close_enter(struct pt_regs *ctx)
         return 0;
     u64 c = PT_REGS_PARM1(ctx);
     s32 fd = -1;
+    u64 listening = 0;
     bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
+    bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
+    if (!listening)
+        upstream_owner(tgid, c);   /* a failed upstream: the retry that follows is for its request */
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     if (!st || st->cptr != c)
@@ -386,6 +420,8 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     struct ev_header h = {};
     fill_header(&h, kind, bpf_ktime_get_ns(), pid_tgid, fd);
     h.aux = r;
+    if (kind == EV_UPSTREAM)
+        current_req.update(&tgid, &r);
     if (st && st->cptr == c) {
         if (count_request)
             st->requests += 1;
@@ -454,27 +490,58 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
         h.flags = st->flags;
         h.offset = st->sent;
         st->sent += ret;
+        if (!(st->flags & EVF_CLIENT))   /* a request body buffered to disk, sent upstream */
+            h.aux = upstream_owner(pid_tgid >> 32, st->cptr);
     }
     submit(&h, sizeof(h));
     return 0;
 }
 
-/* connect(2) by a captured process: where its upstream connections go. */
+/* connect(2) by a captured process: where its upstream connections go, for which request,
+ * and whether the connect failed at once (a refused peer nginx will retry). */
+struct connect_args {
+    u64 addr;
+    s32 fd;
+    u32 len;
+};
+BPF_HASH(connects, u64, struct connect_args, 4096);
+
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
     if (!targets.lookup(&tgid))
         return 0;
+    struct connect_args a = {};
+    a.addr = (u64)args->uservaddr;
+    a.fd = args->fd;
+    a.len = args->addrlen;
+    connects.update(&pid_tgid, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct connect_args *ap = connects.lookup(&pid_tgid);
+    if (!ap)
+        return 0;
+    struct connect_args a = *ap;
+    connects.delete(&pid_tgid);
+    u32 tgid = pid_tgid >> 32;
     u32 cpu = bpf_get_smp_processor_id();
     struct ev_open *o = open_scratch.lookup(&cpu);
     if (!o)
         return 0;
-    fill_header(&o->h, EV_CONNECT, bpf_ktime_get_ns(), pid_tgid, args->fd);
-    u32 len = args->addrlen;
+    fill_header(&o->h, EV_CONNECT, bpf_ktime_get_ns(), pid_tgid, a.fd);
+    o->h.offset = (u64)args->ret;   /* 0, -EINPROGRESS, -ECONNREFUSED ... */
+    u64 *r = current_req.lookup(&tgid);
+    if (r)
+        o->h.aux = request_client(tgid, *r);
+    u32 len = a.len;
     if (len > SOCKADDR_MAX)
         len = SOCKADDR_MAX;
-    bpf_probe_read_user(o->peer, SOCKADDR_MAX, (void *)args->uservaddr);
+    bpf_probe_read_user(o->peer, SOCKADDR_MAX, (void *)a.addr);
     o->peer_len = len;
     o->local_len = 0;
     submit(o, sizeof(*o));
@@ -510,5 +577,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     submit(&h, sizeof(h));
     targets.delete(&tgid);
     loop_clock.delete(&tgid);
+    current_req.delete(&tgid);
     return 0;
 }

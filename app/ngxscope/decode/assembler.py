@@ -29,8 +29,9 @@ from ..capture.events import (
     EVF_TLS,
     RawEvent,
 )
-from ..model import Exchange, LifecycleEvent
+from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response
+from .upstream import UpstreamTracker
 
 __all__ = ["Assembler", "AssemblerStats"]
 
@@ -103,6 +104,7 @@ class Assembler:
         self._conns: dict[ConnKey, _Conn] = {}
         self._by_fd: dict[tuple[int, int], ConnKey] = {}
         self._connects: dict[tuple[int, int], str] = {}
+        self.upstreams = UpstreamTracker()
         self._next_id = 1
 
     # -- entry point ----------------------------------------------------------------------
@@ -129,6 +131,7 @@ class Assembler:
                 self._close(conn_or_none, ev.ts, "connection closed before response", sent=ev.aux)
         elif kind == EV_CONNECT:
             self._connects[(ev.pid, ev.fd)] = ev.peer
+            self.upstreams.on_connect(ev)
         elif kind == EV_FORK:
             self._lifecycle(ev.ts, "worker-start", int(ev.aux), f"forked by {ev.pid}")
         elif kind == EV_EXIT:
@@ -166,6 +169,8 @@ class Assembler:
             conn.local = ev.local
             if not conn.client:
                 conn.peer = self._connects.pop((ev.pid, ev.fd), conn.peer)
+        if not conn.client and ev.kind == EV_OPEN:
+            self.upstreams.on_open(ev, conn.peer)
         return conn
 
     def _conn_for(self, ev: RawEvent) -> _Conn:
@@ -194,6 +199,10 @@ class Assembler:
             cur = conn.requests.current
             if cur is not None and cur.method and not cur.answered:
                 self._emit(conn, cur, None, ts, error=why)
+        if conn.client:
+            self.upstreams.drop_client(conn.pid, conn.key[2])
+        else:
+            self.upstreams.on_close(conn.key)
         self._conns.pop(conn.key, None)
         if self._by_fd.get((conn.pid, conn.fd)) == conn.key:
             del self._by_fd[(conn.pid, conn.fd)]
@@ -203,6 +212,7 @@ class Assembler:
     def _on_recv(self, conn: _Conn, ev: RawEvent) -> None:
         if not conn.client:
             conn.recv_off = ev.offset + ev.length
+            self.upstreams.on_data(ev, sending=False)
             return
         if ev.offset > conn.recv_off:
             self.stats.gaps += 1
@@ -215,6 +225,7 @@ class Assembler:
     def _on_send(self, conn: _Conn, ev: RawEvent) -> None:
         if not conn.client:
             conn.send_off = ev.offset + ev.length
+            self.upstreams.on_data(ev, sending=True)
             return
         if ev.offset > conn.send_off:
             self.stats.gaps += 1
@@ -277,7 +288,9 @@ class Assembler:
         if req.body_size and not conn.proxied:
             # nginx discards bodies it does not use and leaves them out of $request_length
             req.body_discarded = True
-        self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged)
+        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
+                   upstream=attempts)
         conn.requests.settle()
         conn.done_recv_off = ev.offset
         conn.proxied = False
@@ -300,6 +313,7 @@ class Assembler:
         error: str | None = None,
         end_clock: float = 0.0,
         parse: bool = True,
+        upstream: list[UpstreamAttempt] | None = None,
     ) -> None:
         start = req.start_ts
         start_clock = req.start_clock
@@ -333,6 +347,7 @@ class Assembler:
             request_body_size=req.body_size,
             truncated=req.truncated,
             error=error or req.error,
+            upstream=upstream or [],
         )
         self._next_id += 1
         conn.seq += 1

@@ -89,6 +89,14 @@ def style_plot(plot: pg.PlotWidget, palette: QPalette) -> None:
         axis.setTextPen(pg.mkPen(fg))
     item.titleLabel.setAttr("color", fg.name())
     item.titleLabel.setText(item.titleLabel.text)
+    legend = item.legend
+    if legend is not None:
+        legend.setLabelTextColor(fg)
+        back = QColor(bg)
+        back.setAlpha(210)
+        legend.setBrush(pg.mkBrush(back))
+        for _sample, label in legend.items:
+            label.setText(label.text, color=fg)
     # no grid: pyqtgraph's alpha grid costs ~5x the rest of a repaint
 
 
@@ -152,10 +160,12 @@ class HoverReadout:
         self.last_text = text
         self.line.setPos(p.x())
         self.label.setText(text)
-        (x0, x1), (_y0, y1) = vb.viewRange()
-        # keep the label inside the view: flip to the left half past the middle
-        self.label.setAnchor((1, 0) if p.x() > (x0 + x1) / 2 else (0, 0))
-        self.label.setPos(p.x(), y1)
+        (x0, x1), (y0, y1) = vb.viewRange()
+        # next to the pointer, flipped so it stays inside the view
+        right = p.x() > (x0 + x1) / 2
+        low = p.y() < (y0 + y1) / 2
+        self.label.setAnchor((1.0 if right else 0.0, 1.0 if low else 0.0))
+        self.label.setPos(p.x(), p.y())
         self.line.setVisible(True)
         self.label.setVisible(True)
 
@@ -253,7 +263,7 @@ class GraphsPanel(QWidget):
         self._latest = float(agg.latest) - 1
         x = s.t + self._latest
         for plot in (self.rps, self.lat):
-            plot.getPlotItem().setXRange(float(x[0]), float(x[-1]), padding=0.01)
+            plot.getPlotItem().setXRange(float(x[0]), float(x[-1]), padding=0)
         cum = np.zeros(len(x))
         for (_name, idx, _color), curve in zip(STACK, self.stack_curves, strict=True):
             cum = cum + s.counts[:, list(idx)].sum(axis=1)
@@ -301,8 +311,8 @@ class GraphsPanel(QWidget):
         if i is None or self._series is None:
             return None
         row = self._series.counts[i]
-        parts = [f"{name} {int(row[list(idx)].sum())}" for name, idx, _c in STACK]
-        return f"{int(row.sum())} req/s\n" + "  ".join(parts)
+        parts = [f"{name}  {int(row[list(idx)].sum())}" for name, idx, _c in reversed(STACK)]
+        return f"{int(row.sum())} req/s\n" + "\n".join(parts)
 
     def _describe_lat(self, x: float) -> str | None:
         i = self._index(x)

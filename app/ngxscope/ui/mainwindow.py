@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication
+from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -39,14 +39,13 @@ from .detail import DetailPane
 from .filterbar import FilterBar
 from .graphs import GraphsPanel
 from .icon import app_icon
-from .menus import build_menus
+from .menus import build_menus, cell_menu, columns_menu
 from .panels import EventsLog, UpstreamsPanel, WorkersPanel
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
 from .tablemodel import (
     COLUMNS,
     DEFAULT_WIDTHS,
-    FILTER_ROLE,
     ExchangeFilterProxy,
     ExchangeTableModel,
 )
@@ -406,42 +405,16 @@ class MainWindow(QMainWindow):
             self.table.scrollToBottom()
 
     def _cell_menu(self, pos: Any) -> None:
-        index = self.table.indexAt(pos)
-        if not index.isValid():
-            return
-        clause = self.proxy.data(index, FILTER_ROLE)
-        value = self.proxy.data(index, Qt.ItemDataRole.DisplayRole) or ""
-        menu = QMenu(self)
-        if clause:
-            menu.addAction(f"Filter by this value:  {clause}",
-                           lambda: self.filter_bar.add_clause(clause))
-            menu.addAction(f"Exclude this value:  not {clause}",
-                           lambda: self.filter_bar.add_clause(f"not {clause}"))
-            menu.addAction("Show only this value (replace the filter)",
-                           lambda: self.filter_bar.set_text(clause))
-            menu.addSeparator()
-        menu.addAction("Copy value", lambda: QGuiApplication.clipboard().setText(str(value)))
-        ex = self.proxy.exchange_at(index)
-        if ex is not None:
-            scheme = "https" if ex.tls else "http"
-            url = f"{scheme}://{ex.host}{ex.target}"
-            menu.addAction("Copy URL", lambda: QGuiApplication.clipboard().setText(url))
-        menu.exec(self.table.viewport().mapToGlobal(pos))
+        menu = cell_menu(self, self.table.indexAt(pos))
+        if menu is not None:
+            menu.exec(self.table.viewport().mapToGlobal(pos))
 
     def _header_menu(self, pos: Any) -> None:
         self.columns_menu().exec(self.table.horizontalHeader().mapToGlobal(pos))
 
     def columns_menu(self, menu: QMenu | None = None) -> QMenu:
         """A menu of checkable actions showing/hiding each column."""
-        menu = menu or QMenu(self)
-        menu.clear()
-        hh = self.table.horizontalHeader()
-        for i, col in enumerate(COLUMNS):
-            act = menu.addAction(col[1])
-            act.setCheckable(True)
-            act.setChecked(not hh.isSectionHidden(i))
-            act.toggled.connect(lambda on, i=i: hh.setSectionHidden(i, not on))
-        return menu
+        return columns_menu(self, menu)
 
     # -- selection / refresh ---------------------------------------------------------
 

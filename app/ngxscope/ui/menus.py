@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
 from ngxscope import __version__
 
 from .attach import AttachDialog
 from .helpdialog import HelpDialog
+from .tablemodel import COLUMNS, FILTER_ROLE
 
 if TYPE_CHECKING:
     from .mainwindow import MainWindow
 
-__all__ = ["SESSION_FILTER", "build_menus", "dark_palette", "set_theme"]
+__all__ = ["SESSION_FILTER", "build_menus", "cell_menu", "columns_menu", "dark_palette",
+           "set_theme"]
 
 SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
 THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
@@ -169,3 +171,38 @@ def build_menus(w: MainWindow) -> None:
     help_menu.addAction(_action(w, "&Filter language and keys", lambda: HelpDialog(w).exec(),
                                 QKeySequence.StandardKey.HelpContents))
     help_menu.addAction(_action(w, "&About ngxscope", about))
+
+
+def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
+    """Right-click on a table cell: filter by / exclude its value, copy it or the URL."""
+    if not index.isValid():
+        return None
+    clause = w.proxy.data(index, FILTER_ROLE)
+    value = w.proxy.data(index, Qt.ItemDataRole.DisplayRole) or ""
+    menu = QMenu(w)
+    if clause:
+        menu.addAction(f"Filter by this value:  {clause}", lambda: w.filter_bar.add_clause(clause))
+        menu.addAction(f"Exclude this value:  not {clause}",
+                       lambda: w.filter_bar.add_clause(f"not {clause}"))
+        menu.addAction("Show only this value (replace the filter)",
+                       lambda: w.filter_bar.set_text(clause))
+        menu.addSeparator()
+    menu.addAction("Copy value", lambda: QGuiApplication.clipboard().setText(str(value)))
+    ex = w.proxy.exchange_at(index)
+    if ex is not None:
+        url = f"{'https' if ex.tls else 'http'}://{ex.host}{ex.target}"
+        menu.addAction("Copy URL", lambda: QGuiApplication.clipboard().setText(url))
+    return menu
+
+
+def columns_menu(w: MainWindow, menu: QMenu | None = None) -> QMenu:
+    """A menu of checkable actions showing/hiding each table column."""
+    menu = menu or QMenu(w)
+    menu.clear()
+    hh = w.table.horizontalHeader()
+    for i, col in enumerate(COLUMNS):
+        act = menu.addAction(col[1])
+        act.setCheckable(True)
+        act.setChecked(not hh.isSectionHidden(i))
+        act.toggled.connect(lambda on, i=i: hh.setSectionHidden(i, not on))
+    return menu

@@ -109,6 +109,7 @@ class WorkersPanel(QWidget):
                     curve = self.plot.plot([], [], pen=pg.mkPen(color, width=1.5),
                                            name=str(r.pid))
                     self.curves[r.pid] = curve
+                    style_plot(self.plot, self.palette())  # colour the new legend entry
                 # the newest second is still filling: leave it out
                 curve.setData(secs[:-1], y[:-1])
                 live.add(r.pid)

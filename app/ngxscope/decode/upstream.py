@@ -1,0 +1,172 @@
+"""Upstream attempts: nginx's own connections to its backends, tied to client requests.
+
+The capture tells, for every byte nginx moves on an upstream connection, which client
+connection's request it serves (BPF reads `c->data`, the request, then `r->connection`),
+and for every connect(2) which request made it and whether it failed at once. So attempts
+are assigned by data flow, never by timing, and retries (`proxy_next_upstream`) show up as
+one attempt per connect. Times are computed on nginx's cached clock exactly as nginx
+computes `$upstream_connect_time`, `$upstream_header_time` and `$upstream_response_time`.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+from ..capture.events import RawEvent
+from ..model import UpstreamAttempt
+from .http1 import HeadError, parse_head
+
+__all__ = ["UpstreamTracker"]
+
+HEAD_LIMIT = 16 * 1024
+"""Bytes of request/response head kept per attempt."""
+
+_EINPROGRESS = -errno.EINPROGRESS
+
+
+def _ms(clock: float) -> int:
+    """nginx's millisecond counter for a clock reading."""
+    return int(clock * 1000)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@dataclass(slots=True)
+class _Attempt:
+    out: UpstreamAttempt
+    client: tuple[int, int]
+    """(pid, conn_ts) of the client connection whose request this attempt serves."""
+    start_clock: float
+    sent_any: bool = False
+    received_any: bool = False
+    head_done: bool = False
+    req_head: bytearray = field(default_factory=bytearray)
+    resp_head: bytearray = field(default_factory=bytearray)
+    failed: str | None = None
+    last_clock: float = 0.0
+
+
+@dataclass(slots=True)
+class _UpConn:
+    peer: str
+    current: _Attempt | None = None
+    uses: int = 0
+
+
+class UpstreamTracker:
+    """Builds UpstreamAttempts from upstream-side events; hands them out per client request."""
+
+    def __init__(self) -> None:
+        self._pending_connect: dict[tuple[int, int], _Attempt] = {}
+        self._conns: dict[tuple[int, int, int], _UpConn] = {}
+        self._by_client: dict[tuple[int, int], list[_Attempt]] = {}
+
+    # -- events ----------------------------------------------------------------------------
+    def on_connect(self, ev: RawEvent) -> None:
+        if not ev.aux:
+            return  # not for an HTTP request we know (a resolver, a mail proxy...)
+        client = (ev.pid, ev.aux)
+        att = _Attempt(UpstreamAttempt(addr=ev.peer, start=ev.ts), client, start_clock=ev.clock or ev.ts)
+        ret = _signed(ev.offset)
+        if ret not in (0, _EINPROGRESS):
+            att.failed = f"connect failed: {errno.errorcode.get(-ret, str(ret))}"
+        self._by_client.setdefault(client, []).append(att)
+        self._pending_connect[(ev.pid, ev.fd)] = att
+
+    def on_open(self, ev: RawEvent, peer: str) -> None:
+        att = self._pending_connect.pop((ev.pid, ev.fd), None)
+        conn = _UpConn(peer=att.out.addr if att else peer)
+        if att is not None:
+            conn.current = att
+        self._conns[ev.conn_key] = conn
+
+    def on_close(self, key: tuple[int, int, int]) -> None:
+        self._conns.pop(key, None)
+
+    def on_data(self, ev: RawEvent, sending: bool) -> None:
+        conn = self._conns.get(ev.conn_key)
+        if conn is None:
+            conn = self._conns[ev.conn_key] = _UpConn(peer="")
+        if not ev.aux:
+            return
+        client = (ev.pid, ev.aux)
+        att = conn.current
+        if att is None or att.client != client or (sending and att.received_any):
+            # a new request on this connection: a keepalive reuse (no connect of its own)
+            att = _Attempt(
+                UpstreamAttempt(addr=conn.peer, start=ev.ts, reused=True, connect_ms=0.0),
+                client,
+                start_clock=ev.clock or ev.ts,
+            )
+            self._by_client.setdefault(client, []).append(att)
+            conn.current = att
+        clock = ev.clock or ev.ts
+        att.last_clock = clock
+        out = att.out
+        if sending:
+            if not att.sent_any:
+                att.sent_any = True
+                if out.connect_ms is None:
+                    out.connect_ms = float(_ms(clock) - _ms(att.start_clock))
+            out.request_bytes += ev.length
+            if len(att.req_head) < HEAD_LIMIT and b"\r\n\r\n" not in att.req_head:
+                att.req_head += ev.data[: HEAD_LIMIT - len(att.req_head)]
+        else:
+            att.received_any = True
+            out.response_bytes += ev.length
+            if not att.head_done:
+                att.resp_head += ev.data[: HEAD_LIMIT - len(att.resp_head)]
+                self._try_head(att, clock)
+            out.duration_ms = float(_ms(clock) - _ms(att.start_clock))
+
+    def _try_head(self, att: _Attempt, clock: float) -> None:
+        buf = bytes(att.resp_head)
+        pos = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                return
+            try:
+                parts, _headers = parse_head(buf[pos:end])
+                status = int(parts[1])
+            except (HeadError, ValueError, IndexError):
+                att.head_done = True
+                att.failed = "malformed upstream response"
+                return
+            if 100 <= status < 200 and status != 101:
+                pos = end + 4
+                continue
+            att.head_done = True
+            att.out.status = status
+            att.out.header_ms = float(_ms(clock) - _ms(att.start_clock))
+            att.out.response_head = buf[pos:end].decode("latin-1")
+            return
+
+    # -- hand-out --------------------------------------------------------------------------
+    def take(self, pid: int, conn_ts: int) -> list[UpstreamAttempt]:
+        """The attempts of the client request that just finished on (pid, conn_ts)."""
+        atts = self._by_client.pop((pid, conn_ts), [])
+        out = []
+        for att in atts:
+            a = att.out
+            if att.req_head:
+                head = bytes(att.req_head)
+                end = head.find(b"\r\n\r\n")
+                a.request_head = (head[:end] if end >= 0 else head).decode("latin-1")
+            if att.failed or not att.received_any:
+                # nginx logs a peer it could not get a response from as 502 in $upstream_status
+                if a.status is None:
+                    a.status = 502
+                if a.duration_ms is None:
+                    a.duration_ms = float(_ms(att.last_clock or att.start_clock) - _ms(att.start_clock))
+            out.append(a)
+            for conn in self._conns.values():
+                if conn.current is att:
+                    conn.current = None
+        return out
+
+    def drop_client(self, pid: int, conn_ts: int) -> None:
+        self._by_client.pop((pid, conn_ts), None)
