@@ -195,8 +195,11 @@ class Recorder:
         )
         self.tracer = Tracer(cfg)
         self.started = time.time()
+        from .capture.procs import socket_peer
+
         self.assembler = Assembler(
-            self._deliver, self._deliver_event, body_limit=self.opts.body_limit, attach_ts=self.started
+            self._deliver, self._deliver_event, body_limit=self.opts.body_limit, attach_ts=self.started,
+            peer_of=socket_peer,
         )
         self.tracer.start(self._collect)
         if target.master:

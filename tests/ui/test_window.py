@@ -140,6 +140,10 @@ def test_sorting_holds_live_rows_and_keeps_selection(window, qtbot) -> None:  # 
     assert len(win.store) == n and win._pending  # the table waits...
     assert win.agg.total > total  # ...the graphs do not
     assert "sorted by Duration" in win.status.state.text()
+    win.filter_bar.set_text("tls")  # a filter change while rows are held back
+    assert all(e.tls for e in win.visible_exchanges())
+    win.filter_bar.set_text("")
+    qtbot.wait(200)
     header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
     assert not win.model.sorted and not win._pending and len(win.store) > n
     assert win.agg.total == win.store.total
@@ -299,3 +303,47 @@ def test_screenshot_dark_and_help(qtbot, settings: QSettings, shots: Path) -> No
     browser = dlg.findChild(QTextBrowser)
     assert browser is not None and "duration>200ms" in browser.toPlainText()
     assert dlg.grab().save(str(shots / "help-dialog.png"))
+
+
+def test_keys_space_in_filter_types_and_ctrl_f_focuses(window, qtbot) -> None:  # type: ignore[no-untyped-def]
+    win: MainWindow = window
+    win.model.append_batch(SyntheticSource(threaded=False).generate(100))
+    find = next(a for a in win.actions() if a.shortcut().toString() == "Ctrl+F")
+    find.trigger()
+    assert win.filter_bar.edit.hasFocus() or QApplication.focusWidget() is win.filter_bar.edit
+    qtbot.keyClicks(win.filter_bar.edit, "not tls")
+    assert win.filter_bar.edit.text() == "not tls" and not win.paused
+    win.table.setFocus()
+    qtbot.keyClick(win.table, Qt.Key.Key_Space)
+    assert win.paused
+    win.filter_bar.set_text("method=POST")
+    assert all(e.method == "POST" for e in win.visible_exchanges())
+    assert len(win.visible_exchanges()) == win.proxy.rowCount()
+
+
+def test_run_window_open_attach(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import ngxscope.ui.attach as attach_mod
+    import ngxscope.ui.mainwindow as mw
+
+    class FakeDialog:
+        selected_pid = 4242
+
+        def __init__(self, *_a: object, **_k: object) -> None:
+            pass
+
+        def exec(self) -> int:
+            return 1
+
+    made: list[int] = []
+
+    def factory(pid: int) -> SyntheticSource:
+        made.append(pid)
+        return SyntheticSource(100, threaded=False)
+
+    monkeypatch.setattr(attach_mod, "AttachDialog", FakeDialog)
+    monkeypatch.setattr(mw, "default_source_factory", factory)
+    monkeypatch.setattr(mw, "QSettings",
+                        lambda *_a: QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    out = tmp_path / "attach.png"
+    assert uiapp.run_window(None, open_attach=True, screenshot=str(out), after=0.6) == 0
+    assert made == [4242] and out.exists()

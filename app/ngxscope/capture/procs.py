@@ -499,3 +499,32 @@ def format_instances(instances: list[NginxInstance], width: int = 100) -> str:
     now = time.time()
     blocks = ["\n".join(_format_one(inst, now, width)) for inst in instances]
     return "\n\n".join(blocks)
+
+
+def socket_peer(pid: int, fd: int) -> str:
+    """Remote "ip:port" of a process's connected TCP socket, or "" (e.g. already closed).
+
+    Used for upstream connections opened before the capture attached, whose connect(2)
+    was never seen; keepalive connections live long enough for this to be reliable.
+    """
+    try:
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+    if not link.startswith("socket:["):
+        return ""
+    inode = link[8:-1]
+    for fname, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(f"/proc/{pid}/net/{fname}") as fh:
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[9] == inode:
+                        peer = _decode_addr(cols[2], family)
+                        if peer.startswith("[::ffff:"):
+                            host, port = peer[1:].rsplit("]:", 1)
+                            return f"{host[7:]}:{port}"
+                        return peer
+        except (OSError, ValueError):
+            continue
+    return ""

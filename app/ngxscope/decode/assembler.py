@@ -94,6 +94,7 @@ class Assembler:
         body_limit: int = 256 * 1024,
         attach_ts: float = 0.0,
         midway_window: float = 2.0,
+        peer_of: Callable[[int, int], str] | None = None,
     ) -> None:
         self.on_exchange = on_exchange
         self.on_event = on_event
@@ -105,6 +106,8 @@ class Assembler:
         self._by_fd: dict[tuple[int, int], ConnKey] = {}
         self._connects: dict[tuple[int, int], str] = {}
         self.upstreams = UpstreamTracker()
+        self.peer_of = peer_of
+        """Looks up the peer of an upstream connection whose connect(2) came before the capture."""
         self._next_id = 1
 
     # -- entry point ----------------------------------------------------------------------
@@ -170,6 +173,8 @@ class Assembler:
             if not conn.client:
                 conn.peer = self._connects.pop((ev.pid, ev.fd), conn.peer)
         if not conn.client and ev.kind == EV_OPEN:
+            if not conn.peer and self.peer_of is not None and (ev.pid, ev.fd) not in self.upstreams.pending:
+                conn.peer = self.peer_of(ev.pid, ev.fd)
             self.upstreams.on_open(ev, conn.peer)
         return conn
 

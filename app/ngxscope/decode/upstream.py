@@ -60,7 +60,7 @@ class UpstreamTracker:
     """Builds UpstreamAttempts from upstream-side events; hands them out per client request."""
 
     def __init__(self) -> None:
-        self._pending_connect: dict[tuple[int, int], _Attempt] = {}
+        self.pending: dict[tuple[int, int], _Attempt] = {}
         self._conns: dict[tuple[int, int, int], _UpConn] = {}
         self._by_client: dict[tuple[int, int], list[_Attempt]] = {}
 
@@ -74,10 +74,10 @@ class UpstreamTracker:
         if ret not in (0, _EINPROGRESS):
             att.failed = f"connect failed: {errno.errorcode.get(-ret, str(ret))}"
         self._by_client.setdefault(client, []).append(att)
-        self._pending_connect[(ev.pid, ev.fd)] = att
+        self.pending[(ev.pid, ev.fd)] = att
 
     def on_open(self, ev: RawEvent, peer: str) -> None:
-        att = self._pending_connect.pop((ev.pid, ev.fd), None)
+        att = self.pending.pop((ev.pid, ev.fd), None)
         conn = _UpConn(peer=att.out.addr if att else peer)
         if att is not None:
             conn.current = att

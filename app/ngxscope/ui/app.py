@@ -8,23 +8,12 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
+from ..gui import no_display_reason
 from .icon import app_icon
 from .mainwindow import MainWindow
 from .source import ExchangeSource
 
 __all__ = ["ensure_app", "grab_png", "no_display_reason", "run_window"]
-
-
-def no_display_reason() -> str | None:
-    """Why a window cannot be shown here (None when it can)."""
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-        return None
-    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc",
-                                                                 "eglfs", "linuxfb"):
-        return None
-    return ("no display (neither DISPLAY nor WAYLAND_DISPLAY is set): use `ngxscope record "
-            "--pid PID -o capture.ngxs` to capture without a window, or run under a desktop "
-            "session (QT_QPA_PLATFORM=offscreen for screenshots)")
 
 
 def ensure_app() -> QApplication:

@@ -30,9 +30,17 @@ HELP_HTML = """
 </table>
 <p>Combine with <code>and</code> / <code>or</code> / <code>not</code> (or <code>&amp;&amp;</code>,
 <code>||</code>, <code>!</code>) and parentheses; juxtaposition means <i>and</i>:<br>
-<code>status=5xx and not tls</code> &nbsp; <code>path~^/api (method=POST || method=PUT)</code></p>
+<code>status=5xx and not tls</code><br>
+<code>path~^/api (method=POST || method=PUT)</code><br>
+<code>duration&gt;1s or upstream_status=502</code></p>
 <p>Operators: <code>= == != ~ !~ &gt; &gt;= &lt; &lt;=</code>. Right-click a cell:
-<i>Filter by this value</i>. Clicking a peer in <i>Upstreams</i> filters its requests.</p>
+<i>Filter by this value</i>. Clicking a peer in <i>Upstreams</i> filters its requests.
+The graphs and the Workers / Upstreams panels follow the filter.</p>
+<h3>Table</h3>
+<p>Click a column header to sort (ascending, descending, then back to arrival order).
+While sorted, new requests are held back (the status bar counts them) and the graphs stay
+live; back in arrival order the table catches up and follows the newest row again unless you
+scrolled up. Right-click the header to show or hide columns; drag headers to reorder.</p>
 <h3>Keys</h3>
 <table cellpadding="3">
 <tr><td>Ctrl+F</td><td>focus the filter</td></tr>

@@ -12,6 +12,7 @@ shows a whole session; `source_factory(pid)` makes the source for Capture → At
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,7 +76,7 @@ class MainWindow(QMainWindow):
     save_requested = Signal(str)
     """File → Save / Save As… chose a path (write `self.store` / `self.events` there)."""
     export_requested = Signal(str)
-    """File → Export… chose a path (JSONL export of the filtered exchanges)."""
+    """File → Export… chose a path (JSONL export of `visible_exchanges()`)."""
     attach_requested = Signal(int)
     """Capture → Attach… chose an nginx pid (before `source_factory` is used)."""
 
@@ -396,7 +397,9 @@ class MainWindow(QMainWindow):
             self.filter_text = text
             self.proxy.set_predicate(predicate)
             self.agg.set_predicate(predicate)
-            self.agg.rebuild(self.store)
+            # rows held back by a sorted table were already counted: count them again
+            counted = self._pending[: len(self._pending) - len(self._pending_agg)]
+            self.agg.rebuild(itertools.chain(self.store, counted))
             self.refresh_graphs()
             self.refresh_panels()
         finally:
@@ -429,6 +432,12 @@ class MainWindow(QMainWindow):
                 self.table.scrollTo(self.proxy.index(row, 0))
                 return
         self.detail.show_exchange(ex)
+
+    def visible_exchanges(self) -> list[Exchange]:
+        """The exchanges the table shows now (filter applied), in view order (for Export)."""
+        proxy = self.proxy
+        return [ex for r in range(proxy.rowCount())
+                if (ex := proxy.exchange_at(proxy.index(r, 0))) is not None]
 
     def refresh_graphs(self) -> None:
         if self.paused or not self.docks["graphs"].isVisible():

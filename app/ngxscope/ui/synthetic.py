@@ -49,7 +49,21 @@ def _json_body(i: int) -> bytes:
     return json.dumps({"items": items, "page": i, "more": i < 3}).encode()
 
 
+_HDR_CACHE: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[tuple[str, str]]] = {}
+
+
 def _req_headers(host: str, method: str, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Request headers; identical lists are shared (exchanges never mutate them)."""
+    key = (host, method, tuple(extra))
+    cached = _HDR_CACHE.get(key)
+    if cached is None:
+        cached = _HDR_CACHE[key] = _make_req_headers(host, method, extra)
+    return cached
+
+
+def _make_req_headers(
+    host: str, method: str, extra: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
     hdrs = [("Host", host), ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
             ("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate, br")]
     if method in ("POST", "PUT"):
@@ -95,6 +109,15 @@ class _Templates:
 
 
 _T: _Templates | None = None
+
+
+def _ri(rng: random.Random, lo: int, hi: int) -> int:
+    """randint without its overhead (the generator runs at 20k+/s)."""
+    return lo + int(rng.random() * (hi - lo + 1))
+
+
+def _pick(rng: random.Random, options: tuple[str, ...]) -> str:
+    return options[int(rng.random() * len(options))]
 
 
 def _templates() -> _Templates:
@@ -244,12 +267,12 @@ class SyntheticSource:
     def _conn(self) -> list[Any]:
         rng = self.rng
         if self._conns and rng.random() < 0.8:
-            c = self._conns[rng.randrange(len(self._conns))]
+            c = self._conns[int(rng.random() * len(self._conns))]
             c[3] += 1
             return c
-        pid = self.pids[rng.randrange(len(self.pids))]
-        client = f"203.0.113.{rng.randint(2, 254)}:{rng.randint(32768, 60999)}"
-        c = [f"{pid}:{rng.randint(8, 900)}:{self._next_id}", client, pid, 0, rng.random() < 0.7]
+        pid = self.pids[int(rng.random() * len(self.pids))]
+        client = f"203.0.113.{_ri(rng, 2, 254)}:{_ri(rng, 32768, 60999)}"
+        c = [f"{pid}:{_ri(rng, 8, 900)}:{self._next_id}", client, pid, 0, rng.random() < 0.7]
         self._conns.append(c)
         if len(self._conns) > 64:
             del self._conns[0]
@@ -280,7 +303,7 @@ class SyntheticSource:
         truncated = False
         error = None
         if host == HOSTS[2]:
-            k = rng.randrange(40)
+            k = int(rng.random() * 40)
             target = f"/assets/img/p{k}.png" if k % 3 else f"/assets/app.{k:x}e1.js"
             dur = rng.lognormvariate(-1.2, 0.6)
             status = 304 if rng.random() < 0.25 else 200
@@ -299,11 +322,12 @@ class SyntheticSource:
                 method = "POST" if rng.random() < 0.8 else "PUT"
                 req_body = t.post_body
             if host == HOSTS[0]:
-                target = rng.choice(("/api/v1/items", "/api/v1/items?page=2", "/api/v1/cart",
-                                     f"/api/v1/items/{rng.randint(1, 5000)}", "/api/v1/login",
-                                     "/api/v2/search?q=lamp&sort=price"))
+                target = _pick(rng, ("/api/v1/items", "/api/v1/items?page=2", "/api/v1/cart",
+                                     "", "/api/v1/login", "/api/v2/search?q=lamp&sort=price"))
+                if not target:
+                    target = f"/api/v1/items/{_ri(rng, 1, 5000)}"
             else:
-                target = rng.choice(("/", "/cart/", "/product/lamp-42", "/checkout",
+                target = _pick(rng, ("/", "/cart/", "/product/lamp-42", "/checkout",
                                      "/category/lighting?page=3"))
             s = rng.random()
             status = (200 if s < 0.86 else 201 if s < 0.88 else 302 if s < 0.91
@@ -346,7 +370,7 @@ class SyntheticSource:
         start = end - dur / 1000.0
         t0 = start + min(0.4, dur * 0.05) / 1000.0
         atts = []
-        first = rng.randrange(2)
+        first = int(rng.random() * 2)
         if status == 502 or rng.random() < 0.01:
             # first peer fails fast, nginx retries on the other one
             # a final 502 spent most of the request in its one attempt

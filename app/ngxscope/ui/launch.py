@@ -1,0 +1,108 @@
+"""Starting the window for the CLI: its source (a capture helper) and its File menu hooks.
+
+The window never loads BPF: live captures come from a `ngxscope record --stream` helper.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+__all__ = ["connect_file_hooks", "open_session_window", "run_gui"]
+
+
+def connect_file_hooks(win: Any) -> None:
+    """Save/Open/Export from the window's menus go through the session store."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from ..store.session import SessionError, SessionReader, SessionWriter
+
+    def save(path: str) -> None:
+        try:
+            target = {"saved_from": "window", "source": win.windowTitle()}
+            with SessionWriter(path, target, overwrite=True) as writer:
+                for ex in list(win.store):
+                    writer.write_exchange(ex)
+                for ev in list(getattr(win, "events", [])):
+                    writer.write_event(ev)
+            win.session_path = path
+            win.statusBar().showMessage(f"saved {len(win.store)} exchanges to {path}", 5000)
+        except (SessionError, OSError) as exc:
+            QMessageBox.critical(win, "Save failed", str(exc))
+
+    def export(path: str) -> None:
+        from ..store.export_jsonl import exchange_line
+
+        try:
+            with open(path, "wb") as fh:
+                for ex in win.visible_exchanges():
+                    fh.write(exchange_line(ex))
+            win.statusBar().showMessage(f"exported to {path}", 5000)
+        except OSError as exc:
+            QMessageBox.critical(win, "Export failed", str(exc))
+
+    def open_session(path: str) -> None:
+        try:
+            session = SessionReader(path).read_all()
+        except SessionError as exc:
+            QMessageBox.critical(win, "Cannot open session", str(exc))
+            return
+        win.stop_capture()
+        win.load(session.exchanges, session.events, description=f"session {os.path.basename(path)}", path=path)
+        if session.warning:
+            QMessageBox.warning(win, "Session incomplete", session.warning)
+
+    win.save_requested.connect(save)
+    win.export_requested.connect(export)
+    win.open_session_requested.connect(open_session)
+
+
+def run_gui(
+    argv: list[str] | None = None,
+    *,
+    title: str = "",
+    screenshot: str | None = None,
+    after: float = 0.0,
+    duration: float | None = None,
+    open_attach: bool = False,
+) -> int:
+    """Open the main window, fed by a capture helper started with `argv` (or none)."""
+    from PySide6.QtCore import QTimer
+
+    from .app import ensure_app, run_window
+    from .mainwindow import MainWindow
+    from .source import StreamSource
+
+    ensure_app()
+    source = StreamSource(argv) if argv else None
+    win = MainWindow(None, title=title or "ngxscope")
+    connect_file_hooks(win)
+    if duration and not screenshot:
+        QTimer.singleShot(int(duration * 1000), win.close)
+    if screenshot:
+        # a picture has a fixed size, whatever a small (offscreen) screen or saved layout says
+        win.resize(1600, 1000)
+    try:
+        return run_window(source, title=title, screenshot=screenshot, after=after,
+                          open_attach=open_attach, window=win)
+    finally:
+        if source is not None:
+            source.stop()
+
+
+def open_session_window(path: str) -> int:
+    """`ngxscope open FILE`: the session in the window (a bad file: one line, exit 1)."""
+    from ..store.session import SessionReader
+    from .app import ensure_app, run_window
+    from .mainwindow import MainWindow
+
+    session = SessionReader(path).read_all()
+    if session.warning:
+        print(f"ngxscope: {session.warning}", file=sys.stderr)
+
+    ensure_app()
+    win = MainWindow(None, title=f"ngxscope — {os.path.basename(path)}")
+    connect_file_hooks(win)
+    win.load(session.exchanges, session.events, description=f"session {os.path.basename(path)}", path=path)
+    return run_window(None, window=win)
