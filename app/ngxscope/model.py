@@ -60,6 +60,9 @@ class UpstreamAttempt:
     """The request head as nginx sent it upstream (request line and headers)."""
     response_head: str | None = None
     """The response head the peer sent (status line and headers)."""
+    group: str | None = None
+    """The `upstream NAME { }` block the peer belongs to (from nginx's configuration), or the
+    proxy_pass address for a peer named directly; None when unknown."""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -141,6 +144,9 @@ class Exchange:
     """Why the exchange is incomplete or malformed; None when it is whole."""
     upstream: list[UpstreamAttempt] = field(default_factory=list)
     """Upstream attempts in order, retries included."""
+    server_block: str | None = None
+    """The `server { }` block that handled the request (its first server_name), from nginx's
+    configuration; None when unknown."""
     nginx_ms: float | None = None
     """The request time as nginx's own clock measures it (`$request_time` in ms). nginx caches
     the time once per event-loop turn, so under load it can trail the true `duration_ms`."""

@@ -20,6 +20,7 @@ from .capture.binary import BinaryError, inspect_binary
 from .capture.events import RawEvent
 from .capture.kheaders import find_kernel_headers
 from .capture.layout import layout_for_version
+from .capture.nginxconf import ConfigMap, config_for_master
 from .capture.procs import resolve_target
 from .capture.tracer import CaptureError, Tracer, TracerConfig
 from .decode.assembler import Assembler
@@ -178,6 +179,7 @@ class Recorder:
         self.end_reason = ""
         self.on_exchange: Callable[[Exchange], None] | None = None
         self._stop_ts = 0.0
+        self.config: ConfigMap | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -214,6 +216,7 @@ class Recorder:
                 log.debug("rescan after attach: %s", exc)
         self._deliver_event(LifecycleEvent(ts=self.started, kind="attach", pid=target.master or 0,
                                            detail=target.describe()))
+        self.config = self._load_config(target)
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
             threading.Thread(target=self._decode_loop, name="ngxscope-decode", daemon=True),
@@ -299,12 +302,31 @@ class Recorder:
                 self.stop()
                 return
 
+    def _load_config(self, target: Target) -> ConfigMap | None:
+        """Upstream group and server block names, read-only from nginx's configuration file."""
+        master = target.master or (target.pids[0] if target.pids else None)
+        if master is None:
+            return None
+        cmap = config_for_master(master, target.binary)
+        if cmap.note:
+            log.warning("%s", cmap.note)
+        self._deliver_event(LifecycleEvent(
+            ts=time.time(), kind="config", pid=master,
+            detail=f"{cmap.path}: {len(cmap.groups)} upstream peers, {len(cmap.servers)} server blocks"
+                   + (f" ({cmap.note})" if cmap.note else "")))
+        return cmap
+
     def _collect(self, ev: RawEvent) -> None:
         self._batch.append(ev)
 
     # -- output ---------------------------------------------------------------------------
     def _deliver(self, ex: Exchange) -> None:
         self.exchanges += 1
+        cmap = self.config
+        if cmap is not None:
+            ex.server_block = cmap.server_of(ex.server, ex.host)
+            for att in ex.upstream:
+                att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:
             sink.write_exchange(ex)
         if self.on_exchange is not None:

@@ -39,6 +39,11 @@ def compare_upstreams(pairs: list[tuple[dict[str, Any], Exchange]]) -> tuple[int
                     continue
                 if got is None or abs(got - want) > max(2.0, 0.1 * want):
                     problems.append(f"{where}: {att.addr} {field} {got} vs log {want}")
+        # the group (the upstream block proxy_pass names) and the server block, from the config
+        if any(a.group != line["proxy_host"] for a in ex.upstream):
+            problems.append(f"{where}: groups {[a.group for a in ex.upstream]} vs log proxy_host {line['proxy_host']}")
+        if ex.server_block != line["server_name"]:
+            problems.append(f"{where}: server block {ex.server_block!r} vs log {line['server_name']!r}")
         sent = [int(v) for v in line["upstream_bytes_sent"].split(",")]
         received = [int(v) for v in line["upstream_bytes_received"].split(",")]
         for att, s, r in zip(ex.upstream, sent, received, strict=True):

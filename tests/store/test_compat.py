@@ -27,8 +27,9 @@ FROZEN = {
     "session-v0.ngxs": "ed4de6d1d1584eaa8d7cc365993e1fb9afb3ad30f1b7494dd465565fef4a9eba",
     "session-v1.ngxs": "d907be03bc0293adbe98c50076ae6b813f4bc043b375ccfa6d9ccf9394888736",
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
+    "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
 }
-LATEST_SAMPLE = "session-v2.ngxs"
+LATEST_SAMPLE = "session-v3.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -168,12 +169,21 @@ EXPECTED_V2 = [
 ]
 
 
+# Version 3 added server_block and upstream groups; older files read them as None.
+EXPECTED_V3 = [
+    replace(EXPECTED_V2[0], server_block="shop.example.test",
+            upstream=[replace(a, group="app") for a in EXPECTED_V2[0].upstream]),
+    *(replace(ex, upstream=[replace(a, group="app") for a in ex.upstream]) for ex in EXPECTED_V2[1:]),
+]
+
+
 @pytest.mark.parametrize(
     ("name", "version", "tool", "expected"),
     [
         ("session-v0.ngxs", 0, "ngxscope 0.0.1", EXPECTED_EXCHANGES),
         ("session-v1.ngxs", 1, "ngxscope 0.1.0", EXPECTED_EXCHANGES),
         ("session-v2.ngxs", 2, "ngxscope 0.1.0", EXPECTED_V2),
+        ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -208,7 +218,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V2:
+        for ex in EXPECTED_V3:
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -247,7 +257,8 @@ def test_convert_0_1_rejects_bad_records() -> None:
 def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
-    assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None}
+    assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
+                               "server_block": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current

@@ -69,6 +69,8 @@ LOG_FIELDS: dict[str, str] = {
     "upstream_response_time": "$upstream_response_time",
     "upstream_bytes_sent": "$upstream_bytes_sent",
     "upstream_bytes_received": "$upstream_bytes_received",
+    "proxy_host": "$proxy_host",
+    "server_name": "$server_name",
 }
 """Access log keys and the nginx variables behind them (all logged as JSON strings)."""
 

@@ -34,6 +34,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct TCP ports that were free a moment ago (held together, so never equal)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -183,11 +195,7 @@ class LabNginx:
             self._start_backends(timeout)
             last = ""
             for _attempt in range(3):
-                self.plain_port, self.tls_port, self.dead_port = (
-                    free_port(),
-                    free_port(),
-                    free_port(),
-                )
+                self.plain_port, self.tls_port, self.dead_port = free_ports(3)
                 self.conf_path.write_text(
                     render_conf(
                         self.prefix,

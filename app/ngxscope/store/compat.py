@@ -59,7 +59,7 @@ FORMAT = "ngxscope-session"
 Record = Exchange | LifecycleEvent | dict[str, Any]
 """What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -92,9 +92,23 @@ def convert_1_2(record: RawRecord) -> RawRecord:
     return {**record, "nginx_ms": None}
 
 
+def convert_2_3(record: RawRecord) -> RawRecord:
+    """Version 2 → 3: exchanges get `server_block` and each upstream attempt `group`
+    (names from nginx's configuration; unknown in version 2: null)."""
+    if record.get("t") != "exchange":
+        return record
+    out = dict(record)
+    out.setdefault("server_block", None)
+    ups = out.get("upstream")
+    if isinstance(ups, list):
+        out["upstream"] = [{**a, "group": a.get("group")} if isinstance(a, dict) else a for a in ups]
+    return out
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
+    2: convert_2_3,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

@@ -214,7 +214,21 @@ def v2_records() -> list[dict[str, Any]]:
     return out
 
 
+def v3_records() -> list[dict[str, Any]]:
+    """Version 3 added server_block to exchanges and group to upstream attempts."""
+    out = []
+    for rec in v2_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 3
+        elif rec["t"] == "exchange":
+            rec["server_block"] = {1: "shop.example.test"}.get(rec["id"])
+            rec["upstream"] = [{**a, "group": "app"} for a in rec.get("upstream", [])]
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
-    for version, records in enumerate([v0_records(), v1_records(), v2_records()]):
+    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
