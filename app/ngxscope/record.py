@@ -348,6 +348,7 @@ class Recorder:
             "gaps": a.gaps if a else 0,
             "malformed": a.malformed if a else 0,
             "open_conns": a.open_conns if a else 0,
+            "upstream_conns": self.assembler.upstreams.pool_stats() if self.assembler else {},
             "workers": self.alive_workers(),
             "method": self.target.method if self.target else "",
         }

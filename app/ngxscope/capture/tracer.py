@@ -6,6 +6,9 @@ import ctypes
 import errno
 import logging
 import os
+import re
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ from typing import Any
 from .events import RawEvent, parse_event
 from .layout import Layout
 
-__all__ = ["PROBES", "CaptureError", "Tracer", "TracerConfig", "bpf_source"]
+__all__ = ["PROBES", "CaptureError", "Tracer", "TracerConfig", "bpf_source", "verifier_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,54 @@ def bpf_source() -> str:
     return resources.files("ngxscope.bpf").joinpath("capture.c").read_text()
 
 
+_LOG_NOISE = re.compile(
+    r"^(processed \d+ insns|verification time|stack depth|HINT:|bpf: Failed to load|"
+    r"Validating |Func#|\d+: \(|\d+: R\d|; |from \d+ to \d+|last_idx|regs=|parent |mark_precise)"
+)
+
+
+def verifier_reason(text: str) -> str:
+    """The line of a verifier (or compiler) log that says why loading failed, or ''."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines:
+        if ": error: " in line:  # clang: the first error says it
+            return line.split(": error: ", 1)[1][:300]
+    for line in reversed(lines):
+        if not _LOG_NOISE.match(line):
+            return line[:300]
+    return ""
+
+
+class _StderrCapture:
+    """Redirect file descriptor 2 to a temporary file (bcc/libbpf print the verifier log there)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._saved = -1
+        self._tmp: Any = None
+
+    def __enter__(self) -> _StderrCapture:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.seek(0)
+        self.text = self._tmp.read().decode("utf-8", "replace")
+        self._tmp.close()
+
+
 def _bpf_include_dir() -> str:
     path = resources.files("ngxscope.bpf").joinpath("events.h")
     return os.path.dirname(str(path))
@@ -84,6 +135,10 @@ class Tracer:
         self._attached: list[str] = []
         self._clock_offset = time.time() - time.monotonic()
         self._sink: Callable[[RawEvent], None] | None = None
+        self.inodes: set[tuple[int, int]] = set()
+        """(st_dev, st_ino) of every executable the probes are attached to."""
+        self.verifier_log = ""
+        """What the kernel verifier (or the compiler) printed when loading failed."""
 
     def cflags(self) -> list[str]:
         cfg = self.config
@@ -99,7 +154,12 @@ class Tracer:
         ]
 
     def start(self, sink: Callable[[RawEvent], None]) -> list[str]:
-        """Compile and attach; returns the attached symbol names. Raises CaptureError."""
+        """Compile, load and attach; returns the attached symbol names. Raises CaptureError.
+
+        A program the kernel refuses raises CaptureError naming the verifier's reason; the
+        whole verifier log is logged at INFO (`ngxscope --verbose`) and kept in
+        `verifier_log`.
+        """
         try:
             from bcc import BPF
         except ImportError as exc:
@@ -107,27 +167,97 @@ class Tracer:
                 f"bcc is not importable ({exc}); run scripts/setup.sh (installs python3-bpfcc)"
             ) from None
         self._sink = sink
-        try:
-            self.bpf = BPF(text=bpf_source(), cflags=self.cflags())
-        except Exception as exc:  # bcc raises bare Exception on compile/load failure
-            raise CaptureError(f"BPF program failed to load: {str(exc).strip().splitlines()[-1]}") from None
-        bpf = self.bpf
-        for sym, entry, ret, required in PROBES:
+        with _StderrCapture() as err:
             try:
-                bpf.attach_uprobe(name=self.config.binary, sym=sym, fn_name=entry)
-                if ret:
-                    bpf.attach_uretprobe(name=self.config.binary, sym=sym, fn_name=ret)
-                self._attached.append(sym)
-            except Exception as exc:
-                if required:
-                    self.stop()
-                    raise CaptureError(f"cannot attach uprobe to {sym} in {self.config.binary}: {exc}") from None
-                log.info("optional probe %s not attached: %s", sym, exc)
+                self.bpf = BPF(text=bpf_source(), cflags=self.cflags())
+                # Load every uprobe program now, so a refusal names the verifier's reason
+                # (bcc prints the verifier log on stderr, not in its exception).
+                for _sym, entry, ret, _required in PROBES:
+                    for fn in (entry, ret):
+                        if fn:
+                            self.bpf.load_func(fn, BPF.KPROBE)
+            except Exception as exc:  # bcc raises bare Exception on compile/load failure
+                failure: Exception | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            if self.bpf is not None:
+                self.stop()
+            raise CaptureError(self._load_error(failure, err.text)) from None
+        if err.text.strip():
+            log.info("%s", err.text.rstrip())
+        try:
+            self._stat_self_binary()
+            self._attached = self._attach_all(self.config.binary)
+        except CaptureError:
+            self.stop()
+            raise
+        bpf = self.bpf
         bpf["events"].open_ring_buffer(self._on_event)
         # Only now let events through, so no exchange is seen by half of the probes.
         self.add_pids(self.config.pids)
         bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
         return list(self._attached)
+
+    def _load_error(self, exc: Exception, text: str) -> str:
+        """One line for a failed compile/load: the verifier's (or compiler's) reason."""
+        self.verifier_log = text
+        if text.strip():
+            log.info("BPF load failed; the kernel/compiler said:\n%s", text.rstrip())
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = verifier_reason(text)
+        if reason and "Failed to load BPF program" in first:
+            return (f"BPF program refused by the kernel verifier: {reason} ({first}; "
+                    "--verbose prints the verifier log)")
+        if reason:
+            return f"BPF program failed to load: {first}: {reason} (--verbose prints the log)"
+        return f"BPF program failed to load: {first}"
+
+    def _stat_self_binary(self) -> None:
+        try:
+            st = os.stat(self.config.binary)
+        except OSError as exc:
+            raise CaptureError(f"cannot read {self.config.binary}: {exc.strerror}") from None
+        self.inodes.add((st.st_dev, st.st_ino))
+
+    def _attach_all(self, path: str) -> list[str]:
+        """Attach every probe to the executable at `path` (resolved to its inode now)."""
+        bpf = self.bpf
+        attached = []
+        for sym, entry, ret, required in PROBES:
+            try:
+                bpf.attach_uprobe(name=path, sym=sym, fn_name=entry)
+                if ret:
+                    bpf.attach_uretprobe(name=path, sym=sym, fn_name=ret)
+                attached.append(sym)
+            except Exception as exc:
+                if required:
+                    raise CaptureError(f"cannot attach uprobe to {sym} in {path}: {exc}") from None
+                log.info("optional probe %s not attached in %s: %s", sym, path, exc)
+        return attached
+
+    def attach_binary(self, path: str) -> tuple[int, int] | None:
+        """Also attach the probes to another nginx executable (a binary upgrade's new inode).
+
+        `path` may be a replaced file's path or /proc/PID/exe. The probes are the same
+        programs with the same maps, so processes keep one connection table and one ring
+        buffer. Returns the (dev, inode) attached, or None when it already was.
+        Raises CaptureError.
+        """
+        if self.bpf is None:
+            raise CaptureError("the capture is not running")
+        # Hold the file open so the inode that is attached is the one that was checked.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if ident in self.inodes:
+                return None
+            self._attach_all(f"/proc/self/fd/{fd}")
+            self.inodes.add(ident)
+            return ident
+        finally:
+            os.close(fd)
 
     def _on_event(self, _ctx: int, data: int, size: int) -> int:
         raw = ctypes.string_at(data, size)
@@ -169,6 +299,16 @@ class Tracer:
         targets = self.bpf["targets"]
         for pid in pids:
             targets[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def remove_pids(self, pids: Iterable[int]) -> None:
+        if self.bpf is None:
+            return
+        targets = self.bpf["targets"]
+        for pid in pids:
+            try:
+                del targets[ctypes.c_uint32(pid)]
+            except KeyError:
+                pass
 
     def target_pids(self) -> list[int]:
         if self.bpf is None:

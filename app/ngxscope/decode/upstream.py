@@ -168,5 +168,15 @@ class UpstreamTracker:
                     conn.current = None
         return out
 
+    def pool_stats(self) -> dict[str, dict[str, int]]:
+        """Open upstream connections per peer: "active" (serving a request) and "idle" (pooled)."""
+        out: dict[str, dict[str, int]] = {}
+        for conn in list(self._conns.values()):  # a copy: called from another thread
+            if not conn.peer:
+                continue
+            slot = out.setdefault(conn.peer, {"active": 0, "idle": 0})
+            slot["active" if conn.current is not None else "idle"] += 1
+        return out
+
     def drop_client(self, pid: int, conn_ts: int) -> None:
         self._by_client.pop((pid, conn_ts), None)

@@ -7,8 +7,10 @@ reading a graph never walks the exchanges:
   ended, each with request counts per status class (1xx..5xx, none) and a log-scale
   latency histogram (20 bins per decade, 10 µs .. 100 s) from which p50/p95/p99 come;
 - per worker (pid): totals, status classes, a latency histogram and a per-second ring;
-- per upstream peer: attempts, status classes, errors, upstream duration and header-time
-  histograms, bytes both ways, and a per-second ring.
+- per upstream group and peer (`(group, addr)`): attempts, status classes, errors,
+  failures (no answer), retries (attempts followed by another), upstream response-time and
+  header-time HDR-style histograms (`HdrHistogram`, < 1 % relative error), bytes both
+  ways, and a per-second ring (the sparklines).
 
 A filter predicate can be set; graphs follow it by `rebuild`-ing from the store.
 Pure Python + numpy, no Qt.
@@ -27,10 +29,14 @@ from ngxscope.model import Exchange
 __all__ = [
     "BIN_EDGES_MS",
     "CLASS_NAMES",
+    "UNKNOWN_GROUP",
     "Aggregator",
+    "HdrHistogram",
     "PeerRow",
     "Series",
     "WorkerRow",
+    "attempt_failed",
+    "attempt_group",
     "hist_percentiles",
     "latency_bin",
     "status_class",
@@ -48,8 +54,92 @@ BIN_EDGES_MS = np.logspace(LOG_MIN, LOG_MAX, NBINS + 1)
 """Edges of the latency histogram bins, in milliseconds."""
 _BIN_MID_MS = np.sqrt(BIN_EDGES_MS[:-1] * BIN_EDGES_MS[1:])
 
+SPARK_S = 60
+"""Seconds of per-peer history in `PeerRow.spark`."""
+
 RATE_WINDOW_S = 10
 """Rates (req/s) are averaged over this many most recent seconds."""
+
+UNKNOWN_GROUP = "(unknown group)"
+"""The group of a peer when neither the attempt nor the exchange names its upstream block."""
+
+
+def attempt_group(ex: Exchange, attempt: object) -> str:
+    """The `upstream NAME {}` group of an attempt: the attempt's, the exchange's, or unknown."""
+    group = getattr(attempt, "group", None) or getattr(ex, "upstream_group", None)
+    return str(group) if group else UNKNOWN_GROUP
+
+
+def attempt_failed(attempt: object) -> bool:
+    """The peer never answered (refused, reset, timed out): no status or no response head."""
+    status = getattr(attempt, "status", None)
+    if status is None:
+        return True
+    return (getattr(attempt, "header_ms", None) is None
+            and not getattr(attempt, "response_bytes", 0)
+            and not getattr(attempt, "response_head", None))
+
+
+class HdrHistogram:
+    """A log-linear histogram of durations in the manner of HdrHistogram.
+
+    Values are recorded in integer microseconds. Below 2*SUB µs every value has its own
+    bucket; above, each power of two is split into SUB linear sub-buckets, so any recorded
+    value is known to within 1/SUB (< 0.8 %) over 1 µs .. 3 days, in a fixed 4096-slot
+    array (longer durations land in the last bucket). Percentiles report the middle of their bucket.
+    """
+
+    SUB_BITS = 7
+    SUB = 1 << SUB_BITS
+    SIZE = 4096
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.SIZE, np.int64)
+        self.total = 0
+
+    @classmethod
+    def index(cls, ms: float) -> int:
+        """The bucket of a duration in ms."""
+        if not ms > 0.0:  # also NaN
+            return 0
+        v = int(ms * 1000.0 + 0.5)
+        if v < 2 * cls.SUB:
+            return v
+        shift = v.bit_length() - cls.SUB_BITS - 1
+        return min(cls.SIZE - 1, (shift + 1) * cls.SUB + (v >> shift) - cls.SUB)
+
+    @classmethod
+    def bucket_ms(cls, i: int) -> tuple[float, float]:
+        """[low, high) of bucket `i` in ms."""
+        if i < 2 * cls.SUB:
+            return i / 1000.0, (i + 1) / 1000.0
+        shift = i // cls.SUB - 1
+        mant = i % cls.SUB + cls.SUB
+        return (mant << shift) / 1000.0, ((mant + 1) << shift) / 1000.0
+
+    def record(self, ms: float) -> None:
+        self.counts[self.index(ms)] += 1
+        self.total += 1
+
+    def merge(self, other: HdrHistogram) -> None:
+        """Add `other`'s counts to this histogram."""
+        self.counts += other.counts
+        self.total += other.total
+
+    def percentiles(self, qs: Iterable[float]) -> list[float]:
+        """Values (ms) at quantiles `qs` (0..1); NaN when empty."""
+        qs = list(qs)
+        if not self.total:
+            return [math.nan] * len(qs)
+        cs = np.cumsum(self.counts)
+        out = []
+        for q in qs:
+            i = int(np.searchsorted(cs, max(1.0, q * self.total), side="left"))
+            lo, hi = self.bucket_ms(min(i, self.SIZE - 1))
+            out.append(lo if i < 2 * self.SUB else (lo + hi) / 2)
+        return out
 
 
 def status_class(status: int | None) -> int:
@@ -142,6 +232,14 @@ class PeerRow:
     header_p99: float
     bytes_sent: int
     bytes_received: int
+    group: str = UNKNOWN_GROUP
+    """The upstream block (`upstream NAME {}`) the attempts were made for."""
+    failures: int = 0
+    """Attempts the peer never answered (refused, reset, timed out)."""
+    retries: int = 0
+    """Attempts that were followed by another attempt (nginx moved on to the next peer)."""
+    spark: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Attempts per second over the last SPARK_S full seconds, oldest first."""
 
     @property
     def error_rate(self) -> float:
@@ -155,11 +253,14 @@ class _Key:
     requests: int = 0
     classes: np.ndarray = field(default_factory=lambda: np.zeros(NCLASS, np.int64))
     hist: np.ndarray = field(default_factory=lambda: np.zeros(NBINS, np.int64))
-    hist2: np.ndarray = field(default_factory=lambda: np.zeros(NBINS, np.int64))
     errors: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
     ring: np.ndarray | None = None
+    failures: int = 0
+    retries: int = 0
+    resp: HdrHistogram | None = None
+    header: HdrHistogram | None = None
 
 
 class Aggregator:
@@ -179,8 +280,11 @@ class Aggregator:
         self.latest: int | None = None
         self.total = 0
         self.total_classes = np.zeros(NCLASS, np.int64)
+        self.first: int | None = None
+        """The oldest second fed since the last reset."""
         self.workers: dict[int, _Key] = {}
-        self.peers: dict[str, _Key] = {}
+        self.peers: dict[tuple[str, str], _Key] = {}
+        """Keyed by (group, addr)."""
 
     def set_predicate(self, predicate: Callable[[Exchange], bool] | None) -> None:
         """Only exchanges the predicate accepts are counted from now on (see `rebuild`)."""
@@ -223,6 +327,9 @@ class Aggregator:
         newest = int(secs.max())
         if self.latest is None or newest > self.latest:
             self.latest = newest
+        oldest = max(int(secs.min()), self.latest - self.seconds + 1)
+        if self.first is None or oldest < self.first:
+            self.first = oldest
         keep = secs > self.latest - self.seconds
         if not keep.all():
             batch = [e for e, k in zip(batch, keep.tolist(), strict=True) if k]
@@ -261,16 +368,23 @@ class Aggregator:
 
     def _feed_peers(self, batch: list[Exchange], slots: np.ndarray) -> None:
         for ex, slot in zip(batch, slots.tolist(), strict=True):
-            for a in ex.upstream:
-                key = self._key(self.peers, a.addr)
+            last = len(ex.upstream) - 1
+            for n, a in enumerate(ex.upstream):
+                key = self._key(self.peers, (attempt_group(ex, a), a.addr))
+                if key.resp is None or key.header is None:
+                    key.resp, key.header = HdrHistogram(), HdrHistogram()
                 key.requests += 1
                 key.classes[status_class(a.status)] += 1
                 if a.status is None or a.status >= 500:
                     key.errors += 1
+                if attempt_failed(a):
+                    key.failures += 1
+                if n < last:
+                    key.retries += 1
                 if a.duration_ms is not None:
-                    key.hist[latency_bin(a.duration_ms)] += 1
+                    key.resp.record(a.duration_ms)
                 if a.header_ms is not None:
-                    key.hist2[latency_bin(a.header_ms)] += 1
+                    key.header.record(a.header_ms)
                 key.bytes_sent += a.request_bytes
                 key.bytes_received += a.response_bytes
                 assert key.ring is not None
@@ -343,18 +457,40 @@ class Aggregator:
             )
         return rows
 
+    def group_rows(self) -> list[PeerRow]:
+        """One row per upstream group (addr ""): its peers' attempts added up, by group."""
+        merged: dict[str, _Key] = {}
+        for (group, _addr), key in self.peers.items():
+            m = merged.get(group)
+            if m is None:
+                m = merged[group] = _Key(ring=np.zeros(self.seconds, np.int32),
+                                         resp=HdrHistogram(), header=HdrHistogram())
+            m.requests += key.requests
+            m.classes += key.classes
+            m.errors += key.errors
+            m.failures += key.failures
+            m.retries += key.retries
+            m.bytes_sent += key.bytes_sent
+            m.bytes_received += key.bytes_received
+            assert m.ring is not None and key.ring is not None
+            m.ring += key.ring
+            if key.resp is not None and key.header is not None:
+                assert m.resp is not None and m.header is not None
+                m.resp.merge(key.resp)
+                m.header.merge(key.header)
+        return [self._peer_row(group, "", merged[group]) for group in sorted(merged)]
+
+    def _peer_row(self, group: str, addr: str, key: _Key) -> PeerRow:
+        qs = (0.5, 0.95, 0.99)
+        p = key.resp.percentiles(qs) if key.resp else [math.nan] * 3
+        h = key.header.percentiles(qs) if key.header else [math.nan] * 3
+        spark = self.key_series(key, SPARK_S + 1)[:-1].astype(float)
+        return PeerRow(
+            addr, key.requests, self._rate(key), [int(c) for c in key.classes], key.errors,
+            p[0], p[1], p[2], h[0], h[1], h[2], key.bytes_sent, key.bytes_received, group,
+            key.failures, key.retries, spark,
+        )
+
     def peer_rows(self) -> list[PeerRow]:
-        """One row per upstream peer address, by address."""
-        rows = []
-        for addr in sorted(self.peers):
-            key = self.peers[addr]
-            p = hist_percentiles(key.hist, (0.5, 0.95, 0.99))
-            h = hist_percentiles(key.hist2, (0.5, 0.95, 0.99))
-            rows.append(
-                PeerRow(
-                    addr, key.requests, self._rate(key), [int(c) for c in key.classes],
-                    key.errors, float(p[0]), float(p[1]), float(p[2]),
-                    float(h[0]), float(h[1]), float(h[2]), key.bytes_sent, key.bytes_received,
-                )
-            )
-        return rows
+        """One row per (upstream group, peer address), by group then address."""
+        return [self._peer_row(g, a, self.peers[(g, a)]) for g, a in sorted(self.peers)]

@@ -28,7 +28,7 @@ from ngxscope.store.aggregate import BIN_EDGES_MS, Aggregator, Series
 
 from .tablemodel import DASH, fmt_ms
 
-__all__ = ["GraphsPanel", "HoverReadout", "steady", "style_plot"]
+__all__ = ["GraphsPanel", "HoverReadout", "steady", "style_plot", "time_span"]
 
 pg.setConfigOptions(antialias=False, foreground="k")
 
@@ -41,6 +41,16 @@ STACK = [  # (name, class indexes, colour) bottom → top
 ]
 PCT_COLORS = (("p50", "#2f7fc1"), ("p95", "#d9822b"), ("p99", "#d64545"))
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900))
+MIN_SPAN_S = 10.0
+"""The shortest time axis shown while a capture is younger than the window."""
+
+
+def time_span(first: float | None, last: float, window_s: float) -> tuple[float, float]:
+    """The x range of a time graph: the window, or [first data, last] until it fills."""
+    lo = last - window_s + 1
+    if first is not None and first > lo:
+        lo = min(float(first), last - MIN_SPAN_S)
+    return lo, last
 
 
 def _tint(color: QColor, amount: float = 0.25) -> QColor:
@@ -262,8 +272,9 @@ class GraphsPanel(QWidget):
         self._series = s
         self._latest = float(agg.latest) - 1
         x = s.t + self._latest
+        x0, x1 = time_span(agg.first, float(x[-1]), self.window_s)
         for plot in (self.rps, self.lat):
-            plot.getPlotItem().setXRange(float(x[0]), float(x[-1]), padding=0)
+            plot.getPlotItem().setXRange(x0, x1, padding=0)
         cum = np.zeros(len(x))
         for (_name, idx, _color), curve in zip(STACK, self.stack_curves, strict=True):
             cum = cum + s.counts[:, list(idx)].sum(axis=1)

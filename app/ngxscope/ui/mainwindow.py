@@ -41,9 +41,10 @@ from .filterbar import FilterBar
 from .graphs import GraphsPanel
 from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
-from .panels import EventsLog, UpstreamsPanel, WorkersPanel
+from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
+from .upstreams import UpstreamsPanel
 from .tablemodel import (
     COLUMNS,
     DEFAULT_WIDTHS,
@@ -255,6 +256,8 @@ class MainWindow(QMainWindow):
         self.events = list(events)
         self.events_log.clear()
         self.events_log.add_events(self.events)
+        self.docks["events"].setWindowTitle(f"Events ({len(self.events):,})" if self.events
+                                            else "Events")
         self.agg.rebuild(self.store)
         self.session_path = path
         self.status.set_source(description or (path or "session"))
@@ -282,11 +285,7 @@ class MainWindow(QMainWindow):
             return
         exchanges, events, stats = src.poll()
         if events:
-            self.events.extend(events)
-            self.events_log.add_events(events)
-            for ev in events:
-                if ev.kind == "lost-events":
-                    self.status.lost_total += 1
+            self.show_events(events)
         if stats is not None:
             self._last_stats = stats
         if exchanges:
@@ -310,6 +309,19 @@ class MainWindow(QMainWindow):
                 self.events_log.note(f"capture ended: {err}")
             else:
                 self.status.set_state("stopped", "■ stopped")
+
+    def show_events(self, events: list[LifecycleEvent]) -> None:
+        """Log lifecycle events in the Events dock and flash the newest in the status bar."""
+        self.events.extend(events)
+        self.events_log.add_events(events)
+        for ev in events:
+            if ev.kind == "lost-events":
+                self.status.lost_total += 1
+        shown = [ev for ev in events if ev.kind != "config"] or events
+        last = shown[-1]
+        more = f"  (+{len(shown) - 1} more: see Events)" if len(shown) > 1 else ""
+        self.status.flash(describe_event(last) + more, EVENT_KINDS.get(last.kind, ("", "#6b7280"))[1])
+        self.docks["events"].setWindowTitle(f"Events ({len(self.events):,})")
 
     def _append(self, exchanges: list[Exchange], *, feed: bool = True) -> None:
         sb = self.table.verticalScrollBar()

@@ -1,4 +1,4 @@
-"""Side panels: per-worker table + plot, per-upstream-peer table, lifecycle events log."""
+"""Side panels: per-worker table + plot, lifecycle events (the Upstreams panel: upstreams.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
-    QPlainTextEdit,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTreeWidget,
+    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -22,10 +23,11 @@ from PySide6.QtWidgets import (
 from ngxscope.model import LifecycleEvent
 from ngxscope.store.aggregate import Aggregator
 
-from .graphs import steady, style_plot
-from .tablemodel import STATUS_COLORS, fmt_bytes, fmt_ms
+from .graphs import steady, style_plot, time_span
+from .tablemodel import STATUS_COLORS, fmt_ms
+from .upstreams import UpstreamsPanel
 
-__all__ = ["EventsLog", "UpstreamsPanel", "WorkersPanel"]
+__all__ = ["EVENT_KINDS", "EventsLog", "UpstreamsPanel", "WorkersPanel", "describe_event"]
 
 WORKER_COLORS = ("#2f7fc1", "#2e9d4f", "#d9822b", "#9b59b6", "#d64545", "#16a085",
                  "#7f8c8d", "#c0392b")
@@ -114,7 +116,7 @@ class WorkersPanel(QWidget):
                 curve.setData(secs[:-1], y[:-1])
                 live.add(r.pid)
             item = self.plot.getPlotItem()
-            item.setXRange(float(secs[0]), float(secs[-2]), padding=0.01)
+            item.setXRange(*time_span(agg.first, float(secs[-2]), window_s), padding=0.01)
             top = max((float(c.yData.max()) for c in self.curves.values()
                        if c.yData is not None and len(c.yData)), default=1.0)
             item.setYRange(0, max(1.0, top) * 1.1, padding=0)
@@ -125,58 +127,81 @@ class WorkersPanel(QWidget):
                 self.legend.removeItem(curve)
 
 
-class UpstreamsPanel(QWidget):
-    """Per-upstream-peer table; clicking a peer asks for the filter `upstream=ADDR`."""
-
-    peer_clicked = Signal(str)
-    HEADERS = ["Peer", "Requests", "req/s", "2xx", "3xx", "4xx", "5xx", "Errors", "p50",
-               "p95", "p99", "hdr p95", "Sent", "Received"]
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.table = _table(self.HEADERS)
-        self.table.cellClicked.connect(self._clicked)
-        self.table.setToolTip("Click a peer to filter the requests it served")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(2, 2, 2, 2)
-        lay.addWidget(self.table)
-        self.addrs: list[str] = []
-
-    def _clicked(self, row: int, _col: int) -> None:
-        if 0 <= row < len(self.addrs):
-            self.peer_clicked.emit(self.addrs[row])
-
-    def refresh(self, agg: Aggregator) -> None:
-        rows = agg.peer_rows()
-        self.addrs = [r.addr for r in rows]
-        self.table.setRowCount(len(rows))
-        for i, r in enumerate(rows):
-            cells = [r.addr, f"{r.requests:,}", f"{r.rate:,.1f}",
-                     *(f"{c:,}" for c in r.classes[1:5]),
-                     f"{r.errors:,} ({r.error_rate:.1%})", fmt_ms(r.p50), fmt_ms(r.p95),
-                     fmt_ms(r.p99), fmt_ms(r.header_p95), fmt_bytes(r.bytes_sent),
-                     fmt_bytes(r.bytes_received)]
-            colors = {3 + k: STATUS_COLORS[1 + k] for k in range(4)}
-            if r.error_rate > 0.05:
-                colors[7] = STATUS_COLORS[4]
-            _set_row(self.table, i, cells, colors)
+EVENT_KINDS: dict[str, tuple[str, str]] = {
+    "attach": ("attached", "#2e9d4f"),
+    "detach": ("detached", "#6b7280"),
+    "worker-start": ("worker started", "#2f7fc1"),
+    "worker-exit": ("worker exited", "#d9822b"),
+    "reload": ("reload", "#2f7fc1"),
+    "binary-upgrade": ("binary upgrade", "#9b59b6"),
+    "lost-events": ("events lost", "#d64545"),
+    "config": ("configuration", "#6b7280"),
+    "ngxscope": ("ngxscope", "#6b7280"),
+}
+"""Event kind → (label, colour) in the Events dock."""
 
 
-class EventsLog(QPlainTextEdit):
-    """Lifecycle events (worker started/exited, attach, lost events), newest last."""
+def describe_event(ev: LifecycleEvent) -> str:
+    """One sentence for the status bar ("nginx worker 1234 started (forked by 1200)")."""
+    pid = f" {ev.pid}" if ev.pid else ""
+    detail = f" ({ev.detail})" if ev.detail else ""
+    text = {
+        "worker-start": f"nginx worker{pid} started",
+        "worker-exit": f"nginx worker{pid} exited",
+        "attach": "capture attached",
+        "detach": "capture detached",
+        "reload": f"nginx{pid} reloaded its configuration",
+        "binary-upgrade": f"nginx{pid} binary upgrade",
+        "lost-events": "capture events lost: some requests may be missing",
+    }.get(ev.kind, f"{ev.kind}{pid}")
+    return f"{text}{detail}"
+
+
+class EventsLog(QTreeWidget):
+    """Lifecycle events (workers starting/exiting, reloads, attach/detach, lost events)."""
+
+    COLUMNS = ["Time", "Event", "PID", "Detail"]
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setReadOnly(True)
-        self.setMaximumBlockCount(2000)
-        self.setPlaceholderText("Lifecycle events (workers starting/exiting, lost events) "
-                                "appear here.")
+        self.setColumnCount(len(self.COLUMNS))
+        self.setHeaderLabels(self.COLUMNS)
+        self.setRootIsDecorated(False)
+        self.setUniformRowHeights(True)
+        self.setAlternatingRowColors(True)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for col, width in enumerate((90, 120, 70)):
+            self.setColumnWidth(col, width)
+        self.header().setStretchLastSection(True)
+        self._bold = QFont()
+        self._bold.setBold(True)
+        self.max_rows = 2000
+
+    def _add(self, ts: float, kind: str, pid: int, detail: str) -> None:
+        label, color = EVENT_KINDS.get(kind, (kind, "#6b7280"))
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+        item = QTreeWidgetItem([stamp, label, str(pid) if pid else "", detail])
+        item.setForeground(1, QColor(color))
+        item.setFont(1, self._bold)
+        item.setToolTip(3, detail)
+        self.addTopLevelItem(item)
+        while self.topLevelItemCount() > self.max_rows:
+            self.takeTopLevelItem(0)
+        self.scrollToItem(item)
 
     def add_events(self, events: list[LifecycleEvent]) -> None:
         for ev in events:
-            stamp = time.strftime("%H:%M:%S", time.localtime(ev.ts))
-            pid = f" pid {ev.pid}" if ev.pid else ""
-            self.appendPlainText(f"{stamp}  {ev.kind:<13}{pid}  {ev.detail}".rstrip())
+            self._add(ev.ts, ev.kind, ev.pid, ev.detail)
 
     def note(self, text: str) -> None:
-        self.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+        """A line from ngxscope itself (capture started/stopped)."""
+        self._add(time.time(), "ngxscope", 0, text)
+
+    def toPlainText(self) -> str:  # noqa: N802 - the QPlainTextEdit name it replaced
+        """Every row as text, one per line (for tests and copying)."""
+        rows = []
+        for i in range(self.topLevelItemCount()):
+            item = self.topLevelItem(i)
+            if item is not None:
+                rows.append("  ".join(item.text(c) for c in range(4)).rstrip())
+        return "\n".join(rows)

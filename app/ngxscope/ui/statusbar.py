@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
 from .tablemodel import fmt_bytes
@@ -51,7 +52,13 @@ class CaptureStatusBar(QStatusBar):
                            "may be missing or truncated")
         self.truncated = _label("Payloads not fully captured (cap, sendfile or lost events)")
         self.memory = _label("Memory used by ngxscope (RSS)")
+        self.notice = _label("The latest lifecycle event (all of them: the Events panel)")
+        self.notice.setVisible(False)
+        self._notice_timer = QTimer(self)
+        self._notice_timer.setSingleShot(True)
+        self._notice_timer.timeout.connect(lambda: self.notice.setVisible(False))
         self.addWidget(self.state)
+        self.addWidget(self.notice)
         self.addWidget(self.source, 1)
         for w in (self.rows, self.rate, self.lost, self.truncated, self.memory):
             self.addPermanentWidget(w)
@@ -67,6 +74,13 @@ class CaptureStatusBar(QStatusBar):
         self.state.setText(f" {text} ")
         self.state.setStyleSheet(STATE_STYLES.get(kind, "") + " border-radius: 3px;")
         self.state_kind = kind
+
+    def flash(self, text: str, color: str = "#2f7fc1", ms: int = 8000) -> None:
+        """Show `text` as a coloured notice next to the state for `ms` milliseconds."""
+        self.notice.setText(f" {text} ")
+        self.notice.setStyleSheet(f"color: white; background: {color}; border-radius: 3px;")
+        self.notice.setVisible(True)
+        self._notice_timer.start(ms)
 
     def set_source(self, text: str) -> None:
         self.source.setText(text)

@@ -80,11 +80,35 @@ def _status_cls(status: int | None) -> int:
 
 
 def _upstream(e: Exchange) -> str:
+    """The peers tried, as nginx's $upstream_addr prints them ("a, b" for a retry)."""
     if not e.upstream:
         return ""
     if len(e.upstream) == 1:
         return e.upstream[0].addr
-    return " → ".join(a.addr for a in e.upstream)
+    return ", ".join(a.addr for a in e.upstream)
+
+
+def upstream_tooltip(e: Exchange) -> str:
+    """Every attempt: peer, group, status, times, bytes (the Upstream column's tooltip)."""
+    lines = []
+    for i, a in enumerate(e.upstream, 1):
+        group = getattr(a, "group", None) or getattr(e, "upstream_group", None)
+        status = str(a.status) if a.status is not None else "no answer"
+        parts = [f"#{i} {a.addr}" + (f" ({group})" if group else "") + f" → {status}"]
+        if a.duration_ms is not None:
+            parts.append(f"{fmt_ms(a.duration_ms)}")
+        if a.header_ms is not None:
+            parts.append(f"header {fmt_ms(a.header_ms)}")
+        if a.connect_ms:
+            parts.append(f"connect {fmt_ms(a.connect_ms)}")
+        parts.append(f"{fmt_bytes(a.request_bytes)} sent, {fmt_bytes(a.response_bytes)} received")
+        if a.reused:
+            parts.append("keepalive")
+        lines.append(" · ".join(parts))
+    if len(e.upstream) > 1:
+        lines.append(f"{len(e.upstream) - 1} retr{'y' if len(e.upstream) == 2 else 'ies'}: "
+                     "nginx moved on to the next peer (proxy_next_upstream)")
+    return "\n".join(lines)
 
 
 def _time(e: Exchange) -> str:
@@ -126,7 +150,7 @@ COLUMNS: list[Column] = [
 COLUMN_KEYS = [c[0] for c in COLUMNS]
 STATUS_COL = COLUMN_KEYS.index("status")
 DEFAULT_WIDTHS = {"time": 92, "worker": 52, "client": 142, "method": 58, "host": 128,
-                  "path": 200, "status": 50, "duration": 70, "upstream": 104,
+                  "path": 200, "status": 50, "duration": 70, "upstream": 240,
                   "req_size": 68, "resp_size": 72, "tls": 34}
 
 _DISPLAY = Qt.ItemDataRole.DisplayRole
@@ -193,7 +217,9 @@ class ExchangeTableModel(QAbstractTableModel):
             ex = self.exchange(index.row())
             if col[0] == "status" and ex.error:
                 return ex.error
-            if col[0] in ("path", "upstream", "host", "client"):
+            if col[0] == "upstream":
+                return upstream_tooltip(ex) if ex.upstream else None
+            if col[0] in ("path", "host", "client"):
                 return col[2](ex)
             return None
         if role == EXCHANGE_ROLE:
