@@ -17,7 +17,7 @@ DEBS=(python3-bpfcc libbpfcc nginx openssl curl wrk tshark xvfb xauth
       libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
       libxcb-randr0 libxcb-render-util0 libxcb-image0 libglib2.0-0 fonts-dejavu-core
-      binutils procps iproute2)
+      binutils procps iproute2 prometheus openssh-server openssh-client)
 KVER=$(uname -r)
 # bcc compiles against kernel headers: the running kernel's own package if Debian has one,
 # else Debian's current amd64 headers (linked in below).

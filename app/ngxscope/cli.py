@@ -32,10 +32,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ngxscope {__version__}")
     p.add_argument("--pid", type=int, help="open the window attached to this nginx master or worker")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    from .remote import add_remote_options
+
+    add_remote_options(p)
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
 
     ls = sub.add_parser("list", help="nginx processes on this machine and how they can be captured")
     ls.add_argument("--all", action="store_true", help="also list processes that are not nginx")
+    ls.add_argument("--json", action="store_true", help="print the processes as JSON (for --remote)")
 
     rec = sub.add_parser("record", help="capture a running nginx into a session file")
     who = rec.add_mutually_exclusive_group()
@@ -50,11 +54,27 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB", help="BPF ring buffer size (default 32)")
     rec.add_argument("--force", action="store_true", help="attach to a process that does not look like nginx")
     rec.add_argument("--dump-bpf", action="store_true", help="print the BPF C program and its compile flags, then exit")
+    from .telemetry import add_record_options
 
-    ex = sub.add_parser("export", help="convert a session file")
-    ex.add_argument("file", help="session file (.ngxs)")
-    ex.add_argument("--format", choices=["jsonl"], default="jsonl")
+    add_record_options(rec)
+
+    ex = sub.add_parser("export", help="convert a session (or HAR) file to HAR, pcapng, CSV or JSONL")
+    ex.add_argument("file", help="session file (.ngxs) or HAR file")
+    ex.add_argument("--format", choices=["har", "pcapng", "csv", "jsonl"], default="jsonl")
     ex.add_argument("-o", "--output", required=True, help="output file ('-' for stdout)")
+    ex.add_argument("--filter", metavar="EXPR", help="export only the exchanges this filter matches")
+    ex.add_argument("--no-redact", action="store_true",
+                    help="keep Authorization, Cookie, Set-Cookie... values (masked by default)")
+    ex.add_argument("--redact-header", action="append", default=[], metavar="NAME",
+                    help="also mask this header's values (repeatable; env NGXSCOPE_REDACT_HEADERS)")
+    ex.add_argument("--redact-param", action="append", default=[], metavar="NAME",
+                    help="also mask this query parameter (repeatable; env NGXSCOPE_REDACT_PARAMS)")
+
+    st = sub.add_parser("stats", help="a session's figures as a text table (no display needed)")
+    st.add_argument("file", help="session file (.ngxs) or HAR file")
+    st.add_argument("--json", action="store_true", help="print the figures as JSON")
+    st.add_argument("--filter", metavar="EXPR", help="count only the exchanges this filter matches")
+    st.add_argument("--top", type=int, default=10, metavar="N", help="paths listed (default 10)")
 
     demo = sub.add_parser("demo", help="a private nginx with TLS, upstreams and traffic, captured live")
     demo.add_argument("--no-window", action="store_true", help="show the capture in the terminal")
@@ -99,6 +119,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "remote", None):
+        from .remote import run_remote
+
+        return run_remote(args)
+    if args.cmd == "list" and args.json:
+        import json
+
+        from .capture.procs import find_instances
+        from .remote import instances_json
+
+        print(json.dumps(instances_json(find_instances(include_all=args.all))))
+        return 0
     if args.cmd == "list":
         from .capture.procs import find_instances, format_instances
 
@@ -108,6 +140,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_record(args)
     if args.cmd == "export":
         return _cmd_export(args)
+    if args.cmd == "stats":
+        return _cmd_stats(args)
     if args.cmd == "demo":
         from .demo import run_demo
 
@@ -122,12 +156,42 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .store.export_jsonl import export_jsonl
+    from .store.exporters import export
+    from .store.filterexpr import FilterError
+    from .store.redact import policy_from_env
 
-    out: Any = sys.stdout if args.output == "-" else args.output
-    n = export_jsonl(args.file, out)
+    policy = policy_from_env(args.redact_header, args.redact_param, enabled=not args.no_redact)
+    try:
+        n = export(args.file, args.format, args.output, redact=not args.no_redact,
+                   filter_text=args.filter, policy=policy)
+    except FilterError as exc:
+        raise UsageError(f"export: bad --filter: {exc}") from None
     if args.output != "-":
         print(f"exported {n} exchanges to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from .store.exporters import SortedExchanges
+    from .store.filterexpr import FilterError, compile_filter
+    from .store.summary import format_summary, summarize
+
+    try:
+        predicate = compile_filter(args.filter) if args.filter else None
+    except FilterError as exc:
+        raise UsageError(f"stats: bad --filter: {exc}") from None
+    if args.top < 0:
+        raise UsageError("stats: --top must not be negative")
+    with SortedExchanges(args.file, predicate) as source:
+        summary = summarize(source, top=args.top)
+        if source.warning:
+            log.warning("%s: %s", source.path, source.warning)
+    if args.json:
+        print(json.dumps({"file": args.file, "warning": source.warning, **summary.to_dict()}, indent=2))
+    else:
+        sys.stdout.write(format_summary(summary, args.file))
     return 0
 
 
@@ -142,15 +206,22 @@ def _cmd_record(args: argparse.Namespace) -> int:
         return 0
     if args.pid is None and not args.binary:
         raise UsageError("record: give --pid PID or --binary PATH")
-    if not args.output and not args.stream:
-        raise UsageError("record: give -o FILE (or --stream)")
+    from .telemetry import close_telemetry_sinks, open_telemetry_sinks, telemetry_wanted
+
+    if not args.output and not args.stream and not telemetry_wanted(args):
+        raise UsageError("record: give -o FILE (or --stream, --metrics-listen, --otlp-endpoint, --rotate-dir)")
     if args.payload_cap < 64 or args.payload_cap > 1 << 20:
         raise UsageError("record: --payload-cap must be between 64 and 1048576")
     if args.duration is not None and args.duration <= 0:
         raise UsageError("record: --duration must be positive")
     opts = RecordOptions(pid=args.pid, binary=args.binary, payload_cap=args.payload_cap,
                          ringbuf_mb=args.ringbuf_mb, force=args.force)
+    try:
+        telemetry = open_telemetry_sinks(args)
+    except ValueError as exc:
+        raise UsageError(f"record: {exc}") from None
     sinks = open_sinks(args.output, args.stream, args.overwrite)
+    sinks += [(LockedSink(t), type(t).__name__) for t in telemetry]
     rec = Recorder(opts, [s for s, _ in sinks])
     for sink, _ in sinks:
         sink.on_error = rec.fail
@@ -159,6 +230,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     except BaseException:
         for sink, _ in sinks:
             sink.close(clean=False)
+        close_telemetry_sinks(telemetry, quiet=True)
         if args.output and os.path.exists(args.output) and not args.overwrite:
             os.unlink(args.output)  # nothing was captured: leave no empty session behind
         raise
@@ -170,6 +242,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         rec.join()
         for sink, _ in sinks:
             sink.close()
+        close_telemetry_sinks(telemetry)
     stats = rec.counters()
     summary = (f"{stats['requests']} requests captured, {stats['lost']} events lost, "
                f"{stats['truncated']} payloads truncated")

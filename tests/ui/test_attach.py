@@ -62,7 +62,7 @@ def test_tree_filter_toggle_and_attach(qtbot, shots: Path) -> None:  # type: ign
     assert "stripped binary" in tree.topLevelItem(1).text(5)
     assert "2 nginx instances" in dlg.message.text()
     qtbot.wait(50)
-    assert dlg.grab().save(str(shots / "attach-dialog.png"))
+    assert dlg.grab().save(str(shots / "attach-dialog-sample.png"))
     dlg.filter.setText("openresty")
     assert tree.topLevelItem(0).isHidden() and not tree.topLevelItem(1).isHidden()
     dlg.filter.setText("")

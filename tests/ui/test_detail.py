@@ -60,11 +60,47 @@ def test_render_binary_truncated_sendfile_text() -> None:
 def test_waterfall_rows_cover_attempts() -> None:
     ex = sample_exchange()
     rows = waterfall_rows(ex)
-    assert [r[0].split()[0] for r in rows] == ["request", "#1", "#2", "response"]
-    assert "502" in rows[1][0] and "reused" in rows[2][0]
-    for _label, segs, _note in rows:
-        for s in segs:
+    assert [r.label.split()[0] for r in rows] == ["client", "nginx", "upstream", "#1", "#2"]
+    assert [r.level for r in rows] == [0, 1, 1, 2, 2]
+    assert "502" in rows[3].label and "keepalive" in rows[4].note
+    for row in rows:
+        for s in row.segments:
             assert -1e-6 <= s.start <= s.end <= ex.duration_ms + 1e-6
+    # nginx's own time is the total minus the upstream envelope (first attempt → last end)
+    own = sum(s.end - s.start for s in rows[1].segments)
+    up = rows[2].segments[0]
+    assert abs(own + (up.end - up.start) - ex.duration_ms) < 1e-6
+    spans = [(min(s.start for s in r.segments), max(s.end for s in r.segments)) for r in rows[3:]]
+    assert spans[0][1] == spans[1][0]  # the failed attempt lasted until the retry began
+    assert (spans[0][0], spans[-1][1]) == (up.start, up.end)
+    static = sample_exchange()
+    static.upstream = []
+    rows = waterfall_rows(static)
+    assert [r.label for r in rows] == ["client request", "nginx"]
+    assert "nginx itself" in rows[1].note
+
+
+def test_upstream_tab_shows_rewritten_heads(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from ngxscope.ui.upstreamdetail import head_changes
+
+    ex = sample_exchange()
+    ex.request_headers = [("Host", "shop.example.com"), ("Connection", "keep-alive"),
+                          ("Accept", "*/*")]
+    ex.upstream[1].request_head = ("POST /api/v1/cart HTTP/1.1\r\nHost: backend\r\n"
+                                   "X-Real-IP: 10.1.2.3\r\nAccept: */*")
+    ex.upstream[1].response_head = "HTTP/1.1 200 OK\r\nContent-Type: application/json"
+    marks, dropped = head_changes(ex, ex.upstream[1].request_head)
+    assert marks == {"host": "changed", "x-real-ip": "added"} and dropped == ["Connection"]
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    assert pane.placeholder.isVisibleTo(pane) and "Select a request" in pane.placeholder.text()
+    pane.show_exchange(ex)
+    assert not pane.placeholder.isVisibleTo(pane)
+    assert pane.tabText(pane.upstream_tab) == "Upstream (2)"
+    text = pane.upstream.toPlainText()
+    assert "X-Real-IP: 10.1.2.3" in text and "+ added" in text and "~ changed" in text
+    assert "not passed on: Connection" in text and "HTTP/1.1 200 OK" in text
+    assert "moved on to the next peer" in text  # the first attempt was retried
 
 
 def test_detail_pane_renders_and_screenshot(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +124,10 @@ def test_detail_pane_renders_and_screenshot(qtbot, shots: Path) -> None:  # type
     pane.setCurrentIndex(2)
     qtbot.wait(50)
     assert pane.grab().save(str(shots / "detail-timing.png"))
-    pane.setCurrentIndex(3)
+    pane.setCurrentIndex(pane.upstream_tab)
+    qtbot.wait(50)
+    assert pane.grab().save(str(shots / "detail-upstream.png"))
+    pane.setCurrentIndex(4)
     qtbot.wait(50)
     assert pane.grab().save(str(shots / "detail-connection.png"))
 

@@ -97,8 +97,12 @@ def test_filter_by_cell_value_and_upstream_click(window) -> None:  # type: ignor
     assert win.table.horizontalHeader().isSectionHidden(1)
     win.agg.feed(list(win.store))
     win.upstreams.refresh(win.agg)
-    win.upstreams.table.cellClicked.emit(0, 0)
-    assert win.filter_bar.edit.text() == f"upstream={win.upstreams.addrs[0]}"
+    peer = win.upstreams.items[next(iter(win.upstreams.items))]
+    win.upstreams.tree.itemClicked.emit(peer, 0)
+    assert win.filter_bar.edit.text() == f"upstream={peer.data(0, Qt.ItemDataRole.UserRole + 11)}"
+    group = win.upstreams.groups["(unknown group)"]
+    win.upstreams.tree.itemClicked.emit(group, 0)  # a group row is no filter
+    assert win.filter_bar.edit.text().startswith("upstream=")
 
 
 def test_pause_resume_clear_and_selection(window, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -171,7 +175,9 @@ def test_lost_events_warning_and_events_log(window, qtbot) -> None:  # type: ign
     qtbot.waitUntil(lambda: win.status.lost_total > 0, timeout=4000)
     win.refresh_panels()
     assert "lost" in win.status.lost.text() and "background" in win.status.lost.styleSheet()
-    assert "worker-start" in win.events_log.toPlainText()
+    assert "worker started" in win.events_log.toPlainText()
+    assert win.status.notice.isVisibleTo(win) and win.status.notice.text().strip()
+    assert win.docks["events"].windowTitle().startswith("Events (")
 
 
 def test_load_session_hooks_and_settings(qtbot, settings: QSettings) -> None:  # type: ignore[no-untyped-def]
@@ -347,3 +353,25 @@ def test_run_window_open_attach(monkeypatch, tmp_path: Path) -> None:  # type: i
     out = tmp_path / "attach.png"
     assert uiapp.run_window(None, open_attach=True, screenshot=str(out), after=0.6) == 0
     assert made == [4242] and out.exists()
+
+
+def test_worker_colours_stay_distinct_as_workers_appear(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from ngxscope.store.aggregate import Aggregator
+    from ngxscope.ui.panels import WorkersPanel
+
+    panel = WorkersPanel()
+    qtbot.addWidget(panel)
+    agg = Aggregator()
+    now = time.time()
+    first = SyntheticSource(threaded=False).generate(50, now=now, spread=1.0)
+    for e in first:
+        e.pid = 200
+    agg.feed(first)
+    panel.refresh(agg, 60)
+    later = SyntheticSource(seed=3, threaded=False).generate(50, now=now, spread=1.0)
+    for e in later:
+        e.pid = 100  # sorts before 200 in the table
+    agg.feed(later)
+    panel.refresh(agg, 60)
+    colours = {pid: c.opts["pen"].color().name() for pid, c in panel.curves.items()}
+    assert len(colours) == 2 and colours[100] != colours[200]

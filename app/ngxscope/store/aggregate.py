@@ -193,6 +193,8 @@ class Series:
     """(len(t), 3) p50/p95/p99 latency in ms per second (NaN when empty)."""
     hist: np.ndarray
     """(NBINS,) latency histogram summed over the window."""
+    end: int = 0
+    """The absolute second `t == 0` stands for (see `Aggregator.end_second`)."""
 
 
 @dataclass(slots=True)
@@ -239,7 +241,7 @@ class PeerRow:
     retries: int = 0
     """Attempts that were followed by another attempt (nginx moved on to the next peer)."""
     spark: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Attempts per second over the last SPARK_S full seconds, oldest first."""
+    """Attempts per second over the SPARK_S seconds up to `end_second`, oldest first."""
 
     @property
     def error_rate(self) -> float:
@@ -269,6 +271,10 @@ class Aggregator:
     def __init__(self, seconds: int = 1200) -> None:
         self.seconds = seconds
         self.predicate: Callable[[Exchange], bool] | None = None
+        self.clock: Callable[[], float] | None = None
+        """Live: the wall clock (`time.time`). Windows and rates then end at the last complete
+        second, so they keep moving (and fall to zero) when requests stop. None (a session):
+        they end at the newest second fed."""
         self.reset()
 
     def reset(self) -> None:
@@ -367,36 +373,55 @@ class Aggregator:
             np.add.at(key.ring, slots[mask], 1)
 
     def _feed_peers(self, batch: list[Exchange], slots: np.ndarray) -> None:
+        index = HdrHistogram.index
+        peers = self.peers
         for ex, slot in zip(batch, slots.tolist(), strict=True):
-            last = len(ex.upstream) - 1
-            for n, a in enumerate(ex.upstream):
-                key = self._key(self.peers, (attempt_group(ex, a), a.addr))
-                if key.resp is None or key.header is None:
+            ups = ex.upstream
+            if not ups:
+                continue
+            last = len(ups) - 1
+            ex_group = getattr(ex, "upstream_group", None)
+            for n, a in enumerate(ups):
+                group = getattr(a, "group", None) or ex_group or UNKNOWN_GROUP
+                key = peers.get((group, a.addr))
+                if key is None:
+                    key = self._key(peers, (group, a.addr))
                     key.resp, key.header = HdrHistogram(), HdrHistogram()
+                resp, header = key.resp, key.header
+                assert resp is not None and header is not None and key.ring is not None
                 key.requests += 1
-                key.classes[status_class(a.status)] += 1
-                if a.status is None or a.status >= 500:
+                status = a.status
+                key.classes[status_class(status)] += 1
+                if status is None or status >= 500:
                     key.errors += 1
-                if attempt_failed(a):
-                    key.failures += 1
+                    if status is None or (a.header_ms is None and not a.response_bytes
+                                          and not a.response_head):
+                        key.failures += 1  # = attempt_failed(a), inlined: a hot loop
                 if n < last:
                     key.retries += 1
                 if a.duration_ms is not None:
-                    key.resp.record(a.duration_ms)
+                    resp.counts[index(a.duration_ms)] += 1
+                    resp.total += 1
                 if a.header_ms is not None:
-                    key.header.record(a.header_ms)
+                    header.counts[index(a.header_ms)] += 1
+                    header.total += 1
                 key.bytes_sent += a.request_bytes
                 key.bytes_received += a.response_bytes
-                assert key.ring is not None
                 key.ring[slot] += 1
 
     # -- reading ---------------------------------------------------------------------
 
+    def end_second(self) -> int:
+        """The newest second windows show: the last complete one (live) or the newest fed."""
+        if self.clock is not None:
+            return int(self.clock()) - 1
+        return self.latest if self.latest is not None else 0
+
     def _window_slots(self, window_s: int) -> tuple[np.ndarray, np.ndarray]:
-        """(absolute seconds, slots) of the last `window_s` seconds, oldest first."""
+        """(absolute seconds, slots) of the `window_s` seconds up to `end_second`, oldest first."""
         window_s = max(1, min(window_s, self.seconds))
-        latest = self.latest if self.latest is not None else 0
-        secs = np.arange(latest - window_s + 1, latest + 1, dtype=np.int64)
+        end = self.end_second()
+        secs = np.arange(end - window_s + 1, end + 1, dtype=np.int64)
         return secs, secs % self.seconds
 
     def _valid(self, secs: np.ndarray, slots: np.ndarray) -> np.ndarray:
@@ -409,9 +434,9 @@ class Aggregator:
         counts = np.where(valid[:, None], self.counts[slots], 0)
         hist = np.where(valid[:, None], self.hist[slots], 0)
         pct = hist_percentiles(hist, (0.5, 0.95, 0.99))
-        latest = self.latest if self.latest is not None else 0
+        end = int(secs[-1])
         return Series(
-            t=(secs - latest).astype(float), counts=counts, pct=pct, hist=hist.sum(axis=0)
+            t=(secs - end).astype(float), counts=counts, pct=pct, hist=hist.sum(axis=0), end=end
         )
 
     def key_series(self, key: _Key, window_s: int) -> np.ndarray:
@@ -423,22 +448,19 @@ class Aggregator:
     def _rate(self, key: _Key) -> float:
         if self.latest is None:
             return 0.0
-        # The newest second is still filling: average over the full seconds before it.
-        per_sec = self.key_series(key, RATE_WINDOW_S + 1)[:-1]
-        return float(per_sec.sum()) / RATE_WINDOW_S
+        return float(self.key_series(key, RATE_WINDOW_S).sum()) / RATE_WINDOW_S
 
     def rate(self) -> float:
-        """Requests per second over the last RATE_WINDOW_S full seconds."""
+        """Requests per second over the RATE_WINDOW_S seconds up to `end_second`."""
         if self.latest is None:
             return 0.0
-        return float(self.series(RATE_WINDOW_S + 1).counts[:-1].sum()) / RATE_WINDOW_S
+        return float(self.series(RATE_WINDOW_S).counts.sum()) / RATE_WINDOW_S
 
     def recent_percentiles(self, seconds: int = RATE_WINDOW_S) -> tuple[float, float, float]:
-        """p50/p95/p99 (ms) over the last `seconds` full seconds (NaN when empty)."""
+        """p50/p95/p99 (ms) over the `seconds` seconds up to `end_second` (NaN when empty)."""
         if self.latest is None:
             return (math.nan, math.nan, math.nan)
-        secs, slots = self._window_slots(seconds + 1)
-        secs, slots = secs[:-1], slots[:-1]
+        secs, slots = self._window_slots(seconds)
         hist = np.where(self._valid(secs, slots)[:, None], self.hist[slots], 0).sum(axis=0)
         p = hist_percentiles(hist, (0.5, 0.95, 0.99))
         return (float(p[0]), float(p[1]), float(p[2]))
@@ -484,7 +506,7 @@ class Aggregator:
         qs = (0.5, 0.95, 0.99)
         p = key.resp.percentiles(qs) if key.resp else [math.nan] * 3
         h = key.header.percentiles(qs) if key.header else [math.nan] * 3
-        spark = self.key_series(key, SPARK_S + 1)[:-1].astype(float)
+        spark = self.key_series(key, SPARK_S).astype(float)
         return PeerRow(
             addr, key.requests, self._rate(key), [int(c) for c in key.classes], key.errors,
             p[0], p[1], p[2], h[0], h[1], h[2], key.bytes_sent, key.bytes_received, group,

@@ -3,7 +3,7 @@
 The input is a session file (`.ngxs`) or a HAR file (told apart by content, not by
 name). Exchanges are filtered (`filterexpr`, on the original data), redacted (`redact`,
 on by default), and handed to the format writer in order of request start (ties by
-id) with bounded memory: a first pass writes each kept exchange to a temporary file and
+id) with bounded memory: a first pass writes each kept exchange (pickled) to a temporary file and
 remembers (start, id, offset) per exchange; the second pass reads them back in order
 (sequentially when the input was already in order). The output is written to a 0600
 temporary file beside the target and renamed over it, so a failed export never leaves
@@ -16,10 +16,10 @@ Every failure is a `SessionError` with one line.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
+import pickle
 import sys
 import tempfile
 from array import array
@@ -112,7 +112,7 @@ class SortedExchanges:
             if predicate is not None and not predicate(ex):
                 continue
             ex = redact_exchange(ex, policy)
-            line = json.dumps(ex.to_dict(), ensure_ascii=True, separators=(",", ":")).encode()
+            line = pickle.dumps(ex, protocol=pickle.HIGHEST_PROTOCOL)
             self._tmp.write(line)
             key = (_sort_start(ex.start), ex.id)
             if last is not None and key < last:
@@ -141,7 +141,7 @@ class SortedExchanges:
             if not self._in_order:
                 tmp.seek(offsets[i])
             data = tmp.read(offsets[i + 1] - offsets[i])
-            yield Exchange.from_dict(json.loads(data))
+            yield pickle.loads(data)  # our own temporary file, written above
 
     def close(self) -> None:
         self._tmp.close()

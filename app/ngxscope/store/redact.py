@@ -170,6 +170,9 @@ def redact_head(head: str, policy: RedactPolicy) -> str:
     """
     if not policy.active or not head:
         return head
+    low = head.lower()
+    if not (policy.params and "?" in head) and not any(f"{h}:" in low for h in policy.headers):
+        return head  # nothing to mask: the common case, kept cheap
     end = head.find("\r\n\r\n")
     end = len(head) if end < 0 else end
     lines = head[:end].split("\n")

@@ -94,7 +94,7 @@ class AttachDialog(QDialog):
         self.tree.currentItemChanged.connect(self._current_changed)
         header = self.tree.header()
         header.setStretchLastSection(True)
-        for col, width in enumerate((300, 140, 120, 230, 230)):
+        for col, width in enumerate((340, 130, 100, 110, 250)):
             header.resizeSection(col, width)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.message = QLabel()

@@ -1,4 +1,4 @@
-"""The detail pane for the selected exchange: Request, Response, Timing, Connection tabs."""
+"""The detail pane for the selected exchange: Request, Response, Timing, Upstream, Connection tabs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtGui import QFontDatabase, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -25,9 +25,15 @@ from ngxscope.model import Exchange
 
 from .bodies import RenderedBody, render_request, render_response
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
+from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
 
 __all__ = ["DetailPane", "MessageView"]
+
+PLACEHOLDER = ("Select a request to see its headers and body, its timing (client, nginx and "
+               "upstream), the upstream attempts nginx made and its connection.\n\n"
+               "↑/↓ move through the requests · right-click a cell to filter by its value · "
+               "Ctrl+F filters · Space pauses")
 
 
 class MessageView(QWidget):
@@ -106,12 +112,29 @@ class DetailPane(QTabWidget):
         self.request = MessageView()
         self.response = MessageView()
         self.timing = WaterfallWidget()
+        self.upstream = UpstreamView()
         self.addTab(self.request, "Request")
         self.addTab(self.response, "Response")
         self.addTab(self.timing, "Timing")
+        self.addTab(self.upstream, "Upstream")
         self.addTab(self._build_connection(), "Connection")
+        self.upstream_tab = self.indexOf(self.upstream)
         self.setDocumentMode(True)
+        self.placeholder = QLabel(PLACEHOLDER, self)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setAutoFillBackground(True)
+        self.placeholder.setBackgroundRole(QPalette.ColorRole.Base)
+        self.placeholder.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.show_exchange(None)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._place_placeholder()
+
+    def _place_placeholder(self) -> None:
+        top = self.tabBar().geometry().bottom() + 1
+        self.placeholder.setGeometry(0, top, self.width(), max(0, self.height() - top))
 
     def _build_connection(self) -> QWidget:
         w = QWidget()
@@ -149,7 +172,13 @@ class DetailPane(QTabWidget):
         """Fill every tab from `ex` (None clears)."""
         self.exchange = ex
         self.timing.set_exchange(ex)
+        self.upstream.show_exchange(ex)
+        n = len(ex.upstream) if ex is not None else 0
+        self.setTabText(self.upstream_tab, f"Upstream ({n})" if n else "Upstream")
+        self.placeholder.setVisible(ex is None)
         if ex is None:
+            self._place_placeholder()
+            self.placeholder.raise_()
             self.request.clear()
             self.response.clear()
             for label in self.conn_labels.values():

@@ -41,7 +41,7 @@ STACK = [  # (name, class indexes, colour) bottom → top
 ]
 PCT_COLORS = (("p50", "#2f7fc1"), ("p95", "#d9822b"), ("p99", "#d64545"))
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900))
-MIN_SPAN_S = 10.0
+MIN_SPAN_S = 3.0
 """The shortest time axis shown while a capture is younger than the window."""
 
 
@@ -265,12 +265,11 @@ class GraphsPanel(QWidget):
             self.summary.setText("no requests yet")
             self._series = None
             return
-        full = agg.series(self.window_s + 1)
-        # the newest second is still filling: plot complete seconds only (no false dip)
-        s = Series(t=full.t[:-1] + 1, counts=full.counts[:-1], pct=full.pct[:-1],
-                   hist=full.hist)
+        # complete seconds only (live: up to the clock's last full second, so no false dip
+        # while one fills, and the graphs keep moving when requests stop)
+        s = agg.series(self.window_s)
         self._series = s
-        self._latest = float(agg.latest) - 1
+        self._latest = float(s.end)
         x = s.t + self._latest
         x0, x1 = time_span(agg.first, float(x[-1]), self.window_s)
         for plot in (self.rps, self.lat):

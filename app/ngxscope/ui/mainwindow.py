@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import gc
 import itertools
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QApplication,
     QDockWidget,
-    QHeaderView,
     QMainWindow,
     QMenu,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -44,13 +42,9 @@ from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
+from .tablemodel import COLUMNS, ExchangeFilterProxy, ExchangeTableModel
+from .tableview import build_table, fit_upstream_column
 from .upstreams import UpstreamsPanel
-from .tablemodel import (
-    COLUMNS,
-    DEFAULT_WIDTHS,
-    ExchangeFilterProxy,
-    ExchangeTableModel,
-)
 
 __all__ = ["MainWindow"]
 
@@ -62,6 +56,8 @@ INGEST_EVERY = 2  # frames: 80 ms, 12.5 Hz
 GRAPH_EVERY, GRAPH_PHASE = 8, 3  # 320 ms, about 3 Hz, on odd frames
 PANEL_EVERY, PANEL_PHASE = 24, 7  # 960 ms, on odd frames, never with the graphs
 SETTINGS_ORG = "ngxscope"
+HEADER_KEY = "table/header-v2"
+"""Saved column layout (v2: Upstream moved last; an older layout would mislabel columns)."""
 
 
 def default_source_factory(pid: int) -> ExchangeSource:
@@ -111,6 +107,8 @@ class MainWindow(QMainWindow):
         """Exchanges polled but not yet in the aggregates (paused)."""
         self._died_reported = False
         self._last_stats: dict[str, Any] | None = None
+        self._upstream_fit = 0
+        """Most upstream attempts of one exchange the Upstream column was fitted to."""
         self.filter_text = ""
 
         self.model = ExchangeTableModel(self.store, self)
@@ -153,37 +151,13 @@ class MainWindow(QMainWindow):
     # -- construction ----------------------------------------------------------------
 
     def _build_table(self) -> None:
-        t = QTableView()
-        t.setModel(self.proxy)
-        t.setSortingEnabled(True)
-        t.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # arrival order until a click
-        t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        t.setAlternatingRowColors(True)
-        t.setShowGrid(False)
-        t.setWordWrap(False)
-        t.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        t.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        vh = t.verticalHeader()
-        vh.setVisible(False)
-        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        vh.setDefaultSectionSize(22)
-        vh.setMinimumSectionSize(18)
-        hh = t.horizontalHeader()
-        hh.setSectionsMovable(True)
-        hh.setSortIndicatorClearable(True)  # asc → desc → arrival order (live again)
-        hh.sortIndicatorChanged.connect(self._sort_changed)
-        hh.setHighlightSections(False)
-        hh.setStretchLastSection(False)
-        hh.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        hh.customContextMenuRequested.connect(self._header_menu)
-        for i, col in enumerate(COLUMNS):
-            t.setColumnWidth(i, DEFAULT_WIDTHS.get(col[0], 90))
-        t.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table = build_table(self.proxy)
+        t = self.table
+        t.horizontalHeader().sortIndicatorChanged.connect(self._sort_changed)
+        t.horizontalHeader().customContextMenuRequested.connect(self._header_menu)
         t.customContextMenuRequested.connect(self._cell_menu)
         t.selectionModel().currentRowChanged.connect(self._current_changed)
         t.verticalScrollBar().valueChanged.connect(self._scrolled)
-        self.table = t
 
     def _build_docks(self) -> None:
         self.graphs = GraphsPanel()
@@ -208,7 +182,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
         self.tabifyDockWidget(self.docks["upstreams"], self.docks["events"])
         self.docks["workers"].raise_()
-        self.resizeDocks([self.docks["graphs"]], [500], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
 
     # -- sources ---------------------------------------------------------------------
@@ -220,8 +194,10 @@ class MainWindow(QMainWindow):
         self.source = source
         self._died_reported = False
         if source is None:
+            self.agg.clock = None
             self.status.set_state("stopped", "stopped")
             return
+        self.agg.clock = time.time  # live: graphs and rates follow the wall clock
         source.start()
         self.session_path = None
         self.status.set_source(source.describe())
@@ -235,6 +211,7 @@ class MainWindow(QMainWindow):
             self.ingest()
             self.source.stop()
             self.events_log.note("capture stopped")
+        self.agg.clock = None  # graphs freeze on what was captured
         self.status.set_state("stopped", "■ stopped")
 
     def attach(self, pid: int) -> None:
@@ -250,6 +227,7 @@ class MainWindow(QMainWindow):
             self.source.stop()
             self.source = None
         items = list(exchanges)
+        self.agg.clock = None  # a session: graphs end at its newest request
         self._pending.clear()
         self._pending_agg.clear()
         self.model.replace(items)
@@ -303,6 +281,7 @@ class MainWindow(QMainWindow):
                     del held[:excess]
         if not src.alive() and not self._died_reported and self.status.state_kind == "live":
             self._died_reported = True
+            self.agg.clock = None
             err = src.error()
             if err:
                 self.status.set_state("died", f"✖ helper died: {err}")
@@ -321,12 +300,13 @@ class MainWindow(QMainWindow):
         last = shown[-1]
         more = f"  (+{len(shown) - 1} more: see Events)" if len(shown) > 1 else ""
         self.status.flash(describe_event(last) + more, EVENT_KINDS.get(last.kind, ("", "#6b7280"))[1])
-        self.docks["events"].setWindowTitle(f"Events ({len(self.events):,})")
+        self.docks["events"].setWindowTitle(f"Events ({self.events_log.topLevelItemCount():,})")
 
     def _append(self, exchanges: list[Exchange], *, feed: bool = True) -> None:
         sb = self.table.verticalScrollBar()
         follow = self.autoscroll and sb.value() >= sb.maximum() - 2
         self.model.append_batch(exchanges)
+        self._upstream_fit = fit_upstream_column(self.table, exchanges, self._upstream_fit)
         if feed:
             self.agg.feed(exchanges)
         # The store holds millions of objects with no cycles: keep the cyclic GC from
@@ -488,7 +468,7 @@ class MainWindow(QMainWindow):
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
-        header = s.value("table/header")
+        header = s.value(HEADER_KEY)
         if isinstance(header, QByteArray) and not header.isEmpty():
             self.table.horizontalHeader().restoreState(header)
             self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
@@ -503,7 +483,7 @@ class MainWindow(QMainWindow):
         s = self.settings
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
-        s.setValue("table/header", self.table.horizontalHeader().saveState())
+        s.setValue(HEADER_KEY, self.table.horizontalHeader().saveState())
         s.setValue("graphs/window", self.graphs.window_s)
         s.sync()
 

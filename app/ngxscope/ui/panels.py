@@ -83,6 +83,7 @@ class WorkersPanel(QWidget):
         steady(self.plot)
         self.legend = item.addLegend(offset=(4, 4), colCount=4)
         self.curves: dict[int, pg.PlotDataItem] = {}
+        self._colors_used = 0
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.table)
         split.addWidget(self.plot)
@@ -101,22 +102,24 @@ class WorkersPanel(QWidget):
             _set_row(self.table, i, cells, {3 + k: STATUS_COLORS[1 + k] for k in range(4)})
         live = set()
         if agg.latest is not None:
-            secs = np.arange(agg.latest - window_s + 1, agg.latest + 1, dtype=float)
-            for n, r in enumerate(rows):
+            end = agg.end_second()
+            secs = np.arange(end - window_s + 1, end + 1, dtype=float)
+            for r in rows:
                 key = agg.workers[r.pid]
                 y = agg.key_series(key, window_s).astype(float)
                 curve = self.curves.get(r.pid)
                 if curve is None:
-                    color = WORKER_COLORS[n % len(WORKER_COLORS)]
+                    # by order of appearance: a pid keeps its colour when others come and go
+                    color = WORKER_COLORS[self._colors_used % len(WORKER_COLORS)]
+                    self._colors_used += 1
                     curve = self.plot.plot([], [], pen=pg.mkPen(color, width=1.5),
                                            name=str(r.pid))
                     self.curves[r.pid] = curve
                     style_plot(self.plot, self.palette())  # colour the new legend entry
-                # the newest second is still filling: leave it out
-                curve.setData(secs[:-1], y[:-1])
+                curve.setData(secs, y)  # complete seconds only (see Aggregator.clock)
                 live.add(r.pid)
             item = self.plot.getPlotItem()
-            item.setXRange(*time_span(agg.first, float(secs[-2]), window_s), padding=0.01)
+            item.setXRange(*time_span(agg.first, float(secs[-1]), window_s), padding=0.01)
             top = max((float(c.yData.max()) for c in self.curves.values()
                        if c.yData is not None and len(c.yData)), default=1.0)
             item.setYRange(0, max(1.0, top) * 1.1, padding=0)
@@ -197,7 +200,7 @@ class EventsLog(QTreeWidget):
         """A line from ngxscope itself (capture started/stopped)."""
         self._add(time.time(), "ngxscope", 0, text)
 
-    def toPlainText(self) -> str:  # noqa: N802 - the QPlainTextEdit name it replaced
+    def toPlainText(self) -> str:
         """Every row as text, one per line (for tests and copying)."""
         rows = []
         for i in range(self.topLevelItemCount()):

@@ -137,21 +137,23 @@ COLUMNS: list[Column] = [
      lambda e: f"status={e.status}" if e.status is not None else "status=none", True),
     ("duration", "Duration", lambda e: fmt_ms(e.duration_ms), lambda e: e.end - e.start,
      lambda e: f"duration>={max(0.0, e.duration_ms):.0f}ms", True),
-    ("upstream", "Upstream", _upstream, _upstream,
-     lambda e: f"upstream={quote_value(e.upstream[-1].addr)}" if e.upstream else "not upstream",
-     False),
     ("req_size", "Req size", lambda e: fmt_bytes(e.request_bytes), lambda e: e.request_bytes,
      lambda e: f"reqsize>={e.request_bytes}", True),
     ("resp_size", "Resp size", lambda e: fmt_bytes(e.response_bytes), lambda e: e.response_bytes,
      lambda e: f"size>={e.response_bytes}", True),
     ("tls", "TLS", lambda e: "✓" if e.tls else "", lambda e: e.tls,
      lambda e: "tls" if e.tls else "not tls", False),
+    ("upstream", "Upstream", _upstream, _upstream,
+     lambda e: f"upstream={quote_value(e.upstream[-1].addr)}" if e.upstream else "not upstream",
+     False),
 ]
 COLUMN_KEYS = [c[0] for c in COLUMNS]
 STATUS_COL = COLUMN_KEYS.index("status")
-DEFAULT_WIDTHS = {"time": 92, "worker": 52, "client": 142, "method": 58, "host": 128,
-                  "path": 200, "status": 50, "duration": 70, "upstream": 240,
-                  "req_size": 68, "resp_size": 72, "tls": 34}
+DEFAULT_WIDTHS = {"time": 90, "worker": 52, "client": 122, "method": 58, "host": 100,
+                  "path": 185, "status": 50, "duration": 70, "req_size": 68, "resp_size": 72,
+                  "tls": 34, "upstream": 150}
+"""Upstream is last: the widest and most variable column ("a, b" for retries, fitted as
+they arrive), so it never pushes the compact columns out of view."""
 
 _DISPLAY = Qt.ItemDataRole.DisplayRole
 _FOREGROUND = Qt.ItemDataRole.ForegroundRole

@@ -36,6 +36,7 @@ HEADERS = ["Group / peer", f"Last {SPARK_S} s", "Requests", "req/s", "2xx", "3xx
            "5xx", "Errors", "Failures", "Retries", "p50", "p95", "p99", "hdr p50", "hdr p95",
            "hdr p99", "Sent", "Received"]
 SPARK_COL = 1
+COL_WIDTHS = (200, 100, 68, 52, 44, 44, 44, 44, 72, 58, 52, 58, 58, 58, 58, 58, 58, 66, 66)
 SPARK_ROLE = Qt.ItemDataRole.UserRole + 10
 ADDR_ROLE = Qt.ItemDataRole.UserRole + 11
 TIPS = {
@@ -74,7 +75,7 @@ class SparklineDelegate(QStyledItemDelegate):
         if data is None or len(data) < 2:
             return
         y = np.asarray(data, float)
-        r = QRectF(option.rect).adjusted(4, 4, -4, -4)  # type: ignore[attr-defined]
+        r = QRectF(option.rect).adjusted(4, 4, -4, -4)
         top = max(1.0, float(y.max()))
         step = r.width() / (len(y) - 1)
         pts = [QPointF(r.left() + i * step, r.bottom() - v / top * r.height())
@@ -125,10 +126,8 @@ class UpstreamsPanel(QWidget):
         hh = t.header()
         hh.setStretchLastSection(False)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        t.setColumnWidth(0, 230)
-        t.setColumnWidth(SPARK_COL, 110)
-        for col in range(2, len(HEADERS)):
-            t.setColumnWidth(col, 62 if col < 11 else 70)
+        for col, width in enumerate(COL_WIDTHS):
+            t.setColumnWidth(col, width)
         self.tree = t
         self.empty = QLabel(
             "No upstream traffic yet.\nRequests nginx passes on (proxy_pass, fastcgi_pass …) "
@@ -171,20 +170,19 @@ class UpstreamsPanel(QWidget):
         seen_groups = {g.group for g in groups}
         seen_peers = {(r.group, r.addr) for r in peers}
         for key in [k for k in self.items if k not in seen_peers]:
-            item = self.items.pop(key)
-            parent = item.parent()
+            gone = self.items.pop(key)
+            parent = gone.parent()
             if parent is not None:
-                parent.removeChild(item)
+                parent.removeChild(gone)
         for name in [g for g in self.groups if g not in seen_groups]:
             self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(self.groups.pop(name)))
         for g in groups:
-            item = self.groups.get(g.group)
-            if item is None:
-                item = self.groups[g.group] = QTreeWidgetItem(self.tree)
-                item.setExpanded(True)
-                item.setFirstColumnSpanned(False)
+            top = self.groups.get(g.group)
+            if top is None:
+                top = self.groups[g.group] = QTreeWidgetItem(self.tree)
+                top.setExpanded(True)
             n = sum(1 for r in peers if r.group == g.group)
-            self._fill(item, g, f"{g.group}  ({n} peer{'s' if n != 1 else ''})", bold=True)
+            self._fill(top, g, f"{g.group}  ({n} peer{'s' if n != 1 else ''})", bold=True)
         self.addrs = []
         for r in peers:
             item = self.items.get((r.group, r.addr))

@@ -1,7 +1,15 @@
-"""The Timing tab: a waterfall of one exchange drawn with QPainter.
+"""The Timing tab: a nested waterfall of one exchange drawn with QPainter.
 
-Rows: request read → each upstream attempt (connect / wait for header / read body) →
-response written, on a shared millisecond axis, each bar labelled with its duration.
+Rows, on a shared millisecond axis, indented by nesting:
+
+    client request           the whole exchange, first request byte → last response byte
+      nginx                  nginx's own time: total minus the upstream envelope (read, write)
+      upstream               first attempt start → last attempt end (the envelope)
+        #1 peer → status     each attempt: connect / waiting for the header / receiving
+        #2 peer → status     (a failed attempt in red; retries follow it)
+
+Attempt times come from nginx's clock ($upstream_*_time, millisecond resolution), placed at
+the attempt's captured start.
 """
 
 from __future__ import annotations
@@ -17,13 +25,18 @@ from ngxscope.model import Exchange
 
 from .tablemodel import fmt_ms
 
-__all__ = ["Segment", "WaterfallWidget", "waterfall_rows"]
+__all__ = ["Row", "Segment", "WaterfallWidget", "waterfall_rows"]
 
+CLIENT = QColor("#2e9d4f")
+NGINX = QColor("#8e6cc4")
+UPSTREAM = QColor("#b9c7d8")
 CONNECT = QColor("#e0a526")
 WAIT = QColor("#7e8fa6")
 RECEIVE = QColor("#2f7fc1")
-CLIENT = QColor("#2e9d4f")
 FAILED = QColor("#d64545")
+LEGEND = ((CLIENT, "client exchange"), (NGINX, "nginx's own time"), (UPSTREAM, "upstream"),
+          (CONNECT, "connect"), (WAIT, "waiting for header"), (RECEIVE, "receiving"),
+          (FAILED, "failed attempt"))
 
 
 @dataclass(slots=True)
@@ -36,39 +49,80 @@ class Segment:
     name: str
 
 
-def waterfall_rows(ex: Exchange) -> list[tuple[str, list[Segment], str]]:
-    """(label, segments, annotation) per row, times in ms since `ex.start`."""
+@dataclass(slots=True)
+class Row:
+    """One waterfall row: label, nesting level, bars and the note after them."""
+
+    label: str
+    level: int
+    segments: list[Segment]
+    note: str
+
+
+def _attempt_span(ex: Exchange, cursor: float) -> list[tuple[float, float]]:
+    """(start, end) in ms since ex.start of each attempt, clamped to the exchange."""
     total = ex.duration_ms
-    rows: list[tuple[str, list[Segment], str]] = []
-    first_up = min((a.start for a in ex.upstream if a.start is not None), default=None)
-    read_end = (first_up - ex.start) * 1000.0 if first_up is not None else min(total, 0.05 * total)
-    read_end = max(0.0, min(read_end, total))
-    rows.append(("request read", [Segment(0.0, read_end, CLIENT, "read")], fmt_ms(read_end)))
-    cursor = read_end
-    for i, a in enumerate(ex.upstream, 1):
+    spans = []
+    for a in ex.upstream:
         s = (a.start - ex.start) * 1000.0 if a.start is not None else cursor
-        connect = a.connect_ms or 0.0
-        header = a.header_ms if a.header_ms is not None else connect
-        dur = a.duration_ms if a.duration_ms is not None else header
+        s = max(0.0, min(s, total))
+        dur = a.duration_ms if a.duration_ms is not None else (a.header_ms or 0.0)
+        e = max(s, min(total, s + dur))
+        spans.append((s, e))
+        cursor = e
+    # an attempt nginx gave up on lasted until it started the next one
+    for i in range(len(spans) - 1):
+        s, e = spans[i]
+        spans[i] = (s, max(e, min(spans[i + 1][0], total)))
+    return spans
+
+
+def waterfall_rows(ex: Exchange) -> list[Row]:
+    """The rows of the waterfall of `ex`, times in ms since `ex.start`."""
+    total = ex.duration_ms
+    rows = [Row("client request", 0, [Segment(0.0, total, CLIENT, "client")],
+                f"total {fmt_ms(total)}")]
+    if not ex.upstream:
+        rows.append(Row("nginx", 1, [Segment(0.0, total, NGINX, "nginx")],
+                        f"{fmt_ms(total)} · answered by nginx itself"))
+        return rows
+    spans = _attempt_span(ex, 0.0)
+    u0, u1 = spans[0][0], max(e for _s, e in spans)
+    # nginx's own time: everything outside the upstream envelope (retry handling is upstream)
+    own: list[Segment] = []
+    if u0 > 0:
+        own.append(Segment(0.0, u0, NGINX, "nginx"))
+    if total > u1:
+        own.append(Segment(u1, total, NGINX, "nginx"))
+    own_ms = sum(seg.end - seg.start for seg in own)
+    rows.append(Row("nginx", 1, own, f"{fmt_ms(own_ms)} (total minus upstream)"))
+    n = len(ex.upstream)
+    retries = f" · {n - 1} retr{'y' if n == 2 else 'ies'}" if n > 1 else ""
+    group = getattr(ex.upstream[0], "group", None) or getattr(ex, "upstream_group", None)
+    rows.append(Row(f"upstream {group}" if group else "upstream", 1,
+                    [Segment(u0, u1, UPSTREAM, "upstream")],
+                    f"{fmt_ms(u1 - u0)} · {n} attempt{'s' if n != 1 else ''}{retries}"))
+    for i, (a, (s, e)) in enumerate(zip(ex.upstream, spans, strict=True), 1):
+        connect = min(a.connect_ms or 0.0, e - s)
+        header = min(a.header_ms if a.header_ms is not None else connect, e - s)
         bad = a.status is None or a.status >= 500
         segs = []
         if connect > 0:
             segs.append(Segment(s, s + connect, CONNECT, "connect"))
         segs.append(Segment(s + connect, s + max(connect, header), FAILED if bad else WAIT,
                             "waiting"))
-        segs.append(Segment(s + max(connect, header), s + max(dur, header), FAILED if bad
-                            else RECEIVE, "receive"))
+        segs.append(Segment(s + max(connect, header), max(e, s + header),
+                            FAILED if bad else RECEIVE, "receive"))
         status = a.status if a.status is not None else "no answer"
-        reuse = " reused" if a.reused else ""
-        parts = [f"{fmt_ms(dur)}"]
+        if a.status is not None and a.header_ms is None and not a.response_bytes:
+            status = f"{a.status} (no answer)"
+        reuse = " · keepalive" if a.reused else ""
+        parts = [fmt_ms(a.duration_ms if a.duration_ms is not None else e - s)]
         if connect:
             parts.append(f"connect {fmt_ms(connect)}")
-        parts.append(f"header {fmt_ms(header)}")
-        rows.append((f"#{i} {a.addr} → {status}{reuse}", segs, " · ".join(parts)))
-        cursor = max(cursor, s + dur)
-    cursor = min(cursor, total)
-    rows.append(("response written", [Segment(cursor, total, CLIENT, "write")],
-                 fmt_ms(total - cursor)))
+        if a.header_ms is not None:
+            parts.append(f"header {fmt_ms(a.header_ms)}")
+        rows.append(Row(f"#{i} {a.addr} → {status}", 2, segs, " · ".join(parts) + reuse))
     return rows
 
 
@@ -86,7 +140,8 @@ class WaterfallWidget(QWidget):
 
     ROW_H = 26
     TOP = 34
-    LEFT_MIN = 180
+    LEFT_MIN = 200
+    INDENT = 16
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -100,8 +155,9 @@ class WaterfallWidget(QWidget):
         self.update()
 
     def sizeHint(self) -> QSize:
-        n = 2 + (len(self.exchange.upstream) if self.exchange else 0)
-        return QSize(600, self.TOP + n * self.ROW_H + 40)
+        n = 2 + (2 + len(self.exchange.upstream) if self.exchange and self.exchange.upstream
+                 else 0)
+        return QSize(600, self.TOP + n * self.ROW_H + 64)
 
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
@@ -119,47 +175,65 @@ class WaterfallWidget(QWidget):
             return
         rows = waterfall_rows(ex)
         fm = QFontMetrics(self.font())
-        left = max(self.LEFT_MIN, max(fm.horizontalAdvance(r[0]) for r in rows) + 24)
-        right_pad = max(fm.horizontalAdvance(r[2]) for r in rows) + 24
+        left = max(self.LEFT_MIN, max(fm.horizontalAdvance(r.label) + r.level * self.INDENT
+                                      for r in rows) + 28)
+        right_pad = max(fm.horizontalAdvance(r.note) for r in rows) + 24
         width = max(50.0, self.width() - left - right_pad)
         total = max(ex.duration_ms, 1e-3)
         scale = width / total
-        # axis
+        bottom = self.TOP + len(rows) * self.ROW_H
         step = _nice_step(total)
         p.setPen(QPen(grid, 1))
         tick: float = 0.0
         while tick <= total * 1.0001:
             x = left + tick * scale
-            p.drawLine(int(x), self.TOP - 6, int(x), self.TOP + len(rows) * self.ROW_H)
+            p.drawLine(int(x), self.TOP - 6, int(x), bottom)
             p.save()
             p.setPen(text)
-            label = fmt_ms(tick) if tick else "0"
-            p.drawText(QRectF(x - 40, 4, 80, 18), Qt.AlignmentFlag.AlignCenter, label)
+            p.drawText(QRectF(x - 40, 4, 80, 18), Qt.AlignmentFlag.AlignCenter,
+                       fmt_ms(tick) if tick else "0")
             p.restore()
             tick += step
-        for i, (label, segs, note) in enumerate(rows):
+        guide = QColor(text)
+        guide.setAlpha(70)
+        for i, row in enumerate(rows):
             y = self.TOP + i * self.ROW_H
+            indent = 8 + row.level * self.INDENT
+            if row.level:  # a tree guide: └ from the parent row
+                p.setPen(QPen(guide, 1))
+                gx = indent - self.INDENT / 2
+                p.drawLine(int(gx), y - 4, int(gx), y + self.ROW_H // 2)
+                p.drawLine(int(gx), y + self.ROW_H // 2, int(indent - 3), y + self.ROW_H // 2)
             p.setPen(text)
-            p.drawText(QRectF(8, y, left - 16, self.ROW_H),
-                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
+            f = p.font()
+            f.setBold(row.level == 0)
+            p.setFont(f)
+            p.drawText(QRectF(indent, y, left - indent - 8, self.ROW_H),
+                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, row.label)
+            f.setBold(False)
+            p.setFont(f)
             end_x = float(left)
-            for seg in segs:
+            inset = 4 + 2 * row.level  # nested bars are thinner: they sit inside their parent
+            for seg in row.segments:
                 x0 = left + seg.start * scale
                 w = max(2.0, (seg.end - seg.start) * scale)
-                p.fillRect(QRectF(x0, y + 6, w, self.ROW_H - 12), seg.color)
+                p.fillRect(QRectF(x0, y + inset, w, self.ROW_H - 2 * inset), seg.color)
                 end_x = max(end_x, x0 + w)
             p.setPen(text)
             p.drawText(QRectF(end_x + 6, y, right_pad + 200, self.ROW_H),
-                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, note)
-        # legend
-        y = self.TOP + len(rows) * self.ROW_H + 10
+                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, row.note)
+        y = bottom + 10
         x = 8.0
-        for color, name in ((CLIENT, "client I/O"), (CONNECT, "connect"), (WAIT, "waiting"),
-                            (RECEIVE, "receiving"), (FAILED, "failed attempt")):
+        for color, name in LEGEND:
             p.fillRect(QRectF(x, y + 4, 12, 12), color)
             p.setPen(text)
-            p.drawText(QRectF(x + 16, y, 120, 20), Qt.AlignmentFlag.AlignVCenter, name)
+            p.drawText(QRectF(x + 16, y, 160, 20), Qt.AlignmentFlag.AlignVCenter, name)
             x += 22 + fm.horizontalAdvance(name) + 12
-        p.drawText(QRectF(x + 12, y, 400, 20), Qt.AlignmentFlag.AlignVCenter,
-                   f"total {fmt_ms(ex.duration_ms)}")
+        if ex.upstream:
+            dim = QColor(text)
+            dim.setAlpha(150)
+            p.setPen(dim)
+            p.drawText(QRectF(8, y + 22, self.width() - 16, 20), Qt.AlignmentFlag.AlignVCenter,
+                       "Attempt durations are nginx's own $upstream_*_time (1 ms steps), placed "
+                       "at each attempt's captured start; the bars are clipped to the exchange.")
         p.end()

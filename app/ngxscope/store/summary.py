@@ -1,0 +1,277 @@
+"""`ngxscope stats`: the figures of a session as a text table (or JSON), for a terminal.
+
+Percentiles are exact, by the nearest-rank method (the smallest value with at least p% of
+the values at or below it), computed from every exchange's duration; `duration_ms` is the
+true time from the first request byte read to the last response byte written. Upstream
+figures come from the attempts (`$upstream_*`): an attempt is an error when the peer gave
+no status or a 5xx; a "retry" is an attempt that was not its request's first; "next" counts
+the attempts after which nginx moved on to another attempt. Memory grows with 8 bytes per
+exchange (durations) plus one entry per distinct path, worker and peer.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ngxscope.model import Exchange
+
+__all__ = ["PathRow", "PeerStats", "Summary", "WorkerStats", "format_summary", "percentile",
+           "summarize"]
+
+CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of ascending values; None when empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(p / 100.0 * n - 1e-9))
+    return float(sorted_values[min(rank, n) - 1])
+
+
+def _class(status: int | None) -> str:
+    if status is None or not 100 <= status <= 599:
+        return "none"
+    return f"{status // 100}xx"
+
+
+def _classes() -> dict[str, int]:
+    return dict.fromkeys(CLASSES, 0)
+
+
+@dataclass(slots=True)
+class Latency:
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: array[float]) -> Latency:
+        s = sorted(values)
+        return cls(percentile(s, 50), percentile(s, 95), percentile(s, 99),
+                   s[-1] if s else None)
+
+
+@dataclass(slots=True)
+class PathRow:
+    path: str
+    requests: int
+    total_ms: float
+    mean_ms: float
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    pid: int
+    requests: int = 0
+    classes: dict[str, int] = field(default_factory=_classes)
+    errors: int = 0
+    latency: Latency = field(default_factory=Latency)
+    _ms: array[float] = field(default_factory=lambda: array("d"))
+
+
+@dataclass(slots=True)
+class PeerStats:
+    addr: str
+    requests: int = 0
+    classes: dict[str, int] = field(default_factory=_classes)
+    errors: int = 0
+    error_rate: float = 0.0
+    duration: Latency = field(default_factory=Latency)
+    header: Latency = field(default_factory=Latency)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    retries: int = 0
+    next: int = 0
+    _ms: array[float] = field(default_factory=lambda: array("d"))
+    _hdr: array[float] = field(default_factory=lambda: array("d"))
+
+
+@dataclass(slots=True)
+class Summary:
+    requests: int = 0
+    first: float | None = None
+    """Unix time of the first request start."""
+    last: float | None = None
+    """Unix time of the last response end."""
+    duration_s: float = 0.0
+    rate: float = 0.0
+    """Requests per second over the session's duration."""
+    classes: dict[str, int] = field(default_factory=_classes)
+    latency: Latency = field(default_factory=Latency)
+    errors: int = 0
+    truncated: int = 0
+    tls: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    top_by_count: list[PathRow] = field(default_factory=list)
+    top_by_time: list[PathRow] = field(default_factory=list)
+    workers: list[WorkerStats] = field(default_factory=list)
+    peers: list[PeerStats] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`ngxscope stats --json`)."""
+        def clean(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {k: clean(v) for k, v in obj.items() if not k.startswith("_")}
+            if isinstance(obj, list):
+                return [clean(v) for v in obj]
+            return obj
+
+        return clean(asdict(self))
+
+
+def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
+    """The figures of a stream of exchanges (any order)."""
+    s = Summary()
+    all_ms: array[float] = array("d")
+    paths: dict[str, list[float]] = {}
+    workers: dict[int, WorkerStats] = {}
+    peers: dict[str, PeerStats] = {}
+    for ex in exchanges:
+        ms = ex.duration_ms
+        s.requests += 1
+        s.first = ex.start if s.first is None else min(s.first, ex.start)
+        s.last = ex.end if s.last is None else max(s.last, ex.end)
+        cls = _class(ex.status)
+        s.classes[cls] += 1
+        all_ms.append(ms)
+        s.errors += ex.error is not None
+        s.truncated += ex.truncated
+        s.tls += ex.tls
+        s.request_bytes += ex.request_bytes
+        s.response_bytes += ex.response_bytes
+        row = paths.setdefault(ex.path, [0, 0.0])
+        row[0] += 1
+        row[1] += ms
+        w = workers.get(ex.pid)
+        if w is None:
+            w = workers[ex.pid] = WorkerStats(ex.pid)
+        w.requests += 1
+        w.classes[cls] += 1
+        w.errors += ex.error is not None
+        w._ms.append(ms)
+        for i, a in enumerate(ex.upstream):
+            p = peers.get(a.addr)
+            if p is None:
+                p = peers[a.addr] = PeerStats(a.addr)
+            p.requests += 1
+            p.classes[_class(a.status)] += 1
+            p.errors += a.status is None or a.status >= 500
+            p.bytes_sent += a.request_bytes
+            p.bytes_received += a.response_bytes
+            p.retries += i > 0
+            p.next += i < len(ex.upstream) - 1
+            if a.duration_ms is not None:
+                p._ms.append(a.duration_ms)
+            if a.header_ms is not None:
+                p._hdr.append(a.header_ms)
+    if s.first is not None and s.last is not None:
+        s.duration_s = max(0.0, s.last - s.first)
+        s.rate = s.requests / s.duration_s if s.duration_s > 0 else 0.0
+    s.latency = Latency.of(all_ms)
+    rows = [PathRow(k, int(v[0]), round(v[1], 3), round(v[1] / v[0], 3)) for k, v in paths.items()]
+    s.top_by_count = sorted(rows, key=lambda r: (-r.requests, -r.total_ms, r.path))[:top]
+    s.top_by_time = sorted(rows, key=lambda r: (-r.total_ms, -r.requests, r.path))[:top]
+    for w in workers.values():
+        w.latency = Latency.of(w._ms)
+    s.workers = [workers[k] for k in sorted(workers)]
+    for p in peers.values():
+        p.duration = Latency.of(p._ms)
+        p.header = Latency.of(p._hdr)
+        p.error_rate = p.errors / p.requests if p.requests else 0.0
+    s.peers = [peers[k] for k in sorted(peers)]
+    return s
+
+
+# --- text ----------------------------------------------------------------------------------
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v < 10:
+        return f"{v:.2f}"
+    if v < 1000:
+        return f"{v:.1f}"
+    return f"{v:.0f}"
+
+
+def _bytes(n: float) -> str:
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024.0
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    return f"{n:.1f} TiB"
+
+
+def _table(title: str, heads: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A plain aligned table; the first `left` columns are left-aligned, the rest right."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(heads)]
+
+    def line(cells: list[str]) -> str:
+        out = [c.ljust(w) if i < left else c.rjust(w)
+               for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(out).rstrip()
+
+    return ["", title, line(heads), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_summary(s: Summary, name: str = "") -> str:
+    """The text report `ngxscope stats` prints."""
+    from ngxscope.store.export_har import iso_time
+
+    out = [f"session   {name}" if name else "session"]
+    if s.requests == 0:
+        return "\n".join([*out, "requests  0"]) + "\n"
+    pct = lambda n: f"{100.0 * n / s.requests:.1f}%"  # noqa: E731
+    lat = s.latency
+    out += [
+        f"span      {iso_time(s.first or 0.0)} .. {iso_time(s.last or 0.0)}"
+        f"  ({s.duration_s:.3f} s)",
+        f"requests  {s.requests}   {s.rate:.1f} req/s   tls {s.tls}   errors {s.errors}"
+        f"   truncated {s.truncated}",
+        f"bytes     in {_bytes(s.request_bytes)}   out {_bytes(s.response_bytes)}",
+        "status    " + "   ".join(f"{c} {n} ({pct(n)})" for c, n in s.classes.items() if n),
+        f"latency   p50 {_ms(lat.p50)} ms   p95 {_ms(lat.p95)} ms   p99 {_ms(lat.p99)} ms"
+        f"   max {_ms(lat.max)} ms",
+    ]
+    path_heads = ["path", "requests", "total ms", "mean ms"]
+    out += _table("top paths by requests", path_heads, [
+        [_clip(r.path), str(r.requests), _ms(r.total_ms), _ms(r.mean_ms)] for r in s.top_by_count])
+    out += _table("top paths by total time", path_heads, [
+        [_clip(r.path), str(r.requests), _ms(r.total_ms), _ms(r.mean_ms)] for r in s.top_by_time])
+    out += _table(
+        "workers",
+        ["pid", "requests", "share", "2xx", "3xx", "4xx", "5xx", "none", "p50 ms", "p95 ms",
+         "p99 ms", "max ms"],
+        [[str(w.pid), str(w.requests), pct(w.requests), *(str(w.classes[c]) for c in CLASSES[1:]),
+          _ms(w.latency.p50), _ms(w.latency.p95), _ms(w.latency.p99), _ms(w.latency.max)]
+         for w in s.workers],
+    )
+    if s.peers:
+        out += _table(
+            "upstream peers",
+            ["peer", "attempts", "2xx", "3xx", "4xx", "5xx", "none", "err %", "p50 ms",
+             "p95 ms", "p99 ms", "hdr p50", "hdr p95", "hdr p99", "sent", "received",
+             "retries", "next"],
+            [[p.addr, str(p.requests), *(str(p.classes[c]) for c in CLASSES[1:]),
+              f"{100.0 * p.error_rate:.1f}", _ms(p.duration.p50), _ms(p.duration.p95),
+              _ms(p.duration.p99), _ms(p.header.p50), _ms(p.header.p95), _ms(p.header.p99),
+              _bytes(p.bytes_sent), _bytes(p.bytes_received), str(p.retries), str(p.next)]
+             for p in s.peers],
+        )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Decoder throughput: exchanges per second per core, from recorded raw event streams.
+
+Step 1 (once, needs root + eBPF): record the raw ring-buffer records of a real capture
+(lab nginx, 1 worker, wrk on /static/small.txt plain and TLS, plus the lab's traffic mix) to
+bench/results/events-<mode>.bin. Step 2: replay each file through the user-space stages,
+timing CPU (time.process_time) per stage:
+
+  parse    ring-buffer record -> RawEvent (capture.events.parse_event / parse_batch)
+  assemble RawEvents -> Exchanges (decode.assembler.Assembler)
+  encode   Exchange -> JSON line (store.compat.encode_record of Exchange.to_dict)
+  gzip     the JSON lines through SessionWriter's gzip stream
+
+    .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
+
+Prints a table and writes bench/results/decoder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, machine, pin_lab, urls, write_result, wrk  # noqa: E402
+
+from ngxscope.capture import events as evmod  # noqa: E402
+from ngxscope.decode.assembler import Assembler  # noqa: E402
+from ngxscope.model import Exchange  # noqa: E402
+from ngxscope.store.compat import encode_record  # noqa: E402
+from ngxscope.store.session import SessionWriter  # noqa: E402
+
+_LEN = struct.Struct("<I")
+
+
+def record(seconds: float) -> None:
+    """Capture raw records from a real nginx into events-<mode>.bin (length-prefixed)."""
+    from ngxscope.capture import tracer as trmod
+    from ngxscope.lab.traffic import Traffic
+    from ngxscope.record import Recorder, RecordOptions
+
+    raw: list[bytes] = []
+
+    def on_event(self: Any, _ctx: int, data: int, size: int) -> int:
+        raw.append(ctypes.string_at(data, size))
+        return 0
+
+    trmod.Tracer._on_event = on_event  # type: ignore[method-assign]
+
+    class Null:
+        def write_exchange(self, ex: Exchange) -> None: ...
+        def write_event(self, ev: Any) -> None: ...
+        def write_stats(self, d: Any) -> None: ...
+
+    from ngxscope.lab.nginx import LabNginx
+
+    with LabNginx(workers=1) as lab:
+        pin_lab(lab)
+        for mode, url in urls(lab).items():
+            rec = Recorder(RecordOptions(pid=lab.master_pid), [Null()])
+            rec.start()
+            raw.clear()
+            wrk(url, seconds, 50, rate=8000)
+            if mode == "plain":  # the mix too: upstreams, bodies, chunked, pipelining
+                Traffic(lab.plain_port, lab.tls_port).run_mix(rounds=4, concurrency=4)
+            time.sleep(1.0)
+            rec.stop("done")
+            rec.join()
+            path = RESULTS / f"events-{mode}.bin"
+            with open(path, "wb") as fh:
+                for r in raw:
+                    fh.write(_LEN.pack(len(r)))
+                    fh.write(r)
+            print(f"recorded {len(raw)} events to {path}", flush=True)
+
+
+def load(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = _LEN.unpack_from(data, pos)
+        out.append(data[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def replay(raw: list[bytes]) -> dict[str, float]:
+    clock = time.time() - time.monotonic()
+    t0 = time.process_time()
+    parse_batch = getattr(evmod, "parse_batch", None)
+    if parse_batch is not None:
+        # the capture loop's path: one buffer of many records
+        events = parse_batch(raw, clock)
+    else:
+        events = [evmod.parse_event(r, clock) for r in raw]
+    t1 = time.process_time()
+    exchanges: list[Exchange] = []
+    asm = Assembler(exchanges.append, None, attach_ts=0.0)
+    feed = asm.feed
+    for ev in events:
+        feed(ev)
+    asm.finish(time.time())
+    t2 = time.process_time()
+    lines = [encode_record({"t": "exchange", **ex.to_dict()}) for ex in exchanges]
+    t3 = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        w = SessionWriter(os.path.join(tmp, "s.ngxs"), {})
+        for line in lines:
+            w._emit(line)
+        w.close()
+        size = os.path.getsize(os.path.join(tmp, "s.ngxs"))
+    t4 = time.process_time()
+    n = max(1, len(exchanges))
+    return {"events": len(raw), "exchanges": len(exchanges), "gzip_bytes": size,
+            "parse_us": (t1 - t0) / n * 1e6, "assemble_us": (t2 - t1) / n * 1e6,
+            "encode_us": (t3 - t2) / n * 1e6, "gzip_us": (t4 - t3) / n * 1e6,
+            "total_us": (t4 - t0) / n * 1e6, "exchanges_per_s": n / (t4 - t0),
+            "decode_only_per_s": n / (t2 - t0)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--record", action="store_true", help="(re)record the event streams first")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if args.record or not (RESULTS / "events-plain.bin").exists():
+        record(args.seconds)
+    res: dict[str, Any] = {"machine": machine(), "modes": {}}
+    print(f"{'mode':6} {'events':>8} {'exch':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
+          f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13}")
+    for mode in ("plain", "tls"):
+        raw = load(RESULTS / f"events-{mode}.bin")
+        best: dict[str, float] | None = None
+        for _ in range(args.repeat):
+            r = replay(raw)
+            if best is None or r["total_us"] < best["total_us"]:
+                best = r
+        assert best is not None
+        res["modes"][mode] = best
+        print(f"{mode:6} {best['events']:8.0f} {best['exchanges']:7.0f} {best['parse_us']:7.2f} "
+              f"{best['assemble_us']:7.2f} {best['encode_us']:7.2f} {best['gzip_us']:7.2f} "
+              f"{best['total_us']:8.2f} {best['exchanges_per_s']:11.0f} {best['decode_only_per_s']:13.0f}")
+    print(f"(µs per exchange, best of {args.repeat}) wrote {write_result('decoder', res)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
