@@ -213,11 +213,16 @@ class LifecycleEvent:
         return _strict(cls, data)
 
 
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
 def _strict(cls: Any, data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise ModelError(f"{cls.__name__} record must be an object, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
+    known = _FIELD_NAMES.get(cls)
+    if known is None:
+        known = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    unknown = data.keys() - known
     if unknown:
         raise ModelError(f"unknown key(s) in {cls.__name__} record: {', '.join(sorted(unknown))}")
     try:

@@ -366,6 +366,8 @@ class Recorder:
             "requests": self.exchanges,
             "events": k.get("events", 0),
             "lost": k.get("lost", 0),
+            "shed": k.get("shed", 0),
+            "shed_exchanges": a.shed if a else 0,
             "truncated": k.get("truncated", 0),
             "gaps": a.gaps if a else 0,
             "malformed": a.malformed if a else 0,

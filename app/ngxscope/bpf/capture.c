@@ -8,6 +8,13 @@
  * Compile-time parameters (-D from user space):
  *   PAYLOAD_CAP      bytes of payload kept per event (power of two)
  *   RINGBUF_PAGES    ring buffer size in pages (power of two)
+ *   SHED_BYTES       payload events are shed (counted, not sent) while more than this many
+ *                    bytes wait in the ring buffer; the per-exchange summary never is
+ *
+ * Records are written without waking the reader (BPF_RB_NO_WAKEUP): waking it is an
+ * irq_work self-IPI per record, which costs more than the rest of a probe (a VM exit on
+ * virtual machines). The reader polls on a timer instead and publishes how far it has
+ * read (rbstate[RB_CONSUMED]), so the programs know how much is pending.
  *   FOLLOW_ALL       1: capture every process that runs the probed binary (--binary)
  *   OFF_FD, OFF_LISTENING, OFF_SOCKADDR, OFF_SOCKLEN, OFF_LOCAL_SOCKADDR,
  *   OFF_LOCAL_SOCKLEN, LISTENING_OFF_SOCKADDR, LISTENING_OFF_SOCKLEN: struct layout
@@ -26,7 +33,15 @@
 #define CNT_TRUNC     2
 #define CNT_ARGS_FULL 3
 #define CNT_CONNS_FULL 4
-#define CNT_MAX       5
+#define CNT_SHED      5
+#define CNT_MAX       6
+
+#define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */
+#define RB_CONSUMED   1   /* the reader's consumer position, written by user space */
+
+#ifndef SHED_BYTES
+#define SHED_BYTES (RINGBUF_PAGES * 4096 / 4)
+#endif
 
 #define F_RECV      1
 #define F_SEND      2
@@ -49,8 +64,12 @@ struct conn_state {
     __u64 cptr;
     __u64 sent;
     __u64 recvd;
+    __u64 req_start;        /* ktime of the first byte read for the current request (0: none yet) */
+    __u64 req_start_clock;  /* nginx's clock then */
     __u16 requests;
+    __u16 status;           /* the current response's status, from its first bytes (0: not yet) */
     __u8  flags;
+    __u8  shed;             /* payload of the current exchange was shed */
 };
 
 struct call_args {
@@ -68,6 +87,7 @@ BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
 BPF_ARRAY(enabled, u32, 1);
+BPF_ARRAY(rbstate, u64, 2);
 BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */
 BPF_HASH(current_req, u32, u64, 4096);  /* tgid -> the ngx_http_request_t it works on for an upstream */   /* set once every probe is attached: no half-seen exchanges */
 
@@ -116,10 +136,40 @@ static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u6
 
 static __always_inline void submit(void *rec, u32 size)
 {
-    if (events.ringbuf_output(rec, size, 0) < 0)
+    if (events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP) < 0) {
         count(CNT_LOST, 1);
-    else
-        count(CNT_EVENTS, 1);
+        return;
+    }
+    count(CNT_EVENTS, 1);
+    int idx = RB_PRODUCED;
+    u64 *p = rbstate.lookup(&idx);
+    if (p)
+        __sync_fetch_and_add(p, (u64)((size + 8 + 7) & ~7));
+}
+
+/* More than SHED_BYTES wait in the ring buffer: the reader is behind. */
+static __always_inline int under_pressure(void)
+{
+    int a = RB_PRODUCED, b = RB_CONSUMED;
+    u64 *p = rbstate.lookup(&a);
+    u64 *c = rbstate.lookup(&b);
+    if (!p || !c)
+        return 0;
+    return *p - *c > SHED_BYTES;
+}
+
+/* "HTTP/1.x NNN" at the start of a response: NNN, or 0 (1xx interim responses too). */
+static __always_inline u16 status_of(const u8 *b)
+{
+    if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/' || b[8] != ' ')
+        return 0;
+    u8 d0 = b[9] - '0', d1 = b[10] - '0', d2 = b[11] - '0';
+    if (d0 > 9 || d1 > 9 || d2 > 9)
+        return 0;
+    u16 code = d0 * 100 + d1 * 10 + d2;
+    if (code >= 100 && code < 200 && code != 101)
+        return 0;
+    return code;
 }
 
 static __always_inline void read_sockaddr(u8 *dst, u32 *dst_len, u64 ptr, u64 len_ptr)
@@ -305,11 +355,22 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
         return 0;
     fill_header(&e->h, kind, ts, pid_tgid, a.fd);
     e->h.len = ret;
+    int shed = under_pressure();
+    int want_status = 0;
     if (st) {
         e->h.conn_ts = st->conn_ts;
         e->h.flags = st->flags;
-        if (!(st->flags & EVF_CLIENT))
-            e->h.aux = upstream_owner(pid_tgid >> 32, a.c);   /* RECV/SEND aux: owning client */
+        if (!(st->flags & EVF_CLIENT)) {
+            if (!shed)
+                e->h.aux = upstream_owner(pid_tgid >> 32, a.c);   /* RECV/SEND aux: owning client */
+        } else if (kind == EV_RECV) {
+            if (!st->req_start) {   /* the summary: when the request's first byte was read */
+                st->req_start = ts;
+                st->req_start_clock = e->h.clock;
+            }
+        } else if (!st->status) {
+            want_status = 1;
+        }
         if (kind == EV_RECV) {
             e->h.offset = st->recvd;
             st->recvd += ret;
@@ -317,6 +378,24 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
             e->h.offset = st->sent;
             st->sent += ret;
         }
+        if (shed)
+            st->shed = 1;
+    }
+    if (shed) {
+        /* the payload goes, the summary stays: only the status line's first bytes are read */
+        if (want_status && st) {
+            u64 p = a.arg;
+            if (fn == F_WRITEV) {
+                u64 iovs = 0;
+                bpf_probe_read_user(&iovs, sizeof(iovs), (void *)a.arg);
+                bpf_probe_read_user(&p, sizeof(p), (void *)iovs);   /* iovs[0].iov_base */
+            }
+            u8 b[12] = {};
+            if (ret >= 12 && bpf_probe_read_user(b, sizeof(b), (void *)p) == 0)
+                st->status = status_of(b);
+        }
+        count(CNT_SHED, 1);
+        return 0;
     }
 
     u32 cap = 0;
@@ -343,6 +422,8 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
         size = PAYLOAD_CAP;
     cap = size;
     e->h.cap = cap;
+    if (want_status && st && cap >= 12)
+        st->status = status_of(e->data);
     if (cap < (u64)ret) {
         e->h.flags |= EVF_TRUNCATED;
         count(CNT_TRUNC, 1);
@@ -418,19 +499,33 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     struct ev_header h = {};
-    fill_header(&h, kind, bpf_ktime_get_ns(), pid_tgid, fd);
+    u64 ts = bpf_ktime_get_ns();
+    fill_header(&h, kind, ts, pid_tgid, fd);
     h.aux = r;
     if (kind == EV_UPSTREAM)
         current_req.update(&tgid, &r);
     if (st && st->cptr == c) {
-        if (count_request)
-            st->requests += 1;
         h.conn_ts = st->conn_ts;
         h.offset = st->recvd;
         h.flags = st->flags;
-        h.seq = st->requests;
-        if (count_request)
+        if (count_request) {
+            st->requests += 1;
             h.aux = st->sent;
+            /* the per-exchange summary (see events.h) */
+            h.len = st->status;
+            h.tid = 0;
+            if (st->req_start && ts >= st->req_start)
+                h.cap = (ts - st->req_start) / 1000 + 1;
+            if (st->req_start_clock && h.clock >= st->req_start_clock)
+                h.tid = (h.clock - st->req_start_clock) / 1000 + 1;
+            if (st->shed)
+                h.flags |= EVF_SHED;
+            st->req_start = 0;
+            st->req_start_clock = 0;
+            st->status = 0;
+            st->shed = 0;
+        }
+        h.seq = st->requests;
     }
     submit(&h, sizeof(h));
     return 0;
@@ -482,6 +577,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
         return 0;
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&ck);
+    if (under_pressure()) {
+        if (st) {
+            st->sent += ret;
+            st->shed = 1;
+        }
+        count(CNT_SHED, 1);
+        return 0;
+    }
     struct ev_header h = {};
     fill_header(&h, EV_SENDFILE, bpf_ktime_get_ns(), pid_tgid, fd);
     h.len = ret;

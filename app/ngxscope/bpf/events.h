@@ -18,6 +18,14 @@
 #define EVF_TLS        0x01  /* the connection is TLS (payload is the decrypted plaintext) */
 #define EVF_CLIENT     0x02  /* accepted from a client (else nginx's own, e.g. upstream) */
 #define EVF_TRUNCATED  0x04  /* fewer bytes captured than transferred */
+#define EVF_SHED       0x08  /* REQ_DONE: payload events of this exchange were shed (ring buffer
+                              * pressure); its status, sizes and times come from the summary */
+
+/* EV_REQ_DONE carries the kernel's per-exchange summary in header fields it does not
+ * otherwise use, so every request is counted even when payload capture sheds load:
+ *   len  status code of the response (from the first bytes nginx wrote; 0: unknown)
+ *   cap  microseconds from the request's first byte read to this event, plus 1 (0: unknown)
+ *   tid  the same span on nginx's cached clock, in microseconds, plus 1 (0: unknown) */
 
 #define SOCKADDR_MAX 28      /* sizeof(struct sockaddr_in6) */
 

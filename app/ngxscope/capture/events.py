@@ -7,10 +7,14 @@ compiles the header with the system C compiler and compares sizes and offsets.
 from __future__ import annotations
 
 import ctypes
+import mmap
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
     "EVF_CLIENT",
+    "EVF_SHED",
     "EVF_TLS",
     "EVF_TRUNCATED",
     "EV_CLOSE",
@@ -27,7 +31,9 @@ __all__ = [
     "EvHeader",
     "EvOpen",
     "RawEvent",
+    "RingReader",
     "format_sockaddr",
+    "parse_batch",
     "parse_event",
 ]
 
@@ -45,6 +51,7 @@ EV_UPSTREAM = 10
 EVF_TLS = 0x01
 EVF_CLIENT = 0x02
 EVF_TRUNCATED = 0x04
+EVF_SHED = 0x08
 
 SOCKADDR_MAX = 28
 
@@ -113,6 +120,12 @@ class RawEvent:
     """OPEN/CONNECT: remote address "ip:port"."""
     local: str = ""
     """OPEN: local address "ip:port"."""
+    status: int = 0
+    """REQ_DONE: the response status the kernel read from its first bytes (0: unknown)."""
+    span: float = 0.0
+    """REQ_DONE: seconds from the request's first byte read to the event (0: unknown)."""
+    clock_span: float = 0.0
+    """REQ_DONE: the same span on nginx's cached clock (0: unknown)."""
 
     @property
     def conn_key(self) -> tuple[int, int, int]:
@@ -139,26 +152,92 @@ def format_sockaddr(raw: bytes, length: int) -> str:
     return ""
 
 
-def parse_event(buf: bytes, clock_offset: float) -> RawEvent:
+_HEADER = struct.Struct("<QQQQQIIiIIBBH")
+_OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
+assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
+
+
+def parse_event(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
     """Decode one ring-buffer record; `clock_offset` turns kernel monotonic ns into Unix time."""
-    h = EvHeader.from_buffer_copy(buf, 0)
-    ev = RawEvent(
-        kind=h.kind,
-        ts=h.ts / 1e9 + clock_offset,
-        pid=h.pid,
-        fd=h.fd,
-        conn_ts=h.conn_ts,
-        offset=h.offset,
-        aux=h.aux,
-        length=h.len,
-        flags=h.flags,
-        seq=h.seq,
-        clock=h.clock / 1e9 + clock_offset if h.clock else 0.0,
-    )
-    if h.kind in (EV_OPEN, EV_CONNECT):
-        o = EvOpen.from_buffer_copy(buf, 0)
-        ev.peer = format_sockaddr(bytes(o.peer), o.peer_len)
-        ev.local = format_sockaddr(bytes(o.local), o.local_len)
-    elif h.cap:
-        ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + h.cap])
-    return ev
+    return parse_batch((buf,), clock_offset)[0]
+
+
+def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
+    """Decode many ring-buffer records at once (struct.unpack_from, no ctypes copies)."""
+    unpack = _HEADER.unpack_from
+    out: list[RawEvent] = []
+    append = out.append
+    for buf in bufs:
+        ts, conn_ts, offset, aux, clock, pid, tid, fd, length, cap, kind, flags, seq = unpack(buf, 0)
+        ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, aux, length, flags,
+                      clock / 1e9 + clock_offset if clock else 0.0, seq)
+        if kind <= EV_SENDFILE and kind >= EV_RECV:
+            if cap:
+                ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + cap])
+        elif kind == EV_REQ_DONE:
+            ev.status = length
+            if cap:
+                ev.span = (cap - 1) / 1e6
+            if tid:
+                ev.clock_span = (tid - 1) / 1e6
+        elif kind == EV_OPEN or kind == EV_CONNECT:
+            peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)
+            ev.peer = format_sockaddr(peer, peer_len)
+            ev.local = format_sockaddr(local, local_len)
+        append(ev)
+    return out
+
+
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class RingReader:
+    """Read a BPF ring buffer map straight from its memory mapping (what libbpf does in C),
+    without a ctypes callback per record.
+
+    The consumer page is mapped read-write, the producer page and the data pages (mapped
+    twice in a row by the kernel, so a record never wraps) read-only.
+    """
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.size = size
+        self._mask = size - 1
+        self._page = page
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._view = memoryview(self._data)
+        self.consumed = _U64.unpack_from(self._cons, 0)[0]
+        """The consumer position: bytes of records read so far (padding included)."""
+
+    def drain(self, limit: int = 1 << 30) -> list[bytes]:
+        """Every committed record (up to `limit` bytes of them), oldest first, as bytes."""
+        data, view = self._data, self._view
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        prod = _U64.unpack_from(data, 0)[0]
+        end = min(prod, cons + limit)
+        base, mask = self._page, self._mask
+        u32 = _U32.unpack_from
+        out: list[bytes] = []
+        append = out.append
+        while cons < end:
+            off = base + (cons & mask)
+            hdr = u32(data, off)[0]
+            if hdr & _BUSY:
+                break
+            n = hdr & ~(_BUSY | _DISCARD)
+            if not hdr & _DISCARD:
+                append(view[off + 8 : off + 8 + n].tobytes())
+            cons += (n + 8 + 7) & ~7
+        if out or cons != self.consumed:
+            _U64.pack_into(self._cons, 0, cons)
+        self.consumed = cons
+        return out
+
+    def close(self) -> None:
+        self._view.release()
+        self._data.close()
+        self._cons.close()

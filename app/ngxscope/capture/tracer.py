@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .events import RawEvent, parse_event
+from .events import RawEvent, RingReader, parse_batch, parse_event
 from .layout import Layout
 
 __all__ = ["PROBES", "CaptureError", "Tracer", "TracerConfig", "bpf_source", "verifier_reason"]
@@ -40,7 +40,7 @@ PROBES: list[tuple[str, str, str | None, bool]] = [
     ("ngx_http_upstream_init", "upstream_init_enter", None, False),
 ]
 
-COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full"]
+COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed"]
 
 
 @dataclass(slots=True)
@@ -193,7 +193,10 @@ class Tracer:
             self.stop()
             raise
         bpf = self.bpf
-        bpf["events"].open_ring_buffer(self._on_event)
+        # Read the ring buffer's memory directly (no ctypes callback per record); the
+        # programs never wake us (BPF_RB_NO_WAKEUP), poll() drains on a timer.
+        self._reader = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
+        self._rbstate = bpf["rbstate"]
         # Only now let events through, so no exchange is seen by half of the probes.
         self.add_pids(self.config.pids)
         bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
@@ -269,9 +272,25 @@ class Tracer:
             self._sink(ev)
         return 0
 
+    def _on_records(self, records: list[bytes]) -> None:
+        sink = self._sink
+        if sink is not None:
+            for ev in parse_batch(records, self._clock_offset):
+                sink(ev)
+
     def poll(self, timeout_ms: int = 100) -> None:
-        """Drain the ring buffer, waiting up to timeout_ms for the first record."""
-        if self.bpf is not None:
+        """Drain the ring buffer; when it is empty, wait up to min(timeout_ms, 10) ms once."""
+        reader = getattr(self, "_reader", None)
+        if self.bpf is not None and reader is not None:
+            records = reader.drain(8 << 20)
+            if not records and timeout_ms > 0:
+                time.sleep(min(timeout_ms, 10) / 1000)
+                records = reader.drain(8 << 20)
+            # tell the programs how far we have read (they shed payload when far behind)
+            self._rbstate[ctypes.c_int(1)] = ctypes.c_uint64(reader.consumed)
+            if records:
+                self._on_records(records)
+        elif self.bpf is not None:
             try:
                 self.bpf.ring_buffer_poll(timeout_ms)
             except InterruptedError:
@@ -328,6 +347,10 @@ class Tracer:
                     pass
 
     def stop(self) -> None:
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            self._reader = None
+            reader.close()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

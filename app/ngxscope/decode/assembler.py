@@ -26,6 +26,7 @@ from ..capture.events import (
     EV_SENDFILE,
     EV_UPSTREAM,
     EVF_CLIENT,
+    EVF_SHED,
     EVF_TLS,
     RawEvent,
 )
@@ -52,6 +53,8 @@ class AssemblerStats:
     lost_responses: int = 0
     """Request completions that never arrived (lost events); their exchanges are flagged."""
     open_conns: int = 0
+    shed: int = 0
+    """Exchanges whose payload the kernel shed under pressure: counted from its summary."""
 
 
 @dataclass(slots=True)
@@ -254,6 +257,9 @@ class Assembler:
     def _on_done(self, conn: _Conn, ev: RawEvent) -> None:
         if not conn.client:
             return
+        if ev.flags & EVF_SHED:
+            self._on_shed_done(conn, ev)
+            return
         if ev.offset > conn.recv_off:
             self.stats.gaps += 1
             conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
@@ -295,8 +301,45 @@ class Assembler:
             req.body_discarded = True
         attempts = self.upstreams.take(conn.pid, conn.key[2])
         self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
-                   upstream=attempts)
+                   upstream=attempts, kstatus=0 if merged else ev.status)
         conn.requests.settle()
+        conn.done_recv_off = ev.offset
+        conn.proxied = False
+        conn.done_send_off = ev.aux
+        conn.last_done_ts = ev.ts
+        conn.last_done_clock = ev.clock
+        conn.segments = []
+        conn.captured = 0
+        conn.send_first_ts = conn.send_last_ts = 0.0
+        conn.sendfile_bytes = 0
+        conn.send_hole = False
+
+    def _on_shed_done(self, conn: _Conn, ev: RawEvent) -> None:
+        """The kernel shed (some of) this exchange's payload: count it from its summary."""
+        self.stats.shed += 1
+        stream = conn.requests
+        req = stream.done.pop(0) if stream.done else None
+        if req is None or not req.method or req.error:
+            req = ParsedRequest(start_ts=0.0)
+        start = ev.ts - ev.span if ev.span else (conn.last_done_ts or ev.ts)
+        req.start_ts = start
+        req.start_clock = ev.clock - ev.clock_span if ev.clock_span and ev.clock else 0.0
+        req.end_ts = ev.ts
+        req.error = None
+        req.body_discarded = True  # request_bytes below: nginx's own read counter
+        req.head_bytes = max(0, ev.offset - conn.done_recv_off)
+        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        # whatever was read is accounted for: the next request starts a fresh stream
+        conn.requests = RequestStream()
+        conn.requests.uncertain = False
+        conn.recv_off = max(conn.recv_off, ev.offset)
+        if ev.aux > conn.send_off:
+            conn.send_off = ev.aux
+        conn.done_seq = ev.seq
+        resp_len = ev.aux - conn.done_send_off
+        self._emit(conn, req, resp_len, ev.ts, error="payload shed (capture overload): status, sizes "
+                   "and times from the kernel summary", end_clock=ev.clock, parse=False,
+                   upstream=attempts, kstatus=ev.status)
         conn.done_recv_off = ev.offset
         conn.proxied = False
         conn.done_send_off = ev.aux
@@ -319,6 +362,7 @@ class Assembler:
         end_clock: float = 0.0,
         parse: bool = True,
         upstream: list[UpstreamAttempt] | None = None,
+        kstatus: int = 0,
     ) -> None:
         start = req.start_ts
         start_clock = req.start_clock
@@ -363,6 +407,10 @@ class Assembler:
                 if len(data) < length:
                     break
             resp = parse_response(bytes(prefix)) if parse else ParsedResponse()
+            if resp.status is None and kstatus:
+                # payload lost or shed: the status the kernel read from the response's first bytes
+                resp.status = kstatus
+                resp.error = None
             ex.status = resp.status
             ex.reason = resp.reason
             ex.response_headers = resp.headers
