@@ -65,18 +65,17 @@ def child_read(path: str) -> dict[str, float]:
 
 def child_window(path: str) -> dict[str, float]:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from ngxscope.store.session import SessionReader
     from ngxscope.ui.app import ensure_app
     from ngxscope.ui.mainwindow import MainWindow
+    from ngxscope.ui.sessionload import load_session
 
     app = ensure_app()
     t0 = time.perf_counter()
-    session = SessionReader(path).read_all()
     win = MainWindow(None, title="bench")
-    win.load(session.exchanges, session.events, description="bench", path=path)
+    result = load_session(win, path)
     win.show()
     app.processEvents()
-    return {"exchanges": len(session.exchanges), "seconds": time.perf_counter() - t0, "shown_rows": len(win.store)}
+    return {"exchanges": result.total, "seconds": time.perf_counter() - t0, "shown_rows": len(win.store)}
 
 
 def measure(kind: str, path: Path) -> dict[str, float]:

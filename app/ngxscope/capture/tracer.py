@@ -195,7 +195,7 @@ class Tracer:
         bpf = self.bpf
         # Read the ring buffer's memory directly (no ctypes callback per record); the
         # programs never wake us (BPF_RB_NO_WAKEUP), poll() drains on a timer.
-        self._reader = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
+        self._reader: RingReader | None = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
         self._rbstate = bpf["rbstate"]
         # Only now let events through, so no exchange is seen by half of the probes.
         self.add_pids(self.config.pids)

@@ -154,6 +154,18 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return text.encode("ascii") + b"\n"
 
 
+try:  # faster than json on session records
+    from orjson import loads as _orjson_loads
+
+    def _loads(text: str) -> Any:
+        try:
+            return _orjson_loads(text)
+        except ValueError:
+            # orjson refuses escaped lone surrogates, which our writer emits for such strings
+            return json.loads(text)
+except ImportError:  # pragma: no cover - orjson is a dependency, json the fallback
+    _loads = json.loads  # type: ignore[assignment]
+
 _Check = Callable[[Any], bool]
 _CHECKS: dict[type, list[tuple[str, _Check]]] = {}
 # Fields whose type `from_dict` already guarantees by converting them (headers to str pairs,
@@ -226,7 +238,7 @@ def parse_record(line: str | bytes, version: int = CURRENT_VERSION) -> Record:
     try:
         if isinstance(line, bytes):
             line = line.decode("utf-8")
-        data = json.loads(line)
+        data = _loads(line)
     except UnicodeDecodeError:
         raise SessionError("record is not UTF-8 text") from None
     except (ValueError, RecursionError) as exc:

@@ -16,7 +16,7 @@ def connect_file_hooks(win: Any) -> None:
     """Save/Open/Export from the window's menus go through the session store."""
     from PySide6.QtWidgets import QMessageBox
 
-    from ..store.session import SessionError, SessionReader, SessionWriter
+    from ..store.session import SessionError, SessionWriter
 
     def save(path: str) -> None:
         try:
@@ -43,15 +43,9 @@ def connect_file_hooks(win: Any) -> None:
             QMessageBox.critical(win, "Export failed", str(exc))
 
     def open_session(path: str) -> None:
-        try:
-            session = SessionReader(path).read_all()
-        except SessionError as exc:
-            QMessageBox.critical(win, "Cannot open session", str(exc))
-            return
-        win.stop_capture()
-        win.load(session.exchanges, session.events, description=f"session {os.path.basename(path)}", path=path)
-        if session.warning:
-            QMessageBox.warning(win, "Session incomplete", session.warning)
+        from .sessionload import load_with_dialog
+
+        load_with_dialog(win, path)
 
     win.save_requested.connect(save)
     win.export_requested.connect(export)
@@ -93,16 +87,14 @@ def run_gui(
 
 def open_session_window(path: str) -> int:
     """`ngxscope open FILE`: the session in the window (a bad file: one line, exit 1)."""
-    from ..store.session import SessionReader
     from .app import ensure_app, run_window
     from .mainwindow import MainWindow
-
-    session = SessionReader(path).read_all()
-    if session.warning:
-        print(f"ngxscope: {session.warning}", file=sys.stderr)
+    from .sessionload import load_session
 
     ensure_app()
     win = MainWindow(None, title=f"ngxscope — {os.path.basename(path)}")
     connect_file_hooks(win)
-    win.load(session.exchanges, session.events, description=f"session {os.path.basename(path)}", path=path)
+    result = load_session(win, path)  # a bad file: SessionError, one line from the CLI
+    if result.warning:
+        print(f"ngxscope: {result.warning}", file=sys.stderr)
     return run_window(None, window=win)

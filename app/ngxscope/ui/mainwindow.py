@@ -221,8 +221,12 @@ class MainWindow(QMainWindow):
         self.set_source(self.source_factory(pid))
 
     def load(self, exchanges: Iterable[Exchange], events: Iterable[LifecycleEvent] = (),
-             *, description: str = "", path: str | None = None) -> None:
-        """Show a complete set of exchanges (an opened session); stops any live source."""
+             *, description: str = "", path: str | None = None, aggregated: bool = False) -> None:
+        """Show a complete set of exchanges (an opened session); stops any live source.
+
+        aggregated: the caller already fed every exchange of the session to `self.agg`
+        (a large session streamed in: the table keeps only the newest rows).
+        """
         if self.source is not None:
             self.source.stop()
             self.source = None
@@ -236,7 +240,8 @@ class MainWindow(QMainWindow):
         self.events_log.add_events(self.events)
         self.docks["events"].setWindowTitle(f"Events ({len(self.events):,})" if self.events
                                             else "Events")
-        self.agg.rebuild(self.store)
+        if not aggregated:
+            self.agg.rebuild(self.store)
         self.session_path = path
         self.status.set_source(description or (path or "session"))
         self.status.set_state("session", "session file")
