@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         name = type(exc).__name__
-        known = name in {"CaptureError", "SessionError", "TargetError", "BinaryError", "LabError", "UsageError"}
+        known = name in {"CaptureError", "SessionError", "TargetError", "BinaryError", "LabError", "UsageError",
+                         "RemoteError", "FilterError"}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else name
         if isinstance(exc, OSError) and exc.filename:
             msg = f"{exc.strerror}: {exc.filename}"

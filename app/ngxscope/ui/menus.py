@@ -159,6 +159,13 @@ def build_menus(w: MainWindow) -> None:
     w.pause_action = _action(w, "&Pause", lambda: w.toggle_pause(), "Space", checkable=True)
     w.pause_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
     capture.addAction(w.pause_action)
+    def attach_remote() -> None:
+        from .remote import attach_remote as remote_dialog
+
+        remote_dialog(w)
+
+    capture.addAction(_action(w, "&Remote host…", attach_remote, "Ctrl+Shift+R",
+                              tip="Capture an nginx on another machine over SSH"))
     capture.addAction(_action(w, "&Stop", w.stop_capture, tip="Stop capturing, keep the data"))
     capture.addAction(_action(w, "C&lear", w.clear, "Ctrl+L"))
 

@@ -80,6 +80,8 @@ class StreamSource:
         self.argv = elevate(argv) if elevate_if_needed else list(argv)
         self.proc: subprocess.Popen[bytes] | None = None
         self.header: dict[str, Any] | None = None
+        self.ended = False
+        """The helper wrote its closing record (a clean stop, not a crash)."""
         self.bad_lines = 0
         self.last_bad: str = ""
         self._lock = threading.Lock()
@@ -218,6 +220,8 @@ class StreamSource:
                     self._stats = obj
             elif kind == "header":
                 self.header = obj
+            elif kind == "end":
+                self.ended = True  # the helper closed its stream cleanly
             else:
                 raise ModelError(f"unknown record type {kind!r}")
         except (ValueError, TypeError) as exc:  # JSONDecodeError and ModelError are ValueErrors
