@@ -254,7 +254,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if rec.decode_error is not None:
         print(f"ngxscope: error: {rec.decode_error}", file=sys.stderr)
         print(f"{stats['requests']} requests were captured before the error"
-              + (f"; {args.output} keeps what reached the disk" if args.output else ""), file=sys.stderr)
+              + (f"; {args.output} keeps what reached the disk" if args.output and os.path.exists(args.output) else ""), file=sys.stderr)
         return 1
     print(summary, file=sys.stderr)
     return 0

@@ -8,7 +8,7 @@
  * Compile-time parameters (-D from user space):
  *   PAYLOAD_CAP      bytes of payload kept per event (power of two)
  *   RINGBUF_PAGES    ring buffer size in pages (power of two)
- *   SHED_BYTES       payload events are shed (counted, not sent) while more than this many
+ *   SHED_BYTES       payload events are shed (counted, not sent) while at least this many
  *                    bytes wait in the ring buffer; the per-exchange summary never is
  *
  * Records are written without waking the reader (BPF_RB_NO_WAKEUP): waking it is an
@@ -155,7 +155,7 @@ static __always_inline int under_pressure(void)
     u64 *c = rbstate.lookup(&b);
     if (!p || !c)
         return 0;
-    return *p - *c > SHED_BYTES;
+    return *p - *c >= SHED_BYTES;
 }
 
 /* "HTTP/1.x NNN" at the start of a response: NNN, or 0 (1xx interim responses too). */

@@ -122,10 +122,10 @@ class RawEvent:
     """OPEN: local address "ip:port"."""
     status: int = 0
     """REQ_DONE: the response status the kernel read from its first bytes (0: unknown)."""
-    span: float = 0.0
-    """REQ_DONE: seconds from the request's first byte read to the event (0: unknown)."""
-    clock_span: float = 0.0
-    """REQ_DONE: the same span on nginx's cached clock (0: unknown)."""
+    span: float = -1.0
+    """REQ_DONE: seconds from the request's first byte read to the event (-1: unknown)."""
+    clock_span: float = -1.0
+    """REQ_DONE: the same span on nginx's cached clock (-1: unknown)."""
 
     @property
     def conn_key(self) -> tuple[int, int, int]:
@@ -178,7 +178,7 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
             ev.status = length
             if cap:
                 ev.span = (cap - 1) / 1e6
-            if tid:
+            if tid and clock:
                 ev.clock_span = (tid - 1) / 1e6
         elif kind == EV_OPEN or kind == EV_CONNECT:
             peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)

@@ -184,7 +184,9 @@ class Assembler:
     def _conn_for(self, ev: RawEvent) -> _Conn:
         conn = self._conns.get(ev.conn_key)
         if conn is None:
-            conn = self._open(ev)  # its EV_OPEN was lost: addresses stay unknown
+            conn = self._open(ev)  # its EV_OPEN was lost (ring buffer full)
+            if conn.client and self.peer_of is not None:
+                conn.peer = self.peer_of(ev.pid, ev.fd)  # still open, most likely
         return conn
 
     def _close(self, conn: _Conn, ts: float, why: str, sent: int | None = None) -> None:
@@ -321,9 +323,12 @@ class Assembler:
         req = stream.done.pop(0) if stream.done else None
         if req is None or not req.method or req.error:
             req = ParsedRequest(start_ts=0.0)
-        start = ev.ts - ev.span if ev.span else (conn.last_done_ts or ev.ts)
+        start = ev.ts - ev.span if ev.span >= 0 else (conn.last_done_ts or ev.ts)
         req.start_ts = start
-        req.start_clock = ev.clock - ev.clock_span if ev.clock_span and ev.clock else 0.0
+        if ev.clock_span >= 0 and ev.clock:
+            req.start_clock = ev.clock - ev.clock_span
+        else:
+            req.start_clock = conn.last_done_clock  # pipelined: it began when the previous ended
         req.end_ts = ev.ts
         req.error = None
         req.body_discarded = True  # request_bytes below: nginx's own read counter

@@ -150,7 +150,7 @@ class UpstreamTracker:
         """The attempts of the client request that just finished on (pid, conn_ts)."""
         atts = self._by_client.pop((pid, conn_ts), [])
         out = []
-        for att in atts:
+        for i, att in enumerate(atts):
             a = att.out
             if att.req_head:
                 head = bytes(att.req_head)
@@ -161,7 +161,9 @@ class UpstreamTracker:
                 if a.status is None:
                     a.status = 502
                 if a.duration_ms is None:
-                    a.duration_ms = float(_ms(att.last_clock or att.start_clock) - _ms(att.start_clock))
+                    # nginx closes the attempt when it moves on: the next attempt's start
+                    end = atts[i + 1].start_clock if i + 1 < len(atts) else (att.last_clock or att.start_clock)
+                    a.duration_ms = float(max(0, _ms(end) - _ms(att.start_clock)))
             out.append(a)
             for conn in self._conns.values():
                 if conn.current is att:

@@ -143,7 +143,7 @@ class LabNginx:
     def read_access_log(self, start: int = 0) -> list[dict[str, Any]]:
         """Parse the access log (lines from index `start` on); numbers become int/float."""
         try:
-            text = self.access_log_path.read_text()
+            text = self.access_log_path.read_text(errors="replace")  # nginx logs raw bytes >= 0x80
         except FileNotFoundError:
             return []
         lines = [ln for ln in text.splitlines() if ln.strip()]
