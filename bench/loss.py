@@ -81,7 +81,7 @@ def main() -> int:
                        "counted": counted, "with_payload": with_payload, "shed": shed,
                        "counted_ratio": counted / logged if logged else 0.0,
                        "payload_ratio": with_payload / logged if logged else 0.0}
-                if onset is None and row["payload_ratio"] < 1.0:
+                if onset is None and row["payload_ratio"] < 0.999:  # window edges: ±1 request
                     onset = rps
                 rows.append(row)
                 print(f"{mode:5} offered {str(row['offered']):>10} achieved {rps:8.0f}/s  logged {logged:7}  "
