@@ -53,7 +53,7 @@ def wrk(url: str, seconds: float, connections: int, rate: float | None = None) -
     if rate:
         # per-connection period minus a typical service time; wrk delays are whole ms
         delay = max(1, round(connections / rate * 1000))
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115 - wrk reads it later
         script.write(_DELAY_LUA.format(delay=delay))
         script.close()
         cmd += ["-s", script.name]

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     RESULTS,
     bpf_stats,
     connections_for,
@@ -43,7 +43,7 @@ from _common import (  # noqa: E402
     wrk,
 )
 
-from ngxscope.lab.nginx import LabNginx  # noqa: E402
+from ngxscope.lab.nginx import LabNginx
 
 
 def load(url: str, rate: float, seconds: float) -> dict[str, float]:
@@ -108,7 +108,7 @@ def main() -> int:
                        "in_nginx_us_per_req": b["worker_us_per_req"] - a["worker_us_per_req"]}
                 row["total_us_per_req"] = b["capture_us_per_req"] + max(0.0, row["in_nginx_us_per_req"])
                 rows.append(row)
-                print(f"{mode:5} {str(a['offered']):>10}: A {a['rps']:8.0f}/s B {b['rps']:8.0f}/s  "
+                print(f"{mode:5} {a['offered']!s:>10}: A {a['rps']:8.0f}/s B {b['rps']:8.0f}/s  "
                       f"capture {b['capture_us_per_req']:6.1f} us/req  in-nginx +{row['in_nginx_us_per_req']:5.1f} "
                       f"us/req  BPF {b['bpf_ns_per_req']:7.0f} ns/req  total {row['total_us_per_req']:6.1f} us/req",
                       flush=True)

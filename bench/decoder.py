@@ -30,13 +30,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, machine, pin_lab, urls, write_result, wrk  # noqa: E402
+from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 
-from ngxscope.capture import events as evmod  # noqa: E402
-from ngxscope.decode.assembler import Assembler  # noqa: E402
-from ngxscope.model import Exchange  # noqa: E402
-from ngxscope.store.compat import encode_record  # noqa: E402
-from ngxscope.store.session import SessionWriter  # noqa: E402
+from ngxscope.capture import events as evmod
+from ngxscope.decode.assembler import Assembler
+from ngxscope.model import Exchange
+from ngxscope.store.compat import encode_record
+from ngxscope.store.session import SessionWriter
 
 _LEN = struct.Struct("<I")
 

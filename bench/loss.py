@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     RESULTS,
     connections_for,
     machine,
@@ -36,8 +36,8 @@ from _common import (  # noqa: E402
     wrk,
 )
 
-from ngxscope.lab.nginx import LabNginx  # noqa: E402
-from ngxscope.store.session import SessionReader  # noqa: E402
+from ngxscope.lab.nginx import LabNginx
+from ngxscope.store.session import SessionReader
 
 
 def main() -> int:
@@ -84,7 +84,7 @@ def main() -> int:
                 if onset is None and row["payload_ratio"] < 0.999:  # window edges: ±1 request
                     onset = rps
                 rows.append(row)
-                print(f"{mode:5} offered {str(row['offered']):>10} achieved {rps:8.0f}/s  logged {logged:7}  "
+                print(f"{mode:5} offered {row['offered']!s:>10} achieved {rps:8.0f}/s  logged {logged:7}  "
                       f"counted {row['counted_ratio']:7.2%}  with payload {row['payload_ratio']:7.2%}  shed {shed}",
                       flush=True)
             res["modes"][mode] = {"steps": rows, "payload_loss_onset_rps": onset}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     RESULTS,
     cpu_seconds,
     machine,
@@ -36,8 +36,8 @@ from _common import (  # noqa: E402
     wrk,
 )
 
-from ngxscope.lab.nginx import LabNginx  # noqa: E402
-from ngxscope.store.session import SessionReader  # noqa: E402
+from ngxscope.lab.nginx import LabNginx
+from ngxscope.store.session import SessionReader
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:

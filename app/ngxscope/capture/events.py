@@ -180,7 +180,7 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
                 ev.span = (cap - 1) / 1e6
             if tid and clock:
                 ev.clock_span = (tid - 1) / 1e6
-        elif kind == EV_OPEN or kind == EV_CONNECT:
+        elif kind in (EV_OPEN, EV_CONNECT):
             peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)
             ev.peer = format_sockaddr(peer, peer_len)
             ev.local = format_sockaddr(local, local_len)

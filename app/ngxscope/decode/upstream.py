@@ -162,8 +162,8 @@ class UpstreamTracker:
                     a.status = 502
                 if a.duration_ms is None:
                     # nginx closes the attempt when it moves on: the next attempt's start
-                    end = atts[i + 1].start_clock if i + 1 < len(atts) else (att.last_clock or att.start_clock)
-                    a.duration_ms = float(max(0, _ms(end) - _ms(att.start_clock)))
+                    until = atts[i + 1].start_clock if i + 1 < len(atts) else (att.last_clock or att.start_clock)
+                    a.duration_ms = float(max(0, _ms(until) - _ms(att.start_clock)))
             out.append(a)
             for conn in self._conns.values():
                 if conn.current is att:

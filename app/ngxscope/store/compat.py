@@ -167,7 +167,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
 try:
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - orjson is a dependency, json the fallback
-    _orjson_dumps = None
+    _orjson_dumps = None  # type: ignore[assignment]
 
 
 try:  # faster than json on session records
