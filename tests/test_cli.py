@@ -151,3 +151,24 @@ def test_dump_bpf() -> None:
     res = run("record", "--dump-bpf")
     assert res.returncode == 0
     assert "ngx_http_free_request" in res.stdout and "-DPAYLOAD_CAP=" in res.stdout
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_record_redacts_secrets_by_default(lab_nginx: LabNginx, tmp_path: Path, redact: bool) -> None:
+    import gzip
+
+    out = tmp_path / "r.ngxs"
+    proc = start_record("--pid", str(lab_nginx.master_pid), "-o", str(out), *([] if redact else ["--no-redact"]))
+    traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
+    traffic.request(True, "GET", "/api/secret", headers=[("Authorization", "Bearer s3cr3t-token"),
+                                                         ("Cookie", "session=hunter2")])
+    lab_nginx.wait_log_lines(1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    text = gzip.decompress(out.read_bytes()).decode()
+    header = json.loads(text.splitlines()[0])
+    assert header["target"]["redacted"] is redact
+    assert ("s3cr3t-token" in text) is not redact and ("hunter2" in text) is not redact
+    if redact:
+        assert "session=" in text, "cookie names stay"

@@ -54,6 +54,12 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB", help="BPF ring buffer size (default 32)")
     rec.add_argument("--force", action="store_true", help="attach to a process that does not look like nginx")
     rec.add_argument("--dump-bpf", action="store_true", help="print the BPF C program and its compile flags, then exit")
+    rec.add_argument("--no-redact", action="store_true",
+                     help="keep Authorization, Cookie, Set-Cookie... values (masked by default)")
+    rec.add_argument("--redact-header", action="append", default=[], metavar="NAME",
+                     help="also mask this header's values (repeatable; env NGXSCOPE_REDACT_HEADERS)")
+    rec.add_argument("--redact-param", action="append", default=[], metavar="NAME",
+                     help="also mask this query parameter (repeatable; env NGXSCOPE_REDACT_PARAMS)")
     from .telemetry import add_record_options
 
     add_record_options(rec)
@@ -221,8 +227,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
         telemetry = open_telemetry_sinks(args)
     except ValueError as exc:
         raise UsageError(f"record: {exc}") from None
-    sinks = open_sinks(args.output, args.stream, args.overwrite)
-    sinks += [(LockedSink(t), type(t).__name__) for t in telemetry]
+    from .store.redact import policy_from_env
+
+    redactor = Redactor(policy_from_env(args.redact_header, args.redact_param, enabled=not args.no_redact))
+    sinks = open_sinks(args.output, args.stream, args.overwrite, redactor=redactor)
+    sinks += [(LockedSink(t, redactor), type(t).__name__) for t in telemetry]
     rec = Recorder(opts, [s for s, _ in sinks])
     for sink, _ in sinks:
         sink.on_error = rec.fail
@@ -260,6 +269,37 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+class Redactor:
+    """Masks secrets once per exchange, however many sinks write it (the decode thread
+    hands the same object to each sink in turn)."""
+
+    def __init__(self, policy: Any) -> None:
+        from .store.redact import redact_exchange
+
+        self.policy = policy
+        self._redact = redact_exchange
+        self._last: tuple[Any, Any] | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.policy.active)
+
+    def describe(self) -> dict[str, Any]:
+        """What the session header says about redaction (the window shows it)."""
+        return {"redacted": self.active, "redact_headers": sorted(self.policy.headers) if self.active else [],
+                "redact_params": sorted(self.policy.params) if self.active else []}
+
+    def __call__(self, ex: Any) -> Any:
+        if not self.active:
+            return ex
+        last = self._last
+        if last is not None and last[0] is ex:
+            return last[1]
+        out = self._redact(ex, self.policy)
+        self._last = (ex, out)
+        return out
+
+
 class LockedSink:
     """Serialises writes from the decode thread and the stats ticks of the main thread.
 
@@ -267,8 +307,9 @@ class LockedSink:
     later writes are skipped, so what reached the disk stays a readable session.
     """
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Any, redactor: Redactor | None = None) -> None:
         self.writer = writer
+        self.redactor = redactor
         self.lock = threading.Lock()
         self.error: Exception | None = None
         self.on_error: Any = None
@@ -285,7 +326,7 @@ class LockedSink:
                     self.on_error(exc)
 
     def write_exchange(self, ex: Any) -> None:
-        self._guard(self.writer.write_exchange, ex)
+        self._guard(self.writer.write_exchange, self.redactor(ex) if self.redactor is not None else ex)
 
     def write_event(self, ev: Any) -> None:
         self._guard(self.writer.write_event, ev)
@@ -307,15 +348,19 @@ class LockedSink:
                 self.error = self.error or exc
 
 
-def open_sinks(output: str | None, stream: bool, overwrite: bool) -> list[tuple[LockedSink, str]]:
+def open_sinks(output: str | None, stream: bool, overwrite: bool,
+               redactor: Redactor | None = None) -> list[tuple[LockedSink, str]]:
+    from .store.redact import policy_from_env
     from .store.session import SessionWriter, StreamWriter
 
+    if redactor is None:
+        redactor = Redactor(policy_from_env())
     sinks: list[tuple[LockedSink, str]] = []
-    target: dict[str, Any] = {}
+    target: dict[str, Any] = redactor.describe()
     if output:
-        sinks.append((LockedSink(SessionWriter(output, target, overwrite=overwrite)), output))
+        sinks.append((LockedSink(SessionWriter(output, target, overwrite=overwrite), redactor), output))
     if stream:
-        sinks.append((LockedSink(StreamWriter(sys.stdout.buffer, target)), "-"))
+        sinks.append((LockedSink(StreamWriter(sys.stdout.buffer, target), redactor), "-"))
     return sinks
 
 

@@ -16,7 +16,7 @@
  * virtual machines). The reader polls on a timer instead and publishes how far it has
  * read (rbstate[RB_CONSUMED]), so the programs know how much is pending.
  *   FOLLOW_ALL       1: capture every process that runs the probed binary (--binary)
- *   OFF_FD, OFF_LISTENING, OFF_SOCKADDR, OFF_SOCKLEN, OFF_LOCAL_SOCKADDR,
+ *   OFF_FD, OFF_LISTENING, OFF_SENT, OFF_SOCKADDR, OFF_SOCKLEN, OFF_LOCAL_SOCKADDR,
  *   OFF_LOCAL_SOCKLEN, LISTENING_OFF_SOCKADDR, LISTENING_OFF_SOCKLEN: struct layout
  */
 #include <uapi/linux/ptrace.h>
@@ -228,6 +228,19 @@ static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts
     return conns.lookup(&key);
 }
 
+/* Is c an HTTP/2 stream's fake connection on the real connection st->cptr? nginx makes it
+ * with a memcpy of the real one (ngx_http_v2_create_stream): same fd, and the same sockaddr
+ * pointer (allocated once per accepted connection, so no other connection shares it). */
+static __always_inline int h2_stream_of(struct conn_state *st, u64 c)
+{
+    u64 mine = 0, real = 0;
+    if (!(st->flags & EVF_CLIENT))
+        return 0;
+    bpf_probe_read_user(&mine, sizeof(mine), (void *)(c + OFF_SOCKADDR));
+    bpf_probe_read_user(&real, sizeof(real), (void *)(st->cptr + OFF_SOCKADDR));
+    return mine && mine == real;
+}
+
 /* The client connection (its conn_ts) of request r, or 0: r->connection, then its fd. */
 static __always_inline u64 request_client(u32 tgid, u64 r)
 {
@@ -240,7 +253,9 @@ static __always_inline u64 request_client(u32 tgid, u64 r)
     bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
-    return (st && st->cptr == c) ? st->conn_ts : 0;
+    if (!st)
+        return 0;
+    return (st->cptr == c || h2_stream_of(st, c)) ? st->conn_ts : 0;
 }
 
 /* For nginx's own connections (upstreams), c->data is the request they serve: remember it
@@ -504,7 +519,17 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     h.aux = r;
     if (kind == EV_UPSTREAM)
         current_req.update(&tgid, &r);
-    if (st && st->cptr == c) {
+    if (st && st->cptr != c && h2_stream_of(st, c)) {
+        /* an HTTP/2 stream: its own byte counter; the connection's summary is not its own */
+        h.conn_ts = st->conn_ts;
+        h.offset = st->recvd;
+        h.flags = st->flags | EVF_H2STREAM;
+        if (count_request) {
+            u64 sent = 0;
+            bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
+            h.aux = sent;
+        }
+    } else if (st && st->cptr == c) {
         h.conn_ts = st->conn_ts;
         h.offset = st->recvd;
         h.flags = st->flags;

@@ -20,6 +20,11 @@
 #define EVF_TRUNCATED  0x04  /* fewer bytes captured than transferred */
 #define EVF_SHED       0x08  /* REQ_DONE: payload events of this exchange were shed (ring buffer
                               * pressure); its status, sizes and times come from the summary */
+#define EVF_H2STREAM   0x10  /* REQ_DONE/UPSTREAM: the request is an HTTP/2 stream: r->connection
+                              * is the stream's fake connection (a copy of the real one, same fd
+                              * and sockaddr, another address); REQ_DONE's aux is then that fake
+                              * connection's `sent` (= $bytes_sent of the stream), not the
+                              * real connection's counter, and the summary fields are unused */
 
 /* EV_REQ_DONE carries the kernel's per-exchange summary in header fields it does not
  * otherwise use, so every request is counted even when payload capture sheds load:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "EVF_CLIENT",
+    "EVF_H2STREAM",
     "EVF_SHED",
     "EVF_TLS",
     "EVF_TRUNCATED",
@@ -52,6 +53,7 @@ EVF_TLS = 0x01
 EVF_CLIENT = 0x02
 EVF_TRUNCATED = 0x04
 EVF_SHED = 0x08
+EVF_H2STREAM = 0x10
 
 SOCKADDR_MAX = 28
 

@@ -1,6 +1,6 @@
 """Where nginx keeps the few struct fields the probes read, per nginx version.
 
-Only leading fields of `ngx_connection_t`, `ngx_listening_t` and `ngx_http_request_t` are
+Only leading fields of `ngx_connection_t` (fd, listening, sent, sockaddr...), `ngx_listening_t` and `ngx_http_request_t` are
 read. They have been stable for years except for one insertion: nginx 1.25 added
 `ngx_quic_stream_t *quic` (present with NGX_QUIC or NGX_COMPAT) before `ssl`, which moves
 `local_sockaddr` by 8 bytes. Everything else the probes need (fd, listening, sockaddr) sits
@@ -22,6 +22,8 @@ class Layout:
     """ngx_connection_t.fd"""
     listening: int = 64
     """ngx_connection_t.listening (NULL for nginx's own outgoing connections)"""
+    sent: int = 72
+    """ngx_connection_t.sent (for an HTTP/2 stream's fake connection: the stream's $bytes_sent)"""
     sockaddr: int = 104
     """ngx_connection_t.sockaddr (the client's address for accepted connections)"""
     socklen: int = 112
@@ -41,6 +43,7 @@ class Layout:
         return [
             f"-DOFF_FD={self.fd}",
             f"-DOFF_LISTENING={self.listening}",
+            f"-DOFF_SENT={self.sent}",
             f"-DOFF_SOCKADDR={self.sockaddr}",
             f"-DOFF_SOCKLEN={self.socklen}",
             f"-DOFF_LOCAL_SOCKADDR={self.local_sockaddr}",

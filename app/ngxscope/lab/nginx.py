@@ -81,6 +81,8 @@ class LabNginx:
         self.prefix: Path = Path(prefix) if prefix is not None else Path()
         self.plain_port = 0
         self.tls_port = 0
+        self.h2_port = 0
+        """The HTTP/2 TLS listener (``listen ... ssl http2``)."""
         self.dead_port = 0
         """A port nothing listens on: the dead peer of the `flaky` upstream group."""
         self.backend_ports: list[int] = []
@@ -195,7 +197,7 @@ class LabNginx:
             self._start_backends(timeout)
             last = ""
             for _attempt in range(3):
-                self.plain_port, self.tls_port, self.dead_port = free_ports(3)
+                self.plain_port, self.tls_port, self.dead_port, self.h2_port = free_ports(4)
                 self.conf_path.write_text(
                     render_conf(
                         self.prefix,
@@ -205,6 +207,7 @@ class LabNginx:
                         self.dead_port,
                         self.upstream_addrs,
                         self.extra_http,
+                        h2_port=self.h2_port,
                     )
                 )
                 last = self._start_nginx(timeout)
@@ -333,6 +336,7 @@ class LabNginx:
             if (
                 _port_open(self.plain_port)
                 and _port_open(self.tls_port)
+                and _port_open(self.h2_port)
                 and len(self.worker_pids()) == self.workers
             ):
                 return ""

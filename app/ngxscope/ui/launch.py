@@ -17,35 +17,49 @@ def connect_file_hooks(win: Any) -> None:
     from PySide6.QtWidgets import QMessageBox
 
     from ..store.session import SessionError, SessionWriter
+    from .recent import add_recent
 
     def save(path: str) -> None:
+        from ..store.redact import policy_from_env, redact_exchange
+
+        policy = policy_from_env()  # saves mask secrets, like exports (and like record)
         try:
-            target = {"saved_from": "window", "source": win.windowTitle()}
+            target = {"saved_from": "window", "source": win.windowTitle(), "redacted": policy.active,
+                      "redact_headers": sorted(policy.headers), "redact_params": sorted(policy.params)}
             with SessionWriter(path, target, overwrite=True) as writer:
                 for ex in list(win.store):
-                    writer.write_exchange(ex)
+                    writer.write_exchange(redact_exchange(ex, policy))
                 for ev in list(getattr(win, "events", [])):
                     writer.write_event(ev)
             win.session_path = path
-            win.statusBar().showMessage(f"saved {len(win.store)} exchanges to {path}", 5000)
+            add_recent(win.settings, path)
+            win.statusBar().showMessage(f"saved {len(win.store)} exchanges to {path} (secrets masked)", 5000)
         except (SessionError, OSError) as exc:
             QMessageBox.critical(win, "Save failed", str(exc))
 
-    def export(path: str) -> None:
-        from ..store.export_jsonl import exchange_line
+    def export(path: str, fmt: str, filtered: bool, redact: bool) -> None:
+        import tempfile
 
+        from ..store.exporters import export as export_file
+
+        exchanges = win.visible_exchanges() if filtered else list(win.store)
         try:
-            with open(path, "wb") as fh:
-                for ex in win.visible_exchanges():
-                    fh.write(exchange_line(ex))
-            win.statusBar().showMessage(f"exported to {path}", 5000)
-        except OSError as exc:
+            with tempfile.TemporaryDirectory(prefix="ngxscope-export-") as tmp:
+                staged = os.path.join(tmp, "view.ngxs")
+                with SessionWriter(staged, {"exported_from": "window"}) as writer:
+                    for ex in exchanges:
+                        writer.write_exchange(ex)
+                n = export_file(staged, fmt, path, redact=redact)
+            win.statusBar().showMessage(f"exported {n:,} exchanges to {path}"
+                                        + ("" if redact else " (not redacted)"), 8000)
+        except (SessionError, OSError) as exc:
             QMessageBox.critical(win, "Export failed", str(exc))
 
     def open_session(path: str) -> None:
         from .sessionload import load_with_dialog
 
-        load_with_dialog(win, path)
+        if load_with_dialog(win, path) is not None:
+            add_recent(win.settings, path)
 
     win.save_requested.connect(save)
     win.export_requested.connect(export)

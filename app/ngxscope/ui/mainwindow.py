@@ -40,6 +40,7 @@ from .graphs import GraphsPanel
 from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
+from .recent import DropOpener
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMNS, ExchangeFilterProxy, ExchangeTableModel
@@ -65,15 +66,15 @@ def default_source_factory(pid: int) -> ExchangeSource:
     return StreamSource(helper_argv(pid))
 
 
-class MainWindow(QMainWindow):
+class MainWindow(DropOpener, QMainWindow):
     """The ngxscope window. Give it a source (or attach / open later)."""
 
     open_session_requested = Signal(str)
     """File → Open… chose a session file (connect to the session reader, then `load`)."""
     save_requested = Signal(str)
     """File → Save / Save As… chose a path (write `self.store` / `self.events` there)."""
-    export_requested = Signal(str)
-    """File → Export… chose a path (JSONL export of `visible_exchanges()`)."""
+    export_requested = Signal(str, str, bool, bool)
+    """File → Export… chose (path, format, filtered view only, redact)."""
     attach_requested = Signal(int)
     """Capture → Attach… chose an nginx pid (before `source_factory` is used)."""
 
@@ -90,6 +91,7 @@ class MainWindow(QMainWindow):
     ) -> None:
         super().__init__()
         self.settings = settings or QSettings(SETTINGS_ORG, "ngxscope")
+        self.setAcceptDrops(True)
         self.base_title = title or "ngxscope"
         self.setWindowTitle(self.base_title)
         self.setWindowIcon(app_icon())
@@ -106,6 +108,7 @@ class MainWindow(QMainWindow):
         self._pending_agg: list[Exchange] = []
         """Exchanges polled but not yet in the aggregates (paused)."""
         self._died_reported = False
+        self._redaction_header: dict | None = None
         self._last_stats: dict[str, Any] | None = None
         self._upstream_fit = 0
         """Most upstream attempts of one exchange the Upstream column was fitted to."""
@@ -267,6 +270,10 @@ class MainWindow(QMainWindow):
         if src is None:
             return
         exchanges, events, stats = src.poll()
+        header = getattr(src, "header", None)
+        if header is not None and header is not self._redaction_header:
+            self._redaction_header = header
+            self.status.set_redaction(header.get("target"))
         if events:
             self.show_events(events)
         if stats is not None:

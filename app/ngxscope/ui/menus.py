@@ -12,6 +12,7 @@ from ngxscope import __version__
 
 from .attach import AttachDialog
 from .helpdialog import HelpDialog
+from .recent import fill_recent_menu
 from .tablemodel import COLUMNS, FILTER_ROLE
 
 if TYPE_CHECKING:
@@ -98,13 +99,17 @@ def build_menus(w: MainWindow) -> None:
             save_as()
 
     def export() -> None:
-        path, _ = QFileDialog.getSaveFileName(w, "Export (JSON lines)", "exchanges.jsonl",
-                                              "JSON lines (*.jsonl);;All files (*)")
-        if path:
-            w.export_requested.emit(path)
+        from .exportdialog import ExportDialog
+
+        dlg = ExportDialog(w, shown=w.proxy.rowCount(), total=len(w.store),
+                           filter_text=w.filter_bar.edit.text())
+        if dlg.exec() and dlg.path:
+            w.export_requested.emit(dlg.path, dlg.fmt, dlg.filtered, dlg.redact)
 
     file_menu = bar.addMenu("&File")
     file_menu.addAction(_action(w, "&Open…", open_file, QKeySequence.StandardKey.Open))
+    recent_menu = file_menu.addMenu("Open &Recent")
+    recent_menu.aboutToShow.connect(lambda: fill_recent_menu(recent_menu, w))
     file_menu.addAction(_action(w, "&Save", save, QKeySequence.StandardKey.Save))
     file_menu.addAction(_action(w, "Save &As…", save_as, "Ctrl+Shift+S"))
     file_menu.addAction(_action(w, "&Export…", export, "Ctrl+E"))

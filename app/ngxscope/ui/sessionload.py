@@ -62,6 +62,7 @@ def load_session(
     name = os.path.basename(path)
     desc = f"session {name}" + (f" (newest {len(tail):,} of {total:,} in the table)" if total > len(tail) else "")
     win.load(list(tail), events, description=desc, path=path, aggregated=True)
+    win.status.set_redaction(reader.header.get("target"))
     return LoadResult(total, len(tail), reader.warning)
 
 

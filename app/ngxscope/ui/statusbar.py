@@ -54,11 +54,14 @@ class CaptureStatusBar(QStatusBar):
         self.memory = _label("Memory used by ngxscope (RSS)")
         self.notice = _label("The latest lifecycle event (all of them: the Events panel)")
         self.notice.setVisible(False)
+        self.redaction = _label("Secrets in what is shown")
+        self.redaction.setVisible(False)
         self._notice_timer = QTimer(self)
         self._notice_timer.setSingleShot(True)
         self._notice_timer.timeout.connect(lambda: self.notice.setVisible(False))
         self.addWidget(self.state)
         self.addWidget(self.notice)
+        self.addWidget(self.redaction)
         self.addWidget(self.source, 1)
         for w in (self.rows, self.rate, self.lost, self.truncated, self.memory):
             self.addPermanentWidget(w)
@@ -81,6 +84,24 @@ class CaptureStatusBar(QStatusBar):
         self.notice.setStyleSheet(f"color: white; background: {color}; border-radius: 3px;")
         self.notice.setVisible(True)
         self._notice_timer.start(ms)
+
+    def set_redaction(self, target: dict[str, Any] | None) -> None:
+        """Say whether the data shown had its secrets masked (from a session/stream header)."""
+        if not target or "redacted" not in target:
+            self.redaction.setVisible(False)
+            return
+        if target.get("redacted"):
+            names = ", ".join(target.get("redact_headers") or [])
+            params = ", ".join(target.get("redact_params") or [])
+            self.redaction.setText(" 🔒 redacted ")
+            self.redaction.setToolTip(f"Values masked when recorded: headers {names}"
+                                      + (f"; query parameters {params}" if params else ""))
+            self.redaction.setStyleSheet("color: white; background: #4a7a3a; border-radius: 3px;")
+        else:
+            self.redaction.setText(" ⚠ not redacted ")
+            self.redaction.setToolTip("Recorded with --no-redact: Authorization, Cookie... are shown as sent")
+            self.redaction.setStyleSheet("color: white; background: #b5651d; border-radius: 3px;")
+        self.redaction.setVisible(True)
 
     def set_source(self, text: str) -> None:
         self.source.setText(text)

@@ -1,0 +1,80 @@
+"""The window's File menu paths: open (streamed, bounded), save (redacted), export, recent, drop."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from factories import make_exchange
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+
+from ngxscope.store.session import SessionWriter
+from ngxscope.ui.launch import connect_file_hooks
+from ngxscope.ui.recent import recent_files
+from ngxscope.ui.sessionload import load_session
+
+
+def _session(path: Path, n: int, *, redacted: bool) -> list:
+    exs = [make_exchange(request_headers=[("Host", "a"), ("Authorization", "Bearer tok-%d" % i)])
+           for i in range(n)]
+    with SessionWriter(path, {"redacted": redacted, "redact_headers": ["authorization"]}) as w:
+        for ex in exs:
+            w.write_exchange(ex)
+    return exs
+
+
+def test_large_session_streams_into_a_bounded_table(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "big.ngxs"
+    exs = _session(path, 12_000, redacted=True)
+    window.store.capacity = 5_000  # a small window of rows, as 200k is for a million
+    seen: list[int] = []
+    result = load_session(window, str(path), progress=lambda done, total: seen.append(done))
+    assert result.total == 12_000 and result.kept == 5_000
+    assert len(window.store) == 5_000
+    assert window.store[len(window.store) - 1].id == exs[-1].id, "the newest rows are kept"
+    assert sum(r.requests for r in window.agg.worker_rows()) == 12_000, "the graphs count every exchange"
+    assert seen and seen[-1] > 0
+    assert window.status.redaction.isVisibleTo(window) and "redacted" in window.status.redaction.text()
+
+
+def test_unredacted_session_is_flagged(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "raw.ngxs"
+    _session(path, 3, redacted=False)
+    load_session(window, str(path))
+    assert "not redacted" in window.status.redaction.text()
+
+
+def test_save_masks_secrets_and_export_writes_each_format(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    connect_file_hooks(window)
+    src = tmp_path / "in.ngxs"
+    _session(src, 5, redacted=False)
+    load_session(window, str(src))
+    saved = tmp_path / "saved.ngxs"
+    window.save_requested.emit(str(saved))
+    text = gzip.decompress(saved.read_bytes()).decode()
+    assert "tok-1" not in text and json.loads(text.splitlines()[0])["target"]["redacted"] is True
+    assert str(saved) in recent_files(window.settings)
+    for fmt in ("har", "pcapng", "csv", "jsonl"):
+        out = tmp_path / f"out.{fmt}"
+        window.export_requested.emit(str(out), fmt, False, True)
+        data = out.read_bytes()
+        assert data and b"tok-1" not in data, fmt
+    har = json.loads((tmp_path / "out.har").read_text())
+    assert len(har["log"]["entries"]) == 5
+    window.export_requested.emit(str(tmp_path / "raw.jsonl"), "jsonl", False, False)
+    assert b"tok-1" in (tmp_path / "raw.jsonl").read_bytes(), "the checkbox opts out"
+
+
+def test_dropping_a_session_file_opens_it(window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "dropped.ngxs"
+    _session(path, 2, redacted=True)
+    opened: list[str] = []
+    window.open_session_requested.connect(opened.append)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert opened == [str(path)]
