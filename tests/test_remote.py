@@ -281,3 +281,34 @@ def test_remote_host_dialog_lists_and_picks(qtbot: Any) -> None:
     dlg.accept()
     assert dlg.spec is not None and dlg.spec.pid == 4242
     assert dlg.spec.record_argv()[-1] == "sudo -n ngxscope record --pid 4242 --stream"
+
+
+def test_window_shows_a_capture_over_ssh(ssh_host: SshHost, lab_nginx: LabNginx, qtbot: Any) -> None:
+    """The window, fed through ssh, shows exactly what nginx logged (screenshot kept)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from ngxscope.ui.app import grab_png
+    from ngxscope.ui.mainwindow import MainWindow
+    from ngxscope.ui.remote import RemoteStreamSource
+
+    source = RemoteStreamSource(ssh_host.spec(lab_nginx.master_pid))
+    win = MainWindow(None, title="ngxscope — remote")
+    qtbot.addWidget(win)
+    win.resize(1600, 1000)
+    win.show()
+    win.set_source(source)
+    try:
+        qtbot.waitUntil(lambda: any(e.kind == "attach" for e in win.events), timeout=45_000)
+        sent = Traffic(lab_nginx.plain_port, lab_nginx.tls_port).run_mix(rounds=1, concurrency=2)
+        log = lab_nginx.wait_log_lines(sent)
+        qtbot.waitUntil(lambda: len(win.store) >= sent, timeout=30_000)
+        by_id = {_lab_id(ex): ex for ex in win.store}
+        for line in log:
+            ex = by_id[line["lab_id"]]
+            assert (ex.method, ex.target, ex.status, ex.response_bytes) == (
+                line["method"], line["uri"], line["status"], line["bytes_sent"])
+        win.refresh_graphs()
+        win.refresh_panels()
+        shots = Path(__file__).resolve().parents[1] / "screenshots"
+        assert grab_png(win, str(shots / "remote-window.png"))
+    finally:
+        win.stop_capture()

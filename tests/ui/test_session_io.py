@@ -36,7 +36,7 @@ def test_large_session_streams_into_a_bounded_table(window, tmp_path: Path) -> N
     assert window.store[len(window.store) - 1].id == exs[-1].id, "the newest rows are kept"
     assert sum(r.requests for r in window.agg.worker_rows()) == 12_000, "the graphs count every exchange"
     assert seen and seen[-1] > 0
-    assert window.status.redaction.isVisibleTo(window) and "redacted" in window.status.redaction.text()
+    assert window.status.redaction.isVisibleTo(window) and "masked" in window.status.redaction.text()
 
 
 def test_unredacted_session_is_flagged(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

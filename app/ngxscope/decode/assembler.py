@@ -6,6 +6,10 @@ request, carrying the connection's byte counters at that moment. Everything ngin
 the connection since the previous EV_REQ_DONE is that request's response, whatever its
 framing, so sizes are exact even when payloads are cut, sent with sendfile, or lost.
 Stream offsets in every event reveal lost events; the affected exchanges are flagged.
+
+HTTP/2 connections (the connection preface at the start of what nginx read) are decoded by
+decode.http2 instead: one exchange per stream, cut where nginx frees the stream's request
+(EV_REQ_DONE with EVF_H2STREAM, which carries the stream's own $bytes_sent).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from ..capture.events import (
     EV_SENDFILE,
     EV_UPSTREAM,
     EVF_CLIENT,
+    EVF_H2STREAM,
     EVF_SHED,
     EVF_TLS,
     RawEvent,
 )
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
+from .http2 import PREFACE, H2Connection, H2Stream, grpc_summary
 from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response
 from .upstream import UpstreamTracker
 
@@ -84,6 +90,8 @@ class _Conn:
     send_hole: bool = False
     proxied: bool = False
     """nginx handed the current request to an upstream (so it read the request body)."""
+    h2: H2Connection | None = None
+    """The HTTP/2 decoder, for an HTTP/2 connection."""
 
 
 class Assembler:
@@ -190,7 +198,11 @@ class Assembler:
         return conn
 
     def _close(self, conn: _Conn, ts: float, why: str, sent: int | None = None) -> None:
-        if conn.client:
+        if conn.client and conn.h2 is not None:
+            for st in conn.h2.leftovers():
+                if st.request_headers or st.error:
+                    self._emit_h2(conn, st, None, ts, 0.0, f"stream not finished by nginx: {why}")
+        elif conn.client:
             if sent is not None and sent > conn.done_send_off:
                 # nginx wrote a response whose completion event was lost
                 req = conn.requests.take()
@@ -224,6 +236,15 @@ class Assembler:
             conn.recv_off = ev.offset + ev.length
             self.upstreams.on_data(ev, sending=False)
             return
+        if conn.h2 is None and ev.offset == 0 and conn.recv_off == 0 and ev.data[:14] == PREFACE[:14]:
+            conn.h2 = H2Connection(body_limit=self.body_limit)
+        if conn.h2 is not None:
+            if ev.offset > conn.recv_off:
+                self.stats.gaps += 1
+                conn.h2.feed_in(b"", ev.offset - conn.recv_off, ev.ts, ev.clock)
+            conn.h2.feed_in(ev.data, ev.length, ev.ts, ev.clock)
+            conn.recv_off = ev.offset + ev.length
+            return
         if ev.offset > conn.recv_off:
             self.stats.gaps += 1
             conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
@@ -236,6 +257,13 @@ class Assembler:
         if not conn.client:
             conn.send_off = ev.offset + ev.length
             self.upstreams.on_data(ev, sending=True)
+            return
+        if conn.h2 is not None:
+            if ev.offset > conn.send_off:
+                self.stats.gaps += 1
+                conn.h2.feed_out(b"", ev.offset - conn.send_off, ev.ts)
+            conn.h2.feed_out(ev.data if ev.kind != EV_SENDFILE else b"", ev.length, ev.ts)
+            conn.send_off = ev.offset + ev.length
             return
         if ev.offset > conn.send_off:
             self.stats.gaps += 1
@@ -258,6 +286,9 @@ class Assembler:
 
     def _on_done(self, conn: _Conn, ev: RawEvent) -> None:
         if not conn.client:
+            return
+        if ev.flags & EVF_H2STREAM:
+            self._on_h2_done(conn, ev)
             return
         if ev.flags & EVF_SHED:
             self._on_shed_done(conn, ev)
@@ -355,6 +386,77 @@ class Assembler:
         conn.send_first_ts = conn.send_last_ts = 0.0
         conn.sendfile_bytes = 0
         conn.send_hole = False
+
+    # -- HTTP/2 -----------------------------------------------------------------------------
+    def _on_h2_done(self, conn: _Conn, ev: RawEvent) -> None:
+        """nginx freed (and logged) one HTTP/2 stream's request; ev.aux is its $bytes_sent."""
+        if conn.h2 is None:
+            # first seen part-way: frames and HPACK state unknown
+            conn.h2 = H2Connection(body_limit=self.body_limit, from_start=False)
+            conn.requests = RequestStream()
+        if ev.offset > conn.recv_off:  # bytes read whose events were lost
+            self.stats.gaps += 1
+            conn.h2.feed_in(b"", ev.offset - conn.recv_off, ev.ts, ev.clock)
+            conn.recv_off = ev.offset
+        if conn.h2.joined:
+            st = H2Stream(sid=0, start_ts=ev.ts)
+            self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock,
+                          "joined mid-connection: HTTP/2 stream seen only at its end (HPACK "
+                          "state unknown, so no headers)")
+            return
+        st, certain = conn.h2.take(ev.aux)
+        if st is None:
+            st = H2Stream(sid=0, start_ts=ev.ts)
+            self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock, "HTTP/2 stream not captured")
+            return
+        error = None if certain or st.reset else "HTTP/2 stream pairing uncertain (capture loss)"
+        self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock, error)
+
+    def _emit_h2(self, conn: _Conn, st: H2Stream, sent: int | None, ts: float, end_clock: float,
+                 error: str | None) -> None:
+        pseudo = {k: v for k, v in st.request_headers if k.startswith(":")}
+        host = pseudo.get(":authority", "")
+        if not host:
+            host = next((v for k, v in st.request_headers if k == "host"), "")
+        reason = grpc_summary(pseudo.get(":path", ""), st.response_headers, st.response_trailers)
+        ex = Exchange(
+            id=self._next_id,
+            start=st.start_ts,
+            end=st.start_ts,
+            pid=conn.pid,
+            client=conn.peer,
+            server=conn.local,
+            tls=conn.tls,
+            conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
+            conn_seq=conn.seq,
+            method=pseudo.get(":method", ""),
+            target=pseudo.get(":path", ""),
+            version="HTTP/2.0",
+            host=host,
+            status=st.status,
+            reason=reason,
+            request_bytes=st.request_bytes,
+            response_bytes=sent if sent is not None else st.frame_bytes,
+            request_headers=st.request_headers + st.request_trailers,
+            response_headers=st.response_headers + st.response_trailers,
+            request_body=bytes(st.request_body),
+            response_body=bytes(st.response_body),
+            request_body_size=st.request_body_size,
+            response_body_size=st.response_body_size,
+            truncated=st.truncated or len(st.response_body) < st.response_body_size,
+            error=error or st.error or st.reset,
+        )
+        if conn.h2 is not None and conn.h2.hpack_broken and not ex.error and not st.request_headers:
+            ex.error = f"headers unknown: {conn.h2.hpack_broken}"
+        self._next_id += 1
+        conn.seq += 1
+        ex.end = max(st.end_ts or ts, ex.start)
+        if st.start_clock and end_clock:
+            ex.nginx_ms = float(int(end_clock * 1000) - int(st.start_clock * 1000))
+        if ex.error and not ex.method:
+            self.stats.malformed += 1
+        self.stats.exchanges += 1
+        self.on_exchange(ex)
 
     # -- output -----------------------------------------------------------------------------
     def _emit(

@@ -93,12 +93,12 @@ class CaptureStatusBar(QStatusBar):
         if target.get("redacted"):
             names = ", ".join(target.get("redact_headers") or [])
             params = ", ".join(target.get("redact_params") or [])
-            self.redaction.setText(" 🔒 redacted ")
+            self.redaction.setText(" secrets masked ")
             self.redaction.setToolTip(f"Values masked when recorded: headers {names}"
                                       + (f"; query parameters {params}" if params else ""))
             self.redaction.setStyleSheet("color: white; background: #4a7a3a; border-radius: 3px;")
         else:
-            self.redaction.setText(" ⚠ not redacted ")
+            self.redaction.setText(" not redacted ")
             self.redaction.setToolTip("Recorded with --no-redact: Authorization, Cookie... are shown as sent")
             self.redaction.setStyleSheet("color: white; background: #b5651d; border-radius: 3px;")
         self.redaction.setVisible(True)
