@@ -24,6 +24,7 @@
 #include "events.h"
 
 #define MAX_SEGS 16
+#define MAX_CHUNKS 8   /* records per single-buffer call (ngx_*_recv, ngx_ssl_write) */
 /* Hide a value from the compiler so the masks below survive into the verifier's view. */
 #define opaque(x) asm volatile("" : "+r"(x))
 #define SCRATCH_DATA (2 * PAYLOAD_CAP)
@@ -422,13 +423,37 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     } else if (fn == F_READV) {
         cap = copy_chain(e, a.arg, ret);
     } else {
-        u64 n = ret < PAYLOAD_CAP ? ret : PAYLOAD_CAP;
-        opaque(n);
-        n &= (2 * PAYLOAD_CAP - 1);
-        if (n > PAYLOAD_CAP)
-            n = PAYLOAD_CAP;
-        bpf_probe_read_user(&e->data[0], n, (void *)a.arg);
-        cap = n;
+        /* one buffer: up to MAX_CHUNKS records of PAYLOAD_CAP each (a large TLS read, e.g.
+         * HTTP/2 frames, keeps every frame header); the last record counts the rest */
+        u64 base = e->h.offset;
+        u8 flags0 = e->h.flags;
+        u64 done = 0;
+#pragma unroll
+        for (int i = 0; i < MAX_CHUNKS; i++) {
+            if (done >= (u64)ret)
+                break;
+            u64 left = ret - done;
+            u64 n = left < PAYLOAD_CAP ? left : PAYLOAD_CAP;
+            opaque(n);
+            n &= (2 * PAYLOAD_CAP - 1);
+            if (n > PAYLOAD_CAP)
+                n = PAYLOAD_CAP;
+            u64 len = (i == MAX_CHUNKS - 1) ? left : n;
+            bpf_probe_read_user(&e->data[0], n, (void *)(a.arg + done));
+            e->h.offset = base + done;
+            e->h.len = len;
+            e->h.cap = n;
+            e->h.flags = flags0;
+            if (i == 0 && want_status && st && n >= 12)
+                st->status = status_of(e->data);
+            if (n < len) {
+                e->h.flags |= EVF_TRUNCATED;
+                count(CNT_TRUNC, 1);
+            }
+            submit(e, sizeof(struct ev_header) + n);
+            done += len;
+        }
+        return 0;
     }
     u64 size = cap;
     opaque(size);

@@ -36,9 +36,10 @@ from ..capture.events import (
     RawEvent,
 )
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
-from .http2 import PREFACE, H2Connection, H2Stream, grpc_summary
 from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response
+from .http2 import PREFACE, H2Connection, H2Stream, grpc_summary
 from .upstream import UpstreamTracker
+from .websocket import WsDirection, WsTunnel
 
 __all__ = ["Assembler", "AssemblerStats"]
 
@@ -92,6 +93,8 @@ class _Conn:
     """nginx handed the current request to an upstream (so it read the request body)."""
     h2: H2Connection | None = None
     """The HTTP/2 decoder, for an HTTP/2 connection."""
+    ws: WsTunnel | None = None
+    """The connection was upgraded (101): nginx relays WebSocket frames."""
 
 
 class Assembler:
@@ -136,7 +139,10 @@ class Assembler:
                 self._on_done(self._conn_for(ev), ev)
         elif kind == EV_UPSTREAM:
             if ev.conn_ts:
-                self._conn_for(ev).proxied = True
+                conn = self._conn_for(ev)
+                conn.proxied = True
+                if ev.flags & EVF_H2STREAM and conn.h2 is not None:
+                    conn.h2.mark_proxied()
         elif kind == EV_OPEN:
             self._open(ev)
         elif kind == EV_CLOSE:
@@ -198,6 +204,8 @@ class Assembler:
         return conn
 
     def _close(self, conn: _Conn, ts: float, why: str, sent: int | None = None) -> None:
+        if conn.ws is not None:
+            self._ws_end(conn, ts, f"ended ({why.replace(' before response', '')})")
         if conn.client and conn.h2 is not None:
             for st in conn.h2.leftovers():
                 if st.request_headers or st.error:
@@ -245,6 +253,10 @@ class Assembler:
             conn.h2.feed_in(ev.data, ev.length, ev.ts, ev.clock)
             conn.recv_off = ev.offset + ev.length
             return
+        if conn.ws is not None:
+            conn.ws.inbound.feed(ev.data, ev.length + max(0, ev.offset - conn.recv_off))
+            conn.recv_off = ev.offset + ev.length
+            return
         if ev.offset > conn.recv_off:
             self.stats.gaps += 1
             conn.requests.feed(b"", ev.offset - conn.recv_off, ev.ts)
@@ -264,6 +276,16 @@ class Assembler:
                 conn.h2.feed_out(b"", ev.offset - conn.send_off, ev.ts)
             conn.h2.feed_out(ev.data if ev.kind != EV_SENDFILE else b"", ev.length, ev.ts)
             conn.send_off = ev.offset + ev.length
+            return
+        if conn.ws is not None:
+            if ev.offset > conn.send_off:
+                conn.ws.outbound.feed(b"", ev.offset - conn.send_off)
+            conn.ws.outbound.feed(ev.data if ev.kind != EV_SENDFILE else b"", ev.length)
+            conn.send_off = ev.offset + ev.length
+            return
+        if (ev.offset == conn.done_send_off and ev.data.startswith((b"HTTP/1.1 101 ", b"HTTP/1.0 101 "))
+                and ev.offset >= conn.send_off):
+            self._upgrade(conn, ev)
             return
         if ev.offset > conn.send_off:
             self.stats.gaps += 1
@@ -289,6 +311,17 @@ class Assembler:
             return
         if ev.flags & EVF_H2STREAM:
             self._on_h2_done(conn, ev)
+            return
+        if conn.ws is not None:
+            self._ws_end(conn, ev.ts, "closed (request finished)")
+            self.upstreams.take(conn.pid, conn.key[2])
+            conn.done_seq = ev.seq
+            conn.done_recv_off = ev.offset
+            conn.recv_off = max(conn.recv_off, ev.offset)
+            conn.done_send_off = conn.send_off = max(conn.send_off, ev.aux)
+            conn.last_done_ts = ev.ts
+            conn.last_done_clock = ev.clock
+            conn.proxied = False
             return
         if ev.flags & EVF_SHED:
             self._on_shed_done(conn, ev)
@@ -387,6 +420,41 @@ class Assembler:
         conn.sendfile_bytes = 0
         conn.send_hole = False
 
+    # -- WebSocket --------------------------------------------------------------------------
+    def _upgrade(self, conn: _Conn, ev: RawEvent) -> None:
+        """nginx wrote "101 Switching Protocols": the exchange ends here; what follows on the
+        connection is a tunnel, summarised when nginx finishes the request."""
+        end = ev.data.find(b"\r\n\r\n")
+        head = end + 4 if end >= 0 else ev.length
+        conn.segments.append((ev.data[:head], head))
+        conn.send_first_ts = conn.send_first_ts or ev.ts
+        conn.send_last_ts = ev.ts
+        req = conn.requests.take()
+        if req is None:
+            req = conn.requests.current or ParsedRequest(start_ts=ev.ts, error="request not captured")
+        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        ex_id = self._next_id
+        self._emit(conn, req, head, ev.ts, end_clock=ev.clock, upstream=attempts, kstatus=101)
+        conn.ws = WsTunnel(ex_id, f"{req.method} {req.target}".strip(), ev.ts, WsDirection(), WsDirection())
+        conn.ws.outbound.feed(ev.data[head:], ev.length - head)
+        conn.requests = RequestStream()
+        conn.send_off = ev.offset + ev.length
+        conn.done_send_off = ev.offset + head
+        conn.segments = []
+        conn.captured = 0
+        conn.send_first_ts = conn.send_last_ts = 0.0
+        conn.sendfile_bytes = 0
+        conn.send_hole = False
+
+    def _ws_end(self, conn: _Conn, ts: float, how: str) -> None:
+        ws, conn.ws = conn.ws, None
+        if ws is not None:
+            self._lifecycle(ts, "websocket", conn.pid, ws.summary(ts, how))
+            self.on_websocket(ws, ts)
+
+    def on_websocket(self, ws: WsTunnel, ts: float) -> None:
+        """Hook: a WebSocket tunnel ended (tests and sinks may override)."""
+
     # -- HTTP/2 -----------------------------------------------------------------------------
     def _on_h2_done(self, conn: _Conn, ev: RawEvent) -> None:
         """nginx freed (and logged) one HTTP/2 stream's request; ev.aux is its $bytes_sent."""
@@ -398,22 +466,27 @@ class Assembler:
             self.stats.gaps += 1
             conn.h2.feed_in(b"", ev.offset - conn.recv_off, ev.ts, ev.clock)
             conn.recv_off = ev.offset
+        # upstream attempts are known per client connection: with streams multiplexed they
+        # cannot be told apart, so they are attributed only to a stream that was alone
+        attempts = self.upstreams.take(conn.pid, conn.key[2])
         if conn.h2.joined:
             st = H2Stream(sid=0, start_ts=ev.ts)
             self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock,
                           "joined mid-connection: HTTP/2 stream seen only at its end (HPACK "
                           "state unknown, so no headers)")
             return
-        st, certain = conn.h2.take(ev.aux)
-        if st is None:
-            st = H2Stream(sid=0, start_ts=ev.ts)
-            self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock, "HTTP/2 stream not captured")
+        found, certain = conn.h2.take(ev.aux)
+        if found is None:
+            self._emit_h2(conn, H2Stream(sid=0, start_ts=ev.ts), ev.aux, ev.ts, ev.clock,
+                          "HTTP/2 stream not captured")
             return
+        st = found
         error = None if certain or st.reset else "HTTP/2 stream pairing uncertain (capture loss)"
-        self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock, error)
+        self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock, error,
+                      upstream=attempts if not st.concurrent else None)
 
     def _emit_h2(self, conn: _Conn, st: H2Stream, sent: int | None, ts: float, end_clock: float,
-                 error: str | None) -> None:
+                 error: str | None, upstream: list[UpstreamAttempt] | None = None) -> None:
         pseudo = {k: v for k, v in st.request_headers if k.startswith(":")}
         host = pseudo.get(":authority", "")
         if not host:
@@ -445,6 +518,7 @@ class Assembler:
             response_body_size=st.response_body_size,
             truncated=st.truncated or len(st.response_body) < st.response_body_size,
             error=error or st.error or st.reset,
+            upstream=upstream or [],
         )
         if conn.h2 is not None and conn.h2.hpack_broken and not ex.error and not st.request_headers:
             ex.error = f"headers unknown: {conn.h2.hpack_broken}"

@@ -13,7 +13,9 @@ What nginx counts for a stream, and what this module reports:
 
 - ``$request_length``: the header block bytes of the request's HEADERS frame (padding and
   priority fields excluded; nginx does not add CONTINUATION frames) plus the DATA payload
-  bytes it read into the request body (padding excluded). `H2Stream.request_bytes`.
+  bytes it read into the request body (padding excluded) -- only when it reads the body,
+  i.e. for proxied requests; a body it discards is not counted (as for HTTP/1).
+  `H2Stream.request_bytes`.
 - ``$bytes_sent``: the stream's fake connection's ``sent``: 9 + payload length of every
   HEADERS/CONTINUATION/DATA frame nginx wrote for the stream. Taken from the kernel event;
   `H2Stream.frame_bytes` computes the same from the frames (used to pair completions).
@@ -47,6 +49,8 @@ PRIORITY_FLAG = 0x20
 
 _FRAME = struct.Struct(">HBBBI")  # length hi16, length lo8, type, flags, stream id
 _MAX_KEEP = 256 * 1024
+_Frame = tuple[int, int, int, int, "bytes | None", float, float, float]
+"""type, flags, stream id, length, payload (None: not all captured), first ts, first clock, last ts"""
 
 
 @dataclass(slots=True)
@@ -61,8 +65,8 @@ class H2Stream:
     request_headers: list[tuple[str, str]] = field(default_factory=list)
     """Pseudo-headers first (``:method``, ``:path``...), then the others, in wire order."""
     request_trailers: list[tuple[str, str]] = field(default_factory=list)
-    request_bytes: int = 0
-    """What nginx counts in $request_length (see the module docstring)."""
+    data_bytes: int = 0
+    """DATA payload bytes read for the stream (padding excluded)."""
     request_body: bytearray = field(default_factory=bytearray)
     request_body_size: int = 0
     request_ended: bool = False
@@ -80,6 +84,19 @@ class H2Stream:
     """Who reset the stream, and the error code, when it was."""
     truncated: bool = False
     error: str | None = None
+    concurrent: bool = False
+    """Another stream was in flight at the same time (multiplexed)."""
+    header_bytes: int = 0
+    """The request's header block bytes (the part of $request_length nginx counts first)."""
+    proxied: bool = False
+    """nginx passed the request to an upstream, so it read the body (and counted it)."""
+    last_in: int = 0
+    """Sequence number of the last inbound frame of this stream."""
+
+    @property
+    def request_bytes(self) -> int:
+        """What nginx counts in $request_length (see the module docstring)."""
+        return self.header_bytes + (self.data_bytes if self.proxied else 0)
 
     def header(self, name: str, trailers: bool = False) -> str | None:
         for k, v in self.response_trailers if trailers else self.request_headers:
@@ -133,7 +150,7 @@ class _FrameReader:
         """A hole hit a frame header: the rest of this direction cannot be framed."""
 
     def feed(self, data: bytes, length: int, ts: float, clock: float,
-             out: list[tuple[int, int, int, int, bytes | None, float, float, float]]) -> None:
+             out: list[_Frame]) -> None:
         """Append `data` then a hole of `length - len(data)`; complete frames go to `out`
         as (type, flags, sid, length, payload or None when it has a hole, first ts, first
         clock, last ts)."""
@@ -142,7 +159,7 @@ class _FrameReader:
         if hole > 0:
             self._hole(hole, ts, clock, out)
 
-    def _take(self, view: memoryview, ts: float, clock: float, out: list) -> None:  # type: ignore[type-arg]
+    def _take(self, view: memoryview, ts: float, clock: float, out: list[_Frame]) -> None:
         pos = 0
         n = len(view)
         while pos < n and not self.broken:
@@ -177,7 +194,7 @@ class _FrameReader:
             if self._left == 0:
                 self._emit(ts, out)
 
-    def _hole(self, n: int, ts: float, clock: float, out: list) -> None:  # type: ignore[type-arg]
+    def _hole(self, n: int, ts: float, clock: float, out: list[_Frame]) -> None:
         while n > 0 and not self.broken:
             if self._skip_preface:
                 k = min(self._skip_preface, n)
@@ -194,7 +211,7 @@ class _FrameReader:
             if self._left == 0:
                 self._emit(ts, out)
 
-    def _emit(self, ts: float, out: list) -> None:  # type: ignore[type-arg]
+    def _emit(self, ts: float, out: list[_Frame]) -> None:
         assert self._hdr is not None
         length, ftype, flags, sid = self._hdr
         payload = None if self._payload_hole else bytes(self._payload)
@@ -232,6 +249,7 @@ class H2Connection:
         self.streams: dict[int, H2Stream] = {}
         self._in_block: tuple[int, bytearray, bool, float, float] | None = None
         self._out_block: tuple[int, bytearray, bool] | None = None
+        self._in_seq = 0
         self.hpack_broken: str | None = None
         """Why header blocks can no longer be decoded (a hole in a header block)."""
 
@@ -240,7 +258,7 @@ class H2Connection:
         """Bytes nginx read (client → nginx)."""
         if self.joined:
             return
-        frames: list = []  # type: ignore[type-arg]
+        frames: list[_Frame] = []
         self._in.feed(data, length, ts, clock, frames)
         for fr in frames:
             self._inbound(*fr)
@@ -251,7 +269,7 @@ class H2Connection:
         """Bytes nginx wrote (nginx → client)."""
         if self.joined:
             return
-        frames: list = []  # type: ignore[type-arg]
+        frames: list[_Frame] = []
         self._out.feed(data, length, ts, 0.0, frames)
         for fr in frames:
             self._outbound(*fr)
@@ -272,13 +290,21 @@ class H2Connection:
 
     def _inbound(self, ftype: int, flags: int, sid: int, length: int, payload: bytes | None,
                  first_ts: float, first_clock: float, last_ts: float) -> None:
+        self._in_seq += 1
+        if sid in self.streams:
+            self.streams[sid].last_in = self._in_seq
         if ftype == HEADERS:
             frag, extra = _strip(ftype, flags, payload) if payload is not None else (b"", 0)
             st = self.streams.get(sid)
             if st is None:
                 st = H2Stream(sid=sid, start_ts=first_ts, start_clock=first_clock)
+                if self.streams:
+                    st.concurrent = True
+                    for other in self.streams.values():
+                        other.concurrent = True
                 self.streams[sid] = st
-                st.request_bytes += length - extra if payload is not None else length
+                st.last_in = self._in_seq
+                st.header_bytes = length - extra if payload is not None else length
             block = bytearray(frag) if payload is not None else None
             if flags & END_STREAM:
                 st.request_ended = True
@@ -305,7 +331,7 @@ class H2Connection:
                 st.truncated = True
             size = length - extra
             st.request_body_size += size
-            st.request_bytes += size
+            st.data_bytes += size
             room = self.body_limit - len(st.request_body)
             if room > 0:
                 st.request_body += data[:room]
@@ -389,12 +415,19 @@ class H2Connection:
         if headers is None:
             st.error = f"headers unknown: {self.hpack_broken}"
             return
-        if not st.response_headers:
-            st.response_headers = headers
-        elif any(k == ":status" for k, _ in headers):  # a 1xx, then the final response
+        # the first block, or a final response after a 1xx (which carries :status too)
+        if not st.response_headers or any(k == ":status" for k, _ in headers):
             st.response_headers = headers
         else:
             st.response_trailers = headers
+
+    def mark_proxied(self) -> None:
+        """nginx handed a stream's request to an upstream (ngx_http_upstream_init): it does
+        that right after reading what it needs (the header block, or the whole body when it
+        buffers it), so it is the stream the latest frames nginx read belong to."""
+        cands = [s for s in self.streams.values() if not s.proxied]
+        if cands:
+            max(cands, key=lambda s: s.last_in).proxied = True
 
     # -- completions -------------------------------------------------------------------------
     def take(self, sent: int) -> tuple[H2Stream | None, bool]:

@@ -47,6 +47,8 @@ class _Attempt:
     resp_head: bytearray = field(default_factory=bytearray)
     failed: str | None = None
     last_clock: float = 0.0
+    tunnel: bool = False
+    """The peer answered 101 (a WebSocket upgrade): what follows is relayed, not HTTP."""
 
 
 @dataclass(slots=True)
@@ -94,6 +96,8 @@ class UpstreamTracker:
             return
         client = (ev.pid, ev.aux)
         att = conn.current
+        if att is not None and att.tunnel:
+            return  # relayed WebSocket bytes: the client side summarises them
         if att is None or att.client != client or (sending and att.received_any):
             # a new request on this connection: a keepalive reuse (no connect of its own)
             att = _Attempt(
@@ -140,6 +144,7 @@ class UpstreamTracker:
                 pos = end + 4
                 continue
             att.head_done = True
+            att.tunnel = status == 101
             att.out.status = status
             att.out.header_ms = float(_ms(clock) - _ms(att.start_clock))
             att.out.response_head = buf[pos:end].decode("latin-1")
@@ -166,7 +171,7 @@ class UpstreamTracker:
                     a.duration_ms = float(max(0, _ms(until) - _ms(att.start_clock)))
             out.append(a)
             for conn in self._conns.values():
-                if conn.current is att:
+                if conn.current is att and not att.tunnel:
                     conn.current = None
         return out
 

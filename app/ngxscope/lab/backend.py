@@ -9,6 +9,8 @@ last path segment(s) under any prefix, so ``/api/echo`` and ``/upload/echo`` beh
 - ``.../chunked?n=K``   ``Transfer-Encoding: chunked`` response with K chunks
 - ``.../big?kb=N``      an N KiB body
 - anything else         small JSON with the backend name and path
+- ``.../echo`` with ``Upgrade: websocket``: an RFC 6455 echo server (text and binary
+  messages, fragmented ones too, ping → pong, close → close)
 
 The request body is always read completely (Content-Length or chunked) so the
 connection stays usable for keep-alive.
@@ -17,8 +19,11 @@ connection stays usable for keep-alive.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import re
+import struct
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -89,7 +94,48 @@ class BackendHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: dict[str, Any]) -> None:
         self._send(status, (json.dumps(obj, separators=(",", ":")) + "\n").encode())
 
+    # -- websocket -----------------------------------------------------------------------
+    def _websocket(self) -> None:
+        """RFC 6455 handshake, then echo every message until the client closes."""
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        message = bytearray()
+        opcode0 = 0
+        while True:
+            frame = _read_ws_frame(self.rfile)
+            if frame is None:
+                return
+            fin, opcode, payload = frame
+            if opcode == 8:  # close: answer with the same code
+                self.wfile.write(_ws_frame(8, payload[:2]))
+                self.wfile.flush()
+                return
+            if opcode == 9:
+                self.wfile.write(_ws_frame(10, payload))
+                self.wfile.flush()
+                continue
+            if opcode == 10:
+                continue
+            if opcode in (1, 2):
+                opcode0 = opcode
+                message = bytearray()
+            message += payload
+            if fin:
+                self.wfile.write(_ws_frame(opcode0 or 2, bytes(message)))
+                self.wfile.flush()
+
     def _handle(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "websocket" and urlsplit(self.path).path.endswith("/echo"):
+            self._websocket()
+            return
         body_size = self._read_body()
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
@@ -154,6 +200,43 @@ class BackendHandler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self) -> None:
         self._handle()
+
+
+def _ws_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """One final WebSocket frame (masked when `mask` is given: client to server)."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack(">Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+def _read_ws_frame(rfile: Any) -> tuple[bool, int, bytes] | None:
+    """(fin, opcode, unmasked payload) of the next frame, or None at end of stream."""
+    head = rfile.read(2)
+    if len(head) < 2:
+        return None
+    fin, opcode = bool(head[0] & 0x80), head[0] & 0x0F
+    n = head[1] & 0x7F
+    if n == 126:
+        n = struct.unpack(">H", rfile.read(2))[0]
+    elif n == 127:
+        n = struct.unpack(">Q", rfile.read(8))[0]
+    mask = rfile.read(4) if head[1] & 0x80 else b""
+    payload = rfile.read(n)
+    if len(payload) < n:
+        return None
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return fin, opcode, payload
 
 
 class _Server(ThreadingHTTPServer):

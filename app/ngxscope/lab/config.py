@@ -11,6 +11,8 @@ Locations of the single server (plain port and ``ssl`` port, ``server_name local
                  logged as status 502) and b2, ``proxy_next_upstream error timeout http_502``
 - ``/fail/NNN``  proxied to ``/api/status/NNN`` (answers NNN)
 - ``= /upload``  proxied to ``/api/echo`` with request buffering (bodies > 16 KiB go to disk)
+- ``/lab.Echo/M`` gRPC-shaped answers (``application/grpc``, ``grpc-status`` 0 in trailers;
+                 ``/lab.Echo/Fail``: 13): trailers need HTTP/2
 - ``/ws/``       WebSocket: proxied to upstream ``app`` with ``Upgrade``/``Connection: upgrade``
                  (the backends answer ``.../echo`` with an RFC 6455 echo server)
 
@@ -269,6 +271,18 @@ http {{
         }}
         location = /upload {{
             proxy_pass http://app/api/echo;
+        }}
+        location /lab.Echo/ {{
+            default_type application/grpc;
+            add_trailer grpc-status 0;
+            add_trailer grpc-message ok;
+            return 200 "grpc-ish body";
+        }}
+        location = /lab.Echo/Fail {{
+            default_type application/grpc;
+            add_trailer grpc-status 13;
+            add_trailer grpc-message "lab failure";
+            return 200 "grpc-ish body";
         }}
         location /ws/ {{
             proxy_pass http://app;
