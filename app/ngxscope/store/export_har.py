@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 
 from ngxscope import __version__
 from ngxscope.model import Exchange
+from ngxscope.store.httpbody import dechunk
 
 __all__ = ["MAX_DECODED", "dechunk", "decode_body", "har_entry", "iso_time", "write_har"]
 
@@ -59,29 +60,6 @@ def iso_time(ts: float) -> str:
     except (OverflowError, OSError, ValueError):
         dt = datetime.fromtimestamp(0, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def dechunk(data: bytes) -> tuple[bytes, bool]:
-    """Remove chunked framing; returns (payload, complete). Stops cleanly at a cut."""
-    out = bytearray()
-    pos, n = 0, len(data)
-    while pos < n:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            return bytes(out), False
-        try:
-            size = int(data[pos:eol].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return bytes(out), False
-        pos = eol + 2
-        if size == 0:
-            return bytes(out), True
-        chunk = data[pos : pos + size]
-        out += chunk
-        if len(chunk) < size:
-            return bytes(out), False
-        pos += size + 2
-    return bytes(out), False
 
 
 def _decompress(data: bytes, encoding: str) -> bytes | None:

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ngxscope.model import Exchange
+from ngxscope.store.httpbody import dechunk
 
 __all__ = ["RenderedBody", "dechunk", "decompress", "header", "hexdump", "render_body"]
 
@@ -36,31 +37,6 @@ def header(headers: list[tuple[str, str]], name: str) -> str:
         if k.lower() == low:
             value = v
     return value
-
-
-def dechunk(data: bytes) -> tuple[bytes, bool]:
-    """Remove chunked framing. Returns (payload, complete); stops cleanly at a cut."""
-    out = bytearray()
-    pos = 0
-    n = len(data)
-    while pos < n:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            return bytes(out), False
-        size_text = data[pos:eol].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return bytes(out), False
-        pos = eol + 2
-        if size == 0:
-            return bytes(out), True
-        chunk = data[pos : pos + size]
-        out += chunk
-        if len(chunk) < size:
-            return bytes(out), False
-        pos += size + 2
-    return bytes(out), False
 
 
 def decompress(data: bytes, encoding: str) -> tuple[bytes, str | None]:
