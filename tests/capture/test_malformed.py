@@ -78,7 +78,7 @@ def test_malformed_requests_match_nginx_400(lab_nginx: LabNginx, capture_factory
     # nginx's escape=json passes bytes >= 0x80 through raw: not UTF-8 (LabNginx.read_access_log
     # would raise), so parse the lines as latin-1 here
     raw = lab_nginx.access_log_path.read_bytes().decode("latin-1")
-    log = [parse_log_line(ln) for ln in raw.splitlines() if ln.strip()]
+    log = [parse_log_line(ln) for ln in raw.split("\n") if ln.strip()]
     exchanges = cap.wait_for(len(log))
     cap.stop()
 

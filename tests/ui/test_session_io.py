@@ -6,10 +6,10 @@ import gzip
 import json
 from pathlib import Path
 
-from factories import make_exchange
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
+from factories import make_exchange
 from ngxscope.store.session import SessionWriter
 from ngxscope.ui.launch import connect_file_hooks
 from ngxscope.ui.recent import recent_files
@@ -17,7 +17,7 @@ from ngxscope.ui.sessionload import load_session
 
 
 def _session(path: Path, n: int, *, redacted: bool) -> list:
-    exs = [make_exchange(request_headers=[("Host", "a"), ("Authorization", "Bearer tok-%d" % i)])
+    exs = [make_exchange(request_headers=[("Host", "a"), ("Authorization", f"Bearer tok-{i}")])
            for i in range(n)]
     with SessionWriter(path, {"redacted": redacted, "redact_headers": ["authorization"]}) as w:
         for ex in exs:

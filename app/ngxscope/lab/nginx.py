@@ -148,7 +148,7 @@ class LabNginx:
             text = self.access_log_path.read_text(errors="replace")  # nginx logs raw bytes >= 0x80
         except FileNotFoundError:
             return []
-        lines = [ln for ln in text.splitlines() if ln.strip()]
+        lines = [ln for ln in text.split("\n") if ln.strip()]
         return [parse_log_line(ln) for ln in lines[start:]]
 
     def log_line_count(self) -> int:
