@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -62,6 +63,10 @@ class TerminalSink:
         pass
 
 
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM") in ("offscreen", "minimal"):
         return True
@@ -78,6 +83,9 @@ def run_demo(args: argparse.Namespace) -> int:
               "use `ngxscope demo --screenshot demo.png` for a picture of the window", file=sys.stderr)
         want_window = False
     lab = LabNginx(workers=2)
+    # SIGTERM (and SIGHUP) end the demo through its finally blocks, so the lab nginx is stopped
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
     lab.start()
     stop = threading.Event()
     traffic = Traffic(lab.plain_port, lab.tls_port)

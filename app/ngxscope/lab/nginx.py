@@ -7,6 +7,7 @@ again. The JSON access log it configures is the ground truth the capture tests c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -190,6 +191,9 @@ class LabNginx:
         """Write the prefix, start the backends and nginx; wait until all are serving."""
         if self._proc is not None:
             raise LabError("already started")
+        # a private nginx never outlives the process that started it (the demo killed, a
+        # test run interrupted): stop() is idempotent, so this is harmless after a clean stop
+        atexit.register(self.stop)
         if self._own_prefix:
             self.prefix = Path(tempfile.mkdtemp(prefix="ngxscope-lab-"))
         try:
