@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from .capture.binary import BinaryError, inspect_binary
 from .capture.events import EV_EXIT, EV_FORK, RawEvent
+from .capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
 from .capture.kheaders import find_kernel_headers
 from .capture.layout import layout_for_version
 from .capture.nginxconf import ConfigMap, config_for_master
@@ -198,7 +199,10 @@ class Recorder:
             payload_cap=self.opts.payload_cap,
             ringbuf_mb=self.opts.ringbuf_mb,
         )
-        self.tracer = Tracer(cfg)
+        if target.method in FALLBACK_METHODS:
+            self.tracer = FallbackTracer(cfg, tls=target.method == METHOD_LIBSSL_SYSCALLS)
+        else:
+            self.tracer = Tracer(cfg)
         self.started = time.time()
         from .capture.procs import socket_peer
 

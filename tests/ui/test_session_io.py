@@ -78,3 +78,29 @@ def test_dropping_a_session_file_opens_it(window, qtbot, tmp_path: Path) -> None
                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     window.dropEvent(event)
     assert opened == [str(path)]
+
+
+def test_node_column_shows_for_several_hosts(window) -> None:  # type: ignore[no-untyped-def]
+    from ngxscope.ui.tablemodel import COLUMN_KEYS, node_of
+
+    col = COLUMN_KEYS.index("node")
+    hh = window.table.horizontalHeader()
+    assert hh.isSectionHidden(col), "a local capture has no Node column"
+
+    class TwoHosts:
+        header = None
+
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+        def poll(self):  # type: ignore[no-untyped-def]
+            return [make_exchange(conn_id="root@web1|4100:11:1"), make_exchange(conn_id="root@web2|4200:9:1")], [], None
+        def describe(self) -> str: return "2 hosts"
+        def alive(self) -> bool: return True
+        def error(self) -> None: return None
+        def host_of(self, ex) -> str:  # type: ignore[no-untyped-def]
+            return node_of(ex)
+
+    window.set_source(TwoHosts())
+    window.ingest()
+    assert not hh.isSectionHidden(col)
+    assert {window.model.data(window.model.index(r, col)) for r in range(2)} == {"root@web1", "root@web2"}

@@ -25,6 +25,8 @@
                               * and sockaddr, another address); REQ_DONE's aux is then that fake
                               * connection's `sent` (= $bytes_sent of the stream), not the
                               * real connection's counter, and the summary fields are unused */
+#define EVF_NOMARK     0x20  /* no completion markers on this connection (fallback capture without
+                              * ngx_* symbols): responses are framed by parsing HTTP/1 */
 
 /* EV_REQ_DONE carries the kernel's per-exchange summary in header fields it does not
  * otherwise use, so every request is counted even when payload capture sheds load:

@@ -58,6 +58,13 @@ CAPTURE_SYMBOLS: tuple[str, ...] = REQUIRED_SYMBOLS + TLS_SYMBOLS + OPTIONAL_SYM
 METHOD_NGINX_UPROBES = "nginx uprobes"
 """The capture method name used when the binary has everything ngxscope needs."""
 
+METHOD_LIBSSL_SYSCALLS = "libssl uprobes + syscalls"
+"""Fallback without ngx_* symbols: SSL_read/SSL_write uprobes in the mapped libssl, syscalls."""
+
+METHOD_SYSCALLS_ONLY = "syscalls only (plaintext)"
+"""Fallback without ngx_* symbols for a build without TLS."""
+"""The capture method name used when the binary has everything ngxscope needs."""
+
 _NO_NGX_REASON = (
     "no ngx_* symbols (stripped build): nginx-uprobe capture unavailable; "
     "SSL/syscall fallbacks are not implemented yet"
@@ -320,6 +327,14 @@ def _detect_tls(
 def _decide_method(info: BinaryInfo) -> tuple[str | None, str]:
     """Decide the capture method and a one-line reason for *info*."""
     if info.ngx_symbol_count == 0:
+        if info.flavor and info.tls == "dynamic":
+            return METHOD_LIBSSL_SYSCALLS, (
+                f"no ngx_* symbols: TLS plaintext via SSL_read/SSL_write uprobes in the mapped "
+                f"{info.tls_library}, plaintext HTTP via syscalls; responses framed from HTTP/1")
+        if info.flavor and info.tls == "none":
+            return METHOD_SYSCALLS_ONLY, (
+                "no ngx_* symbols: plaintext HTTP via syscalls (no TLS in binary); "
+                "responses framed from HTTP/1")
         return None, _NO_NGX_REASON
     missing = info.missing_required
     if missing:

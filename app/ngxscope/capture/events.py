@@ -15,6 +15,7 @@ from dataclasses import dataclass
 __all__ = [
     "EVF_CLIENT",
     "EVF_H2STREAM",
+    "EVF_NOMARK",
     "EVF_SHED",
     "EVF_TLS",
     "EVF_TRUNCATED",
@@ -54,6 +55,7 @@ EVF_CLIENT = 0x02
 EVF_TRUNCATED = 0x04
 EVF_SHED = 0x08
 EVF_H2STREAM = 0x10
+EVF_NOMARK = 0x20
 
 SOCKADDR_MAX = 28
 

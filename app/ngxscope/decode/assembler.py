@@ -31,6 +31,7 @@ from ..capture.events import (
     EV_UPSTREAM,
     EVF_CLIENT,
     EVF_H2STREAM,
+    EVF_NOMARK,
     EVF_SHED,
     EVF_TLS,
     RawEvent,
@@ -38,6 +39,7 @@ from ..capture.events import (
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response
 from .http2 import PREFACE, H2Connection, H2Stream, grpc_summary
+from .respframe import ResponseFramer
 from .upstream import UpstreamTracker
 from .websocket import WsDirection, WsTunnel
 
@@ -95,6 +97,8 @@ class _Conn:
     """The HTTP/2 decoder, for an HTTP/2 connection."""
     ws: WsTunnel | None = None
     """The connection was upgraded (101): nginx relays WebSocket frames."""
+    framer: ResponseFramer | None = None
+    """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
 
 
 class Assembler:
@@ -148,6 +152,8 @@ class Assembler:
         elif kind == EV_CLOSE:
             conn_or_none = self._conns.get(ev.conn_key)
             if conn_or_none is not None:
+                if ev.flags & EVF_NOMARK:
+                    self._frame_close(conn_or_none, ev)
                 self._close(conn_or_none, ev.ts, "connection closed before response", sent=ev.aux)
         elif kind == EV_CONNECT:
             self._connects[(ev.pid, ev.fd)] = ev.peer
@@ -305,6 +311,64 @@ class Assembler:
             conn.captured += len(data)
             conn.segments.append((data, ev.length))
         conn.send_off = ev.offset + ev.length
+        if ev.flags & EVF_NOMARK:
+            self._frame(conn, ev)
+
+    # -- responses without completion markers (EVF_NOMARK: the libssl/syscall fallback) ----
+    def _frame(self, conn: _Conn, ev: RawEvent) -> None:
+        """Frame responses from the bytes written; each one found ends like EV_REQ_DONE would."""
+        fr = conn.framer
+        if fr is None:
+            fr = conn.framer = ResponseFramer(start=ev.offset)
+        if ev.offset > fr.fed:
+            fr.feed(b"", ev.offset - fr.fed)
+        if ev.offset + ev.length > fr.fed:
+            skip = fr.fed - ev.offset
+            data = ev.data if ev.kind != EV_SENDFILE else b""
+            fr.feed(data[skip:], ev.length - skip)
+        while True:
+            rs = conn.requests
+            method = rs.done[0].method if rs.done else (rs.current.method if rs.current else "")
+            end = fr.next_end(method)
+            if end is None:
+                return
+            self._framed_done(conn, ev, end, fr.uncertain)
+
+    def _frame_close(self, conn: _Conn, ev: RawEvent) -> None:
+        """A close-delimited response ends with its connection."""
+        fr = conn.framer
+        if fr is not None and fr.close_delimited and ev.aux > conn.done_send_off and conn.ws is None:
+            self._framed_done(conn, ev, ev.aux, False)
+
+    def _framed_done(self, conn: _Conn, ev: RawEvent, end: int, uncertain: bool) -> None:
+        if end <= conn.done_send_off or conn.h2 is not None or conn.ws is not None:
+            return
+        # bytes written past this response's end belong to the next one
+        tail: list[tuple[bytes, int]] = []
+        extra = conn.send_off - end
+        while extra > 0 and conn.segments:
+            data, length = conn.segments.pop()
+            if length <= extra:
+                tail.insert(0, (data, length))
+                extra -= length
+                continue
+            keep = length - extra
+            conn.segments.append((data[:keep], keep))
+            tail.insert(0, (data[keep:], extra))
+            extra = 0
+        done = RawEvent(EV_REQ_DONE, ev.ts, conn.pid, conn.fd, conn.key[2], conn.recv_off, end, 0,
+                        ev.flags & ~EVF_NOMARK, ev.clock, (conn.done_seq + 1) % 65536)
+        # no marker says whether nginx used the body (proxied) or discarded it: count it
+        conn.proxied = True
+        send_off = conn.send_off
+        self._on_done(conn, done)
+        conn.send_off = max(conn.send_off, send_off)
+        if uncertain:
+            self.stats.lost_responses += 1
+        if tail:
+            conn.segments = tail
+            conn.captured = sum(len(d) for d, _ in tail)
+            conn.send_first_ts = conn.send_last_ts = ev.ts
 
     def _on_done(self, conn: _Conn, ev: RawEvent) -> None:
         if not conn.client:

@@ -43,7 +43,7 @@ from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
-from .tablemodel import COLUMNS, ExchangeFilterProxy, ExchangeTableModel
+from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
 from .upstreams import UpstreamsPanel
 
@@ -57,8 +57,8 @@ INGEST_EVERY = 2  # frames: 80 ms, 12.5 Hz
 GRAPH_EVERY, GRAPH_PHASE = 8, 3  # 320 ms, about 3 Hz, on odd frames
 PANEL_EVERY, PANEL_PHASE = 24, 7  # 960 ms, on odd frames, never with the graphs
 SETTINGS_ORG = "ngxscope"
-HEADER_KEY = "table/header-v2"
-"""Saved column layout (v2: Upstream moved last; an older layout would mislabel columns)."""
+HEADER_KEY = "table/header-v3"
+"""Saved column layout (v3: a Node column; an older layout would mislabel columns)."""
 
 
 def default_source_factory(pid: int) -> ExchangeSource:
@@ -201,6 +201,9 @@ class MainWindow(DropOpener, QMainWindow):
             self.status.set_state("stopped", "stopped")
             return
         self.agg.clock = time.time  # live: graphs and rates follow the wall clock
+        # the Node column only means something when several hosts feed one table
+        self.table.horizontalHeader().setSectionHidden(COLUMN_KEYS.index("node"),
+                                                       not hasattr(source, "host_of"))
         source.start()
         self.session_path = None
         self.status.set_source(source.describe())
@@ -484,6 +487,7 @@ class MainWindow(DropOpener, QMainWindow):
         if isinstance(header, QByteArray) and not header.isEmpty():
             self.table.horizontalHeader().restoreState(header)
             self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self.table.horizontalHeader().setSectionHidden(COLUMN_KEYS.index("node"), True)  # local until remote
         window = s.value("graphs/window")
         if window is not None:
             try:

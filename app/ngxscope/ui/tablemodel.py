@@ -31,6 +31,7 @@ __all__ = [
     "ExchangeTableModel",
     "fmt_bytes",
     "fmt_ms",
+    "node_of",
 ]
 
 DASH = "\u2013"
@@ -120,8 +121,16 @@ def _time(e: Exchange) -> str:
 Column = tuple[str, str, Callable[[Exchange], str], Callable[[Exchange], Any],
                Callable[[Exchange], str] | None, bool]
 
+def node_of(e: Exchange) -> str:
+    """The host a remote capture came from ("" for this machine): multi-host sources prefix
+    connection ids with "user@host|"."""
+    head, sep, _ = e.conn_id.partition("|")
+    return head if sep else ""
+
+
 COLUMNS: list[Column] = [
     ("time", "Time", _time, lambda e: e.start, None, False),
+    ("node", "Node", node_of, node_of, None, False),
     ("worker", "Worker", lambda e: str(e.pid), lambda e: e.pid,
      lambda e: f"worker={e.pid}", True),
     ("client", "Client", lambda e: e.client, lambda e: e.client,
