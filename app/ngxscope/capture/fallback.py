@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from importlib import resources
 
@@ -65,25 +64,9 @@ def find_libssl(pids: list[int]) -> str | None:
 
 def _listen_addr(pid: int, fd: int) -> str:
     """Local "ip:port" of a listening socket held by pid as fd ("" when unknown)."""
-    from .procs import _decode_addr
+    from .procs import socket_addresses
 
-    try:
-        link = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return ""
-    if not link.startswith("socket:["):
-        return ""
-    inode = link[8:-1]
-    for fname, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        try:
-            with open(f"/proc/{pid}/net/{fname}") as fh:
-                for line in fh:
-                    cols = line.split()
-                    if len(cols) > 9 and cols[9] == inode:
-                        return _decode_addr(cols[1], family)
-        except (OSError, ValueError):
-            continue
-    return ""
+    return socket_addresses(pid, fd)[0]
 
 
 class FallbackTracer(Tracer):

@@ -501,18 +501,17 @@ def format_instances(instances: list[NginxInstance], width: int = 100) -> str:
     return "\n\n".join(blocks)
 
 
-def socket_peer(pid: int, fd: int) -> str:
-    """Remote "ip:port" of a process's connected TCP socket, or "" (e.g. already closed).
+def socket_addresses(pid: int, fd: int) -> tuple[str, str]:
+    """(local, remote) "ip:port" of a process's TCP socket, ("", "") when unknown or closed.
 
-    Used for upstream connections opened before the capture attached, whose connect(2)
-    was never seen; keepalive connections live long enough for this to be reliable.
+    IPv4-mapped IPv6 addresses are shown as IPv4, as nginx prints them.
     """
     try:
         link = os.readlink(f"/proc/{pid}/fd/{fd}")
     except OSError:
-        return ""
+        return "", ""
     if not link.startswith("socket:["):
-        return ""
+        return "", ""
     inode = link[8:-1]
     for fname, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         try:
@@ -520,11 +519,23 @@ def socket_peer(pid: int, fd: int) -> str:
                 for line in fh:
                     cols = line.split()
                     if len(cols) > 9 and cols[9] == inode:
-                        peer = _decode_addr(cols[2], family)
-                        if peer.startswith("[::ffff:"):
-                            host, port = peer[1:].rsplit("]:", 1)
-                            return f"{host[7:]}:{port}"
-                        return peer
+                        return _unmap(_decode_addr(cols[1], family)), _unmap(_decode_addr(cols[2], family))
         except (OSError, ValueError):
             continue
-    return ""
+    return "", ""
+
+
+def _unmap(addr: str) -> str:
+    if addr.startswith("[::ffff:") and "." in addr:
+        host, port = addr[1:].rsplit("]:", 1)
+        return f"{host[7:]}:{port}"
+    return addr
+
+
+def socket_peer(pid: int, fd: int) -> str:
+    """Remote "ip:port" of a process's connected TCP socket, or "" (e.g. already closed).
+
+    Used for upstream connections opened before the capture attached, whose connect(2)
+    was never seen; keepalive connections live long enough for this to be reliable.
+    """
+    return socket_addresses(pid, fd)[1]
