@@ -22,23 +22,12 @@
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/uio.h>
 #include "events.h"
+/* Loaded after bpf/common.c and before bpf/processes.c (capture/tracer.py joins the texts:
+ * bcc rewrites map calls and finds tracepoints only in the program text, not in headers). */
 
-#define MAX_SEGS 16
-#define MAX_CHUNKS 8   /* records per single-buffer call (ngx_*_recv, ngx_ssl_write) */
-/* Hide a value from the compiler so the masks below survive into the verifier's view. */
-#define opaque(x) asm volatile("" : "+r"(x))
 #define SCRATCH_DATA (2 * PAYLOAD_CAP)
 
-#define CNT_EVENTS    0
-#define CNT_LOST      1
-#define CNT_TRUNC     2
-#define CNT_ARGS_FULL 3
-#define CNT_CONNS_FULL 4
-#define CNT_SHED      5
-#define CNT_MAX       6
 
-#define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */
-#define RB_CONSUMED   1   /* the reader's consumer position, written by user space */
 
 #ifndef SHED_BYTES
 #define SHED_BYTES (RINGBUF_PAGES * 4096 / 4)
@@ -80,73 +69,11 @@ struct call_args {
     __u8  tls;
 };
 
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_HASH(targets, u32, u8, 4096);
 BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
 BPF_HASH(calls, u64, struct call_args, 16384);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
-BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-BPF_ARRAY(enabled, u32, 1);
-BPF_ARRAY(rbstate, u64, 2);
-BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */
 BPF_HASH(current_req, u32, u64, 4096);  /* tgid -> the ngx_http_request_t it works on for an upstream */   /* set once every probe is attached: no half-seen exchanges */
-
-static __always_inline void count(int idx, u64 n)
-{
-    u64 *v = counters.lookup(&idx);
-    if (v)
-        *v += n;
-}
-
-static __always_inline int is_target(u32 tgid)
-{
-    if (targets.lookup(&tgid))
-        return 1;
-#if FOLLOW_ALL
-    int zero = 0;
-    u32 *on = enabled.lookup(&zero);
-    if (!on || !*on)
-        return 0;
-    u8 one = 1;
-    targets.update(&tgid, &one);
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd)
-{
-    h->ts = ts;
-    h->conn_ts = 0;
-    h->offset = 0;
-    h->aux = 0;
-    u32 tgid = pid_tgid >> 32;
-    u64 *clk = loop_clock.lookup(&tgid);
-    h->clock = clk ? *clk : 0;
-    h->pid = tgid;
-    h->tid = (u32)pid_tgid;
-    h->fd = fd;
-    h->len = 0;
-    h->cap = 0;
-    h->kind = kind;
-    h->flags = 0;
-    h->seq = 0;
-}
-
-static __always_inline void submit(void *rec, u32 size)
-{
-    if (events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP) < 0) {
-        count(CNT_LOST, 1);
-        return;
-    }
-    count(CNT_EVENTS, 1);
-    int idx = RB_PRODUCED;
-    u64 *p = rbstate.lookup(&idx);
-    if (p)
-        __sync_fetch_and_add(p, (u64)((size + 8 + 7) & ~7));
-}
 
 /* More than SHED_BYTES wait in the ring buffer: the reader is behind. */
 static __always_inline int under_pressure(void)
@@ -587,18 +514,6 @@ int free_request_enter(struct pt_regs *ctx) { return request_event(ctx, EV_REQ_D
 /* void ngx_http_upstream_init(ngx_http_request_t *r): the request goes to an upstream. */
 int upstream_init_enter(struct pt_regs *ctx) { return request_event(ctx, EV_UPSTREAM, 0); }
 
-/* nginx caches the time once per event-loop turn, right after epoll_wait returns; its
- * $request_time and $msec use that clock. Keep it per process so events can carry it. */
-TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
-{
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
-    u64 now = bpf_ktime_get_ns();
-    loop_clock.update(&tgid, &now);
-    return 0;
-}
-
 /* sendfile(2): file bytes reach the socket without passing through nginx's memory. */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
 {
@@ -701,35 +616,4 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     return 0;
 }
 
-/* A new process forked from a captured one (a worker started by the master). */
-TRACEPOINT_PROBE(sched, sched_process_fork)
-{
-    u32 parent = args->parent_pid;
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
-    u32 child = args->child_pid;
-    u8 one = 1;
-    targets.update(&child, &one);
-    struct ev_header h = {};
-    fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
-    h.aux = child;
-    h.offset = parent;
-    submit(&h, sizeof(h));
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exit)
-{
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tgid = pid_tgid >> 32;
-    if ((u32)pid_tgid != tgid || !targets.lookup(&tgid))
-        return 0;
-    struct ev_header h = {};
-    fill_header(&h, EV_EXIT, bpf_ktime_get_ns(), pid_tgid, -1);
-    submit(&h, sizeof(h));
-    targets.delete(&tgid);
-    loop_clock.delete(&tgid);
-    current_req.delete(&tgid);
-    return 0;
-}
+#define HAVE_CURRENT_REQ 1   /* for processes.c: forget current_req when a process exits */

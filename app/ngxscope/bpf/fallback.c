@@ -16,21 +16,11 @@
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/uio.h>
 #include "events.h"
+/* Loaded after bpf/common.c and before bpf/processes.c (capture/tracer.py joins the texts:
+ * bcc rewrites map calls and finds tracepoints only in the program text, not in headers). */
 
-#define MAX_SEGS 16
-#define MAX_CHUNKS 8
-#define opaque(x) asm volatile("" : "+r"(x))
 
-#define CNT_EVENTS    0
-#define CNT_LOST      1
-#define CNT_TRUNC     2
-#define CNT_ARGS_FULL 3
-#define CNT_CONNS_FULL 4
-#define CNT_SHED      5
-#define CNT_MAX       6
 
-#define RB_PRODUCED   0
-#define RB_CONSUMED   1
 
 #define F_BUF   1   /* read, recvfrom, write, sendto: one buffer */
 #define F_IOV   2   /* readv, writev */
@@ -80,8 +70,6 @@ struct accept_args {
     __s32 lfd;
 };
 
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
-BPF_HASH(targets, u32, u8, 4096);
 BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
 BPF_HASH(sys_calls, u64, struct sys_args, 16384);
 BPF_HASH(ssl_calls, u64, struct ssl_args, 16384);
@@ -89,54 +77,6 @@ BPF_HASH(ssl_fd, u64, s32, 65536);
 BPF_HASH(accepts, u64, struct accept_args, 4096);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
-BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-BPF_ARRAY(enabled, u32, 1);
-BPF_ARRAY(rbstate, u64, 2);
-BPF_HASH(loop_clock, u32, u64, 4096);
-
-static __always_inline void count(int idx, u64 n)
-{
-    u64 *v = counters.lookup(&idx);
-    if (v)
-        *v += n;
-}
-
-static __always_inline int is_target(u32 tgid)
-{
-    return targets.lookup(&tgid) != 0;
-}
-
-static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd)
-{
-    h->ts = ts;
-    h->conn_ts = 0;
-    h->offset = 0;
-    h->aux = 0;
-    u32 tgid = pid_tgid >> 32;
-    u64 *clk = loop_clock.lookup(&tgid);
-    h->clock = clk ? *clk : 0;
-    h->pid = tgid;
-    h->tid = (u32)pid_tgid;
-    h->fd = fd;
-    h->len = 0;
-    h->cap = 0;
-    h->kind = kind;
-    h->flags = 0;
-    h->seq = 0;
-}
-
-static __always_inline void submit(void *rec, u32 size)
-{
-    if (events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP) < 0) {
-        count(CNT_LOST, 1);
-        return;
-    }
-    count(CNT_EVENTS, 1);
-    int idx = RB_PRODUCED;
-    u64 *p = rbstate.lookup(&idx);
-    if (p)
-        __sync_fetch_and_add(p, (u64)((size + 8 + 7) & ~7));
-}
 
 /* The tracked client connection (pid, fd); EV_OPEN goes out with its first bytes, when it is
  * known whether it is TLS. `create`: a connection accepted before the capture (TLS path). */
@@ -502,45 +442,3 @@ int ssl_write_enter(struct pt_regs *ctx)    { return ssl_enter(ctx, EV_SEND, 0);
 int ssl_write_ex_enter(struct pt_regs *ctx) { return ssl_enter(ctx, EV_SEND, 1); }
 int ssl_leave_any(struct pt_regs *ctx)      { return ssl_leave(ctx); }
 
-/* ---------------------------------------------------------------- processes */
-
-TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
-{
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
-    u64 now = bpf_ktime_get_ns();
-    loop_clock.update(&tgid, &now);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_fork)
-{
-    u32 parent = args->parent_pid;
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
-    u32 child = args->child_pid;
-    u8 one = 1;
-    targets.update(&child, &one);
-    struct ev_header h = {};
-    fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
-    h.aux = child;
-    h.offset = parent;
-    submit(&h, sizeof(h));
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exit)
-{
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tgid = pid_tgid >> 32;
-    if ((u32)pid_tgid != tgid || !targets.lookup(&tgid))
-        return 0;
-    struct ev_header h = {};
-    fill_header(&h, EV_EXIT, bpf_ktime_get_ns(), pid_tgid, -1);
-    submit(&h, sizeof(h));
-    targets.delete(&tgid);
-    loop_clock.delete(&tgid);
-    return 0;
-}

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from importlib import resources
 
 from .binary import METHOD_LIBSSL_SYSCALLS, METHOD_SYSCALLS_ONLY
 from .events import EV_OPEN, RawEvent
-from .tracer import CaptureError, Tracer, TracerConfig, _StderrCapture
+from .tracer import CaptureError, Tracer, TracerConfig, _StderrCapture, program_text
 
 __all__ = [
     "FALLBACK_METHODS",
@@ -42,7 +41,7 @@ SSL_PROBES: list[tuple[str, str, str | None, bool]] = [
 
 
 def fallback_source() -> str:
-    return resources.files("ngxscope.bpf").joinpath("fallback.c").read_text()
+    return program_text("fallback.c")
 
 
 def find_libssl(pids: list[int]) -> str | None:

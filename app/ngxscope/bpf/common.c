@@ -1,0 +1,85 @@
+/* The part of both capture programs that is the same (bpf/capture.c: nginx uprobes;
+ * bpf/fallback.c: libssl uprobes + syscalls): the ring buffer and its accounting, the
+ * target set, nginx's cached clock per process, and the event header. capture/tracer.py
+ * puts this text before the program's (bcc rewrites map calls only in the program text). */
+#include <uapi/linux/ptrace.h>
+#include "events.h"
+
+#define MAX_SEGS 16
+#define MAX_CHUNKS 8   /* records per single-buffer call */
+/* Hide a value from the compiler so the masks below survive into the verifier's view. */
+#define opaque(x) asm volatile("" : "+r"(x))
+
+#define CNT_EVENTS    0
+#define CNT_LOST      1
+#define CNT_TRUNC     2
+#define CNT_ARGS_FULL 3
+#define CNT_CONNS_FULL 4
+#define CNT_SHED      5
+#define CNT_MAX       6
+
+#define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */
+#define RB_CONSUMED   1   /* the reader's consumer position, written by user space */
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_HASH(targets, u32, u8, 4096);
+BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_ARRAY(enabled, u32, 1);   /* set once every probe is attached: no half-seen exchanges */
+BPF_ARRAY(rbstate, u64, 2);
+BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */
+
+static __always_inline void count(int idx, u64 n)
+{
+    u64 *v = counters.lookup(&idx);
+    if (v)
+        *v += n;
+}
+
+static __always_inline int is_target(u32 tgid)
+{
+    if (targets.lookup(&tgid))
+        return 1;
+#if FOLLOW_ALL
+    int zero = 0;
+    u32 *on = enabled.lookup(&zero);
+    if (!on || !*on)
+        return 0;
+    u8 one = 1;
+    targets.update(&tgid, &one);
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd)
+{
+    h->ts = ts;
+    h->conn_ts = 0;
+    h->offset = 0;
+    h->aux = 0;
+    u32 tgid = pid_tgid >> 32;
+    u64 *clk = loop_clock.lookup(&tgid);
+    h->clock = clk ? *clk : 0;
+    h->pid = tgid;
+    h->tid = (u32)pid_tgid;
+    h->fd = fd;
+    h->len = 0;
+    h->cap = 0;
+    h->kind = kind;
+    h->flags = 0;
+    h->seq = 0;
+}
+
+static __always_inline void submit(void *rec, u32 size)
+{
+    if (events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP) < 0) {
+        count(CNT_LOST, 1);
+        return;
+    }
+    count(CNT_EVENTS, 1);
+    int idx = RB_PRODUCED;
+    u64 *p = rbstate.lookup(&idx);
+    if (p)
+        __sync_fetch_and_add(p, (u64)((size + 8 + 7) & ~7));
+}

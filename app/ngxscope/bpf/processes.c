@@ -1,0 +1,49 @@
+/* The process tracepoints both capture programs share; capture/tracer.py puts this text
+ * after the program's. HAVE_CURRENT_REQ: the program keeps current_req per process. */
+
+/* nginx caches the time once per event-loop turn, right after epoll_wait returns; its
+ * $request_time and $msec use that clock. Keep it per process so events can carry it. */
+TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    loop_clock.update(&tgid, &now);
+    return 0;
+}
+
+/* A new process forked from a captured one (a worker started by the master). */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 parent = args->parent_pid;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u32 child = args->child_pid;
+    u8 one = 1;
+    targets.update(&child, &one);
+    struct ev_header h = {};
+    fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
+    h.aux = child;
+    h.offset = parent;
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if ((u32)pid_tgid != tgid || !targets.lookup(&tgid))
+        return 0;
+    struct ev_header h = {};
+    fill_header(&h, EV_EXIT, bpf_ktime_get_ns(), pid_tgid, -1);
+    submit(&h, sizeof(h));
+    targets.delete(&tgid);
+    loop_clock.delete(&tgid);
+#ifdef HAVE_CURRENT_REQ
+    current_req.delete(&tgid);
+#endif
+    return 0;
+}
