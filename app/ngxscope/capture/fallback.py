@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .binary import METHOD_LIBSSL_SYSCALLS, METHOD_SYSCALLS_ONLY
 from .events import EV_OPEN, RawEvent
-from .tracer import CaptureError, Tracer, TracerConfig, _StderrCapture, program_text
+from .tracer import CaptureError, Tracer, TracerConfig, program_text
 
 __all__ = [
     "FALLBACK_METHODS",
@@ -81,12 +81,6 @@ class FallbackTracer(Tracer):
         return [f for f in super().cflags() if not f.startswith("-DOFF_") and "_OFF_" not in f]
 
     def start(self, sink: Callable[[RawEvent], None]) -> list[str]:
-        try:
-            from bcc import BPF
-        except ImportError as exc:
-            raise CaptureError(
-                f"bcc is not importable ({exc}); run scripts/setup.sh (installs python3-bpfcc)"
-            ) from None
         if self.config.follow_all:
             raise CaptureError("--binary is not supported by the libssl/syscall fallback: use --pid")
         self._sink = self._wrap(sink)
@@ -94,21 +88,7 @@ class FallbackTracer(Tracer):
             self.libssl = find_libssl(self.config.pids) or self._static_ssl()
             if self.libssl is None:
                 raise CaptureError("the target maps no libssl: cannot capture its TLS traffic")
-        with _StderrCapture() as err:
-            try:
-                self.bpf = BPF(text=fallback_source(), cflags=self.cflags())
-                for _sym, entry, ret, _required in SSL_PROBES:
-                    for fn in (entry, ret):
-                        if fn:
-                            self.bpf.load_func(fn, BPF.KPROBE)
-            except Exception as exc:  # bcc raises bare Exception on compile/load failure
-                failure: Exception | None = exc
-            else:
-                failure = None
-        if failure is not None:
-            if self.bpf is not None:
-                self.stop()
-            raise CaptureError(self._load_error(failure, err.text)) from None
+        self._load(fallback_source(), SSL_PROBES)
         self._stat_self_binary()
         attached = ["syscalls"]
         if self.libssl is not None:
@@ -118,12 +98,7 @@ class FallbackTracer(Tracer):
                 self.stop()
                 raise
         self._attached = attached
-        from .events import RingReader
-
-        bpf = self.bpf
-        self._reader = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
-        self._rbstate = bpf["rbstate"]
-        self.add_pids(self.config.pids)
+        self._open_reader()
         return list(attached)
 
     def _static_ssl(self) -> str | None:

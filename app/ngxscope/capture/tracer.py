@@ -167,19 +167,30 @@ class Tracer:
         whole verifier log is logged at INFO (`ngxscope --verbose`) and kept in
         `verifier_log`.
         """
+        self._sink = sink
+        self._load(bpf_source(), PROBES)
+        try:
+            self._stat_self_binary()
+            self._attached = self._attach_all(self.config.binary)
+        except CaptureError:
+            self.stop()
+            raise
+        self._open_reader()
+        return list(self._attached)
+
+    def _load(self, text: str, probes: list[tuple[str, str, str | None, bool]]) -> None:
+        """Compile `text` and load every probe program now, so a refusal names the verifier's
+        reason (bcc prints the verifier log on stderr, not in its exception)."""
         try:
             from bcc import BPF
         except ImportError as exc:
             raise CaptureError(
                 f"bcc is not importable ({exc}); run scripts/setup.sh (installs python3-bpfcc)"
             ) from None
-        self._sink = sink
         with _StderrCapture() as err:
             try:
-                self.bpf = BPF(text=bpf_source(), cflags=self.cflags())
-                # Load every uprobe program now, so a refusal names the verifier's reason
-                # (bcc prints the verifier log on stderr, not in its exception).
-                for _sym, entry, ret, _required in PROBES:
+                self.bpf = BPF(text=text, cflags=self.cflags())
+                for _sym, entry, ret, _required in probes:
                     for fn in (entry, ret):
                         if fn:
                             self.bpf.load_func(fn, BPF.KPROBE)
@@ -193,21 +204,16 @@ class Tracer:
             raise CaptureError(self._load_error(failure, err.text)) from None
         if err.text.strip():
             log.info("%s", err.text.rstrip())
-        try:
-            self._stat_self_binary()
-            self._attached = self._attach_all(self.config.binary)
-        except CaptureError:
-            self.stop()
-            raise
+
+    def _open_reader(self) -> None:
+        """Read the ring buffer's memory directly (no ctypes callback per record; the programs
+        never wake us, poll() drains on a timer), then let events through: only now, so no
+        exchange is seen by half of the probes."""
         bpf = self.bpf
-        # Read the ring buffer's memory directly (no ctypes callback per record); the
-        # programs never wake us (BPF_RB_NO_WAKEUP), poll() drains on a timer.
         self._reader: RingReader | None = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
         self._rbstate = bpf["rbstate"]
-        # Only now let events through, so no exchange is seen by half of the probes.
         self.add_pids(self.config.pids)
         bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
-        return list(self._attached)
 
     def _load_error(self, exc: Exception, text: str) -> str:
         """One line for a failed compile/load: the verifier's (or compiler's) reason."""
