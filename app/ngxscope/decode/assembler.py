@@ -433,6 +433,11 @@ class Assembler:
         self._emit(conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
                    upstream=attempts, kstatus=0 if merged else ev.status)
         conn.requests.settle()
+        self._completed(conn, ev)
+
+    @staticmethod
+    def _completed(conn: _Conn, ev: RawEvent) -> None:
+        """nginx finished a request (ev): the next response starts after its counters."""
         conn.done_recv_off = ev.offset
         conn.proxied = False
         conn.done_send_off = ev.aux
@@ -473,16 +478,7 @@ class Assembler:
         self._emit(conn, req, resp_len, ev.ts, error="payload shed (capture overload): status, sizes "
                    "and times from the kernel summary", end_clock=ev.clock, parse=False,
                    upstream=attempts, kstatus=ev.status)
-        conn.done_recv_off = ev.offset
-        conn.proxied = False
-        conn.done_send_off = ev.aux
-        conn.last_done_ts = ev.ts
-        conn.last_done_clock = ev.clock
-        conn.segments = []
-        conn.captured = 0
-        conn.send_first_ts = conn.send_last_ts = 0.0
-        conn.sendfile_bytes = 0
-        conn.send_hole = False
+        self._completed(conn, ev)
 
     # -- WebSocket --------------------------------------------------------------------------
     def _upgrade(self, conn: _Conn, ev: RawEvent) -> None:
