@@ -9,6 +9,7 @@ the CPU the capture process and the nginx worker used per request.
 
     .venv/bin/python bench/overhead.py [--pairs 3] [--seconds 10] [--connections 50]
         [--variant NAME=APPDIR ...]   # also run B with another source tree (e.g. the old code)
+        [--variant-args NAME="ARGS" ...]   # also run B with other record arguments
         [--record-args ...]
 
 Prints a table and writes bench/results/overhead.json. Needs root (eBPF) and wrk.
@@ -41,13 +42,16 @@ from ngxscope.store.session import SessionReader
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    variants: list[tuple[str, str | None]] = [("B", None)]
+    variants: list[tuple[str, str | None, list[str]]] = [("B", None, [])]
     for v in args.variant:
         name, _, path = v.partition("=")
-        variants.append((name, path))
+        variants.append((name, path, []))
+    for v in args.variant_args:
+        name, _, extra = v.partition("=")
+        variants.append((name, None, extra.split()))
     results: dict[str, object] = {"machine": machine(), "seconds": args.seconds,
                                   "connections": args.connections, "record_args": args.record_args,
-                                  "variants": [n for n, _ in variants], "modes": {}}
+                                  "variants": [n for n, _, _ in variants], "modes": {}}
     with LabNginx(workers=1) as lab:
         pin_lab(lab)
         worker = lab.worker_pids()[0]
@@ -62,11 +66,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 a_cpu = (cpu_seconds(worker) - c0) / max(1, lab.log_line_count() - l0)
                 row: dict[str, object] = {"a_rps": a, "a_worker_us_per_req": a_cpu * 1e6}
                 order = variants if i % 2 == 0 else list(reversed(variants))
-                for name, path in order:
+                for name, path, extra in order:
                     out = RESULTS / f"overhead-{mode}-{i}-{name}.ngxs"
                     out.unlink(missing_ok=True)
                     env = {"PYTHONPATH": path} if path else None
-                    proc = start_record(lab.master_pid, out, args.record_args, env=env)
+                    proc = start_record(lab.master_pid, out, [*args.record_args, *extra], env=env)
                     time.sleep(0.5)
                     before = lab.log_line_count()
                     cpu0, w0 = cpu_seconds(proc.pid), cpu_seconds(worker)
@@ -78,10 +82,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     st = stop_record(proc)
                     captured = shed = 0
                     for ex in SessionReader(out).exchanges():
-                        if ex.target == "/static/small.txt":
-                            captured += 1
-                        elif ex.error and ex.error.startswith("payload shed"):
+                        if ex.error and ex.error.startswith(("payload shed", "payload not captured")):
                             shed += 1  # counted from the kernel summary, payload not captured
+                        elif ex.target == "/static/small.txt":
+                            captured += 1
                     captured += shed
                     out.unlink(missing_ok=True)
                     row[name] = {"rps": b, "ratio": b / a, "logged": logged, "captured": captured,
@@ -92,12 +96,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                                  "worker_us_per_req": (w1 - w0) / logged * 1e6 if logged else None}
                 rows.append(row)
                 desc = "  ".join(f"{n} {row[n]['rps']:8.0f} ({row[n]['ratio']:5.3f}, "  # type: ignore[index]
-                                 f"{row[n]['captured']}/{row[n]['logged']})" for n, _ in variants)
+                                 f"{row[n]['captured']}/{row[n]['logged']}, {row[n]['shed_exchanges']} summary-only)"
+                                 for n, _, _ in variants)
                 print(f"{mode} pair {i + 1}: A {a:8.0f}  {desc}", flush=True)
             results["modes"][mode] = {  # type: ignore[index]
                 "pairs": rows,
-                **{f"{n}_median_ratio": statistics.median(r[n]["ratio"] for r in rows) for n, _ in variants},
-                **{f"{n}_min_completeness": min(r[n]["completeness"] for r in rows) for n, _ in variants},
+                **{f"{n}_median_ratio": statistics.median(r[n]["ratio"] for r in rows) for n, _, _ in variants},
+                **{f"{n}_min_completeness": min(r[n]["completeness"] for r in rows) for n, _, _ in variants},
+                **{f"{n}_median_capture_us": statistics.median(r[n]["capture_us_per_req"] or 0 for r in rows)
+                   for n, _, _ in variants},
             }
     return results
 
@@ -110,6 +117,8 @@ def main() -> int:
     ap.add_argument("--modes", nargs="*", default=[], help="plain and/or tls (default both)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=APPDIR",
                     help="also measure record from another source tree (PYTHONPATH=APPDIR)")
+    ap.add_argument("--variant-args", action="append", default=[], metavar="NAME=ARGS",
+                    help='also measure record with these extra arguments, e.g. C="--cpu-budget 0"')
     ap.add_argument("--record-args", nargs="*", default=[], help="extra arguments for ngxscope record")
     ap.add_argument("--out", default="overhead", help="result file name under bench/results/")
     args = ap.parse_args()
@@ -126,7 +135,8 @@ def main() -> int:
                       f"{r['a_worker_us_per_req']:7.1f}->{b['worker_us_per_req'] or 0:6.1f}")
         for name in res["variants"]:  # type: ignore[attr-defined]
             print(f"{mode:6} {name:7} median B/A {m[f'{name}_median_ratio']:.3f}, "
-                  f"min completeness {m[f'{name}_min_completeness']:.4f}")
+                  f"min completeness {m[f'{name}_min_completeness']:.4f}, "
+                  f"median capture CPU {m[f'{name}_median_capture_us']:.1f} us/req")
     print(f"wrote {write_result(args.out, res)}")
     return 0
 

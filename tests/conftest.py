@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,11 @@ from ngxscope.lab.nginx import LabNginx, free_port
 from ngxscope.lab.traffic import Traffic
 
 __all__ = ["free_port"]
+
+# Tests compare captured payloads with nginx's access log, so every payload must be kept: on
+# this shared 2-core machine the capture's CPU governor would otherwise sample them out. The
+# governor's own tests turn it on explicitly (record --cpu-budget, Tracer.set_sampling).
+os.environ["NGXSCOPE_CPU_BUDGET"] = "0"
 
 
 @pytest.fixture

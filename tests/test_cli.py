@@ -53,6 +53,8 @@ def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
         (["record", "--pid", str(os.getpid()), "-o", "x.ngxs"], "is not an nginx process"),
         (["record", "--binary", "/etc/passwd", "-o", "x.ngxs"], "not an ELF file"),
         (["record", "--pid", "1", "--pid-typo"], "unrecognized arguments"),
+        (["record", "--pid", "1", "-o", "x.ngxs", "--cpu-budget", "-3"], "--cpu-budget must be between"),
+        (["record", "--pid", "1", "-o", "x.ngxs", "--cpu-budget", "lots"], "invalid float value"),
         (["export", "/no/such.ngxs", "-o", "out.jsonl"], "No such file"),
         (["export", "/etc", "-o", "out.jsonl"], ""),
         (["frobnicate"], "invalid choice"),

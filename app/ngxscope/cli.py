@@ -53,6 +53,10 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="payload bytes captured per I/O call (default 16384)")
     rec.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB", help="BPF ring buffer size (default 32)")
     rec.add_argument("--force", action="store_true", help="attach to a process that does not look like nginx")
+    rec.add_argument("--cpu-budget", type=float, default=None, metavar="PCT",
+                     help="percent of one core the capture may use; above it, payloads are sampled and "
+                          "the other requests counted from kernel summaries (default 25, or env "
+                          "NGXSCOPE_CPU_BUDGET; 0: never sample)")
     rec.add_argument("--dump-bpf", action="store_true", help="print the BPF C program and its compile flags, then exit")
     rec.add_argument("--no-redact", action="store_true",
                      help="keep Authorization, Cookie, Set-Cookie... values (masked by default)")
@@ -223,6 +227,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
         raise UsageError("record: --duration must be positive")
     opts = RecordOptions(pid=args.pid, binary=args.binary, payload_cap=args.payload_cap,
                          ringbuf_mb=args.ringbuf_mb, force=args.force)
+    if args.cpu_budget is not None:
+        if not 0 <= args.cpu_budget <= 800:
+            raise UsageError("record: --cpu-budget must be between 0 and 800 (percent of one core)")
+        opts.cpu_budget = args.cpu_budget / 100
     try:
         telemetry = open_telemetry_sinks(args)
     except ValueError as exc:
@@ -256,6 +264,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
     stats = rec.counters()
     summary = (f"{stats['requests']} requests captured, {stats['lost']} events lost, "
                f"{stats['truncated']} payloads truncated")
+    if stats["shed_exchanges"]:
+        summary += (f", {stats['shed_exchanges']} counted from kernel summaries without payload "
+                    f"({stats['sampled_exchanges']} sampled out over the CPU budget)")
     if args.output:
         summary += f"; session saved to {args.output}"
     if rec.end_reason:
@@ -397,7 +408,8 @@ def run_until_stopped(rec: Any, duration: float | None, *, live: bool, watch_std
                 if live:
                     sys.stderr.write(
                         f"\r{stats['requests']:>9} requests  {rate:8.1f} req/s  lost {stats['lost']}  "
-                        f"truncated {stats['truncated']}  workers {len(stats['workers'])}   "
+                        f"truncated {stats['truncated']}  summary-only {stats['shed_exchanges']}  "
+                        f"workers {len(stats['workers'])}   "
                     )
                     sys.stderr.flush()
                 if rec.nginx_gone():

@@ -65,7 +65,7 @@ class UpstreamAttempt:
     proxy_pass address for a peer named directly; None when unknown."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UpstreamAttempt:
@@ -161,16 +161,13 @@ class Exchange:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the JSONL export contract and the session record)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("request_body", "response_body"):
-                value = _b64(value)
-            elif f.name in ("request_headers", "response_headers"):
-                value = [[k, v] for k, v in value]
-            elif f.name == "upstream":
-                value = [a.to_dict() for a in value]
-            out[f.name] = value
+        # one pass over precomputed names: this runs for every exchange a capture records
+        out: dict[str, Any] = {name: getattr(self, name) for name in _EXCHANGE_FIELDS}
+        out["request_body"] = _b64(self.request_body) if self.request_body else ""
+        out["response_body"] = _b64(self.response_body) if self.response_body else ""
+        out["request_headers"] = [[k, v] for k, v in self.request_headers]
+        out["response_headers"] = [[k, v] for k, v in self.response_headers]
+        out["upstream"] = [a.to_dict() for a in self.upstream]
         out["duration_ms"] = round(self.duration_ms, 3)
         return out
 
@@ -190,6 +187,10 @@ class Exchange:
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad exchange record: {exc}") from None
         return _strict(cls, data)
+
+
+_ATTEMPT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UpstreamAttempt))
+_EXCHANGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Exchange))
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .capture.binary import BinaryError, inspect_binary
+from .capture.budget import CpuGovernor, default_budget
 from .capture.events import EV_EXIT, EV_FORK, RawEvent
 from .capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
 from .capture.kheaders import find_kernel_headers
@@ -55,6 +56,8 @@ class RecordOptions:
     """Body bytes kept per exchange."""
     force: bool = False
     """Attach to a process that does not look like nginx."""
+    cpu_budget: float = field(default_factory=default_budget)
+    """Fraction of one core the capture may use before it samples payloads (0: never)."""
 
 
 def _read_cap_eff() -> int:
@@ -184,6 +187,7 @@ class Recorder:
         self._stop_ts = 0.0
         self.watch = LifecycleWatch(self)
         self.config: ConfigMap | None = None
+        self.governor: CpuGovernor | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -211,6 +215,9 @@ class Recorder:
             peer_of=socket_peer,
         )
         self.tracer.start(self._collect)
+        tracer = self.tracer
+        if self.opts.cpu_budget > 0 and tracer.set_sampling(1):
+            self.governor = CpuGovernor(self.opts.cpu_budget, tracer.set_sampling)
         if target.master:
             # workers forked between the scan and the attach
             try:
@@ -297,6 +304,10 @@ class Recorder:
         failures = 0
         while not self._stop.wait(0.1):
             try:
+                if self.governor is not None:
+                    step = self.governor.tick()
+                    if step is not None:
+                        self._deliver_event(LifecycleEvent(ts=time.time(), kind="sampling", detail=step.detail))
                 self.watch.tick()
             except Exception as exc:  # never let the watcher take the capture down
                 failures += 1
@@ -372,6 +383,10 @@ class Recorder:
             "lost": k.get("lost", 0),
             "shed": k.get("shed", 0),
             "shed_exchanges": a.shed if a else 0,
+            "sampled": k.get("sampled", 0),
+            "sampled_exchanges": a.sampled if a else 0,
+            "sample_one_in": self.governor.one_in if self.governor else 1,
+            "capture_cpu": round(self.governor.cpu, 3) if self.governor else None,
             "truncated": k.get("truncated", 0),
             "gaps": a.gaps if a else 0,
             "malformed": a.malformed if a else 0,

@@ -18,15 +18,19 @@ PROBE_C = r"""
 int main(void) {
     printf("ev_header %zu\n", sizeof(struct ev_header));
     printf("ev_open %zu\n", sizeof(struct ev_open));
+    printf("ev_done %zu\n", sizeof(struct ev_done));
+    F(ev_done, h) F(ev_done, line)
     F(ev_header, ts) F(ev_header, conn_ts) F(ev_header, offset) F(ev_header, aux) F(ev_header, clock)
     F(ev_header, pid) F(ev_header, tid) F(ev_header, fd) F(ev_header, len) F(ev_header, cap)
     F(ev_header, kind) F(ev_header, flags) F(ev_header, seq)
     F(ev_open, h) F(ev_open, peer) F(ev_open, local) F(ev_open, peer_len) F(ev_open, local_len)
     printf("EV_OPEN %d\nEV_RECV %d\nEV_SEND %d\nEV_SENDFILE %d\nEV_CLOSE %d\nEV_REQ_DONE %d\n"
            "EV_CONNECT %d\nEV_FORK %d\nEV_EXIT %d\nEV_UPSTREAM %d\nEVF_TLS %d\nEVF_CLIENT %d\n"
-           "EVF_TRUNCATED %d\nSOCKADDR_MAX %d\n",
+           "EVF_TRUNCATED %d\nSOCKADDR_MAX %d\nEVF_SHED %d\nEVF_H2STREAM %d\nEVF_NOMARK %d\n"
+           "EVF_SAMPLED %d\nLINE_CAP %d\n",
            EV_OPEN, EV_RECV, EV_SEND, EV_SENDFILE, EV_CLOSE, EV_REQ_DONE, EV_CONNECT, EV_FORK,
-           EV_EXIT, EV_UPSTREAM, EVF_TLS, EVF_CLIENT, EVF_TRUNCATED, SOCKADDR_MAX);
+           EV_EXIT, EV_UPSTREAM, EVF_TLS, EVF_CLIENT, EVF_TRUNCATED, SOCKADDR_MAX, EVF_SHED,
+           EVF_H2STREAM, EVF_NOMARK, EVF_SAMPLED, LINE_CAP);
     return 0;
 }
 """
@@ -46,7 +50,8 @@ def test_struct_layout_matches_header(tmp_path: Path) -> None:
     c = _c_layout(tmp_path)
     assert c["ev_header"] == [ctypes.sizeof(events.EvHeader)]
     assert c["ev_open"] == [ctypes.sizeof(events.EvOpen)]
-    for struct, cls in (("ev_header", events.EvHeader), ("ev_open", events.EvOpen)):
+    assert c["ev_done"] == [ctypes.sizeof(events.EvDone)]
+    for struct, cls in (("ev_header", events.EvHeader), ("ev_open", events.EvOpen), ("ev_done", events.EvDone)):
         for name, _ctype in cls._fields_:
             field = getattr(cls, name)
             assert c[f"{struct}.{name}"] == [field.offset, field.size], f"{struct}.{name}"
@@ -55,7 +60,8 @@ def test_struct_layout_matches_header(tmp_path: Path) -> None:
 def test_constants_match_header(tmp_path: Path) -> None:
     c = _c_layout(tmp_path)
     for name in ("EV_OPEN", "EV_RECV", "EV_SEND", "EV_SENDFILE", "EV_CLOSE", "EV_REQ_DONE", "EV_CONNECT",
-                 "EV_FORK", "EV_EXIT", "EV_UPSTREAM", "EVF_TLS", "EVF_CLIENT", "EVF_TRUNCATED", "SOCKADDR_MAX"):
+                 "EV_FORK", "EV_EXIT", "EV_UPSTREAM", "EVF_TLS", "EVF_CLIENT", "EVF_TRUNCATED", "SOCKADDR_MAX", "EVF_SHED",
+                 "EVF_H2STREAM", "EVF_NOMARK", "EVF_SAMPLED", "LINE_CAP"):
         assert c[name] == [getattr(events, name)], name
 
 

@@ -60,6 +60,9 @@ struct conn_state {
     __u16 status;           /* the current response's status, from its first bytes (0: not yet) */
     __u8  flags;
     __u8  shed;             /* payload of the current exchange was shed */
+    __u8  drop;             /* the current exchange is sampled out: its payload is never sent */
+    __u8  line_len;         /* bytes in line */
+    __u8  line[LINE_CAP];   /* the current request's first bytes, for a shed exchange's summary */
 };
 
 struct call_args {
@@ -73,7 +76,21 @@ BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
 BPF_HASH(calls, u64, struct call_args, 16384);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
-BPF_HASH(current_req, u32, u64, 4096);  /* tgid -> the ngx_http_request_t it works on for an upstream */   /* set once every probe is attached: no half-seen exchanges */
+BPF_ARRAY(done_scratch, struct ev_done, MAX_CPUS);
+BPF_HASH(current_req, u32, u64, 4096);
+/* Payload sampling set by user space while the capture is over its CPU budget: 0 or 1 =
+ * every exchange with its payload, N = one exchange in N (at random), the others counted
+ * from the kernel summary only. Decided once per exchange, at its first read. */
+BPF_ARRAY(sample_ctl, u32, 1);
+
+static __always_inline u8 sampled_out(void)
+{
+    int zero = 0;
+    u32 *n = sample_ctl.lookup(&zero);
+    if (!n || *n <= 1)
+        return 0;
+    return bpf_get_prandom_u32() % *n != 0;
+}  /* tgid -> the ngx_http_request_t it works on for an upstream */   /* set once every probe is attached: no half-seen exchanges */
 
 /* More than SHED_BYTES wait in the ring buffer: the reader is behind. */
 static __always_inline int under_pressure(void)
@@ -169,8 +186,9 @@ static __always_inline int h2_stream_of(struct conn_state *st, u64 c)
     return mine && mine == real;
 }
 
-/* The client connection (its conn_ts) of request r, or 0: r->connection, then its fd. */
-static __always_inline u64 request_client(u32 tgid, u64 r)
+/* The client connection (its conn_ts) of request r, or 0: r->connection, then its fd.
+ * *drop tells whether that client's current exchange is sampled out. */
+static __always_inline u64 request_client_drop(u32 tgid, u64 r, u8 *drop)
 {
     u32 sig = 0;
     u64 c = 0;
@@ -183,19 +201,36 @@ static __always_inline u64 request_client(u32 tgid, u64 r)
     struct conn_state *st = conns.lookup(&key);
     if (!st)
         return 0;
-    return (st->cptr == c || h2_stream_of(st, c)) ? st->conn_ts : 0;
+    if (st->cptr == c || h2_stream_of(st, c)) {
+        *drop = st->drop;
+        return st->conn_ts;
+    }
+    return 0;
+}
+
+static __always_inline u64 request_client(u32 tgid, u64 r)
+{
+    u8 drop = 0;
+    return request_client_drop(tgid, r, &drop);
 }
 
 /* For nginx's own connections (upstreams), c->data is the request they serve: remember it
- * as the worker's current upstream request and return its client connection. */
-static __always_inline u64 upstream_owner(u32 tgid, u64 c)
+ * as the worker's current upstream request and return its client connection (*drop: that
+ * exchange is sampled out, so this payload is not sent either). */
+static __always_inline u64 upstream_owner_drop(u32 tgid, u64 c, u8 *drop)
 {
     u64 r = 0;
     bpf_probe_read_user(&r, sizeof(r), (void *)c);   /* c->data */
-    u64 client = request_client(tgid, r);
+    u64 client = request_client_drop(tgid, r, drop);
     if (client)
         current_req.update(&tgid, &r);
     return client;
+}
+
+static __always_inline u64 upstream_owner(u32 tgid, u64 c)
+{
+    u8 drop = 0;
+    return upstream_owner_drop(tgid, c, &drop);
 }
 
 static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
@@ -299,20 +334,33 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     fill_header(&e->h, kind, ts, pid_tgid, a.fd);
     e->h.len = ret;
     int shed = under_pressure();
+    int dropped = 0;
     int want_status = 0;
     if (st) {
         e->h.conn_ts = st->conn_ts;
         e->h.flags = st->flags;
         if (!(st->flags & EVF_CLIENT)) {
-            if (!shed)
-                e->h.aux = upstream_owner(pid_tgid >> 32, a.c);   /* RECV/SEND aux: owning client */
+            if (!shed) {
+                u8 drop = 0;
+                e->h.aux = upstream_owner_drop(pid_tgid >> 32, a.c, &drop);   /* owning client */
+                dropped = drop;
+            }
         } else if (kind == EV_RECV) {
             if (!st->req_start) {   /* the summary: when the request's first byte was read */
                 st->req_start = ts;
                 st->req_start_clock = e->h.clock;
+                st->shed = under_pressure();   /* not what a pipelined predecessor left */
+                st->drop = sampled_out();
+                /* its first bytes (the request line when the read began with it) */
+                st->line_len = 0;
+                if (fn == F_RECV && bpf_probe_read_user(st->line, LINE_CAP, (void *)a.arg) == 0)
+                    st->line_len = ret < LINE_CAP ? ret : LINE_CAP;
             }
-        } else if (!st->status) {
-            want_status = 1;
+            dropped = st->drop;
+        } else {
+            if (!st->status)
+                want_status = 1;
+            dropped = st->drop;
         }
         if (kind == EV_RECV) {
             e->h.offset = st->recvd;
@@ -321,10 +369,10 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
             e->h.offset = st->sent;
             st->sent += ret;
         }
-        if (shed)
+        if (shed || dropped)
             st->shed = 1;
     }
-    if (shed) {
+    if (shed || dropped) {
         /* the payload goes, the summary stays: only the status line's first bytes are read */
         if (want_status && st) {
             u64 p = a.arg;
@@ -337,7 +385,7 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
             if (ret >= 12 && bpf_probe_read_user(b, sizeof(b), (void *)p) == 0)
                 st->status = status_of(b);
         }
-        count(CNT_SHED, 1);
+        count(shed ? CNT_SHED : CNT_SAMPLED, 1);
         return 0;
     }
 
@@ -447,6 +495,18 @@ int close_enter(struct pt_regs *ctx)
     return 0;
 }
 
+/* The request is finished: the summary starts over. The sampling decision stays until the
+ * next request's first read: a pipelined request read together with this one (it has no
+ * read of its own) shares its fate, and is summary-only if this one's read was dropped. */
+static __always_inline void next_exchange(struct conn_state *st)
+{
+    st->req_start = 0;
+    st->req_start_clock = 0;
+    st->status = 0;
+    st->shed = st->drop;
+    st->line_len = 0;
+}
+
 /* The client connection of an ngx_http_request_t (r->connection follows the signature). */
 static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count_request)
 {
@@ -495,12 +555,24 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
                 h.cap = (ts - st->req_start) / 1000 + 1;
             if (st->req_start_clock && h.clock >= st->req_start_clock)
                 h.tid = (h.clock - st->req_start_clock) / 1000 + 1;
-            if (st->shed)
-                h.flags |= EVF_SHED;
-            st->req_start = 0;
-            st->req_start_clock = 0;
-            st->status = 0;
-            st->shed = 0;
+            h.seq = st->requests;
+            if (st->shed) {
+                /* the summary of a shed exchange also carries the request's first bytes */
+                h.flags |= EVF_SHED | (st->drop ? EVF_SAMPLED : 0);
+                u32 cpu = bpf_get_smp_processor_id();
+                struct ev_done *d = done_scratch.lookup(&cpu);
+                u32 n = st->line_len;
+                if (d && n) {
+                    d->h = h;
+                    __builtin_memcpy(d->line, st->line, LINE_CAP);
+                    next_exchange(st);
+                    if (n > LINE_CAP)
+                        n = LINE_CAP;
+                    submit(d, sizeof(struct ev_header) + n);
+                    return 0;
+                }
+            }
+            next_exchange(st);
         }
         h.seq = st->requests;
     }
@@ -542,12 +614,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
         return 0;
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&ck);
-    if (under_pressure()) {
+    int pressure = under_pressure();
+    if (pressure || (st && st->drop)) {
         if (st) {
             st->sent += ret;
             st->shed = 1;
         }
-        count(CNT_SHED, 1);
+        count(pressure ? CNT_SHED : CNT_SAMPLED, 1);
         return 0;
     }
     struct ev_header h = {};

@@ -16,7 +16,8 @@
 #define CNT_ARGS_FULL 3
 #define CNT_CONNS_FULL 4
 #define CNT_SHED      5
-#define CNT_MAX       6
+#define CNT_SAMPLED   6   /* payload events skipped: their exchange was sampled out (CPU budget) */
+#define CNT_MAX       7
 
 #define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */
 #define RB_CONSUMED   1   /* the reader's consumer position, written by user space */

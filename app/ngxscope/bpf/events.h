@@ -27,6 +27,9 @@
                               * real connection's counter, and the summary fields are unused */
 #define EVF_NOMARK     0x20  /* no completion markers on this connection (fallback capture without
                               * ngx_* symbols): responses are framed by parsing HTTP/1 */
+#define EVF_SAMPLED    0x40  /* REQ_DONE (with EVF_SHED): the payload was skipped on purpose, the
+                              * exchange being sampled out while the capture is over its CPU
+                              * budget (user space sets 1-in-N in sample_ctl) */
 
 /* EV_REQ_DONE carries the kernel's per-exchange summary in header fields it does not
  * otherwise use, so every request is counted even when payload capture sheds load:
@@ -35,6 +38,7 @@
  *   tid  the same span on nginx's cached clock, in microseconds, plus 1 (0: unknown) */
 
 #define SOCKADDR_MAX 28      /* sizeof(struct sockaddr_in6) */
+#define LINE_CAP 128         /* bytes of a request's start kept for the summary of a shed exchange */
 
 struct ev_header {
     __u64 ts;        /* bpf_ktime_get_ns() */
@@ -58,6 +62,14 @@ struct ev_open {
     __u8  local[SOCKADDR_MAX];
     __u32 peer_len;
     __u32 local_len;
+};
+
+/* EV_REQ_DONE of an exchange whose payload was shed: the header, then the first bytes nginx
+ * read for the request (its request line, when the read began with it), so a shed exchange
+ * still has a method and target. The record's length says how many bytes follow. */
+struct ev_done {
+    struct ev_header h;
+    __u8  line[LINE_CAP];
 };
 
 #endif

@@ -16,6 +16,7 @@ __all__ = [
     "EVF_CLIENT",
     "EVF_H2STREAM",
     "EVF_NOMARK",
+    "EVF_SAMPLED",
     "EVF_SHED",
     "EVF_TLS",
     "EVF_TRUNCATED",
@@ -29,7 +30,9 @@ __all__ = [
     "EV_SEND",
     "EV_SENDFILE",
     "EV_UPSTREAM",
+    "LINE_CAP",
     "SOCKADDR_MAX",
+    "EvDone",
     "EvHeader",
     "EvOpen",
     "RawEvent",
@@ -56,8 +59,10 @@ EVF_TRUNCATED = 0x04
 EVF_SHED = 0x08
 EVF_H2STREAM = 0x10
 EVF_NOMARK = 0x20
+EVF_SAMPLED = 0x40
 
 SOCKADDR_MAX = 28
+LINE_CAP = 128
 
 
 class EvHeader(ctypes.Structure):
@@ -85,6 +90,13 @@ class EvOpen(ctypes.Structure):
         ("local", ctypes.c_uint8 * SOCKADDR_MAX),
         ("peer_len", ctypes.c_uint32),
         ("local_len", ctypes.c_uint32),
+    ]
+
+
+class EvDone(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHeader),
+        ("line", ctypes.c_uint8 * LINE_CAP),
     ]
 
 
@@ -184,6 +196,8 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
                 ev.span = (cap - 1) / 1e6
             if tid and clock:
                 ev.clock_span = (tid - 1) / 1e6
+            if len(buf) > HEADER_SIZE:   # a shed exchange's summary: the request's first bytes
+                ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + LINE_CAP])
         elif kind in (EV_OPEN, EV_CONNECT):
             peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)
             ev.peer = format_sockaddr(peer, peer_len)

@@ -40,7 +40,7 @@ PROBES: list[tuple[str, str, str | None, bool]] = [
     ("ngx_http_upstream_init", "upstream_init_enter", None, False),
 ]
 
-COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed"]
+COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 
 
 @dataclass(slots=True)
@@ -324,6 +324,18 @@ class Tracer:
             except KeyError:
                 pass
         return out
+
+    def set_sampling(self, one_in: int) -> bool:
+        """Capture the payload of one exchange in *one_in* (1: all); the others are counted
+        from the kernel's summaries. False when the program has no sampling control."""
+        if self.bpf is None:
+            return False
+        try:
+            table = self.bpf["sample_ctl"]
+        except KeyError:
+            return False
+        table[ctypes.c_int(0)] = ctypes.c_uint32(max(1, one_in))
+        return True
 
     def add_pids(self, pids: Iterable[int]) -> None:
         if self.bpf is None:

@@ -32,12 +32,13 @@ from ..capture.events import (
     EVF_CLIENT,
     EVF_H2STREAM,
     EVF_NOMARK,
+    EVF_SAMPLED,
     EVF_SHED,
     EVF_TLS,
     RawEvent,
 )
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
-from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response
+from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response, request_line_of
 from .http2 import PREFACE, H2Connection, H2Stream, grpc_summary
 from .respframe import ResponseFramer
 from .upstream import UpstreamTracker
@@ -46,6 +47,9 @@ from .websocket import WsDirection, WsTunnel
 __all__ = ["Assembler", "AssemblerStats"]
 
 log = logging.getLogger(__name__)
+
+_SAMPLED_NOTE = ("payload not captured (sampled out while the capture was over its CPU budget): "
+                 "status, sizes and times from the kernel summary")
 
 ConnKey = tuple[int, int, int]
 
@@ -63,7 +67,9 @@ class AssemblerStats:
     """Request completions that never arrived (lost events); their exchanges are flagged."""
     open_conns: int = 0
     shed: int = 0
-    """Exchanges whose payload the kernel shed under pressure: counted from its summary."""
+    """Exchanges whose payload the kernel shed (pressure or sampling): counted from its summary."""
+    sampled: int = 0
+    """Of :attr:`shed`, those sampled out on purpose (the capture was over its CPU budget)."""
 
 
 @dataclass(slots=True)
@@ -456,6 +462,8 @@ class Assembler:
         req = stream.done.pop(0) if stream.done else None
         if req is None or not req.method or req.error:
             req = ParsedRequest(start_ts=0.0)
+            if ev.data:
+                req.method, req.target, req.version = request_line_of(ev.data)
         start = ev.ts - ev.span if ev.span >= 0 else (conn.last_done_ts or ev.ts)
         req.start_ts = start
         if ev.clock_span >= 0 and ev.clock:
@@ -466,7 +474,9 @@ class Assembler:
         req.error = None
         req.body_discarded = True  # request_bytes below: nginx's own read counter
         req.head_bytes = max(0, ev.offset - conn.done_recv_off)
-        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        # attempts whose bytes were shed are guesses (a peer that "answered nothing"): only
+        # those with the peer's response head seen are kept
+        attempts = [a for a in self.upstreams.take(conn.pid, conn.key[2]) if a.response_head is not None]
         # whatever was read is accounted for: the next request starts a fresh stream
         conn.requests = RequestStream()
         conn.requests.uncertain = False
@@ -475,8 +485,11 @@ class Assembler:
             conn.send_off = ev.aux
         conn.done_seq = ev.seq
         resp_len = ev.aux - conn.done_send_off
-        self._emit(conn, req, resp_len, ev.ts, error="payload shed (capture overload): status, sizes "
-                   "and times from the kernel summary", end_clock=ev.clock, parse=False,
+        if ev.flags & EVF_SAMPLED:
+            self.stats.sampled += 1
+        why = (_SAMPLED_NOTE if ev.flags & EVF_SAMPLED else
+               "payload shed (capture overload): status, sizes and times from the kernel summary")
+        self._emit(conn, req, resp_len, ev.ts, error=why, end_clock=ev.clock, parse=False,
                    upstream=attempts, kstatus=ev.status)
         self._completed(conn, ev)
 

@@ -22,6 +22,7 @@ __all__ = [
     "RequestStream",
     "parse_head",
     "parse_response",
+    "request_line_of",
 ]
 
 MAX_HEAD = 64 * 1024
@@ -120,6 +121,30 @@ class ParsedRequest:
 
 
 _HEAD, _BODY_CL, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILER, _RESYNC = range(7)
+_LINE_START = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}) ([\x21-\x7e]+)(?: (HTTP/\d\.\d)(?:\r?\n|$))?")
+# what may follow a target when the kept bytes end inside " HTTP/1.1\r\n"
+_CUT_VERSION = re.compile(rb" (?:H(?:T(?:T(?:P(?:/(?:\d(?:\.(?:\d\r?)?)?)?)?)?)?)?)?")
+
+
+def request_line_of(first: bytes) -> tuple[str, str, str]:
+    """(method, target, version) from a request's first bytes as the kernel kept them for a
+    shed exchange's summary; ("", "", "") unless they start with a request line. When the
+    line was longer than what was kept, the target ends in "…" and the version is ""."""
+    m = _LINE_START.match(first)
+    if m is None:
+        return "", "", ""
+    method, target, version = m.group(1), m.group(2), m.group(3)
+    if version is None:
+        rest = first[m.end():]
+        if not rest:
+            return method.decode(), target.decode() + "…", ""
+        if _CUT_VERSION.fullmatch(rest):
+            return method.decode(), target.decode(), ""
+        return "", "", ""   # something else follows the target: not a request line
+    return method.decode(), target.decode(), version.decode()
+
+
 _CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,19}")
 _RESYNC_KEEP = 4096

@@ -218,6 +218,9 @@ def redact_exchange(ex: Exchange, policy: RedactPolicy) -> Exchange:
     """A copy of `ex` with the policy's secrets masked (the same object when disabled)."""
     if not policy.active:
         return ex
+    if not (ex.request_headers or ex.response_headers or ex.request_body or ex.response_body
+            or ex.upstream) and (not policy.params or "?" not in ex.target):
+        return ex   # e.g. a summary-only exchange: nothing in it can hold a secret
     request_body = ex.request_body
     if not ex.method and request_body:  # unparsed request: the raw bytes hold its head
         request_body = _raw_head(request_body, policy)

@@ -109,11 +109,13 @@ class MultiHostSource:
 
     def _merged_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ts": 0.0, "requests": 0, "events": 0, "lost": 0, "truncated": 0,
-                               "workers": [], "method": "", "hosts": {}}
+                               "shed_exchanges": 0, "workers": [], "method": "", "hosts": {},
+                               "sample_one_in": 1}
         for label, st in self._stats.items():
             out["ts"] = max(out["ts"], float(st.get("ts", 0.0) or 0.0))
-            for key in ("requests", "events", "lost", "truncated"):
+            for key in ("requests", "events", "lost", "truncated", "shed_exchanges"):
                 out[key] += int(st.get(key, 0) or 0)
+            out["sample_one_in"] = max(out["sample_one_in"], int(st.get("sample_one_in", 1) or 1))
             out["workers"] += list(st.get("workers", []) or [])
             out["method"] = out["method"] or st.get("method", "")
             out["hosts"][label] = st

@@ -51,6 +51,11 @@ class CaptureStatusBar(QStatusBar):
         self.lost = _label("Capture events lost (the ring buffer overflowed): some requests "
                            "may be missing or truncated")
         self.truncated = _label("Payloads not fully captured (cap, sendfile or lost events)")
+        self.summary_only = _label("Requests counted from the kernel's per-request summary without "
+                                   "their payload: shed while the ring buffer was full, or sampled "
+                                   "out while the capture was over its CPU budget (record --cpu-budget). "
+                                   "Their status, sizes and times are exact.")
+        self.summary_only.setVisible(False)
         self.memory = _label("Memory used by ngxscope (RSS)")
         self.notice = _label("The latest lifecycle event (all of them: the Events panel)")
         self.notice.setVisible(False)
@@ -63,7 +68,7 @@ class CaptureStatusBar(QStatusBar):
         self.addWidget(self.notice)
         self.addWidget(self.redaction)
         self.addWidget(self.source, 1)
-        for w in (self.rows, self.rate, self.lost, self.truncated, self.memory):
+        for w in (self.rows, self.rate, self.lost, self.summary_only, self.truncated, self.memory):
             self.addPermanentWidget(w)
         self.set_state("idle", "no capture")
         self._last_events: tuple[float, int] | None = None
@@ -120,6 +125,13 @@ class CaptureStatusBar(QStatusBar):
             self._last_events = (now, events)
             self.lost_total = int(stats.get("lost", 0) or 0)
             self.truncated_total = int(stats.get("truncated", 0) or 0)
+            shed = int(stats.get("shed_exchanges", 0) or 0)
+            one_in = int(stats.get("sample_one_in", 1) or 1)
+            if shed or one_in > 1:
+                sampling = f" · sampling 1/{one_in}" if one_in > 1 else ""
+                self.summary_only.setText(f" {shed:,} summary only{sampling} ")
+                self.summary_only.setStyleSheet("color: black; background: #e0b040; border-radius: 3px;")
+                self.summary_only.setVisible(True)
         self.rate.setText(f"{req_rate:,.0f} req/s · {max(0.0, self.events_rate):,.0f} events/s")
         if self.lost_total:
             self.lost.setText(f" ⚠ {self.lost_total:,} events lost ")
