@@ -14,14 +14,21 @@ nginx's cached clock by an event-loop turn on a loaded 2-core box: within max(20
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.tcptraffic import run_tcp_sessions
+from ngxscope.lab.traffic import Traffic
 from ngxscope.model import TCP, Exchange
+from ngxscope.store.exporters import SortedExchanges, export
+from ngxscope.store.session import SessionWriter
+from ngxscope.store.summary import format_summary, summarize
 
 
 @pytest.fixture
@@ -92,16 +99,52 @@ def compare_sessions(log: list[dict[str, Any]], exchanges: list[Exchange]) -> li
     return problems
 
 
-def test_stream_sessions_match_access_log(stream_lab: LabNginx, capture_factory: Any) -> None:
+def _check_exports(tmp_path: Path, exchanges: list[Exchange]) -> None:
+    """HAR skips the TCP sessions and says so; pcapng carries their bytes; stats counts them."""
+    src = tmp_path / "stream.ngxs"
+    with SessionWriter(src, {"pid": 1}) as w:
+        for ex in exchanges:
+            w.write_exchange(ex)
+    tcp = [ex for ex in exchanges if ex.is_tcp]
+    notes: list[str] = []
+    assert export(src, "har", tmp_path / "s.har", notes=notes) == len(exchanges) - len(tcp)
+    assert notes == [f"{len(tcp)} TCP proxy sessions skipped: HAR holds HTTP only "
+                     "(pcapng, JSONL and CSV include them)"]
+    entries = json.loads((tmp_path / "s.har").read_text())["log"]["entries"]
+    assert [e["request"]["method"] for e in entries] == ["GET"]
+    assert export(src, "pcapng", tmp_path / "s.pcapng") == len(exchanges)
+    rows = subprocess.run(["tshark", "-r", str(tmp_path / "s.pcapng"), "-T", "fields", "-e", "tcp.srcport",
+                           "-e", "tcp.dstport", "-e", "tcp.len"], check=True, capture_output=True,
+                          text=True).stdout.split("\n")
+    moved: dict[tuple[int, int], int] = {}
+    for row in filter(None, rows):
+        a, b, n = row.split("\t")
+        moved[(int(a), int(b))] = moved.get((int(a), int(b)), 0) + int(n)
+    for ex in tcp:
+        cport, sport = int(ex.client.rsplit(":", 1)[1]), int(ex.server.rsplit(":", 1)[1])
+        assert moved.get((cport, sport), 0) == ex.request_bytes, ex.client
+        assert moved.get((sport, cport), 0) == ex.response_bytes, ex.client
+    with SortedExchanges(src) as source:
+        summary = summarize(source)
+    assert summary.tcp == len(tcp) and summary.requests == len(exchanges)
+    text = format_summary(summary)
+    assert f"tcp sessions {len(tcp)}" in text and "TCP 127.0.0.1:" in text
+
+
+def test_stream_sessions_match_access_log(stream_lab: LabNginx, capture_factory: Any,
+                                          tmp_path: Path) -> None:
     cap = capture_factory(pid=stream_lab.master_pid)
     tracer = cap.recorder.tracer
     assert tracer is not None and "ngx_stream" in tracer.attached, "stream module probes attached"
     sessions = run_tcp_sessions(stream_lab.tcp_port, 36, concurrency=4)
     sessions += run_tcp_sessions(stream_lab.tcp_fail_port, 4, concurrency=2, seed=3)
+    Traffic(stream_lab.plain_port, stream_lab.tls_port).keepalive(False, ["/health"])  # HTTP too
     log = stream_lab.wait_stream_lines(len(sessions))
-    exchanges = cap.wait_for(len(sessions))
+    everything = cap.wait_for(len(sessions) + 1)
     stats = cap.recorder.counters()
     cap.stop()
+    exchanges = [ex for ex in everything if ex.is_tcp]
+    assert [ex.target for ex in everything if not ex.is_tcp] == ["/health"]
     problems = compare_sessions(log, exchanges)
     print(f"\nstream log {len(log)} lines, captured {len(exchanges)} records, "
           f"mismatches {len(problems)}")
@@ -121,3 +164,4 @@ def test_stream_sessions_match_access_log(stream_lab: LabNginx, capture_factory:
         if ex.status == 200 and not ex.truncated:
             assert len(ex.request_body) == ex.request_bytes
             assert len(ex.response_body) == ex.response_bytes
+    _check_exports(tmp_path, everything)
