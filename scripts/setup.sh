@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-DEBS=(python3-bpfcc libbpfcc nginx openssl curl wrk tshark xvfb xauth
+DEBS=(python3-bpfcc libbpfcc nginx libnginx-mod-stream openssl curl wrk tshark xvfb xauth
       libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
       libxcb-randr0 libxcb-render-util0 libxcb-image0 libglib2.0-0 fonts-dejavu-core

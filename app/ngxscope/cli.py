@@ -172,11 +172,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .store.redact import policy_from_env
 
     policy = policy_from_env(args.redact_header, args.redact_param, enabled=not args.no_redact)
+    notes: list[str] = []
     try:
         n = export(args.file, args.format, args.output, redact=not args.no_redact,
-                   filter_text=args.filter, policy=policy)
+                   filter_text=args.filter, policy=policy, notes=notes)
     except FilterError as exc:
         raise UsageError(f"export: bad --filter: {exc}") from None
+    for note in notes:
+        print(f"export: {note}", file=sys.stderr)
     if args.output != "-":
         print(f"exported {n} exchanges to {args.output}", file=sys.stderr)
     return 0

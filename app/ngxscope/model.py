@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "TCP",
     "ConnInfo",
     "Exchange",
     "LifecycleEvent",
@@ -20,6 +21,11 @@ __all__ = [
 ]
 
 Headers = list[tuple[str, str]]
+
+TCP = "TCP"
+"""`Exchange.method` and `Exchange.version` of a stream-module session (nginx's TCP proxy):
+one record per client connection, with `$status`, `$bytes_received` (request_bytes),
+`$bytes_sent` (response_bytes), `$session_time` and its upstream attempts; no headers."""
 
 
 class ModelError(ValueError):
@@ -154,6 +160,11 @@ class Exchange:
     @property
     def duration_ms(self) -> float:
         return max(0.0, (self.end - self.start) * 1000.0)
+
+    @property
+    def is_tcp(self) -> bool:
+        """A TCP proxy session (nginx's stream module), not an HTTP exchange (see `TCP`)."""
+        return self.version == TCP
 
     @property
     def path(self) -> str:

@@ -54,7 +54,7 @@ def test_halves_only_after_two_calm_periods_and_says_when_off() -> None:
 
 
 def test_between_half_and_full_budget_holds() -> None:
-    gov, clocks, applied = make()
+    gov, clocks, _applied = make()
     clocks.spend(0.3)
     gov.tick()
     for _ in range(5):

@@ -31,6 +31,8 @@ int main(void) {
            EV_OPEN, EV_RECV, EV_SEND, EV_SENDFILE, EV_CLOSE, EV_REQ_DONE, EV_CONNECT, EV_FORK,
            EV_EXIT, EV_UPSTREAM, EVF_TLS, EVF_CLIENT, EVF_TRUNCATED, SOCKADDR_MAX, EVF_SHED,
            EVF_H2STREAM, EVF_NOMARK, EVF_SAMPLED, LINE_CAP);
+    printf("EV_STREAM_START %d\nEV_STREAM_DONE %d\nEV_CONNECTED %d\n",
+           EV_STREAM_START, EV_STREAM_DONE, EV_CONNECTED);
     return 0;
 }
 """
@@ -60,7 +62,8 @@ def test_struct_layout_matches_header(tmp_path: Path) -> None:
 def test_constants_match_header(tmp_path: Path) -> None:
     c = _c_layout(tmp_path)
     for name in ("EV_OPEN", "EV_RECV", "EV_SEND", "EV_SENDFILE", "EV_CLOSE", "EV_REQ_DONE", "EV_CONNECT",
-                 "EV_FORK", "EV_EXIT", "EV_UPSTREAM", "EVF_TLS", "EVF_CLIENT", "EVF_TRUNCATED", "SOCKADDR_MAX", "EVF_SHED",
+                 "EV_FORK", "EV_EXIT", "EV_UPSTREAM", "EV_STREAM_START", "EV_STREAM_DONE",
+                 "EV_CONNECTED", "EVF_TLS", "EVF_CLIENT", "EVF_TRUNCATED", "SOCKADDR_MAX", "EVF_SHED",
                  "EVF_H2STREAM", "EVF_NOMARK", "EVF_SAMPLED", "LINE_CAP"):
         assert c[name] == [getattr(events, name)], name
 

@@ -186,16 +186,20 @@ static __always_inline int h2_stream_of(struct conn_state *st, u64 c)
     return mine && mine == real;
 }
 
+#define SIG_HTTP 0x50545448   /* "HTTP": ngx_http_request_t.signature */
+#define SIG_STRM 0x4d525453   /* "STRM": ngx_stream_session_t.signature (the stream module) */
+
 /* The client connection (its conn_ts) of request r, or 0: r->connection, then its fd.
+ * r may also be a stream session (TCP proxy): s->connection sits at the same offset.
  * *drop tells whether that client's current exchange is sampled out. */
 static __always_inline u64 request_client_drop(u32 tgid, u64 r, u8 *drop)
 {
     u32 sig = 0;
     u64 c = 0;
     s32 fd = -1;
-    if (!r || bpf_probe_read_user(&sig, sizeof(sig), (void *)r) < 0 || sig != 0x50545448)
-        return 0;   /* "HTTP": ngx_http_request_t.signature */
-    bpf_probe_read_user(&c, sizeof(c), (void *)(r + 8));  /* r->connection */
+    if (!r || bpf_probe_read_user(&sig, sizeof(sig), (void *)r) < 0 || (sig != SIG_HTTP && sig != SIG_STRM))
+        return 0;
+    bpf_probe_read_user(&c, sizeof(c), (void *)(r + 8));  /* r->connection, s->connection */
     bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
@@ -215,22 +219,30 @@ static __always_inline u64 request_client(u32 tgid, u64 r)
 }
 
 /* For nginx's own connections (upstreams), c->data is the request they serve: remember it
- * as the worker's current upstream request and return its client connection (*drop: that
- * exchange is sampled out, so this payload is not sent either). */
-static __always_inline u64 upstream_owner_drop(u32 tgid, u64 c, u8 *drop)
+ * as the worker's current upstream request and return its client connection. */
+static __always_inline u64 upstream_owner(u32 tgid, u64 c)
 {
     u64 r = 0;
     bpf_probe_read_user(&r, sizeof(r), (void *)c);   /* c->data */
-    u64 client = request_client_drop(tgid, r, drop);
+    u64 client = request_client(tgid, r);
     if (client)
         current_req.update(&tgid, &r);
     return client;
 }
 
-static __always_inline u64 upstream_owner(u32 tgid, u64 c)
+/* An upstream-side event's owner: aux = its client connection, tid = the low 32 bits of the
+ * request (or stream session) it serves, which tells HTTP/2 streams of one connection apart.
+ * *drop: that client's exchange is sampled out, so this payload is not sent either. */
+static __always_inline void owner_of(u32 tgid, u64 c, struct ev_header *h, u8 *drop)
 {
-    u8 drop = 0;
-    return upstream_owner_drop(tgid, c, &drop);
+    u64 r = 0;
+    bpf_probe_read_user(&r, sizeof(r), (void *)c);   /* c->data */
+    h->aux = request_client_drop(tgid, r, drop);
+    h->tid = 0;
+    if (h->aux) {
+        current_req.update(&tgid, &r);
+        h->tid = (u32)r;
+    }
 }
 
 static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
@@ -342,7 +354,7 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
         if (!(st->flags & EVF_CLIENT)) {
             if (!shed) {
                 u8 drop = 0;
-                e->h.aux = upstream_owner_drop(pid_tgid >> 32, a.c, &drop);   /* owning client */
+                owner_of(pid_tgid >> 32, a.c, &e->h, &drop);   /* aux: owning client; tid: request */
                 dropped = drop;
             }
         } else if (kind == EV_RECV) {
@@ -529,8 +541,10 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     u64 ts = bpf_ktime_get_ns();
     fill_header(&h, kind, ts, pid_tgid, fd);
     h.aux = r;
-    if (kind == EV_UPSTREAM)
+    if (kind == EV_UPSTREAM) {
         current_req.update(&tgid, &r);
+        h.tid = (u32)r;
+    }
     if (st && st->cptr != c && h2_stream_of(st, c)) {
         /* an HTTP/2 stream: its own byte counter; the connection's summary is not its own */
         h.conn_ts = st->conn_ts;
@@ -540,6 +554,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             u64 sent = 0;
             bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
             h.aux = sent;
+            h.tid = (u32)r;   /* which stream: its upstream events carry the same */
         }
     } else if (st && st->cptr == c) {
         h.conn_ts = st->conn_ts;
@@ -631,8 +646,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
         h.flags = st->flags;
         h.offset = st->sent;
         st->sent += ret;
-        if (!(st->flags & EVF_CLIENT))   /* a request body buffered to disk, sent upstream */
-            h.aux = upstream_owner(pid_tgid >> 32, st->cptr);
+        if (!(st->flags & EVF_CLIENT)) {   /* a request body buffered to disk, sent upstream */
+            u8 drop = 0;
+            owner_of(pid_tgid >> 32, st->cptr, &h, &drop);
+        }
     }
     submit(&h, sizeof(h));
     return 0;
@@ -677,8 +694,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     fill_header(&o->h, EV_CONNECT, bpf_ktime_get_ns(), pid_tgid, a.fd);
     o->h.offset = (u64)args->ret;   /* 0, -EINPROGRESS, -ECONNREFUSED ... */
     u64 *r = current_req.lookup(&tgid);
-    if (r)
+    o->h.tid = 0;
+    if (r) {
         o->h.aux = request_client(tgid, *r);
+        o->h.tid = o->h.aux ? (u32)*r : 0;   /* the request (or stream session) it is for */
+    }
     u32 len = a.len;
     if (len > SOCKADDR_MAX)
         len = SOCKADDR_MAX;
@@ -688,5 +708,94 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     submit(o, sizeof(*o));
     return 0;
 }
+
+/* getsockopt(fd, SOL_SOCKET, SO_ERROR) by a captured process: nginx learns how its
+ * non-blocking connect(2) ended (the stream proxy's $upstream_connect_time is taken then).
+ * EV_CONNECTED: offset = the socket error (0: connected). */
+struct sockerr_args {
+    u64 optval;
+    s32 fd;
+};
+BPF_HASH(sockerrs, u64, struct sockerr_args, 1024);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_getsockopt)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid) || args->level != 1 || args->optname != 4)   /* SOL_SOCKET, SO_ERROR */
+        return 0;
+    struct sockerr_args a = {.optval = (u64)args->optval, .fd = args->fd};
+    sockerrs.update(&pid_tgid, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct sockerr_args *ap = sockerrs.lookup(&pid_tgid);
+    if (!ap)
+        return 0;
+    struct sockerr_args a = *ap;
+    sockerrs.delete(&pid_tgid);
+    if (args->ret != 0)
+        return 0;
+    s32 err = 0;
+    bpf_probe_read_user(&err, sizeof(err), (void *)a.optval);
+    struct ev_header h = {};
+    fill_header(&h, EV_CONNECTED, bpf_ktime_get_ns(), pid_tgid, a.fd);
+    h.offset = (u64)(s64)err;
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* The stream module (TCP proxy, ngx_stream_module.so or built in): its exported functions.
+ * A session's I/O goes through ngx_unix_recv / ngx_writev like HTTP's; these two mark where
+ * it starts proxying and where it ends (is logged). */
+static __always_inline int stream_event(struct pt_regs *ctx, u8 kind)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u64 s = PT_REGS_PARM1(ctx);
+    u32 sig = 0;
+    u64 c = 0;
+    s32 fd = -1;
+    bpf_probe_read_user(&sig, sizeof(sig), (void *)s);
+    if (sig != SIG_STRM)
+        return 0;
+    bpf_probe_read_user(&c, sizeof(c), (void *)(s + 8));   /* s->connection */
+    if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD)) < 0)
+        return 0;
+    u64 ts = bpf_ktime_get_ns();
+    /* the client connection is announced now: nginx connects upstream before reading it.
+     * c->ssl sits 16 bytes before c->local_sockaddr (ssl, udp, local_sockaddr) in every layout */
+    u64 ssl = 0;
+    bpf_probe_read_user(&ssl, sizeof(ssl), (void *)(c + OFF_LOCAL_SOCKADDR - 16));
+    struct conn_state *st = get_conn(c, fd, ssl ? 1 : 0, ts, pid_tgid);
+    struct ev_header h = {};
+    fill_header(&h, kind, ts, pid_tgid, fd);
+    h.tid = (u32)s;
+    if (st) {
+        h.conn_ts = st->conn_ts;
+        h.flags = st->flags;
+    }
+    if (kind == EV_STREAM_START) {
+        current_req.update(&tgid, &s);   /* the connect(2) that follows is for this session */
+        h.offset = st ? st->recvd : 0;
+    } else {
+        /* nginx's own counters, as logged: $bytes_received, $bytes_sent, $status */
+        bpf_probe_read_user(&h.offset, sizeof(h.offset), (void *)(s + 16));   /* s->received */
+        bpf_probe_read_user(&h.aux, sizeof(h.aux), (void *)(c + OFF_SENT));   /* c->sent */
+        h.len = (u32)PT_REGS_PARM2(ctx);                                      /* rc: $status */
+    }
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* ngx_int_t ngx_stream_core_content_phase(ngx_stream_session_t *s, ngx_stream_phase_handler_t *ph) */
+int stream_content_enter(struct pt_regs *ctx) { return stream_event(ctx, EV_STREAM_START); }
+/* void ngx_stream_finalize_session(ngx_stream_session_t *s, ngx_uint_t rc): logged, then closed */
+int stream_finalize_enter(struct pt_regs *ctx) { return stream_event(ctx, EV_STREAM_DONE); }
 
 #define HAVE_CURRENT_REQ 1   /* for processes.c: forget current_req when a process exits */

@@ -14,6 +14,12 @@
 #define EV_FORK      8   /* a captured process forked (a new worker, usually) */
 #define EV_EXIT      9   /* a captured process exited */
 #define EV_UPSTREAM 10   /* ngx_http_upstream_init: the current request on this connection is proxied */
+#define EV_STREAM_START 11  /* stream module (TCP proxy): a session on this client connection starts
+                             * proxying (ngx_stream_core_content_phase); offset: bytes read so far */
+#define EV_STREAM_DONE  12  /* ngx_stream_finalize_session: the session ends and is logged;
+                             * offset = $bytes_received, aux = $bytes_sent, len = $status */
+#define EV_CONNECTED    13  /* getsockopt(SO_ERROR): how a non-blocking connect(2) ended (offset:
+                             * the socket error, 0 when connected) */
 
 #define EVF_TLS        0x01  /* the connection is TLS (payload is the decrypted plaintext) */
 #define EVF_CLIENT     0x02  /* accepted from a client (else nginx's own, e.g. upstream) */
@@ -47,7 +53,9 @@ struct ev_header {
     __u64 aux;       /* REQ_DONE: send offset; OPEN: ngx_connection_t address; FORK: child pid */
     __u64 clock;     /* nginx's own cached clock: ktime of the worker's last epoll_wait return */
     __u32 pid;       /* tgid */
-    __u32 tid;
+    __u32 tid;       /* thread id; upstream-side RECV/SEND/SENDFILE and CONNECT with an owner,
+                      * UPSTREAM, HTTP/2 REQ_DONE, STREAM_*: the low 32 bits of the request's
+                      * (or stream session's) address, so multiplexed streams are told apart */
     __s32 fd;
     __u32 len;       /* bytes transferred by the call */
     __u32 cap;       /* bytes of payload that follow this header */

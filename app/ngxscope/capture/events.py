@@ -22,6 +22,7 @@ __all__ = [
     "EVF_TRUNCATED",
     "EV_CLOSE",
     "EV_CONNECT",
+    "EV_CONNECTED",
     "EV_EXIT",
     "EV_FORK",
     "EV_OPEN",
@@ -29,6 +30,8 @@ __all__ = [
     "EV_REQ_DONE",
     "EV_SEND",
     "EV_SENDFILE",
+    "EV_STREAM_DONE",
+    "EV_STREAM_START",
     "EV_UPSTREAM",
     "LINE_CAP",
     "SOCKADDR_MAX",
@@ -52,6 +55,9 @@ EV_CONNECT = 7
 EV_FORK = 8
 EV_EXIT = 9
 EV_UPSTREAM = 10
+EV_STREAM_START = 11
+EV_STREAM_DONE = 12
+EV_CONNECTED = 13
 
 EVF_TLS = 0x01
 EVF_CLIENT = 0x02
@@ -142,6 +148,10 @@ class RawEvent:
     """REQ_DONE: seconds from the request's first byte read to the event (-1: unknown)."""
     clock_span: float = -1.0
     """REQ_DONE: the same span on nginx's cached clock (-1: unknown)."""
+    rid: int = 0
+    """The request (or stream session) the event concerns, as the low 32 bits of its address
+    (0: none): upstream-side RECV/SEND/SENDFILE and CONNECT with an owner, UPSTREAM, HTTP/2
+    REQ_DONE, STREAM_*. Tells apart the multiplexed HTTP/2 streams of one connection."""
 
     @property
     def conn_key(self) -> tuple[int, int, int]:
@@ -190,18 +200,29 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
         if kind <= EV_SENDFILE and kind >= EV_RECV:
             if cap:
                 ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + cap])
+            if aux:
+                ev.rid = tid
         elif kind == EV_REQ_DONE:
-            ev.status = length
-            if cap:
-                ev.span = (cap - 1) / 1e6
-            if tid and clock:
-                ev.clock_span = (tid - 1) / 1e6
-            if len(buf) > HEADER_SIZE:   # a shed exchange's summary: the request's first bytes
-                ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + LINE_CAP])
+            if flags & EVF_H2STREAM:
+                ev.rid = tid
+            else:
+                ev.status = length
+                if cap:
+                    ev.span = (cap - 1) / 1e6
+                if tid and clock:
+                    ev.clock_span = (tid - 1) / 1e6
+                if len(buf) > HEADER_SIZE:   # a shed exchange's summary: the request's first bytes
+                    ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + LINE_CAP])
         elif kind in (EV_OPEN, EV_CONNECT):
             peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)
             ev.peer = format_sockaddr(peer, peer_len)
             ev.local = format_sockaddr(local, local_len)
+            if kind == EV_CONNECT:
+                ev.rid = tid
+        elif kind >= EV_UPSTREAM and kind != EV_CONNECTED:
+            ev.rid = tid
+            if kind == EV_STREAM_DONE:
+                ev.status = length
         append(ev)
     return out
 

@@ -40,6 +40,13 @@ PROBES: list[tuple[str, str, str | None, bool]] = [
     ("ngx_http_upstream_init", "upstream_init_enter", None, False),
 ]
 
+# The stream module (TCP proxy): exported functions, in ngx_stream_module.so (Debian's
+# libnginx-mod-stream, loaded with load_module) or in the binary when built in. Optional.
+STREAM_PROBES: list[tuple[str, str, str | None, bool]] = [
+    ("ngx_stream_core_content_phase", "stream_content_enter", None, False),
+    ("ngx_stream_finalize_session", "stream_finalize_enter", None, False),
+]
+
 COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 
 
@@ -147,6 +154,11 @@ class Tracer:
         self.verifier_log = ""
         """What the kernel verifier (or the compiler) printed when loading failed."""
 
+    @property
+    def attached(self) -> list[str]:
+        """The probed symbols; "ngx_stream" when the stream module's probes are attached."""
+        return list(self._attached)
+
     def cflags(self) -> list[str]:
         cfg = self.config
         cap = max(256, _pow2(cfg.payload_cap))
@@ -168,10 +180,11 @@ class Tracer:
         `verifier_log`.
         """
         self._sink = sink
-        self._load(bpf_source(), PROBES)
+        self._load(bpf_source(), PROBES + STREAM_PROBES)
         try:
             self._stat_self_binary()
             self._attached = self._attach_all(self.config.binary)
+            self._attached += self._attach_stream()
         except CaptureError:
             self.stop()
             raise
@@ -251,6 +264,23 @@ class Tracer:
                     raise CaptureError(f"cannot attach uprobe to {sym} in {path}: {exc}") from None
                 log.info("optional probe %s not attached in %s: %s", sym, path, exc)
         return attached
+
+    def _attach_stream(self) -> list[str]:
+        """The stream module's probes: in the binary when built in, else in every
+        ngx_stream_module.so the targets have mapped (a module loaded by a later reload is
+        not followed). Returns "ngx_stream" when attached (the capture then shows TCP sessions)."""
+        from .modules import stream_module_paths
+
+        paths = [self.config.binary, *stream_module_paths(self.config.pids)]
+        done = False
+        for path in paths:
+            try:
+                for sym, entry, _ret, _required in STREAM_PROBES:
+                    self.bpf.attach_uprobe(name=path, sym=sym, fn_name=entry)
+                done = True
+            except Exception as exc:  # bcc: symbol not found in this file
+                log.info("stream probes not attached in %s: %s", path, exc)
+        return ["ngx_stream"] if done else []
 
     def attach_binary(self, path: str) -> tuple[int, int] | None:
         """Also attach the probes to another nginx executable (a binary upgrade's new inode).

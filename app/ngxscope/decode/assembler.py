@@ -10,6 +10,9 @@ Stream offsets in every event reveal lost events; the affected exchanges are fla
 HTTP/2 connections (the connection preface at the start of what nginx read) are decoded by
 decode.http2 instead: one exchange per stream, cut where nginx frees the stream's request
 (EV_REQ_DONE with EVF_H2STREAM, which carries the stream's own $bytes_sent).
+
+Connections of nginx's stream module (TCP proxy, EV_STREAM_START) are never parsed as HTTP:
+decode.tcpstream keeps their bytes and makes one record per session at EV_STREAM_DONE.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from ..capture.events import (
     EV_CLOSE,
     EV_CONNECT,
+    EV_CONNECTED,
     EV_EXIT,
     EV_FORK,
     EV_OPEN,
@@ -28,6 +32,8 @@ from ..capture.events import (
     EV_REQ_DONE,
     EV_SEND,
     EV_SENDFILE,
+    EV_STREAM_DONE,
+    EV_STREAM_START,
     EV_UPSTREAM,
     EVF_CLIENT,
     EVF_H2STREAM,
@@ -41,6 +47,7 @@ from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response, request_line_of
 from .http2 import PREFACE, H2Connection, H2Stream, grpc_summary
 from .respframe import ResponseFramer
+from .tcpstream import TcpSession, tcp_exchange
 from .upstream import UpstreamTracker
 from .websocket import WsDirection, WsTunnel
 
@@ -105,6 +112,8 @@ class _Conn:
     """The connection was upgraded (101): nginx relays WebSocket frames."""
     framer: ResponseFramer | None = None
     """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
+    tcp: TcpSession | None = None
+    """A stream-module (TCP proxy) session runs on this connection: bytes are not HTTP."""
 
 
 class Assembler:
@@ -155,15 +164,22 @@ class Assembler:
                     conn.h2.mark_proxied()
         elif kind == EV_OPEN:
             self._open(ev)
+        elif kind in (EV_STREAM_START, EV_STREAM_DONE):
+            if ev.conn_ts:
+                self._tcp_event(self._conn_for(ev), ev)
         elif kind == EV_CLOSE:
             conn_or_none = self._conns.get(ev.conn_key)
             if conn_or_none is not None:
+                if not conn_or_none.client:
+                    self.upstreams.closing(ev)
                 if ev.flags & EVF_NOMARK:
                     self._frame_close(conn_or_none, ev)
                 self._close(conn_or_none, ev.ts, "connection closed before response", sent=ev.aux)
         elif kind == EV_CONNECT:
             self._connects[(ev.pid, ev.fd)] = ev.peer
             self.upstreams.on_connect(ev)
+        elif kind == EV_CONNECTED:
+            self.upstreams.on_connected(ev)
         elif kind == EV_FORK:
             self._lifecycle(ev.ts, "worker-start", int(ev.aux), f"forked by {ev.pid}")
         elif kind == EV_EXIT:
@@ -216,6 +232,8 @@ class Assembler:
         return conn
 
     def _close(self, conn: _Conn, ts: float, why: str, sent: int | None = None) -> None:
+        if conn.tcp is not None:
+            self._tcp_emit(conn, None, ts, why.replace(" before response", ""))
         if conn.ws is not None:
             self._ws_end(conn, ts, f"ended ({why.replace(' before response', '')})")
         if conn.client and conn.h2 is not None:
@@ -252,6 +270,10 @@ class Assembler:
 
     # -- bytes ------------------------------------------------------------------------------
     def _on_recv(self, conn: _Conn, ev: RawEvent) -> None:
+        if conn.tcp is not None:
+            conn.tcp.feed(ev, True, conn.recv_off, self.body_limit)
+            conn.recv_off = ev.offset + ev.length
+            return
         if not conn.client:
             conn.recv_off = ev.offset + ev.length
             self.upstreams.on_data(ev, sending=False)
@@ -278,6 +300,10 @@ class Assembler:
         conn.recv_off = ev.offset + ev.length
 
     def _on_send(self, conn: _Conn, ev: RawEvent) -> None:
+        if conn.tcp is not None:
+            conn.tcp.feed(ev, False, conn.send_off, self.body_limit)
+            conn.send_off = ev.offset + ev.length
+            return
         if not conn.client:
             conn.send_off = ev.offset + ev.length
             self.upstreams.on_data(ev, sending=True)
@@ -493,6 +519,33 @@ class Assembler:
                    upstream=attempts, kstatus=ev.status)
         self._completed(conn, ev)
 
+    # -- TCP proxy sessions (stream module) --------------------------------------------------
+    def _tcp_event(self, conn: _Conn, ev: RawEvent) -> None:
+        if not conn.client:
+            return
+        if ev.kind == EV_STREAM_START:
+            # bytes read before (preread) were not HTTP either
+            conn.requests = RequestStream()
+            conn.tcp = TcpSession(ev.ts, ev.clock, hole=ev.offset > 0)
+            self.upstreams.mark_raw(conn.pid, conn.key[2])
+            return
+        if conn.tcp is None:  # the capture started during the session
+            conn.requests = RequestStream()
+            conn.tcp = TcpSession(conn.opened, 0.0, joined=True, hole=True)
+        self._tcp_emit(conn, ev, ev.ts, "")
+
+    def _tcp_emit(self, conn: _Conn, done: RawEvent | None, ts: float, why: str) -> None:
+        sess, conn.tcp = conn.tcp, None
+        if sess is None:
+            return
+        ex = tcp_exchange(sess, self._next_id, conn.seq, conn.pid, conn.peer, conn.local, conn.tls,
+                          f"{conn.pid}:{conn.fd}:{conn.key[2]}", done, ts, why,
+                          self.upstreams.take(conn.pid, conn.key[2]))
+        self._next_id += 1
+        conn.seq += 1
+        self.stats.exchanges += 1
+        self.on_exchange(ex)
+
     # -- WebSocket --------------------------------------------------------------------------
     def _upgrade(self, conn: _Conn, ev: RawEvent) -> None:
         """nginx wrote "101 Switching Protocols": the exchange ends here; what follows on the
@@ -539,9 +592,10 @@ class Assembler:
             self.stats.gaps += 1
             conn.h2.feed_in(b"", ev.offset - conn.recv_off, ev.ts, ev.clock)
             conn.recv_off = ev.offset
-        # upstream attempts are known per client connection: with streams multiplexed they
-        # cannot be told apart, so they are attributed only to a stream that was alone
-        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        # upstream events name the request they serve (rid), as this one does: each stream
+        # gets its own attempts. Without it (an older event source) they are known per client
+        # connection only, so they go only to a stream that was alone.
+        attempts = self.upstreams.take(conn.pid, conn.key[2], ev.rid)
         if conn.h2.joined:
             st = H2Stream(sid=0, start_ts=ev.ts)
             self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock,
@@ -556,7 +610,7 @@ class Assembler:
         st = found
         error = None if certain or st.reset else "HTTP/2 stream pairing uncertain (capture loss)"
         self._emit_h2(conn, st, ev.aux, ev.ts, ev.clock, error,
-                      upstream=attempts if not st.concurrent else None)
+                      upstream=attempts if ev.rid or not st.concurrent else None)
 
     def _emit_h2(self, conn: _Conn, st: H2Stream, sent: int | None, ts: float, end_clock: float,
                  error: str | None, upstream: list[UpstreamAttempt] | None = None) -> None:

@@ -6,6 +6,11 @@ and for every connect(2) which request made it and whether it failed at once. So
 are assigned by data flow, never by timing, and retries (`proxy_next_upstream`) show up as
 one attempt per connect. Times are computed on nginx's cached clock exactly as nginx
 computes `$upstream_connect_time`, `$upstream_header_time` and `$upstream_response_time`.
+
+Each event also names the request it serves (`RawEvent.rid`), so the attempts of HTTP/2
+streams multiplexed on one client connection are handed to the right stream. Attempts of a
+stream-module session (TCP proxy, `mark_raw`) are opaque bytes: no HTTP parsing; their
+times are `$upstream_connect_time`, `$upstream_first_byte_time`, `$upstream_session_time`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class _Attempt:
     last_clock: float = 0.0
     tunnel: bool = False
     """The peer answered 101 (a WebSocket upgrade): what follows is relayed, not HTTP."""
+    rid: int = 0
+    """The request it serves (`RawEvent.rid`; 0: unknown)."""
+    raw: bool = False
+    """For a TCP proxy session (stream module): bytes are counted, never parsed."""
 
 
 @dataclass(slots=True)
@@ -65,18 +74,38 @@ class UpstreamTracker:
         self.pending: dict[tuple[int, int], _Attempt] = {}
         self._conns: dict[tuple[int, int, int], _UpConn] = {}
         self._by_client: dict[tuple[int, int], list[_Attempt]] = {}
+        self._raw: set[tuple[int, int]] = set()
+
+    def mark_raw(self, pid: int, conn_ts: int) -> None:
+        """The client connection (pid, conn_ts) is a TCP proxy session: its attempts are raw."""
+        self._raw.add((pid, conn_ts))
 
     # -- events ----------------------------------------------------------------------------
     def on_connect(self, ev: RawEvent) -> None:
         if not ev.aux:
             return  # not for an HTTP request we know (a resolver, a mail proxy...)
         client = (ev.pid, ev.aux)
-        att = _Attempt(UpstreamAttempt(addr=ev.peer, start=ev.ts), client, start_clock=ev.clock or ev.ts)
+        att = _Attempt(UpstreamAttempt(addr=ev.peer, start=ev.ts), client, start_clock=ev.clock or ev.ts,
+                       rid=ev.rid, raw=client in self._raw)
         ret = _signed(ev.offset)
         if ret not in (0, _EINPROGRESS):
             att.failed = f"connect failed: {errno.errorcode.get(-ret, str(ret))}"
+        elif ret == 0 and att.raw:
+            att.out.connect_ms = 0.0  # connected at once: nginx goes on in the same turn
         self._by_client.setdefault(client, []).append(att)
         self.pending[(ev.pid, ev.fd)] = att
+
+    def on_connected(self, ev: RawEvent) -> None:
+        """nginx asked how a non-blocking connect ended (getsockopt SO_ERROR): the stream
+        proxy's `$upstream_connect_time` is taken now; an error fails the attempt."""
+        att = self.pending.get((ev.pid, ev.fd))
+        if att is None:
+            return
+        err = _signed(ev.offset)
+        if err:
+            att.failed = f"connect failed: {errno.errorcode.get(err, str(err))}"
+        elif att.raw and att.out.connect_ms is None:
+            att.out.connect_ms = float(_ms(ev.clock or ev.ts) - _ms(att.start_clock))
 
     def on_open(self, ev: RawEvent, peer: str) -> None:
         att = self.pending.pop((ev.pid, ev.fd), None)
@@ -88,6 +117,18 @@ class UpstreamTracker:
     def on_close(self, key: tuple[int, int, int]) -> None:
         self._conns.pop(key, None)
 
+    def closing(self, ev: RawEvent) -> None:
+        """nginx closes an upstream connection: a raw attempt ends here ($upstream_session_time;
+        a peer that sent nothing had its first "byte", the end of stream, now too)."""
+        conn = self._conns.get(ev.conn_key)
+        att = conn.current if conn is not None else None
+        if att is None or not att.raw:
+            return
+        out = att.out
+        out.duration_ms = float(_ms(ev.clock or ev.ts) - _ms(att.start_clock))
+        if out.header_ms is None and out.connect_ms is not None:
+            out.header_ms = out.duration_ms
+
     def on_data(self, ev: RawEvent, sending: bool) -> None:
         conn = self._conns.get(ev.conn_key)
         if conn is None:
@@ -98,19 +139,24 @@ class UpstreamTracker:
         att = conn.current
         if att is not None and att.tunnel:
             return  # relayed WebSocket bytes: the client side summarises them
-        if att is None or att.client != client or (sending and att.received_any):
+        if (att is None or att.client != client or (ev.rid and att.rid and ev.rid != att.rid)
+                or (sending and att.received_any and not att.raw)):
             # a new request on this connection: a keepalive reuse (no connect of its own)
             att = _Attempt(
                 UpstreamAttempt(addr=conn.peer, start=ev.ts, reused=True, connect_ms=0.0),
                 client,
                 start_clock=ev.clock or ev.ts,
+                rid=ev.rid,
+                raw=client in self._raw,
             )
             self._by_client.setdefault(client, []).append(att)
             conn.current = att
         clock = ev.clock or ev.ts
         att.last_clock = clock
         out = att.out
-        if sending:
+        if att.raw:
+            self._raw_data(att, clock, ev.length, sending)
+        elif sending:
             if not att.sent_any:
                 att.sent_any = True
                 if out.connect_ms is None:
@@ -125,6 +171,22 @@ class UpstreamTracker:
                 att.resp_head += ev.data[: HEAD_LIMIT - len(att.resp_head)]
                 self._try_head(att, clock)
             out.duration_ms = float(_ms(clock) - _ms(att.start_clock))
+
+    @staticmethod
+    def _raw_data(att: _Attempt, clock: float, length: int, sending: bool) -> None:
+        """TCP proxy bytes: the first byte either way means connected; the first byte read is
+        `$upstream_first_byte_time`."""
+        out = att.out
+        if out.connect_ms is None:
+            out.connect_ms = float(_ms(clock) - _ms(att.start_clock))
+        if sending:
+            att.sent_any = True
+            out.request_bytes += length
+        else:
+            if not att.received_any:
+                out.header_ms = float(_ms(clock) - _ms(att.start_clock))
+            att.received_any = True
+            out.response_bytes += length
 
     def _try_head(self, att: _Attempt, clock: float) -> None:
         buf = bytes(att.resp_head)
@@ -151,9 +213,15 @@ class UpstreamTracker:
             return
 
     # -- hand-out --------------------------------------------------------------------------
-    def take(self, pid: int, conn_ts: int) -> list[UpstreamAttempt]:
-        """The attempts of the client request that just finished on (pid, conn_ts)."""
+    def take(self, pid: int, conn_ts: int, rid: int = 0) -> list[UpstreamAttempt]:
+        """The attempts of the client request that just finished on (pid, conn_ts): all of
+        them, or with `rid` (an HTTP/2 stream) those of that request only."""
         atts = self._by_client.pop((pid, conn_ts), [])
+        if rid:
+            rest = [a for a in atts if a.rid != rid]
+            atts = [a for a in atts if a.rid == rid]
+            if rest:
+                self._by_client[(pid, conn_ts)] = rest
         out = []
         for i, att in enumerate(atts):
             a = att.out
@@ -161,7 +229,12 @@ class UpstreamTracker:
                 head = bytes(att.req_head)
                 end = head.find(b"\r\n\r\n")
                 a.request_head = (head[:end] if end >= 0 else head).decode("latin-1")
-            if att.failed or not att.received_any:
+            if att.raw:
+                if a.duration_ms is None:
+                    # $upstream_session_time of a peer never connected: until nginx moved on
+                    until = atts[i + 1].start_clock if i + 1 < len(atts) else (att.last_clock or att.start_clock)
+                    a.duration_ms = float(max(0, _ms(until) - _ms(att.start_clock)))
+            elif att.failed or not att.received_any:
                 # nginx logs a peer it could not get a response from as 502 in $upstream_status
                 if a.status is None:
                     a.status = 502
@@ -187,3 +260,4 @@ class UpstreamTracker:
 
     def drop_client(self, pid: int, conn_ts: int) -> None:
         self._by_client.pop((pid, conn_ts), None)
+        self._raw.discard((pid, conn_ts))

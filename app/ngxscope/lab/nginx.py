@@ -23,7 +23,15 @@ from typing import Any
 
 import psutil
 
-from ngxscope.lab.config import LOG_FIELDS, LabError, parse_log_line, render_conf, write_site
+from ngxscope.lab.config import (
+    LOG_FIELDS,
+    STREAM_MODULE,
+    LabError,
+    parse_log_line,
+    render_conf,
+    render_stream,
+    write_site,
+)
 
 __all__ = ["LOG_FIELDS", "LabError", "LabNginx", "free_port"]
 
@@ -74,8 +82,16 @@ class LabNginx:
         prefix: Path | None = None,
         nginx_bin: str = "/usr/sbin/nginx",
         extra_http: str = "",
+        stream: bool = False,
     ) -> None:
         self.workers = workers
+        self.stream = stream
+        """Also load the stream module and proxy TCP (`tcp_port`, `tcp_fail_port`)."""
+        self.tcp_port = 0
+        """stream: the TCP listener proxying to upstream ``tcp_echo`` (dead peer + 2 TCP peers)."""
+        self.tcp_fail_port = 0
+        """stream: the TCP listener whose only peer is dead (every session logs status 502)."""
+        self.tcp_backend_ports: list[int] = []
         self.nginx_bin = nginx_bin
         self.extra_http = extra_http
         self._own_prefix = prefix is None
@@ -99,6 +115,16 @@ class LabNginx:
     @property
     def access_log_path(self) -> Path:
         return self.prefix / "logs" / "access.log"
+
+    @property
+    def stream_log_path(self) -> Path:
+        """The stream module's JSON access log (see `config.STREAM_LOG_FIELDS`)."""
+        return self.prefix / "logs" / "stream.log"
+
+    @property
+    def tcp_peer_addrs(self) -> list[str]:
+        """The live TCP peers as nginx prints them in the stream `$upstream_addr`."""
+        return [f"127.0.0.1:{p}" for p in self.tcp_backend_ports]
 
     @property
     def error_log_path(self) -> Path:
@@ -143,23 +169,29 @@ class LabNginx:
         return sorted(pids)
 
     # -- access log -------------------------------------------------------------------------
-    def read_access_log(self, start: int = 0) -> list[dict[str, Any]]:
+    def read_access_log(self, start: int = 0, path: Path | None = None) -> list[dict[str, Any]]:
         """Parse the access log (lines from index `start` on); numbers become int/float."""
         try:
-            text = self.access_log_path.read_text(errors="replace")  # nginx logs raw bytes >= 0x80
+            # nginx logs raw bytes >= 0x80
+            text = (path or self.access_log_path).read_text(errors="replace")
         except FileNotFoundError:
             return []
         lines = [ln for ln in text.split("\n") if ln.strip()]
         return [parse_log_line(ln) for ln in lines[start:]]
 
-    def log_line_count(self) -> int:
+    def log_line_count(self, path: Path | None = None) -> int:
         """Number of complete lines in the access log."""
         try:
-            return self.access_log_path.read_bytes().count(b"\n")
+            return (path or self.access_log_path).read_bytes().count(b"\n")
         except FileNotFoundError:
             return 0
 
-    def wait_log_lines(self, n: int, timeout: float = 10.0, start: int = 0) -> list[dict[str, Any]]:
+    def wait_stream_lines(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """`wait_log_lines` for the stream module's log (one line per TCP session)."""
+        return self.wait_log_lines(n, timeout, path=self.stream_log_path)
+
+    def wait_log_lines(self, n: int, timeout: float = 10.0, start: int = 0,
+                       path: Path | None = None) -> list[dict[str, Any]]:
         """Poll until the log holds at least `n` lines after `start`; return those parsed.
 
         nginx writes a line when it finishes a request, which can be a moment after the client
@@ -167,9 +199,9 @@ class LabNginx:
         """
         deadline = time.monotonic() + timeout
         while True:
-            count = self.log_line_count() - start
+            count = self.log_line_count(path) - start
             if count >= n:
-                return self.read_access_log(start)
+                return self.read_access_log(start, path)
             if time.monotonic() > deadline:
                 raise LabError(f"access log has {count} lines after {timeout}s, expected {n}")
             time.sleep(0.02)
@@ -194,6 +226,9 @@ class LabNginx:
         # a private nginx never outlives the process that started it (the demo killed, a
         # test run interrupted): stop() is idempotent, so this is harmless after a clean stop
         atexit.register(self.stop)
+        if self.stream and not Path(STREAM_MODULE).exists():
+            raise LabError(f"{STREAM_MODULE} is missing: run scripts/setup.sh "
+                           "(installs libnginx-mod-stream)")
         if self._own_prefix:
             self.prefix = Path(tempfile.mkdtemp(prefix="ngxscope-lab-"))
         try:
@@ -201,7 +236,12 @@ class LabNginx:
             self._start_backends(timeout)
             last = ""
             for _attempt in range(3):
-                self.plain_port, self.tls_port, self.dead_port, self.h2_port = free_ports(4)
+                (self.plain_port, self.tls_port, self.dead_port, self.h2_port,
+                 self.tcp_port, self.tcp_fail_port) = free_ports(6)
+                stream = ""
+                if self.stream:
+                    stream = render_stream(self.prefix, self.tcp_port, self.tcp_fail_port,
+                                           self.dead_port, self.tcp_peer_addrs)
                 self.conf_path.write_text(
                     render_conf(
                         self.prefix,
@@ -212,6 +252,7 @@ class LabNginx:
                         self.upstream_addrs,
                         self.extra_http,
                         h2_port=self.h2_port,
+                        stream=stream,
                     )
                 )
                 last = self._start_nginx(timeout)
@@ -285,18 +326,20 @@ class LabNginx:
         env["PYTHONPATH"] = pkg_root + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
-        names = ["b1", "b2"]
-        self.backend_ports = [0] * len(names)
+        names = ["b1", "b2"] + (["t1", "t2"] if self.stream else [])
+        ports = [0] * len(names)
         started: dict[int, subprocess.Popen[bytes]] = {}
         for _attempt in range(3):
             procs: dict[int, subprocess.Popen[bytes]] = {}
             for i in range(len(names)):
                 if i in started:
                     continue
-                self.backend_ports[i] = free_port()
+                ports[i] = free_port()
+                module = "tcpbackend" if names[i].startswith("t") else "backend"
+                name_args = [] if module == "tcpbackend" else ["--name", names[i]]
                 procs[i] = subprocess.Popen(
-                    [sys.executable, "-m", "ngxscope.lab.backend",
-                     "--port", str(self.backend_ports[i]), "--name", names[i]],
+                    [sys.executable, "-m", f"ngxscope.lab.{module}",
+                     "--port", str(ports[i]), *name_args],
                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, start_new_session=True,
                 )  # fmt: skip
@@ -304,13 +347,14 @@ class LabNginx:
             deadline = time.monotonic() + timeout
             while procs and time.monotonic() < deadline:
                 for i, proc in list(procs.items()):
-                    if _port_open(self.backend_ports[i]):
+                    if _port_open(ports[i]):
                         started[i] = procs.pop(i)
                     elif proc.poll() is not None:
                         procs.pop(i)  # bind failed: retry with another port
                 if procs:
                     time.sleep(0.02)
             if len(started) == len(names):
+                self.backend_ports, self.tcp_backend_ports = ports[:2], ports[2:]
                 return
         missing = [names[i] for i in range(len(names)) if i not in started]
         raise LabError(f"backends {missing} did not start")

@@ -284,7 +284,9 @@ def _dumps(obj: Any) -> str:
 
 
 def write_har(exchanges: Iterable[Exchange], out: IO[bytes], comment: str = "") -> int:
-    """Write a HAR 1.2 document with one entry per exchange (in the order given)."""
+    """Write a HAR 1.2 document with one entry per HTTP exchange (in the order given); TCP
+    proxy sessions (`Exchange.is_tcp`) are skipped: HAR holds HTTP only. Returns the number
+    of entries written."""
     creator = {"name": "ngxscope", "version": __version__}
     head = '{"log":{"version":"1.2","creator":' + _dumps(creator)
     if comment:
@@ -292,6 +294,8 @@ def write_har(exchanges: Iterable[Exchange], out: IO[bytes], comment: str = "") 
     out.write((head + ',"pages":[],"entries":[').encode())
     n = 0
     for ex in exchanges:
+        if ex.is_tcp:
+            continue
         line = _dumps(har_entry(ex))
         try:
             data = line.encode("utf-8")

@@ -25,6 +25,9 @@ Wireshark and tshark dissect it as ordinary HTTP over TCP:
   Content-Length bodies the length is the header's; for a chunked body the captured chunk
   is completed with zeros and the rest filled with one valid zero-filled chunk and the last
   chunk, so the next message on the connection still starts where it should.
+- A TCP proxy session (nginx's stream module, `Exchange.is_tcp`) is its bytes as they were,
+  no HTTP framing: what the client sent at the session's start, what nginx wrote back at its
+  end (uncaptured bytes as zeros, "pad=N"), then the FIN exchange.
 """
 
 from __future__ import annotations
@@ -410,6 +413,9 @@ class _Writer:
             ]
             conn.cseq += 1
             conn.sseq += 1
+        if ex.is_tcp:
+            self._add_tcp(ex, conn, key, first)
+            return
         status = ex.status
         resp_head = b""
         resp_body: list[Piece] = []
@@ -438,6 +444,21 @@ class _Writer:
             self._send(conn, False, [resp_head, *resp_body], last)
         elif ex.response_body:
             self._send(conn, False, [ex.response_body], last)
+        conn.left -= 1
+        if conn.left <= 0:
+            self._fin(conn, last)
+            del self.conns[key]
+        if last:
+            self._push(max(ex.end, ex.start), conn, ex.id, last)
+
+    def _add_tcp(self, ex: Exchange, conn: _Conn, key: str, first: list[Packet]) -> None:
+        """A TCP proxy session: the client's bytes at its start, nginx's at its end."""
+        if ex.request_bytes:
+            self._send(conn, True, _body(ex.request_body, ex.request_bytes, False), first)
+        self._push(ex.start, conn, ex.id, first)
+        last: list[Packet] = []
+        if ex.response_bytes:
+            self._send(conn, False, _body(ex.response_body, ex.response_bytes, False), last)
         conn.left -= 1
         if conn.left <= 0:
             self._fin(conn, last)

@@ -195,7 +195,8 @@ def open_output(out: str | os.PathLike[str] | IO[Any]) -> Iterator[IO[bytes]]:
         raise
 
 
-def _write(fmt: str, source: SortedExchanges, f: IO[bytes]) -> None:
+def _write(fmt: str, source: SortedExchanges, f: IO[bytes]) -> int:
+    """Write `source` as `fmt`; returns how many exchanges went in."""
     if fmt == "jsonl":
         from ngxscope.store.export_jsonl import exchange_line
 
@@ -204,7 +205,7 @@ def _write(fmt: str, source: SortedExchanges, f: IO[bytes]) -> None:
     elif fmt == "har":
         from ngxscope.store.export_har import write_har
 
-        write_har(source, f)
+        return write_har(source, f)
     elif fmt == "csv":
         from ngxscope.store.export_csv import write_csv
 
@@ -215,6 +216,7 @@ def _write(fmt: str, source: SortedExchanges, f: IO[bytes]) -> None:
         write_pcapng(source, f, pids=sorted(source.pids), conn_counts=source.conn_counts)
     else:
         raise SessionError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    return source.count
 
 
 def export(
@@ -225,13 +227,16 @@ def export(
     redact: bool = True,
     filter_text: str | None = None,
     policy: RedactPolicy | None = None,
+    notes: list[str] | None = None,
 ) -> int:
     """Export a session (or HAR) file to `fmt` ("har", "pcapng", "csv", "jsonl").
 
     `redact` masks secrets with `policy` (default: `policy_from_env()`, the built-in
     headers plus `NGXSCOPE_REDACT_HEADERS` / `NGXSCOPE_REDACT_PARAMS`); `filter_text`
     keeps only the exchanges it matches (raises `filterexpr.FilterError` when malformed).
-    Returns how many exchanges were exported. Raises `SessionError` on any failure.
+    Returns how many exchanges were exported; what was left out (TCP sessions in a HAR,
+    which holds HTTP only) is said in `notes`, one line each. Raises `SessionError` on any
+    failure.
     """
     if fmt not in FORMATS:
         raise SessionError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
@@ -248,8 +253,11 @@ def export(
             if source.warning:
                 log.warning("%s: %s", source.path, source.warning)
             with open_output(out) as f:
-                _write(fmt, source, f)
-            return source.count
+                n = _write(fmt, source, f)
+            if n < source.count and notes is not None:
+                notes.append(f"{source.count - n} TCP proxy sessions skipped: HAR holds HTTP only "
+                             "(pcapng, JSONL and CSV include them)")
+            return n
     except OSError as exc:
         target = os.fspath(out) if isinstance(out, str | os.PathLike) else "the output"
         raise SessionError(f"cannot export to {target}: {exc.strerror or exc}") from None

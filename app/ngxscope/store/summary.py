@@ -7,6 +7,10 @@ figures come from the attempts (`$upstream_*`): an attempt is an error when the 
 no status or a 5xx; a "retry" is an attempt that was not its request's first; "next" counts
 the attempts after which nginx moved on to another attempt. Memory grows with 8 bytes per
 exchange (durations) plus one entry per distinct path, worker and peer.
+
+TCP proxy sessions (nginx's stream module) count as requests too, with their own line
+("tcp sessions"); their "path" is "TCP <listener>", and an attempt of theirs is an error when
+it never connected (a TCP peer has no status).
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ class Summary:
     errors: int = 0
     truncated: int = 0
     tls: int = 0
+    tcp: int = 0
+    """TCP proxy sessions (stream module) among the requests."""
     request_bytes: int = 0
     response_bytes: int = 0
     top_by_count: list[PathRow] = field(default_factory=list)
@@ -145,9 +151,11 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
         s.errors += ex.error is not None
         s.truncated += ex.truncated
         s.tls += ex.tls
+        tcp = ex.is_tcp
+        s.tcp += tcp
         s.request_bytes += ex.request_bytes
         s.response_bytes += ex.response_bytes
-        row = paths.setdefault(ex.path, [0, 0.0])
+        row = paths.setdefault(f"TCP {ex.server}" if tcp else ex.path, [0, 0.0])
         row[0] += 1
         row[1] += ms
         w = workers.get(ex.pid)
@@ -163,7 +171,7 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
                 p = peers[a.addr] = PeerStats(a.addr)
             p.requests += 1
             p.classes[_class(a.status)] += 1
-            p.errors += a.status is None or a.status >= 500
+            p.errors += (a.connect_ms is None) if tcp else (a.status is None or a.status >= 500)
             p.bytes_sent += a.request_bytes
             p.bytes_received += a.response_bytes
             p.retries += i > 0
@@ -243,7 +251,7 @@ def format_summary(s: Summary, name: str = "") -> str:
         f"span      {iso_time(s.first or 0.0)} .. {iso_time(s.last or 0.0)}"
         f"  ({s.duration_s:.3f} s)",
         f"requests  {s.requests}   {s.rate:.1f} req/s   tls {s.tls}   errors {s.errors}"
-        f"   truncated {s.truncated}",
+        f"   truncated {s.truncated}" + (f"   tcp sessions {s.tcp}" if s.tcp else ""),
         f"bytes     in {_bytes(s.request_bytes)}   out {_bytes(s.response_bytes)}",
         "status    " + "   ".join(f"{c} {n} ({pct(n)})" for c, n in s.classes.items() if n),
         f"latency   p50 {_ms(lat.p50)} ms   p95 {_ms(lat.p95)} ms   p99 {_ms(lat.p99)} ms"

@@ -186,11 +186,15 @@ class DetailPane(QTabWidget):
             self.related.setRowCount(0)
             return
         req_line = f"{ex.method or '?'} {ex.target or '?'} {ex.version}".strip()
+        if ex.is_tcp:
+            req_line = f"TCP session {ex.client} → {ex.server} (stream proxy: raw bytes)"
         self.request.show_message(req_line, ex.request_headers, render_request(ex))
         if ex.status is None:
             resp_line = f"(no response){': ' + ex.error if ex.error else ''}"
         else:
             resp_line = f"{ex.version or 'HTTP/1.1'} {ex.status} {ex.reason}".strip()
+            if ex.is_tcp:
+                resp_line = f"TCP session status {ex.status}"
         self.response.show_message(resp_line, ex.response_headers, render_response(ex))
         color = STATUS_COLORS[_status_cls(ex.status)].name()
         self.response.start_line.setStyleSheet(f"color: {color}; font-weight: bold;")

@@ -49,9 +49,11 @@ def connect_file_hooks(win: Any) -> None:
                 with SessionWriter(staged, {"exported_from": "window"}) as writer:
                     for ex in exchanges:
                         writer.write_exchange(ex)
-                n = export_file(staged, fmt, path, redact=redact)
+                notes: list[str] = []
+                n = export_file(staged, fmt, path, redact=redact, notes=notes)
             win.statusBar().showMessage(f"exported {n:,} exchanges to {path}"
-                                        + ("" if redact else " (not redacted)"), 8000)
+                                        + ("" if redact else " (not redacted)")
+                                        + "".join(f"; {note}" for note in notes), 8000)
         except (SessionError, OSError) as exc:
             QMessageBox.critical(win, "Export failed", str(exc))
 
