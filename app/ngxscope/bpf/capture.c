@@ -61,6 +61,7 @@ struct conn_state {
     __u8  flags;
     __u8  shed;             /* payload of the current exchange was shed */
     __u8  drop;             /* the current exchange is sampled out: its payload is never sent */
+    __u8  announced;        /* its EV_OPEN reached the ring buffer */
     __u8  line_len;         /* bytes in line */
     __u8  line[LINE_CAP];   /* the current request's first bytes, for a shed exchange's summary */
 };
@@ -130,13 +131,48 @@ static __always_inline void read_sockaddr(u8 *dst, u32 *dst_len, u64 ptr, u64 le
     *dst_len = len;
 }
 
+/* Send EV_OPEN for a connection: its addresses, read from nginx's ngx_connection_t. When
+ * the ring buffer was full it is sent again with the connection's next event, so user space
+ * never has to guess a connection's addresses later (its fd may be reused by then). */
+static __always_inline void announce(struct conn_state *st, s32 fd, u64 ts, u64 pid_tgid)
+{
+    u32 cpu = bpf_get_smp_processor_id();
+    struct ev_open *o = open_scratch.lookup(&cpu);
+    if (!o)
+        return;
+    u64 c = st->cptr;
+    u64 listening = 0;
+    bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
+    fill_header(&o->h, EV_OPEN, ts, pid_tgid, fd);
+    o->h.conn_ts = st->conn_ts;
+    o->h.aux = c;
+    o->h.flags = st->flags;
+    u64 peer = 0, local = 0;
+    bpf_probe_read_user(&peer, sizeof(peer), (void *)(c + OFF_SOCKADDR));
+    read_sockaddr(o->peer, &o->peer_len, peer, c + OFF_SOCKLEN);
+    bpf_probe_read_user(&local, sizeof(local), (void *)(c + OFF_LOCAL_SOCKADDR));
+    if (local) {
+        read_sockaddr(o->local, &o->local_len, local, c + OFF_LOCAL_SOCKLEN);
+    } else if (listening) {
+        bpf_probe_read_user(&local, sizeof(local), (void *)(listening + LISTENING_OFF_SOCKADDR));
+        read_sockaddr(o->local, &o->local_len, local, listening + LISTENING_OFF_SOCKLEN);
+    } else {
+        o->local_len = 0;
+    }
+    if (submit(o, sizeof(*o)))
+        st->announced = 1;
+}
+
 /* The connection's state, created (and announced with EV_OPEN) on first sight. */
 static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts, u64 pid_tgid)
 {
     struct conn_key key = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
-    if (st && st->cptr == c)
+    if (st && st->cptr == c) {
+        if (!st->announced)
+            announce(st, fd, ts, pid_tgid);
         return st;
+    }
 
     u64 listening = 0;
     bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
@@ -148,29 +184,10 @@ static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts
         count(CNT_CONNS_FULL, 1);
         return 0;
     }
-
-    u32 zero = bpf_get_smp_processor_id();
-    struct ev_open *o = open_scratch.lookup(&zero);
-    if (o) {
-        fill_header(&o->h, EV_OPEN, ts, pid_tgid, fd);
-        o->h.conn_ts = ts;
-        o->h.aux = c;
-        o->h.flags = fresh.flags;
-        u64 peer = 0, local = 0;
-        bpf_probe_read_user(&peer, sizeof(peer), (void *)(c + OFF_SOCKADDR));
-        read_sockaddr(o->peer, &o->peer_len, peer, c + OFF_SOCKLEN);
-        bpf_probe_read_user(&local, sizeof(local), (void *)(c + OFF_LOCAL_SOCKADDR));
-        if (local) {
-            read_sockaddr(o->local, &o->local_len, local, c + OFF_LOCAL_SOCKLEN);
-        } else if (listening) {
-            bpf_probe_read_user(&local, sizeof(local), (void *)(listening + LISTENING_OFF_SOCKADDR));
-            read_sockaddr(o->local, &o->local_len, local, listening + LISTENING_OFF_SOCKLEN);
-        } else {
-            o->local_len = 0;
-        }
-        submit(o, sizeof(*o));
-    }
-    return conns.lookup(&key);
+    st = conns.lookup(&key);
+    if (st)
+        announce(st, fd, ts, pid_tgid);
+    return st;
 }
 
 /* Is c an HTTP/2 stream's fake connection on the real connection st->cptr? nginx makes it
@@ -324,6 +341,8 @@ static __always_inline u32 copy_chain(struct data_event *e, u64 chain, u64 n)
     return off;
 }
 
+static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind);
+
 static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -336,6 +355,57 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     long ret = PT_REGS_RC(ctx);
     if (ret <= 0)   /* NGX_AGAIN, NGX_ERROR, EOF: nothing moved */
         return 0;
+    return io_done(pid_tgid, a, ret, fn, kind);
+}
+
+#if RECV_TRACEPOINT
+/* Plaintext reads seen at the syscall instead of at ngx_unix_recv: a tracepoint costs the
+ * worker ~0.1 us where a uprobe + uretprobe pair costs ~1.3 us (bench/probe_cost.py), and
+ * nginx calls recv about twice per request (the second returns EAGAIN). Only sockets nginx
+ * already announced as connections count (ngx_http_init_connection, the first write of an
+ * upstream connection, a stream session): the connection pointer comes from their state.
+ * TLS connections read ciphertext with read(2), never recv(2), so nothing is seen twice. */
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    if (args->flags & 2)   /* MSG_PEEK: nginx peeks at a new connection to tell TLS from plain */
+        return 0;
+    struct conn_key ck = {.pid = tgid, .fd = (s32)args->fd};
+    struct conn_state *st = conns.lookup(&ck);
+    if (!st || (st->flags & EVF_TLS))
+        return 0;
+    struct call_args a = {};
+    a.c = st->cptr;
+    a.arg = (u64)args->ubuf;
+    a.fd = ck.fd;
+    u64 key = pid_tgid ^ ((u64)F_RECV << 56);
+    if (calls.update(&key, &a) < 0)
+        count(CNT_ARGS_FULL, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)F_RECV << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    struct call_args a = *ap;
+    calls.delete(&key);
+    long ret = args->ret;
+    if (ret <= 0)
+        return 0;
+    return io_done(pid_tgid, a, ret, F_RECV, EV_RECV);
+}
+#endif
+
+/* A call on connection a.c moved ret bytes: account for them and send the payload. */
+static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind)
+{
 
     u64 ts = bpf_ktime_get_ns();
     struct conn_state *st = get_conn(a.c, a.fd, a.tls, ts, pid_tgid);
@@ -349,6 +419,8 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     int dropped = 0;
     int want_status = 0;
     if (st) {
+        if (a.tls)   /* announced at accept time, before nginx knew it would be TLS */
+            st->flags |= EVF_TLS;
         e->h.conn_ts = st->conn_ts;
         e->h.flags = st->flags;
         if (!(st->flags & EVF_CLIENT)) {
@@ -477,6 +549,21 @@ int writev_leave(struct pt_regs *ctx)    { return leave(ctx, F_WRITEV, EV_SEND);
 /* ssize_t ngx_readv_chain(ngx_connection_t *c, ngx_chain_t *chain, off_t limit) */
 int readv_enter(struct pt_regs *ctx)     { return enter(ctx, F_READV, 0); }
 int readv_leave(struct pt_regs *ctx)     { return leave(ctx, F_READV, EV_RECV); }
+
+/* void ngx_http_init_connection(ngx_connection_t *c): an accepted HTTP connection, before
+ * its first read: announced now, so reads seen at the syscall find its state. */
+int http_init_enter(struct pt_regs *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_target(pid_tgid >> 32))
+        return 0;
+    u64 c = PT_REGS_PARM1(ctx);
+    s32 fd = -1;
+    if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD)) < 0)
+        return 0;
+    get_conn(c, fd, 0, bpf_ktime_get_ns(), pid_tgid);
+    return 0;
+}
 
 /* void ngx_close_connection(ngx_connection_t *c) */
 int close_enter(struct pt_regs *ctx)

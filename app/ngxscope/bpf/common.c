@@ -72,15 +72,17 @@ static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u6
     h->seq = 0;
 }
 
-static __always_inline void submit(void *rec, u32 size)
+/* Returns 1 when the record is in the ring buffer, 0 when it was lost (counted). */
+static __always_inline int submit(void *rec, u32 size)
 {
     if (events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP) < 0) {
         count(CNT_LOST, 1);
-        return;
+        return 0;
     }
     count(CNT_EVENTS, 1);
     int idx = RB_PRODUCED;
     u64 *p = rbstate.lookup(&idx);
     if (p)
         __sync_fetch_and_add(p, (u64)((size + 8 + 7) & ~7));
+    return 1;
 }

@@ -49,6 +49,7 @@ OPTIONAL_SYMBOLS: tuple[str, ...] = (
     "ngx_linux_sendfile_chain",
     "ngx_http_upstream_init",
     "ngx_event_connect_peer",
+    "ngx_http_init_connection",
 )
 """Functions that improve capture (chains, sendfile, upstream attempts) when present."""
 

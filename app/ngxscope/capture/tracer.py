@@ -38,7 +38,11 @@ PROBES: list[tuple[str, str, str | None, bool]] = [
     ("ngx_ssl_recv", "ssl_recv_enter", "ssl_recv_leave", False),
     ("ngx_ssl_write", "ssl_write_enter", "ssl_write_leave", False),
     ("ngx_http_upstream_init", "upstream_init_enter", None, False),
+    ("ngx_http_init_connection", "http_init_enter", None, False),
 ]
+
+_RECV_SYMBOL = "ngx_unix_recv"
+_INIT_SYMBOL = "ngx_http_init_connection"
 
 # The stream module (TCP proxy): exported functions, in ngx_stream_module.so (Debian's
 # libnginx-mod-stream, loaded with load_module) or in the binary when built in. Optional.
@@ -66,6 +70,14 @@ class TracerConfig:
     """Payload bytes kept per event (rounded up to a power of two)."""
     ringbuf_mb: int = 32
     """Ring buffer size."""
+    recv_syscalls: bool = True
+    """See plaintext reads at the recv(2) tracepoints rather than with a uprobe + uretprobe
+    on ngx_unix_recv, when the kernel has them and the binary exports
+    ngx_http_init_connection (see :meth:`Tracer.recv_mode`)."""
+
+
+_TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_RECV_TRACEPOINT = "events/syscalls/sys_enter_recvfrom"
 
 
 def _pow2(n: int) -> int:
@@ -153,6 +165,7 @@ class Tracer:
         """(st_dev, st_ino) of every executable the probes are attached to."""
         self.verifier_log = ""
         """What the kernel verifier (or the compiler) printed when loading failed."""
+        self.recv_tracepoint, self.recv_reason = self.recv_mode()
 
     @property
     def attached(self) -> list[str]:
@@ -169,8 +182,26 @@ class Tracer:
             f"-DRINGBUF_PAGES={pages}",
             f"-DFOLLOW_ALL={1 if cfg.follow_all else 0}",
             f"-DMAX_CPUS={os.cpu_count() or 1}",
+            f"-DRECV_TRACEPOINT={1 if self.recv_tracepoint else 0}",
             *cfg.layout.cflags(),
         ]
+
+    def recv_mode(self) -> tuple[bool, str]:
+        """(use the recv(2) tracepoints, why): they need the syscall tracepoints and
+        ngx_http_init_connection (connections must be known before their first read)."""
+        if not self.config.recv_syscalls:
+            return False, "plaintext reads via ngx_unix_recv uprobes (asked for)"
+        if not any(os.path.isdir(os.path.join(root, _RECV_TRACEPOINT)) for root in _TRACEFS):
+            return False, "plaintext reads via ngx_unix_recv uprobes: no syscalls:sys_enter_recvfrom tracepoint"
+        try:
+            from .binary import BinaryError, inspect_binary
+
+            info = inspect_binary(self.config.binary)
+        except BinaryError as exc:
+            return False, f"plaintext reads via ngx_unix_recv uprobes: {exc}"
+        if not info.probeable.get(_INIT_SYMBOL):
+            return False, f"plaintext reads via ngx_unix_recv uprobes: no {_INIT_SYMBOL} in the binary"
+        return True, "plaintext reads via the recv(2) tracepoints (no uprobe trap per read)"
 
     def start(self, sink: Callable[[RawEvent], None]) -> list[str]:
         """Compile, load and attach; returns the attached symbol names. Raises CaptureError.
@@ -180,6 +211,7 @@ class Tracer:
         `verifier_log`.
         """
         self._sink = sink
+        log.info("%s", self.recv_reason)
         self._load(bpf_source(), PROBES + STREAM_PROBES)
         try:
             self._stat_self_binary()
@@ -254,6 +286,8 @@ class Tracer:
         bpf = self.bpf
         attached = []
         for sym, entry, ret, required in PROBES:
+            if sym == _RECV_SYMBOL and self.recv_tracepoint:
+                continue
             try:
                 bpf.attach_uprobe(name=path, sym=sym, fn_name=entry)
                 if ret:

@@ -225,10 +225,16 @@ class Assembler:
 
     def _conn_for(self, ev: RawEvent) -> _Conn:
         conn = self._conns.get(ev.conn_key)
-        if conn is None:
-            conn = self._open(ev)  # its EV_OPEN was lost (ring buffer full)
-            if conn.client and self.peer_of is not None:
-                conn.peer = self.peer_of(ev.pid, ev.fd)  # still open, most likely
+        if conn is not None:
+            if ev.flags & EVF_TLS and not conn.tls:
+                conn.tls = True   # announced at accept time, before nginx's TLS handshake
+            return conn
+        conn = self._open(ev)  # its EV_OPEN was lost (ring buffer full)
+        if conn.client and self.peer_of is not None and ev.flags & EVF_NOMARK:
+            # the fallback capture never re-sends it: the socket is still open, most likely
+            # (the nginx-uprobe capture re-sends EV_OPEN with the connection's next event, so
+            # nothing is guessed there: by the time this runs the fd may be another client's)
+            conn.peer = self.peer_of(ev.pid, ev.fd)
         return conn
 
     def _close(self, conn: _Conn, ts: float, why: str, sent: int | None = None) -> None:

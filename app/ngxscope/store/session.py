@@ -208,7 +208,9 @@ class SessionWriter(_RecordWriter):
         self._gz: gzip.GzipFile | None = None
         self._last_flush = time.monotonic()
         try:
-            self._gz = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=6)
+            # level 1: half of level 6's CPU per record (this runs for every request captured;
+            # 2.3 vs 4.7 us on a real capture), for files about a third larger
+            self._gz = gzip.GzipFile(fileobj=self._sink, mode="wb", compresslevel=1)
             self._emit(encode_record(self._header))
             self.flush()  # the header is on disk as soon as the file exists
         except BaseException as exc:
