@@ -76,8 +76,8 @@ METHOD_SYSCALLS_ONLY = "syscalls only (plaintext)"
 cannot be located: TLS connections are not seen."""
 
 _NO_NGX_REASON = (
-    "no ngx_* symbols (stripped build): nginx-uprobe capture unavailable; "
-    "SSL/syscall fallbacks are not implemented yet"
+    "no ngx_* symbols and no nginx version string: not recognised as nginx, "
+    "so no capture method applies"
 )
 
 # Most specific first: "freenginx/" contains "nginx/", and Angie/OpenResty/Tengine binaries
