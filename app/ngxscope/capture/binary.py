@@ -380,8 +380,8 @@ def _decide_method(info: BinaryInfo) -> tuple[str | None, str]:
                     f"no ngx_* symbols: {info.ssl_found_by} in the built-in {built_in}; "
                     "TLS plaintext via uprobes on them, HTTP via syscalls")
             return METHOD_SYSCALLS_ONLY, (
-                f"no ngx_* symbols; SSL_read/SSL_write not located in the built-in {built_in} "
-                f"({info.ssl_found_by}): plaintext HTTP via syscalls only, TLS traffic cannot "
+                f"no ngx_* symbols; built-in {built_in}: "
+                f"{info.ssl_found_by}; plaintext HTTP via syscalls only, TLS traffic cannot "
                 "be seen")
         if info.flavor and info.tls == "none":
             return METHOD_SYSCALLS_ONLY, (

@@ -135,8 +135,8 @@ class SslSearch:
     """Found target → virtual address (only functions matched at exactly one place)."""
     set_name: str = ""
     """The pattern set that found :data:`REQUIRED` ("" when none did)."""
-    problems: list[str] = field(default_factory=list)
-    """Per set, why it did not find the required functions (one short phrase each)."""
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    """Set name → why it did not find the required functions (short phrases)."""
 
     @property
     def found(self) -> bool:
@@ -147,7 +147,11 @@ class SslSearch:
         """One line: what was found, or why nothing was."""
         if self.found:
             return f"SSL_read/SSL_write found by {self.set_name} byte patterns"
-        return "; ".join(self.problems) or "no byte pattern sets installed"
+        if not self.problems:
+            return "no byte pattern sets installed"
+        if all(p and all(x.endswith(" not found") for x in p) for p in self.problems.values()):
+            return f"no {' or '.join(self.problems)} byte pattern matches SSL_read/SSL_write"
+        return "; ".join(f"{name} patterns: {', '.join(p)}" for name, p in self.problems.items())
 
 
 @dataclass(slots=True)
@@ -244,7 +248,7 @@ def find_ssl_functions(image: CodeImage, sets: Sequence[PatternSet] | None = Non
         found, problems = _search_set(image, pset)
         if all(name in found for name in REQUIRED):
             return SslSearch(addresses=found, set_name=pset.name)
-        result.problems.append(f"{pset.name} patterns: {', '.join(problems)}")
+        result.problems[pset.name] = problems
     return result
 
 
