@@ -17,7 +17,8 @@ DEBS=(python3-bpfcc libbpfcc nginx libnginx-mod-stream openssl curl wrk tshark x
       libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
       libxcb-randr0 libxcb-render-util0 libxcb-image0 libglib2.0-0 fonts-dejavu-core
-      binutils procps iproute2 prometheus openssh-server openssh-client)
+      binutils procps iproute2 prometheus openssh-server openssh-client
+      build-essential libpcre2-dev libssl-dev)  # the last three: scripts/build-nginx-static.sh
 KVER=$(uname -r)
 # bcc compiles against kernel headers: the running kernel's own package if Debian has one,
 # else Debian's current amd64 headers (linked in below).
@@ -57,6 +58,10 @@ fi
 if ! [ -d /sys/kernel/tracing/events ]; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 fi
+
+# nginx with OpenSSL linked statically (stripped, and without any exported symbol) for the
+# capture tests of static builds; skipped when built by the same recipe already.
+bash scripts/build-nginx-static.sh
 
 # The venv: pyenv's CPython 3.11 when present, else the system python3.
 PY=""

@@ -84,8 +84,8 @@ def test_program_without_ngx_symbols(tmp_path: Path) -> None:
     assert info.stripped is False
     assert info.method is None
     assert info.method_reason == (
-        "no ngx_* symbols (stripped build): nginx-uprobe capture unavailable; "
-        "SSL/syscall fallbacks are not implemented yet"
+        "no ngx_* symbols and no nginx version string: not recognised as nginx, "
+        "so no capture method applies"
     )
 
 

@@ -59,7 +59,8 @@ def test_tree_filter_toggle_and_attach(qtbot, shots: Path) -> None:  # type: ign
     dlg.show()
     tree = dlg.tree
     assert tree.topLevelItemCount() == 2 and tree.topLevelItem(0).childCount() == 2
-    assert "stripped binary" in tree.topLevelItem(1).text(5)
+    assert tree.topLevelItem(1).text(5) == "cannot capture"
+    assert "stripped binary" in tree.topLevelItem(1).text(6)
     assert "2 nginx instances" in dlg.message.text()
     qtbot.wait(50)
     assert dlg.grab().save(str(shots / "attach-dialog-sample.png"))

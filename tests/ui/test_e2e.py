@@ -239,7 +239,7 @@ def test_attach_dialog_lists_and_attaches_the_real_lab_nginx(lab_nginx: LabNginx
     assert item.text(1) == lab.nginx_bin
     tree.setCurrentItem(item)
     qtbot.wait(50)
-    assert dlg.grab().save(str(shots / "attach-dialog.png"))
+    assert dlg.grab().save(str(shots / "attach-dialog-live.png"))
     dlg.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
     assert dlg.result() == 1 and dlg.selected_pid == lab.master_pid
     # what Capture → Attach… does with that choice: a live capture of that nginx

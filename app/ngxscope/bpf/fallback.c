@@ -2,10 +2,12 @@
  *
  * Plaintext connections: syscall tracepoints (read, recvfrom, readv, write, writev, sendto,
  * sendfile64) of the target processes, on sockets seen coming out of accept4 only (files,
- * pipes and upstream sockets are ignored). TLS connections: uprobes on libssl's SSL_read,
- * SSL_write (and the _ex variants); the socket is learned from SSL_set_fd, or from the read
- * or write syscall OpenSSL makes inside the SSL call on the same thread. Syscalls on a TLS
- * socket (handshake, ciphertext) are skipped.
+ * pipes and upstream sockets are ignored). TLS connections: uprobes on OpenSSL's SSL_read,
+ * SSL_write (and the _ex variants), in libssl or inside a binary with OpenSSL linked in; the
+ * socket is learned from SSL_set_fd, or from the read or write syscall OpenSSL makes inside
+ * the SSL call on the same thread. Syscalls on a TLS socket (handshake, ciphertext) are
+ * skipped; a connection whose first bytes are a TLS handshake record counts as TLS even when
+ * SSL_set_fd was not seen.
  *
  * There is no per-request completion marker here (nginx's own functions cannot be probed):
  * every event of a client connection carries EVF_NOMARK and user space frames responses by
@@ -239,6 +241,29 @@ static __always_inline int sys_enter(s32 fd, u64 buf, u64 cnt, u8 fn, u8 kind)
     return 0;
 }
 
+/* The first bytes a client sends on a connection not known as TLS: a TLS handshake record
+ * (0x16) means SSL_set_fd was not seen (built-in OpenSSL located without it, or no SSL probes
+ * at all): mark it TLS, so its ciphertext is never decoded as HTTP. */
+static __always_inline int first_bytes_are_tls(u64 pid_tgid, struct sys_args *a)
+{
+    struct conn_key key = {.pid = pid_tgid >> 32, .fd = a->fd};
+    struct conn_state *st = conns.lookup(&key);
+    if (!st || st->opened || st->recvd || (st->flags & EVF_TLS))
+        return 0;
+    u64 p = a->buf;
+    if (a->fn == F_IOV) {
+        struct iovec iov = {};
+        bpf_probe_read_user(&iov, sizeof(iov), (void *)a->buf);
+        p = (u64)iov.iov_base;
+    }
+    u8 first = 0;
+    bpf_probe_read_user(&first, 1, (void *)p);
+    if (first != 0x16)
+        return 0;
+    st->flags |= EVF_TLS;
+    return 1;
+}
+
 static __always_inline int sys_exit(long ret)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -248,6 +273,8 @@ static __always_inline int sys_exit(long ret)
     struct sys_args a = *ap;
     sys_calls.delete(&pid_tgid);
     if (ret <= 0)
+        return 0;
+    if (a.kind == EV_RECV && first_bytes_are_tls(pid_tgid, &a))
         return 0;
     struct conn_state *st = get_conn(pid_tgid, a.fd, 0, 0, bpf_ktime_get_ns());
     if (!st || (st->flags & EVF_TLS))

@@ -19,9 +19,15 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from .sslpatterns import TARGETS as SSL_TARGETS
+from .sslpatterns import CodeImage, find_ssl_functions
+
 __all__ = [
     "CAPTURE_SYMBOLS",
+    "METHOD_BUILTIN_SSL",
+    "METHOD_LIBSSL_SYSCALLS",
     "METHOD_NGINX_UPROBES",
+    "METHOD_SYSCALLS_ONLY",
     "OPTIONAL_SYMBOLS",
     "REQUIRED_SYMBOLS",
     "TLS_SYMBOLS",
@@ -62,13 +68,17 @@ METHOD_NGINX_UPROBES = "nginx uprobes"
 METHOD_LIBSSL_SYSCALLS = "libssl uprobes + syscalls"
 """Fallback without ngx_* symbols: SSL_read/SSL_write uprobes in the mapped libssl, syscalls."""
 
+METHOD_BUILTIN_SSL = "built-in SSL uprobes + syscalls"
+"""Fallback without ngx_* symbols, OpenSSL linked in: uprobes on the binary's own SSL_read/
+SSL_write (found by symbol, or by byte patterns when stripped), syscalls."""
+
 METHOD_SYSCALLS_ONLY = "syscalls only (plaintext)"
-"""Fallback without ngx_* symbols for a build without TLS."""
-"""The capture method name used when the binary has everything ngxscope needs."""
+"""Fallback without ngx_* symbols for a build without TLS, or whose built-in SSL_read/SSL_write
+cannot be located: TLS connections are not seen."""
 
 _NO_NGX_REASON = (
-    "no ngx_* symbols (stripped build): nginx-uprobe capture unavailable; "
-    "SSL/syscall fallbacks are not implemented yet"
+    "no ngx_* symbols and no nginx version string: not recognised as nginx, "
+    "so no capture method applies"
 )
 
 # Most specific first: "freenginx/" contains "nginx/", and Angie/OpenResty/Tengine binaries
@@ -90,6 +100,7 @@ _STATIC_TLS_NAMES: tuple[re.Pattern[bytes], ...] = (
 # Strings that only a statically linked OpenSSL-family library puts in .rodata.
 _STATIC_TLS_MARKERS: tuple[bytes, ...] = (b"ssl/ssl_lib.c", b"ssl_lib.c", b"ssl3_read_bytes")
 _TLS_FUNCS = ("SSL_read", "SSL_read_ex", "SSL_write")
+_SSL_PROBED = SSL_TARGETS  # the built-in OpenSSL functions the fallback probes
 
 
 class BinaryError(Exception):
@@ -128,6 +139,14 @@ class BinaryInfo:
     """:data:`METHOD_NGINX_UPROBES` when capture is possible, else None."""
     method_reason: str = ""
     """Why :attr:`method` is what it is, one line, suitable for showing to the user."""
+    ssl_functions: dict[str, int] = field(default_factory=dict)
+    """Built-in (static) OpenSSL function → virtual address, for the fallback's uprobes;
+    filled only when there are no ngx_* symbols and TLS is static."""
+    ssl_offsets: dict[str, int] = field(default_factory=dict)
+    """The same functions' file offsets (what a uprobe is really attached to)."""
+    ssl_found_by: str = ""
+    """How :attr:`ssl_functions` were found ("SSL_read/SSL_write found in .dynsym", "... found
+    by OpenSSL 3.0 byte patterns"), or why they were not."""
 
     @property
     def has_tls(self) -> bool:
@@ -229,6 +248,7 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
     symbols: dict[str, int] = {}
     probeable: dict[str, bool] = {}
     ngx_names: set[str] = set()
+    ssl_syms: dict[str, tuple[int, str]] = {}
     tls_funcs_defined = False
     has_symtab = False
 
@@ -248,8 +268,10 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
                     if name not in symbols or (is_func and not probeable[name]):
                         symbols[name] = int(sym["st_value"])
                         probeable[name] = is_func
-            elif name in _TLS_FUNCS:
-                tls_funcs_defined = True
+            elif name in _SSL_PROBED:
+                tls_funcs_defined = tls_funcs_defined or name in _TLS_FUNCS
+                if sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"] > 0:
+                    ssl_syms.setdefault(name, (int(sym["st_value"]), section.name))
 
     flavor, version, nginx_version = _detect_flavor(rodata)
     tls, tls_library = _detect_tls(needed, rodata, tls_funcs_defined, symbols)
@@ -269,8 +291,28 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
         ngx_symbol_count=len(ngx_names),
         stripped=not has_symtab,
     )
+    if not ngx_names and tls == "static":
+        _find_builtin_ssl(elf, info, ssl_syms)
     info.method, info.method_reason = _decide_method(info)
     return info
+
+
+def _find_builtin_ssl(elf: ELFFile, info: BinaryInfo, syms: dict[str, tuple[int, str]]) -> None:
+    """Locate the built-in SSL_read/SSL_write: by symbol, else by byte patterns."""
+    image = CodeImage.from_elf(elf)
+    if "SSL_read" in syms and "SSL_write" in syms:
+        found = {name: addr for name, (addr, _table) in syms.items()}
+        info.ssl_found_by = f"SSL_read/SSL_write found in {syms['SSL_read'][1]}"
+    else:
+        search = find_ssl_functions(image)
+        found = search.addresses
+        info.ssl_found_by = search.reason
+    offsets = {name: image.file_offset(addr) for name, addr in found.items()}
+    if found and None not in offsets.values():
+        info.ssl_functions = found
+        info.ssl_offsets = {name: off for name, off in offsets.items() if off is not None}
+    elif found:
+        info.ssl_found_by = "SSL_read/SSL_write symbols lie outside the executable segments"
 
 
 def _dt_needed(elf: ELFFile) -> list[str]:
@@ -332,6 +374,16 @@ def _decide_method(info: BinaryInfo) -> tuple[str | None, str]:
             return METHOD_LIBSSL_SYSCALLS, (
                 f"no ngx_* symbols: TLS plaintext via SSL_read/SSL_write uprobes in the mapped "
                 f"{info.tls_library}, plaintext HTTP via syscalls; responses framed from HTTP/1")
+        if info.flavor and info.tls == "static":
+            built_in = info.tls_library.removesuffix(" (built in)")
+            if info.ssl_functions:
+                return METHOD_BUILTIN_SSL, (
+                    f"no ngx_* symbols: {info.ssl_found_by} in the built-in {built_in}; "
+                    "TLS plaintext via uprobes on them, HTTP via syscalls")
+            return METHOD_SYSCALLS_ONLY, (
+                f"no ngx_* symbols; built-in {built_in}: "
+                f"{info.ssl_found_by}; plaintext HTTP via syscalls only, TLS traffic cannot "
+                "be seen")
         if info.flavor and info.tls == "none":
             return METHOD_SYSCALLS_ONLY, (
                 "no ngx_* symbols: plaintext HTTP via syscalls (no TLS in binary); "

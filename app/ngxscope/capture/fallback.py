@@ -1,7 +1,9 @@
-"""Fallback capture for nginx builds without ``ngx_*`` symbols: libssl uprobes + syscalls.
+"""Fallback capture for nginx builds without ``ngx_*`` symbols: SSL uprobes + syscalls.
 
 bpf/fallback.c follows the target processes' accepted sockets through syscall tracepoints
-(plaintext) and libssl's ``SSL_read``/``SSL_write`` (TLS plaintext). Events have the same
+(plaintext) and OpenSSL's ``SSL_read``/``SSL_write`` (TLS plaintext): in the libssl the
+process maps, or, with OpenSSL linked statically, in the nginx binary itself at the addresses
+:func:`~.binary.inspect_binary` found (by symbol, or by byte patterns). Events have the same
 shape as the nginx-uprobe capture's, without EV_REQ_DONE: client connections carry
 EVF_NOMARK and the assembler frames responses from their HTTP/1 bytes.
 """
@@ -12,12 +14,19 @@ import logging
 import os
 from collections.abc import Callable
 
-from .binary import METHOD_LIBSSL_SYSCALLS, METHOD_SYSCALLS_ONLY
+from .binary import (
+    METHOD_BUILTIN_SSL,
+    METHOD_LIBSSL_SYSCALLS,
+    METHOD_SYSCALLS_ONLY,
+    BinaryError,
+    inspect_binary,
+)
 from .events import EV_OPEN, RawEvent
 from .tracer import CaptureError, Tracer, TracerConfig, program_text
 
 __all__ = [
     "FALLBACK_METHODS",
+    "METHOD_BUILTIN_SSL",
     "METHOD_LIBSSL_SYSCALLS",
     "METHOD_SYSCALLS_ONLY",
     "SSL_PROBES",
@@ -28,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FALLBACK_METHODS = (METHOD_LIBSSL_SYSCALLS, METHOD_SYSCALLS_ONLY)
+FALLBACK_METHODS = (METHOD_LIBSSL_SYSCALLS, METHOD_BUILTIN_SSL, METHOD_SYSCALLS_ONLY)
 
 # (symbol, entry function, return function or None, required)
 SSL_PROBES: list[tuple[str, str, str | None, bool]] = [
@@ -68,13 +77,31 @@ def _listen_addr(pid: int, fd: int) -> str:
     return socket_addresses(pid, fd)[0]
 
 
+def builtin_ssl(path: str) -> dict[str, tuple[int, int]]:
+    """Built-in SSL function → (virtual address, file offset) in the binary at *path* when
+    its capture method is :data:`METHOD_BUILTIN_SSL`, else {}."""
+    try:
+        info = inspect_binary(path)
+    except BinaryError:
+        return {}
+    if info.method != METHOD_BUILTIN_SSL:
+        return {}
+    return {name: (addr, info.ssl_offsets[name]) for name, addr in info.ssl_functions.items()}
+
+
 class FallbackTracer(Tracer):
-    """The same interface as :class:`Tracer`, with bpf/fallback.c and libssl uprobes."""
+    """The same interface as :class:`Tracer`, with bpf/fallback.c and SSL uprobes.
+
+    `tls` asks for the libssl the targets map; a binary whose method is
+    :data:`METHOD_BUILTIN_SSL` gets its own SSL functions probed whatever `tls` says (the
+    recorder passes tls only for the libssl method)."""
 
     def __init__(self, config: TracerConfig, tls: bool = True) -> None:
         super().__init__(config)
         self.tls = tls
         self.libssl: str | None = None
+        self.builtin: dict[str, tuple[int, int]] = {}
+        """Built-in SSL function → (virtual address, file offset) in the nginx binary."""
         self._listen: dict[tuple[int, int], str] = {}
 
     def cflags(self) -> list[str]:
@@ -84,32 +111,25 @@ class FallbackTracer(Tracer):
         if self.config.follow_all:
             raise CaptureError("--binary is not supported by the libssl/syscall fallback: use --pid")
         self._sink = self._wrap(sink)
-        if self.tls:
-            self.libssl = find_libssl(self.config.pids) or self._static_ssl()
+        self.builtin = builtin_ssl(self.config.binary)
+        if self.tls and not self.builtin:
+            self.libssl = find_libssl(self.config.pids)
             if self.libssl is None:
                 raise CaptureError("the target maps no libssl: cannot capture its TLS traffic")
         self._load(fallback_source(), SSL_PROBES)
         self._stat_self_binary()
         attached = ["syscalls"]
-        if self.libssl is not None:
-            try:
+        try:
+            if self.builtin:
+                attached += self._attach_builtin(self.config.binary, self.builtin)
+            elif self.libssl is not None:
                 attached += self._attach_ssl(self.libssl)
-            except CaptureError:
-                self.stop()
-                raise
+        except CaptureError:
+            self.stop()
+            raise
         self._attached = attached
         self._open_reader()
         return list(attached)
-
-    def _static_ssl(self) -> str | None:
-        """A binary with OpenSSL built in: its own SSL_read/SSL_write."""
-        from .binary import inspect_binary
-
-        try:
-            info = inspect_binary(self.config.binary)
-        except Exception:
-            return None
-        return self.config.binary if info.tls == "static" else None
 
     def _attach_ssl(self, path: str) -> list[str]:
         attached = []
@@ -125,15 +145,65 @@ class FallbackTracer(Tracer):
                 log.info("optional probe %s not attached in %s: %s", sym, path, exc)
         return attached
 
+    def _attach_builtin(self, path: str, addrs: dict[str, tuple[int, int]]) -> list[str]:
+        """Uprobes on the SSL functions inside the nginx executable, by virtual address."""
+        attached = []
+        for sym, entry, ret, required in SSL_PROBES:
+            if sym not in addrs:
+                if required:
+                    raise CaptureError(f"{sym} not located in {path}: cannot capture TLS")
+                continue
+            addr, offset = addrs[sym]
+            self._check_bcc_offset(path, sym, addr, offset)
+            try:
+                self.bpf.attach_uprobe(name=path, addr=addr, fn_name=entry)
+                if ret:
+                    self.bpf.attach_uretprobe(name=path, addr=addr, fn_name=ret)
+            except Exception as exc:
+                if required:
+                    raise CaptureError(f"cannot attach uprobe to {sym} at {addr:#x} in {path}: {exc}") from None
+                log.info("optional probe %s not attached in %s: %s", sym, path, exc)
+                continue
+            attached.append(f"{sym}@{addr:#x}")
+        return attached
+
+    @staticmethod
+    def _check_bcc_offset(path: str, sym: str, addr: int, offset: int) -> None:
+        """bcc 0.26 takes `addr` as a virtual address and converts it to a file offset through
+        the executable PT_LOAD segments (bcc_resolve_symname); the kernel wants the offset.
+        Refuse to attach when its conversion differs from ours (another bcc would probe the
+        wrong instruction: a crash in nginx, not just a missed event)."""
+        from bcc import BPF
+
+        try:
+            _module, got = BPF._check_path_symbol(path, b"", addr, -1)
+        except Exception as exc:  # bcc raises bare Exception
+            raise CaptureError(f"bcc cannot resolve {sym} at {addr:#x} in {path}: {exc}") from None
+        if got != offset:
+            raise CaptureError(f"bcc maps {sym} at {addr:#x} to file offset {got:#x}, not "
+                               f"{offset:#x}: not attaching")
+
     def attach_binary(self, path: str) -> tuple[int, int] | None:
         """A new nginx executable (binary upgrade): the syscall side already follows every
-        target process; its libssl is the same file, already probed."""
-        st = os.stat(path)
-        ident = (st.st_dev, st.st_ino)
-        if ident in self.inodes:
-            return None
-        self.inodes.add(ident)
-        return ident
+        target process; a libssl is the same file, already probed; built-in SSL functions
+        are probed in the new file too."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if ident in self.inodes:
+                return None
+            if self.builtin and self.bpf is not None:
+                addrs = builtin_ssl(path)
+                if addrs:
+                    self._attach_builtin(f"/proc/self/fd/{fd}", addrs)
+                else:
+                    log.warning("new binary %s: built-in SSL functions not located; its TLS "
+                                "traffic is not captured", path)
+            self.inodes.add(ident)
+            return ident
+        finally:
+            os.close(fd)
 
     def _wrap(self, sink: Callable[[RawEvent], None]) -> Callable[[RawEvent], None]:
         """Fill EV_OPEN's local address from the listening socket it was accepted on (aux)."""

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import struct
+import textwrap
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -482,6 +483,9 @@ def _format_one(inst: NginxInstance, now: float, width: int) -> list[str]:
     lines.extend(pad + extra for extra in listen[1:])
     if inst.capture_method:
         lines.append(f"  {'capture':<{label_w}}{inst.capture_method}")
+        # how the method was chosen (e.g. where SSL_read/SSL_write were found), wrapped
+        why = textwrap.wrap(inst.capture_reason, max(20, width - len(pad)))
+        lines.extend(pad + part for part in why)
     else:
         lines.append(f"  {'capture':<{label_w}}no capture: {inst.capture_reason}")
     for w in inst.workers:

@@ -6,10 +6,11 @@ read defensively (getattr with defaults), or from an injected `lister` (tests).
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -20,6 +21,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -29,7 +32,10 @@ from PySide6.QtWidgets import (
 __all__ = ["AttachDialog", "Lister", "default_lister", "instance_row"]
 
 Lister = Callable[[bool], Sequence[Any]]
-COLUMNS = ["Process", "Binary", "Version", "TLS library", "Listening", "Capture"]
+COLUMNS = ["Process", "Binary", "Version", "TLS library", "Listening", "Capture", "Why"]
+_CAPTURE, _WHY = 5, 6
+_WIDTHS = (205, 215, 130, 165, 130, 215)  # the dialog's column widths (the last one stretches)
+_WRAPPED = (1, 4, _WHY)  # a binary's path, listening addresses and the reason wrap
 
 
 def default_lister(include_all: bool) -> Sequence[Any]:
@@ -50,6 +56,9 @@ def instance_row(inst: Any) -> list[str]:
     binary = _get(inst, "binary", None)
     pid = _get(master, "pid", "?")
     label = _get(inst, "label", "") or f"nginx master {pid}"
+    if _get(master, "role", "") == "master":  # flavor and version have their own column
+        n = sum(1 for w in _get(inst, "workers", []) or [] if _get(w, "role", "worker") == "worker")
+        label = f"master, {n} worker{'s' if n != 1 else ''}"
     exe = _get(master, "exe", "") or _get(binary, "path", "")
     flavor = _get(binary, "flavor", "")
     version = _get(binary, "version", "")
@@ -57,11 +66,31 @@ def instance_row(inst: Any) -> list[str]:
     listen = ", ".join(str(x) for x in _get(inst, "listen", []) or [])
     method = _get(inst, "capture_method", "") or _get(binary, "method", "")
     reason = _get(inst, "capture_reason", "") or _get(binary, "method_reason", "")
-    capture = method if method else f"cannot capture: {reason or 'unknown reason'}"
-    if method and reason:
-        capture = f"{method} ({reason})"
+    capture = method if method else "cannot capture"
     return [f"{pid}  {label}", exe, " ".join(x for x in (flavor, version) if x), tls_lib,
-            listen, capture]
+            listen, capture, reason or ("" if method else "unknown reason")]
+
+
+class _Wrap(QStyledItemDelegate):
+    """Text wrapped at word boundaries to the column's width; the row grows to fit."""
+
+    def __init__(self, tree: QTreeWidget) -> None:
+        super().__init__(tree)
+        self.tree = tree
+
+    def initStyleOption(self, option: QStyleOptionViewItem,
+                        index: QModelIndex | QPersistentModelIndex) -> None:
+        super().initStyleOption(option, index)
+        option.features |= QStyleOptionViewItem.ViewItemFeature.WrapText
+
+    def sizeHint(self, option: QStyleOptionViewItem,
+                 index: QModelIndex | QPersistentModelIndex) -> QSize:
+        base = super().sizeHint(option, index)
+        width = max(60, self.tree.header().sectionSize(index.column()) - 10)
+        text = str(index.data() or "")
+        box = option.fontMetrics.boundingRect(
+            QRect(0, 0, width, 100_000), int(Qt.TextFlag.TextWordWrap), text)
+        return QSize(base.width(), max(base.height(), box.height() + 6))
 
 
 class AttachDialog(QDialog):
@@ -70,7 +99,7 @@ class AttachDialog(QDialog):
     def __init__(self, parent: QWidget | None = None, *, lister: Lister | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Attach to nginx")
-        self.resize(1240, 440)
+        self.resize(1440, 480)
         self.lister = lister or default_lister
         self.selected_pid: int | None = None
         self.filter = QLineEdit()
@@ -89,14 +118,22 @@ class AttachDialog(QDialog):
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(COLUMNS)
         self.tree.setAlternatingRowColors(True)
-        self.tree.setUniformRowHeights(True)
+        self.tree.setUniformRowHeights(False)
+        self.tree.setWordWrap(True)
         self.tree.itemDoubleClicked.connect(lambda *_: self.accept())
         self.tree.currentItemChanged.connect(self._current_changed)
+        for col in _WRAPPED:
+            self.tree.setItemDelegateForColumn(col, _Wrap(self.tree))
         header = self.tree.header()
         header.setStretchLastSection(True)
-        for col, width in enumerate((340, 130, 100, 110, 250)):
+        for col, width in enumerate(_WIDTHS):
             header.resizeSection(col, width)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.sectionResized.connect(lambda *_: self.tree.doItemsLayout())  # re-wrap
+        self.details = QLabel()
+        """The selected nginx's capture method and the whole reason for it."""
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message = QLabel()
         self.message.setWordWrap(True)
         self.buttons = QDialogButtonBox(
@@ -110,6 +147,7 @@ class AttachDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.tree, 1)
+        lay.addWidget(self.details)
         lay.addWidget(self.message)
         lay.addWidget(self.buttons)
         self.refresh()
@@ -128,15 +166,20 @@ class AttachDialog(QDialog):
             item.setData(0, Qt.ItemDataRole.UserRole, _get(master, "pid", None))
             if not (_get(inst, "capture_method", "") or _get(_get(inst, "binary", None),
                                                              "method", "")):
-                item.setForeground(5, Qt.GlobalColor.darkRed)
+                item.setForeground(_CAPTURE, Qt.GlobalColor.darkRed)
+                item.setForeground(_WHY, Qt.GlobalColor.darkRed)
             for col in range(len(COLUMNS)):
                 item.setToolTip(col, item.text(col))
+            method_and_why = f"{item.text(_CAPTURE)}: {item.text(_WHY)}"
+            item.setToolTip(_CAPTURE, method_and_why)
+            item.setToolTip(_WHY, method_and_why)
             for w in _get(inst, "workers", []) or []:
                 role = _get(w, "role", "worker") or "worker"
                 user = _get(w, "user", "")
-                child = QTreeWidgetItem(
+                exe = _get(w, "exe", "")
+                child = QTreeWidgetItem(  # a worker's binary is shown only when it differs
                     [f"{_get(w, 'pid', '?')}  {role}{' (' + user + ')' if user else ''}",
-                     _get(w, "exe", "")]
+                     "" if exe == item.text(1) else exe]
                 )
                 child.setToolTip(0, " ".join(_get(w, "cmdline", []) or []))
                 child.setData(0, Qt.ItemDataRole.UserRole, _get(w, "pid", None))
@@ -171,6 +214,16 @@ class AttachDialog(QDialog):
     def _current_changed(self, current: QTreeWidgetItem | None, _prev: Any) -> None:
         pid = current.data(0, Qt.ItemDataRole.UserRole) if current is not None else None
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(pid is not None)
+        top = current
+        while top is not None and top.parent() is not None:
+            top = top.parent()
+        if top is None:
+            self.details.setText("")
+            return
+        why = top.text(_WHY)
+        self.details.setText(
+            f"<b>{html.escape(top.text(0))}</b> \u2014 capture: <b>{html.escape(top.text(_CAPTURE))}"
+            f"</b>" + (f"<br>{html.escape(why)}" if why else ""))
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.tree.hasFocus():
