@@ -141,10 +141,7 @@ def main() -> int:
     for kind in KINDS:
         call = statistics.median(rows[kind]["call_ns"])
         sysc = statistics.median(rows[kind]["syscall_ns"])
-        if kind.startswith("tracepoint"):
-            cost = sysc - base_sys
-        else:
-            cost = call - base_call
+        cost = sysc - base_sys if kind.startswith("tracepoint") else call - base_call
         result["kinds"][kind] = {"call_ns": call, "syscall_ns": sysc, "cost_ns": cost}  # type: ignore[index]
         print(f"{kind:28} {call:9.1f} {sysc:11.1f} {cost:10.0f} ns")
     print(f"wrote {write_result('probe_cost', result)}")

@@ -58,6 +58,8 @@ class RecordOptions:
     """Attach to a process that does not look like nginx."""
     cpu_budget: float = field(default_factory=default_budget)
     """Fraction of one core the capture may use before it samples payloads (0: never)."""
+    syscall_io: bool = True
+    """Plaintext I/O at syscall tracepoints where possible (False: uprobes only)."""
 
 
 def _read_cap_eff() -> int:
@@ -202,6 +204,7 @@ class Recorder:
             layout=layout_for_version(target.version),
             payload_cap=self.opts.payload_cap,
             ringbuf_mb=self.opts.ringbuf_mb,
+            syscall_io=self.opts.syscall_io,
         )
         if target.method in FALLBACK_METHODS:
             self.tracer = FallbackTracer(cfg, tls=target.method == METHOD_LIBSSL_SYSCALLS)

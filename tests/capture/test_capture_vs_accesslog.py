@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
@@ -73,8 +75,12 @@ def _pairs(log: list[dict[str, Any]], exchanges: list[Exchange]) -> list[tuple[d
     return [(line, by_id[line["lab_id"]]) for line in log if line.get("lab_id") in by_id]
 
 
-def test_capture_matches_access_log(lab_nginx: LabNginx, capture_factory: Any) -> None:
-    cap = capture_factory(pid=lab_nginx.master_pid)
+@pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
+def test_capture_matches_access_log(lab_nginx: LabNginx, capture_factory: Any, syscall_io: bool) -> None:
+    """Both ways of seeing plaintext I/O: recv(2)/writev(2) tracepoints (the default), and
+    the ngx_unix_recv/ngx_writev uprobe + uretprobe pairs used when those are unavailable."""
+    cap = capture_factory(pid=lab_nginx.master_pid, syscall_io=syscall_io)
+    assert cap.recorder.tracer.syscall_io is syscall_io
     assert "capturing 2 workers" in cap.line
     traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
     sent = traffic.run_mix(rounds=4, concurrency=4)

@@ -358,7 +358,7 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     return io_done(pid_tgid, a, ret, fn, kind);
 }
 
-#if RECV_TRACEPOINT
+#if SYSCALL_IO
 /* Plaintext reads seen at the syscall instead of at ngx_unix_recv: a tracepoint costs the
  * worker ~0.1 us where a uprobe + uretprobe pair costs ~1.3 us (bench/probe_cost.py), and
  * nginx calls recv about twice per request (the second returns EAGAIN). Only sockets nginx
@@ -400,6 +400,26 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
     if (ret <= 0)
         return 0;
     return io_done(pid_tgid, a, ret, F_RECV, EV_RECV);
+}
+
+/* ngx_writev's result at its writev(2)'s exit rather than with a uretprobe (~0.6 us less per
+ * response): ngx_writev is a thin wrapper that always makes exactly that one call (again
+ * after EINTR), and its entry probe left the connection and iovec for this thread. */
+TRACEPOINT_PROBE(syscalls, sys_exit_writev)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)F_WRITEV << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    long ret = args->ret;
+    if (ret == -4)   /* EINTR: ngx_writev calls writev(2) again */
+        return 0;
+    struct call_args a = *ap;
+    calls.delete(&key);
+    if (ret <= 0)
+        return 0;
+    return io_done(pid_tgid, a, ret, F_WRITEV, EV_SEND);
 }
 #endif
 

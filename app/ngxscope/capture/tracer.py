@@ -42,6 +42,7 @@ PROBES: list[tuple[str, str, str | None, bool]] = [
 ]
 
 _RECV_SYMBOL = "ngx_unix_recv"
+_WRITEV_SYMBOL = "ngx_writev"
 _INIT_SYMBOL = "ngx_http_init_connection"
 
 # The stream module (TCP proxy): exported functions, in ngx_stream_module.so (Debian's
@@ -70,14 +71,15 @@ class TracerConfig:
     """Payload bytes kept per event (rounded up to a power of two)."""
     ringbuf_mb: int = 32
     """Ring buffer size."""
-    recv_syscalls: bool = True
-    """See plaintext reads at the recv(2) tracepoints rather than with a uprobe + uretprobe
-    on ngx_unix_recv, when the kernel has them and the binary exports
-    ngx_http_init_connection (see :meth:`Tracer.recv_mode`)."""
+    syscall_io: bool = True
+    """See plaintext reads at the recv(2) tracepoints (no ngx_unix_recv uprobe) and
+    ngx_writev's result at writev(2)'s exit (no uretprobe), when the kernel has the syscall
+    tracepoints and the binary exports ngx_http_init_connection (see
+    :meth:`Tracer.io_mode`)."""
 
 
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-_RECV_TRACEPOINT = "events/syscalls/sys_enter_recvfrom"
+_SYSCALL_TRACEPOINTS = ("events/syscalls/sys_enter_recvfrom", "events/syscalls/sys_exit_writev")
 
 
 def _pow2(n: int) -> int:
@@ -165,7 +167,7 @@ class Tracer:
         """(st_dev, st_ino) of every executable the probes are attached to."""
         self.verifier_log = ""
         """What the kernel verifier (or the compiler) printed when loading failed."""
-        self.recv_tracepoint, self.recv_reason = self.recv_mode()
+        self.syscall_io, self.io_reason = self.io_mode()
 
     @property
     def attached(self) -> list[str]:
@@ -182,26 +184,29 @@ class Tracer:
             f"-DRINGBUF_PAGES={pages}",
             f"-DFOLLOW_ALL={1 if cfg.follow_all else 0}",
             f"-DMAX_CPUS={os.cpu_count() or 1}",
-            f"-DRECV_TRACEPOINT={1 if self.recv_tracepoint else 0}",
+            f"-DSYSCALL_IO={1 if self.syscall_io else 0}",
             *cfg.layout.cflags(),
         ]
 
-    def recv_mode(self) -> tuple[bool, str]:
-        """(use the recv(2) tracepoints, why): they need the syscall tracepoints and
+    def io_mode(self) -> tuple[bool, str]:
+        """(see plaintext I/O at syscall tracepoints, why): they need the tracepoints and
         ngx_http_init_connection (connections must be known before their first read)."""
-        if not self.config.recv_syscalls:
-            return False, "plaintext reads via ngx_unix_recv uprobes (asked for)"
-        if not any(os.path.isdir(os.path.join(root, _RECV_TRACEPOINT)) for root in _TRACEFS):
-            return False, "plaintext reads via ngx_unix_recv uprobes: no syscalls:sys_enter_recvfrom tracepoint"
+        uprobes = "plaintext reads and writes via ngx_unix_recv/ngx_writev uprobes"
+        if not self.config.syscall_io:
+            return False, f"{uprobes} (asked for)"
+        for tp in _SYSCALL_TRACEPOINTS:
+            if not any(os.path.isdir(os.path.join(root, tp)) for root in _TRACEFS):
+                return False, f"{uprobes}: no {tp.split('/', 1)[1].replace('/', ':')} tracepoint"
         try:
             from .binary import BinaryError, inspect_binary
 
             info = inspect_binary(self.config.binary)
         except BinaryError as exc:
-            return False, f"plaintext reads via ngx_unix_recv uprobes: {exc}"
+            return False, f"{uprobes}: {exc}"
         if not info.probeable.get(_INIT_SYMBOL):
-            return False, f"plaintext reads via ngx_unix_recv uprobes: no {_INIT_SYMBOL} in the binary"
-        return True, "plaintext reads via the recv(2) tracepoints (no uprobe trap per read)"
+            return False, f"{uprobes}: no {_INIT_SYMBOL} in the binary"
+        return True, ("plaintext reads via the recv(2) tracepoints and writes completed at writev(2)'s "
+                      "exit (fewer uprobe traps per request)")
 
     def start(self, sink: Callable[[RawEvent], None]) -> list[str]:
         """Compile, load and attach; returns the attached symbol names. Raises CaptureError.
@@ -211,7 +216,7 @@ class Tracer:
         `verifier_log`.
         """
         self._sink = sink
-        log.info("%s", self.recv_reason)
+        log.info("%s", self.io_reason)
         self._load(bpf_source(), PROBES + STREAM_PROBES)
         try:
             self._stat_self_binary()
@@ -286,8 +291,10 @@ class Tracer:
         bpf = self.bpf
         attached = []
         for sym, entry, ret, required in PROBES:
-            if sym == _RECV_SYMBOL and self.recv_tracepoint:
+            if sym == _RECV_SYMBOL and self.syscall_io:
                 continue
+            if sym == _WRITEV_SYMBOL and self.syscall_io:
+                ret = None   # completed at writev(2)'s exit tracepoint instead
             try:
                 bpf.attach_uprobe(name=path, sym=sym, fn_name=entry)
                 if ret:
