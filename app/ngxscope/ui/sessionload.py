@@ -23,7 +23,8 @@ from typing import Any
 from ..store.bulkload import BATCH, BackgroundScan, Batch, Done, paused_gc, scan
 from ..store.session import ReadCancelled, SessionReader
 
-__all__ = ["BATCH", "SLICE_S", "LoadResult", "load_session", "load_with_dialog"]
+__all__ = ["BATCH", "SLICE_S", "TICK_MS", "LoadResult", "load_in_background", "load_session",
+           "load_with_dialog"]
 
 SLICE_S = 0.02
 """Longest run of aggregate feeding per timer tick while a worker reads (seconds)."""
