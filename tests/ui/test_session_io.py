@@ -104,3 +104,38 @@ def test_node_column_shows_for_several_hosts(window) -> None:  # type: ignore[no
     window.ingest()
     assert not hh.isSectionHidden(col)
     assert {window.model.data(window.model.index(r, col)) for r in range(2)} == {"root@web1", "root@web2"}
+
+
+def test_background_open_matches_the_synchronous_one(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ngxscope.ui.sessionload import load_in_background
+
+    path = tmp_path / "bg.ngxs"
+    exs = _session(path, 12_000, redacted=True)
+    window.store.capacity = 5_000
+    load_session(window, str(path))
+    want = (window.agg.total, str(window.agg.worker_rows()), str(window.agg.series(1200).counts.tolist()))
+    seen: list[int] = []
+    result = load_in_background(window, str(path), progress=lambda done, total: seen.append(done))
+    assert (result.total, result.kept, result.warning) == (12_000, 5_000, None)
+    assert [window.store[i].id for i in (0, 4_999)] == [exs[7_000].id, exs[-1].id]
+    assert (window.agg.total, str(window.agg.worker_rows()),
+            str(window.agg.series(1200).counts.tolist())) == want
+    assert seen and seen[-1] > 0
+
+
+def test_background_open_cancels_and_reports_errors(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from ngxscope.store.session import ReadCancelled, SessionError
+    from ngxscope.ui.sessionload import load_in_background
+
+    path = tmp_path / "c.ngxs"
+    _session(path, 3_000, redacted=True)
+    with pytest.raises(ReadCancelled):
+        load_in_background(window, str(path), cancelled=lambda: True)
+    bad = tmp_path / "bad.ngxs"
+    lines = gzip.decompress(path.read_bytes()).splitlines(keepends=True)
+    lines[2000] = lines[2000].replace(b'"tls":false', b'"tls":false,"surprise":1')
+    bad.write_bytes(gzip.compress(b"".join(lines)))
+    with pytest.raises(SessionError, match=r"line 2001: unknown key.*surprise"):
+        load_in_background(window, str(bad))

@@ -19,24 +19,27 @@ Pure Python + numpy, no Qt.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ngxscope.model import Exchange
+from ngxscope.store.hdrhist import HdrHistogram
 
 __all__ = [
     "BIN_EDGES_MS",
     "CLASS_NAMES",
     "UNKNOWN_GROUP",
     "Aggregator",
+    "AttemptRow",
     "HdrHistogram",
     "PeerRow",
     "Series",
     "WorkerRow",
     "attempt_failed",
     "attempt_group",
+    "attempt_rows",
     "hist_percentiles",
     "latency_bin",
     "status_class",
@@ -80,66 +83,18 @@ def attempt_failed(attempt: object) -> bool:
             and not getattr(attempt, "response_head", None))
 
 
-class HdrHistogram:
-    """A log-linear histogram of durations in the manner of HdrHistogram.
+AttemptRow = tuple[str, str, int | None, float | None, float | None, int, int, str | None]
+"""One upstream attempt as the aggregates count it: (group, addr, status, header_ms,
+duration_ms, request_bytes, response_bytes, response_head); the group already resolved
+(`attempt_group`)."""
 
-    Values are recorded in integer microseconds. Below 2*SUB µs every value has its own
-    bucket; above, each power of two is split into SUB linear sub-buckets, so any recorded
-    value is known to within 1/SUB (< 0.8 %) over 1 µs .. 3 days, in a fixed 4096-slot
-    array (longer durations land in the last bucket). Percentiles report the middle of their bucket.
-    """
 
-    SUB_BITS = 7
-    SUB = 1 << SUB_BITS
-    SIZE = 4096
-
-    __slots__ = ("counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = np.zeros(self.SIZE, np.int64)
-        self.total = 0
-
-    @classmethod
-    def index(cls, ms: float) -> int:
-        """The bucket of a duration in ms."""
-        if not ms > 0.0:  # also NaN
-            return 0
-        v = int(ms * 1000.0 + 0.5)
-        if v < 2 * cls.SUB:
-            return v
-        shift = v.bit_length() - cls.SUB_BITS - 1
-        return min(cls.SIZE - 1, (shift + 1) * cls.SUB + (v >> shift) - cls.SUB)
-
-    @classmethod
-    def bucket_ms(cls, i: int) -> tuple[float, float]:
-        """[low, high) of bucket `i` in ms."""
-        if i < 2 * cls.SUB:
-            return i / 1000.0, (i + 1) / 1000.0
-        shift = i // cls.SUB - 1
-        mant = i % cls.SUB + cls.SUB
-        return (mant << shift) / 1000.0, ((mant + 1) << shift) / 1000.0
-
-    def record(self, ms: float) -> None:
-        self.counts[self.index(ms)] += 1
-        self.total += 1
-
-    def merge(self, other: HdrHistogram) -> None:
-        """Add `other`'s counts to this histogram."""
-        self.counts += other.counts
-        self.total += other.total
-
-    def percentiles(self, qs: Iterable[float]) -> list[float]:
-        """Values (ms) at quantiles `qs` (0..1); NaN when empty."""
-        qs = list(qs)
-        if not self.total:
-            return [math.nan] * len(qs)
-        cs = np.cumsum(self.counts)
-        out = []
-        for q in qs:
-            i = int(np.searchsorted(cs, max(1.0, q * self.total), side="left"))
-            lo, hi = self.bucket_ms(min(i, self.SIZE - 1))
-            out.append(lo if i < 2 * self.SUB else (lo + hi) / 2)
-        return out
+def attempt_rows(ex: Exchange) -> list[AttemptRow]:
+    """The `AttemptRow`s of an exchange's upstream attempts, in order."""
+    ex_group = getattr(ex, "upstream_group", None)
+    return [(getattr(a, "group", None) or ex_group or UNKNOWN_GROUP, a.addr, a.status, a.header_ms,
+             a.duration_ms, a.request_bytes, a.response_bytes, a.response_head)
+            for a in ex.upstream]
 
 
 def status_class(status: int | None) -> int:
@@ -329,7 +284,29 @@ class Aggregator:
             batch = [e for e in batch if self.predicate(e)]
         if not batch:
             return
-        secs = np.fromiter((int(e.end) for e in batch), np.int64, len(batch))
+        self.feed_columns(
+            [e.end for e in batch], [e.start for e in batch], [e.status for e in batch],
+            [e.pid for e in batch], [attempt_rows(e) if e.upstream else () for e in batch],
+        )
+
+    def feed_columns(
+        self,
+        end: list[float],
+        start: list[float],
+        status: list[int | None],
+        pid: list[int],
+        attempts: list[Sequence[AttemptRow]],
+    ) -> None:
+        """Count exchanges given as columns (one item per exchange), bypassing the predicate.
+
+        `attempts[i]` holds exchange i's upstream attempts as `AttemptRow`s (see
+        `attempt_rows`), in order. `feed` is this on `Exchange` objects; a bulk reader can
+        call it straight from decoded records without building `Exchange`s.
+        """
+        n = len(end)
+        if not n:
+            return
+        secs = np.fromiter(map(int, end), np.int64, n)
         newest = int(secs.max())
         if self.latest is None or newest > self.latest:
             self.latest = newest
@@ -338,20 +315,26 @@ class Aggregator:
             self.first = oldest
         keep = secs > self.latest - self.seconds
         if not keep.all():
-            batch = [e for e, k in zip(batch, keep.tolist(), strict=True) if k]
-            secs = secs[keep]
-            if not batch:
+            idx = np.flatnonzero(keep).tolist()
+            if not idx:
                 return
-        cls = np.fromiter((status_class(e.status) for e in batch), np.intp, len(batch))
-        dur = np.fromiter(((e.end - e.start) * 1000.0 for e in batch), float, len(batch))
+            end = [end[i] for i in idx]
+            start = [start[i] for i in idx]
+            status = [status[i] for i in idx]
+            pid = [pid[i] for i in idx]
+            attempts = [attempts[i] for i in idx]
+            secs = secs[keep]
+            n = len(idx)
+        cls = np.fromiter(map(status_class, status), np.intp, n)
+        dur = np.fromiter(((e - s) * 1000.0 for e, s in zip(end, start, strict=True)), float, n)
         bins = _bins(dur)
         slots = self._claim(secs)
         np.add.at(self.counts, (slots, cls), 1)
         np.add.at(self.hist, (slots, bins), 1)
-        self.total += len(batch)
+        self.total += n
         self.total_classes += np.bincount(cls, minlength=NCLASS)
-        self._feed_workers(batch, slots, cls, bins)
-        self._feed_peers(batch, slots)
+        self._feed_workers(np.fromiter(pid, np.int64, n), slots, cls, bins)
+        self._feed_peers(attempts, slots)
 
     def _key(self, table: dict, name: object) -> _Key:
         key = table.get(name)
@@ -360,9 +343,8 @@ class Aggregator:
         return key
 
     def _feed_workers(
-        self, batch: list[Exchange], slots: np.ndarray, cls: np.ndarray, bins: np.ndarray
+        self, pids: np.ndarray, slots: np.ndarray, cls: np.ndarray, bins: np.ndarray
     ) -> None:
-        pids = np.fromiter((e.pid for e in batch), np.int64, len(batch))
         for pid in np.unique(pids).tolist():
             mask = pids == pid
             key = self._key(self.workers, pid)
@@ -372,41 +354,38 @@ class Aggregator:
             assert key.ring is not None
             np.add.at(key.ring, slots[mask], 1)
 
-    def _feed_peers(self, batch: list[Exchange], slots: np.ndarray) -> None:
+    def _feed_peers(self, attempts: list[Sequence[AttemptRow]], slots: np.ndarray) -> None:
         index = HdrHistogram.index
         peers = self.peers
-        for ex, slot in zip(batch, slots.tolist(), strict=True):
-            ups = ex.upstream
+        for ups, slot in zip(attempts, slots.tolist(), strict=True):
             if not ups:
                 continue
             last = len(ups) - 1
-            ex_group = getattr(ex, "upstream_group", None)
-            for n, a in enumerate(ups):
-                group = getattr(a, "group", None) or ex_group or UNKNOWN_GROUP
-                key = peers.get((group, a.addr))
+            for n, (group, addr, status, header_ms, duration_ms, request_bytes, response_bytes,
+                    response_head) in enumerate(ups):
+                key = peers.get((group, addr))
                 if key is None:
-                    key = self._key(peers, (group, a.addr))
+                    key = self._key(peers, (group, addr))
                     key.resp, key.header = HdrHistogram(), HdrHistogram()
                 resp, header = key.resp, key.header
                 assert resp is not None and header is not None and key.ring is not None
                 key.requests += 1
-                status = a.status
                 key.classes[status_class(status)] += 1
                 if status is None or status >= 500:
                     key.errors += 1
-                    if status is None or (a.header_ms is None and not a.response_bytes
-                                          and not a.response_head):
+                    if status is None or (header_ms is None and not response_bytes
+                                          and not response_head):
                         key.failures += 1  # = attempt_failed(a), inlined: a hot loop
                 if n < last:
                     key.retries += 1
-                if a.duration_ms is not None:
-                    resp.counts[index(a.duration_ms)] += 1
+                if duration_ms is not None:
+                    resp.counts[index(duration_ms)] += 1
                     resp.total += 1
-                if a.header_ms is not None:
-                    header.counts[index(a.header_ms)] += 1
+                if header_ms is not None:
+                    header.counts[index(header_ms)] += 1
                     header.total += 1
-                key.bytes_sent += a.request_bytes
-                key.bytes_received += a.response_bytes
+                key.bytes_sent += request_bytes
+                key.bytes_received += response_bytes
                 key.ring[slot] += 1
 
     # -- reading ---------------------------------------------------------------------

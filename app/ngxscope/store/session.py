@@ -27,7 +27,6 @@ import os
 import stat
 import time
 import typing
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -44,6 +43,8 @@ from ngxscope.store.compat import (
     encode_record,
     parse_record,
 )
+from ngxscope.store.fastrecord import RawExchange, decode_line
+from ngxscope.store.gzlines import GzipLines as _Lines
 
 __all__ = [
     "FORMAT",
@@ -59,8 +60,6 @@ __all__ = [
 ]
 
 _BATCH_BYTES = 256 * 1024  # encoded records buffered before they go to the compressor
-_READ_CHUNK = 64 * 1024
-_ZLIB_PIECE = 1024  # compressed bytes per zlib call: damage loses at most one piece's output
 
 
 # --- writers ---------------------------------------------------------------------------
@@ -351,69 +350,6 @@ class Session:
     """Why the file is not complete (truncated, damaged, capture not ended cleanly)."""
 
 
-class _Lines:
-    """Decompress a gzip file piece by piece and split it into lines.
-
-    zlib is fed 1 KiB pieces and the trailer (CRC, length) apart, so damage loses at
-    most the records of one piece before it; `error` tells how the stream ended.
-    """
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.error: Exception | None = None
-        """EOFError (truncated) or zlib.error (damaged: bad data, CRC, trailing garbage)."""
-
-    def _pieces(self) -> Iterator[bytes]:
-        """The file in pieces for zlib; the last 8 bytes (the gzip trailer) on their own."""
-        carry = b""
-        while True:
-            buf = self._raw.read(_READ_CHUNK)
-            if not buf:
-                if carry:
-                    yield carry
-                return
-            data = carry + buf
-            carry = data[-8:]
-            for i in range(0, len(data) - 8, _ZLIB_PIECE):
-                yield data[i : min(i + _ZLIB_PIECE, len(data) - 8)]
-
-    def _chunks(self) -> Iterator[bytes]:
-        d = zlib.decompressobj(wbits=31)  # gzip wrapper: zlib checks CRC and length
-        for piece in self._pieces():
-            try:
-                while piece:
-                    if d.eof:  # another gzip member follows, or zero padding
-                        if not piece.strip(b"\0"):
-                            break
-                        d = zlib.decompressobj(wbits=31)
-                    out = d.decompress(piece)
-                    piece = d.unused_data if d.eof else b""
-                    if out:
-                        yield out
-            except zlib.error as exc:
-                self.error = exc
-                return
-        if not d.eof:
-            self.error = EOFError("compressed data ended before the end-of-stream marker")
-
-    def __iter__(self) -> Iterator[tuple[bytes, bool]]:
-        """Yield (line without newline, ended with a newline)."""
-        pending = bytearray()
-        for chunk in self._chunks():
-            start = 0
-            while (nl := chunk.find(b"\n", start)) >= 0:
-                if pending:
-                    pending += chunk[start:nl]
-                    yield bytes(pending), True
-                    pending.clear()
-                else:
-                    yield chunk[start:nl], True
-                start = nl + 1
-            pending += chunk[start:]
-        if pending:
-            yield bytes(pending), False
-
-
 class SessionReader:
     """Read a `.ngxs` session file. The header is read and checked on construction.
 
@@ -482,6 +418,27 @@ class SessionReader:
         `progress(bytes_read, total_bytes)` (compressed bytes) is called now and then;
         `cancelled()` is polled and stops the read with `ReadCancelled`.
         """
+        version = self.version
+        return typing.cast(Iterator[Record], self._iter(
+            lambda line: parse_record(line, version), progress, cancelled))
+
+    def iter_fast(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[Record | RawExchange]:
+        """`iter_records`, except that exchange records the fast path proves valid come as
+        `RawExchange`s, not built (`fastrecord.decode_line`): every record is still checked,
+        errors and warnings are the same."""
+        version = self.version
+        return self._iter(lambda line: decode_line(line, version), progress, cancelled)
+
+    def _iter(
+        self,
+        decode: Callable[[bytes], Record | RawExchange],
+        progress: Callable[[int, int], None] | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> Iterator[Record | RawExchange]:
         self.complete = False
         self.warning = None
         path = self.path
@@ -496,22 +453,23 @@ class SessionReader:
             end: dict[str, Any] | None = None
             partial = False
             for lineno, (data, whole) in enumerate(it, start=2):
-                if cancelled is not None and lineno % 64 == 0 and cancelled():
-                    raise ReadCancelled(f"reading {path} was cancelled")
-                if progress is not None and (pos := raw.tell()) - reported >= step:
-                    reported = pos
-                    progress(pos, total)
+                if lineno % 64 == 0:  # tell() costs a system call: not on every line
+                    if cancelled is not None and cancelled():
+                        raise ReadCancelled(f"reading {path} was cancelled")
+                    if progress is not None and (pos := raw.tell()) - reported >= step:
+                        reported = pos
+                        progress(pos, total)
                 if not whole:
                     partial = True
                 try:
-                    record = parse_record(data, self.version)
+                    record = decode(data)
                 except SessionError as exc:
                     if partial:
                         break  # the last line was cut off
                     raise SessionError(f"{path}: line {lineno}: {exc}") from None
                 if end is not None:
                     raise SessionError(f"{path}: line {lineno}: record after the end record")
-                if isinstance(record, Exchange):
+                if isinstance(record, (Exchange, RawExchange)):
                     count += 1
                 elif isinstance(record, dict):
                     if record["t"] == "header":
