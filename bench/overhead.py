@@ -10,7 +10,7 @@ the CPU the capture process and the nginx worker used per request.
     .venv/bin/python bench/overhead.py [--pairs 3] [--seconds 10] [--connections 50]
         [--variant NAME=APPDIR ...]   # also run B with another source tree (e.g. the old code)
         [--variant-args NAME="ARGS" ...]   # also run B with other record arguments
-        [--record-args ...]
+        [--record-args ...] [--pin-capture CPU]
 
 Prints a table and writes bench/results/overhead.json. Needs root (eBPF) and wrk.
 """
@@ -18,6 +18,7 @@ Prints a table and writes bench/results/overhead.json. Needs root (eBPF) and wrk
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     out.unlink(missing_ok=True)
                     env = {"PYTHONPATH": path} if path else None
                     proc = start_record(lab.master_pid, out, [*args.record_args, *extra], env=env)
+                    if args.pin_capture is not None:
+                        for task in os.listdir(f"/proc/{proc.pid}/task"):
+                            os.sched_setaffinity(int(task), {args.pin_capture})
                     time.sleep(0.5)
                     before = lab.log_line_count()
                     cpu0, w0 = cpu_seconds(proc.pid), cpu_seconds(worker)
@@ -120,6 +124,8 @@ def main() -> int:
     ap.add_argument("--variant-args", action="append", default=[], metavar="NAME=ARGS",
                     help='also measure record with these extra arguments, e.g. C="--cpu-budget 0"')
     ap.add_argument("--record-args", nargs="*", default=[], help="extra arguments for ngxscope record")
+    ap.add_argument("--pin-capture", type=int, metavar="CPU",
+                    help="pin the record process (all its threads) to this CPU (default: the scheduler)")
     ap.add_argument("--out", default="overhead", help="result file name under bench/results/")
     args = ap.parse_args()
     res = run(args)
