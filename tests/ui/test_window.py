@@ -180,6 +180,19 @@ def test_lost_events_warning_and_events_log(window, qtbot) -> None:  # type: ign
     assert win.docks["events"].windowTitle().startswith("Events (")
 
 
+def test_summary_only_requests_are_shown(window, qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """Requests counted from the kernel summary (payload shed or sampled out) are visible."""
+    win: MainWindow = window
+    assert not win.status.summary_only.isVisibleTo(win)
+    win.status.set_stats({"ts": 1.0, "events": 10, "lost": 0, "truncated": 0, "shed_exchanges": 12345,
+                          "sample_one_in": 8}, req_rate=20000.0)
+    assert win.status.summary_only.isVisibleTo(win)
+    assert win.status.summary_only.text().strip() == "12,345 summary only · sampling 1/8"
+    assert "CPU budget" in win.status.summary_only.toolTip()
+    qtbot.wait(50)   # let the status bar lay out its labels again
+    assert win.status.grab().save(str(shots / "statusbar-summary-only.png"))
+
+
 def test_load_session_hooks_and_settings(qtbot, settings: QSettings) -> None:  # type: ignore[no-untyped-def]
     win = MainWindow(None, settings=settings)
     qtbot.addWidget(win)
