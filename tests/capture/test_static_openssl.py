@@ -24,6 +24,7 @@ from elftools.elf.elffile import ELFFile
 from ngxscope.capture.binary import (
     METHOD_BUILTIN_SSL,
     METHOD_NGINX_UPROBES,
+    METHOD_SYSCALLS_ONLY,
     OPTIONAL_SYMBOLS,
     REQUIRED_SYMBOLS,
     TLS_SYMBOLS,
@@ -238,3 +239,41 @@ def test_renamed_static_capture_matches_access_log(tmp_path: Path, lab_of: Any,
     cap = capture_factory(pid=lab.master_pid)
     assert METHOD_BUILTIN_SSL in cap.line
     fallback_vs_log(lab, cap)
+
+
+# -- nothing found: plaintext HTTP via syscalls, TLS connections recognised and left out ------
+
+
+def test_syscalls_only_when_no_pattern_matches(lab_of: Any, capture_factory: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fourth method on its own kind of target: static OpenSSL that cannot be located (no
+    pattern set for it). Plain requests must equal the access log; TLS requests must be left
+    out, never decoded as garbage."""
+    from ngxscope.capture import binary as binary_mod
+    from ngxscope.capture import sslpatterns
+
+    monkeypatch.setattr(sslpatterns, "builtin_sets", lambda: ())
+    binary_mod.clear_cache()
+    try:
+        lab = lab_of(built("static-ssl-nosym"))
+        info = inspect_binary(lab.nginx_bin)
+        assert info.method == METHOD_SYSCALLS_ONLY and "TLS traffic cannot be seen" in info.method_reason
+        cap = capture_factory(pid=lab.master_pid)
+        assert METHOD_SYSCALLS_ONLY in cap.line
+        traffic = Traffic(lab.plain_port, lab.tls_port)
+        paths = ["/health", "/static/small.txt", "/api/items?id=3", "/static/page.html", "/204"]
+        plain = traffic.keepalive(False, paths) + traffic.keepalive(False, paths[::-1])
+        tls = traffic.keepalive(True, paths)
+        log = lab.wait_log_lines(plain + tls)
+        plain_log = [line for line in log if line["https"] != "on"]
+        assert len(plain_log) == plain
+        exchanges = cap.wait_for(plain)
+        time.sleep(0.5)
+        cap.stop()
+    finally:
+        binary_mod.clear_cache()
+    problems, _others = compare_fields(plain_log, exchanges)
+    assert not problems, "\n".join(problems[:20])
+    tls_ids = {line["lab_id"] for line in log if line["https"] == "on"}
+    assert not [ex for ex in exchanges if _lab_id(ex) in tls_ids or ex.tls]
+    assert all(_lab_id(ex) is not None for ex in exchanges), "an exchange decoded from TLS bytes"
