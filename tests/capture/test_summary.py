@@ -134,4 +134,5 @@ def test_cpu_governor_samples_under_load_and_counts_everything(lab_nginx: LabNgi
     assert len(exchanges) == lines and stats["lost"] == 0
     sampled = [ex for ex in exchanges if ex.error and ex.error.startswith("payload not captured")]
     assert sampled and stats["sampled_exchanges"] == len(sampled)
+    assert all(ex.summary_only for ex in sampled)
     assert all((ex.method, ex.target, ex.status) == ("GET", "/static/small.txt", 200) for ex in exchanges)

@@ -73,3 +73,19 @@ def test_text_report() -> None:
                    "upstream peers", "10.0.0.9:80", "100.0"):
         assert needle in text, needle
     assert format_summary(summarize([]), "e").endswith("requests  0\n")
+
+
+def test_summary_only_exchanges_are_counted_not_errors() -> None:
+    exchanges = [
+        make_exchange(status=200),
+        make_exchange(status=200, error="payload not captured (sampled out while the capture was over "
+                                        "its CPU budget): status, sizes and times from the kernel summary"),
+        make_exchange(status=503, error="payload shed (capture overload): status, sizes and times "
+                                        "from the kernel summary"),
+        make_exchange(status=None, error="malformed request"),
+    ]
+    s = summarize(exchanges)
+    assert (s.requests, s.summary_only, s.errors) == (4, 2, 1)
+    assert s.classes["2xx"] == 2 and s.classes["5xx"] == 1
+    assert "summary-only 2" in format_summary(s) and "errors 1" in format_summary(s)
+    assert [e.summary_only for e in exchanges] == [False, True, True, False]

@@ -110,6 +110,9 @@ class Summary:
     classes: dict[str, int] = field(default_factory=_classes)
     latency: Latency = field(default_factory=Latency)
     errors: int = 0
+    """Exchanges with a capture or decode problem (summary-only ones are not counted here)."""
+    summary_only: int = 0
+    """Exchanges counted from the kernel summary without payload (shed or sampled out)."""
     truncated: int = 0
     tls: int = 0
     tcp: int = 0
@@ -148,7 +151,10 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
         cls = _class(ex.status)
         s.classes[cls] += 1
         all_ms.append(ms)
-        s.errors += ex.error is not None
+        summary_only = ex.summary_only
+        s.summary_only += summary_only
+        problem = ex.error is not None and not summary_only
+        s.errors += problem
         s.truncated += ex.truncated
         s.tls += ex.tls
         tcp = ex.is_tcp
@@ -163,7 +169,7 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
             w = workers[ex.pid] = WorkerStats(ex.pid)
         w.requests += 1
         w.classes[cls] += 1
-        w.errors += ex.error is not None
+        w.errors += problem
         w._ms.append(ms)
         for i, a in enumerate(ex.upstream):
             p = peers.get(a.addr)
@@ -251,7 +257,8 @@ def format_summary(s: Summary, name: str = "") -> str:
         f"span      {iso_time(s.first or 0.0)} .. {iso_time(s.last or 0.0)}"
         f"  ({s.duration_s:.3f} s)",
         f"requests  {s.requests}   {s.rate:.1f} req/s   tls {s.tls}   errors {s.errors}"
-        f"   truncated {s.truncated}" + (f"   tcp sessions {s.tcp}" if s.tcp else ""),
+        f"   truncated {s.truncated}" + (f"   tcp sessions {s.tcp}" if s.tcp else "")
+        + (f"   summary-only {s.summary_only}" if s.summary_only else ""),
         f"bytes     in {_bytes(s.request_bytes)}   out {_bytes(s.response_bytes)}",
         "status    " + "   ".join(f"{c} {n} ({pct(n)})" for c, n in s.classes.items() if n),
         f"latency   p50 {_ms(lat.p50)} ms   p95 {_ms(lat.p95)} ms   p99 {_ms(lat.p99)} ms"
