@@ -89,16 +89,16 @@ def _pow2(n: int) -> int:
     return p
 
 
-def program_text(name: str) -> str:
-    """bpf/common.c + bpf/NAME + bpf/processes.c as one text: bcc rewrites map calls and
+def program_text(*names: str) -> str:
+    """bpf/common.c + bpf/NAMES... + bpf/processes.c as one text: bcc rewrites map calls and
     finds tracepoints only in the program text, so shared C cannot live in a header."""
     files = resources.files("ngxscope.bpf")
-    return "\n".join(files.joinpath(part).read_text() for part in ("common.c", name, "processes.c"))
+    return "\n".join(files.joinpath(part).read_text() for part in ("common.c", *names, "processes.c"))
 
 
 def bpf_source() -> str:
     """The C text of the capture program (also what `--dump-bpf` prints)."""
-    return program_text("capture.c")
+    return program_text("capture.c", "syscalls.c", "stream.c")
 
 
 _LOG_NOISE = re.compile(

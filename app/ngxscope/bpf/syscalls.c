@@ -1,0 +1,216 @@
+/* ngxscope capture, continued: what the capture sees at syscall tracepoints rather than in
+ * nginx (no trap into the worker): plaintext reads and ngx_writev's results (SYSCALL_IO),
+ * sendfile(2), and connect(2)/getsockopt(SO_ERROR) for upstream attempts. Joined after
+ * bpf/capture.c, whose state and helpers it uses (capture/tracer.py). */
+
+#if SYSCALL_IO
+/* Plaintext reads seen at the syscall instead of at ngx_unix_recv: a tracepoint costs the
+ * worker ~0.1 us where a uprobe + uretprobe pair costs ~1.3 us (bench/probe_cost.py), and
+ * nginx calls recv about twice per request (the second returns EAGAIN). Only sockets nginx
+ * already announced as connections count (ngx_http_init_connection, the first write of an
+ * upstream connection, a stream session): the connection pointer comes from their state.
+ * TLS connections read ciphertext with read(2), never recv(2), so nothing is seen twice. */
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    if (args->flags & 2)   /* MSG_PEEK: nginx peeks at a new connection to tell TLS from plain */
+        return 0;
+    struct conn_key ck = {.pid = tgid, .fd = (s32)args->fd};
+    struct conn_state *st = conns.lookup(&ck);
+    if (!st || (st->flags & EVF_TLS))
+        return 0;
+    struct call_args a = {};
+    a.c = st->cptr;
+    a.arg = (u64)args->ubuf;
+    a.fd = ck.fd;
+    u64 key = pid_tgid ^ ((u64)F_RECV << 56);
+    if (calls.update(&key, &a) < 0)
+        count(CNT_ARGS_FULL, 1);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)F_RECV << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    struct call_args a = *ap;
+    calls.delete(&key);
+    long ret = args->ret;
+    if (ret <= 0)
+        return 0;
+    return io_done(pid_tgid, a, ret, F_RECV, EV_RECV);
+}
+
+/* ngx_writev's result at its writev(2)'s exit rather than with a uretprobe (~0.6 us less per
+ * response): ngx_writev is a thin wrapper that always makes exactly that one call (again
+ * after EINTR), and its entry probe left the connection and iovec for this thread. */
+TRACEPOINT_PROBE(syscalls, sys_exit_writev)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)F_WRITEV << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    long ret = args->ret;
+    if (ret == -4)   /* EINTR: ngx_writev calls writev(2) again */
+        return 0;
+    struct call_args a = *ap;
+    calls.delete(&key);
+    if (ret <= 0)
+        return 0;
+    return io_done(pid_tgid, a, ret, F_WRITEV, EV_SEND);
+}
+#endif
+
+/* sendfile(2): file bytes reach the socket without passing through nginx's memory. */
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    struct call_args a = {};
+    a.fd = args->out_fd;
+    u64 key = pid_tgid ^ ((u64)F_SENDFILE << 56);
+    calls.update(&key, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = pid_tgid ^ ((u64)F_SENDFILE << 56);
+    struct call_args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    s32 fd = ap->fd;
+    calls.delete(&key);
+    long ret = args->ret;
+    if (ret <= 0)
+        return 0;
+    struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
+    struct conn_state *st = conns.lookup(&ck);
+    int pressure = under_pressure();
+    if (pressure || (st && st->drop)) {
+        if (st) {
+            st->sent += ret;
+            st->shed = 1;
+        }
+        count(pressure ? CNT_SHED : CNT_SAMPLED, 1);
+        return 0;
+    }
+    struct ev_header h = {};
+    fill_header(&h, EV_SENDFILE, bpf_ktime_get_ns(), pid_tgid, fd);
+    h.len = ret;
+    if (st) {
+        h.conn_ts = st->conn_ts;
+        h.flags = st->flags;
+        h.offset = st->sent;
+        st->sent += ret;
+        if (!(st->flags & EVF_CLIENT)) {   /* a request body buffered to disk, sent upstream */
+            u8 drop = 0;
+            owner_of(pid_tgid >> 32, st->cptr, &h, &drop);
+        }
+    }
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* connect(2) by a captured process: where its upstream connections go, for which request,
+ * and whether the connect failed at once (a refused peer nginx will retry). */
+struct connect_args {
+    u64 addr;
+    s32 fd;
+    u32 len;
+};
+BPF_HASH(connects, u64, struct connect_args, 4096);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    struct connect_args a = {};
+    a.addr = (u64)args->uservaddr;
+    a.fd = args->fd;
+    a.len = args->addrlen;
+    connects.update(&pid_tgid, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct connect_args *ap = connects.lookup(&pid_tgid);
+    if (!ap)
+        return 0;
+    struct connect_args a = *ap;
+    connects.delete(&pid_tgid);
+    u32 tgid = pid_tgid >> 32;
+    u32 cpu = bpf_get_smp_processor_id();
+    struct ev_open *o = open_scratch.lookup(&cpu);
+    if (!o)
+        return 0;
+    fill_header(&o->h, EV_CONNECT, bpf_ktime_get_ns(), pid_tgid, a.fd);
+    o->h.offset = (u64)args->ret;   /* 0, -EINPROGRESS, -ECONNREFUSED ... */
+    u64 *r = current_req.lookup(&tgid);
+    o->h.tid = 0;
+    if (r) {
+        o->h.aux = request_client(tgid, *r);
+        o->h.tid = o->h.aux ? (u32)*r : 0;   /* the request (or stream session) it is for */
+    }
+    u32 len = a.len;
+    if (len > SOCKADDR_MAX)
+        len = SOCKADDR_MAX;
+    bpf_probe_read_user(o->peer, SOCKADDR_MAX, (void *)a.addr);
+    o->peer_len = len;
+    o->local_len = 0;
+    submit(o, sizeof(*o));
+    return 0;
+}
+
+/* getsockopt(fd, SOL_SOCKET, SO_ERROR) by a captured process: nginx learns how its
+ * non-blocking connect(2) ended (the stream proxy's $upstream_connect_time is taken then).
+ * EV_CONNECTED: offset = the socket error (0: connected). */
+struct sockerr_args {
+    u64 optval;
+    s32 fd;
+};
+BPF_HASH(sockerrs, u64, struct sockerr_args, 1024);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_getsockopt)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid) || args->level != 1 || args->optname != 4)   /* SOL_SOCKET, SO_ERROR */
+        return 0;
+    struct sockerr_args a = {.optval = (u64)args->optval, .fd = args->fd};
+    sockerrs.update(&pid_tgid, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct sockerr_args *ap = sockerrs.lookup(&pid_tgid);
+    if (!ap)
+        return 0;
+    struct sockerr_args a = *ap;
+    sockerrs.delete(&pid_tgid);
+    if (args->ret != 0)
+        return 0;
+    s32 err = 0;
+    bpf_probe_read_user(&err, sizeof(err), (void *)a.optval);
+    struct ev_header h = {};
+    fill_header(&h, EV_CONNECTED, bpf_ktime_get_ns(), pid_tgid, a.fd);
+    h.offset = (u64)(s64)err;
+    submit(&h, sizeof(h));
+    return 0;
+}
