@@ -158,12 +158,10 @@ def test_assembler_frames_without_markers() -> None:
     assert out[1].response_headers == [("Content-Length", "2")]
 
 
-def test_fallback_capture_matches_access_log(renamed_lab: LabNginx, capture_factory: Any) -> None:
-    inst = resolve_target(renamed_lab.master_pid)
-    assert inst.capture_method == METHOD_LIBSSL_SYSCALLS
-    cap = capture_factory(pid=renamed_lab.master_pid)
-    assert "capturing 2 workers" in cap.line and METHOD_LIBSSL_SYSCALLS in cap.line
-    traffic = Traffic(renamed_lab.plain_port, renamed_lab.tls_port)
+def drive(traffic: Traffic, mix_rounds: int = 1) -> tuple[int, set[str]]:
+    """Plain and TLS traffic of every shape the fallback frames, then the lab mix (pipelining,
+    100-continue, 5xx, upstream retries) on 4 connections; (requests sent, lab ids of requests
+    whose body nginx discards unread)."""
     sent = 0
     for tls in (False, True):
         sent += traffic.keepalive(tls, [
@@ -181,13 +179,21 @@ def test_fallback_capture_matches_access_log(renamed_lab: LabNginx, capture_fact
         sent += traffic.http10(tls, "/static/page.html")
         sent += traffic.http10(tls, "/api/chunked?n=3")
         sent += traffic.keepalive(tls, ["/fail/500", "/api/after-fail"])
-    # and the full lab mix (pipelining, 100-continue, 5xx, upstream retries) on 4 connections
-    sent += traffic.run_mix(rounds=2, concurrency=4)
+    sent += traffic.run_mix(rounds=mix_rounds, concurrency=4)
     # a body nginx discards (not proxied): $request_length leaves it out, the fallback cannot
     # tell (no ngx_* marker says the request was proxied) and counts it
-    discard_from = len(traffic.records)
+    start = len(traffic.records)
     sent += traffic.post(False, 1000, path="/204")
-    discarded = {rec.lab_id for rec in traffic.records[discard_from:]}
+    return sent, {rec.lab_id for rec in traffic.records[start:]}
+
+
+def test_fallback_capture_matches_access_log(renamed_lab: LabNginx, capture_factory: Any) -> None:
+    inst = resolve_target(renamed_lab.master_pid)
+    assert inst.capture_method == METHOD_LIBSSL_SYSCALLS
+    cap = capture_factory(pid=renamed_lab.master_pid)
+    assert "capturing 2 workers" in cap.line and METHOD_LIBSSL_SYSCALLS in cap.line
+    traffic = Traffic(renamed_lab.plain_port, renamed_lab.tls_port)
+    sent, discarded = drive(traffic, mix_rounds=2)
     log = renamed_lab.wait_log_lines(sent)
     assert len(log) == sent
     exchanges = cap.wait_for(sent)

@@ -37,7 +37,7 @@ from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
 
 from .test_capture_vs_accesslog import compare
-from .test_fallback import FIELDS, compare_fields
+from .test_fallback import FIELDS, compare_fields, drive
 
 BUILDS = Path(os.environ.get("NGXSCOPE_BUILDS", "/var/cache/ngxscope/nginx-builds"))
 
@@ -81,32 +81,6 @@ def lab_of(tmp_path: Path) -> Iterator[Any]:
 
 def _lab_id(ex: Exchange) -> str | None:
     return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
-
-
-def drive(traffic: Traffic) -> tuple[int, set[str]]:
-    """Plain and TLS traffic of every shape the fallback frames; (requests sent, lab ids of
-    requests whose body nginx discards unread)."""
-    sent = 0
-    for tls in (False, True):
-        sent += traffic.keepalive(tls, [
-            "/static/small.txt", "/static/page.html", "/static/data.json", "/health", "/204",
-            "/no/such/thing", "/api/items?id=1", "/api/chunked?n=5", "/api/big?kb=100",
-            "/static/big.bin",
-        ])
-        sent += traffic.pipelined(tls, ["/static/small.txt", "/api/echo", "/health", "/204", "/missing"])
-        sent += traffic.head(tls)
-        sent += traffic.post(tls, 1000)
-        sent += traffic.post(tls, 100 * 1024)
-        sent += traffic.chunked_post(tls, 50 * 1024)
-        sent += traffic.conditional(tls)
-        sent += traffic.connection_close(tls, "/static/big.bin")
-        sent += traffic.http10(tls, "/static/page.html")
-        sent += traffic.keepalive(tls, ["/fail/500", "/api/after-fail"])
-    sent += traffic.run_mix(rounds=1, concurrency=4)
-    # nginx discards this body ($request_length leaves it out); the fallback cannot tell
-    start = len(traffic.records)
-    sent += traffic.post(False, 1000, path="/204")
-    return sent, {rec.lab_id for rec in traffic.records[start:]}
 
 
 def fallback_vs_log(lab: LabNginx, cap: Any) -> None:
