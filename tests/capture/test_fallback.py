@@ -36,10 +36,10 @@ NGINX = "/usr/sbin/nginx"
 FIELDS = ("method", "target", "status", "request_bytes", "response_bytes")
 
 
-def renamed_nginx(dest: Path) -> Path:
-    """Copy nginx to dest/nginx with every ngx_ in .dynstr renamed to xgx_."""
-    data = bytearray(Path(NGINX).read_bytes())
-    with open(NGINX, "rb") as fh:
+def renamed_nginx(dest: Path, src: str = NGINX) -> Path:
+    """Copy *src* to dest/nginx with every ngx_ in .dynstr renamed to xgx_ (same length)."""
+    data = bytearray(Path(src).read_bytes())
+    with open(src, "rb") as fh:
         sec = ELFFile(fh).get_section_by_name(".dynstr")
         off, size = sec["sh_offset"], sec["sh_size"]
     data[off : off + size] = bytes(data[off : off + size]).replace(b"ngx_", b"xgx_")

@@ -37,7 +37,7 @@ from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
 
 from .test_capture_vs_accesslog import compare
-from .test_fallback import FIELDS, compare_fields, drive
+from .test_fallback import FIELDS, compare_fields, drive, renamed_nginx
 
 BUILDS = Path(os.environ.get("NGXSCOPE_BUILDS", "/var/cache/ngxscope/nginx-builds"))
 
@@ -48,19 +48,6 @@ def built(variant: str) -> str:
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} missing: run scripts/setup.sh (it runs scripts/build-nginx-static.sh)")
     return str(path)
-
-
-def renamed(src: str, dest: Path) -> Path:
-    """Copy *src* to dest/nginx with every ngx_ in .dynstr renamed to xgx_ (same length)."""
-    data = bytearray(Path(src).read_bytes())
-    with open(src, "rb") as fh:
-        sec = ELFFile(fh).get_section_by_name(".dynstr")
-        off, size = sec["sh_offset"], sec["sh_size"]
-    data[off : off + size] = bytes(data[off : off + size]).replace(b"ngx_", b"xgx_")
-    out = dest / "nginx"
-    out.write_bytes(bytes(data))
-    out.chmod(0o755)
-    return out
 
 
 @pytest.fixture
@@ -193,7 +180,7 @@ def test_nosym_capture_matches_access_log(lab_of: Any, capture_factory: Any) -> 
 
 
 def test_renamed_static_finds_ssl_by_symbol(tmp_path: Path) -> None:
-    info = inspect_binary(renamed(built("static-ssl"), tmp_path))
+    info = inspect_binary(renamed_nginx(tmp_path, built("static-ssl")))
     assert info.ngx_symbol_count == 0
     assert info.method == METHOD_BUILTIN_SSL
     assert "SSL_read/SSL_write found in .dynsym" in info.method_reason
@@ -209,7 +196,7 @@ def test_renamed_static_finds_ssl_by_symbol(tmp_path: Path) -> None:
 
 def test_renamed_static_capture_matches_access_log(tmp_path: Path, lab_of: Any,
                                                    capture_factory: Any) -> None:
-    lab = lab_of(str(renamed(built("static-ssl"), tmp_path)))
+    lab = lab_of(str(renamed_nginx(tmp_path, built("static-ssl"))))
     cap = capture_factory(pid=lab.master_pid)
     assert METHOD_BUILTIN_SSL in cap.line
     fallback_vs_log(lab, cap)
