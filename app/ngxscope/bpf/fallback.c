@@ -75,7 +75,15 @@ struct accept_args {
 BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
 BPF_HASH(sys_calls, u64, struct sys_args, 16384);
 BPF_HASH(ssl_calls, u64, struct ssl_args, 16384);
-BPF_HASH(ssl_fd, u64, s32, 65536);
+/* SSL object → its socket. Keyed by process too: workers forked from one master allocate
+ * their SSL objects at the same addresses, so a pointer alone names another worker's
+ * connection. LRU: SSL_free is not probed, stale pointers age out. */
+struct ssl_key {
+    __u32 pid;
+    __u32 pad;
+    __u64 ssl;
+};
+BPF_TABLE("lru_hash", struct ssl_key, s32, ssl_fd, 65536);
 BPF_HASH(accepts, u64, struct accept_args, 4096);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
@@ -392,7 +400,8 @@ int ssl_set_fd_enter(struct pt_regs *ctx)
         return 0;
     u64 ssl = PT_REGS_PARM1(ctx);
     s32 fd = (s32)PT_REGS_PARM2(ctx);
-    ssl_fd.update(&ssl, &fd);
+    struct ssl_key sk = {.pid = tgid, .ssl = ssl};
+    ssl_fd.update(&sk, &fd);
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     if (st)
@@ -447,10 +456,11 @@ static __always_inline int ssl_leave(struct pt_regs *ctx)
     if (n == 0)
         return 0;
     s32 fd = a.fd;
+    struct ssl_key sk = {.pid = pid_tgid >> 32, .ssl = a.ssl};
     if (fd >= 0) {
-        ssl_fd.update(&a.ssl, &fd);
+        ssl_fd.update(&sk, &fd);
     } else {
-        s32 *known = ssl_fd.lookup(&a.ssl);
+        s32 *known = ssl_fd.lookup(&sk);
         if (!known)
             return 0;   /* served from OpenSSL's buffers before any socket I/O was seen */
         fd = *known;
