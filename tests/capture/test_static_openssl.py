@@ -160,10 +160,10 @@ def test_nosym_finds_ssl_by_patterns(variant: str, pattern_set: str) -> None:
                                        "SSL_set_fd"}
 
 
-# static-ssl111-nosym is not captured here: about 1 run in 7 shows 1-3 TLS responses without
-# their request (OpenSSL 1.1.1 only; its cause is not found yet), a flaky test for everyone.
-def test_nosym_capture_matches_access_log(lab_of: Any, capture_factory: Any) -> None:
-    lab = lab_of(built("static-ssl-nosym"))
+@pytest.mark.parametrize(("variant", "pattern_set"), NOSYM)
+def test_nosym_capture_matches_access_log(lab_of: Any, capture_factory: Any, variant: str,
+                                          pattern_set: str) -> None:
+    lab = lab_of(built(variant))
     inst = resolve_target(lab.master_pid)
     assert inst.capture_method == METHOD_BUILTIN_SSL
     cap = capture_factory(pid=lab.master_pid)

@@ -28,6 +28,37 @@ BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
 BPF_ARRAY(enabled, u32, 1);   /* set once every probe is attached: no half-seen exchanges */
 BPF_ARRAY(rbstate, u64, 2);
 BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */
+/* tgid -> run-time address of nginx's `ngx_cached_time` pointer (capture/nginxclock.py) */
+BPF_HASH(ngx_clock_at, u32, u64, 4096);
+BPF_ARRAY(wall_offset, u64, 1);   /* Unix ns minus ktime ns, as user space converts them back */
+
+struct ngx_time_head {   /* the start of nginx's ngx_time_t */
+    u64 sec;
+    u64 msec;
+};
+
+/* nginx's cached clock in the process (what $msec and $request_time use), as the ktime user
+ * space turns back into Unix time: read from nginx's memory when its address is known, else
+ * the kernel time of the worker's last epoll_wait return (nginx updates its cache right
+ * after; a worker preempted in between makes that trail by more than a millisecond). */
+static __always_inline u64 process_clock(u32 tgid)
+{
+    u64 *at = ngx_clock_at.lookup(&tgid);
+    if (at) {
+        int zero = 0;
+        u64 *off = wall_offset.lookup(&zero);
+        u64 p = 0;
+        struct ngx_time_head t = {};
+        if (off && *off && bpf_probe_read_user(&p, sizeof(p), (void *)*at) == 0 && p &&
+            bpf_probe_read_user(&t, sizeof(t), (void *)p) == 0 && t.msec < 1000) {
+            u64 unix_ns = t.sec * 1000000000ULL + t.msec * 1000000ULL;
+            if (unix_ns > *off)
+                return unix_ns - *off;
+        }
+    }
+    u64 *clk = loop_clock.lookup(&tgid);
+    return clk ? *clk : 0;
+}
 
 static __always_inline void count(int idx, u64 n)
 {
@@ -60,8 +91,7 @@ static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u6
     h->offset = 0;
     h->aux = 0;
     u32 tgid = pid_tgid >> 32;
-    u64 *clk = loop_clock.lookup(&tgid);
-    h->clock = clk ? *clk : 0;
+    h->clock = process_clock(tgid);
     h->pid = tgid;
     h->tid = (u32)pid_tgid;
     h->fd = fd;

@@ -23,6 +23,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u32 child = args->child_pid;
     u8 one = 1;
     targets.update(&child, &one);
+    u64 *at = ngx_clock_at.lookup(&tgid);   /* a fork maps the binary where its parent did */
+    if (at) {
+        u64 addr = *at;
+        ngx_clock_at.update(&child, &addr);
+    }
     struct ev_header h = {};
     fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
     h.aux = child;
@@ -42,6 +47,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     submit(&h, sizeof(h));
     targets.delete(&tgid);
     loop_clock.delete(&tgid);
+    ngx_clock_at.delete(&tgid);
 #ifdef HAVE_CURRENT_REQ
     current_req.delete(&tgid);
 #endif

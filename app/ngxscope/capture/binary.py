@@ -144,6 +144,8 @@ class BinaryInfo:
     filled only when there are no ngx_* symbols and TLS is static."""
     ssl_offsets: dict[str, int] = field(default_factory=dict)
     """The same functions' file offsets (what a uprobe is really attached to)."""
+    cached_time: int | None = None
+    """Link-time address of ``ngx_cached_time`` (nginx's cached clock), None when not exported."""
     ssl_found_by: str = ""
     """How :attr:`ssl_functions` were found ("SSL_read/SSL_write found in .dynsym", "... found
     by OpenSSL 3.0 byte patterns"), or why they were not."""
@@ -251,6 +253,7 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
     ssl_syms: dict[str, tuple[int, str]] = {}
     tls_funcs_defined = False
     has_symtab = False
+    cached_time: int | None = None
 
     for section in elf.iter_sections():
         if not isinstance(section, SymbolTableSection):
@@ -263,6 +266,8 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
                 continue
             if name.startswith("ngx_"):
                 ngx_names.add(name)
+                if name == "ngx_cached_time" and sym["st_info"]["type"] == "STT_OBJECT":
+                    cached_time = int(sym["st_value"])
                 if name in wanted:
                     is_func = sym["st_info"]["type"] == "STT_FUNC" and sym["st_size"] > 0
                     if name not in symbols or (is_func and not probeable[name]):
@@ -290,6 +295,7 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
         probeable={name: probeable[name] for name in ordered},
         ngx_symbol_count=len(ngx_names),
         stripped=not has_symtab,
+        cached_time=cached_time,
     )
     if not ngx_names and tls == "static":
         _find_builtin_ssl(elf, info, ssl_syms)

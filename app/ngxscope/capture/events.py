@@ -41,6 +41,7 @@ __all__ = [
     "RawEvent",
     "RingReader",
     "format_sockaddr",
+    "nginx_msec",
     "parse_batch",
     "parse_event",
 ]
@@ -181,6 +182,13 @@ def format_sockaddr(raw: bytes, length: int) -> str:
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
+
+
+def nginx_msec(clock: float) -> int:
+    """nginx's whole-millisecond count for a clock reading (nginx truncates). A clock read
+    from nginx's own cache is a whole millisecond that went through float conversion: the
+    microsecond added keeps it from landing just below its own value."""
+    return int(clock * 1000 + 1e-3)
 
 
 def parse_event(buf: bytes | memoryview, clock_offset: float) -> RawEvent:

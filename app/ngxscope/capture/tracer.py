@@ -17,6 +17,7 @@ from typing import Any
 
 from .events import RawEvent, RingReader, parse_batch, parse_event
 from .layout import Layout
+from .nginxclock import cached_time_address
 
 __all__ = ["PROBES", "CaptureError", "Tracer", "TracerConfig", "bpf_source", "verifier_reason"]
 
@@ -262,6 +263,7 @@ class Tracer:
         bpf = self.bpf
         self._reader: RingReader | None = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
         self._rbstate = bpf["rbstate"]
+        bpf["wall_offset"][ctypes.c_int(0)] = ctypes.c_uint64(round(self._clock_offset * 1e9))
         self.add_pids(self.config.pids)
         bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
 
@@ -412,18 +414,33 @@ class Tracer:
         if self.bpf is None:
             return
         targets = self.bpf["targets"]
+        clock_at = self.bpf["ngx_clock_at"]
+        symbol = self._cached_time_symbol()
         for pid in pids:
+            addr = cached_time_address(pid, self.config.binary, symbol)
+            if addr is not None:
+                clock_at[ctypes.c_uint32(pid)] = ctypes.c_uint64(addr)
             targets[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def _cached_time_symbol(self) -> int | None:
+        """Link-time address of nginx's ngx_cached_time in the target binary (None: unknown)."""
+        from .binary import BinaryError, inspect_binary
+
+        try:
+            return inspect_binary(self.config.binary).cached_time
+        except (BinaryError, OSError):
+            return None
 
     def remove_pids(self, pids: Iterable[int]) -> None:
         if self.bpf is None:
             return
         targets = self.bpf["targets"]
         for pid in pids:
-            try:
-                del targets[ctypes.c_uint32(pid)]
-            except KeyError:
-                pass
+            for table in (targets, self.bpf["ngx_clock_at"]):
+                try:
+                    del table[ctypes.c_uint32(pid)]
+                except KeyError:
+                    pass
 
     def target_pids(self) -> list[int]:
         if self.bpf is None:

@@ -42,6 +42,7 @@ from ..capture.events import (
     EVF_SHED,
     EVF_TLS,
     RawEvent,
+    nginx_msec,
 )
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .http1 import ParsedRequest, ParsedResponse, RequestStream, parse_response, request_line_of
@@ -659,7 +660,7 @@ class Assembler:
         conn.seq += 1
         ex.end = max(st.end_ts or ts, ex.start)
         if st.start_clock and end_clock:
-            ex.nginx_ms = float(int(end_clock * 1000) - int(st.start_clock * 1000))
+            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(st.start_clock))
         if ex.error and not ex.method:
             self.stats.malformed += 1
         self.stats.exchanges += 1
@@ -738,7 +739,7 @@ class Assembler:
             ex.end = max(conn.send_last_ts or ts, start)
             if start_clock and end_clock:
                 # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
-                ex.nginx_ms = float(int(end_clock * 1000) - int(start_clock * 1000))
+                ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
             if resp.error and not ex.error:
                 ex.error = resp.error
         else:

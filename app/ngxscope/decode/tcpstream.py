@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..capture.events import RawEvent
+from ..capture.events import RawEvent, nginx_msec
 from ..model import TCP, Exchange, UpstreamAttempt
 
 __all__ = ["TcpSession", "tcp_exchange"]
@@ -66,7 +66,7 @@ def tcp_exchange(sess: TcpSession, ex_id: int, conn_seq: int, pid: int, client: 
     ex.response_bytes = ex.response_body_size = done.aux
     ex.truncated = (sess.hole or len(sess.inbound) < done.offset or len(sess.outbound) < done.aux)
     if sess.start_clock and done.clock:
-        ex.nginx_ms = float(int(done.clock * 1000) - int(sess.start_clock * 1000))
+        ex.nginx_ms = float(nginx_msec(done.clock) - nginx_msec(sess.start_clock))
     if sess.joined:
         ex.error = "joined mid-session: its start and some payload were not seen"
     return ex

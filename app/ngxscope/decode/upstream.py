@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
-from ..capture.events import RawEvent
+from ..capture.events import RawEvent, nginx_msec
 from ..model import UpstreamAttempt
 from .http1 import HeadError, parse_head
 
@@ -30,9 +30,7 @@ HEAD_LIMIT = 16 * 1024
 _EINPROGRESS = -errno.EINPROGRESS
 
 
-def _ms(clock: float) -> int:
-    """nginx's millisecond counter for a clock reading."""
-    return int(clock * 1000)
+_ms = nginx_msec
 
 
 def _signed(value: int) -> int:
