@@ -26,7 +26,6 @@
  * (capture/tracer.py joins the texts:
  * bcc rewrites map calls and finds tracepoints only in the program text, not in headers). */
 
-#define SCRATCH_DATA (2 * PAYLOAD_CAP)
 
 
 
@@ -39,11 +38,6 @@
 #define F_WRITEV    3
 #define F_READV     4
 #define F_SENDFILE  5
-
-struct data_event {
-    struct ev_header h;
-    __u8 data[SCRATCH_DATA];
-};
 
 struct conn_key {
     __u32 pid;
@@ -103,20 +97,6 @@ static __always_inline int under_pressure(void)
     if (!p || !c)
         return 0;
     return *p - *c >= SHED_BYTES;
-}
-
-/* "HTTP/1.x NNN" at the start of a response: NNN, or 0 (1xx interim responses too). */
-static __always_inline u16 status_of(const u8 *b)
-{
-    if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/' || b[8] != ' ')
-        return 0;
-    u8 d0 = b[9] - '0', d1 = b[10] - '0', d2 = b[11] - '0';
-    if (d0 > 9 || d1 > 9 || d2 > 9)
-        return 0;
-    u16 code = d0 * 100 + d1 * 10 + d2;
-    if (code >= 100 && code < 200 && code != 101)
-        return 0;
-    return code;
 }
 
 static __always_inline void read_sockaddr(u8 *dst, u32 *dst_len, u64 ptr, u64 len_ptr)
@@ -439,36 +419,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
     } else if (fn == F_READV) {
         cap = copy_chain(e, a.arg, ret);
     } else {
-        /* one buffer: up to MAX_CHUNKS records of PAYLOAD_CAP each (a large TLS read, e.g.
-         * HTTP/2 frames, keeps every frame header); the last record counts the rest */
-        u64 base = e->h.offset;
-        u8 flags0 = e->h.flags;
-        u64 done = 0;
-#pragma unroll
-        for (int i = 0; i < MAX_CHUNKS; i++) {
-            if (done >= (u64)ret)
-                break;
-            u64 left = ret - done;
-            u64 n = left < PAYLOAD_CAP ? left : PAYLOAD_CAP;
-            opaque(n);
-            n &= (2 * PAYLOAD_CAP - 1);
-            if (n > PAYLOAD_CAP)
-                n = PAYLOAD_CAP;
-            u64 len = (i == MAX_CHUNKS - 1) ? left : n;
-            bpf_probe_read_user(&e->data[0], n, (void *)(a.arg + done));
-            e->h.offset = base + done;
-            e->h.len = len;
-            e->h.cap = n;
-            e->h.flags = flags0;
-            if (i == 0 && want_status && st && n >= 12)
-                st->status = status_of(e->data);
-            if (n < len) {
-                e->h.flags |= EVF_TRUNCATED;
-                count(CNT_TRUNC, 1);
-            }
-            submit(e, sizeof(struct ev_header) + n);
-            done += len;
-        }
+        /* a large TLS read (HTTP/2 frames) keeps every frame header */
+        emit_chunks(e, a.arg, ret, want_status && st ? &st->status : 0);
         return 0;
     }
     u64 size = cap;

@@ -7,6 +7,7 @@
 
 #define MAX_SEGS 16
 #define MAX_CHUNKS 8   /* records per single-buffer call */
+#define SCRATCH_DATA (2 * PAYLOAD_CAP)   /* room for the verifier's view of masked offsets */
 /* Hide a value from the compiler so the masks below survive into the verifier's view. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
@@ -115,4 +116,59 @@ static __always_inline int submit(void *rec, u32 size)
     if (p)
         __sync_fetch_and_add(p, (u64)((size + 8 + 7) & ~7));
     return 1;
+}
+
+/* A payload record: the header, then up to PAYLOAD_CAP bytes (per-CPU scratch, not stack). */
+struct data_event {
+    struct ev_header h;
+    __u8 data[SCRATCH_DATA];
+};
+
+/* "HTTP/1.x NNN" at the start of a response: NNN, or 0 (1xx interim responses too). */
+static __always_inline u16 status_of(const u8 *b)
+{
+    if (b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/' || b[8] != ' ')
+        return 0;
+    u8 d0 = b[9] - '0', d1 = b[10] - '0', d2 = b[11] - '0';
+    if (d0 > 9 || d1 > 9 || d2 > 9)
+        return 0;
+    u16 code = d0 * 100 + d1 * 10 + d2;
+    if (code >= 100 && code < 200 && code != 101)
+        return 0;
+    return code;
+}
+
+/* One buffer of `ret` bytes at user address `buf`: up to MAX_CHUNKS records of PAYLOAD_CAP
+ * each, from stream offset e->h.offset with flags e->h.flags, the last record counting the
+ * rest (truncated). `status`, when not null, is set from the first record's bytes. */
+static __always_inline void emit_chunks(struct data_event *e, u64 buf, u64 ret, u16 *status)
+{
+    u64 base = e->h.offset;
+    u8 flags0 = e->h.flags;
+    u64 done = 0;
+#pragma unroll
+    for (int i = 0; i < MAX_CHUNKS; i++) {
+        if (done >= ret)
+            break;
+        u64 left = ret - done;
+        u64 n = left < PAYLOAD_CAP ? left : PAYLOAD_CAP;
+        opaque(n);
+        n &= (2 * PAYLOAD_CAP - 1);
+        if (n > PAYLOAD_CAP)
+            n = PAYLOAD_CAP;
+        u64 len = (i == MAX_CHUNKS - 1) ? left : n;
+        bpf_probe_read_user(&e->data[0], n, (void *)(buf + done));
+        e->h.offset = base + done;
+        e->h.len = len;
+        e->h.cap = n;
+        e->h.flags = flags0;
+        if (i == 0 && status && n >= 12)
+            *status = status_of(e->data);
+        if (n < len) {
+            e->h.flags |= EVF_TRUNCATED;
+            count(CNT_TRUNC, 1);
+        }
+        submit(e, sizeof(struct ev_header) + n);
+        done += len;
+    }
 }

@@ -27,11 +27,6 @@
 #define F_BUF   1   /* read, recvfrom, write, sendto: one buffer */
 #define F_IOV   2   /* readv, writev */
 
-struct data_event {
-    struct ev_header h;
-    __u8 data[PAYLOAD_CAP];
-};
-
 struct conn_key {
     __u32 pid;
     __s32 fd;
@@ -131,65 +126,43 @@ static __always_inline struct conn_state *get_conn(u64 pid_tgid, s32 fd, u8 tls,
     return st;
 }
 
-/* One buffer moved `ret` bytes: up to MAX_CHUNKS records of PAYLOAD_CAP each. */
-static __always_inline void emit_buf(u64 pid_tgid, struct conn_state *st, s32 fd, u8 kind, u64 buf, u64 ret)
+/* The scratch record of a call on connection `st` that moved `ret` bytes, its header filled
+ * and the stream offset accounted; null when there is no scratch. */
+static __always_inline struct data_event *start_record(u64 pid_tgid, struct conn_state *st, s32 fd, u8 kind, u64 ret)
 {
     u32 cpu = bpf_get_smp_processor_id();
     struct data_event *e = scratch.lookup(&cpu);
     if (!e)
-        return;
-    u64 ts = bpf_ktime_get_ns();
-    fill_header(&e->h, kind, ts, pid_tgid, fd);
-    u64 base = kind == EV_RECV ? st->recvd : st->sent;
-    if (kind == EV_RECV)
+        return 0;
+    fill_header(&e->h, kind, bpf_ktime_get_ns(), pid_tgid, fd);
+    e->h.conn_ts = st->conn_ts;
+    e->h.flags = st->flags;
+    if (kind == EV_RECV) {
+        e->h.offset = st->recvd;
         st->recvd += ret;
-    else
+    } else {
+        e->h.offset = st->sent;
         st->sent += ret;
-    u8 flags0 = st->flags;
-    u64 conn_ts = st->conn_ts;
-    u64 done = 0;
-#pragma unroll
-    for (int i = 0; i < MAX_CHUNKS; i++) {
-        if (done >= ret)
-            break;
-        u64 left = ret - done;
-        u64 n = left < PAYLOAD_CAP ? left : PAYLOAD_CAP;
-        opaque(n);
-        n &= (2 * PAYLOAD_CAP - 1);
-        if (n > PAYLOAD_CAP)
-            n = PAYLOAD_CAP;
-        u64 len = (i == MAX_CHUNKS - 1) ? left : n;
-        bpf_probe_read_user(&e->data[0], n, (void *)(buf + done));
-        e->h.conn_ts = conn_ts;
-        e->h.offset = base + done;
-        e->h.len = len;
-        e->h.cap = n;
-        e->h.flags = flags0;
-        if (n < len) {
-            e->h.flags |= EVF_TRUNCATED;
-            count(CNT_TRUNC, 1);
-        }
-        submit(e, sizeof(struct ev_header) + n);
-        done += len;
     }
+    return e;
+}
+
+/* One buffer moved `ret` bytes. */
+static __always_inline void emit_buf(u64 pid_tgid, struct conn_state *st, s32 fd, u8 kind, u64 buf, u64 ret)
+{
+    struct data_event *e = start_record(pid_tgid, st, fd, kind, ret);
+    if (e)
+        emit_chunks(e, buf, ret, 0);
 }
 
 /* readv/writev moved `ret` bytes: one record per segment (the last one counts the rest). */
 static __always_inline void emit_iov(u64 pid_tgid, struct conn_state *st, s32 fd, u8 kind, u64 iovs, u64 cnt, u64 ret)
 {
-    u32 cpu = bpf_get_smp_processor_id();
-    struct data_event *e = scratch.lookup(&cpu);
+    struct data_event *e = start_record(pid_tgid, st, fd, kind, ret);
     if (!e)
         return;
-    u64 ts = bpf_ktime_get_ns();
-    fill_header(&e->h, kind, ts, pid_tgid, fd);
-    u64 base = kind == EV_RECV ? st->recvd : st->sent;
-    if (kind == EV_RECV)
-        st->recvd += ret;
-    else
-        st->sent += ret;
-    u8 flags0 = st->flags;
-    u64 conn_ts = st->conn_ts;
+    u64 base = e->h.offset;
+    u8 flags0 = e->h.flags;
     u64 done = 0;
 #pragma unroll
     for (int i = 0; i < MAX_SEGS; i++) {
@@ -211,7 +184,6 @@ static __always_inline void emit_iov(u64 pid_tgid, struct conn_state *st, s32 fd
         if (n > PAYLOAD_CAP)
             n = PAYLOAD_CAP;
         bpf_probe_read_user(&e->data[0], n, iov.iov_base);
-        e->h.conn_ts = conn_ts;
         e->h.offset = base + done;
         e->h.len = len;
         e->h.cap = n;
