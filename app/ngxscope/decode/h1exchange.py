@@ -1,0 +1,111 @@
+"""One HTTP/1 exchange out of the assembler (decode.assembler).
+
+The request is as decode.http1 framed it; the response is what nginx wrote on the connection
+since the previous completion (Conn.segments, payload kept up to the body limit), sized by the
+byte counters nginx's completion event carried. Also used for requests that never got a
+response (resp_len None) and for the "101 Switching Protocols" ending a WebSocket upgrade.
+
+Part of the Assembler split by topic: the function takes the Assembler and numbers, counts
+and hands out the exchange through it, as a method would.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..capture.events import nginx_msec
+from ..model import Exchange, UpstreamAttempt
+from .connstate import Conn
+from .http1 import ParsedRequest, ParsedResponse, parse_response
+
+if TYPE_CHECKING:
+    from .assembler import Assembler
+
+__all__ = ["emit_h1"]
+
+
+def emit_h1(
+    asm: Assembler,
+    conn: Conn,
+    req: ParsedRequest,
+    resp_len: int | None,
+    ts: float,
+    error: str | None = None,
+    end_clock: float = 0.0,
+    parse: bool = True,
+    upstream: list[UpstreamAttempt] | None = None,
+    kstatus: int = 0,
+) -> None:
+    """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
+    previous completion (None: no response). parse=False when those bytes are not one whole
+    response (merged by lost completions, or shed); kstatus is the status the kernel read,
+    for when the response head was not captured."""
+    start = req.start_ts
+    start_clock = req.start_clock
+    if conn.last_done_ts and start < conn.last_done_ts:
+        start = conn.last_done_ts  # pipelined: nginx starts it once the previous one is done
+        start_clock = max(start_clock, conn.last_done_clock)
+    host = ""
+    for k, v in req.headers:
+        if k.lower() == "host":
+            host = v
+            break
+    if not host and req.target.startswith(("http://", "https://")):
+        host = req.target.split("/", 3)[2]
+    ex = Exchange(
+        id=asm._next_id,
+        start=start,
+        end=start,
+        pid=conn.pid,
+        client=conn.peer,
+        server=conn.local,
+        tls=conn.tls,
+        conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
+        conn_seq=conn.seq,
+        method=req.method,
+        target=req.target,
+        version=req.version,
+        host=host,
+        request_bytes=req.head_bytes if req.body_discarded else req.total_bytes,
+        request_headers=list(req.headers),
+        request_body=bytes(req.body if req.method else req.raw),
+        request_body_size=req.body_size,
+        truncated=req.truncated,
+        error=error or req.error,
+        upstream=upstream or [],
+    )
+    asm._next_id += 1
+    conn.seq += 1
+    if resp_len is not None:
+        prefix = bytearray()
+        for data, length in conn.segments:
+            prefix += data
+            if len(data) < length:
+                break
+        resp = parse_response(bytes(prefix)) if parse else ParsedResponse()
+        if resp.status is None and kstatus:
+            # payload lost or shed: the status the kernel read from the response's first bytes
+            resp.status = kstatus
+            resp.error = None
+        ex.status = resp.status
+        ex.reason = resp.reason
+        ex.response_headers = resp.headers
+        ex.response_bytes = resp_len
+        ex.response_body_size = max(0, resp_len - resp.head_bytes)
+        ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + asm.body_limit])
+        ex.sendfile_bytes = conn.sendfile_bytes
+        ex.truncated = ex.truncated or conn.send_hole or (
+            len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
+        )
+        ex.end = max(conn.send_last_ts or ts, start)
+        if start_clock and end_clock:
+            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
+            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
+        if resp.error and not ex.error:
+            ex.error = resp.error
+    else:
+        ex.end = max(ts, start)
+    if ex.error and not ex.method:
+        asm.stats.malformed += 1
+    asm.stats.exchanges += 1
+    asm.on_exchange(ex)
