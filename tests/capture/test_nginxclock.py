@@ -50,12 +50,16 @@ def test_completion_events_carry_nginx_msec(lab_nginx: LabNginx, capture_factory
 
     tracer._sink = tap
     traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
-    sent = sum(traffic.keepalive(tls, ["/health", "/slow/?ms=30", "/api/items?id=2"] * 3)
-               for tls in (False, True))
+    paths = ["/health", "/slow/?ms=30", "/api/items?id=2"] * 3
+    sent = sum(traffic.keepalive(tls, paths) for tls in (False, True))
+    # workers forked by a reload after the capture started get the address from the kernel
+    new_workers = lab_nginx.reload()
+    sent += sum(traffic.keepalive(tls, paths) for tls in (False, True))
     log = lab_nginx.wait_log_lines(sent)
     cap.wait_for(sent)
     cap.stop()
     assert len(done) == sent
+    assert set(new_workers) & {ev.pid for ev in done}, "no request reached a new worker"
     # a clock read in nginx's memory is a whole millisecond; the epoll fallback almost never is
     assert all(abs(ev.clock * 1000 - round(ev.clock * 1000)) < 1e-3 for ev in done)
     logged = sorted(round(float(line["msec"]) * 1000) for line in log)

@@ -28,37 +28,46 @@ BPF_HASH(targets, u32, u8, 4096);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
 BPF_ARRAY(enabled, u32, 1);   /* set once every probe is attached: no half-seen exchanges */
 BPF_ARRAY(rbstate, u64, 2);
-BPF_HASH(loop_clock, u32, u64, 4096);   /* tgid -> ktime of its last epoll_wait return */
-/* tgid -> run-time address of nginx's `ngx_cached_time` pointer (capture/nginxclock.py) */
-BPF_HASH(ngx_clock_at, u32, u64, 4096);
-BPF_ARRAY(wall_offset, u64, 1);   /* Unix ns minus ktime ns, as user space converts them back */
+/* Per process: nginx's cached clock (what $msec and $request_time use). nginx updates it
+ * once per event-loop turn, right after epoll_wait returns; the probes read it in nginx's
+ * memory through its `ngx_cached_time` pointer once per turn, at the first event that needs
+ * it (after nginx's update). Without the pointer's address the kernel time of the
+ * epoll_wait return stands in (it trails nginx's clock when the worker is preempted
+ * between the two). */
+struct loop_clock_t {
+    u64 epoll_ns;    /* ktime of the last epoll_wait return */
+    u64 ngx_clock;   /* nginx's clock this turn as ktime (0: not read yet this turn) */
+    u64 at;          /* run-time address of ngx_cached_time (0: unknown; capture/nginxclock.py) */
+};
+BPF_HASH(loop_clock, u32, struct loop_clock_t, 4096);
+
+#ifndef WALL_NS_OFFSET
+#define WALL_NS_OFFSET 0   /* Unix ns minus ktime ns, as user space converts times back */
+#endif
 
 struct ngx_time_head {   /* the start of nginx's ngx_time_t */
     u64 sec;
     u64 msec;
 };
 
-/* nginx's cached clock in the process (what $msec and $request_time use), as the ktime user
- * space turns back into Unix time: read from nginx's memory when its address is known, else
- * the kernel time of the worker's last epoll_wait return (nginx updates its cache right
- * after; a worker preempted in between makes that trail by more than a millisecond). */
 static __always_inline u64 process_clock(u32 tgid)
 {
-    u64 *at = ngx_clock_at.lookup(&tgid);
-    if (at) {
-        int zero = 0;
-        u64 *off = wall_offset.lookup(&zero);
-        u64 p = 0;
-        struct ngx_time_head t = {};
-        if (off && *off && bpf_probe_read_user(&p, sizeof(p), (void *)*at) == 0 && p &&
-            bpf_probe_read_user(&t, sizeof(t), (void *)p) == 0 && t.msec < 1000) {
-            u64 unix_ns = t.sec * 1000000000ULL + t.msec * 1000000ULL;
-            if (unix_ns > *off)
-                return unix_ns - *off;
+    struct loop_clock_t *lc = loop_clock.lookup(&tgid);
+    if (!lc)
+        return 0;
+    if (lc->ngx_clock)
+        return lc->ngx_clock;
+    u64 p = 0;
+    struct ngx_time_head t = {};
+    if (lc->at && WALL_NS_OFFSET && bpf_probe_read_user(&p, sizeof(p), (void *)lc->at) == 0 && p &&
+        bpf_probe_read_user(&t, sizeof(t), (void *)p) == 0 && t.msec < 1000) {
+        u64 unix_ns = t.sec * 1000000000ULL + t.msec * 1000000ULL;
+        if (unix_ns > (u64)WALL_NS_OFFSET) {
+            lc->ngx_clock = unix_ns - (u64)WALL_NS_OFFSET;
+            return lc->ngx_clock;
         }
     }
-    u64 *clk = loop_clock.lookup(&tgid);
-    return clk ? *clk : 0;
+    return lc->epoll_ns;
 }
 
 static __always_inline void count(int idx, u64 n)

@@ -8,8 +8,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!targets.lookup(&tgid))
         return 0;
-    u64 now = bpf_ktime_get_ns();
-    loop_clock.update(&tgid, &now);
+    struct loop_clock_t *lc = loop_clock.lookup(&tgid);
+    if (lc) {
+        lc->epoll_ns = bpf_ktime_get_ns();
+        lc->ngx_clock = 0;   /* nginx is about to update its clock: read it again */
+    } else {
+        struct loop_clock_t fresh = {.epoll_ns = bpf_ktime_get_ns()};
+        loop_clock.update(&tgid, &fresh);
+    }
     return 0;
 }
 
@@ -23,10 +29,10 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u32 child = args->child_pid;
     u8 one = 1;
     targets.update(&child, &one);
-    u64 *at = ngx_clock_at.lookup(&tgid);   /* a fork maps the binary where its parent did */
-    if (at) {
-        u64 addr = *at;
-        ngx_clock_at.update(&child, &addr);
+    struct loop_clock_t *lc = loop_clock.lookup(&tgid);   /* a fork maps the binary where its parent did */
+    if (lc && lc->at) {
+        struct loop_clock_t fresh = {.at = lc->at};
+        loop_clock.update(&child, &fresh);
     }
     struct ev_header h = {};
     fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
@@ -47,7 +53,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     submit(&h, sizeof(h));
     targets.delete(&tgid);
     loop_clock.delete(&tgid);
-    ngx_clock_at.delete(&tgid);
 #ifdef HAVE_CURRENT_REQ
     current_req.delete(&tgid);
 #endif

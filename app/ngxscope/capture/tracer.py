@@ -186,6 +186,7 @@ class Tracer:
             f"-DFOLLOW_ALL={1 if cfg.follow_all else 0}",
             f"-DMAX_CPUS={os.cpu_count() or 1}",
             f"-DSYSCALL_IO={1 if self.syscall_io else 0}",
+            f"-DWALL_NS_OFFSET={round(self._clock_offset * 1e9)}ULL",
             *cfg.layout.cflags(),
         ]
 
@@ -263,7 +264,6 @@ class Tracer:
         bpf = self.bpf
         self._reader: RingReader | None = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
         self._rbstate = bpf["rbstate"]
-        bpf["wall_offset"][ctypes.c_int(0)] = ctypes.c_uint64(round(self._clock_offset * 1e9))
         self.add_pids(self.config.pids)
         bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
 
@@ -414,12 +414,12 @@ class Tracer:
         if self.bpf is None:
             return
         targets = self.bpf["targets"]
-        clock_at = self.bpf["ngx_clock_at"]
+        clock_at = self.bpf["loop_clock"]
         symbol = self._cached_time_symbol()
         for pid in pids:
             addr = cached_time_address(pid, self.config.binary, symbol)
             if addr is not None:
-                clock_at[ctypes.c_uint32(pid)] = ctypes.c_uint64(addr)
+                clock_at[ctypes.c_uint32(pid)] = clock_at.Leaf(0, 0, addr)
             targets[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def _cached_time_symbol(self) -> int | None:
@@ -436,7 +436,7 @@ class Tracer:
             return
         targets = self.bpf["targets"]
         for pid in pids:
-            for table in (targets, self.bpf["ngx_clock_at"]):
+            for table in (targets, self.bpf["loop_clock"]):
                 try:
                     del table[ctypes.c_uint32(pid)]
                 except KeyError:
