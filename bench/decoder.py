@@ -8,7 +8,7 @@ timing CPU (time.process_time) per stage:
 
   parse    ring-buffer record -> RawEvent (capture.events.parse_event / parse_batch)
   assemble RawEvents -> Exchanges (decode.assembler.Assembler)
-  encode   Exchange -> JSON line (store.compat.encode_record of Exchange.to_dict)
+  encode   Exchange -> JSON line (store.compat.encode_exchange, what SessionWriter writes)
   gzip     the JSON lines through SessionWriter's gzip stream
 
     .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
@@ -35,7 +35,7 @@ from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 from ngxscope.capture import events as evmod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
-from ngxscope.store.compat import encode_record
+from ngxscope.store.compat import encode_exchange
 from ngxscope.store.session import SessionWriter
 
 _LEN = struct.Struct("<I")
@@ -114,7 +114,7 @@ def replay(raw: list[bytes]) -> dict[str, float]:
         feed(ev)
     asm.finish(time.time())
     t2 = time.process_time()
-    lines = [encode_record({"t": "exchange", **ex.to_dict()}) for ex in exchanges]
+    lines = [encode_exchange(ex) for ex in exchanges]
     t3 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         w = SessionWriter(os.path.join(tmp, "s.ngxs"), {})

@@ -9,13 +9,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from factories import make_exchange
 from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt
 from ngxscope.store.compat import (
     CONVERTERS,
     CURRENT_VERSION,
     convert_0_1,
     convert_1_2,
+    encode_exchange,
+    encode_record,
     migrate,
 )
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
@@ -283,3 +288,29 @@ def test_convert_1_2_adds_nginx_ms() -> None:
     assert convert_1_2({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "nginx_ms": None}
     stats = {"t": "stats"}
     assert convert_1_2(stats) is stats
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from(["\udcff", "é", "\x00"]),
+                max_size=12)
+
+
+@given(
+    method=_TEXT, target=_TEXT, status=st.none() | st.integers(100, 599) | st.integers(2**64, 2**70),
+    req_body=st.binary(max_size=40), resp_body=st.binary(max_size=40),
+    headers=st.lists(st.tuples(_TEXT, _TEXT), max_size=3), nginx_ms=st.none() | st.floats(0, 1e6),
+    error=st.none() | _TEXT, attempts=st.integers(0, 2), start=st.floats(0, 2e9), length=st.floats(0, 100),
+)
+@settings(max_examples=300, deadline=None)
+def test_encode_exchange_equals_encode_record(method: str, target: str, status: int | None, req_body: bytes,
+                                              resp_body: bytes, headers: list[tuple[str, str]],
+                                              nginx_ms: float | None, error: str | None, attempts: int,
+                                              start: float, length: float) -> None:
+    """The writer's dict-free encoder gives the very bytes of the dict path, whatever the
+    exchange holds (non-ASCII, lone surrogates, ints beyond 64 bits take the json path)."""
+    ex = make_exchange(method=method, target=target, status=status, request_body=req_body,
+                       response_body=resp_body, request_headers=headers, start=start)
+    ex.end = start + length
+    ex.nginx_ms = nginx_ms
+    ex.error = error
+    ex.upstream = ex.upstream[:attempts]
+    assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})

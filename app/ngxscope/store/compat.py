@@ -27,6 +27,7 @@ sample (tests/store/samples/make_samples.py). `test_compat.py` fails until that 
 
 from __future__ import annotations
 
+import base64
 import json
 import types
 import typing
@@ -46,6 +47,7 @@ __all__ = [
     "check_header",
     "convert_0_1",
     "convert_1_2",
+    "encode_exchange",
     "encode_record",
     "migrate",
     "parse_record",
@@ -162,6 +164,30 @@ def encode_record(record: dict[str, Any]) -> bytes:
     # ensure_ascii keeps any str (lone surrogates included) exact through the round trip.
     text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), check_circular=False)
     return text.encode("ascii") + b"\n"
+
+
+def _body(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii") if data else ""
+
+
+_EXCHANGE_PREFIX = b'{"t":"exchange",'
+
+
+def encode_exchange(ex: Exchange) -> bytes:
+    """`encode_record({"t": "exchange", **ex.to_dict()})`, byte for byte, without building the
+    dict: orjson walks the dataclass itself (fields in declaration order, as to_dict), bodies
+    go through its `default`, and `duration_ms` is appended as to_dict does. Every captured
+    exchange passes here: at saturation the dict alone cost more than the JSON."""
+    if _orjson_dumps is not None:
+        try:
+            data = _orjson_dumps(ex, default=_body)
+            duration = _orjson_dumps(round(ex.duration_ms, 3))
+        except TypeError:
+            pass
+        else:
+            if data.isascii():
+                return b"".join((_EXCHANGE_PREFIX, data[1:-1], b',"duration_ms":', duration, b"}\n"))
+    return encode_record({"t": "exchange", **ex.to_dict()})
 
 
 try:

@@ -40,6 +40,7 @@ from ngxscope.store.compat import (
     Record,
     SessionError,
     check_header,
+    encode_exchange,
     encode_record,
     parse_record,
 )
@@ -93,7 +94,9 @@ class _RecordWriter:
 
     def write_exchange(self, ex: Exchange) -> None:
         """Append an exchange record."""
-        self._write({"t": "exchange", **ex.to_dict()})
+        if self.closed:
+            raise SessionError("cannot write to a closed session")
+        self._emit(encode_exchange(ex))
         self.exchanges_written += 1
 
     def write_event(self, ev: LifecycleEvent) -> None:
