@@ -82,12 +82,15 @@ def test_malformed_requests_match_nginx_400(lab_nginx: LabNginx, capture_factory
     exchanges = cap.wait_for(len(log))
     cap.stop()
 
-    by_client = {line["client"]: line for line in log}
+    # a connection is its address pair: the kernel may hand a later connection to the TLS
+    # port the same client port (another destination), so the client port alone is not one
+    server = f"127.0.0.1:{lab_nginx.plain_port}"
+    by_conn = {(line["client"], line["server"]): line for line in log}
     report = []
     problems = []
     for name, (addr, answer) in sent.items():
-        line = by_client.get(addr)
-        found = [ex for ex in exchanges if ex.client == addr]
+        line = by_conn.get((addr, server))
+        found = [ex for ex in exchanges if ex.client == addr and ex.server == server]
         if line is None:
             problems.append(f"{name}: nginx logged nothing for {addr} (answer {answer[:40]!r})")
             continue
