@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..capture.events import nginx_msec
+from ..capture.events import RawEvent, nginx_msec
 from ..model import Exchange, UpstreamAttempt
 from .connstate import Conn
 from .http1 import ParsedRequest, ParsedResponse, parse_response
@@ -21,7 +21,7 @@ from .http1 import ParsedRequest, ParsedResponse, parse_response
 if TYPE_CHECKING:
     from .assembler import Assembler
 
-__all__ = ["emit_h1"]
+__all__ = ["emit_h1", "emit_summary"]
 
 
 def emit_h1(
@@ -109,3 +109,58 @@ def emit_h1(
         asm.stats.malformed += 1
     asm.stats.exchanges += 1
     asm.on_exchange(ex)
+
+
+def emit_summary(
+    asm: Assembler,
+    conn: Conn,
+    ev: RawEvent,
+    line: tuple[str, str, str],
+    start: float,
+    start_clock: float,
+    request_bytes: int,
+    resp_len: int,
+    why: str,
+    upstream: list[UpstreamAttempt],
+) -> None:
+    """The exchange emit_h1 gives for a completion of which only the kernel summary came (no
+    request parsed, no response byte captured: `line` is the method, target and version
+    from the summary's first bytes), built without the parsed-message objects: at
+    saturation most exchanges are sampled out and take this path."""
+    method, target, version = line
+    if conn.last_done_ts and start < conn.last_done_ts:
+        start = conn.last_done_ts  # pipelined: nginx starts it once the previous one is done
+        start_clock = max(start_clock, conn.last_done_clock)
+    body_size = max(0, resp_len)
+    ex = Exchange(
+        id=asm._next_id,
+        start=start,
+        end=max(conn.send_last_ts or ev.ts, start),
+        pid=conn.pid,
+        client=conn.peer,
+        server=conn.local,
+        tls=conn.tls,
+        conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
+        conn_seq=conn.seq,
+        method=method,
+        target=target,
+        version=version,
+        host=target.split("/", 3)[2] if target.startswith(("http://", "https://")) else "",
+        status=ev.status or None,
+        request_bytes=request_bytes,
+        response_bytes=resp_len,
+        response_body_size=body_size,
+        sendfile_bytes=conn.sendfile_bytes,
+        truncated=conn.send_hole or body_size > conn.sendfile_bytes,
+        error=why,
+        upstream=upstream,
+    )
+    if start_clock and ev.clock:
+        ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))
+    asm._next_id += 1
+    conn.seq += 1
+    if not method:
+        asm.stats.malformed += 1
+    asm.stats.exchanges += 1
+    asm.on_exchange(ex)
+

@@ -26,7 +26,7 @@ from ..capture.events import (
     RawEvent,
 )
 from .connstate import Conn
-from .h1exchange import emit_h1
+from .h1exchange import emit_h1, emit_summary
 from .h2streams import on_h2_done
 from .http1 import ParsedRequest, RequestStream, request_line_of
 from .respframe import ResponseFramer
@@ -35,7 +35,11 @@ from .tunnels import ws_end
 if TYPE_CHECKING:
     from .assembler import Assembler
 
-__all__ = ["completed", "frame", "frame_close", "framed_done", "on_done", "on_shed_done"]
+__all__ = ["SUMMARY_FAST_PATH", "completed", "frame", "frame_close", "framed_done", "on_done", "on_shed_done"]
+
+SUMMARY_FAST_PATH = True
+"""Build summary-only exchanges directly (emit_summary); False: through emit_h1 (tests
+compare the two)."""
 
 _SAMPLED_NOTE = ("payload not captured (sampled out while the capture was over its CPU budget): "
                  "status, sizes and times from the kernel summary")
@@ -191,20 +195,23 @@ def on_shed_done(asm: Assembler, conn: Conn, ev: RawEvent) -> None:
     asm.stats.shed += 1
     stream = conn.requests
     req = stream.done.pop(0) if stream.done else None
-    if req is None or not req.method or req.error:
+    # nothing of it captured (the usual exchange sampled out at saturation): built directly
+    summary_only = SUMMARY_FAST_PATH and req is None and not conn.segments
+    line = ("", "", "")
+    if summary_only:
+        if ev.data:
+            line = request_line_of(ev.data)
+    elif req is None or not req.method or req.error:
         req = ParsedRequest(start_ts=0.0)
         if ev.data:
             req.method, req.target, req.version = request_line_of(ev.data)
     start = ev.ts - ev.span if ev.span >= 0 else (conn.last_done_ts or ev.ts)
-    req.start_ts = start
     if ev.clock_span >= 0 and ev.clock:
-        req.start_clock = ev.clock - ev.clock_span
+        start_clock = ev.clock - ev.clock_span
     else:
-        req.start_clock = conn.last_done_clock  # pipelined: it began when the previous ended
-    req.end_ts = ev.ts
-    req.error = None
-    req.body_discarded = True  # request_bytes below: nginx's own read counter
-    req.head_bytes = max(0, ev.offset - conn.done_recv_off)
+        start_clock = conn.last_done_clock  # pipelined: it began when the previous ended
+    # request_bytes: nginx's own read counter
+    request_bytes = max(0, ev.offset - conn.done_recv_off)
     # attempts whose bytes were shed are guesses (a peer that "answered nothing"): only
     # those with the peer's response head seen are kept
     attempts = [a for a in asm.upstreams.take(conn.pid, conn.key[2]) if a.response_head is not None]
@@ -220,6 +227,16 @@ def on_shed_done(asm: Assembler, conn: Conn, ev: RawEvent) -> None:
         asm.stats.sampled += 1
     why = (_SAMPLED_NOTE if ev.flags & EVF_SAMPLED else
            "payload shed (capture overload): status, sizes and times from the kernel summary")
-    emit_h1(asm, conn, req, resp_len, ev.ts, error=why, end_clock=ev.clock, parse=False,
-            upstream=attempts, kstatus=ev.status)
+    if summary_only:
+        emit_summary(asm, conn, ev, line, start, start_clock, request_bytes, resp_len, why, attempts)
+    else:
+        assert req is not None
+        req.start_ts = start
+        req.start_clock = start_clock
+        req.end_ts = ev.ts
+        req.error = None
+        req.body_discarded = True
+        req.head_bytes = request_bytes
+        emit_h1(asm, conn, req, resp_len, ev.ts, error=why, end_clock=ev.clock, parse=False,
+                upstream=attempts, kstatus=ev.status)
     completed(conn, ev)
