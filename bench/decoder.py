@@ -3,7 +3,9 @@
 
 Step 1 (once, needs root + eBPF): record the raw ring-buffer records of a real capture
 (lab nginx, 1 worker, wrk on /static/small.txt plain and TLS, plus the lab's traffic mix) to
-bench/results/events-<mode>.bin. Step 2: replay each file through the user-space stages,
+bench/results/events-<mode>.bin. Step 2: replay each file, and a synthetic stream of
+summary-only exchanges (mode "summary": every exchange sampled out, as at saturation over
+the CPU budget), through the user-space stages,
 timing CPU (time.process_time) per stage:
 
   parse    ring-buffer record -> RawEvent (capture.events.parse_event / parse_batch)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
+import socket
 import struct
 import sys
 import tempfile
@@ -131,6 +134,29 @@ def replay(raw: list[bytes]) -> dict[str, float]:
             "decode_only_per_s": n / (t2 - t0)}
 
 
+def summary_stream(connections: int = 2000, per_conn: int = 10) -> list[bytes]:
+    """Ring-buffer records of keep-alive connections whose exchanges were all sampled out
+    (what the capture sees at saturation over its CPU budget): an EV_OPEN, then one kernel
+    summary (EV_REQ_DONE + the request's first bytes) per exchange."""
+    def sockaddr(port: int) -> bytes:
+        return struct.pack("<H", socket.AF_INET) + struct.pack(">H", port) + socket.inet_aton("127.0.0.1") + bytes(20)
+
+    line = b"GET /static/small.txt HTTP/1.1\r\nHost: localhost\r\nUser-Agent: wrk\r\n"
+    line = line[: evmod.LINE_CAP].ljust(evmod.LINE_CAP, b"\0")
+    flags = evmod.EVF_CLIENT
+    recs, t = [], 10**12
+    for c in range(connections):
+        fd, cts = 10 + c % 50, t
+        recs.append(evmod._HEADER.pack(t, cts, 0, 0, t, 4242, 4242, fd, 0, 0, evmod.EV_OPEN, flags, 0)
+                    + evmod._OPEN_TAIL.pack(sockaddr(40000 + c % 20000), sockaddr(8080), 16, 16))
+        for i in range(1, per_conn + 1):
+            t += 50_000
+            recs.append(evmod._HEADER.pack(t, cts, 90 * i, 240 * i, t - t % 1_000_000, 4242, 1001, fd, 200, 41,
+                                           evmod.EV_REQ_DONE, flags | evmod.EVF_SHED | evmod.EVF_SAMPLED, i) + line)
+        t += 50_000
+    return recs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--record", action="store_true", help="(re)record the event streams first")
@@ -140,10 +166,10 @@ def main() -> int:
     if args.record or not (RESULTS / "events-plain.bin").exists():
         record(args.seconds)
     res: dict[str, Any] = {"machine": machine(), "modes": {}}
-    print(f"{'mode':6} {'events':>8} {'exch':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
+    print(f"{'mode':7} {'events':>8} {'exch':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
           f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13}")
-    for mode in ("plain", "tls"):
-        raw = load(RESULTS / f"events-{mode}.bin")
+    for mode in ("plain", "tls", "summary"):
+        raw = summary_stream() if mode == "summary" else load(RESULTS / f"events-{mode}.bin")
         best: dict[str, float] | None = None
         for _ in range(args.repeat):
             r = replay(raw)
@@ -151,7 +177,7 @@ def main() -> int:
                 best = r
         assert best is not None
         res["modes"][mode] = best
-        print(f"{mode:6} {best['events']:8.0f} {best['exchanges']:7.0f} {best['parse_us']:7.2f} "
+        print(f"{mode:7} {best['events']:8.0f} {best['exchanges']:7.0f} {best['parse_us']:7.2f} "
               f"{best['assemble_us']:7.2f} {best['encode_us']:7.2f} {best['gzip_us']:7.2f} "
               f"{best['total_us']:8.2f} {best['exchanges_per_s']:11.0f} {best['decode_only_per_s']:13.0f}")
     print(f"(µs per exchange, best of {args.repeat}) wrote {write_result('decoder', res)}")
