@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..capture.events import RawEvent, nginx_msec
-from ..model import Exchange, UpstreamAttempt
+from ..model import UpstreamAttempt
 from .connstate import Conn
+from .h1exchange import conn_exchange
 from .http1 import RequestStream
 from .http2 import H2Connection, H2Stream, grpc_summary
 
@@ -65,34 +66,25 @@ def emit_h2(asm: Assembler, conn: Conn, st: H2Stream, sent: int | None, ts: floa
     if not host:
         host = next((v for k, v in st.request_headers if k == "host"), "")
     reason = grpc_summary(pseudo.get(":path", ""), st.response_headers, st.response_trailers)
-    ex = Exchange(
-        id=asm._next_id,
-        start=st.start_ts,
-        end=st.start_ts,
-        pid=conn.pid,
-        client=conn.peer,
-        server=conn.local,
-        tls=conn.tls,
-        conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
-        conn_seq=conn.seq,
-        method=pseudo.get(":method", ""),
-        target=pseudo.get(":path", ""),
-        version="HTTP/2.0",
-        host=host,
-        status=st.status,
-        reason=reason,
-        request_bytes=st.request_bytes,
-        response_bytes=sent if sent is not None else st.frame_bytes,
-        request_headers=st.request_headers + st.request_trailers,
-        response_headers=st.response_headers + st.response_trailers,
-        request_body=bytes(st.request_body),
-        response_body=bytes(st.response_body),
-        request_body_size=st.request_body_size,
-        response_body_size=st.response_body_size,
-        truncated=st.truncated or len(st.response_body) < st.response_body_size,
-        error=error or st.error or st.reset,
-        upstream=upstream or [],
-    )
+    ex = conn_exchange(asm, conn, st.start_ts, st.start_ts)
+    ex.method = pseudo.get(":method", "")
+    ex.target = pseudo.get(":path", "")
+    ex.version = "HTTP/2.0"
+    ex.host = host
+    ex.status = st.status
+    ex.reason = reason
+    ex.request_bytes = st.request_bytes
+    ex.response_bytes = sent if sent is not None else st.frame_bytes
+    ex.request_headers = st.request_headers + st.request_trailers
+    ex.response_headers = st.response_headers + st.response_trailers
+    ex.request_body = bytes(st.request_body)
+    ex.response_body = bytes(st.response_body)
+    ex.request_body_size = st.request_body_size
+    ex.response_body_size = st.response_body_size
+    ex.truncated = st.truncated or len(st.response_body) < st.response_body_size
+    ex.error = error or st.error or st.reset
+    if upstream:
+        ex.upstream = upstream
     if conn.h2 is not None and conn.h2.hpack_broken and not ex.error and not st.request_headers:
         ex.error = f"headers unknown: {conn.h2.hpack_broken}"
     asm._next_id += 1
