@@ -17,19 +17,26 @@ from ngxscope.capture.events import LINE_CAP
 from ngxscope.capture.tracer import Tracer
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
+from ngxscope.model import Exchange
+
+
+def _mix_through(lab: LabNginx, cap: Any, rounds: int = 2) -> tuple[list[dict[str, Any]], list[Exchange], dict[str, Any]]:
+    """Run the lab mix with `cap` attached: (its access-log lines, the exchanges, the
+    capture's counters), the capture stopped."""
+    start = lab.log_line_count()
+    sent = Traffic(lab.plain_port, lab.tls_port).run_mix(rounds=rounds, concurrency=2)
+    log = lab.wait_log_lines(start + sent)[start:]
+    exchanges = cap.wait_for(len(log))
+    stats = cap.recorder.counters()
+    cap.stop()
+    return log, exchanges, stats
 
 
 def test_every_request_counted_from_the_summary(lab_nginx: LabNginx, capture_factory: Any, monkeypatch: Any) -> None:
     cflags = Tracer.cflags
     monkeypatch.setattr(Tracer, "cflags", lambda self: [*cflags(self), "-DSHED_BYTES=0"])
-    start = lab_nginx.log_line_count()
     cap = capture_factory(pid=lab_nginx.master_pid)
-    traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
-    sent = traffic.run_mix(rounds=2, concurrency=2)
-    log = lab_nginx.wait_log_lines(start + sent)[start:]
-    exchanges = cap.wait_for(len(log))
-    stats = cap.recorder.counters()
-    cap.stop()
+    log, exchanges, stats = _mix_through(lab_nginx, cap)
     assert stats["shed"] > 0 and stats["lost"] == 0
     shed = [ex for ex in exchanges if ex.error and ex.error.startswith("payload shed")]
     assert len(shed) == len(exchanges) == len(log)
@@ -74,15 +81,9 @@ def _lab_id(ex: Any) -> str | None:
 
 
 def test_sampled_out_exchanges_are_counted_from_the_summary(lab_nginx: LabNginx, capture_factory: Any) -> None:
-    start = lab_nginx.log_line_count()
     cap = capture_factory(pid=lab_nginx.master_pid)
     assert cap.recorder.tracer.set_sampling(1 << 30)   # in effect: every exchange sampled out
-    traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
-    sent = traffic.run_mix(rounds=2, concurrency=2)
-    log = lab_nginx.wait_log_lines(start + sent)[start:]
-    exchanges = cap.wait_for(len(log))
-    stats = cap.recorder.counters()
-    cap.stop()
+    log, exchanges, stats = _mix_through(lab_nginx, cap)
     assert stats["sampled"] > 0 and stats["lost"] == 0
     assert stats["sampled_exchanges"] == len(exchanges) == len(log)
     assert all(ex.error and ex.error.startswith("payload not captured (sampled out") for ex in exchanges)
@@ -94,14 +95,9 @@ def test_sampled_out_exchanges_are_counted_from_the_summary(lab_nginx: LabNginx,
 
 
 def test_half_sampled_exchanges_are_whole_or_summaries(lab_nginx: LabNginx, capture_factory: Any) -> None:
-    start = lab_nginx.log_line_count()
     cap = capture_factory(pid=lab_nginx.master_pid)
     assert cap.recorder.tracer.set_sampling(2)
-    traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
-    sent = traffic.run_mix(rounds=3, concurrency=2)
-    log = lab_nginx.wait_log_lines(start + sent)[start:]
-    exchanges = cap.wait_for(len(log))
-    cap.stop()
+    log, exchanges, _ = _mix_through(lab_nginx, cap, rounds=3)
     sampled = [ex for ex in exchanges if ex.error and ex.error.startswith("payload not captured")]
     whole = [ex for ex in exchanges if ex not in sampled]
     assert len(exchanges) == len(log)

@@ -183,27 +183,18 @@ class FallbackTracer(Tracer):
             raise CaptureError(f"bcc maps {sym} at {addr:#x} to file offset {got:#x}, not "
                                f"{offset:#x}: not attaching")
 
-    def attach_binary(self, path: str) -> tuple[int, int] | None:
+    def _attach_file(self, fd_path: str, path: str) -> None:
         """A new nginx executable (binary upgrade): the syscall side already follows every
         target process; a libssl is the same file, already probed; built-in SSL functions
         are probed in the new file too."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            ident = (st.st_dev, st.st_ino)
-            if ident in self.inodes:
-                return None
-            if self.builtin and self.bpf is not None:
-                addrs = builtin_ssl(path)
-                if addrs:
-                    self._attach_builtin(f"/proc/self/fd/{fd}", addrs)
-                else:
-                    log.warning("new binary %s: built-in SSL functions not located; its TLS "
-                                "traffic is not captured", path)
-            self.inodes.add(ident)
-            return ident
-        finally:
-            os.close(fd)
+        if not self.builtin:
+            return
+        addrs = builtin_ssl(path)
+        if addrs:
+            self._attach_builtin(fd_path, addrs)
+        else:
+            log.warning("new binary %s: built-in SSL functions not located; its TLS "
+                        "traffic is not captured", path)
 
     def _wrap(self, sink: Callable[[RawEvent], None]) -> Callable[[RawEvent], None]:
         """Fill EV_OPEN's local address from the listening socket it was accepted on (aux)."""

@@ -342,11 +342,15 @@ class Tracer:
             ident = (st.st_dev, st.st_ino)
             if ident in self.inodes:
                 return None
-            self._attach_all(f"/proc/self/fd/{fd}")
+            self._attach_file(f"/proc/self/fd/{fd}", path)
             self.inodes.add(ident)
             return ident
         finally:
             os.close(fd)
+
+    def _attach_file(self, fd_path: str, path: str) -> None:
+        """Probe a new executable, held open as `fd_path` (`path` names it in messages)."""
+        self._attach_all(fd_path)
 
     def _on_event(self, _ctx: int, data: int, size: int) -> int:
         raw = ctypes.string_at(data, size)
