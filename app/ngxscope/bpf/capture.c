@@ -187,18 +187,27 @@ static __always_inline int h2_stream_of(struct conn_state *st, u64 c)
 #define SIG_HTTP 0x50545448   /* "HTTP": ngx_http_request_t.signature */
 #define SIG_STRM 0x4d525453   /* "STRM": ngx_stream_session_t.signature (the stream module) */
 
+/* The connection of obj, an nginx request or stream session whose signature is sig_a or
+ * sig_b (->connection follows the signature in both): *c, and its fd in *fd. Returns 0 when
+ * obj is not one, -1 when the fd could not be read, 1 otherwise. */
+static __always_inline int owner_conn(u64 obj, u32 sig_a, u32 sig_b, u64 *c, s32 *fd)
+{
+    u32 sig = 0;
+    if (!obj || bpf_probe_read_user(&sig, sizeof(sig), (void *)obj) < 0 || (sig != sig_a && sig != sig_b))
+        return 0;
+    bpf_probe_read_user(c, sizeof(*c), (void *)(obj + 8));
+    return bpf_probe_read_user(fd, sizeof(*fd), (void *)(*c + OFF_FD)) < 0 ? -1 : 1;
+}
+
 /* The client connection (its conn_ts) of request r, or 0: r->connection, then its fd.
  * r may also be a stream session (TCP proxy): s->connection sits at the same offset.
  * *drop tells whether that client's current exchange is sampled out. */
 static __always_inline u64 request_client_drop(u32 tgid, u64 r, u8 *drop)
 {
-    u32 sig = 0;
     u64 c = 0;
     s32 fd = -1;
-    if (!r || bpf_probe_read_user(&sig, sizeof(sig), (void *)r) < 0 || (sig != SIG_HTTP && sig != SIG_STRM))
+    if (!owner_conn(r, SIG_HTTP, SIG_STRM, &c, &fd))
         return 0;
-    bpf_probe_read_user(&c, sizeof(c), (void *)(r + 8));  /* r->connection, s->connection */
-    bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     if (!st)
@@ -523,14 +532,10 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     if (!targets.lookup(&tgid))
         return 0;
     u64 r = PT_REGS_PARM1(ctx);
-    u32 sig = 0;
     u64 c = 0;
     s32 fd = -1;
-    bpf_probe_read_user(&sig, sizeof(sig), (void *)r);
-    if (sig != 0x50545448)   /* "HTTP": ngx_http_request_t.signature */
+    if (!owner_conn(r, SIG_HTTP, SIG_HTTP, &c, &fd))
         return 0;
-    bpf_probe_read_user(&c, sizeof(c), (void *)(r + 8));  /* r->connection */
-    bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD));
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     struct ev_header h = {};

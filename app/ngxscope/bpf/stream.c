@@ -11,14 +11,9 @@ static __always_inline int stream_event(struct pt_regs *ctx, u8 kind)
     if (!targets.lookup(&tgid))
         return 0;
     u64 s = PT_REGS_PARM1(ctx);
-    u32 sig = 0;
     u64 c = 0;
     s32 fd = -1;
-    bpf_probe_read_user(&sig, sizeof(sig), (void *)s);
-    if (sig != SIG_STRM)
-        return 0;
-    bpf_probe_read_user(&c, sizeof(c), (void *)(s + 8));   /* s->connection */
-    if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(c + OFF_FD)) < 0)
+    if (owner_conn(s, SIG_STRM, SIG_STRM, &c, &fd) <= 0)
         return 0;
     u64 ts = bpf_ktime_get_ns();
     /* the client connection is announced now: nginx connects upstream before reading it.

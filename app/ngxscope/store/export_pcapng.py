@@ -444,12 +444,7 @@ class _Writer:
             self._send(conn, False, [resp_head, *resp_body], last)
         elif ex.response_body:
             self._send(conn, False, [ex.response_body], last)
-        conn.left -= 1
-        if conn.left <= 0:
-            self._fin(conn, last)
-            del self.conns[key]
-        if last:
-            self._push(max(ex.end, ex.start), conn, ex.id, last)
+        self._end_exchange(ex, conn, key, last)
 
     def _add_tcp(self, ex: Exchange, conn: _Conn, key: str, first: list[Packet]) -> None:
         """A TCP proxy session: the client's bytes at its start, nginx's at its end."""
@@ -459,6 +454,10 @@ class _Writer:
         last: list[Packet] = []
         if ex.response_bytes:
             self._send(conn, False, _body(ex.response_body, ex.response_bytes, False), last)
+        self._end_exchange(ex, conn, key, last)
+
+    def _end_exchange(self, ex: Exchange, conn: _Conn, key: str, last: list[Packet]) -> None:
+        """nginx's packets of `ex` at its end, with the connection's FIN after its last exchange."""
         conn.left -= 1
         if conn.left <= 0:
             self._fin(conn, last)
