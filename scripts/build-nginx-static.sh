@@ -1,37 +1,49 @@
 #!/usr/bin/env bash
-# Build the nginx test targets with OpenSSL linked statically (issue 8), from Debian's
-# nginx 1.22.1 source and Debian 12's libssl-dev static archives:
+# Build the nginx test targets with OpenSSL linked statically (issues 8, 13), from Debian's
+# nginx source (1.22.1 in Debian 12) and several OpenSSL builds:
 #
-#   $OUT/static-ssl/nginx         OpenSSL built in, stripped (.symtab gone). nginx links
-#                                 with -Wl,-E, so ngx_* and SSL_* stay exported in .dynsym.
+#   $OUT/static-ssl/nginx         the installed libssl-dev's libssl.a/libcrypto.a (whatever
+#                                 point release apt installed), stripped (.symtab gone).
+#                                 nginx links with -Wl,-E: ngx_* and SSL_* stay in .dynsym.
 #   $OUT/static-ssl-nosym/nginx   the same objects linked with no exported symbol at all
 #                                 (version script `local: *`, --exclude-libs,ALL), stripped:
-#                                 no ngx_*, no SSL_* anywhere; SSL_read/SSL_write can only be
-#                                 found by byte patterns.
-#   $OUT/static-ssl111-nosym/nginx  like static-ssl-nosym, with OpenSSL 1.1.1 from Debian 11's
-#                                 libssl-dev .deb (headers and static archives, dpkg-deb -x):
-#                                 the second byte pattern set.
+#                                 no ngx_*, no SSL_* anywhere.
+#   $OUT/static-ssl111-nosym/nginx  likewise with OpenSSL 1.1.1 from Debian 11's libssl-dev
+#                                 .deb (headers and static archives, dpkg-deb -x).
+#   $OUT/static-ssl3-O3-nosym/nginx, static-ssl3-Os-nosym/nginx  likewise with a libssl.a
+#                                 compiled here (-O3, -Os; Debian's Configure options, in-tree
+#                                 build) from Debian 12's openssl source package, linked with
+#                                 the libcrypto.a of the same version's libssl-dev .deb.
 #
-# Idempotent: nothing is done when every variant's stamp (a hash of this script and of the
-# libssl-dev / libpcre2-dev versions) is current; else all are rebuilt (about 40 s, 2 cores). OUT defaults to /var/cache/ngxscope/nginx-builds.
-# Needs: build-essential libpcre2-dev libssl-dev curl (scripts/setup.sh installs them).
+# Each *-nosym directory also holds nginx.unstripped (the same link before strip: .symtab
+# names SSL_read... where the stripped copy has nothing) and openssl.txt (version, flags).
+# Sources and .debs come through apt (scripts/apt-private.sh: the machine's own archive
+# entries plus deb-src and Debian 11, in a private configuration; apt verifies them).
+#
+# Idempotent: nothing is done when every variant's stamp (a hash of these scripts and of the
+# installed libssl-dev / libpcre2-dev versions) is current; else all are rebuilt (about 2 min
+# on 2 cores). OUT defaults to /var/cache/ngxscope/nginx-builds.
+# Needs: build-essential dpkg-dev libpcre2-dev libssl-dev perl (scripts/setup.sh installs them).
 set -euo pipefail
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${NGXSCOPE_BUILDS:-/var/cache/ngxscope/nginx-builds}
-VERSION=1.22.1
-URL=http://deb.debian.org/debian/pool/main/n/nginx/nginx_${VERSION}.orig.tar.gz
-# = upstream nginx-1.22.1.tar.gz; also listed in Debian's nginx_1.22.1-9+deb12u3.dsc
-SHA256=9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31
 LIBDIR=/usr/lib/x86_64-linux-gnu
-DEB111=http://deb.debian.org/debian/pool/main/o/openssl/libssl-dev_1.1.1w-0+deb11u1_amd64.deb
-DEB111_SHA256=56aab36e214954ff19e55cb7ebc96921ebd6387c266c906649ad909933d455b7
-VARIANTS=(static-ssl static-ssl-nosym static-ssl111-nosym)
+VARIANTS=(static-ssl static-ssl-nosym static-ssl111-nosym static-ssl3-O3-nosym static-ssl3-Os-nosym)
+# OpenSSL 3 libssl.a flavours built here: variant suffix and CFLAGS
+OPENSSL3_FLAVOURS=("O3:-O3 -fPIC" "Os:-Os -fPIC")
+# Debian's CONFARGS for amd64 (debian/rules of openssl 3.0), minus the install paths: the
+# libssl built here must agree with Debian's libcrypto.a and headers on every OPENSSL_NO_*.
+DEBIAN_CONFARGS=(no-idea no-mdc2 no-rc5 no-zlib no-ssl3 no-ssl3-method enable-rfc3779 enable-cms
+                 no-capieng no-rdrand enable-ec_nistp_64_gcc_128)
+OLD_SSL_SUITE_VERSION='1.1.1*'  # libssl-dev from Debian 11 (scripts/apt-private.sh adds it)
 
 log() { printf 'build-nginx-static: %s\n' "$*" >&2; }
 die() { printf 'build-nginx-static: %s\n' "$*" >&2; exit 1; }
+apt_private() { bash "$HERE/apt-private.sh" "$@"; }
 
 stamp_want() {
-  { sha256sum "$0" | cut -d' ' -f1
+  { cat "$0" "$HERE/apt-private.sh" | sha256sum | cut -d' ' -f1
     dpkg-query -W -f='${Version}\n' libssl-dev libpcre2-dev 2>/dev/null || true
   } | sha256sum | cut -d' ' -f1
 }
@@ -52,25 +64,48 @@ fi
 for f in libssl.a libcrypto.a; do
   [ -f "$LIBDIR/$f" ] || die "$LIBDIR/$f missing: install libssl-dev (scripts/setup.sh)"
 done
-command -v gcc >/dev/null || die "gcc missing: install build-essential (scripts/setup.sh)"
+for tool in gcc make perl dpkg-source; do
+  command -v $tool >/dev/null || die "$tool missing: install build-essential dpkg-dev perl (scripts/setup.sh)"
+done
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/.work.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 started=$(date +%s)
+rm -f "$OUT"/.nginx_*.orig.tar.gz "$OUT"/.libssl-dev_*.deb  # downloads of the old script
 
-fetch() {  # $1 url, $2 sha256, $3 cached file: download once, verify every time
-  if ! [ -f "$3" ] || [ "$(sha256sum "$3" | cut -d' ' -f1)" != "$2" ]; then
-    log "downloading $1"
-    curl -fsS --retry 3 -o "$WORK/download" "$1" || die "download failed: $1"
-    got=$(sha256sum "$WORK/download" | cut -d' ' -f1)
-    [ "$got" = "$2" ] || die "sha256 mismatch for $1: got $got, want $2"
-    mv "$WORK/download" "$3"
-  fi
+log "refreshing the private apt lists (scripts/apt-private.sh)"
+apt_private update
+
+# Versions of a source package, newest first.
+src_versions() {
+  apt_private cache showsrc "$1" | awk '/^Version:/ { print $2 }' | sort -u \
+    | sort -r -V
+}
+# The newest version of binary package $1 matching glob $2 that downloads (into the cwd).
+download_deb() {
+  local v
+  for v in $(apt_private cache madison "$1" | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' | sort -r -V); do
+    # shellcheck disable=SC2254
+    case $v in $2) ;; *) continue ;; esac
+    if apt_private download "$1=$v" >>"$WORK/apt.log" 2>&1; then echo "$v"; return 0; fi
+  done
+  return 1
 }
 
-fetch "$URL" "$SHA256" "$OUT/.nginx_${VERSION}.orig.tar.gz"
-
+# nginx: the orig tarball of the newest source version that downloads completely (a
+# security archive may list a version whose files are not served yet).
+mkdir -p "$WORK/src-nginx"
+for v in $(src_versions nginx); do
+  if (cd "$WORK/src-nginx" && apt_private source -d "nginx=$v" >>"$WORK/apt.log" 2>&1); then
+    NGINX_TGZ=$(ls "$WORK"/src-nginx/nginx_*.orig.tar.gz 2>/dev/null | head -1)
+    [ -n "$NGINX_TGZ" ] && break
+  fi
+  rm -f "$WORK"/src-nginx/*
+done
+[ -n "${NGINX_TGZ:-}" ] || { tail -5 "$WORK/apt.log" >&2; die "apt-get source nginx failed"; }
+VERSION=$(basename "$NGINX_TGZ" | sed -E 's/^nginx_([0-9.]+)\.orig\.tar\.gz$/\1/')
+log "nginx $VERSION source: $(basename "$NGINX_TGZ")"
 # One source tree per OpenSSL: $1 name, $2 directory of libssl.a + libcrypto.a, $3 cc flags.
 # A directory holding only the static archives: -L finds libssl.a there before any .so.
 # Only what the lab's nginx.conf (ngxscope/lab/config.py) uses: ssl, http_v2, proxy with
@@ -78,7 +113,7 @@ fetch "$URL" "$SHA256" "$OUT/.nginx_${VERSION}.orig.tar.gz"
 compile_nginx() {
   local src="$WORK/$1/nginx-$VERSION"
   mkdir -p "$WORK/$1/staticlibs"
-  tar -xzf "$OUT/.nginx_${VERSION}.orig.tar.gz" -C "$WORK/$1"
+  tar -xzf "$NGINX_TGZ" -C "$WORK/$1"
   ln -s "$2/libssl.a" "$2/libcrypto.a" "$WORK/$1/staticlibs/"
   cd "$src"
   log "$1: configuring nginx $VERSION (static OpenSSL from $2)"
@@ -105,8 +140,14 @@ check_static() {  # the binary must not need libssl/libcrypto at run time
   if readelf -d "$1" | grep -Eq 'NEEDED.*lib(ssl|crypto)'; then die "$1 links libssl dynamically"; fi
 }
 
-install_variant() {  # $1 variant, $2 built binary
+install_variant() {  # $1 variant, $2 built binary, $3 description for openssl.txt (nosym only)
   mkdir -p "$OUT/$1"
+  rm -f "$OUT/$1/.stamp"
+  if [ -n "${3:-}" ]; then
+    cp "$2" "$OUT/$1/nginx.unstripped.new"
+    mv "$OUT/$1/nginx.unstripped.new" "$OUT/$1/nginx.unstripped"
+    printf '%s\n' "$3" >"$OUT/$1/openssl.txt"
+  fi
   strip "$2"
   check_static "$2"
   cp "$2" "$OUT/$1/nginx.new"
@@ -115,7 +156,7 @@ install_variant() {  # $1 variant, $2 built binary
   log "$1: $OUT/$1/nginx ($(stat -c %s "$OUT/$1/nginx") bytes)"
 }
 
-relink_nosym() {  # the same objects without exporting anything: no -Wl,-E, all local
+relink_nosym() {  # $1 variant, $2 description: the same objects, nothing exported
   printf '{ local: *; };\n' >"$WORK/local.map"
   sed -i "s|-Wl,-E|-Wl,--version-script=$WORK/local.map -Wl,--exclude-libs,ALL|" objs/Makefile
   rm -f objs/nginx
@@ -123,21 +164,66 @@ relink_nosym() {  # the same objects without exporting anything: no -Wl,-E, all 
   if readelf --dyn-syms -W objs/nginx | awk '$7 != "UND"' | grep -Eq ' (ngx_|SSL_)'; then
     die "$1 still exports ngx_*/SSL_* symbols"
   fi
-  install_variant "$1" objs/nginx
+  readelf -S -W objs/nginx | grep -q ' .symtab ' || die "$1: the unstripped link has no .symtab"
+  install_variant "$1" objs/nginx "$2"
 }
 
-compile_nginx openssl30 "$LIBDIR" ""
+built_with() {  # $1 nginx binary, $2 expected "OpenSSL x.y.z" prefix
+  "$1" -V 2>&1 | grep -q "built with $2" || die "$1: not built with $2 ($("$1" -V 2>&1 | grep -o 'built with [^(]*'))"
+}
+
+# -- the installed libssl-dev ----------------------------------------------------------------
+INSTALLED=$(dpkg-query -W -f='${Version}' libssl-dev)
+compile_nginx openssl-installed "$LIBDIR" ""
 cp objs/nginx "$WORK/nginx.static-ssl"
 install_variant static-ssl "$WORK/nginx.static-ssl"
-relink_nosym static-ssl-nosym
+relink_nosym static-ssl-nosym "Debian 12 libssl-dev $INSTALLED (installed; Debian's flags)"
 
-# OpenSSL 1.1.1: headers and archives from Debian 11's libssl-dev, unpacked (not installed)
-fetch "$DEB111" "$DEB111_SHA256" "$OUT/.libssl-dev_1.1.1.deb"
-dpkg-deb -x "$OUT/.libssl-dev_1.1.1.deb" "$WORK/deb111"
-inc="$WORK/deb111/usr/include"
-compile_nginx openssl111 "$WORK/deb111/usr/lib/x86_64-linux-gnu" "-I$inc/x86_64-linux-gnu -I$inc"
-"$WORK/openssl111/nginx-$VERSION/objs/nginx" -V 2>&1 | grep -q 'built with OpenSSL 1.1.1' \
-  || die "static-ssl111-nosym: not built with OpenSSL 1.1.1"
-relink_nosym static-ssl111-nosym
+# -- OpenSSL 1.1.1: headers and archives from Debian 11's libssl-dev, unpacked (not installed)
+mkdir -p "$WORK/deb111"
+V111=$(cd "$WORK/deb111" && download_deb libssl-dev "$OLD_SSL_SUITE_VERSION") \
+  || { tail -5 "$WORK/apt.log" >&2; die "no Debian 11 libssl-dev (1.1.1) downloads"; }
+dpkg-deb -x "$WORK"/deb111/libssl-dev_*.deb "$WORK/deb111/root"
+inc="$WORK/deb111/root/usr/include"
+compile_nginx openssl111 "$WORK/deb111/root/usr/lib/x86_64-linux-gnu" "-I$inc/x86_64-linux-gnu -I$inc"
+built_with "$WORK/openssl111/nginx-$VERSION/objs/nginx" "OpenSSL 1.1.1"
+relink_nosym static-ssl111-nosym "Debian 11 libssl-dev $V111 (Debian's flags)"
+
+# -- OpenSSL 3 libssl.a compiled here, with Debian's libcrypto.a of the same version ----------
+# The newest source version whose source and libssl-dev .deb both download.
+mkdir -p "$WORK/ossl"
+V3=""
+for v in $(src_versions openssl); do
+  case $v in 3.*) ;; *) continue ;; esac
+  rm -rf "${WORK:?}"/ossl/*
+  if (cd "$WORK/ossl" && apt_private source "openssl=$v" >>"$WORK/apt.log" 2>&1 \
+        && apt_private download "libssl-dev=$v" >>"$WORK/apt.log" 2>&1); then
+    V3=$v; break
+  fi
+done
+[ -n "$V3" ] || { tail -5 "$WORK/apt.log" >&2; die "no openssl 3 source + libssl-dev pair downloads"; }
+dpkg-deb -x "$WORK"/ossl/libssl-dev_*.deb "$WORK/ossl/root"
+SRC=$(find "$WORK/ossl" -mindepth 1 -maxdepth 1 -type d -name 'openssl-*' | head -1)
+[ -x "$SRC/Configure" ] || die "openssl $V3: no source tree"
+inc="$WORK/ossl/root/usr/include"
+mkdir -p "$WORK/ossl/libs"
+ln -s "$WORK/ossl/root/usr/lib/x86_64-linux-gnu/libcrypto.a" "$WORK/ossl/libs/libcrypto.a"
+for flavour in "${OPENSSL3_FLAVOURS[@]}"; do
+  name=${flavour%%:*} cflags=${flavour#*:}
+  b="$WORK/ossl-$name"
+  cp -a "$SRC" "$b"
+  log "openssl $V3: libssl.a with $cflags"
+  (cd "$b" && CFLAGS="$cflags" ./Configure no-shared "${DEBIAN_CONFARGS[@]}" linux-x86_64 \
+      && make build_generated && make -j2 libssl.a) >"$WORK/openssl-$name.log" 2>&1 \
+    || { tail -20 "$WORK/openssl-$name.log" >&2; die "openssl $V3 libssl.a ($cflags) failed"; }
+  ln -sfn "$b/libssl.a" "$WORK/ossl/libs/libssl.a"
+  if ! [ -d "$WORK/nginx-ssl3" ]; then  # nginx's objects once (same headers), linked per libssl.a
+    compile_nginx nginx-ssl3 "$WORK/ossl/libs" "-I$inc/x86_64-linux-gnu -I$inc"
+    built_with objs/nginx "OpenSSL ${V3%%-*}"
+  fi
+  cd "$WORK/nginx-ssl3/nginx-$VERSION"
+  relink_nosym "static-ssl3-$name-nosym" \
+    "OpenSSL $V3 (Debian 12 source): libssl.a built here with $cflags, Debian's libcrypto.a"
+done
 
 log "done in $(( $(date +%s) - started ))s"

@@ -2,9 +2,10 @@
 
 - ``static-ssl``: stripped, but nginx links with -Wl,-E, so ngx_* stay in .dynsym: the
   nginx-uprobe capture (and its struct layout) must work as for Debian's nginx.
-- ``static-ssl-nosym``: no exported symbol at all: SSL_read/SSL_write are located by byte
-  patterns and probed inside the binary; plaintext HTTP comes from syscalls.
-- ``static-ssl111-nosym``: the same with OpenSSL 1.1.1 (Debian 11's): the second pattern set.
+- ``static-ssl-nosym``: no exported symbol at all: SSL_read/SSL_write are located by their
+  error sites (capture/sslfind.py) and probed inside the binary; plaintext HTTP comes from
+  syscalls. Likewise ``static-ssl111-nosym`` (Debian 11's OpenSSL 1.1.1) and
+  ``static-ssl3-{O3,Os}-nosym`` (OpenSSL 3 libssl.a compiled by the build script).
 - the static-ssl binary with ngx_* renamed in .dynstr: SSL_read/SSL_write found by symbol.
 
 Each capture is compared with nginx's own access log, line by line, field by field.
@@ -30,8 +31,10 @@ from ngxscope.capture.binary import (
     TLS_SYMBOLS,
     inspect_binary,
 )
+from ngxscope.capture.elfcode import CodeImage
 from ngxscope.capture.layout import layout_for_version
 from ngxscope.capture.procs import resolve_target
+from ngxscope.capture.sslfind import SslSearch, find_ssl_functions
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
@@ -142,27 +145,30 @@ def test_static_ssl_capture_matches_access_log(lab_of: Any, capture_factory: Any
     assert stats["lost"] == 0
 
 
-# -- static-ssl-nosym: nothing exported, SSL_* found by byte patterns --------------------------
+# -- *-nosym: nothing exported, SSL_* found by their error sites ---------------------------------
 
 
-NOSYM = [("static-ssl-nosym", "OpenSSL 3.0"), ("static-ssl111-nosym", "OpenSSL 1.1.1")]
+NOSYM = [("static-ssl-nosym", "OpenSSL 3"), ("static-ssl111-nosym", "OpenSSL 1.1"),
+         ("static-ssl3-O3-nosym", "OpenSSL 3"), ("static-ssl3-Os-nosym", "OpenSSL 3")]
+"""(variant, family of its error sites): the installed libssl-dev, Debian 11's, and two
+libssl.a compiled by scripts/build-nginx-static.sh with other flags."""
 
 
-@pytest.mark.parametrize(("variant", "pattern_set"), NOSYM)
-def test_nosym_finds_ssl_by_patterns(variant: str, pattern_set: str) -> None:
+@pytest.mark.parametrize(("variant", "family"), NOSYM)
+def test_nosym_finds_ssl_by_error_sites(variant: str, family: str) -> None:
     info = inspect_binary(built(variant))
     assert info.ngx_symbol_count == 0 and info.stripped
     assert info.tls == "static" and info.flavor == "nginx"
-    assert info.tls_library.startswith(pattern_set)
+    assert info.tls_library.startswith(family + ".")
     assert info.method == METHOD_BUILTIN_SSL
-    assert f"SSL_read/SSL_write found by {pattern_set} byte patterns" in info.method_reason
+    assert f"SSL_read/SSL_write found by their {family} error sites" in info.method_reason
     assert set(info.ssl_functions) == {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex",
                                        "SSL_set_fd"}
 
 
-@pytest.mark.parametrize(("variant", "pattern_set"), NOSYM)
+@pytest.mark.parametrize(("variant", "family"), NOSYM)
 def test_nosym_capture_matches_access_log(lab_of: Any, capture_factory: Any, variant: str,
-                                          pattern_set: str) -> None:
+                                          family: str) -> None:
     lab = lab_of(built(variant))
     inst = resolve_target(lab.master_pid)
     assert inst.capture_method == METHOD_BUILTIN_SSL
@@ -170,7 +176,7 @@ def test_nosym_capture_matches_access_log(lab_of: Any, capture_factory: Any, var
     assert "capturing 2 workers" in cap.line and METHOD_BUILTIN_SSL in cap.line
     tracer = cap.recorder.tracer
     info = inspect_binary(lab.nginx_bin)
-    # probed inside the binary at the addresses the patterns gave (bcc resolved to offsets)
+    # probed inside the binary at the addresses located (bcc resolved to offsets)
     assert tracer.libssl is None
     assert tracer.builtin == {n: (a, info.ssl_offsets[n]) for n, a in info.ssl_functions.items()}
     fallback_vs_log(lab, cap)
@@ -184,14 +190,12 @@ def test_renamed_static_finds_ssl_by_symbol(tmp_path: Path) -> None:
     assert info.ngx_symbol_count == 0
     assert info.method == METHOD_BUILTIN_SSL
     assert "SSL_read/SSL_write found in .dynsym" in info.method_reason
-    # the byte patterns agree with the symbols
+    # the error sites agree with the symbols
     nosym = inspect_binary(built("static-ssl"))
     assert nosym.method == METHOD_NGINX_UPROBES
-    from ngxscope.capture.sslpatterns import CodeImage, find_ssl_functions
-
     with open(built("static-ssl"), "rb") as fh:
-        by_pattern = find_ssl_functions(CodeImage.from_elf(ELFFile(fh))).addresses
-    assert by_pattern == info.ssl_functions
+        located = find_ssl_functions(CodeImage.from_elf(ELFFile(fh))).addresses
+    assert located == info.ssl_functions
 
 
 def test_renamed_static_capture_matches_access_log(tmp_path: Path, lab_of: Any,
@@ -205,15 +209,15 @@ def test_renamed_static_capture_matches_access_log(tmp_path: Path, lab_of: Any,
 # -- nothing found: plaintext HTTP via syscalls, TLS connections recognised and left out ------
 
 
-def test_syscalls_only_when_no_pattern_matches(lab_of: Any, capture_factory: Any,
+def test_syscalls_only_when_ssl_is_not_located(lab_of: Any, capture_factory: Any,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fourth method on its own kind of target: static OpenSSL that cannot be located (no
-    pattern set for it). Plain requests must equal the access log; TLS requests must be left
-    out, never decoded as garbage."""
+    """The fourth method on its own kind of target: static OpenSSL that cannot be located
+    (here: the locator told to find nothing). Plain requests must equal the access log; TLS
+    requests must be left out, never decoded as garbage."""
     from ngxscope.capture import binary as binary_mod
-    from ngxscope.capture import sslpatterns
 
-    monkeypatch.setattr(sslpatterns, "builtin_sets", lambda: ())
+    monkeypatch.setattr(binary_mod, "find_ssl_functions",
+                        lambda image: SslSearch(problems=["test: not located"]))
     binary_mod.clear_cache()
     try:
         lab = lab_of(built("static-ssl-nosym"))

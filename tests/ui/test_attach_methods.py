@@ -71,8 +71,8 @@ def test_attach_dialog_shows_the_method_per_target(four_kinds: list[tuple[LabNgi
         reason = item.toolTip(5)
         assert reason.startswith(method), (kind, reason)
         if method == METHOD_BUILTIN_SSL:
-            assert "found by OpenSSL 3.0 byte patterns" in reason
-            assert "found by OpenSSL 3.0 byte patterns" in item.text(6)
+            assert "found by their OpenSSL 3 error sites" in reason
+            assert "found by their OpenSSL 3 error sites" in item.text(6)
         if method == METHOD_LIBSSL_SYSCALLS:
             assert "libssl.so.3" in reason
     qtbot.wait(50)

@@ -19,8 +19,9 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from .sslpatterns import TARGETS as SSL_TARGETS
-from .sslpatterns import CodeImage, find_ssl_functions
+from .elfcode import CodeImage
+from .sslfind import TARGETS as SSL_TARGETS
+from .sslfind import find_ssl_functions
 
 __all__ = [
     "CAPTURE_SYMBOLS",
@@ -70,7 +71,7 @@ METHOD_LIBSSL_SYSCALLS = "libssl uprobes + syscalls"
 
 METHOD_BUILTIN_SSL = "built-in SSL uprobes + syscalls"
 """Fallback without ngx_* symbols, OpenSSL linked in: uprobes on the binary's own SSL_read/
-SSL_write (found by symbol, or by byte patterns when stripped), syscalls."""
+SSL_write (found by symbol, or by their OpenSSL error sites when stripped), syscalls."""
 
 METHOD_SYSCALLS_ONLY = "syscalls only (plaintext)"
 """Fallback without ngx_* symbols for a build without TLS, or whose built-in SSL_read/SSL_write
@@ -148,7 +149,7 @@ class BinaryInfo:
     """Link-time address of ``ngx_cached_time`` (nginx's cached clock), None when not exported."""
     ssl_found_by: str = ""
     """How :attr:`ssl_functions` were found ("SSL_read/SSL_write found in .dynsym", "... found
-    by OpenSSL 3.0 byte patterns"), or why they were not."""
+    by their OpenSSL 3 error sites"), or why they were not."""
 
     @property
     def has_tls(self) -> bool:
@@ -304,7 +305,7 @@ def _read_elf(elf: ELFFile, path: str, st: os.stat_result) -> BinaryInfo:
 
 
 def _find_builtin_ssl(elf: ELFFile, info: BinaryInfo, syms: dict[str, tuple[int, str]]) -> None:
-    """Locate the built-in SSL_read/SSL_write: by symbol, else by byte patterns."""
+    """Locate the built-in SSL_read/SSL_write: by symbol, else by their error sites."""
     image = CodeImage.from_elf(elf)
     if "SSL_read" in syms and "SSL_write" in syms:
         found = {name: addr for name, (addr, _table) in syms.items()}

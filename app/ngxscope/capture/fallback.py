@@ -3,7 +3,7 @@
 bpf/fallback.c follows the target processes' accepted sockets through syscall tracepoints
 (plaintext) and OpenSSL's ``SSL_read``/``SSL_write`` (TLS plaintext): in the libssl the
 process maps, or, with OpenSSL linked statically, in the nginx binary itself at the addresses
-:func:`~.binary.inspect_binary` found (by symbol, or by byte patterns). Events have the same
+:func:`~.binary.inspect_binary` found (by symbol, or by :mod:`.sslfind`). Events have the same
 shape as the nginx-uprobe capture's, without EV_REQ_DONE: client connections carry
 EVF_NOMARK and the assembler frames responses from their HTTP/1 bytes.
 """
