@@ -110,22 +110,23 @@ def _file_strings(image: CodeImage) -> tuple[list[int], list[tuple[int, str]]]:
     return [s for s, _e, _n in spans], [(e, n) for _s, e, n in spans]
 
 
-def _site_tag(image: CodeImage, at: int, files: tuple[list[int], list[tuple[int, str]]]
-              ) -> tuple[str, str]:
-    """(name, family) of the function an error site names: the nearest lea of an identifier
-    string (``__func__``: OpenSSL 3), else the nearest ``mov $code, %esi`` (1.1.x), else
-    ("?", "")."""
+def _site_tag(image: CodeImage, at: int, bounds: tuple[int, int],
+              files: tuple[list[int], list[tuple[int, str]]]) -> tuple[str, str]:
+    """(name, family) of the function an error site at *at* names: the nearest lea of an
+    identifier string in the same function (``__func__``: OpenSSL 3), else the nearest
+    ``mov $code, %esi`` (1.1.x), else ("?", "")."""
     best: tuple[int, str] | None = None
     for pos, target in image.leas_near(at, _NEAR, _NEAR):
-        if pos == at or _file_at(target, files):
+        if pos == at or not bounds[0] <= pos < bounds[1] or _file_at(target, files):
             continue
         text = image.cstring(target, 80)
         if text and _IDENT.fullmatch(text) and (best is None or abs(pos - at) < best[0]):
             best = (abs(pos - at), text.decode())
     if best:
         return best[1], "OpenSSL 3"
-    window = image.read(at - _NEAR, 2 * _NEAR)
-    for m in sorted(_MOV_ESI.finditer(window), key=lambda m: abs(m.start() - _NEAR)):
+    lo = max(at - _NEAR, bounds[0])
+    window = image.read(lo, min(at + _NEAR, bounds[1]) - lo)
+    for m in sorted(_MOV_ESI.finditer(window), key=lambda m: abs(lo + m.start() - at)):
         code = int.from_bytes(m.group(1), "little")
         if 0 < code < 4096:
             return _CODES_111.get(code, f"#{code}"), "OpenSSL 1.1"
@@ -161,7 +162,7 @@ def _error_sites(image: CodeImage) -> tuple[dict[int, _Function], str]:
             fn.files.add(name)
             continue
         fn.files.add(SSL_LIB)
-        tag, family = _site_tag(image, at, files)
+        tag, family = _site_tag(image, at, bounds, files)
         fn.tags.add(tag)
         families[family] = families.get(family, 0) + 1
     families.pop("", None)
