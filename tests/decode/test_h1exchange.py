@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +24,6 @@ from ngxscope.capture.events import (
     EVF_SHED,
     RawEvent,
 )
-from ngxscope.decode import h1responses
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
 
@@ -78,10 +76,10 @@ def _events(steps: list[tuple[Any, ...]]) -> list[RawEvent]:
     return evs
 
 
-def _run(evs: list[RawEvent], fast: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], Any]:
-    monkeypatch.setattr(h1responses, "SUMMARY_FAST_PATH", fast)
+def _run(evs: list[RawEvent], fast: bool) -> tuple[list[dict[str, Any]], Any]:
     out: list[Exchange] = []
     asm = Assembler(out.append, None, attach_ts=0.0)
+    asm.http1.summary_fast_path = fast
     for ev in evs:
         asm.feed(ev)
     return [ex.to_dict() for ex in out], asm.stats
@@ -90,10 +88,9 @@ def _run(evs: list[RawEvent], fast: bool, monkeypatch: pytest.MonkeyPatch) -> tu
 @given(st.lists(_STEP, min_size=1, max_size=12))
 @settings(max_examples=300, deadline=None)
 def test_summary_fast_path_equals_emit_h1(steps: list[tuple[Any, ...]]) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        evs = _events(steps)
-        fast, fast_stats = _run(evs, True, mp)
-        slow, slow_stats = _run(evs, False, mp)
+    evs = _events(steps)
+    fast, fast_stats = _run(evs, True)
+    slow, slow_stats = _run(evs, False)
     assert fast == slow
     assert fast_stats == slow_stats
     assert len(fast) == sum(1 for s in steps if s[0] != "sendfile")

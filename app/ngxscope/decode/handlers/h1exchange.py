@@ -1,41 +1,26 @@
-"""One HTTP/1 exchange out of the assembler (decode.assembler).
+"""One HTTP/1 exchange, as the HTTP/1 handler (decode.handlers.http1) hands it out.
 
 The request is as decode.http1 framed it; the response is what nginx wrote on the connection
 since the previous completion (Conn.segments, payload kept up to the body limit), sized by the
 byte counters nginx's completion event carried. Also used for requests that never got a
 response (resp_len None) and for the "101 Switching Protocols" ending a WebSocket upgrade.
 
-Part of the Assembler split by topic: the function takes the Assembler and numbers, counts
-and hands out the exchange through it, as a method would.
+The exchange is numbered, counted and handed out through the emitter (decode.emitter).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from ...capture.events import RawEvent, nginx_msec
+from ...model import Exchange, UpstreamAttempt
+from ..connstate import Conn
+from ..emitter import Emitter
+from ..http1 import ParsedRequest, ParsedResponse, parse_response
 
-from ..capture.events import RawEvent, nginx_msec
-from ..model import Exchange, UpstreamAttempt
-from .connstate import Conn
-from .http1 import ParsedRequest, ParsedResponse, parse_response
-
-if TYPE_CHECKING:
-    from .assembler import Assembler
-
-__all__ = ["conn_exchange", "emit_h1", "emit_summary"]
-
-
-def conn_exchange(asm: Assembler, conn: Conn, start: float, end: float) -> Exchange:
-    """A new exchange on `conn`, numbered by the assembler (not counted yet): the connection's
-    part of it (worker, addresses, TLS, identity, place on the connection) filled in; the
-    caller sets the rest (attribute stores: faster than a long keyword call, on a path every
-    exchange takes)."""
-    return Exchange(id=asm._next_id, start=start, end=end, pid=conn.pid, client=conn.peer,
-                    server=conn.local, tls=conn.tls, conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
-                    conn_seq=conn.seq)
+__all__ = ["emit_h1", "emit_summary"]
 
 
 def emit_h1(
-    asm: Assembler,
+    emit: Emitter,
     conn: Conn,
     req: ParsedRequest,
     resp_len: int | None,
@@ -45,11 +30,13 @@ def emit_h1(
     parse: bool = True,
     upstream: list[UpstreamAttempt] | None = None,
     kstatus: int = 0,
-) -> None:
+    summary_only: bool = False,
+) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
     response (merged by lost completions, or shed); kstatus is the status the kernel read,
-    for when the response head was not captured."""
+    for when the response head was not captured; summary_only: the exchange is counted
+    from the kernel summary (see `Exchange.summary_only`)."""
     start = req.start_ts
     start_clock = req.start_clock
     if conn.last_done_ts and start < conn.last_done_ts:
@@ -62,7 +49,7 @@ def emit_h1(
             break
     if not host and req.target.startswith(("http://", "https://")):
         host = req.target.split("/", 3)[2]
-    ex = conn_exchange(asm, conn, start, start)
+    ex = emit.exchange(conn, start, start)
     ex.method = req.method
     ex.target = req.target
     ex.version = req.version
@@ -73,10 +60,10 @@ def emit_h1(
     ex.request_body_size = req.body_size
     ex.truncated = req.truncated
     ex.error = error or req.error
+    if summary_only:
+        ex.summary_only = True
     if upstream:
         ex.upstream = upstream
-    asm._next_id += 1
-    conn.seq += 1
     if resp_len is not None:
         prefix = bytearray()
         for data, length in conn.segments:
@@ -93,7 +80,7 @@ def emit_h1(
         ex.response_headers = resp.headers
         ex.response_bytes = resp_len
         ex.response_body_size = max(0, resp_len - resp.head_bytes)
-        ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + asm.body_limit])
+        ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + emit.body_limit])
         ex.sendfile_bytes = conn.sendfile_bytes
         ex.truncated = ex.truncated or conn.send_hole or (
             len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
@@ -106,14 +93,12 @@ def emit_h1(
             ex.error = resp.error
     else:
         ex.end = max(ts, start)
-    if ex.error and not ex.method:
-        asm.stats.malformed += 1
-    asm.stats.exchanges += 1
-    asm.on_exchange(ex)
+    emit.emit(conn, ex)
+    return ex
 
 
 def emit_summary(
-    asm: Assembler,
+    emit: Emitter,
     conn: Conn,
     ev: RawEvent,
     line: tuple[str, str, str],
@@ -121,7 +106,6 @@ def emit_summary(
     start_clock: float,
     request_bytes: int,
     resp_len: int,
-    why: str,
     upstream: list[UpstreamAttempt],
 ) -> None:
     """The exchange emit_h1 gives for a completion of which only the kernel summary came (no
@@ -133,7 +117,7 @@ def emit_summary(
         start = conn.last_done_ts  # pipelined: nginx starts it once the previous one is done
         start_clock = max(start_clock, conn.last_done_clock)
     body_size = max(0, resp_len)
-    ex = conn_exchange(asm, conn, start, max(conn.send_last_ts or ev.ts, start))
+    ex = emit.exchange(conn, start, max(conn.send_last_ts or ev.ts, start))
     ex.method = method
     ex.target = target
     ex.version = version
@@ -144,14 +128,9 @@ def emit_summary(
     ex.response_body_size = body_size
     ex.sendfile_bytes = conn.sendfile_bytes
     ex.truncated = conn.send_hole or body_size > conn.sendfile_bytes
-    ex.error = why
+    ex.summary_only = True
     ex.upstream = upstream
     if start_clock and ev.clock:
         ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))
-    asm._next_id += 1
-    conn.seq += 1
-    if not method:
-        asm.stats.malformed += 1
-    asm.stats.exchanges += 1
-    asm.on_exchange(ex)
+    emit.emit(conn, ex)
 

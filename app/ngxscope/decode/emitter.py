@@ -1,0 +1,88 @@
+"""Where the protocol handlers' results go: numbered exchanges, lifecycle events, counts.
+
+Every handler (decode.handlers) is given the one :class:`Emitter` of its dispatcher
+(decode.assembler.Assembler) and hands its exchanges out through it; it never sees the
+dispatcher. The emitter numbers exchanges in order of completion, numbers them on their
+connection, keeps the decoder's counters and calls the consumer's callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..model import Exchange, LifecycleEvent
+from .connstate import Conn
+from .websocket import WsTunnel
+
+__all__ = ["DecodeStats", "Emitter"]
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """What the decoder has seen (shown in the status line and the session's stats)."""
+
+    events: int = 0
+    exchanges: int = 0
+    malformed: int = 0
+    gaps: int = 0
+    """Holes found in byte streams (lost ring-buffer events)."""
+    lost_responses: int = 0
+    """Request completions that never arrived (lost events); their exchanges are flagged."""
+    open_conns: int = 0
+    shed: int = 0
+    """Exchanges whose payload the kernel shed (pressure or sampling): counted from its summary."""
+    sampled: int = 0
+    """Of :attr:`shed`, those sampled out on purpose (the capture was over its CPU budget)."""
+
+
+class Emitter:
+    """The sink the handlers emit into: exchanges, lifecycle events and tunnel summaries."""
+
+    __slots__ = ("body_limit", "next_id", "on_event", "on_exchange", "on_websocket", "stats")
+
+    def __init__(
+        self,
+        on_exchange: Callable[[Exchange], None],
+        on_event: Callable[[LifecycleEvent], None] | None = None,
+        body_limit: int = 256 * 1024,
+    ) -> None:
+        self.on_exchange = on_exchange
+        self.on_event = on_event
+        self.on_websocket: Callable[[WsTunnel, float], None] | None = None
+        """Called with each WebSocket tunnel that ended (tests and sinks may set it)."""
+        self.body_limit = body_limit
+        """Payload bytes kept per message body."""
+        self.stats = DecodeStats()
+        self.next_id = 1
+        """The id the next exchange gets."""
+
+    def exchange(self, conn: Conn, start: float, end: float) -> Exchange:
+        """A new exchange on `conn` with the next id (not emitted yet): the connection's part
+        of it (worker, addresses, TLS, identity, place on the connection) filled in; the
+        caller sets the rest (attribute stores: faster than a long keyword call, on a path
+        every exchange takes)."""
+        return Exchange(id=self.next_id, start=start, end=end, pid=conn.pid, client=conn.peer,
+                        server=conn.local, tls=conn.tls, conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
+                        conn_seq=conn.seq)
+
+    def emit(self, conn: Conn, ex: Exchange) -> None:
+        """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""
+        self.next_id += 1
+        conn.seq += 1
+        stats = self.stats
+        if not ex.method and (ex.error or ex.summary_only):
+            stats.malformed += 1
+        stats.exchanges += 1
+        self.on_exchange(ex)
+
+    def lifecycle(self, ts: float, kind: str, pid: int, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(LifecycleEvent(ts=ts, kind=kind, pid=pid, detail=detail))
+
+    def tunnel_ended(self, ws: WsTunnel, ts: float, pid: int, how: str) -> None:
+        """A WebSocket tunnel ended: its summary goes out as a lifecycle event and to
+        :attr:`on_websocket`."""
+        self.lifecycle(ts, "websocket", pid, ws.summary(ts, how))
+        if self.on_websocket is not None:
+            self.on_websocket(ws, ts)
