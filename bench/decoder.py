@@ -10,7 +10,7 @@ timing CPU (time.process_time) per stage:
 
   parse    ring-buffer record -> RawEvent (capture.events.parse_event / parse_batch)
   assemble RawEvents -> Exchanges (decode.assembler.Assembler)
-  encode   Exchange -> JSON line (store.compat.encode_exchange, what SessionWriter writes)
+  encode   Exchange -> JSON line (store.codec.encode_exchange, what SessionWriter writes)
   gzip     the JSON lines through SessionWriter's gzip stream
 
     .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
@@ -38,7 +38,7 @@ from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 from ngxscope.capture import events as evmod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
-from ngxscope.store.compat import encode_exchange
+from ngxscope.store.codec import encode_exchange
 from ngxscope.store.session import SessionWriter
 
 _LEN = struct.Struct("<I")
