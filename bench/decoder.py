@@ -48,7 +48,8 @@ def record(seconds: float) -> None:
     """Capture raw records from a real nginx into events-<mode>.bin (length-prefixed)."""
     from ngxscope.capture import tracer as trmod
     from ngxscope.lab.traffic import Traffic
-    from ngxscope.record import Recorder, RecordOptions
+    from ngxscope.pipeline.recorder import Recorder
+    from ngxscope.pipeline.target import RecordOptions
 
     raw: list[bytes] = []
 

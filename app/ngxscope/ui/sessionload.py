@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store.bulkload import BATCH, BackgroundScan, Batch, Done, paused_gc, scan
-from ..store.session import ReadCancelled, SessionReader
+from ..store.session import ReadCancelled, SessionError, SessionReader
 
 __all__ = ["BATCH", "SLICE_S", "TICK_MS", "LoadResult", "load_in_background", "load_session",
            "load_with_dialog"]
@@ -149,8 +149,6 @@ def load_with_dialog(win: Any, path: str) -> LoadResult | None:
     errors shown in a message box."""
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QMessageBox, QProgressDialog
-
-    from ..store.session import SessionError
 
     dlg = QProgressDialog(f"Reading {os.path.basename(path)}…", "Cancel", 0, 1000, win)
     dlg.setWindowTitle("Opening session")
