@@ -21,7 +21,6 @@ Prints a table and writes bench/results/decoder.json.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import socket
 import struct
@@ -53,16 +52,10 @@ def record(seconds: float) -> None:
 
     raw: list[bytes] = []
 
-    def on_event(self: Any, _ctx: int, data: int, size: int) -> int:  # bcc callback path
-        raw.append(ctypes.string_at(data, size))
-        return 0
-
     def on_records(self: Any, records: list[bytes]) -> None:  # RingReader path
         raw.extend(records)
 
-    trmod.Tracer._on_event = on_event  # type: ignore[method-assign]
-    if hasattr(trmod.Tracer, "_on_records"):
-        trmod.Tracer._on_records = on_records  # type: ignore[method-assign]
+    trmod.Tracer._on_records = on_records  # type: ignore[method-assign]
 
     class Null:
         def write_exchange(self, ex: Exchange) -> None: ...

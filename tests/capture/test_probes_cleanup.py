@@ -35,6 +35,8 @@ from ngxscope.lab.traffic import Traffic
 from ngxscope.pipeline.recorder import Recorder
 from ngxscope.pipeline.target import RecordOptions
 
+pytestmark = pytest.mark.capture  # every test starts real nginx processes
+
 REPO = Path(__file__).resolve().parents[2]
 NGXSCOPE = [sys.executable, "-m", "ngxscope"]
 BAD_PROGRAM = "int bad_probe(struct pt_regs *ctx) { u32 k = 0; u8 *v = targets.lookup(&k); return *v; }"
