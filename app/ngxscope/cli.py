@@ -27,7 +27,7 @@ from .pipeline.remote import (
     list_remote_text,
 )
 from .pipeline.run import record
-from .pipeline.sinks import OtlpOptions, Outputs, RotateOptions
+from .pipeline.sinks import OtlpOptions, OutputError, Outputs, RotateOptions
 from .pipeline.target import RecordOptions
 from .store.exporters import SortedExchanges, export
 from .store.filterexpr import FilterError, compile_filter
@@ -241,8 +241,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
         if not 0 <= args.cpu_budget <= 800:
             raise UsageError("record: --cpu-budget must be between 0 and 800 (percent of one core)")
         opts.cpu_budget = args.cpu_budget / 100
-    result = record(opts, outputs, duration=args.duration, live=sys.stderr.isatty() and not args.stream,
-                    watch_stdin=args.stream, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        result = record(opts, outputs, duration=args.duration, live=sys.stderr.isatty() and not args.stream,
+                        watch_stdin=args.stream, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    except OutputError as exc:
+        raise UsageError(f"record: {exc}") from None
     stats = result.stats
     summary = (f"{stats['requests']} requests captured, {stats['lost']} events lost, "
                f"{stats['truncated']} payloads truncated")

@@ -23,6 +23,7 @@ from .rotate import RotatingSessionWriter
 __all__ = [
     "LockedSink",
     "OtlpOptions",
+    "OutputError",
     "Outputs",
     "RecordSink",
     "Redactor",
@@ -30,6 +31,10 @@ __all__ = [
     "SinkSet",
     "open_sinks",
 ]
+
+
+class OutputError(ValueError):
+    """An output asked for cannot be used as given (a bad address, size...): one line."""
 
 
 class RecordSink(Protocol):
@@ -197,8 +202,8 @@ class SinkSet:
 
 
 def open_sinks(outputs: Outputs) -> SinkSet:
-    """Open every output asked for. Raises ValueError (bad option) / OSError / SessionError
-    with one line; what was opened before the failure is closed again."""
+    """Open every output asked for. Raises OutputError (a bad option), OSError or
+    SessionError with one line; what was opened before the failure is closed again."""
     redactor = Redactor(outputs.policy if outputs.policy is not None else policy_from_env())
     target = redactor.describe()
     sinks: list[LockedSink] = []
@@ -215,14 +220,19 @@ def open_sinks(outputs: Outputs) -> SinkSet:
                 add(MetricsSink(outputs.metrics_listen))
             except OSError as exc:
                 raise OSError(f"--metrics-listen {outputs.metrics_listen}: {exc.strerror or exc}") from None
+            except ValueError as exc:
+                raise OutputError(str(exc)) from None
         if outputs.otlp is not None:
             from ..telemetry.otlp import SpanSink
 
             o = outputs.otlp
             if o.queue < 1 or o.timeout_s <= 0:
-                raise ValueError("--otlp-queue and --otlp-timeout must be positive")
-            add(SpanSink(o.endpoint, service_name=o.service_name, queue_size=o.queue,
-                         timeout_s=o.timeout_s, request_headers=o.headers))
+                raise OutputError("--otlp-queue and --otlp-timeout must be positive")
+            try:
+                add(SpanSink(o.endpoint, service_name=o.service_name, queue_size=o.queue,
+                             timeout_s=o.timeout_s, request_headers=o.headers))
+            except ValueError as exc:
+                raise OutputError(str(exc)) from None
         if outputs.rotate is not None:
             r = outputs.rotate
             add(RotatingSessionWriter(r.directory, max_mb=r.max_mb, max_age_s=r.max_age_s, keep=r.keep))
