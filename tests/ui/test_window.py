@@ -342,7 +342,6 @@ def test_keys_space_in_filter_types_and_ctrl_f_focuses(window, qtbot) -> None:  
 
 
 def test_run_window_open_attach(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import ngxscope.ui.attach as attach_mod
     import ngxscope.ui.mainwindow as mw
 
     class FakeDialog:
@@ -360,7 +359,7 @@ def test_run_window_open_attach(monkeypatch, tmp_path: Path) -> None:  # type: i
         made.append(pid)
         return SyntheticSource(100, threaded=False)
 
-    monkeypatch.setattr(attach_mod, "AttachDialog", FakeDialog)
+    monkeypatch.setattr(uiapp, "AttachDialog", FakeDialog)
     monkeypatch.setattr(mw, "default_source_factory", factory)
     monkeypatch.setattr(mw, "QSettings",
                         lambda *_a: QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))

@@ -5,7 +5,7 @@ touch widgets: a background reader thread (if any) only queues parsed objects, a
 `poll()` hands over what was queued since the last call.
 
 - `StreamSource` runs the root capture helper (`ngxscope record --pid N --stream`) and
-  reads its JSON-lines stdout (docs/ARCHITECTURE.md, "Capture helper protocol").
+  reads its JSON-lines stdout (docs/ARCHITECTURE.md, "The helper's stream").
 - `SyntheticSource` (in `pipeline.synthetic`) makes realistic fake traffic.
 - `RemoteStreamSource` / `MultiHostSource` (in `pipeline.remote`): helpers on other hosts.
 
