@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..capture.budget import CpuGovernor
@@ -52,7 +52,6 @@ class Recorder:
         self.exchanges = 0
         self.decode_error: BaseException | None = None
         self.end_reason = ""
-        self.on_exchange: Callable[[Exchange], None] | None = None
         self._stop_ts = 0.0
         self.watch = LifecycleWatch(emit=self.emit_event, fail=self.fail,
                                     stopping=lambda: self.stopping, files=watch_files)
@@ -232,8 +231,6 @@ class Recorder:
                 att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:
             sink.write_exchange(ex)
-        if self.on_exchange is not None:
-            self.on_exchange(ex)
 
     def emit_event(self, ev: LifecycleEvent) -> None:
         """Hand a lifecycle event to every sink (the decoder's, the watcher's, our own)."""
