@@ -10,7 +10,7 @@ timing CPU (time.process_time) per stage:
 
   parse    ring-buffer record -> RawEvent (capture.events.parse_event / parse_batch)
   assemble RawEvents -> Exchanges (decode.assembler.Assembler)
-  encode   Exchange -> JSON line (store.compat.encode_exchange, what SessionWriter writes)
+  encode   Exchange -> JSON line (store.codec.encode_exchange, what SessionWriter writes)
   gzip     the JSON lines through SessionWriter's gzip stream
 
     .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
@@ -21,7 +21,6 @@ Prints a table and writes bench/results/decoder.json.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import socket
 import struct
@@ -38,7 +37,7 @@ from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 from ngxscope.capture import events as evmod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
-from ngxscope.store.compat import encode_exchange
+from ngxscope.store.codec import encode_exchange
 from ngxscope.store.session import SessionWriter
 
 _LEN = struct.Struct("<I")
@@ -48,20 +47,15 @@ def record(seconds: float) -> None:
     """Capture raw records from a real nginx into events-<mode>.bin (length-prefixed)."""
     from ngxscope.capture import tracer as trmod
     from ngxscope.lab.traffic import Traffic
-    from ngxscope.record import Recorder, RecordOptions
+    from ngxscope.pipeline.recorder import Recorder
+    from ngxscope.pipeline.target import RecordOptions
 
     raw: list[bytes] = []
-
-    def on_event(self: Any, _ctx: int, data: int, size: int) -> int:  # bcc callback path
-        raw.append(ctypes.string_at(data, size))
-        return 0
 
     def on_records(self: Any, records: list[bytes]) -> None:  # RingReader path
         raw.extend(records)
 
-    trmod.Tracer._on_event = on_event  # type: ignore[method-assign]
-    if hasattr(trmod.Tracer, "_on_records"):
-        trmod.Tracer._on_records = on_records  # type: ignore[method-assign]
+    trmod.Tracer._on_records = on_records  # type: ignore[method-assign]
 
     class Null:
         def write_exchange(self, ex: Exchange) -> None: ...

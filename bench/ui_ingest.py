@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
+from ngxscope.pipeline.synthetic import SyntheticSource
 from ngxscope.ui.app import ensure_app
 from ngxscope.ui.mainwindow import MainWindow
-from ngxscope.ui.synthetic import SyntheticSource
 
 
 def measure(rate: float, seconds: float, *, filter_text: str = "") -> dict[str, float]:

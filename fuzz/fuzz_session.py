@@ -26,7 +26,7 @@ import atheris
 
 with atheris.instrument_imports():
     from ngxscope.model import Exchange, LifecycleEvent
-    from ngxscope.store.compat import SessionError
+    from ngxscope.store.codec import SessionError
     from ngxscope.store.session import SessionReader, SessionWriter
 
 _DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -17,6 +17,19 @@ __all__ = ["free_port"]
 # governor's own tests turn it on explicitly (record --cpu-budget, Tracer.set_sampling).
 os.environ["NGXSCOPE_CPU_BUDGET"] = "0"
 
+CAPTURE_FIXTURES = frozenset({"lab_nginx", "lab_traffic", "capture_factory", "record_proc",
+                              "prometheus_factory", "ssh_host"})
+"""Fixtures that start a real nginx, an SSH server or an eBPF capture (root needed)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test using one of `CAPTURE_FIXTURES` (directly or through another fixture) gets the
+    `capture` marker, so `pytest -m "not capture"` is the fast tier without root or nginx.
+    Modules whose tests start nginx or a capture themselves mark it with `pytestmark`."""
+    for item in items:
+        if CAPTURE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.capture)
+
 
 @pytest.fixture
 def lab_nginx() -> Iterator[LabNginx]:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ngxscope.model import Exchange, LifecycleEvent
-from ngxscope.store.compat import SessionError
+from ngxscope.store.codec import SessionError
 from ngxscope.store.session import Session, SessionReader, SessionWriter
 
 PROPS = settings(max_examples=150, deadline=None, derandomize=True, database=None,

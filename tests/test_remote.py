@@ -20,7 +20,7 @@ import pytest
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
-from ngxscope.remote import RemoteSpec, ssh_argv
+from ngxscope.pipeline.remote import RemoteSpec, ssh_argv
 
 VENV_NGXSCOPE = str(Path(sys.executable).with_name("ngxscope"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the dialog test
@@ -161,7 +161,7 @@ def test_remote_list_over_ssh(ssh_host: SshHost, lab_nginx: LabNginx) -> None:
 
 
 def test_remote_capture_over_ssh_matches_access_log(ssh_host: SshHost, lab_nginx: LabNginx) -> None:
-    from ngxscope.ui.remote import RemoteStreamSource
+    from ngxscope.pipeline.remote import RemoteStreamSource
 
     source = RemoteStreamSource(ssh_host.spec(lab_nginx.master_pid))
     assert source.argv[0] == "ssh" and "BatchMode=yes" in source.argv
@@ -219,8 +219,8 @@ def test_remote_capture_over_ssh_matches_access_log(ssh_host: SshHost, lab_nginx
 
 def test_multi_host_source_merges_streams(tmp_path: Path) -> None:
     """Two hosts' streams: unique ids, per-host connection ids, `host_of`, merged stats."""
+    from ngxscope.pipeline.remote import MultiHostSource, RemoteStreamSource
     from ngxscope.store.session import StreamWriter
-    from ngxscope.ui.remote import MultiHostSource, RemoteStreamSource
 
     def fake(label: str, pid: int) -> RemoteStreamSource:
         path = tmp_path / f"{label}.jsonl"
@@ -286,9 +286,9 @@ def test_remote_host_dialog_lists_and_picks(qtbot: Any) -> None:
 def test_window_shows_a_capture_over_ssh(ssh_host: SshHost, lab_nginx: LabNginx, qtbot: Any) -> None:
     """The window, fed through ssh, shows exactly what nginx logged (screenshot kept)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from ngxscope.pipeline.remote import RemoteStreamSource
     from ngxscope.ui.app import grab_png
     from ngxscope.ui.mainwindow import MainWindow
-    from ngxscope.ui.remote import RemoteStreamSource
 
     source = RemoteStreamSource(ssh_host.spec(lab_nginx.master_pid))
     win = MainWindow(None, title="ngxscope — remote")

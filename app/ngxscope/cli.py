@@ -1,17 +1,38 @@
-"""The `ngxscope` command: list, record, export, stats, demo, open, and the window."""
+"""The `ngxscope` command line: argument parsing, and a call into the package that does the work.
+
+list, record (`pipeline.run.record`), export/stats (`store`), demo (`demo`), open and the
+window (`gui`), --remote (`pipeline.remote`, `gui`). Errors end as one line and exit 1
+(2 for a bad command line), never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import signal
 import sys
-import threading
-import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from . import __version__
+from .capture.procs import find_instances, format_instances
+from .capture.tracer import Tracer, TracerConfig, bpf_source
+from .demo import run_demo
+from .gui import no_display_reason, open_remote_window, open_session_window, open_window
+from .pipeline.remote import (
+    RemoteSpec,
+    choose_pid,
+    instances_json,
+    list_remote,
+    list_remote_text,
+)
+from .pipeline.run import record
+from .pipeline.sinks import OtlpOptions, OutputError, Outputs, RotateOptions
+from .pipeline.target import RecordOptions
+from .store.exporters import SortedExchanges, export
+from .store.filterexpr import FilterError, compile_filter
+from .store.redact import policy_from_env
+from .store.summary import format_summary, summarize
 
 __all__ = ["main"]
 
@@ -32,9 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ngxscope {__version__}")
     p.add_argument("--pid", type=int, help="open the window attached to this nginx master or worker")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    from .remote import add_remote_options
-
-    add_remote_options(p)
+    _add_remote_options(p)
     sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
 
     ls = sub.add_parser("list", help="nginx processes on this machine and how they can be captured")
@@ -67,9 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="also mask this header's values (repeatable; env NGXSCOPE_REDACT_HEADERS)")
     rec.add_argument("--redact-param", action="append", default=[], metavar="NAME",
                      help="also mask this query parameter (repeatable; env NGXSCOPE_REDACT_PARAMS)")
-    from .telemetry import add_record_options
-
-    add_record_options(rec)
+    _add_output_options(rec)
 
     ex = sub.add_parser("export", help="convert a session (or HAR) file to HAR, pcapng, CSV or JSONL")
     ex.add_argument("file", help="session file (.ngxs) or HAR file")
@@ -134,20 +151,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "remote", None):
-        from .remote import run_remote
-
-        return run_remote(args)
+        return _cmd_remote(args)
     if args.cmd == "list" and args.json:
-        import json
-
-        from .capture.procs import find_instances
-        from .remote import instances_json
-
         print(json.dumps(instances_json(find_instances(include_all=args.all))))
         return 0
     if args.cmd == "list":
-        from .capture.procs import find_instances, format_instances
-
         print(format_instances(find_instances(include_all=args.all)))
         return 0
     if args.cmd == "record":
@@ -157,23 +165,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "stats":
         return _cmd_stats(args)
     if args.cmd == "demo":
-        from .demo import run_demo
-
         return run_demo(args)
     if args.cmd == "open":
-        from .gui import open_session_window
-
         return open_session_window(args.file)
-    from .gui import open_window
-
     return open_window(pid=args.pid)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .store.exporters import export
-    from .store.filterexpr import FilterError
-    from .store.redact import policy_from_env
-
     policy = policy_from_env(args.redact_header, args.redact_param, enabled=not args.no_redact)
     notes: list[str] = []
     try:
@@ -189,12 +187,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    import json
-
-    from .store.exporters import SortedExchanges
-    from .store.filterexpr import FilterError, compile_filter
-    from .store.summary import format_summary, summarize
-
     try:
         predicate = compile_filter(args.filter) if args.filter else None
     except FilterError as exc:
@@ -212,21 +204,33 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_outputs(args: argparse.Namespace) -> Outputs:
+    """-o, --stream and the service outputs, checked."""
+    out = Outputs(session=args.output, overwrite=args.overwrite,
+                  stream=sys.stdout.buffer if args.stream else None,
+                  policy=policy_from_env(args.redact_header, args.redact_param, enabled=not args.no_redact),
+                  metrics_listen=args.metrics_listen)
+    if args.otlp_endpoint:
+        if args.otlp_queue < 1 or args.otlp_timeout <= 0:
+            raise UsageError("record: --otlp-queue and --otlp-timeout must be positive")
+        out.otlp = OtlpOptions(args.otlp_endpoint, service_name=args.otlp_service_name,
+                               headers=args.otlp_header, queue=args.otlp_queue, timeout_s=args.otlp_timeout)
+    if args.rotate_dir:
+        out.rotate = RotateOptions(args.rotate_dir, max_mb=args.rotate_mb,
+                                   max_age_s=args.rotate_minutes * 60.0, keep=args.rotate_keep)
+    if not out.wanted():
+        raise UsageError("record: give -o FILE (or --stream, --metrics-listen, --otlp-endpoint, --rotate-dir)")
+    return out
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
-    from .record import Recorder, RecordOptions
-
     if args.dump_bpf:
-        from .capture.tracer import Tracer, TracerConfig, bpf_source
-
         print(f"// cflags: {' '.join(Tracer(TracerConfig(binary='nginx')).cflags())}")
         print(bpf_source())
         return 0
     if args.pid is None and not args.binary:
         raise UsageError("record: give --pid PID or --binary PATH")
-    from .telemetry import close_telemetry_sinks, open_telemetry_sinks, telemetry_wanted
-
-    if not args.output and not args.stream and not telemetry_wanted(args):
-        raise UsageError("record: give -o FILE (or --stream, --metrics-listen, --otlp-endpoint, --rotate-dir)")
+    outputs = _record_outputs(args)
     if args.payload_cap < 64 or args.payload_cap > 1 << 20:
         raise UsageError("record: --payload-cap must be between 64 and 1048576")
     if args.duration is not None and args.duration <= 0:
@@ -238,36 +242,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
             raise UsageError("record: --cpu-budget must be between 0 and 800 (percent of one core)")
         opts.cpu_budget = args.cpu_budget / 100
     try:
-        telemetry = open_telemetry_sinks(args)
-    except ValueError as exc:
+        result = record(opts, outputs, duration=args.duration, live=sys.stderr.isatty() and not args.stream,
+                        watch_stdin=args.stream, announce=lambda line: print(line, file=sys.stderr, flush=True))
+    except OutputError as exc:
         raise UsageError(f"record: {exc}") from None
-    from .store.redact import policy_from_env
-
-    redactor = Redactor(policy_from_env(args.redact_header, args.redact_param, enabled=not args.no_redact))
-    sinks = open_sinks(args.output, args.stream, args.overwrite, redactor=redactor)
-    sinks += [(LockedSink(t, redactor), type(t).__name__) for t in telemetry]
-    rec = Recorder(opts, [s for s, _ in sinks])
-    for sink, _ in sinks:
-        sink.on_error = rec.fail
-    try:
-        line = rec.start()
-    except BaseException:
-        for sink, _ in sinks:
-            sink.close(clean=False)
-        close_telemetry_sinks(telemetry, quiet=True)
-        if args.output and os.path.exists(args.output) and not args.overwrite:
-            os.unlink(args.output)  # nothing was captured: leave no empty session behind
-        raise
-    print(line, file=sys.stderr, flush=True)
-    try:
-        run_until_stopped(rec, args.duration, live=sys.stderr.isatty() and not args.stream,
-                          watch_stdin=args.stream)
-    finally:
-        rec.join()
-        for sink, _ in sinks:
-            sink.close()
-        close_telemetry_sinks(telemetry)
-    stats = rec.counters()
+    stats = result.stats
     summary = (f"{stats['requests']} requests captured, {stats['lost']} events lost, "
                f"{stats['truncated']} payloads truncated")
     if stats["shed_exchanges"]:
@@ -275,10 +254,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
                     f"({stats['sampled_exchanges']} sampled out over the CPU budget)")
     if args.output:
         summary += f"; session saved to {args.output}"
-    if rec.end_reason:
-        summary = f"{rec.end_reason}; {summary}"
-    if rec.decode_error is not None:
-        print(f"ngxscope: error: {rec.decode_error}", file=sys.stderr)
+    if result.end_reason:
+        summary = f"{result.end_reason}; {summary}"
+    if result.error is not None:
+        print(f"ngxscope: error: {result.error}", file=sys.stderr)
         print(f"{stats['requests']} requests were captured before the error"
               + (f"; {args.output} keeps what reached the disk" if args.output and os.path.exists(args.output) else ""), file=sys.stderr)
         return 1
@@ -286,142 +265,75 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
-class Redactor:
-    """Masks secrets once per exchange, however many sinks write it (the decode thread
-    hands the same object to each sink in turn)."""
-
-    def __init__(self, policy: Any) -> None:
-        from .store.redact import redact_exchange
-
-        self.policy = policy
-        self._redact = redact_exchange
-        self._last: tuple[Any, Any] | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self.policy.active)
-
-    def describe(self) -> dict[str, Any]:
-        """What the session header says about redaction (the window shows it)."""
-        return {"redacted": self.active, "redact_headers": sorted(self.policy.headers) if self.active else [],
-                "redact_params": sorted(self.policy.params) if self.active else []}
-
-    def __call__(self, ex: Any) -> Any:
-        if not self.active:
-            return ex
-        last = self._last
-        if last is not None and last[0] is ex:
-            return last[1]
-        out = self._redact(ex, self.policy)
-        self._last = (ex, out)
-        return out
+def _add_output_options(rec: argparse.ArgumentParser) -> None:
+    """`record` outputs for a long-running service: metrics, traces, rotating files."""
+    g = rec.add_argument_group("metrics, traces and rotation (for a long-running service)")
+    g.add_argument("--metrics-listen", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics (RED per worker, server block, upstream peer) on /metrics")
+    g.add_argument("--otlp-endpoint", metavar="URL",
+                   help="export every exchange as an OpenTelemetry trace over OTLP/HTTP "
+                        "(http://collector:4318, /v1/traces added)")
+    g.add_argument("--otlp-service-name", default="nginx", metavar="NAME",
+                   help="service.name of the exported spans (default nginx)")
+    g.add_argument("--otlp-header", action="append", default=[], metavar="NAME",
+                   help="also export this request header as http.request.header.NAME (repeatable)")
+    g.add_argument("--otlp-queue", type=int, default=2048, metavar="SPANS",
+                   help="spans held for the exporter at most; beyond, spans are dropped and counted (default 2048)")
+    g.add_argument("--otlp-timeout", type=float, default=5.0, metavar="S",
+                   help="OTLP export request timeout (default 5)")
+    g.add_argument("--rotate-dir", metavar="DIR",
+                   help="write rotating session files DIR/ngxscope-YYYYmmdd-HHMMSS.ngxs")
+    g.add_argument("--rotate-mb", type=float, default=256.0, metavar="MB",
+                   help="start a new rotating file past this size (default 256; 0: no limit)")
+    g.add_argument("--rotate-minutes", type=float, default=60.0, metavar="M",
+                   help="start a new rotating file after this long (default 60; 0: no limit)")
+    g.add_argument("--rotate-keep", type=int, default=24, metavar="N",
+                   help="rotating files kept, oldest deleted first (default 24)")
 
 
-class LockedSink:
-    """Serialises writes from the decode thread and the stats ticks of the main thread.
-
-    The first write error (disk full...) is kept and reported once through `on_error`;
-    later writes are skipped, so what reached the disk stays a readable session.
-    """
-
-    def __init__(self, writer: Any, redactor: Redactor | None = None) -> None:
-        self.writer = writer
-        self.redactor = redactor
-        self.lock = threading.Lock()
-        self.error: Exception | None = None
-        self.on_error: Any = None
-
-    def _guard(self, fn: Any, *args: Any) -> None:
-        with self.lock:
-            if self.error is not None:
-                return
-            try:
-                fn(*args)
-            except Exception as exc:
-                self.error = exc
-                if self.on_error is not None:
-                    self.on_error(exc)
-
-    def write_exchange(self, ex: Any) -> None:
-        self._guard(self.writer.write_exchange, self.redactor(ex) if self.redactor is not None else ex)
-
-    def write_event(self, ev: Any) -> None:
-        self._guard(self.writer.write_event, ev)
-
-    def write_stats(self, d: dict[str, Any]) -> None:
-        def stats_and_flush() -> None:
-            self.writer.write_stats(d)
-            flush = getattr(self.writer, "maybe_flush", None) or getattr(self.writer, "flush", None)
-            if flush is not None:
-                flush()
-
-        self._guard(stats_and_flush)
-
-    def close(self, clean: bool = True) -> None:
-        with self.lock:
-            try:
-                self.writer.close(clean=clean and self.error is None)
-            except Exception as exc:
-                self.error = self.error or exc
+def _add_remote_options(p: argparse.ArgumentParser) -> None:
+    """The top-level `--remote` options."""
+    p.add_argument("--remote", action="append", metavar="[USER@]HOST[:PORT][/PID]",
+                   help="capture nginx on another machine over SSH (repeat for several hosts; "
+                        "with `list`: list that host's nginx)")
+    p.add_argument("--ssh-key", metavar="PATH", help="SSH private key for --remote")
+    p.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                   help="extra ssh -o option for --remote (repeatable)")
+    p.add_argument("--remote-ngxscope", default="ngxscope", metavar="CMD",
+                   help="the ngxscope command on the remote host (default: ngxscope on PATH)")
+    p.add_argument("--remote-sudo", choices=["auto", "yes", "no"], default="auto",
+                   help="run the remote ngxscope with sudo -n (auto: when USER is not root)")
 
 
-def open_sinks(output: str | None, stream: bool, overwrite: bool,
-               redactor: Redactor | None = None) -> list[tuple[LockedSink, str]]:
-    from .store.redact import policy_from_env
-    from .store.session import SessionWriter, StreamWriter
-
-    if redactor is None:
-        redactor = Redactor(policy_from_env())
-    sinks: list[tuple[LockedSink, str]] = []
-    target: dict[str, Any] = redactor.describe()
-    if output:
-        sinks.append((LockedSink(SessionWriter(output, target, overwrite=overwrite), redactor), output))
-    if stream:
-        sinks.append((LockedSink(StreamWriter(sys.stdout.buffer, target), redactor), "-"))
-    return sinks
+def _specs_from_args(args: argparse.Namespace) -> list[RemoteSpec]:
+    sudo = {"yes": True, "no": False}.get(args.remote_sudo)
+    specs = []
+    for text in args.remote:
+        specs.append(RemoteSpec.parse(text, pid=args.pid, key=args.ssh_key, ngxscope=args.remote_ngxscope,
+                                      sudo=sudo, ssh_options=tuple(args.ssh_option)))
+    return specs
 
 
-def run_until_stopped(rec: Any, duration: float | None, *, live: bool, watch_stdin: bool = False) -> None:
-    """Tick once a second (stats, liveness) until a signal, the duration, or nginx exits."""
-    def on_signal(signum: int, _frame: Any) -> None:
-        rec.stop(f"stopped by {signal.Signals(signum).name}")
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    if watch_stdin:
-        def stdin_watch() -> None:
-            try:
-                while sys.stdin.buffer.read(4096):
-                    pass
-            except (OSError, ValueError):
-                pass
-            rec.stop("the window closed")
-
-        threading.Thread(target=stdin_watch, daemon=True, name="ngxscope-stdin").start()
-    deadline = time.monotonic() + duration if duration else None
-    last_tick = time.monotonic()
-    last_requests = 0
+def _cmd_remote(args: argparse.Namespace) -> int:
+    """`ngxscope --remote ...`: the window on remote captures, or `list` of a remote host."""
     try:
-        while not rec.stopping:
-            time.sleep(0.2)
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                rec.stop(f"stopped after {duration:g} s")
-                break
-            if now - last_tick >= 1.0:
-                stats = rec.write_stats()
-                rate = (stats["requests"] - last_requests) / (now - last_tick)
-                last_requests, last_tick = stats["requests"], now
-                if live:
-                    sys.stderr.write(
-                        f"\r{stats['requests']:>9} requests  {rate:8.1f} req/s  lost {stats['lost']}  "
-                        f"truncated {stats['truncated']}  summary-only {stats['shed_exchanges']}  "
-                        f"workers {len(stats['workers'])}   "
-                    )
-                    sys.stderr.flush()
-                if rec.nginx_gone():
-                    rec.stop("nginx exited")
-    finally:
-        if live:
-            sys.stderr.write("\n")
-        for s, h in old.items():
-            signal.signal(s, h)
+        specs = _specs_from_args(args)
+    except ValueError as exc:
+        raise UsageError(f"--remote: {exc}") from None
+    if args.cmd == "list":
+        for spec in specs:
+            if getattr(args, "json", False):
+                print(json.dumps(list_remote(spec, args.all)))
+                continue
+            text = list_remote_text(spec, args.all)
+            if len(specs) > 1:
+                print(f"== {spec.label} ==")
+            sys.stdout.write(text)
+        return 0
+    if args.cmd is not None:
+        raise UsageError(f"--remote works with the window and with `list`, not with `{args.cmd}`")
+    if no_display_reason() is not None:
+        return open_remote_window(specs)  # says why not, exit 2
+    if len(specs) > 1:  # several hosts: each needs its nginx now (a dialog per host would stack up)
+        specs = [s if s.pid is not None else s.with_pid(choose_pid(s, list_remote(s))) for s in specs]
+    return open_remote_window(specs)

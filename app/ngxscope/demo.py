@@ -15,9 +15,14 @@ import threading
 import time
 from typing import Any
 
+from .gui import run_gui
 from .lab.nginx import LabNginx
 from .lab.traffic import Traffic
 from .model import Exchange, LifecycleEvent
+from .pipeline.run import record
+from .pipeline.sinks import Outputs
+from .pipeline.source import helper_argv
+from .pipeline.target import RecordOptions
 
 __all__ = ["TerminalSink", "format_exchange", "run_demo"]
 
@@ -105,28 +110,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_terminal(args: argparse.Namespace, lab: LabNginx) -> int:
-    from .cli import open_sinks, run_until_stopped
-    from .record import Recorder, RecordOptions
-
-    sinks: list[Any] = [TerminalSink()]
-    files = open_sinks(args.output, False, False) if args.output else []
-    sinks += [s for s, _ in files]
-    rec = Recorder(RecordOptions(pid=lab.master_pid), sinks)
-    print(rec.start(), file=sys.stderr, flush=True)
-    try:
-        run_until_stopped(rec, args.duration, live=False)
-    finally:
-        rec.join()
-        for s, _ in files:
-            s.close()
-    stats = rec.counters()
+    result = record(RecordOptions(pid=lab.master_pid), Outputs(session=args.output),
+                    duration=args.duration, extra_sinks=[TerminalSink()],
+                    announce=lambda line: print(line, file=sys.stderr, flush=True))
+    stats = result.stats
     print(f"{stats['requests']} requests captured, {stats['lost']} events lost", file=sys.stderr)
     return 0
 
 
 def _demo_window(args: argparse.Namespace, lab: LabNginx) -> int:
-    from .gui import capture_argv, run_gui
-
-    argv = capture_argv(lab.master_pid, output=args.output)
+    argv = helper_argv(lab.master_pid, output=args.output)
     return run_gui(argv=argv, title=f"ngxscope demo — nginx master {lab.master_pid}",
                    screenshot=args.screenshot, after=args.after, duration=args.duration)

@@ -1,14 +1,20 @@
-"""The CLI's way into the window: refuses early, without importing Qt, when there is no display.
+"""The way into the window: refuses early, without importing Qt, when there is no display.
 
-The window never loads BPF: live captures come from a `ngxscope record --stream` helper.
+The window never loads BPF: live captures come from a `ngxscope record --stream` helper
+(`pipeline.source.helper_argv`), local or over SSH. Qt loads (`ngxscope.ui.launch`) only
+once a display is known to be there, so `ngxscope record` and friends never pay for it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
-__all__ = ["capture_argv", "no_display_reason", "open_session_window", "open_window", "run_gui"]
+from .pipeline.remote import RemoteSpec
+from .pipeline.source import helper_argv
+
+__all__ = ["no_display_reason", "open_remote_window", "open_session_window", "open_window", "run_gui"]
 
 
 def no_display_reason() -> str | None:
@@ -22,38 +28,44 @@ def no_display_reason() -> str | None:
             "session (QT_QPA_PLATFORM=offscreen for screenshots)")
 
 
-def capture_argv(pid: int, output: str | None = None) -> list[str]:
-    """The capture helper the window runs (as root directly, else through pkexec/sudo)."""
-    argv = [sys.executable, "-m", "ngxscope", "record", "--pid", str(pid), "--stream"]
-    if output:
-        argv += ["-o", output]
-    return argv
-
-
-def run_gui(argv: list[str] | None = None, **kwargs: object) -> int:
-    """The main window fed by the capture helper `argv` (or empty); exit code 2 without a display."""
+def _refused() -> bool:
     reason = no_display_reason()
     if reason:
         print(f"ngxscope: {reason}", file=sys.stderr)
-        return 2
-    from .ui.launch import run_gui as launch
+    return reason is not None
 
-    return launch(argv, **kwargs)  # type: ignore[arg-type]
+
+def run_gui(argv: list[str] | None = None, *, title: str = "", screenshot: str | None = None,
+            after: float = 0.0, duration: float | None = None, open_attach: bool = False) -> int:
+    """The main window fed by the capture helper `argv` (or empty); exit code 2 without a display."""
+    if _refused():
+        return 2
+    from .ui.launch import run_gui as launch  # Qt from here on
+
+    return launch(argv, title=title, screenshot=screenshot, after=after, duration=duration,
+                  open_attach=open_attach)
 
 
 def open_window(pid: int | None = None) -> int:
     """`ngxscope` (the attach dialog) and `ngxscope --pid PID`."""
     if pid is None:
         return run_gui(None, open_attach=True)
-    return run_gui(capture_argv(pid), title=f"ngxscope - nginx {pid}")
+    return run_gui(helper_argv(pid), title=f"ngxscope - nginx {pid}")
 
 
 def open_session_window(path: str) -> int:
     """`ngxscope open FILE`: a saved session in the window."""
-    reason = no_display_reason()
-    if reason:
-        print(f"ngxscope: {reason}", file=sys.stderr)
+    if _refused():
         return 2
-    from .ui.launch import open_session_window as launch_session
+    from .ui.launch import open_session_window as launch_session  # Qt from here on
 
     return launch_session(path)
+
+
+def open_remote_window(specs: Sequence[RemoteSpec]) -> int:
+    """`ngxscope --remote ...`: the window on remote captures (the host dialog without a PID)."""
+    if _refused():
+        return 2
+    from .ui.launch import open_remote_window as launch_remote  # Qt from here on
+
+    return launch_remote(specs)

@@ -13,7 +13,6 @@ from typing import Any
 
 __all__ = [
     "TCP",
-    "ConnInfo",
     "Exchange",
     "LifecycleEvent",
     "ModelError",
@@ -79,20 +78,6 @@ class UpstreamAttempt:
 
 
 @dataclass(slots=True)
-class ConnInfo:
-    """What is known of the TCP connection an exchange travelled on."""
-
-    conn_id: str
-    """Stable identity of the connection in this capture: survives fd reuse ("pid:fd:first-seen-ns")."""
-    client: str
-    """Client address "ip:port" (`$remote_addr:$remote_port`)."""
-    server: str
-    """nginx's local address "ip:port" (`$server_addr:$server_port`)."""
-    tls: bool
-    """The client spoke TLS to nginx (the bytes shown are the decrypted plaintext)."""
-
-
-@dataclass(slots=True)
 class Exchange:
     """One HTTP request a worker read and the response it wrote, as nginx logged it."""
 
@@ -111,7 +96,7 @@ class Exchange:
     tls: bool
     """The client connection uses TLS."""
     conn_id: str = ""
-    """Connection identity (see `ConnInfo.conn_id`)."""
+    """Stable identity of the connection in this capture: survives fd reuse ("pid:fd:first-seen-ns")."""
     conn_seq: int = 0
     """Position of this exchange on its connection (0 for the first request)."""
     method: str = ""

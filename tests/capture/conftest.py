@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from ngxscope.model import Exchange, LifecycleEvent
-from ngxscope.record import Recorder, RecordOptions
+from ngxscope.pipeline.recorder import Recorder
+from ngxscope.pipeline.target import RecordOptions
 
 
 class MemorySink:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ngxscope import record
 from ngxscope.capture.kheaders import find_kernel_headers
+from ngxscope.pipeline import target as record
 
 
 def test_not_root_without_caps(monkeypatch: pytest.MonkeyPatch) -> None:

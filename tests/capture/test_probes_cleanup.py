@@ -32,7 +32,10 @@ from elftools.elf.sections import SymbolTableSection
 from ngxscope.capture.tracer import CaptureError
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
-from ngxscope.record import Recorder, RecordOptions
+from ngxscope.pipeline.recorder import Recorder
+from ngxscope.pipeline.target import RecordOptions
+
+pytestmark = pytest.mark.capture  # every test starts real nginx processes
 
 REPO = Path(__file__).resolve().parents[2]
 NGXSCOPE = [sys.executable, "-m", "ngxscope"]

@@ -26,6 +26,8 @@ from ngxscope.capture.procs import (
     resolve_target,
 )
 
+pytestmark = pytest.mark.capture  # every test starts real nginx processes
+
 NGINX = "/usr/sbin/nginx"
 HAVE_IPV6 = socket.has_ipv6 and os.path.exists("/proc/net/if_inet6")
 

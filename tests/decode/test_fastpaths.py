@@ -20,7 +20,7 @@ import tempfile
 from ngxscope.capture import events as E
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
-from ngxscope.store.compat import encode_record
+from ngxscope.store.codec import encode_record
 
 
 def _hdr(**kw: int) -> bytes:

@@ -17,6 +17,8 @@ import pytest
 from ngxscope.lab.nginx import LOG_FIELDS, LabError, LabNginx
 from ngxscope.lab.traffic import Traffic
 
+pytestmark = pytest.mark.capture  # every test starts real nginx processes
+
 
 def _settled_log(nginx: LabNginx, n: int) -> list[dict]:
     """Wait for `n` lines, then make sure no more arrive."""

@@ -17,7 +17,8 @@ from ngxscope.model import TCP, Exchange, UpstreamAttempt
 from ngxscope.store import fastrecord
 from ngxscope.store.aggregate import Aggregator
 from ngxscope.store.bulkload import Batch, Done, paused_gc, scan
-from ngxscope.store.compat import CURRENT_VERSION, parse_record
+from ngxscope.store.codec import parse_record
+from ngxscope.store.compat import CURRENT_VERSION
 from ngxscope.store.fastrecord import RawExchange, check_exchange, decode_line
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
 

@@ -14,14 +14,13 @@ from hypothesis import strategies as st
 
 from factories import make_exchange
 from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt
+from ngxscope.store.codec import encode_exchange, encode_record
 from ngxscope.store.compat import (
     CONVERTERS,
     CURRENT_VERSION,
     convert_0_1,
     convert_1_2,
     convert_3_4,
-    encode_exchange,
-    encode_record,
     migrate,
 )
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter

@@ -25,6 +25,8 @@ from ngxscope.capture.binary import (
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.ui.attach import AttachDialog, default_lister
 
+pytestmark = pytest.mark.capture  # every test starts real nginx processes
+
 
 @pytest.fixture
 def four_kinds() -> Iterator[list[tuple[LabNginx, str, str]]]:

@@ -6,9 +6,9 @@ import gzip
 import json
 from pathlib import Path
 
-from ngxscope.ui.bodies import dechunk, decompress, hexdump, render_body
+from ngxscope.pipeline.synthetic import chunked, sample_exchange
+from ngxscope.store.bodies import dechunk, decompress, hexdump, render_body
 from ngxscope.ui.detail import DetailPane
-from ngxscope.ui.synthetic import chunked, sample_exchange
 from ngxscope.ui.waterfall import waterfall_rows
 
 DOC = {"items": [{"id": 1, "name": "lamp"}], "ok": True}

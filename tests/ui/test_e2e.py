@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 from PySide6.QtCore import QSettings, Qt, QTimer
 
-from ngxscope.gui import capture_argv
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
+from ngxscope.pipeline.source import StreamSource, helper_argv
 from ngxscope.ui.mainwindow import MainWindow
-from ngxscope.ui.source import StreamSource
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="eBPF capture needs root")
 
@@ -50,7 +49,7 @@ def open_window(qtbot, settings: QSettings, lab: LabNginx) -> MainWindow:  # typ
     qtbot.addWidget(win)
     win.resize(1600, 1000)
     win.show()
-    win.set_source(StreamSource(capture_argv(lab.master_pid)))
+    win.set_source(StreamSource(helper_argv(lab.master_pid)))
     # the probes are live once the helper reports "attach" (BPF compile: a few seconds)
     qtbot.waitUntil(lambda: any(e.kind == "attach" for e in win.events), timeout=ATTACH_TIMEOUT_MS)
     return win

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, Qt
 
+from ngxscope.pipeline.synthetic import SyntheticSource
 from ngxscope.store.filterexpr import compile_filter
 from ngxscope.store.memory import ExchangeStore
-from ngxscope.ui.synthetic import SyntheticSource
 from ngxscope.ui.tablemodel import (
     COLUMNS,
     DASH,

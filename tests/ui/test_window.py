@@ -10,10 +10,11 @@ import pytest
 from PySide6.QtCore import QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
+from ngxscope import gui
+from ngxscope.pipeline.synthetic import SyntheticSource, sample_exchange
 from ngxscope.store.filterexpr import compile_filter
 from ngxscope.ui import app as uiapp
 from ngxscope.ui.mainwindow import MainWindow
-from ngxscope.ui.synthetic import SyntheticSource, sample_exchange
 from ngxscope.ui.tablemodel import COLUMNS, FILTER_ROLE
 
 STALL_BOUND_MS = 100.0
@@ -157,7 +158,7 @@ def test_sorting_holds_live_rows_and_keeps_selection(window, qtbot) -> None:  # 
 def test_helper_death_is_shown(window, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import sys
 
-    from ngxscope.ui.source import StreamSource
+    from ngxscope.pipeline.source import StreamSource
 
     script = tmp_path / "die.py"
     script.write_text("import sys; print('bpf: permission denied', file=sys.stderr); "
@@ -222,13 +223,13 @@ def test_no_display_reason(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
-    reason = uiapp.no_display_reason()
+    reason = gui.no_display_reason()
     assert reason is not None and "ngxscope record" in reason
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
-    assert uiapp.no_display_reason() is None
+    assert gui.no_display_reason() is None
     monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
-    assert uiapp.no_display_reason() is None
+    assert gui.no_display_reason() is None
 
 
 @pytest.mark.parametrize("theme", ["light"])
@@ -341,7 +342,6 @@ def test_keys_space_in_filter_types_and_ctrl_f_focuses(window, qtbot) -> None:  
 
 
 def test_run_window_open_attach(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import ngxscope.ui.attach as attach_mod
     import ngxscope.ui.mainwindow as mw
 
     class FakeDialog:
@@ -359,7 +359,7 @@ def test_run_window_open_attach(monkeypatch, tmp_path: Path) -> None:  # type: i
         made.append(pid)
         return SyntheticSource(100, threaded=False)
 
-    monkeypatch.setattr(attach_mod, "AttachDialog", FakeDialog)
+    monkeypatch.setattr(uiapp, "AttachDialog", FakeDialog)
     monkeypatch.setattr(mw, "default_source_factory", factory)
     monkeypatch.setattr(mw, "QSettings",
                         lambda *_a: QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import os
 import re
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .events import RawEvent, RingReader, parse_batch, parse_event
+from .events import RawEvent, RingReader, parse_batch
 from .layout import Layout
 from .nginxclock import cached_time_address
 
@@ -161,6 +160,7 @@ class Tracer:
     def __init__(self, config: TracerConfig) -> None:
         self.config = config
         self.bpf: Any = None
+        self._reader: RingReader | None = None
         self._attached: list[str] = []
         self._clock_offset = time.time() - time.monotonic()
         self._sink: Callable[[RawEvent], None] | None = None
@@ -262,7 +262,7 @@ class Tracer:
         never wake us, poll() drains on a timer), then let events through: only now, so no
         exchange is seen by half of the probes."""
         bpf = self.bpf
-        self._reader: RingReader | None = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
+        self._reader = RingReader(bpf["events"].map_fd, bpf["events"].max_entries)
         self._rbstate = bpf["rbstate"]
         self.add_pids(self.config.pids)
         bpf["enabled"][ctypes.c_int(0)] = ctypes.c_uint32(1)
@@ -352,16 +352,6 @@ class Tracer:
         """Probe a new executable, held open as `fd_path` (`path` names it in messages)."""
         self._attach_all(fd_path)
 
-    def _on_event(self, _ctx: int, data: int, size: int) -> int:
-        raw = ctypes.string_at(data, size)
-        try:
-            ev = parse_event(raw, self._clock_offset)
-        except (ValueError, IndexError):
-            return 0
-        if self._sink is not None:
-            self._sink(ev)
-        return 0
-
     def _on_records(self, records: list[bytes]) -> None:
         sink = self._sink
         if sink is not None:
@@ -370,24 +360,17 @@ class Tracer:
 
     def poll(self, timeout_ms: int = 100) -> None:
         """Drain the ring buffer; when it is empty, wait up to min(timeout_ms, 10) ms once."""
-        reader = getattr(self, "_reader", None)
-        if self.bpf is not None and reader is not None:
+        reader = self._reader  # opened with the programs, closed by stop()
+        if reader is None:
+            return
+        records = reader.drain(8 << 20)
+        if not records and timeout_ms > 0:
+            time.sleep(min(timeout_ms, 10) / 1000)
             records = reader.drain(8 << 20)
-            if not records and timeout_ms > 0:
-                time.sleep(min(timeout_ms, 10) / 1000)
-                records = reader.drain(8 << 20)
-            # tell the programs how far we have read (they shed payload when far behind)
-            self._rbstate[ctypes.c_int(1)] = ctypes.c_uint64(reader.consumed)
-            if records:
-                self._on_records(records)
-        elif self.bpf is not None:
-            try:
-                self.bpf.ring_buffer_poll(timeout_ms)
-            except InterruptedError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.EINTR:
-                    raise
+        # tell the programs how far we have read (they shed payload when far behind)
+        self._rbstate[ctypes.c_int(1)] = ctypes.c_uint64(reader.consumed)
+        if records:
+            self._on_records(records)
 
     def counters(self) -> dict[str, int]:
         """Kernel-side counters summed over CPUs: events, lost, truncated, ..."""
@@ -464,7 +447,7 @@ class Tracer:
                     pass
 
     def stop(self) -> None:
-        reader = getattr(self, "_reader", None)
+        reader = self._reader
         if reader is not None:
             self._reader = None
             reader.close()

@@ -1,6 +1,8 @@
 """A private nginx with TLS and upstreams, its backends and a traffic generator.
 
 Used by ``ngxscope demo``, the capture tests (truth: nginx's JSON access log) and benchmarks.
+It stands alone: it imports no other ngxscope package, and in the package only the demo
+imports it (import-linter contracts in pyproject.toml).
 """
 
 from ngxscope.lab.config import LOG_FIELDS, LabError

@@ -153,13 +153,6 @@ class Series:
 
 
 @dataclass(slots=True)
-class _Ring:
-    """Per-second counts for one key (worker or peer), aligned with the main ring."""
-
-    counts: np.ndarray
-
-
-@dataclass(slots=True)
 class WorkerRow:
     """What the per-worker table shows for one pid."""
 

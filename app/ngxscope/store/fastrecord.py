@@ -32,7 +32,8 @@ from dataclasses import fields
 from typing import Any
 
 from ngxscope.model import Exchange, UpstreamAttempt
-from ngxscope.store.compat import CURRENT_VERSION, Record, parse_record
+from ngxscope.store.codec import Record, parse_record
+from ngxscope.store.compat import CURRENT_VERSION
 
 try:
     from orjson import loads as _loads
@@ -70,7 +71,7 @@ def _json_types(hint: Any) -> frozenset[type] | None:
     if hint is type(None):
         return frozenset({type(None)})
     if hint is float:
-        return frozenset({float, int})  # as compat._compile: an int is a float, a bool is not
+        return frozenset({float, int})  # as codec._compile: an int is a float, a bool is not
     if hint in (int, bool, str):
         return frozenset({hint})
     return None

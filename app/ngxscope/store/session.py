@@ -15,7 +15,8 @@ prefix. The reader keeps what it can read from a truncated or damaged file and r
 in `Session.complete` / `Session.warning`; anything it cannot make sense of is a
 `SessionError` carrying one clear line. `ngxscope record --stream` writes the very same
 records as plain text lines (`StreamWriter`); `parse_record` decodes a line of either.
-The record codec and the format versions live in `compat` and are re-exported here.
+The record codec is `codec` (its names used here are re-exported); the format versions and
+their converters are `compat`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ngxscope import __version__
 from ngxscope.model import Exchange, LifecycleEvent
-from ngxscope.store.compat import (
-    CURRENT_VERSION,
+from ngxscope.store.codec import (
     FORMAT,
     ReadCancelled,
     Record,
@@ -42,6 +41,8 @@ from ngxscope.store.compat import (
     check_header,
     encode_exchange,
     encode_record,
+    end_record,
+    header_record,
     parse_record,
 )
 from ngxscope.store.fastrecord import RawExchange, decode_line
@@ -75,14 +76,7 @@ class _RecordWriter:
     def __init__(self, target: dict[str, Any]) -> None:
         self.exchanges_written = 0
         self.closed = False
-        self._header = {
-            "t": "header",
-            "format": FORMAT,
-            "version": CURRENT_VERSION,
-            "created": time.time(),
-            "tool": f"ngxscope {__version__}",
-            "target": dict(target),
-        }
+        self._header = header_record(target)
 
     def _emit(self, data: bytes) -> None:
         raise NotImplementedError
@@ -110,7 +104,7 @@ class _RecordWriter:
         self._write({"t": "stats", **d})
 
     def _end_record(self) -> dict[str, Any]:
-        return {"t": "end", "exchanges": self.exchanges_written, "ts": time.time()}
+        return end_record(self.exchanges_written)
 
     def close(self, clean: bool = True) -> None:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Entry points the CLI calls: `run_window` and `no_display_reason`."""
+"""The QApplication and the window's event loop: `ensure_app`, `run_window`, `grab_png`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
-from ..gui import no_display_reason
+from ..pipeline.source import ExchangeSource
+from .attach import AttachDialog
 from .icon import app_icon
 from .mainwindow import MainWindow
-from .source import ExchangeSource
 
-__all__ = ["ensure_app", "grab_png", "no_display_reason", "run_window"]
+__all__ = ["ensure_app", "grab_png", "run_window"]
 
 
 def ensure_app() -> QApplication:
@@ -75,8 +75,6 @@ def run_window(
 
 
 def _attach(win: MainWindow) -> None:
-    from .attach import AttachDialog
-
     dlg = AttachDialog(win)
     if dlg.exec() and dlg.selected_pid is not None:
         win.attach(dlg.selected_pid)

@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ngxscope.capture.procs import find_instances
+
 __all__ = ["AttachDialog", "Lister", "default_lister", "instance_row"]
 
 Lister = Callable[[bool], Sequence[Any]]
@@ -39,10 +41,8 @@ _WRAPPED = (1, 4, _WHY)  # a binary's path, listening addresses and the reason w
 
 
 def default_lister(include_all: bool) -> Sequence[Any]:
-    """`ngxscope.capture.procs.find_instances`, imported only when needed."""
-    from ngxscope.capture import procs
-
-    return list(procs.find_instances(include_all=include_all))
+    """`ngxscope.capture.procs.find_instances`."""
+    return list(find_instances(include_all=include_all))
 
 
 def _get(obj: Any, name: str, default: Any = "") -> Any:

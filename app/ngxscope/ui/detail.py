@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from ngxscope.model import Exchange
 
-from .bodies import RenderedBody, render_request, render_response
+from ..store.bodies import RenderedBody, render_request, render_response
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget

@@ -1,4 +1,5 @@
-"""Starting the window for the CLI: its source (a capture helper) and its File menu hooks.
+"""Starting the window (what `ngxscope.gui` calls once it knows there is a display): on a
+capture helper, on remote helpers, or on a saved session; and its File menu hooks.
 
 The window never loads BPF: live captures come from a `ngxscope record --stream` helper.
 """
@@ -7,21 +8,30 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+import tempfile
+from collections.abc import Sequence
 
-__all__ = ["connect_file_hooks", "open_session_window", "run_gui"]
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QMessageBox
+
+from ..pipeline.remote import MultiHostSource, RemoteSpec, RemoteStreamSource, remote_source
+from ..pipeline.source import StreamSource
+from ..store.exporters import export as export_file
+from ..store.redact import policy_from_env, redact_exchange
+from ..store.session import SessionError, SessionWriter
+from .app import ensure_app, run_window
+from .mainwindow import MainWindow
+from .recent import add_recent
+from .remote import RemoteHostDialog
+from .sessionload import load_session, load_with_dialog
+
+__all__ = ["connect_file_hooks", "open_remote_window", "open_session_window", "run_gui"]
 
 
-def connect_file_hooks(win: Any) -> None:
+def connect_file_hooks(win: MainWindow) -> None:
     """Save/Open/Export from the window's menus go through the session store."""
-    from PySide6.QtWidgets import QMessageBox
-
-    from ..store.session import SessionError, SessionWriter
-    from .recent import add_recent
 
     def save(path: str) -> None:
-        from ..store.redact import policy_from_env, redact_exchange
-
         policy = policy_from_env()  # saves mask secrets, like exports (and like record)
         try:
             target = {"saved_from": "window", "source": win.windowTitle(), "redacted": policy.active,
@@ -38,10 +48,6 @@ def connect_file_hooks(win: Any) -> None:
             QMessageBox.critical(win, "Save failed", str(exc))
 
     def export(path: str, fmt: str, filtered: bool, redact: bool) -> None:
-        import tempfile
-
-        from ..store.exporters import export as export_file
-
         exchanges = win.visible_exchanges() if filtered else list(win.store)
         try:
             with tempfile.TemporaryDirectory(prefix="ngxscope-export-") as tmp:
@@ -58,8 +64,6 @@ def connect_file_hooks(win: Any) -> None:
             QMessageBox.critical(win, "Export failed", str(exc))
 
     def open_session(path: str) -> None:
-        from .sessionload import load_with_dialog
-
         if load_with_dialog(win, path) is not None:
             add_recent(win.settings, path)
 
@@ -78,12 +82,6 @@ def run_gui(
     open_attach: bool = False,
 ) -> int:
     """Open the main window, fed by a capture helper started with `argv` (or none)."""
-    from PySide6.QtCore import QTimer
-
-    from .app import ensure_app, run_window
-    from .mainwindow import MainWindow
-    from .source import StreamSource
-
     ensure_app()
     source = StreamSource(argv) if argv else None
     win = MainWindow(None, title=title or "ngxscope")
@@ -103,10 +101,6 @@ def run_gui(
 
 def open_session_window(path: str) -> int:
     """`ngxscope open FILE`: the session in the window (a bad file: one line, exit 1)."""
-    from .app import ensure_app, run_window
-    from .mainwindow import MainWindow
-    from .sessionload import load_session
-
     ensure_app()
     win = MainWindow(None, title=f"ngxscope — {os.path.basename(path)}")
     connect_file_hooks(win)
@@ -114,3 +108,23 @@ def open_session_window(path: str) -> int:
     if result.warning:
         print(f"ngxscope: {result.warning}", file=sys.stderr)
     return run_window(None, window=win)
+
+
+def open_remote_window(specs: Sequence[RemoteSpec]) -> int:
+    """`ngxscope --remote ...`: the window on the remote capture(s) (the dialog when no PID)."""
+    ensure_app()
+    title = "ngxscope - " + ", ".join(s.label for s in specs)
+    win = MainWindow(None, title=title)
+    connect_file_hooks(win)
+    source: RemoteStreamSource | MultiHostSource | None = None
+    if all(s.pid is not None for s in specs):
+        source = remote_source(specs)
+    else:
+        dlg = RemoteHostDialog(None, initial=specs[0])
+        if not dlg.exec() or dlg.spec is None:
+            return 1
+        source = remote_source([dlg.spec])
+    try:
+        return run_window(source, title=title, window=win)
+    finally:
+        source.stop()

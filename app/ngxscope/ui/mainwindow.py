@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
-    QMainWindow,
     QMenu,
     QSplitter,
     QVBoxLayout,
@@ -34,18 +33,19 @@ from ngxscope.store.aggregate import Aggregator
 from ngxscope.store.filterexpr import Predicate
 from ngxscope.store.memory import ExchangeStore
 
+from ..pipeline.source import ExchangeSource, StreamSource, helper_argv
 from .detail import DetailPane
 from .filterbar import FilterBar
-from .graphs import GraphsPanel
+from .graphs import GraphsPanel, style_plot
 from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
-from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
 from .upstreams import UpstreamsPanel
+from .windowbase import WindowBase
 
 __all__ = ["MainWindow"]
 
@@ -66,20 +66,10 @@ def default_source_factory(pid: int) -> ExchangeSource:
     return StreamSource(helper_argv(pid))
 
 
-class MainWindow(DropOpener, QMainWindow):
-    """The ngxscope window. Give it a source (or attach / open later)."""
-
-    open_session_requested = Signal(str)
-    """File → Open… chose a session file (connect to the session reader, then `load`)."""
-    save_requested = Signal(str)
-    """File → Save / Save As… chose a path (write `self.store` / `self.events` there)."""
-    export_requested = Signal(str, str, bool, bool)
-    """File → Export… chose (path, format, filtered view only, redact)."""
-    attach_requested = Signal(int)
-    """Capture → Attach… chose an nginx pid (before `source_factory` is used)."""
-
-    pause_action: QAction
-    autoscroll_action: QAction
+class MainWindow(DropOpener, WindowBase):
+    """The ngxscope window. Give it a source (or attach / open later). Its signals are
+    declared in `WindowBase` (open_session_requested, save_requested, export_requested,
+    attach_requested)."""
 
     def __init__(
         self,
@@ -470,8 +460,6 @@ class MainWindow(DropOpener, QMainWindow):
             graphs = getattr(self, "graphs", None)
             if graphs is not None:
                 graphs.apply_palette()
-                from .graphs import style_plot
-
                 style_plot(self.workers.plot, self.palette())
         super().changeEvent(event)
 

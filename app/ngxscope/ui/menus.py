@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
@@ -11,12 +11,12 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 from ngxscope import __version__
 
 from .attach import AttachDialog
+from .exportdialog import ExportDialog
 from .helpdialog import HelpDialog
 from .recent import fill_recent_menu
+from .remote import attach_remote as remote_dialog
 from .tablemodel import COLUMNS, FILTER_ROLE
-
-if TYPE_CHECKING:
-    from .mainwindow import MainWindow
+from .windowbase import WindowBase
 
 __all__ = ["SESSION_FILTER", "build_menus", "cell_menu", "columns_menu", "dark_palette",
            "set_theme"]
@@ -62,7 +62,7 @@ def set_theme(scheme: Qt.ColorScheme) -> None:
     app.setPalette(dark_palette() if scheme == Qt.ColorScheme.Dark else style.standardPalette())
 
 
-def _action(w: MainWindow, text: str, slot: Any,
+def _action(w: WindowBase, text: str, slot: Any,
             shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
             *, checkable: bool = False, tip: str = "") -> QAction:
     act = QAction(text, w)
@@ -76,7 +76,7 @@ def _action(w: MainWindow, text: str, slot: Any,
     return act
 
 
-def build_menus(w: MainWindow) -> None:
+def build_menus(w: WindowBase) -> None:
     """Create the menu bar and keep references to stateful actions on `w`."""
     bar = w.menuBar()
 
@@ -99,8 +99,6 @@ def build_menus(w: MainWindow) -> None:
             save_as()
 
     def export() -> None:
-        from .exportdialog import ExportDialog
-
         dlg = ExportDialog(w, shown=w.proxy.rowCount(), total=len(w.store),
                            filter_text=w.filter_bar.edit.text())
         if dlg.exec() and dlg.path:
@@ -165,8 +163,6 @@ def build_menus(w: MainWindow) -> None:
     w.pause_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
     capture.addAction(w.pause_action)
     def attach_remote() -> None:
-        from .remote import attach_remote as remote_dialog
-
         remote_dialog(w)
 
     capture.addAction(_action(w, "&Remote host…", attach_remote, "Ctrl+Shift+R",
@@ -185,7 +181,7 @@ def build_menus(w: MainWindow) -> None:
     help_menu.addAction(_action(w, "&About ngxscope", about))
 
 
-def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
+def cell_menu(w: WindowBase, index: QModelIndex) -> QMenu | None:
     """Right-click on a table cell: filter by / exclude its value, copy it or the URL."""
     if not index.isValid():
         return None
@@ -207,7 +203,7 @@ def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
     return menu
 
 
-def columns_menu(w: MainWindow, menu: QMenu | None = None) -> QMenu:
+def columns_menu(w: WindowBase, menu: QMenu | None = None) -> QMenu:
     """A menu of checkable actions showing/hiding each table column."""
     menu = menu or QMenu(w)
     menu.clear()

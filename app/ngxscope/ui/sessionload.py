@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from PySide6.QtCore import QEventLoop, Qt, QTimer
+from PySide6.QtWidgets import QMessageBox, QProgressDialog
+
 from ..store.bulkload import BATCH, BackgroundScan, Batch, Done, paused_gc, scan
-from ..store.session import ReadCancelled, SessionReader
+from ..store.session import ReadCancelled, SessionError, SessionReader
 
 __all__ = ["BATCH", "SLICE_S", "TICK_MS", "LoadResult", "load_in_background", "load_session",
            "load_with_dialog"]
@@ -95,8 +98,6 @@ def load_in_background(
     """`load_session` with the reading in a worker thread while this (GUI) thread runs a
     local event loop: a QTimer takes the batches over, at most `SLICE_S` per tick.
     `progress`/`cancelled` are called from the GUI thread."""
-    from PySide6.QtCore import QEventLoop, QTimer
-
     reader = SessionReader(path)  # a file that is no session fails here, before any thread
     full = _begin(win)
     worker = BackgroundScan(reader, win.store.capacity, full=full, depth=max(2, 40_000 // BATCH))
@@ -147,11 +148,6 @@ def load_in_background(
 def load_with_dialog(win: Any, path: str) -> LoadResult | None:
     """Open `path` behind a progress dialog with Cancel (reading in the background);
     errors shown in a message box."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtWidgets import QMessageBox, QProgressDialog
-
-    from ..store.session import SessionError
-
     dlg = QProgressDialog(f"Reading {os.path.basename(path)}…", "Cancel", 0, 1000, win)
     dlg.setWindowTitle("Opening session")
     dlg.setWindowModality(Qt.WindowModality.WindowModal)

@@ -3,7 +3,7 @@
 Writes DIR/ngxscope-YYYYmmdd-HHMMSS.ngxs, starts a new file when the current one passes
 `max_mb` or `max_age_s`, and keeps only the `keep` newest files. Each file is a complete
 session on its own: it starts with the capture's attach and config events again.
-Not thread-safe: the CLI wraps it in its `LockedSink`, like a `SessionWriter`.
+Not thread-safe: `pipeline.sinks` wraps it in a `LockedSink`, like a `SessionWriter`.
 """
 
 from __future__ import annotations

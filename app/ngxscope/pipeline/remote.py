@@ -8,28 +8,38 @@ Closing the window closes the channel: the remote helper sees its stdin end and 
     ssh -o BatchMode=yes -o ServerAliveInterval=10 ... -p PORT -i KEY user@host \
         ngxscope record --pid PID --stream
 
-No Qt here: `ngxscope.ui.remote` has the dialog and the multi-host source.
+`RemoteStreamSource` is that helper as the window's source; `MultiHostSource` merges several
+hosts into one (exchange ids kept unique, connection ids prefixed with the host,
+`host_of(ex)`). No Qt here: `ngxscope.ui.remote` has the dialog, `ngxscope.cli` the options.
 """
 
 from __future__ import annotations
 
-import argparse
+import itertools
 import json
 import os
 import re
 import shlex
 import subprocess
-import sys
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import Exchange, LifecycleEvent
+from .source import PollResult, StreamSource
+
 __all__ = [
+    "MultiHostSource",
     "RemoteError",
     "RemoteSpec",
-    "add_remote_options",
+    "RemoteStreamSource",
+    "choose_pid",
     "instances_json",
     "list_remote",
-    "run_remote",
+    "list_remote_text",
+    "remote_failure",
+    "remote_source",
     "ssh_argv",
 ]
 
@@ -161,7 +171,7 @@ def list_remote(spec: RemoteSpec, include_all: bool = False, timeout: float = 30
     except subprocess.TimeoutExpired:
         raise RemoteError(f"{spec.label}: no answer from `ngxscope list` within {timeout:g} s") from None
     if res.returncode != 0:
-        raise RemoteError(f"{spec.label}: {_why(res.returncode, res.stderr)}")
+        raise RemoteError(f"{spec.label}: {remote_failure(res.returncode, res.stderr)}")
     try:
         data = json.loads(res.stdout)
         if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
@@ -172,7 +182,22 @@ def list_remote(spec: RemoteSpec, include_all: bool = False, timeout: float = 30
     return data
 
 
-def _why(code: int, stderr: str) -> str:
+def list_remote_text(spec: RemoteSpec, include_all: bool = False, timeout: float = 60.0) -> str:
+    """`ngxscope list` on the remote host, as it prints it. Raises RemoteError with one line."""
+    try:
+        res = subprocess.run(ssh_argv(spec, spec.remote_command("list", *(["--all"] if include_all else []))),
+                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise RemoteError("ssh is not installed (Debian: openssh-client)") from None
+    except subprocess.TimeoutExpired:
+        raise RemoteError(f"{spec.label}: no answer from `ngxscope list` within {timeout:g} s") from None
+    if res.returncode != 0:
+        raise RemoteError(f"{spec.label}: {remote_failure(res.returncode, res.stderr)}")
+    return res.stdout
+
+
+def remote_failure(code: int, stderr: str) -> str:
+    """One line for the user about a failed ssh/remote command."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     tail = lines[-1] if lines else ""
     if code == 255:
@@ -194,62 +219,93 @@ def choose_pid(spec: RemoteSpec, listing: dict[str, Any]) -> int:
                       f"choose one with {spec.label}/PID")
 
 
-# -- the command line --------------------------------------------------------------------
+# -- the window's sources ---------------------------------------------------------------
 
-def add_remote_options(p: argparse.ArgumentParser) -> None:
-    """The top-level `--remote` options."""
-    p.add_argument("--remote", action="append", metavar="[USER@]HOST[:PORT][/PID]",
-                   help="capture nginx on another machine over SSH (repeat for several hosts; "
-                        "with `list`: list that host's nginx)")
-    p.add_argument("--ssh-key", metavar="PATH", help="SSH private key for --remote")
-    p.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
-                   help="extra ssh -o option for --remote (repeatable)")
-    p.add_argument("--remote-ngxscope", default="ngxscope", metavar="CMD",
-                   help="the ngxscope command on the remote host (default: ngxscope on PATH)")
-    p.add_argument("--remote-sudo", choices=["auto", "yes", "no"], default="auto",
-                   help="run the remote ngxscope with sudo -n (auto: when USER is not root)")
+class RemoteStreamSource(StreamSource):
+    """The capture helper of one remote host, run through ssh (never elevated locally)."""
 
+    def __init__(self, spec: RemoteSpec) -> None:
+        super().__init__(spec.record_argv(), elevate_if_needed=False)
+        self.spec = spec
 
-def specs_from_args(args: argparse.Namespace) -> list[RemoteSpec]:
-    sudo = {"yes": True, "no": False}.get(args.remote_sudo)
-    specs = []
-    for text in args.remote:
-        specs.append(RemoteSpec.parse(text, pid=args.pid, key=args.ssh_key, ngxscope=args.remote_ngxscope,
-                                      sudo=sudo, ssh_options=tuple(args.ssh_option)))
-    return specs
+    def describe(self) -> str:
+        return f"nginx pid {self.spec.pid} on {self.spec.label} via ssh"
+
+    def error(self) -> str | None:
+        why = super().error()
+        return f"{self.spec.label}: {why}" if why else None
 
 
-def run_remote(args: argparse.Namespace) -> int:
-    """`ngxscope --remote ...`: the window on remote captures, or `list` of a remote host."""
-    from .cli import UsageError
+class MultiHostSource:
+    """Several remote captures as one source (an `ExchangeSource`)."""
 
-    try:
-        specs = specs_from_args(args)
-    except ValueError as exc:
-        raise UsageError(f"--remote: {exc}") from None
-    if args.cmd == "list":
-        for spec in specs:
-            if getattr(args, "json", False):
-                print(json.dumps(list_remote(spec, args.all)))
-                continue
-            res = subprocess.run(ssh_argv(spec, spec.remote_command("list", *(["--all"] if args.all else []))),
-                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-            if res.returncode != 0:
-                raise RemoteError(f"{spec.label}: {_why(res.returncode, res.stderr)}")
-            if len(specs) > 1:
-                print(f"== {spec.label} ==")
-            sys.stdout.write(res.stdout)
-        return 0
-    if args.cmd is not None:
-        raise UsageError(f"--remote works with the window and with `list`, not with `{args.cmd}`")
-    from .gui import no_display_reason
+    def __init__(self, sources: Sequence[RemoteStreamSource]) -> None:
+        self.sources = list(sources)
+        self._ids = itertools.count(1)
+        self._host_by_id: dict[int, str] = {}
+        self._stats: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
-    reason = no_display_reason()
-    if reason:
-        print(f"ngxscope: {reason}", file=sys.stderr)
-        return 2
-    if len(specs) > 1:  # several hosts: each needs its nginx now (a dialog per host would stack up)
-        specs = [s if s.pid is not None else s.with_pid(choose_pid(s, list_remote(s))) for s in specs]
-    from .ui.remote import run_remote_window
+    def start(self) -> None:
+        for s in self.sources:
+            s.start()
 
-    return run_remote_window(specs)
+    def stop(self) -> None:
+        for s in self.sources:
+            s.stop()
+
+    def poll(self) -> PollResult:
+        exchanges: list[Exchange] = []
+        events: list[LifecycleEvent] = []
+        fresh = False
+        for s in self.sources:
+            label = s.spec.label
+            exs, evs, stats = s.poll()
+            for ex in exs:
+                ex.id = next(self._ids)
+                ex.conn_id = f"{label}|{ex.conn_id}"
+                self._host_by_id[ex.id] = label
+            exchanges += exs
+            for ev in evs:
+                ev.detail = f"[{label}] {ev.detail}"
+            events += evs
+            if stats is not None:
+                self._stats[label] = stats
+                fresh = True
+        return exchanges, events, self._merged_stats() if fresh else None
+
+    def _merged_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ts": 0.0, "requests": 0, "events": 0, "lost": 0, "truncated": 0,
+                               "shed_exchanges": 0, "workers": [], "method": "", "hosts": {},
+                               "sample_one_in": 1}
+        for label, st in self._stats.items():
+            out["ts"] = max(out["ts"], float(st.get("ts", 0.0) or 0.0))
+            for key in ("requests", "events", "lost", "truncated", "shed_exchanges"):
+                out[key] += int(st.get(key, 0) or 0)
+            out["sample_one_in"] = max(out["sample_one_in"], int(st.get("sample_one_in", 1) or 1))
+            out["workers"] += list(st.get("workers", []) or [])
+            out["method"] = out["method"] or st.get("method", "")
+            out["hosts"][label] = st
+        return out
+
+    def host_of(self, ex: Exchange) -> str:
+        """The host an exchange came from ("" when unknown): for a Host column."""
+        return self._host_by_id.get(ex.id, "")
+
+    def describe(self) -> str:
+        return f"{len(self.sources)} remote hosts: " + ", ".join(s.spec.label for s in self.sources)
+
+    def alive(self) -> bool:
+        return any(s.alive() for s in self.sources)
+
+    def error(self) -> str | None:
+        if self.alive():
+            return None
+        errors = [e for e in (s.error() for s in self.sources) if e]
+        return "; ".join(errors) or None
+
+
+def remote_source(specs: Sequence[RemoteSpec]) -> RemoteStreamSource | MultiHostSource:
+    """One host: its `RemoteStreamSource`; several: a `MultiHostSource`."""
+    sources = [RemoteStreamSource(s) for s in specs]
+    return sources[0] if len(sources) == 1 else MultiHostSource(sources)

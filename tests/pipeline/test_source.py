@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 from ngxscope.model import LifecycleEvent
-from ngxscope.ui.source import ExchangeSource, StreamSource, elevate, helper_argv
-from ngxscope.ui.synthetic import SyntheticSource, sample_exchange
+from ngxscope.pipeline.source import ExchangeSource, StreamSource, elevate, helper_argv
+from ngxscope.pipeline.synthetic import SyntheticSource, sample_exchange
+from ngxscope.store.codec import encode_record, header_record
+from ngxscope.store.compat import CURRENT_VERSION
 
 
 def test_synthetic_unthreaded_makes_realistic_traffic() -> None:
@@ -154,9 +156,41 @@ def test_stream_source_cannot_start() -> None:
     src.stop()
 
 
+def _run_stream(tmp_path: Path, lines: list[str]) -> StreamSource:
+    data = tmp_path / "lines.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    src = StreamSource([sys.executable, "-c",
+                        f"import sys; sys.stdout.write(open({str(data)!r}).read())"],
+                       elevate_if_needed=False)
+    src.start()
+    return src
+
+
+def test_stream_source_needs_a_header_it_reads(tmp_path: Path) -> None:
+    ex = json.dumps(dict(sample_exchange().to_dict(), t="exchange"))
+    src = _run_stream(tmp_path, [ex, ex])
+    exchanges, _ev, _st = _drain(src)
+    assert exchanges == [] and "no session header" in (src.error() or "")
+    newer = dict(header_record({}), version=CURRENT_VERSION + 1)
+    src = _run_stream(tmp_path, [json.dumps(newer), ex])
+    exchanges, _ev, _st = _drain(src)
+    assert exchanges == [] and "newer ngxscope" in (src.error() or "")
+
+
+def test_stream_source_checks_value_types(tmp_path: Path) -> None:
+    good = dict(sample_exchange().to_dict(), t="exchange")
+    bad = dict(good, status="200")  # the codec's type check: a status is an int
+    src = _run_stream(tmp_path, [encode_record(header_record({})).decode().strip(),
+                                 json.dumps(good), json.dumps(bad), json.dumps({"t": "end", "exchanges": 1})])
+    exchanges, _ev, _st = _drain(src)
+    assert len(exchanges) == 1 and src.bad_lines == 1 and "status" in src.last_bad
+    assert src.ended
+
+
 def test_stream_source_json_roundtrip_of_every_synthetic_exchange(tmp_path: Path) -> None:
-    lines = [json.dumps(dict(e.to_dict(), t="exchange"))
-             for e in SyntheticSource(threaded=False).generate(300)]
+    lines = [encode_record(header_record({})).decode().strip()]
+    lines += [json.dumps(dict(e.to_dict(), t="exchange"))
+              for e in SyntheticSource(threaded=False).generate(300)]
     data = tmp_path / "lines.jsonl"
     data.write_text("\n".join(lines) + "\n")
     src = StreamSource([sys.executable, "-c",

@@ -5,14 +5,18 @@ touch widgets: a background reader thread (if any) only queues parsed objects, a
 `poll()` hands over what was queued since the last call.
 
 - `StreamSource` runs the root capture helper (`ngxscope record --pid N --stream`) and
-  reads its JSON-lines stdout (docs/ARCHITECTURE.md, "Capture helper protocol").
-- `SyntheticSource` (in `ngxscope.ui.synthetic`) makes realistic fake traffic.
+  reads its JSON-lines stdout (docs/ARCHITECTURE.md, "The helper's stream").
+- `SyntheticSource` (in `pipeline.synthetic`) makes realistic fake traffic.
+- `RemoteStreamSource` / `MultiHostSource` (in `pipeline.remote`): helpers on other hosts.
+
+The stream is decoded by the record codec (`store.codec`), like a session file: its first
+line must be a header this ngxscope reads (format and version checked), every later line a
+valid record of that version.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +25,8 @@ import threading
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from ngxscope.model import Exchange, LifecycleEvent, ModelError
+from ..model import Exchange, LifecycleEvent
+from ..store.codec import SessionError, check_header, parse_record
 
 __all__ = ["ExchangeSource", "PollResult", "StreamSource", "helper_argv"]
 
@@ -58,9 +63,13 @@ class ExchangeSource(Protocol):
         ...
 
 
-def helper_argv(pid: int, *, python: str | None = None) -> list[str]:
-    """The capture helper command line for nginx master/worker `pid` (unelevated)."""
-    return [python or sys.executable, "-m", "ngxscope", "record", "--pid", str(pid), "--stream"]
+def helper_argv(pid: int, *, output: str | None = None, python: str | None = None) -> list[str]:
+    """The capture helper command line for nginx master/worker `pid` (unelevated); with
+    `output`, the helper also records to that session file."""
+    argv = [python or sys.executable, "-m", "ngxscope", "record", "--pid", str(pid), "--stream"]
+    if output:
+        argv += ["-o", output]
+    return argv
 
 
 def elevate(argv: list[str]) -> list[str]:
@@ -80,6 +89,9 @@ class StreamSource:
         self.argv = elevate(argv) if elevate_if_needed else list(argv)
         self.proc: subprocess.Popen[bytes] | None = None
         self.header: dict[str, Any] | None = None
+        """The helper's header record (after the first line)."""
+        self.version: int | None = None
+        """Its format version (checked: this ngxscope reads it)."""
         self.ended = False
         """The helper wrote its closing record (a clean stop, not a crash)."""
         self.bad_lines = 0
@@ -93,6 +105,7 @@ class StreamSource:
         self._stopped = False
         self._eof = threading.Event()
         self._error: str | None = None
+        self._stop_reading = False
 
     # -- protocol --------------------------------------------------------------------
 
@@ -119,11 +132,7 @@ class StreamSource:
         proc = self.proc
         if proc is None:
             return
-        if proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+        self._close_stdin()
         try:
             proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
@@ -135,6 +144,15 @@ class StreamSource:
                 proc.wait(timeout=2.0)
         for t in self._threads:
             t.join(timeout=1.0)
+
+    def _close_stdin(self) -> None:
+        """The helper stops when its stdin closes."""
+        proc = self.proc
+        if proc is not None and proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
     def poll(self) -> PollResult:
         with self._lock:
@@ -183,7 +201,8 @@ class StreamSource:
         last_flush = time.monotonic()
         try:
             for raw in self.proc.stdout:
-                self._parse_line(raw, pending)
+                if not self._stop_reading:
+                    self._parse_line(raw, pending)
                 now = time.monotonic()
                 if len(pending) >= 500 or now - last_flush > 0.02:
                     self._flush(pending)
@@ -205,28 +224,37 @@ class StreamSource:
         if not line:
             return
         try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ModelError("not an object")
-            kind = obj.pop("t", None)
-            if kind == "exchange":
-                pending.append(Exchange.from_dict(obj))
-            elif kind == "event":
-                ev = LifecycleEvent.from_dict(obj)
-                with self._lock:
-                    self._events.append(ev)
-            elif kind == "stats":
-                with self._lock:
-                    self._stats = obj
-            elif kind == "header":
-                self.header = obj
-            elif kind == "end":
-                self.ended = True  # the helper closed its stream cleanly
-            else:
-                raise ModelError(f"unknown record type {kind!r}")
-        except (ValueError, TypeError) as exc:  # JSONDecodeError and ModelError are ValueErrors
+            if self.version is None:  # the first line: the header, or nothing is read
+                header = parse_record(line)
+                self.version = check_header(header, "the capture helper's stream")
+                assert isinstance(header, dict)
+                header.pop("t")
+                self.header = header
+                return
+            record = parse_record(line, self.version)
+        except SessionError as exc:
+            if self.version is None:  # not a stream this ngxscope reads: stop the helper
+                self._error = f"capture helper: {exc}"
+                self._stop_reading = True
+                self._close_stdin()
+                return
             self.bad_lines += 1
             self.last_bad = str(exc)[:200]
+            return
+        if isinstance(record, Exchange):
+            pending.append(record)
+        elif isinstance(record, LifecycleEvent):
+            with self._lock:
+                self._events.append(record)
+        elif record["t"] == "stats":
+            del record["t"]
+            with self._lock:
+                self._stats = record
+        elif record["t"] == "end":
+            self.ended = True  # the helper closed its stream cleanly
+        else:  # a second header
+            self.bad_lines += 1
+            self.last_bad = "a second header"
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None

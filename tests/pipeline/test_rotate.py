@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ngxscope.model import Exchange, LifecycleEvent
+from ngxscope.pipeline.rotate import RotatingSessionWriter
 from ngxscope.store.session import SessionReader
-from ngxscope.telemetry.rotate import RotatingSessionWriter
 
 
 def test_rotation_keeps_newest_readable_files(tmp_path: Path) -> None:

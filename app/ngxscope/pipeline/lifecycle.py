@@ -1,6 +1,7 @@
 """What happens to nginx during a capture (reloads, respawns, binary upgrades, exits), and
 keeping the probes on it: :class:`LifecycleWatch`, driven by the Recorder's fork/exit events
-and its watcher thread."""
+and its watcher thread. It reports through the callbacks it is given (`emit` an event,
+`fail` the capture), never by reaching into the Recorder."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .capture.binary import BinaryError, inspect_binary
-from .capture.layout import layout_for_version
-from .capture.tracer import CaptureError
-from .model import LifecycleEvent
-
-if TYPE_CHECKING:
-    from .record import Recorder, Target
+from ..capture.binary import BinaryError, inspect_binary
+from ..capture.layout import layout_for_version
+from ..capture.tracer import CaptureError, Tracer
+from ..model import LifecycleEvent
+from .target import Target
 
 __all__ = ["LifecycleWatch", "alive"]
 
@@ -75,8 +74,16 @@ class LifecycleWatch:
     session file being removed.
     """
 
-    def __init__(self, rec: Recorder) -> None:
-        self.rec = rec
+    def __init__(self, *, emit: Callable[[LifecycleEvent], None], fail: Callable[[BaseException], None],
+                 stopping: Callable[[], bool], files: Sequence[str] = ()) -> None:
+        """emit: a lifecycle event for the sinks; fail: stop the capture with this error;
+        stopping: the capture is stopping already; files: session files that must stay."""
+        self.emit = emit
+        self.fail = fail
+        self.stopping = stopping
+        self.watch_files = list(files)
+        self.target: Target | None = None
+        self.tracer: Tracer | None = None
         self.lock = threading.RLock()
         self.masters: set[int] = set()
         """Masters whose workers are captured (the target's, then upgrade successors)."""
@@ -99,7 +106,9 @@ class LifecycleWatch:
         """Exited processes whose kernel-side connection entries are still to be dropped."""
 
     # -- setup ----------------------------------------------------------------------------
-    def start(self, target: Target) -> None:
+    def start(self, target: Target, tracer: Tracer) -> None:
+        self.target = target
+        self.tracer = tracer
         if target.master:
             self._add_master(target.master)
             for w in target.workers:
@@ -111,14 +120,12 @@ class LifecycleWatch:
         if path.endswith(" (deleted)"):
             path = path[: -len(" (deleted)")]
         self.watch_paths = [os.path.realpath(path)]
-        for sink in self.rec.sinks:
-            out = getattr(getattr(sink, "writer", sink), "path", None)
-            if isinstance(out, str):
-                try:
-                    st = os.stat(out)
-                except OSError:
-                    continue
-                self._files.append((out, (st.st_dev, st.st_ino)))
+        for out in self.watch_files:
+            try:
+                st = os.stat(out)
+            except OSError:
+                continue
+            self._files.append((out, (st.st_dev, st.st_ino)))
 
     def _add_master(self, pid: int) -> None:
         self.masters.add(pid)
@@ -126,7 +133,7 @@ class LifecycleWatch:
         self.master_ident[pid] = _exe_ident(pid)
 
     def _emit(self, ts: float, kind: str, pid: int, detail: str) -> None:
-        self.rec._deliver_event(LifecycleEvent(ts=ts, kind=kind, pid=pid, detail=detail))
+        self.emit(LifecycleEvent(ts=ts, kind=kind, pid=pid, detail=detail))
 
     # -- raw events (decode thread) ---------------------------------------------------------
     def on_fork(self, parent: int, child: int, ts: float) -> None:
@@ -148,7 +155,7 @@ class LifecycleWatch:
             self._classify(force=True)
             if pid in self.masters:
                 self.masters.discard(pid)
-                target = self.rec.target
+                target = self.target
                 if target is None or not target.follow_all:  # --binary: the /proc scan tells
                     self._check_gone(ts)
                 return
@@ -205,7 +212,7 @@ class LifecycleWatch:
             exe = os.readlink(f"/proc/{f.child}/exe")
         except OSError:
             exe = "?"
-        tracer = self.rec.tracer
+        tracer = self.tracer
         if ident is not None and tracer is not None and ident not in tracer.inodes:
             why = self._attach(f"/proc/{f.child}/exe")
             detail += f" runs {exe}: " + (why or "probes attached to its new inode")
@@ -216,7 +223,7 @@ class LifecycleWatch:
     def _attach(self, path: str) -> str:
         """Attach the probes to the executable at path; '' on success, else why not."""
 
-        tracer, target = self.rec.tracer, self.rec.target
+        tracer, target = self.tracer, self.target
         if tracer is None or target is None:
             return "capture not running"
         try:
@@ -241,11 +248,11 @@ class LifecycleWatch:
                 return
             self._last_slow = now
             dead, self.dead = self.dead, []
-            if self.rec.tracer is not None:
+            if self.tracer is not None:
                 for pid in dead:
-                    self.rec.tracer.forget_pid(pid)
+                    self.tracer.forget_pid(pid)
             self._watch_paths()
-            target = self.rec.target
+            target = self.target
             if target is not None and target.follow_all:
                 self._scan_binary()
             elif self.masters or self.running:
@@ -253,7 +260,7 @@ class LifecycleWatch:
         self._check_files()
 
     def _watch_paths(self) -> None:
-        tracer = self.rec.tracer
+        tracer = self.tracer
         if tracer is None:
             return
         for path in self.watch_paths:
@@ -275,7 +282,7 @@ class LifecycleWatch:
 
     def _scan_binary(self) -> None:
         """--binary: which processes run a probed inode; nginx-start / nginx-exit."""
-        tracer = self.rec.tracer
+        tracer = self.tracer
         if tracer is None:
             return
         found: dict[int, str] = {}
@@ -317,9 +324,9 @@ class LifecycleWatch:
                 gone = True
             except OSError:
                 gone = False
-            if gone and not self.rec.stopping:
+            if gone and not self.stopping():
                 self._files = []
-                self.rec.fail(CaptureError(f"session file {path} was removed while recording"))
+                self.fail(CaptureError(f"session file {path} was removed while recording"))
                 return
 
 

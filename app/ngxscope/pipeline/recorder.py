@@ -1,180 +1,46 @@
-"""`ngxscope record`: attach to a running nginx, decode, and write the session as it goes.
+"""A capture run: tracer -> decode thread -> sinks (`Recorder`).
 
 Two threads: the capture thread drains the BPF ring buffer (parsing headers only, so the
 kernel side never waits on Python's decoding), the decode thread turns raw events into
-exchanges and writes them. The caller's thread handles signals and the live counter.
+exchanges and hands them to the sinks. The caller's thread handles signals and the live
+counter (`pipeline.run`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import subprocess
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
-from .capture.binary import BinaryError, inspect_binary
-from .capture.budget import CpuGovernor, default_budget
-from .capture.events import EV_EXIT, EV_FORK, RawEvent
-from .capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
-from .capture.kheaders import find_kernel_headers
-from .capture.layout import layout_for_version
-from .capture.nginxconf import ConfigMap, config_for_master
-from .capture.procs import resolve_target
-from .capture.tracer import CaptureError, Tracer, TracerConfig
-from .decode.assembler import Assembler
+from ..capture.budget import CpuGovernor
+from ..capture.events import EV_EXIT, EV_FORK, RawEvent
+from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
+from ..capture.layout import layout_for_version
+from ..capture.nginxconf import ConfigMap, config_for_master
+from ..capture.procs import resolve_target, socket_peer
+from ..capture.tracer import Tracer, TracerConfig
+from ..decode.assembler import Assembler
+from ..model import Exchange, LifecycleEvent
 from .lifecycle import LifecycleWatch, alive
-from .model import Exchange, LifecycleEvent
+from .sinks import RecordSink
+from .target import RecordOptions, Target, preflight, resolve
 
-__all__ = ["CaptureError", "LifecycleWatch", "RecordOptions", "Recorder", "preflight"]
+__all__ = ["Recorder"]
 
 log = logging.getLogger(__name__)
-
-
-class RecordSink(Protocol):
-    def write_exchange(self, ex: Exchange) -> None: ...
-    def write_event(self, ev: LifecycleEvent) -> None: ...
-    def write_stats(self, d: dict[str, Any]) -> None: ...
-
-
-@dataclass(slots=True)
-class RecordOptions:
-    """What to capture and how."""
-
-    pid: int | None = None
-    """A master (all its workers, now and after reloads) or a single worker."""
-    binary: str | None = None
-    """Every process running this executable, now and later."""
-    payload_cap: int = 16384
-    """Payload bytes captured per I/O call."""
-    ringbuf_mb: int = 32
-    """Ring buffer size in MiB."""
-    body_limit: int = 256 * 1024
-    """Body bytes kept per exchange."""
-    force: bool = False
-    """Attach to a process that does not look like nginx."""
-    cpu_budget: float = field(default_factory=default_budget)
-    """Fraction of one core the capture may use before it samples payloads (0: never)."""
-    syscall_io: bool = True
-    """Plaintext I/O at syscall tracepoints where possible (False: uprobes only)."""
-
-
-def _read_cap_eff() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
-
-def _has_bpf_caps() -> bool:
-    if os.geteuid() == 0:
-        return True
-    caps = _read_cap_eff()
-    return bool(caps & (1 << 39)) and bool(caps & (1 << 38))  # CAP_BPF, CAP_PERFMON
-
-
-def preflight() -> list[str]:
-    """Check the machine can capture; returns notices, raises CaptureError with one line."""
-    if not _has_bpf_caps():
-        raise CaptureError("capturing needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
-    if not os.path.exists("/proc/sys/kernel/unprivileged_bpf_disabled"):
-        raise CaptureError("this kernel has no BPF support (CONFIG_BPF_SYSCALL is off)")
-    notices = []
-    if not os.path.isdir("/sys/kernel/tracing/events") and not os.path.isdir("/sys/kernel/debug/tracing/events"):
-        mount = ["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"]
-        if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
-            raise CaptureError("tracefs is not mounted and cannot be: mount -t tracefs nodev /sys/kernel/tracing")
-        notices.append("mounted tracefs on /sys/kernel/tracing")
-    try:
-        source, notice = find_kernel_headers()
-    except RuntimeError as exc:
-        raise CaptureError(str(exc)) from None
-    if source:
-        os.environ["BCC_KERNEL_SOURCE"] = source
-    if notice:
-        notices.append(notice)
-    return notices
-
-
-@dataclass(slots=True)
-class Target:
-    """What was resolved from --pid / --binary."""
-
-    binary: str
-    version: str
-    method: str
-    pids: list[int]
-    master: int | None
-    workers: list[int] = field(default_factory=list)
-    follow_all: bool = False
-
-    def describe(self) -> str:
-        n = len(self.workers)
-        who = f"{n} worker{'s' if n != 1 else ''}"
-        if self.follow_all:
-            return f"{who} of {self.binary} (all processes of this binary) via {self.method}"
-        owner = f"master {self.master}" if self.master else "single process"
-        return f"{who} of nginx ({owner}) via {self.method}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "binary": self.binary,
-            "version": self.version,
-            "method": self.method,
-            "master": self.master,
-            "workers": self.workers,
-            "follow_all": self.follow_all,
-            "host": os.uname().nodename,
-        }
-
-
-def resolve(opts: RecordOptions) -> Target:
-    """Find the processes and the binary to probe. Raises CaptureError with one line."""
-    from .capture.procs import TargetError, find_instances
-
-    if opts.pid is not None:
-        try:
-            inst = resolve_target(opts.pid, force=opts.force)
-        except TargetError as exc:
-            raise CaptureError(str(exc)) from None
-        info = inst.binary
-        if info is None:
-            raise CaptureError(f"cannot inspect the binary of PID {opts.pid}: {inst.binary_error}")
-        if not info.method and not opts.force:
-            raise CaptureError(f"cannot capture PID {opts.pid}: {info.method_reason}")
-        pids = [inst.master.pid] + [w.pid for w in inst.workers]
-        workers = [w.pid for w in inst.workers] or [inst.master.pid]
-        master = inst.master.pid if inst.workers else None
-        return Target(info.path, info.version, info.method or "nginx uprobes", pids, master, workers)
-    assert opts.binary is not None
-    try:
-        info = inspect_binary(opts.binary)
-    except BinaryError as exc:
-        raise CaptureError(str(exc)) from None
-    if not info.method:
-        raise CaptureError(f"cannot capture {opts.binary}: {info.method_reason}")
-    real = os.path.realpath(opts.binary)
-    running: list[int] = []
-    for inst in find_instances():
-        if inst.binary is not None and os.path.realpath(inst.master.exe) == real:
-            running += [w.pid for w in inst.workers] or [inst.master.pid]
-    return Target(real, info.version, info.method, running, None, running, follow_all=True)
 
 
 class Recorder:
     """Runs one capture: tracer → decode thread → sinks."""
 
-    def __init__(self, opts: RecordOptions, sinks: list[RecordSink]) -> None:
+    def __init__(self, opts: RecordOptions, sinks: Sequence[RecordSink], *,
+                 watch_files: Sequence[str] = ()) -> None:
+        """`watch_files`: session files written; removing one while recording stops it."""
         self.opts = opts
-        self.sinks = sinks
+        self.sinks = list(sinks)
         self.target: Target | None = None
         self.tracer: Tracer | None = None
         self.started = 0.0
@@ -186,9 +52,9 @@ class Recorder:
         self.exchanges = 0
         self.decode_error: BaseException | None = None
         self.end_reason = ""
-        self.on_exchange: Callable[[Exchange], None] | None = None
         self._stop_ts = 0.0
-        self.watch = LifecycleWatch(self)
+        self.watch = LifecycleWatch(emit=self.emit_event, fail=self.fail,
+                                    stopping=lambda: self.stopping, files=watch_files)
         self.config: ConfigMap | None = None
         self.governor: CpuGovernor | None = None
 
@@ -212,10 +78,8 @@ class Recorder:
         else:
             self.tracer = Tracer(cfg)
         self.started = time.time()
-        from .capture.procs import socket_peer
-
         self.assembler = Assembler(
-            self._deliver, self._deliver_event, body_limit=self.opts.body_limit, attach_ts=self.started,
+            self._deliver, self.emit_event, body_limit=self.opts.body_limit, attach_ts=self.started,
             peer_of=socket_peer,
         )
         self.tracer.start(self._collect)
@@ -225,17 +89,15 @@ class Recorder:
         if target.master:
             # workers forked between the scan and the attach
             try:
-                from .capture.procs import resolve_target as again
-
-                inst = again(target.master, force=True)
+                inst = resolve_target(target.master, force=True)
                 self.tracer.add_pids(w.pid for w in inst.workers)
                 target.workers = sorted({*target.workers, *(w.pid for w in inst.workers)})
             except Exception as exc:
                 log.debug("rescan after attach: %s", exc)
-        self._deliver_event(LifecycleEvent(ts=self.started, kind="attach", pid=target.master or 0,
+        self.emit_event(LifecycleEvent(ts=self.started, kind="attach", pid=target.master or 0,
                                            detail=target.describe()))
         self.config = self._load_config(target)
-        self.watch.start(target)
+        self.watch.start(target, self.tracer)
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
             threading.Thread(target=self._decode_loop, name="ngxscope-decode", daemon=True),
@@ -271,7 +133,7 @@ class Recorder:
             self.tracer.stop()
         if self.assembler is not None:
             self.assembler.finish(self._stop_ts)
-            self._deliver_event(LifecycleEvent(ts=time.time(), kind="detach", detail=self.end_reason or "stopped"))
+            self.emit_event(LifecycleEvent(ts=time.time(), kind="detach", detail=self.end_reason or "stopped"))
             self.write_stats()
 
     # -- threads --------------------------------------------------------------------------
@@ -311,7 +173,7 @@ class Recorder:
                 if self.governor is not None:
                     step = self.governor.tick()
                     if step is not None:
-                        self._deliver_event(LifecycleEvent(ts=time.time(), kind="sampling", detail=step.detail))
+                        self.emit_event(LifecycleEvent(ts=time.time(), kind="sampling", detail=step.detail))
                 self.watch.tick()
             except Exception as exc:  # never let the watcher take the capture down
                 failures += 1
@@ -350,7 +212,7 @@ class Recorder:
         cmap = config_for_master(master, target.binary)
         if cmap.note:
             log.warning("%s", cmap.note)
-        self._deliver_event(LifecycleEvent(
+        self.emit_event(LifecycleEvent(
             ts=time.time(), kind="config", pid=master,
             detail=f"{cmap.path}: {len(cmap.groups)} upstream peers, {len(cmap.servers)} server blocks"
                    + (f" ({cmap.note})" if cmap.note else "")))
@@ -369,10 +231,9 @@ class Recorder:
                 att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:
             sink.write_exchange(ex)
-        if self.on_exchange is not None:
-            self.on_exchange(ex)
 
-    def _deliver_event(self, ev: LifecycleEvent) -> None:
+    def emit_event(self, ev: LifecycleEvent) -> None:
+        """Hand a lifecycle event to every sink (the decoder's, the watcher's, our own)."""
         ev = self.watch.rename(ev)
         for sink in self.sinks:
             sink.write_event(ev)

@@ -1,0 +1,56 @@
+"""What the menus (`ui.menus`) know of the main window: its signals, the widgets and state
+they act on, and the actions they trigger. `MainWindow` fills it in; the menus import this,
+not the window, so the two modules do not import each other."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QTableView
+
+from ngxscope.store.memory import ExchangeStore
+
+from .filterbar import FilterBar
+from .graphs import GraphsPanel
+from .tablemodel import ExchangeFilterProxy
+
+__all__ = ["WindowBase"]
+
+
+class WindowBase(QMainWindow):
+    """The main window as its menus see it."""
+
+    open_session_requested = Signal(str)
+    """File → Open… chose a session file (connect to the session reader, then `load`)."""
+    save_requested = Signal(str)
+    """File → Save / Save As… chose a path (write `self.store` / `self.events` there)."""
+    export_requested = Signal(str, str, bool, bool)
+    """File → Export… chose (path, format, filtered view only, redact)."""
+    attach_requested = Signal(int)
+    """Capture → Attach… chose an nginx pid (before `source_factory` is used)."""
+
+    settings: QSettings
+    store: ExchangeStore
+    session_path: str | None
+    proxy: ExchangeFilterProxy
+    filter_bar: FilterBar
+    table: QTableView
+    graphs: GraphsPanel
+    docks: dict[str, QDockWidget]
+    pause_action: QAction
+    autoscroll_action: QAction
+
+    def toggle_pause(self) -> None:
+        raise NotImplementedError
+
+    def stop_capture(self) -> None:
+        raise NotImplementedError
+
+    def attach(self, pid: int) -> None:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def columns_menu(self, menu: QMenu | None = None) -> QMenu:
+        raise NotImplementedError
