@@ -96,16 +96,16 @@ class SslSearch:
 
 
 def _file_strings(image: CodeImage) -> tuple[list[int], list[tuple[int, str]]]:
-    """Sorted (string start, (last address a lea may point to, file name)) of OpenSSL source
-    file names: a lea may point into a longer string whose tail is the name (the linker
-    merges "ssl/ssl_lib.c" into "../ssl/ssl_lib.c")."""
+    """Sorted string starts, and (last address a lea may point to, whole string) of each
+    OpenSSL source file name: a lea may point into a longer string whose tail still names
+    the file (the linker merges "ssl/ssl_lib.c" into "../ssl/ssl_lib.c")."""
     spans: list[tuple[int, int, str]] = []
     for base, _off, data, _x in image.segments:
         for m in _SOURCE_FILE.finditer(data):
             pos = m.start()
             start = data.rfind(b"\0", max(0, pos - 200), pos) + 1 or max(0, pos - 200)
             whole = data[start : m.end() - 1].decode("latin-1")
-            spans.append((base + start, base + m.end() - 1, whole))
+            spans.append((base + start, base + pos, whole))
     spans.sort()
     return [s for s, _e, _n in spans], [(e, n) for _s, e, n in spans]
 
