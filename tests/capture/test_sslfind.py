@@ -8,6 +8,7 @@ these builds gave the locator any bytes: it knows OpenSSL's source (file and fun
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,27 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert proc.stdout.count("(file offset 0x") == len(TARGETS)
     assert main(["/usr/sbin/nginx"]) == 1
     assert "not located: no error site" in capsys.readouterr().out
+
+
+def test_damaged_tables_and_code_never_raise(tmp_path: Path) -> None:
+    """Bytes overwritten in the unwind tables, strings and code (seeded, bounded fuzzing):
+    an answer every time, never an exception, and never an address that is not a function
+    start of the (damaged) unwind table."""
+    path = _fake_libssl(tmp_path, _INTERNAL + _SSL_READ, bio_first=True)
+    clean = image(path)
+    rng = random.Random(13)
+    for _ in range(400):
+        segments = []
+        for base, off, data, x in clean.segments:
+            buf = bytearray(data)
+            hdr = (clean.eh_frame_hdr or 0) - base  # the unwind tables half of the time
+            for _n in range(rng.choice((1, 4, 16))):
+                near = 0 <= hdr < len(buf) and rng.random() < 0.5
+                i = hdr + rng.randrange(min(0x400, len(buf) - hdr)) if near else rng.randrange(len(buf))
+                buf[i] = rng.randrange(256)
+            segments.append((base, off, bytes(buf), x))
+        damaged = CodeImage(segments, clean.eh_frame_hdr)
+        found = find_ssl_functions(damaged)
+        assert found.found or found.problems
+        if found.addresses:
+            assert set(found.addresses.values()) <= set(damaged.function_starts())
