@@ -9,11 +9,16 @@
 #   scripts/apt-private.sh update                  # refresh the private lists (idempotent)
 #   scripts/apt-private.sh source -d openssl       # any apt-get command, private config
 #   scripts/apt-private.sh cache policy libssl-dev # any apt-cache command, likewise
+#   scripts/apt-private.sh sources                 # only write and print the private sources
+#
+# NGXSCOPE_APT_ETC and NGXSCOPE_OS_RELEASE replace /etc/apt and /etc/os-release (tests).
 #
 # Refuses (one line, exit 1) when no signed Debian entry is configured.
 set -euo pipefail
 
 APT_DIR=${NGXSCOPE_APT:-/var/cache/ngxscope/apt}
+ETC=${NGXSCOPE_APT_ETC:-/etc/apt}
+OS_RELEASE=${NGXSCOPE_OS_RELEASE:-/etc/os-release}
 OLD_SUITE=bullseye  # Debian 11: OpenSSL 1.1.1
 
 die() { printf 'apt-private: %s\n' "$*" >&2; exit 1; }
@@ -22,7 +27,7 @@ die() { printf 'apt-private: %s\n' "$*" >&2; exit 1; }
 # and one-line entries alike; options other than signed-by are not carried over).
 system_entries() {
   local f
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  for f in "$ETC/sources.list" "$ETC"/sources.list.d/*.list; do
     [ -f "$f" ] || continue
     sed -e 's/#.*//' "$f" | awk '
       $1 != "deb" && $1 != "deb-src" { next }
@@ -37,7 +42,7 @@ system_entries() {
         line = $1; for (; i <= NF; i++) line = line " " $i
         print line " | " signed }'
   done
-  for f in /etc/apt/sources.list.d/*.sources; do
+  for f in "$ETC"/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
     awk '
       function flush() {
@@ -64,8 +69,8 @@ system_entries() {
 
 write_sources() {
   local codename entries out="$APT_DIR/sources.list.new" n=0
-  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-  [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release"
+  codename=$(. "$OS_RELEASE" && echo "${VERSION_CODENAME:-}")
+  [ -n "$codename" ] || die "no VERSION_CODENAME in $OS_RELEASE"
   entries=$(system_entries | awk '$1 == "deb"' | sort -u)
   [ -n "$entries" ] || die "no 'deb' entry in the system's apt sources"
   : >"$out"
@@ -91,6 +96,11 @@ OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o "Dir::Etc::SourceParts=
       -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache"
       -o "APT::Sandbox::User=root" -q)
 
+if [ "${1:-}" = sources ]; then
+  write_sources
+  cat "$APT_DIR/sources.list"
+  exit 0
+fi
 if [ "${1:-}" = update ]; then
   write_sources
   apt-get "${OPTS[@]}" update >"$APT_DIR/update.log" 2>&1 \

@@ -11,9 +11,9 @@
 #   $OUT/static-ssl111-nosym/nginx  likewise with OpenSSL 1.1.1 from Debian 11's libssl-dev
 #                                 .deb (headers and static archives, dpkg-deb -x).
 #   $OUT/static-ssl3-O3-nosym/nginx, static-ssl3-Os-nosym/nginx  likewise with a libssl.a
-#                                 compiled here (-O3, -Os; Debian's Configure options, in-tree
-#                                 build) from Debian 12's openssl source package, linked with
-#                                 the libcrypto.a of the same version's libssl-dev .deb.
+#                                 compiled here (-O3 out of tree, -Os in tree; Debian's
+#                                 Configure options) from Debian 12's openssl source package,
+#                                 linked with the libcrypto.a of the same version's .deb.
 #
 # Each *-nosym directory also holds nginx.unstripped (the same link before strip: .symtab
 # names SSL_read... where the stripped copy has nothing) and openssl.txt (version, flags).
@@ -30,15 +30,17 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${NGXSCOPE_BUILDS:-/var/cache/ngxscope/nginx-builds}
 LIBDIR=/usr/lib/x86_64-linux-gnu
 VARIANTS=(static-ssl static-ssl-nosym static-ssl111-nosym static-ssl3-O3-nosym static-ssl3-Os-nosym)
-# OpenSSL 3 libssl.a flavours built here: variant suffix and CFLAGS
-OPENSSL3_FLAVOURS=("O3:-O3 -fPIC" "Os:-Os -fPIC")
+# OpenSSL 3 libssl.a flavours built here: "variant suffix:build directory:CFLAGS". The first
+# builds out of tree (__FILE__ "../ssl/ssl_lib.c", as Debian's), the second in the source
+# tree ("ssl/ssl_lib.c"; OpenSSL refuses an out-of-tree build once the tree is configured).
+OPENSSL3_FLAVOURS=("O3:build-O3:-O3 -fPIC" "Os:.:-Os -fPIC")
 # Debian's CONFARGS for amd64 (debian/rules of openssl 3.0), minus the install paths: the
 # libssl built here must agree with Debian's libcrypto.a and headers on every OPENSSL_NO_*.
 DEBIAN_CONFARGS=(no-idea no-mdc2 no-rc5 no-zlib no-ssl3 no-ssl3-method enable-rfc3779 enable-cms
                  no-capieng no-rdrand enable-ec_nistp_64_gcc_128)
 OLD_SSL_SUITE_VERSION='1.1.1*'  # libssl-dev from Debian 11 (scripts/apt-private.sh adds it)
 
-log() { printf 'build-nginx-static: %s\n' "$*" >&2; }
+log() { printf 'build-nginx-static: [%ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'build-nginx-static: %s\n' "$*" >&2; exit 1; }
 apt_private() { bash "$HERE/apt-private.sh" "$@"; }
 
@@ -209,21 +211,23 @@ inc="$WORK/ossl/root/usr/include"
 mkdir -p "$WORK/ossl/libs"
 ln -s "$WORK/ossl/root/usr/lib/x86_64-linux-gnu/libcrypto.a" "$WORK/ossl/libs/libcrypto.a"
 for flavour in "${OPENSSL3_FLAVOURS[@]}"; do
-  name=${flavour%%:*} cflags=${flavour#*:}
-  b="$WORK/ossl-$name"
-  cp -a "$SRC" "$b"
-  log "openssl $V3: libssl.a with $cflags"
-  (cd "$b" && CFLAGS="$cflags" ./Configure no-shared "${DEBIAN_CONFARGS[@]}" linux-x86_64 \
+  name=${flavour%%:*} rest=${flavour#*:}
+  dir=${rest%%:*} cflags=${rest#*:}
+  b="$SRC/$dir"
+  mkdir -p "$b"
+  log "openssl $V3: libssl.a with $cflags (in $dir)"
+  (cd "$b" && CFLAGS="$cflags" "$SRC/Configure" no-shared "${DEBIAN_CONFARGS[@]}" linux-x86_64 \
       && make build_generated && make -j2 libssl.a) >"$WORK/openssl-$name.log" 2>&1 \
     || { tail -20 "$WORK/openssl-$name.log" >&2; die "openssl $V3 libssl.a ($cflags) failed"; }
-  ln -sfn "$b/libssl.a" "$WORK/ossl/libs/libssl.a"
+  cp "$b/libssl.a" "$WORK/ossl/libssl-$name.a"
+  ln -sfn "$WORK/ossl/libssl-$name.a" "$WORK/ossl/libs/libssl.a"
   if ! [ -d "$WORK/nginx-ssl3" ]; then  # nginx's objects once (same headers), linked per libssl.a
     compile_nginx nginx-ssl3 "$WORK/ossl/libs" "-I$inc/x86_64-linux-gnu -I$inc"
     built_with objs/nginx "OpenSSL ${V3%%-*}"
   fi
   cd "$WORK/nginx-ssl3/nginx-$VERSION"
   relink_nosym "static-ssl3-$name-nosym" \
-    "OpenSSL $V3 (Debian 12 source): libssl.a built here with $cflags, Debian's libcrypto.a"
+    "OpenSSL $V3 (Debian 12 source): libssl.a built here with $cflags (build dir $dir), Debian's libcrypto.a"
 done
 
 log "done in $(( $(date +%s) - started ))s"

@@ -8,6 +8,7 @@ these builds gave the locator any bytes: it knows OpenSSL's source (file and fun
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -81,17 +82,32 @@ def test_function_bounds_from_eh_frame() -> None:
     assert img.function_at(0) is None
 
 
-def _fake_libssl(tmp_path: Path, body: str) -> Path:
-    """An executable from a C file compiled as ssl/ssl_lib.c (so __FILE__ names it)."""
+_PRELUDE = ("#include <stddef.h>\n"
+            "void ERR_set_debug(const char *f, int l, const char *fn);\n"
+            "#define ERR_raise() ERR_set_debug(__FILE__, __LINE__, __func__)\n"
+            "extern volatile int sink;\n"
+            "int ssl_read_internal(void *s, size_t n);\n")
+_BIO = _PRELUDE + """
+__attribute__((noinline)) int ssl_new(void *b) { if (!b) { ERR_raise(); return 0; } return 1; }
+__attribute__((noinline)) int ssl_read(void *b, size_t n) { int r = ssl_read_internal(b, n); return r < 0 ? 0 : r; }
+"""
+
+
+def _fake_libssl(tmp_path: Path, body: str, bio_first: bool | None = None) -> Path:
+    """An executable from C compiled as ssl/ssl_lib.c (so __FILE__ names it), with the BIO's
+    ssl_read (ssl/bio_ssl.c, calling ssl_read_internal too) linked before or after it."""
     (tmp_path / "ssl").mkdir(exist_ok=True)
     (tmp_path / "ssl" / "ssl_lib.c").write_text(
-        "#include <stddef.h>\n"
+        _PRELUDE.replace("int ssl_read_internal(void *s, size_t n);\n", "") +
         "__attribute__((noinline)) void ERR_set_debug(const char *f, int l, const char *fn)"
         " { __asm__ volatile(\"\" :: \"r\"(f), \"r\"(l), \"r\"(fn)); }\n"
-        "#define ERR_raise() ERR_set_debug(__FILE__, __LINE__, __func__)\n"
         "volatile int sink;\n" + body + "\nint main(void) { return sink; }\n")
+    (tmp_path / "ssl" / "bio_ssl.c").write_text(_BIO)
+    sources = ["ssl/ssl_lib.c"]
+    if bio_first is not None:
+        sources.insert(0 if bio_first else 1, "ssl/bio_ssl.c")
     out = tmp_path / "fake"
-    subprocess.run(["gcc", "-O2", "-o", str(out), "ssl/ssl_lib.c"], cwd=tmp_path, check=True)
+    subprocess.run(["gcc", "-O2", "-o", str(out), *sources], cwd=tmp_path, check=True)
     return out
 
 
@@ -107,12 +123,31 @@ _SSL_READ = ("__attribute__((noinline)) int SSL_read(void *s, int n) { if (n < 0
              " return -1; } return ssl_read_internal(s, (size_t)n) * 2; }\n")
 
 
-def test_rules_on_a_small_program(tmp_path: Path) -> None:
-    """The same rules on a few lines of C: found where the symbols say."""
-    path = _fake_libssl(tmp_path, _INTERNAL + _SSL_READ)
+@pytest.mark.parametrize("bio_first", [None, True, False])
+def test_rules_on_a_small_program(tmp_path: Path, bio_first: bool | None) -> None:
+    """The same rules on a few lines of C: found where the symbols say, the BIO's ssl_read
+    (another object, also calling ssl_read_internal) left out wherever the linker put it."""
+    path = _fake_libssl(tmp_path, _INTERNAL + _SSL_READ, bio_first)
     found = find_ssl_functions(image(path))
     assert found.addresses == symbols(path, ALL), found.reason
     assert found.family == "OpenSSL 3"
+
+
+def test_inlined_internal_functions(tmp_path: Path) -> None:
+    """ssl_read_internal inlined into SSL_read and SSL_read_ex (its error sites with them),
+    its out-of-line copy called by the BIO's ssl_read only: SSL_read is found (its own site
+    told from the inlined one next to it); SSL_read_ex and the out-of-line copy then look
+    alike (both raise as ssl_read_internal only), so neither is probed, and the reason says so."""
+    inlined = _INTERNAL.replace(
+        "__attribute__((noinline)) int ssl_read_internal(",
+        "extern int ssl_read_internal(void *s, size_t n);\n"
+        "__attribute__((always_inline)) inline int ssl_read_internal(")
+    path = _fake_libssl(tmp_path, inlined + _SSL_READ, bio_first=False)
+    truth = symbols(path, ALL | {"ssl_read_internal"})
+    found = find_ssl_functions(image(path))
+    assert found.addresses == {n: a for n, a in truth.items() if n in ALL - {"SSL_read_ex"}}
+    pair = sorted([truth["SSL_read_ex"], truth["ssl_read_internal"]])
+    assert found.problems == [f"SSL_read_ex: 2 candidates ({pair[0]:#x}, {pair[1]:#x}), not probed"]
 
 
 def test_ambiguous_or_unconfirmed_is_refused(tmp_path: Path) -> None:
@@ -180,3 +215,27 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert proc.stdout.count("(file offset 0x") == len(TARGETS)
     assert main(["/usr/sbin/nginx"]) == 1
     assert "not located: no error site" in capsys.readouterr().out
+
+
+def test_damaged_tables_and_code_never_raise(tmp_path: Path) -> None:
+    """Bytes overwritten in the unwind tables, strings and code (seeded, bounded fuzzing):
+    an answer every time, never an exception, and never an address that is not a function
+    start of the (damaged) unwind table."""
+    path = _fake_libssl(tmp_path, _INTERNAL + _SSL_READ, bio_first=True)
+    clean = image(path)
+    rng = random.Random(13)
+    for _ in range(400):
+        segments = []
+        for base, off, data, x in clean.segments:
+            buf = bytearray(data)
+            hdr = (clean.eh_frame_hdr or 0) - base  # the unwind tables half of the time
+            for _n in range(rng.choice((1, 4, 16))):
+                near = 0 <= hdr < len(buf) and rng.random() < 0.5
+                i = hdr + rng.randrange(min(0x400, len(buf) - hdr)) if near else rng.randrange(len(buf))
+                buf[i] = rng.randrange(256)
+            segments.append((base, off, bytes(buf), x))
+        damaged = CodeImage(segments, clean.eh_frame_hdr)
+        found = find_ssl_functions(damaged)
+        assert found.found or found.problems
+        if found.addresses:
+            assert set(found.addresses.values()) <= set(damaged.function_starts())

@@ -15,7 +15,8 @@ from the unwind tables (:mod:`.elfcode`). Then:
   SSL_read (SSL_write) must also reach ssl_read_internal (ssl_write_internal): hold its error
   sites (inlined) or call a function that does.
 - SSL_read_ex (SSL_write_ex) raises nothing of its own: the one function of ssl_lib.c's code
-  (no error site of another source file between it and SSL_read) that holds or calls
+  (among its functions, no error site of another source file between it and SSL_read: the
+  BIO's ssl_read in bio_ssl.c calls ssl_read_internal too) that holds or calls
   ssl_read_internal's error sites and no other ssl_lib.c error site, once the functions that
   SSL_read or another such candidate call are left out (the out-of-line ssl_read_internal).
 
@@ -96,16 +97,16 @@ class SslSearch:
 
 
 def _file_strings(image: CodeImage) -> tuple[list[int], list[tuple[int, str]]]:
-    """Sorted (string start, (last address a lea may point to, file name)) of OpenSSL source
-    file names: a lea may point into a longer string whose tail is the name (the linker
-    merges "ssl/ssl_lib.c" into "../ssl/ssl_lib.c")."""
+    """Sorted string starts, and (last address a lea may point to, whole string) of each
+    OpenSSL source file name: a lea may point into a longer string whose tail still names
+    the file (the linker merges "ssl/ssl_lib.c" into "../ssl/ssl_lib.c")."""
     spans: list[tuple[int, int, str]] = []
     for base, _off, data, _x in image.segments:
         for m in _SOURCE_FILE.finditer(data):
             pos = m.start()
             start = data.rfind(b"\0", max(0, pos - 200), pos) + 1 or max(0, pos - 200)
             whole = data[start : m.end() - 1].decode("latin-1")
-            spans.append((base + start, base + m.end() - 1, whole))
+            spans.append((base + start, base + pos, whole))
     spans.sort()
     return [s for s, _e, _n in spans], [(e, n) for _s, e, n in spans]
 
@@ -113,15 +114,19 @@ def _file_strings(image: CodeImage) -> tuple[list[int], list[tuple[int, str]]]:
 def _site_tag(image: CodeImage, at: int, bounds: tuple[int, int],
               files: tuple[list[int], list[tuple[int, str]]]) -> tuple[str, str]:
     """(name, family) of the function an error site at *at* names: the nearest lea of an
-    identifier string in the same function (``__func__``: OpenSSL 3), else the nearest
-    ``mov $code, %esi`` (1.1.x), else ("?", "")."""
+    identifier string in the same function with no call in between (``__func__``, an argument
+    of the same ERR_set_debug call: OpenSSL 3), else the nearest ``mov $code, %esi`` (1.1.x),
+    else ("?", "")."""
     best: tuple[int, str] | None = None
     for pos, target in image.leas_near(at, _NEAR, _NEAR):
         if pos == at or not bounds[0] <= pos < bounds[1] or _file_at(target, files):
             continue
         text = image.cstring(target, 80)
-        if text and _IDENT.fullmatch(text) and (best is None or abs(pos - at) < best[0]):
-            best = (abs(pos - at), text.decode())
+        if not text or not _IDENT.fullmatch(text) or (best and abs(pos - at) >= best[0]):
+            continue
+        if image.calls_from(min(pos, at), max(pos, at)):
+            continue  # an argument of another call (a neighbouring error site)
+        best = (abs(pos - at), text.decode())
     if best:
         return best[1], "OpenSSL 3"
     lo = max(at - _NEAR, bounds[0])
@@ -212,7 +217,12 @@ class _Finder:
         return found
 
     def same_object(self, a: int, b: int) -> bool:
-        """No error site of another source file between functions *a* and *b* (one .o)."""
+        """Function *a* lies among ssl_lib.c's functions (between the first and the last
+        holding its error sites) and no error site of another source file lies between *a*
+        and *b*: one object file, ssl_lib.o."""
+        mine = [s for s, fn in self.funcs.items() if SSL_LIB in fn.files]
+        if not mine or not min(mine) <= a <= max(mine):
+            return False
         lo, hi = min(a, b), max(a, b)
         return all(fn.files <= {SSL_LIB} for s, fn in self.funcs.items() if lo <= s <= hi)
 
