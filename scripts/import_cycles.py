@@ -16,7 +16,9 @@ import grimp
 
 def circles(package: str = "ngxscope", *, type_checking: bool = True) -> list[list[str]]:
     """The import circles (strongly connected components of 2+ modules), each sorted."""
-    graph = grimp.build_graph(package, exclude_type_checking_imports=not type_checking)
+    # no cache: grimp keys it by file times, and another checkout of the same package (a
+    # worktree, a "before" tree) can leave entries that look fresh
+    graph = grimp.build_graph(package, exclude_type_checking_imports=not type_checking, cache_dir=None)
     modules = sorted(graph.modules)
     edges = {m: sorted(set(graph.find_modules_directly_imported_by(m)) & set(modules)) for m in modules}
     index: dict[str, int] = {}

@@ -33,3 +33,17 @@ def test_a_circle_is_found(tmp_path: Path, monkeypatch) -> None:  # type: ignore
     monkeypatch.syspath_prepend(str(tmp_path))
     assert import_cycles.circles("circled") == [["circled.a", "circled.b"]]
     assert import_cycles.circles("circled", type_checking=False) == []
+
+
+def test_every_top_level_module_is_in_a_layer() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    with open(root / "pyproject.toml", "rb") as fh:
+        contracts = tomllib.load(fh)["tool"]["importlinter"]["contracts"]
+    layers = next(c["layers"] for c in contracts if c["type"] == "layers")
+    named = {m.strip() for layer in layers for m in layer.split("|")}
+    pkg = root / "app" / "ngxscope"
+    top = {f"ngxscope.{p.stem}" for p in pkg.glob("*.py") if p.name != "__init__.py"}
+    top |= {f"ngxscope.{p.name}" for p in pkg.iterdir() if (p / "__init__.py").is_file()}
+    assert named == top
