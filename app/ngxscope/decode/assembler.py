@@ -51,10 +51,7 @@ from .handlers.websocket import WebSocketHandler
 from .upstream import UpstreamTracker
 from .websocket import WsTunnel
 
-__all__ = ["Assembler", "AssemblerStats"]
-
-AssemblerStats = DecodeStats
-"""The decoder's counters (`Assembler.stats`)."""
+__all__ = ["Assembler"]
 
 
 class Assembler:
