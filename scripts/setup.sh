@@ -83,6 +83,21 @@ if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# --- i14b: bpf/ and resources/ live at the top of the repository (pyproject.toml maps them
+# into the package). A checkout from before keeps an untracked app/ngxscope/bpf/__pycache__,
+# and that empty folder would shadow the real ngxscope.bpf: remove it.
+if [ -d app/ngxscope/bpf ] && ! ls app/ngxscope/bpf/*.c >/dev/null 2>&1; then
+  rm -rf app/ngxscope/bpf
+  log "removed the stale app/ngxscope/bpf (the C programs are in bpf/ now)"
+fi
+bpf_ok() { (cd / && "$ROOT/.venv/bin/python" -c 'from importlib.resources import files; files("ngxscope.bpf").joinpath("events.h").read_bytes()') >/dev/null 2>&1; }
+if ! bpf_ok; then  # a venv installed before the mapping: install the project again
+  log "reinstalling the project into .venv (ngxscope.bpf not importable)"
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  bpf_ok || { echo "setup: ngxscope.bpf is not importable from .venv" >&2; exit 1; }
+fi
+# --- end i14b
+
 # Expose Debian's pure-Python bcc module, and only it, to the venv.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
