@@ -12,11 +12,13 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QPlainTextEdit,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -24,6 +26,7 @@ from PySide6.QtWidgets import (
 from ngxscope.model import Exchange
 
 from .bodies import RenderedBody, render_request, render_response
+from .copymenu import fill_copy_menu
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
@@ -120,6 +123,17 @@ class DetailPane(QTabWidget):
         self.addTab(self._build_connection(), "Connection")
         self.upstream_tab = self.indexOf(self.upstream)
         self.setDocumentMode(True)
+        self.redaction_lookup: Callable[[], dict | None] = lambda: None
+        """The session/stream header's redaction facts (for the Copy as menu)."""
+        self.copy_button = QToolButton()
+        self.copy_button.setText("Copy as")
+        self.copy_button.setToolTip("Copy this request as curl, HTTPie, raw HTTP or Python "
+                                    "requests (as nginx received it, or as sent upstream)")
+        self.copy_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.copy_menu = QMenu(self.copy_button)
+        self.copy_menu.aboutToShow.connect(self._fill_copy_menu)
+        self.copy_button.setMenu(self.copy_menu)
+        self.setCornerWidget(self.copy_button, Qt.Corner.TopRightCorner)
         self.placeholder = QLabel(PLACEHOLDER, self)
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
@@ -127,6 +141,10 @@ class DetailPane(QTabWidget):
         self.placeholder.setBackgroundRole(QPalette.ColorRole.Base)
         self.placeholder.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.show_exchange(None)
+
+    def _fill_copy_menu(self) -> None:
+        fill_copy_menu(self.copy_menu, [self.exchange] if self.exchange else [],
+                       self.redaction_lookup())
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -176,6 +194,7 @@ class DetailPane(QTabWidget):
         n = len(ex.upstream) if ex is not None else 0
         self.setTabText(self.upstream_tab, f"Upstream ({n})" if n else "Upstream")
         self.placeholder.setVisible(ex is None)
+        self.copy_button.setEnabled(ex is not None and bool(ex.method) and not ex.is_tcp)
         if ex is None:
             self._place_placeholder()
             self.placeholder.raise_()

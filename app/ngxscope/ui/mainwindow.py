@@ -122,6 +122,7 @@ class MainWindow(DropOpener, QMainWindow):
         self.filter_bar.filter_changed.connect(self.apply_filter)
         self.detail = DetailPane()
         self.detail.related_lookup = self.store.by_conn
+        self.detail.redaction_lookup = lambda: self.status.redaction_target
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
@@ -439,6 +440,11 @@ class MainWindow(DropOpener, QMainWindow):
                 self.table.scrollTo(self.proxy.index(row, 0))
                 return
         self.detail.show_exchange(ex)
+
+    def selected_exchanges(self) -> list[Exchange]:
+        """The selected rows' exchanges, in view order."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return [ex for r in rows if (ex := self.proxy.exchange_at(self.proxy.index(r, 0)))]
 
     def visible_exchanges(self) -> list[Exchange]:
         """The exchanges the table shows now (filter applied), in view order (for Export)."""

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 from ngxscope import __version__
 
 from .attach import AttachDialog
+from .copymenu import fill_copy_menu
 from .helpdialog import HelpDialog
 from .recent import fill_recent_menu
 from .tablemodel import COLUMNS, FILTER_ROLE
@@ -204,6 +205,11 @@ def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
     if ex is not None:
         url = f"{'https' if ex.tls else 'http'}://{ex.host}{ex.target}"
         menu.addAction("Copy URL", lambda: QGuiApplication.clipboard().setText(url))
+        chosen = w.selected_exchanges()
+        if ex not in chosen:
+            chosen = [ex]
+        sub = menu.addMenu(f"Copy {len(chosen)} requests as" if len(chosen) > 1 else "Copy as")
+        fill_copy_menu(sub, chosen, w.status.redaction_target)
     return menu
 
 
