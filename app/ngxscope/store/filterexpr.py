@@ -52,7 +52,8 @@ from ngxscope.store.bodysearch import (
     header_presence,
 )
 
-__all__ = ["FIELDS", "FLAGS", "FilterError", "Predicate", "compile_filter", "quote_value"]
+__all__ = ["FIELDS", "FLAGS", "FilterError", "Predicate", "compile_filter", "quote_value",
+           "search_patterns"]
 
 Predicate = Callable[[Exchange], bool]
 
@@ -468,3 +469,23 @@ def compile_filter(text: str) -> Predicate:
     if not text or not text.strip():
         return _match_all
     return _Parser(_lex(text)).parse()
+
+
+def search_patterns(text: str) -> list[re.Pattern[str]]:
+    """The text patterns of the header and body terms of filter `text` (for highlighting
+    what they matched); [] for a filter that does not compile."""
+    try:
+        toks = _lex(text)
+    except FilterError:
+        return []
+    out = []
+    for prev, tok in zip([None, *toks], toks, strict=False):
+        if tok.kind != "cond" or tok.field in FIELDS or tok.op.startswith("!") or (
+                prev is not None and prev.kind == "not"):
+            continue
+        value = tok.value if "~" in tok.op else re.escape(tok.value)
+        try:
+            out.append(re.compile(value, re.IGNORECASE if tok.op == "~*" else 0))
+        except (re.error, OverflowError, RecursionError, ValueError):
+            continue
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
@@ -27,6 +28,7 @@ from ngxscope.model import Exchange
 
 from .bodies import RenderedBody, render_request, render_response
 from .copymenu import fill_copy_menu
+from .findbar import FindBar, highlight
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
@@ -134,6 +136,10 @@ class DetailPane(QTabWidget):
         self.copy_menu.aboutToShow.connect(self._fill_copy_menu)
         self.copy_button.setMenu(self.copy_menu)
         self.setCornerWidget(self.copy_button, Qt.Corner.TopRightCorner)
+        self.filter_patterns: list[re.Pattern[str]] = []
+        """Patterns of the filter's header/body terms, highlighted in every exchange shown."""
+        self.find_bar: FindBar | None = None
+        self._match = -1
         self.placeholder = QLabel(PLACEHOLDER, self)
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
@@ -141,6 +147,51 @@ class DetailPane(QTabWidget):
         self.placeholder.setBackgroundRole(QPalette.ColorRole.Base)
         self.placeholder.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.show_exchange(None)
+
+    # -- find ---------------------------------------------------------------------------
+
+    def set_find_bar(self, bar: FindBar) -> None:
+        """Use `bar` (laid out by the window under the pane) for Find."""
+        self.find_bar = bar
+        bar.changed.connect(self.refresh_highlights)
+        bar.step.connect(self.step_match)
+
+    def set_filter_patterns(self, patterns: list[re.Pattern[str]]) -> None:
+        self.filter_patterns = patterns
+        self.refresh_highlights()
+
+    def _patterns(self) -> list[re.Pattern[str]]:
+        found = self.find_bar.pattern() if self.find_bar is not None else None
+        return [*self.filter_patterns, *([found] if found is not None else [])]
+
+    def refresh_highlights(self) -> int:
+        """Highlight the filter's and the Find bar's matches; returns the body matches."""
+        self._match = -1
+        pats = self._patterns() if self.exchange is not None else []
+        n = sum(len(highlight(view, pats)) for view in (self.request, self.response))
+        if self.find_bar is not None:
+            self.find_bar.show_count(n, -1)
+        return n
+
+    def step_match(self, delta: int) -> None:
+        """Go to the next (+1) or previous (-1) body match, request body first."""
+        pats = self._patterns()
+        req = highlight(self.request, pats)
+        resp = highlight(self.response, pats)
+        n = len(req) + len(resp)
+        if not n:
+            if self.find_bar is not None:
+                self.find_bar.show_count(0, -1)
+            return
+        self._match = (self._match + delta) % n
+        if self._match < len(req):
+            highlight(self.request, pats, self._match)
+            self.setCurrentWidget(self.request)
+        else:
+            highlight(self.response, pats, self._match - len(req))
+            self.setCurrentWidget(self.response)
+        if self.find_bar is not None:
+            self.find_bar.show_count(n, self._match)
 
     def _fill_copy_menu(self) -> None:
         fill_copy_menu(self.copy_menu, [self.exchange] if self.exchange else [],
@@ -245,3 +296,4 @@ class DetailPane(QTabWidget):
                 if col == 3:
                     item.setForeground(STATUS_COLORS[_status_cls(other.status)])
                 self.related.setItem(i, col, item)
+        self.refresh_highlights()

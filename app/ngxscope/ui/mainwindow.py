@@ -31,11 +31,12 @@ from PySide6.QtWidgets import (
 
 from ngxscope.model import Exchange, LifecycleEvent
 from ngxscope.store.aggregate import Aggregator
-from ngxscope.store.filterexpr import Predicate
+from ngxscope.store.filterexpr import Predicate, search_patterns
 from ngxscope.store.memory import ExchangeStore
 
 from .detail import DetailPane
 from .filterbar import FilterBar
+from .findbar import FindBar
 from .graphs import GraphsPanel
 from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
@@ -131,7 +132,15 @@ class MainWindow(DropOpener, QMainWindow):
         tl.addWidget(self.table)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(top)
-        self.splitter.addWidget(self.detail)
+        self.find_bar = FindBar()
+        self.detail.set_find_bar(self.find_bar)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.setSpacing(0)
+        bl.addWidget(self.detail)
+        bl.addWidget(self.find_bar)
+        self.splitter.addWidget(bottom)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setSizes([560, 360])
@@ -403,6 +412,7 @@ class MainWindow(DropOpener, QMainWindow):
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             self.filter_text = text
+            self.detail.set_filter_patterns(search_patterns(text))
             self.proxy.set_predicate(predicate)
             self.agg.set_predicate(predicate)
             # rows held back by a sorted table were already counted: count them again
@@ -414,6 +424,16 @@ class MainWindow(DropOpener, QMainWindow):
             QApplication.restoreOverrideCursor()
         if self.autoscroll:
             self.table.scrollToBottom()
+
+    def find_or_filter(self) -> None:
+        """Ctrl+F: Find in the detail pane when it has the focus, else focus the filter."""
+        focus = QApplication.focusWidget()
+        inside = focus is not None and (self.detail.isAncestorOf(focus)
+                                        or self.find_bar.isAncestorOf(focus))
+        if inside and self.detail.exchange is not None:
+            self.find_bar.open_bar()
+        else:
+            self.filter_bar.focus()
 
     def _cell_menu(self, pos: Any) -> None:
         menu = cell_menu(self, self.table.indexAt(pos))

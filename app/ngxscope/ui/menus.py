@@ -120,7 +120,10 @@ def build_menus(w: MainWindow) -> None:
     view = bar.addMenu("&View")
     cols = view.addMenu("&Columns")
     cols.aboutToShow.connect(lambda: w.columns_menu(cols))
-    view.addAction(_action(w, "&Filter", w.filter_bar.focus, QKeySequence.StandardKey.Find))
+    view.addAction(_action(w, "&Filter", w.find_or_filter, QKeySequence.StandardKey.Find,
+                           tip="Focus the filter (in the detail pane: find in it)"))
+    view.addAction(_action(w, "Find in &details", w.find_bar.open_bar, "Ctrl+Shift+F",
+                           tip="Highlight a text or expression in the request and response"))
     w.autoscroll_action = _action(w, "&Auto-scroll", lambda on: setattr(w, "autoscroll", on),
                                   checkable=True)
     w.autoscroll_action.setChecked(True)
