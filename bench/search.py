@@ -13,12 +13,15 @@ each query:
 
     .venv/bin/python bench/search.py [--rows 200000] [--runs 3]
 
-Medians of --runs; prints a table (ms) and the matches per query.
+Medians of --runs; prints a table (ms), the matches per query and the load average (on a
+shared machine the figures scale with it).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import gzip
 import json
 import random
@@ -114,9 +117,11 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows = make(args.rows)
+    gc.freeze()  # as the window does after each batch: the store is never cyclic-collected
     size = sum(len(e.response_body) + len(e.request_body) for e in rows)
     print(f"{len(rows):,} exchanges, {size / 1e6:.0f} MB of bodies on the wire "
-          f"(built in {time.perf_counter() - t0:.1f} s); medians of {args.runs} runs, ms")
+          f"(built in {time.perf_counter() - t0:.1f} s); medians of {args.runs} runs, ms; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'query':<36} {'matches':>8} {'cold':>8} {'warm':>8} {'naive':>8}")
     for q in QUERIES:
         cold, warm, base = [], [], []

@@ -104,7 +104,7 @@ def test_cache_decodes_once_and_is_bounded() -> None:
     small = DecodedCache(max_entries=3)
     for ex in exs:
         small.get(ex, False)
-    assert len(small._sides[False]) <= 3
+    assert len(small._data[False]) <= 3
     CACHE.clear()
 
 

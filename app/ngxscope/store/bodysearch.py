@@ -106,39 +106,44 @@ class DecodedCache:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         """Per side; beyond it the cache starts over (it must not keep evicted rows alive)."""
-        self._sides: tuple[dict[int, tuple[Exchange, bytes]], dict[int, tuple[Exchange, bytes]]] \
-            = ({}, {})
+        # (response, request) sides: id(ex) -> searchable bytes, and id(ex) -> ex. Two plain
+        # dicts, no per-entry tuple: 400k new container objects would wake the cyclic GC
+        # again and again over a store of millions of objects (seconds on a first search).
+        self._data: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
+        self._owner: tuple[dict[int, Exchange], dict[int, Exchange]] = ({}, {})
         self._decoded: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._size = 0
         self.misses = 0
         """Bodies decoded (not found in the cache)."""
 
     def get(self, ex: Exchange, request: bool) -> bytes:
-        side = self._sides[request]
+        side, owner = self._data[request], self._owner[request]
         key = id(ex)
-        item = side.get(key)
-        if item is not None and item[0] is ex:
-            return item[1]
+        data = side.get(key)
+        if data is not None and owner[key] is ex:
+            return data
         if len(side) >= self.max_entries:
             self.clear()
         raw, headers = ((ex.request_body, ex.request_headers) if request
                         else (ex.response_body, ex.response_headers))
+        owner[key] = ex
         if not _needs_decoding(raw, headers):
-            side[key] = (ex, raw)
+            side[key] = raw
             return raw
         self.misses += 1
         data = decoded_body(raw, headers)
-        side[key] = (ex, data)
+        side[key] = data
         self._size += len(data) - self._decoded.pop((key, request), 0)
         self._decoded[(key, request)] = len(data)
         while self._size > self.max_bytes and self._decoded:
             (old, old_side), size = self._decoded.popitem(last=False)
-            self._sides[old_side].pop(old, None)
+            self._data[old_side].pop(old, None)
+            self._owner[old_side].pop(old, None)
             self._size -= size
         return data
 
     def clear(self) -> None:
-        for side in self._sides:
+        for side in (*self._data, *self._owner):
             side.clear()
         self._decoded.clear()
         self._size = 0
