@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import gzip
 import json
+import os
 import random
 import re
 import statistics
