@@ -99,6 +99,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("open", help="open a session file in the window")
     op.add_argument("file")
+
+    from .replaycmd import add_arguments as replay_arguments
+
+    replay_arguments(sub.add_parser("replay", help="send a recorded request again and diff the answer"))
     return p
 
 
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         name = type(exc).__name__
         known = name in {"CaptureError", "SessionError", "TargetError", "BinaryError", "LabError", "UsageError",
-                         "RemoteError", "FilterError"}
+                         "RemoteError", "FilterError", "ReplayError"}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else name
         if isinstance(exc, OSError) and exc.filename:
             msg = f"{exc.strerror}: {exc.filename}"
@@ -160,6 +164,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import run_demo
 
         return run_demo(args)
+    if args.cmd == "replay":
+        from .replaycmd import run as run_replay
+
+        return run_replay(args)
     if args.cmd == "open":
         from .gui import open_session_window
 
