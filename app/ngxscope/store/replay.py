@@ -111,7 +111,8 @@ class ReplayDiff:
 
 
 def is_replay(ex: Exchange) -> bool:
-    """The exchange is a replay (it carries the `TAG` header)."""
+    """The exchange is a replay (it carries the `TAG` header; the replayer sends it last, which
+    the statistics rely on to skip replays at no cost: store/aggregate.py)."""
     low = TAG.lower()
     return any(k.lower() == low for k, _v in ex.request_headers)
 
@@ -232,7 +233,7 @@ def send(spec: RequestSpec, to: str, *, tag: int | None = None, timeout: float =
                 raise ReplayError(f"TLS handshake with {to} failed: {exc}") from None
         sock.sendall(raw)
         _read_response(sock, spec.method, result, deadline)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise ReplayError(f"no answer from {to} within {timeout:g} s") from None
     except OSError as exc:
         raise ReplayError(f"replay to {to} failed: {exc.strerror or exc}") from None
