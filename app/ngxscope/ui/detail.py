@@ -11,6 +11,7 @@ from PySide6.QtGui import QFontDatabase, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QMenu,
@@ -109,6 +110,8 @@ class DetailPane(QTabWidget):
 
     exchange_activated = Signal(object)
     """A request in the Connection tab's list was double-clicked (the Exchange)."""
+    replay_requested = Signal(object)
+    """Replay… was clicked (the Exchange shown)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -135,7 +138,18 @@ class DetailPane(QTabWidget):
         self.copy_menu = QMenu(self.copy_button)
         self.copy_menu.aboutToShow.connect(self._fill_copy_menu)
         self.copy_button.setMenu(self.copy_menu)
-        self.setCornerWidget(self.copy_button, Qt.Corner.TopRightCorner)
+        self.replay_button = QToolButton()
+        self.replay_button.setText("Replay…")
+        self.replay_button.setToolTip("Send this request again, to nginx or to one of its "
+                                      "upstream peers, and compare the answers")
+        self.replay_button.clicked.connect(lambda: self.replay_requested.emit(self.exchange))
+        corner = QWidget()
+        cl = QHBoxLayout(corner)
+        cl.setContentsMargins(0, 0, 2, 0)
+        cl.setSpacing(2)
+        cl.addWidget(self.replay_button)
+        cl.addWidget(self.copy_button)
+        self.setCornerWidget(corner, Qt.Corner.TopRightCorner)
         self.filter_patterns: list[re.Pattern[str]] = []
         """Patterns of the filter's header/body terms, highlighted in every exchange shown."""
         self.find_bar: FindBar | None = None
@@ -246,6 +260,7 @@ class DetailPane(QTabWidget):
         self.setTabText(self.upstream_tab, f"Upstream ({n})" if n else "Upstream")
         self.placeholder.setVisible(ex is None)
         self.copy_button.setEnabled(ex is not None and bool(ex.method) and not ex.is_tcp)
+        self.replay_button.setEnabled(self.copy_button.isEnabled())
         if ex is None:
             self._place_placeholder()
             self.placeholder.raise_()

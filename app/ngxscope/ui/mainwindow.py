@@ -21,6 +21,7 @@ from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTime
 from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
+    QDialog,
     QDockWidget,
     QMainWindow,
     QMenu,
@@ -42,6 +43,7 @@ from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
+from .replaydialog import ReplayDialog
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
@@ -134,6 +136,7 @@ class MainWindow(DropOpener, QMainWindow):
         self.splitter.addWidget(top)
         self.find_bar = FindBar()
         self.detail.set_find_bar(self.find_bar)
+        self.detail.replay_requested.connect(self.replay)
         bottom = QWidget()
         bl = QVBoxLayout(bottom)
         bl.setContentsMargins(0, 0, 0, 0)
@@ -424,6 +427,15 @@ class MainWindow(DropOpener, QMainWindow):
             QApplication.restoreOverrideCursor()
         if self.autoscroll:
             self.table.scrollToBottom()
+
+    def replay(self, ex: Exchange | None) -> QDialog | None:
+        """Open the Replay dialog for `ex` (non-modal; returned for tests)."""
+        if ex is None or not ex.method or ex.is_tcp:
+            return None
+        dlg = ReplayDialog(ex, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        return dlg
 
     def find_or_filter(self) -> None:
         """Ctrl+F: Find in the detail pane when it has the focus, else focus the filter."""

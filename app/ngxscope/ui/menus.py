@@ -213,6 +213,7 @@ def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
             chosen = [ex]
         sub = menu.addMenu(f"Copy {len(chosen)} requests as" if len(chosen) > 1 else "Copy as")
         fill_copy_menu(sub, chosen, w.status.redaction_target)
+        menu.addAction("Replay…", lambda: w.replay(ex))
     return menu
 
 
