@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "MARKS",
     "SUMMARY_ONLY_NOTES",
     "TCP",
     "ConnInfo",
@@ -31,6 +32,10 @@ one record per client connection, with `$status`, `$bytes_received` (request_byt
 
 SUMMARY_ONLY_NOTES = ("payload shed", "payload not captured")
 """How the `error` note of a summary-only exchange begins (see `Exchange.summary_only`)."""
+
+
+MARKS = ("red", "orange", "yellow", "green", "blue", "purple")
+"""The colours a row can be marked with (`Exchange.mark`)."""
 
 
 class ModelError(ValueError):
@@ -161,6 +166,10 @@ class Exchange:
     nginx_ms: float | None = None
     """The request time as nginx's own clock measures it (`$request_time` in ms). nginx caches
     the time once per event-loop turn, so under load it can trail the true `duration_ms`."""
+    mark: str = ""
+    """The colour the user marked the row with (one of `MARKS`); "" when not marked."""
+    note: str = ""
+    """The user's note on the row; "" when none."""
 
     @property
     def duration_ms(self) -> float:

@@ -19,6 +19,7 @@ from ngxscope.store.compat import (
     CURRENT_VERSION,
     convert_0_1,
     convert_1_2,
+    convert_3_4,
     encode_exchange,
     encode_record,
     migrate,
@@ -33,8 +34,9 @@ FROZEN = {
     "session-v1.ngxs": "d907be03bc0293adbe98c50076ae6b813f4bc043b375ccfa6d9ccf9394888736",
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
+    "session-v4.ngxs": "6b6cb3e9c0f13e296a4c31b53e33ad2a90b18da6663027e77903dfa0ae60605d",
 }
-LATEST_SAMPLE = "session-v3.ngxs"
+LATEST_SAMPLE = "session-v4.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -182,6 +184,13 @@ EXPECTED_V3 = [
 ]
 
 
+# Version 4 added the user's mark and note; older files read them as "".
+EXPECTED_V4 = [
+    replace(EXPECTED_V3[0], mark="red", note="retried: 8081 refused (ticket #42) ✓"),
+    *EXPECTED_V3[1:],
+]
+
+
 @pytest.mark.parametrize(
     ("name", "version", "tool", "expected"),
     [
@@ -189,6 +198,7 @@ EXPECTED_V3 = [
         ("session-v1.ngxs", 1, "ngxscope 0.1.0", EXPECTED_EXCHANGES),
         ("session-v2.ngxs", 2, "ngxscope 0.1.0", EXPECTED_V2),
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
+        ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V4),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -223,7 +233,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V3:
+        for ex in EXPECTED_V4:
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -263,7 +273,7 @@ def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
-                               "server_block": None}
+                               "server_block": None, "mark": "", "note": ""}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -282,6 +292,13 @@ def test_bad_v0_record_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
     with pytest.raises(SessionError, match=r"line 3: .*req_headers"):
         SessionReader(path).read_all()
+
+
+def test_convert_3_4_adds_mark_and_note() -> None:
+    assert convert_3_4({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "mark": "",
+                                                       "note": ""}
+    event = {"t": "event", "ts": 1.0}
+    assert convert_3_4(event) is event
 
 
 def test_convert_1_2_adds_nginx_ms() -> None:

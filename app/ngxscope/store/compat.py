@@ -19,6 +19,9 @@ Format history:
   `request_headers` / `response_headers` (`Exchange.to_dict()`).
 - **version 2**: exchange records gained `nginx_ms` (nginx's own `$request_time`, in ms;
   null when unknown). A version 1 reader would reject the new key, hence the bump.
+- **version 3**: exchanges gained `server_block`, upstream attempts `group`.
+- **version 4**: exchanges gained the user's `mark` (a colour name) and `note` (text), ""
+  when none (marks and notes saved with the session).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -47,6 +50,7 @@ __all__ = [
     "check_header",
     "convert_0_1",
     "convert_1_2",
+    "convert_3_4",
     "encode_exchange",
     "encode_record",
     "migrate",
@@ -61,7 +65,7 @@ FORMAT = "ngxscope-session"
 Record = Exchange | LifecycleEvent | dict[str, Any]
 """What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -107,10 +111,18 @@ def convert_2_3(record: RawRecord) -> RawRecord:
     return out
 
 
+def convert_3_4(record: RawRecord) -> RawRecord:
+    """Version 3 → 4: exchanges get the user's `mark` and `note` (none in version 3: "")."""
+    if record.get("t") != "exchange":
+        return record
+    return {"mark": "", "note": "", **record}
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
     2: convert_2_3,
+    3: convert_3_4,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

@@ -272,7 +272,10 @@ def har_entry(ex: Exchange) -> dict[str, Any]:
         "_nginxMs": ex.nginx_ms,
         "_connSeq": ex.conn_seq,
         "_serverBlock": ex.server_block,
+        "_mark": ex.mark,
     }
+    if ex.note:
+        entry["comment"] = ex.note  # HAR 1.2's own place for a user's remark on an entry
     return entry
 
 

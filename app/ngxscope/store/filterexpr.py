@@ -9,10 +9,12 @@ Grammar (recursive descent, keywords case-insensitive)::
 
 Fields: status, method, host, path, url (host + target), target, duration, upstream,
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
-error. Operators: ``= == != ~ !~ ~* !~* > >= < <=``. ``~`` is a regular-expression search,
+error, mark, note. Operators: ``= == != ~ !~ ~* !~* > >= < <=``. ``~`` is a regular-expression search,
 case-sensitive (except on method and host); ``~*`` is the same search ignoring case (as in
 nginx's ``location ~*``); ``=`` is exact and case-sensitive (method and host: caseless).
-Flags: ``tls``, ``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``.
+Flags: ``tls``, ``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``,
+``marked`` (the user marked the row: ``mark=red`` for one colour), ``noted`` (has a note:
+``note~*ticket`` searches the notes).
 
 Headers and bodies (store/bodysearch.py)::
 
@@ -79,6 +81,8 @@ STRING_FIELDS = {
     "server": lambda e: e.server,
     "conn": lambda e: e.conn_id,
     "error": lambda e: e.error or "",
+    "note": lambda e: e.note,
+    "mark": lambda e: e.mark,
 }
 """Fields compared as text."""
 
@@ -103,9 +107,11 @@ FLAGS: dict[str, Predicate] = {
     "truncated": lambda e: e.truncated,
     "upstream": lambda e: bool(e.upstream),
     "sendfile": lambda e: e.sendfile_bytes > 0,
+    "marked": lambda e: bool(e.mark),
+    "noted": lambda e: bool(e.note),
 }
 
-CASELESS = {"method", "host"}
+CASELESS = {"method", "host", "mark"}
 OPS = ("!~*", "~*", "==", "!=", ">=", "<=", "!~", "=", "~", ">", "<")
 _COND_RE = re.compile(
     r"((?:req\.|resp\.)?(?:header\.[A-Za-z0-9_-]+|body)|[A-Za-z_][A-Za-z0-9_]*)"

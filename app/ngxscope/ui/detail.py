@@ -225,7 +225,7 @@ class DetailPane(QTabWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.conn_labels: dict[str, QLabel] = {}
         for key in ("Client", "Server", "TLS", "Worker", "Connection", "Request #", "Started",
-                    "Ended", "Error"):
+                    "Ended", "Error", "Note"):
             label = QLabel()
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_labels[key] = label
@@ -295,6 +295,7 @@ class DetailPane(QTabWidget):
                              f"{fmt_bytes(ex.request_bytes)} in, "
                              f"{fmt_bytes(ex.response_bytes)} out)")
         lab["Error"].setText(ex.error or DASH)
+        lab["Note"].setText((f"[{ex.mark}] " if ex.mark else "") + (ex.note or DASH))
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
         self.related.setRowCount(len(self._related_items))

@@ -428,6 +428,26 @@ class MainWindow(DropOpener, QMainWindow):
         if self.autoscroll:
             self.table.scrollToBottom()
 
+    def set_mark(self, exchanges: list[Exchange], mark: str) -> None:
+        """Mark rows with a colour ("" clears); saved with the session."""
+        for ex in exchanges:
+            ex.mark = mark
+        self._rows_changed()
+
+    def set_note(self, exchanges: list[Exchange], note: str) -> None:
+        """Set the note of rows ("" removes it); saved with the session."""
+        for ex in exchanges:
+            ex.note = note
+        self._rows_changed()
+        self.detail.show_exchange(self.detail.exchange)
+
+    def _rows_changed(self) -> None:
+        m = self.model
+        if m.rowCount():
+            m.dataChanged.emit(m.index(0, 0), m.index(m.rowCount() - 1, m.columnCount() - 1))
+        if self.filter_text:
+            self.proxy.invalidate()  # a filter on marks or notes must see the change
+
     def replay(self, ex: Exchange | None) -> QDialog | None:
         """Open the Replay dialog for `ex` (non-modal; returned for tests)."""
         if ex is None or not ex.method or ex.is_tcp:

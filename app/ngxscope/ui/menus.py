@@ -5,22 +5,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
-from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QKeySequence,
+    QPalette,
+    QPixmap,
+)
+from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMenu, QMessageBox
 
 from ngxscope import __version__
+from ngxscope.model import MARKS, Exchange
 
 from .attach import AttachDialog
 from .copymenu import fill_copy_menu
 from .helpdialog import HelpDialog
 from .recent import fill_recent_menu
-from .tablemodel import COLUMNS, FILTER_ROLE
+from .tablemodel import COLUMNS, FILTER_ROLE, MARK_COLORS
 
 if TYPE_CHECKING:
     from .mainwindow import MainWindow
 
 __all__ = ["SESSION_FILTER", "build_menus", "cell_menu", "columns_menu", "dark_palette",
-           "set_theme"]
+           "edit_note", "set_theme"]
 
 SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
 THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
@@ -214,7 +224,31 @@ def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
         sub = menu.addMenu(f"Copy {len(chosen)} requests as" if len(chosen) > 1 else "Copy as")
         fill_copy_menu(sub, chosen, w.status.redaction_target)
         menu.addAction("Replay…", lambda: w.replay(ex))
+        menu.addSeparator()
+        marks = menu.addMenu(f"Mark {len(chosen)} rows" if len(chosen) > 1 else "Mark")
+        for color in MARKS:
+            act = marks.addAction(_swatch(color), color.title())
+            act.triggered.connect(lambda _=False, c=color: w.set_mark(chosen, c))
+        marks.addSeparator()
+        marks.addAction("Clear mark", lambda: w.set_mark(chosen, ""))
+        menu.addAction("Note…" if not ex.note else "Edit note…", lambda: edit_note(w, chosen))
     return menu
+
+
+def _swatch(color: str) -> QIcon:
+    pix = QPixmap(12, 12)
+    pix.fill(QColor(MARK_COLORS[color].rgb()))
+    return QIcon(pix)
+
+
+def edit_note(w: MainWindow, exchanges: list[Exchange]) -> None:
+    """Ask for a note and set it on `exchanges` (the first one's note is the default)."""
+    text, ok = QInputDialog.getMultiLineText(
+        w, "Note", f"Note on {len(exchanges)} request{'s' if len(exchanges) > 1 else ''} "
+        "(saved with the session, exported in HAR and JSONL; filter: noted, note~…):",
+        exchanges[0].note)
+    if ok:
+        w.set_note(exchanges, text.strip())
 
 
 def columns_menu(w: MainWindow, menu: QMenu | None = None) -> QMenu:
