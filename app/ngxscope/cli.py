@@ -97,7 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--after", type=float, default=8.0, metavar="S", help="seconds before --screenshot")
     demo.add_argument("-o", "--output", help="also record the demo to this session file")
 
-    op = sub.add_parser("open", help="open a session file in the window")
+    op = sub.add_parser("open", help="open a session file, a HAR or a pcap/pcapng in the window")
     op.add_argument("file")
 
     from .replaycmd import add_arguments as replay_arguments

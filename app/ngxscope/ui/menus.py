@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMenu, QM
 
 from ngxscope import __version__
 from ngxscope.model import MARKS, Exchange
+from ngxscope.store.foreign import FILE_FILTERS
 
 from .attach import AttachDialog
 from .copymenu import fill_copy_menu
@@ -33,6 +34,8 @@ __all__ = ["SESSION_FILTER", "build_menus", "cell_menu", "columns_menu", "dark_p
            "edit_note", "set_theme"]
 
 SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
+OPEN_FILTER = ("ngxscope sessions, HAR, packet captures (*.ngxs *.har *.json *.pcap *.pcapng *.cap)"
+               ";;ngxscope sessions (*.ngxs);;" + ";;".join(FILE_FILTERS) + ";;All files (*)")
 THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
           ("Dark", Qt.ColorScheme.Dark))
 
@@ -92,7 +95,8 @@ def build_menus(w: MainWindow) -> None:
     bar = w.menuBar()
 
     def open_file() -> None:
-        path, _ = QFileDialog.getOpenFileName(w, "Open session", "", SESSION_FILTER)
+        path, _ = QFileDialog.getOpenFileName(w, "Open a session, HAR or packet capture", "",
+                                              OPEN_FILTER)
         if path:
             w.open_session_requested.emit(path)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store.bulkload import BATCH, BackgroundScan, Batch, Done, paused_gc, scan
+from ..store.foreign import read_foreign
 from ..store.session import ReadCancelled, SessionReader
 
 __all__ = ["BATCH", "SLICE_S", "TICK_MS", "LoadResult", "load_in_background", "load_session",
@@ -66,6 +67,22 @@ def _finish(win: Any, path: str, done: Done) -> LoadResult:
     return LoadResult(total, len(tail), done.warning)
 
 
+def _load_foreign(win: Any, path: str) -> LoadResult | None:
+    """A HAR or packet capture (store/foreign.py) shown whole; None for a native session."""
+    session = read_foreign(path)
+    if session is None:
+        return None
+    win.stop_capture()
+    name = os.path.basename(path)
+    kind = session.header.get("format", "file")
+    kept = session.exchanges[-win.store.capacity:]
+    tool = session.header.get("tool") or ""
+    win.load(kept, description=f"{kind} {name}" + (f" ({tool})" if tool else ""), path=None)
+    win.status.set_redaction(None)
+    gc.freeze()
+    return LoadResult(len(session.exchanges), len(kept), session.warning)
+
+
 def load_session(
     win: Any,
     path: str,
@@ -73,7 +90,11 @@ def load_session(
     progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> LoadResult:
-    """Stream `path` into the MainWindow `win` (raises SessionError / ReadCancelled)."""
+    """Stream `path` into the MainWindow `win` (raises SessionError / ReadCancelled). A HAR
+    or pcap/pcapng file is read whole instead (`store.foreign`)."""
+    foreign = _load_foreign(win, path)
+    if foreign is not None:
+        return foreign
     reader = SessionReader(path)
     full = _begin(win)
     with paused_gc():
@@ -97,6 +118,9 @@ def load_in_background(
     `progress`/`cancelled` are called from the GUI thread."""
     from PySide6.QtCore import QEventLoop, QTimer
 
+    foreign = _load_foreign(win, path)
+    if foreign is not None:
+        return foreign
     reader = SessionReader(path)  # a file that is no session fails here, before any thread
     full = _begin(win)
     worker = BackgroundScan(reader, win.store.capacity, full=full, depth=max(2, 40_000 // BATCH))
