@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         recorded_status = ex.status
     to = check_target(spec.connect, args.to)
     _confirm(spec.method, spec.target, to, args.yes, args.times)
-    for note in spec.notes:
+    notes = list(spec.notes)
+    if spec.version.startswith("HTTP/2"):
+        notes.append("recorded over HTTP/2: replayed as HTTP/1.1")
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     tag = None if args.no_tag else ex.id
     worst = 0

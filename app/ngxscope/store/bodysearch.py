@@ -154,7 +154,8 @@ CACHE = DecodedCache()
 
 
 def _body(ex: Exchange, request: bool) -> bytes:
-    return CACHE.get(ex, request)
+    raw = ex.request_body if request else ex.response_body
+    return CACHE.get(ex, request) if raw else raw  # most requests have no body: not cached
 
 
 _UPPER_ESCAPE = re.compile(r"\\[A-Z]")

@@ -212,7 +212,7 @@ def send(spec: RequestSpec, to: str, *, tag: int | None = None, timeout: float =
          server_name: str | None = None) -> ReplayResult:
     """Send `spec` to `to` once and read the answer (raises ReplayError on failure)."""
     spec = _tagged(spec, tag)
-    raw = to_raw(spec)
+    raw = to_raw(spec)  # HTTP/2 requests go as HTTP/1.1 (their headers and body unchanged)
     result = ReplayResult(to=to, request_bytes=len(raw))
     host, port = _split(to)
     t0 = time.monotonic()

@@ -39,7 +39,7 @@ __all__ = ["DetailPane", "MessageView"]
 PLACEHOLDER = ("Select a request to see its headers and body, its timing (client, nginx and "
                "upstream), the upstream attempts nginx made and its connection.\n\n"
                "↑/↓ move through the requests · right-click a cell to filter by its value · "
-               "Ctrl+F filters · Space pauses")
+               "Ctrl+F filters (in this pane: finds) · Space pauses")
 
 
 class MessageView(QWidget):

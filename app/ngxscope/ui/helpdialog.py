@@ -30,6 +30,8 @@ HELP_HTML = """
 <tr><td><code>body~"error code"</code>, <code>resp.body~*timeout</code>,
  <code>req.body~id=42</code></td><td>bodies, decoded (de-chunked, gunzipped, JSON escapes
  resolved)</td></tr>
+<tr><td><code>marked</code>, <code>mark=red</code>, <code>noted</code>,
+ <code>note~*ticket</code></td><td>your marks and notes (right-click a row: Mark, Note…)</td></tr>
 <tr><td><code>tls</code>, <code>error</code>, <code>truncated</code>, <code>upstream</code>,
  <code>sendfile</code></td><td>flags</td></tr>
 <tr><td><code>login</code>, <code>"a b"</code></td><td>bare word / quoted string: substring of
@@ -54,6 +56,7 @@ scrolled up. Right-click the header to show or hide columns; drag headers to reo
 <table cellpadding="3">
 <tr><td>Ctrl+F</td><td>focus the filter; in the detail pane: find in the request / response
  (matches highlighted, Enter / Shift+Enter next / previous, Esc closes)</td></tr>
+<tr><td>Ctrl+Shift+F</td><td>find in the request / response</td></tr>
 <tr><td>Space</td><td>pause / resume the live view</td></tr>
 <tr><td>Ctrl+L</td><td>clear</td></tr>
 <tr><td>Ctrl+O / Ctrl+S</td><td>open / save a session</td></tr>
