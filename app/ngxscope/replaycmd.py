@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ngxscope.store.copyas import from_attempt, from_exchange
+from ngxscope.store.foreign import read_foreign
 from ngxscope.store.replay import (
     TAG,
     ReplayError,
@@ -26,7 +27,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="session file (.ngxs)")
+    p.add_argument("file", help="session file (.ngxs), HAR or pcap/pcapng")
     p.add_argument("--id", type=int, required=True, help="capture id of the request")
     p.add_argument("--to", metavar="ADDR",
                    help="send to this host:port (default: where the original went, if loopback)")
@@ -42,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _find(path: str, ex_id: int) -> Any:
-    for ex in SessionReader(path).exchanges():
+    foreign = read_foreign(path)  # a HAR or a pcap/pcapng replays too
+    exchanges = foreign.exchanges if foreign is not None else SessionReader(path).exchanges()
+    for ex in exchanges:
         if ex.id == ex_id:
             return ex
     raise ReplayError(f"{path} has no request with id {ex_id}")

@@ -93,3 +93,7 @@ def test_replay_refuses_without_confirmation_or_typed_address(tmp_path: Path) ->
     proc = _replay(path, "--id", "1", "--upstream", "3", "--yes")
     assert proc.returncode == 1 and "upstream attempt(s)" in proc.stderr
     assert "Traceback" not in proc.stderr
+    har = tmp_path / "x.har"
+    har.write_text('{"log": {"entries": []}}')
+    proc = _replay(har, "--id", "1")
+    assert proc.returncode == 1 and "no request with id 1" in proc.stderr
