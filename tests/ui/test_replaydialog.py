@@ -68,3 +68,23 @@ def test_replay_dialog_refuses_non_loopback_untyped(window: Any, qtbot: Any) -> 
     assert not dlg.start()
     assert "not a loopback address" in dlg.state.text()
     assert window.replay(make_exchange(method="")) is None
+
+
+def test_replay_a_selection(window: Any, qtbot: Any) -> None:
+    body = b"same"
+    port1, got1 = _server(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsame")
+    port2, got2 = _server(b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nfail")
+    a = make_exchange(server=f"127.0.0.1:{port1}", status=200, response_body=body,
+                      response_headers=[("Content-Length", "4")])
+    b = make_exchange(server=f"127.0.0.1:{port2}", status=200, response_body=body,
+                      response_headers=[("Content-Length", "4")])
+    c = make_exchange(server="192.0.2.1:80")
+    dlg = window.replay_many([a, b, c])
+    qtbot.addWidget(dlg)
+    assert dlg.start()
+    qtbot.waitUntil(lambda: dlg.finished_rows == 3, timeout=8000)
+    answers = [dlg.table.item(r, 4).text() for r in range(3)]
+    assert answers[0].startswith("same answer")
+    assert answers[1].startswith("status, body differ")
+    assert "not a loopback address" in answers[2]
+    assert got1 and got2

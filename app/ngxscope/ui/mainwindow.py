@@ -43,7 +43,7 @@ from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
-from .replaydialog import ReplayDialog
+from .replaydialog import ReplayDialog, ReplayManyDialog
 from .source import ExchangeSource, StreamSource, helper_argv
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
@@ -453,6 +453,13 @@ class MainWindow(DropOpener, QMainWindow):
         if ex is None or not ex.method or ex.is_tcp:
             return None
         dlg = ReplayDialog(ex, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        return dlg
+
+    def replay_many(self, exchanges: list[Exchange]) -> QDialog:
+        """Open the dialog replaying several requests to their nginx (returned for tests)."""
+        dlg = ReplayManyDialog(exchanges, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         return dlg

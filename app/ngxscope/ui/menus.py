@@ -227,7 +227,10 @@ def cell_menu(w: MainWindow, index: QModelIndex) -> QMenu | None:
             chosen = [ex]
         sub = menu.addMenu(f"Copy {len(chosen)} requests as" if len(chosen) > 1 else "Copy as")
         fill_copy_menu(sub, chosen, w.status.redaction_target)
-        menu.addAction("Replay…", lambda: w.replay(ex))
+        if len(chosen) > 1:
+            menu.addAction(f"Replay {len(chosen)} requests…", lambda: w.replay_many(chosen))
+        else:
+            menu.addAction("Replay…", lambda: w.replay(ex))
         menu.addSeparator()
         marks = menu.addMenu(f"Mark {len(chosen)} rows" if len(chosen) > 1 else "Mark")
         for color in MARKS:

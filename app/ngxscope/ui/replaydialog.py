@@ -13,16 +13,19 @@ import html
 import threading
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QFontDatabase
+from PySide6.QtGui import QColor, QFontDatabase
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
     QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -41,7 +44,7 @@ from ngxscope.store.replay import (
     send,
 )
 
-__all__ = ["ReplayDialog"]
+__all__ = ["ReplayDialog", "ReplayManyDialog"]
 
 ADDED, CHANGED, REMOVED = "#2e9d4f", "#d9822b", "#d64545"
 
@@ -189,3 +192,87 @@ class ReplayDialog(QDialog):
                 text = html.escape(line)
                 out.append(f"<span style='color:{color}'>{text}</span>" if color else text)
         return "<pre>" + "<br>".join(out) + "</pre>"
+
+
+class ReplayManyDialog(QDialog):
+    """Replay several requests, each to the nginx address that received it (loopback only),
+    one after the other; a row per request: recorded and replayed status, same or not."""
+
+    def __init__(self, exchanges: list[Exchange], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.exchanges = [e for e in exchanges if e.method and not e.is_tcp]
+        self.setWindowTitle(f"Replay {len(self.exchanges)} requests")
+        self.resize(900, 420)
+        self.table = QTableWidget(len(self.exchanges), 5)
+        self.table.setHorizontalHeaderLabels(["#", "Request", "Recorded", "Replayed", "Answer"])
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        for row, ex in enumerate(self.exchanges):
+            for col, text in enumerate([str(ex.id), f"{ex.method} {ex.target}",
+                                        str(ex.status) if ex.status is not None else "-", "", ""]):
+                self.table.setItem(row, col, QTableWidgetItem(text))
+        self.send_button = QPushButton("Send all")
+        self.send_button.clicked.connect(self.start)
+        self.state = QLabel(f"Each goes to the nginx address that received it (loopback only), "
+                            f"tagged {TAG}.")
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.state)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.send_button)
+        self.relay = _Relay()
+        self.relay.done.connect(self._row_done)
+        self.finished_rows = 0
+
+    def start(self, *, confirmed: bool = False) -> bool:
+        risky = sorted({e.method for e in self.exchanges if needs_confirmation(e.method)})
+        if risky and not confirmed:
+            answer = QMessageBox.question(
+                self, "Replay", f"{', '.join(risky)} {'is' if len(risky) == 1 else 'are'} not "
+                f"idempotent. Send all {len(self.exchanges)} requests again?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        self.send_button.setEnabled(False)
+        self.finished_rows = 0
+        relay, todo = self.relay, list(enumerate(self.exchanges))
+
+        def work() -> None:
+            for row, ex in todo:
+                spec = from_exchange(ex)
+                try:
+                    to = check_target(spec.connect, None)
+                    relay.done.emit((row, send(spec, to, tag=ex.id)))
+                except ReplayError as exc:
+                    relay.done.emit((row, exc))
+
+        threading.Thread(target=work, name="ngxscope-replay-many", daemon=True).start()
+        return True
+
+    def _cell(self, row: int, col: int) -> QTableWidgetItem:
+        item = self.table.item(row, col)
+        assert item is not None  # every cell is made in __init__
+        return item
+
+    def _row_done(self, outcome: object) -> None:
+        assert isinstance(outcome, tuple)
+        row: int = outcome[0]
+        res: ReplayResult | ReplayError = outcome[1]
+        ex = self.exchanges[row]
+        answer = self._cell(row, 4)
+        if isinstance(res, ReplayError):
+            self._cell(row, 3).setText("-")
+            answer.setText(str(res))
+            answer.setForeground(QColor(REMOVED))
+        else:
+            d = diff(ex, res)
+            self._cell(row, 3).setText(str(res.status))
+            what = "same answer" if d.same else ", ".join(
+                p for p, on in (("status", d.status[0] != d.status[1]),
+                                ("headers", bool(d.added or d.removed or d.changed)),
+                                ("body", not d.body_equal)) if on) + " differ"
+            answer.setText(f"{what} ({res.duration_ms:.1f} ms)")
+            answer.setForeground(QColor(ADDED if d.same else CHANGED))
+        self.finished_rows += 1
+        if self.finished_rows == len(self.exchanges):
+            self.send_button.setEnabled(True)
+            self.state.setText(f"{len(self.exchanges)} requests replayed.")
