@@ -29,6 +29,8 @@ from .pipeline.remote import (
 from .pipeline.run import record
 from .pipeline.sinks import OtlpOptions, OutputError, Outputs, RotateOptions
 from .pipeline.target import RecordOptions
+from .replaycmd import add_arguments as replay_arguments
+from .replaycmd import run as run_replay
 from .store.exporters import SortedExchanges, export
 from .store.filterexpr import FilterError, compile_filter
 from .store.redact import policy_from_env
@@ -114,8 +116,10 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--after", type=float, default=8.0, metavar="S", help="seconds before --screenshot")
     demo.add_argument("-o", "--output", help="also record the demo to this session file")
 
-    op = sub.add_parser("open", help="open a session file in the window")
+    op = sub.add_parser("open", help="open a session file, a HAR or a pcap/pcapng in the window")
     op.add_argument("file")
+
+    replay_arguments(sub.add_parser("replay", help="send a recorded request again and diff the answer"))
     return p
 
 
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         name = type(exc).__name__
         known = name in {"CaptureError", "SessionError", "TargetError", "BinaryError", "LabError", "UsageError",
-                         "RemoteError", "FilterError"}
+                         "RemoteError", "FilterError", "ReplayError"}
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else name
         if isinstance(exc, OSError) and exc.filename:
             msg = f"{exc.strerror}: {exc.filename}"
@@ -166,6 +170,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_stats(args)
     if args.cmd == "demo":
         return run_demo(args)
+    if args.cmd == "replay":
+        return run_replay(args)
     if args.cmd == "open":
         return open_session_window(args.file)
     return open_window(pid=args.pid)

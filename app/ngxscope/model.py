@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "MARKS",
     "TCP",
     "Exchange",
     "LifecycleEvent",
@@ -25,6 +26,10 @@ TCP = "TCP"
 """`Exchange.method` and `Exchange.version` of a stream-module session (nginx's TCP proxy):
 one record per client connection, with `$status`, `$bytes_received` (request_bytes),
 `$bytes_sent` (response_bytes), `$session_time` and its upstream attempts; no headers."""
+
+
+MARKS = ("red", "orange", "yellow", "green", "blue", "purple")
+"""The colours a row can be marked with (`Exchange.mark`)."""
 
 
 class ModelError(ValueError):
@@ -145,6 +150,10 @@ class Exchange:
     """Counted from the kernel's per-request summary, without payload (shed under pressure,
     or sampled out over the capture's CPU budget): status, sizes, times and the request line
     are exact, headers and bodies unknown. Not an error (`error` stays None for it)."""
+    mark: str = ""
+    """The colour the user marked the row with (one of `MARKS`); "" when not marked."""
+    note: str = ""
+    """The user's note on the row; "" when none."""
 
     @property
     def duration_ms(self) -> float:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ngxscope.model import Exchange
 from ngxscope.store.hdrhist import HdrHistogram
+from ngxscope.store.replay import TAG
 
 __all__ = [
     "BIN_EDGES_MS",
@@ -272,7 +273,9 @@ class Aggregator:
         return secs % n
 
     def feed(self, batch: list[Exchange]) -> None:
-        """Count a batch of exchanges (filtered by the predicate if one is set)."""
+        """Count a batch of exchanges (filtered by the predicate if one is set); replays
+        (`store.replay`) are never counted."""
+        batch = [e for e in batch if not (e.request_headers and e.request_headers[-1][0] == TAG)]
         if self.predicate is not None:
             batch = [e for e in batch if self.predicate(e)]
         if not batch:

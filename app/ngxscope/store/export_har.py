@@ -273,7 +273,10 @@ def har_entry(ex: Exchange) -> dict[str, Any]:
         "_connSeq": ex.conn_seq,
         "_serverBlock": ex.server_block,
         "_summaryOnly": ex.summary_only,
+        "_mark": ex.mark,
     }
+    if ex.note:
+        entry["comment"] = ex.note  # HAR 1.2's own place for a user's remark on an entry
     return entry
 
 

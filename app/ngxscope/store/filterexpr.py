@@ -9,9 +9,24 @@ Grammar (recursive descent, keywords case-insensitive)::
 
 Fields: status, method, host, path, url (host + target), target, duration, upstream,
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
-error. Operators: ``= == != ~ !~ > >= < <=`` (``~`` is a regex search). Flags: ``tls``,
-``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``, ``summary``
-(counted from the kernel summary, payload not captured).
+error, mark, note. Operators: ``= == != ~ !~ ~* !~* > >= < <=``. ``~`` is a regular-expression search,
+case-sensitive (except on method and host); ``~*`` is the same search ignoring case (as in
+nginx's ``location ~*``); ``=`` is exact and case-sensitive (method and host: caseless).
+Flags: ``tls``, ``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``,
+``summary`` (counted from the kernel summary, payload not captured),
+``marked`` (the user marked the row: ``mark=red`` for one colour), ``noted`` (has a note:
+``note~*ticket`` searches the notes).
+
+Headers and bodies (store/bodysearch.py)::
+
+    header.x-request-id=abc          a request or response header (name caseless) equals abc
+    req.header.user-agent~*curl      request headers only; resp.header.NAME: response only
+    header.x-request-id              the header is present (req./resp. prefixes too)
+    body~"error code"                request or response body, decoded (de-chunked, gunzipped,
+    resp.body~*timeout               JSON escapes resolved); req.body / resp.body: one side
+
+A negative test (``!=``, ``!~``, ``!~*``) on a header holds when no such header matches
+(a missing header included); on ``body`` when neither body matches.
 A bare word or a quoted string matches the URL (host + target) as a case-insensitive
 substring. Examples::
 
@@ -20,6 +35,7 @@ substring. Examples::
     path~^/api && (method=POST || method=PUT)
     duration>200ms upstream=10.0.0.2:8080
     "/login?next="
+    resp.header.content-type~json body~*"error code"
 
 `compile_filter(text)` returns a predicate; empty text matches everything. Any malformed
 input raises `FilterError` with a message and the 1-based column of the problem.
@@ -32,8 +48,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ngxscope.model import Exchange
+from ngxscope.store.bodysearch import (
+    TextMatcher,
+    body_predicate,
+    header_predicate,
+    header_presence,
+)
 
-__all__ = ["FIELDS", "FLAGS", "FilterError", "Predicate", "compile_filter", "quote_value"]
+__all__ = ["FIELDS", "FLAGS", "FilterError", "Predicate", "compile_filter", "quote_value",
+           "search_patterns"]
 
 Predicate = Callable[[Exchange], bool]
 
@@ -59,6 +82,8 @@ STRING_FIELDS = {
     "server": lambda e: e.server,
     "conn": lambda e: e.conn_id,
     "error": lambda e: e.error or "",
+    "note": lambda e: e.note,
+    "mark": lambda e: e.mark,
 }
 """Fields compared as text."""
 
@@ -84,11 +109,19 @@ FLAGS: dict[str, Predicate] = {
     "upstream": lambda e: bool(e.upstream),
     "sendfile": lambda e: e.sendfile_bytes > 0,
     "summary": lambda e: e.summary_only,
+    "marked": lambda e: bool(e.mark),
+    "noted": lambda e: bool(e.note),
 }
 
-CASELESS = {"method", "host"}
-OPS = ("==", "!=", ">=", "<=", "!~", "=", "~", ">", "<")
-_COND_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|!~|=|~|>|<)")
+CASELESS = {"method", "host", "mark"}
+OPS = ("!~*", "~*", "==", "!=", ">=", "<=", "!~", "=", "~", ">", "<")
+_COND_RE = re.compile(
+    r"((?:req\.|resp\.)?(?:header\.[A-Za-z0-9_-]+|body)|[A-Za-z_][A-Za-z0-9_]*)"
+    r"\s*(!~\*|~\*|==|!=|>=|<=|!~|=|~|>|<)")
+_SEARCH_RE = re.compile(r"(?:(req|resp)\.)?(?:header\.([a-z0-9_-]+)|(body))")
+"""Header and body fields: an optional side, then `header.NAME` or `body`."""
+_BAD_SEARCH_RE = re.compile(r"((?:req|resp|header)\.[^\s=~!<>()]*)\s*[=~!<>]", re.IGNORECASE)
+"""Something like a header/body field that is none (a typo, not a bare word to search)."""
 _WORD_STOP = set(" \t\r\n\f\v()\"'")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m)?$", re.IGNORECASE)
 _DURATION_UNITS = {None: 1.0, "us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -183,7 +216,7 @@ def _lex(text: str) -> list[_Tok]:
             m = _COND_RE.match(text, i)
             if m:
                 name = m.group(1).lower()
-                if name not in FIELDS:
+                if name not in FIELDS and not _SEARCH_RE.fullmatch(name):
                     raise FilterError(
                         f"unknown field '{m.group(1)}' (fields: {', '.join(FIELDS)})", col
                     )
@@ -199,6 +232,10 @@ def _lex(text: str) -> list[_Tok]:
                         raise FilterError(f"missing value after '{m.group(0).strip()}'", vcol)
                 toks.append(_Tok("cond", col, m.group(0), name, m.group(2), value, vcol))
                 continue
+            bad = _BAD_SEARCH_RE.match(text, i)
+            if bad:
+                raise FilterError(f"unknown field '{bad.group(1)}' (header.NAME, req.header.NAME, "
+                                  "resp.header.NAME, body, req.body, resp.body)", col)
             j = i
             while j < n and text[j] not in _WORD_STOP:
                 if text.startswith("&&", j) or text.startswith("||", j):
@@ -210,6 +247,8 @@ def _lex(text: str) -> list[_Tok]:
                 toks.append(_Tok(low, col, word))
             elif low in FLAGS:
                 toks.append(_Tok("flag", col, low))
+            elif (hm := _SEARCH_RE.fullmatch(low)) and hm.group(2):
+                toks.append(_Tok("has", col, low, low))
             else:
                 toks.append(_Tok("word", col, word))
             i = j
@@ -254,7 +293,7 @@ def _compare(op: str, a: float, b: float) -> bool:
 def _number_test(tok: _Tok) -> Callable[[float | None], bool]:
     """A test on one numeric value (None = absent: only `!=` matches it)."""
     op, field = tok.op, tok.field
-    if op in ("~", "!~"):
+    if "~" in op:
         raise FilterError(f"'{op}' needs a text field, {field} is a number", tok.col)
     m = _STATUS_CLASS_RE.match(tok.value) if field in ("status", "upstream_status") else None
     if m:
@@ -276,12 +315,12 @@ def _number_test(tok: _Tok) -> Callable[[float | None], bool]:
 
 def _text_test(tok: _Tok, caseless: bool) -> Callable[[str], bool]:
     op, value = tok.op, tok.value
-    if op in ("~", "!~"):
+    if op in ("~", "!~", "~*", "!~*"):
         try:
-            rx = re.compile(value, re.IGNORECASE if caseless else 0)
-        except (re.error, OverflowError, RecursionError) as exc:
+            rx = re.compile(value, re.IGNORECASE if caseless or op.endswith("*") else 0)
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
             raise FilterError(f"bad regular expression: {exc}", tok.value_col) from None
-        if op == "~":
+        if op in ("~", "~*"):
             return lambda s: rx.search(s) is not None
         return lambda s: rx.search(s) is None
     if op not in ("=", "==", "!="):
@@ -296,8 +335,29 @@ def _text_test(tok: _Tok, caseless: bool) -> Callable[[str], bool]:
     return lambda s: s == value
 
 
+def _search(tok: _Tok) -> Predicate:
+    """A header or body condition (store/bodysearch.py)."""
+    m = _SEARCH_RE.fullmatch(tok.field)
+    assert m is not None
+    side, name = m.group(1) or "", m.group(2)
+    if tok.op not in ("=", "==", "!=", "~", "!~", "~*", "!~*"):
+        raise FilterError(f"'{tok.op}' cannot compare text ({tok.field}): use = != ~ !~ ~* !~*",
+                          tok.col)
+    positive = {"!=": "=", "!~": "~", "!~*": "~*"}.get(tok.op, tok.op)
+    try:
+        matcher = TextMatcher(positive, tok.value)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        raise FilterError(f"bad regular expression: {exc}", tok.value_col) from None
+    negative = tok.op.startswith("!")
+    if name:
+        return header_predicate(side, name, matcher, negative)
+    return body_predicate(side, matcher, negative)
+
+
 def _condition(tok: _Tok) -> Predicate:
     field = tok.field
+    if field not in FIELDS:
+        return _search(tok)
     if field in NUMBER_FIELDS:
         get_n = NUMBER_FIELDS[field]
         ntest = _number_test(tok)
@@ -397,6 +457,10 @@ class _Parser:
             return _condition(tok)
         if tok.kind == "flag":
             return FLAGS[tok.text]
+        if tok.kind == "has":
+            hm = _SEARCH_RE.fullmatch(tok.field)
+            assert hm is not None
+            return header_presence(hm.group(1) or "", hm.group(2))
         if tok.kind in ("word", "string"):
             return _word(tok.text)
         if tok.kind == "eof":
@@ -413,3 +477,23 @@ def compile_filter(text: str) -> Predicate:
     if not text or not text.strip():
         return _match_all
     return _Parser(_lex(text)).parse()
+
+
+def search_patterns(text: str) -> list[re.Pattern[str]]:
+    """The text patterns of the header and body terms of filter `text` (for highlighting
+    what they matched); [] for a filter that does not compile."""
+    try:
+        toks = _lex(text)
+    except FilterError:
+        return []
+    out = []
+    for prev, tok in zip([None, *toks], toks, strict=False):
+        if tok.kind != "cond" or tok.field in FIELDS or tok.op.startswith("!") or (
+                prev is not None and prev.kind == "not"):
+            continue
+        value = tok.value if "~" in tok.op else re.escape(tok.value)
+        try:
+            out.append(re.compile(value, re.IGNORECASE if tok.op == "~*" else 0))
+        except (re.error, OverflowError, RecursionError, ValueError):
+            continue
+    return out

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from ngxscope.model import Exchange, ModelError, UpstreamAttempt
+from ngxscope.model import MARKS, Exchange, ModelError, UpstreamAttempt
 from ngxscope.store.export_har import b64decode_text, header
 from ngxscope.store.session import Session, SessionError
 
@@ -192,6 +192,8 @@ def _entry(e: Any, i: int) -> Exchange:
         nginx_ms=float(nginx_ms) if isinstance(nginx_ms, int | float) else None,
         server_block=str(e["_serverBlock"]) if e.get("_serverBlock") else None,
         summary_only=e.get("_summaryOnly") is True,
+        mark=str(e["_mark"]) if e.get("_mark") in MARKS else "",
+        note=e["comment"] if isinstance(e.get("comment"), str) else "",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
@@ -10,13 +11,16 @@ from PySide6.QtGui import QFontDatabase, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QPlainTextEdit,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -24,6 +28,8 @@ from PySide6.QtWidgets import (
 from ngxscope.model import Exchange
 
 from ..store.bodies import RenderedBody, render_request, render_response
+from .copymenu import fill_copy_menu
+from .findbar import FindBar, highlight
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
@@ -33,7 +39,7 @@ __all__ = ["DetailPane", "MessageView"]
 PLACEHOLDER = ("Select a request to see its headers and body, its timing (client, nginx and "
                "upstream), the upstream attempts nginx made and its connection.\n\n"
                "↑/↓ move through the requests · right-click a cell to filter by its value · "
-               "Ctrl+F filters · Space pauses")
+               "Ctrl+F filters (in this pane: finds) · Space pauses")
 
 
 class MessageView(QWidget):
@@ -108,6 +114,8 @@ class DetailPane(QTabWidget):
 
     exchange_activated = Signal(object)
     """A request in the Connection tab's list was double-clicked (the Exchange)."""
+    replay_requested = Signal(object)
+    """Replay… was clicked (the Exchange shown)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -124,6 +132,32 @@ class DetailPane(QTabWidget):
         self.addTab(self._build_connection(), "Connection")
         self.upstream_tab = self.indexOf(self.upstream)
         self.setDocumentMode(True)
+        self.redaction_lookup: Callable[[], dict | None] = lambda: None
+        """The session/stream header's redaction facts (for the Copy as menu)."""
+        self.copy_button = QToolButton()
+        self.copy_button.setText("Copy as")
+        self.copy_button.setToolTip("Copy this request as curl, HTTPie, raw HTTP or Python "
+                                    "requests (as nginx received it, or as sent upstream)")
+        self.copy_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.copy_menu = QMenu(self.copy_button)
+        self.copy_menu.aboutToShow.connect(self._fill_copy_menu)
+        self.copy_button.setMenu(self.copy_menu)
+        self.replay_button = QToolButton()
+        self.replay_button.setText("Replay…")
+        self.replay_button.setToolTip("Send this request again, to nginx or to one of its "
+                                      "upstream peers, and compare the answers")
+        self.replay_button.clicked.connect(lambda: self.replay_requested.emit(self.exchange))
+        corner = QWidget()
+        cl = QHBoxLayout(corner)
+        cl.setContentsMargins(0, 0, 2, 0)
+        cl.setSpacing(2)
+        cl.addWidget(self.replay_button)
+        cl.addWidget(self.copy_button)
+        self.setCornerWidget(corner, Qt.Corner.TopRightCorner)
+        self.filter_patterns: list[re.Pattern[str]] = []
+        """Patterns of the filter's header/body terms, highlighted in every exchange shown."""
+        self.find_bar: FindBar | None = None
+        self._match = -1
         self.placeholder = QLabel(PLACEHOLDER, self)
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
@@ -131,6 +165,55 @@ class DetailPane(QTabWidget):
         self.placeholder.setBackgroundRole(QPalette.ColorRole.Base)
         self.placeholder.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.show_exchange(None)
+
+    # -- find ---------------------------------------------------------------------------
+
+    def set_find_bar(self, bar: FindBar) -> None:
+        """Use `bar` (laid out by the window under the pane) for Find."""
+        self.find_bar = bar
+        bar.changed.connect(self.refresh_highlights)
+        bar.step.connect(self.step_match)
+
+    def set_filter_patterns(self, patterns: list[re.Pattern[str]]) -> None:
+        self.filter_patterns = patterns
+        self.refresh_highlights()
+
+    def _patterns(self) -> list[re.Pattern[str]]:
+        found = self.find_bar.pattern() if self.find_bar is not None else None
+        return [*self.filter_patterns, *([found] if found is not None else [])]
+
+    def refresh_highlights(self) -> int:
+        """Highlight the filter's and the Find bar's matches; returns the body matches."""
+        self._match = -1
+        pats = self._patterns() if self.exchange is not None else []
+        n = sum(len(highlight(view, pats)) for view in (self.request, self.response))
+        if self.find_bar is not None:
+            self.find_bar.show_count(n, -1)
+        return n
+
+    def step_match(self, delta: int) -> None:
+        """Go to the next (+1) or previous (-1) body match, request body first."""
+        pats = self._patterns()
+        req = highlight(self.request, pats)
+        resp = highlight(self.response, pats)
+        n = len(req) + len(resp)
+        if not n:
+            if self.find_bar is not None:
+                self.find_bar.show_count(0, -1)
+            return
+        self._match = (self._match + delta) % n
+        if self._match < len(req):
+            highlight(self.request, pats, self._match)
+            self.setCurrentWidget(self.request)
+        else:
+            highlight(self.response, pats, self._match - len(req))
+            self.setCurrentWidget(self.response)
+        if self.find_bar is not None:
+            self.find_bar.show_count(n, self._match)
+
+    def _fill_copy_menu(self) -> None:
+        fill_copy_menu(self.copy_menu, [self.exchange] if self.exchange else [],
+                       self.redaction_lookup())
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -146,7 +229,7 @@ class DetailPane(QTabWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.conn_labels: dict[str, QLabel] = {}
         for key in ("Client", "Server", "TLS", "Worker", "Connection", "Request #", "Started",
-                    "Ended", "Error"):
+                    "Ended", "Error", "Note"):
             label = QLabel()
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_labels[key] = label
@@ -180,6 +263,8 @@ class DetailPane(QTabWidget):
         n = len(ex.upstream) if ex is not None else 0
         self.setTabText(self.upstream_tab, f"Upstream ({n})" if n else "Upstream")
         self.placeholder.setVisible(ex is None)
+        self.copy_button.setEnabled(ex is not None and bool(ex.method) and not ex.is_tcp)
+        self.replay_button.setEnabled(self.copy_button.isEnabled())
         if ex is None:
             self._place_placeholder()
             self.placeholder.raise_()
@@ -214,6 +299,7 @@ class DetailPane(QTabWidget):
                              f"{fmt_bytes(ex.request_bytes)} in, "
                              f"{fmt_bytes(ex.response_bytes)} out)")
         lab["Error"].setText(ex.error or (_SUMMARY_ONLY if ex.summary_only else DASH))
+        lab["Note"].setText((f"[{ex.mark}] " if ex.mark else "") + (ex.note or DASH))
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
         self.related.setRowCount(len(self._related_items))
@@ -230,3 +316,4 @@ class DetailPane(QTabWidget):
                 if col == 3:
                     item.setForeground(STATUS_COLORS[_status_cls(other.status)])
                 self.related.setItem(i, col, item)
+        self.refresh_highlights()

@@ -23,6 +23,15 @@ HELP_HTML = """
 <tr><td><code>worker=1234</code>, <code>client~127.0.0.1</code>, <code>server=…</code>,
  <code>conn=…</code></td><td>worker pid, addresses, connection id</td></tr>
 <tr><td><code>size&gt;10k</code>, <code>reqsize&gt;=1M</code></td><td>bytes sent / read</td></tr>
+<tr><td><code>header.x-request-id=abc</code>, <code>req.header.user-agent~*curl</code>,
+ <code>resp.header.content-type~json</code>, <code>header.x-trace</code></td>
+ <td>headers (name caseless; either side, or <code>req.</code> / <code>resp.</code> only);
+ alone: present</td></tr>
+<tr><td><code>body~"error code"</code>, <code>resp.body~*timeout</code>,
+ <code>req.body~id=42</code></td><td>bodies, decoded (de-chunked, gunzipped, JSON escapes
+ resolved)</td></tr>
+<tr><td><code>marked</code>, <code>mark=red</code>, <code>noted</code>,
+ <code>note~*ticket</code></td><td>your marks and notes (right-click a row: Mark, Note…)</td></tr>
 <tr><td><code>tls</code>, <code>error</code>, <code>truncated</code>, <code>upstream</code>,
  <code>sendfile</code>, <code>summary</code></td><td>flags (<code>summary</code>: counted from the
  kernel summary, payload not captured)</td></tr>
@@ -34,7 +43,9 @@ HELP_HTML = """
 <code>status=5xx and not tls</code><br>
 <code>path~^/api (method=POST || method=PUT)</code><br>
 <code>duration&gt;1s or upstream_status=502</code></p>
-<p>Operators: <code>= == != ~ !~ &gt; &gt;= &lt; &lt;=</code>. Right-click a cell:
+<p>Operators: <code>= == != ~ !~ ~* !~* &gt; &gt;= &lt; &lt;=</code>. <code>~</code> is a
+regular expression, case-sensitive (method and host ignore case); <code>~*</code> ignores
+case (as nginx's <code>location ~*</code>); <code>=</code> is exact. Right-click a cell:
 <i>Filter by this value</i>. Clicking a peer in <i>Upstreams</i> filters its requests.
 The graphs and the Workers / Upstreams panels follow the filter.</p>
 <h3>Table</h3>
@@ -44,7 +55,9 @@ live; back in arrival order the table catches up and follows the newest row agai
 scrolled up. Right-click the header to show or hide columns; drag headers to reorder.</p>
 <h3>Keys</h3>
 <table cellpadding="3">
-<tr><td>Ctrl+F</td><td>focus the filter</td></tr>
+<tr><td>Ctrl+F</td><td>focus the filter; in the detail pane: find in the request / response
+ (matches highlighted, Enter / Shift+Enter next / previous, Esc closes)</td></tr>
+<tr><td>Ctrl+Shift+F</td><td>find in the request / response</td></tr>
 <tr><td>Space</td><td>pause / resume the live view</td></tr>
 <tr><td>Ctrl+L</td><td>clear</td></tr>
 <tr><td>Ctrl+O / Ctrl+S</td><td>open / save a session</td></tr>

@@ -21,6 +21,7 @@ from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTime
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
+    QDialog,
     QDockWidget,
     QMenu,
     QSplitter,
@@ -30,17 +31,19 @@ from PySide6.QtWidgets import (
 
 from ngxscope.model import Exchange, LifecycleEvent
 from ngxscope.store.aggregate import Aggregator
-from ngxscope.store.filterexpr import Predicate
+from ngxscope.store.filterexpr import Predicate, search_patterns
 from ngxscope.store.memory import ExchangeStore
 
 from ..pipeline.source import ExchangeSource, StreamSource, helper_argv
 from .detail import DetailPane
 from .filterbar import FilterBar
+from .findbar import FindBar
 from .graphs import GraphsPanel, style_plot
 from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
+from .replaydialog import ReplayDialog, ReplayManyDialog
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
@@ -112,6 +115,7 @@ class MainWindow(DropOpener, WindowBase):
         self.filter_bar.filter_changed.connect(self.apply_filter)
         self.detail = DetailPane()
         self.detail.related_lookup = self.store.by_conn
+        self.detail.redaction_lookup = lambda: self.status.redaction_target
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
@@ -120,7 +124,16 @@ class MainWindow(DropOpener, WindowBase):
         tl.addWidget(self.table)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(top)
-        self.splitter.addWidget(self.detail)
+        self.find_bar = FindBar()
+        self.detail.set_find_bar(self.find_bar)
+        self.detail.replay_requested.connect(self.replay)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.setSpacing(0)
+        bl.addWidget(self.detail)
+        bl.addWidget(self.find_bar)
+        self.splitter.addWidget(bottom)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setSizes([560, 360])
@@ -392,6 +405,7 @@ class MainWindow(DropOpener, WindowBase):
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             self.filter_text = text
+            self.detail.set_filter_patterns(search_patterns(text))
             self.proxy.set_predicate(predicate)
             self.agg.set_predicate(predicate)
             # rows held back by a sorted table were already counted: count them again
@@ -403,6 +417,52 @@ class MainWindow(DropOpener, WindowBase):
             QApplication.restoreOverrideCursor()
         if self.autoscroll:
             self.table.scrollToBottom()
+
+    def set_mark(self, exchanges: list[Exchange], mark: str) -> None:
+        """Mark rows with a colour ("" clears); saved with the session."""
+        for ex in exchanges:
+            ex.mark = mark
+        self._rows_changed()
+
+    def set_note(self, exchanges: list[Exchange], note: str) -> None:
+        """Set the note of rows ("" removes it); saved with the session."""
+        for ex in exchanges:
+            ex.note = note
+        self._rows_changed()
+        self.detail.show_exchange(self.detail.exchange)
+
+    def _rows_changed(self) -> None:
+        m = self.model
+        if m.rowCount():
+            m.dataChanged.emit(m.index(0, 0), m.index(m.rowCount() - 1, m.columnCount() - 1))
+        if self.filter_text:
+            self.proxy.invalidate()  # a filter on marks or notes must see the change
+
+    def replay(self, ex: Exchange | None) -> QDialog | None:
+        """Open the Replay dialog for `ex` (non-modal; returned for tests)."""
+        if ex is None or not ex.method or ex.is_tcp:
+            return None
+        dlg = ReplayDialog(ex, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        return dlg
+
+    def replay_many(self, exchanges: list[Exchange]) -> QDialog:
+        """Open the dialog replaying several requests to their nginx (returned for tests)."""
+        dlg = ReplayManyDialog(exchanges, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        return dlg
+
+    def find_or_filter(self) -> None:
+        """Ctrl+F: Find in the detail pane when it has the focus, else focus the filter."""
+        focus = QApplication.focusWidget()
+        inside = focus is not None and (self.detail.isAncestorOf(focus)
+                                        or self.find_bar.isAncestorOf(focus))
+        if inside and self.detail.exchange is not None:
+            self.find_bar.open_bar()
+        else:
+            self.filter_bar.focus()
 
     def _cell_menu(self, pos: Any) -> None:
         menu = cell_menu(self, self.table.indexAt(pos))
@@ -429,6 +489,11 @@ class MainWindow(DropOpener, WindowBase):
                 self.table.scrollTo(self.proxy.index(row, 0))
                 return
         self.detail.show_exchange(ex)
+
+    def selected_exchanges(self) -> list[Exchange]:
+        """The selected rows' exchanges, in view order."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return [ex for r in rows if (ex := self.proxy.exchange_at(self.proxy.index(r, 0)))]
 
     def visible_exchanges(self) -> list[Exchange]:
         """The exchanges the table shows now (filter applied), in view order (for Export)."""

@@ -5,23 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtGui import QAction, QActionGroup, QColor, QGuiApplication, QKeySequence, QPalette
-from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QKeySequence,
+    QPalette,
+    QPixmap,
+)
+from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMenu, QMessageBox
 
 from ngxscope import __version__
+from ngxscope.model import MARKS, Exchange
+from ngxscope.store.foreign import FILE_FILTERS
 
 from .attach import AttachDialog
+from .copymenu import fill_copy_menu
 from .exportdialog import ExportDialog
 from .helpdialog import HelpDialog
 from .recent import fill_recent_menu
 from .remote import attach_remote as remote_dialog
-from .tablemodel import COLUMNS, FILTER_ROLE
+from .tablemodel import COLUMNS, FILTER_ROLE, MARK_COLORS
 from .windowbase import WindowBase
 
 __all__ = ["SESSION_FILTER", "build_menus", "cell_menu", "columns_menu", "dark_palette",
-           "set_theme"]
+           "edit_note", "set_theme"]
 
 SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
+OPEN_FILTER = ("ngxscope sessions, HAR, packet captures (*.ngxs *.har *.json *.pcap *.pcapng *.cap)"
+               ";;ngxscope sessions (*.ngxs);;" + ";;".join(FILE_FILTERS) + ";;All files (*)")
 THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
           ("Dark", Qt.ColorScheme.Dark))
 
@@ -81,7 +95,8 @@ def build_menus(w: WindowBase) -> None:
     bar = w.menuBar()
 
     def open_file() -> None:
-        path, _ = QFileDialog.getOpenFileName(w, "Open session", "", SESSION_FILTER)
+        path, _ = QFileDialog.getOpenFileName(w, "Open a session, HAR or packet capture", "",
+                                              OPEN_FILTER)
         if path:
             w.open_session_requested.emit(path)
 
@@ -117,7 +132,10 @@ def build_menus(w: WindowBase) -> None:
     view = bar.addMenu("&View")
     cols = view.addMenu("&Columns")
     cols.aboutToShow.connect(lambda: w.columns_menu(cols))
-    view.addAction(_action(w, "&Filter", w.filter_bar.focus, QKeySequence.StandardKey.Find))
+    view.addAction(_action(w, "&Filter", w.find_or_filter, QKeySequence.StandardKey.Find,
+                           tip="Focus the filter (in the detail pane: find in it)"))
+    view.addAction(_action(w, "Find in &details", w.find_bar.open_bar, "Ctrl+Shift+F",
+                           tip="Highlight a text or expression in the request and response"))
     w.autoscroll_action = _action(w, "&Auto-scroll", lambda on: setattr(w, "autoscroll", on),
                                   checkable=True)
     w.autoscroll_action.setChecked(True)
@@ -200,7 +218,40 @@ def cell_menu(w: WindowBase, index: QModelIndex) -> QMenu | None:
     if ex is not None:
         url = f"{'https' if ex.tls else 'http'}://{ex.host}{ex.target}"
         menu.addAction("Copy URL", lambda: QGuiApplication.clipboard().setText(url))
+        chosen = w.selected_exchanges()
+        if ex not in chosen:
+            chosen = [ex]
+        sub = menu.addMenu(f"Copy {len(chosen)} requests as" if len(chosen) > 1 else "Copy as")
+        fill_copy_menu(sub, chosen, w.status.redaction_target)
+        if len(chosen) > 1:
+            menu.addAction(f"Replay {len(chosen)} requests…", lambda: w.replay_many(chosen))
+        else:
+            menu.addAction("Replay…", lambda: w.replay(ex))
+        menu.addSeparator()
+        marks = menu.addMenu(f"Mark {len(chosen)} rows" if len(chosen) > 1 else "Mark")
+        for color in MARKS:
+            act = marks.addAction(_swatch(color), color.title())
+            act.triggered.connect(lambda _=False, c=color: w.set_mark(chosen, c))
+        marks.addSeparator()
+        marks.addAction("Clear mark", lambda: w.set_mark(chosen, ""))
+        menu.addAction("Note…" if not ex.note else "Edit note…", lambda: edit_note(w, chosen))
     return menu
+
+
+def _swatch(color: str) -> QIcon:
+    pix = QPixmap(12, 12)
+    pix.fill(QColor(MARK_COLORS[color].rgb()))
+    return QIcon(pix)
+
+
+def edit_note(w: WindowBase, exchanges: list[Exchange]) -> None:
+    """Ask for a note and set it on `exchanges` (the first one's note is the default)."""
+    text, ok = QInputDialog.getMultiLineText(
+        w, "Note", f"Note on {len(exchanges)} request{'s' if len(exchanges) > 1 else ''} "
+        "(saved with the session, exported in HAR and JSONL; filter: noted, note~…):",
+        exchanges[0].note)
+    if ok:
+        w.set_note(exchanges, text.strip())
 
 
 def columns_menu(w: WindowBase, menu: QMenu | None = None) -> QMenu:

@@ -24,6 +24,7 @@ from PySide6.QtCore import QEventLoop, Qt, QTimer
 from PySide6.QtWidgets import QMessageBox, QProgressDialog
 
 from ..store.bulkload import BATCH, BackgroundScan, Batch, Done, paused_gc, scan
+from ..store.foreign import read_foreign
 from ..store.session import ReadCancelled, SessionError, SessionReader
 
 __all__ = ["BATCH", "SLICE_S", "TICK_MS", "LoadResult", "load_in_background", "load_session",
@@ -69,6 +70,22 @@ def _finish(win: Any, path: str, done: Done) -> LoadResult:
     return LoadResult(total, len(tail), done.warning)
 
 
+def _load_foreign(win: Any, path: str) -> LoadResult | None:
+    """A HAR or packet capture (store/foreign.py) shown whole; None for a native session."""
+    session = read_foreign(path)
+    if session is None:
+        return None
+    win.stop_capture()
+    name = os.path.basename(path)
+    kind = session.header.get("format", "file")
+    kept = session.exchanges[-win.store.capacity:]
+    tool = session.header.get("tool") or ""
+    win.load(kept, description=f"{kind} {name}" + (f" ({tool})" if tool else ""), path=None)
+    win.status.set_redaction(None)
+    gc.freeze()
+    return LoadResult(len(session.exchanges), len(kept), session.warning)
+
+
 def load_session(
     win: Any,
     path: str,
@@ -76,7 +93,11 @@ def load_session(
     progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> LoadResult:
-    """Stream `path` into the MainWindow `win` (raises SessionError / ReadCancelled)."""
+    """Stream `path` into the MainWindow `win` (raises SessionError / ReadCancelled). A HAR
+    or pcap/pcapng file is read whole instead (`store.foreign`)."""
+    foreign = _load_foreign(win, path)
+    if foreign is not None:
+        return foreign
     reader = SessionReader(path)
     full = _begin(win)
     with paused_gc():
@@ -98,6 +119,9 @@ def load_in_background(
     """`load_session` with the reading in a worker thread while this (GUI) thread runs a
     local event loop: a QTimer takes the batches over, at most `SLICE_S` per tick.
     `progress`/`cancelled` are called from the GUI thread."""
+    foreign = _load_foreign(win, path)
+    if foreign is not None:
+        return foreign
     reader = SessionReader(path)  # a file that is no session fails here, before any thread
     full = _begin(win)
     worker = BackgroundScan(reader, win.store.capacity, full=full, depth=max(2, 40_000 // BATCH))

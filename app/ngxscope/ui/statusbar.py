@@ -44,6 +44,8 @@ class CaptureStatusBar(QStatusBar):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.redaction_target: dict[str, Any] | None = None
+        """The redaction facts of the session/stream header shown (None: unknown)."""
         self.state = _label("Capture state")
         self.source = _label("Where the requests come from")
         self.rows = _label("Requests shown (after the filter) / kept in memory")
@@ -92,6 +94,7 @@ class CaptureStatusBar(QStatusBar):
 
     def set_redaction(self, target: dict[str, Any] | None) -> None:
         """Say whether the data shown had its secrets masked (from a session/stream header)."""
+        self.redaction_target = target
         if not target or "redacted" not in target:
             self.redaction.setVisible(False)
             return

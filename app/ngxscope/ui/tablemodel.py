@@ -169,6 +169,11 @@ _FOREGROUND = Qt.ItemDataRole.ForegroundRole
 _ALIGN = Qt.ItemDataRole.TextAlignmentRole
 _TOOLTIP = Qt.ItemDataRole.ToolTipRole
 _FONT = Qt.ItemDataRole.FontRole
+_BACKGROUND = Qt.ItemDataRole.BackgroundRole
+MARK_COLORS = {"red": QColor(229, 57, 53, 70), "orange": QColor(251, 140, 0, 70),
+               "yellow": QColor(253, 216, 53, 90), "green": QColor(67, 160, 71, 70),
+               "blue": QColor(30, 136, 229, 70), "purple": QColor(142, 36, 170, 70)}
+"""Row tints of the marks (`Exchange.mark`), light enough for both themes."""
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 _LEFT = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
 _CENTER = int(Qt.AlignmentFlag.AlignCenter)
@@ -223,9 +228,14 @@ class ExchangeTableModel(QAbstractTableModel):
             return STATUS_COLORS[_status_cls(self.exchange(index.row()).status)]
         if role == _FONT:
             return self._bold if index.column() == STATUS_COL else None
+        if role == _BACKGROUND:
+            mark = self.exchange(index.row()).mark
+            return MARK_COLORS.get(mark) if mark else None
         if role == _TOOLTIP:
             col = COLUMNS[index.column()]
             ex = self.exchange(index.row())
+            if ex.note:
+                return f"Note: {ex.note}"
             if col[0] == "status" and ex.error:
                 return ex.error
             if col[0] == "upstream":

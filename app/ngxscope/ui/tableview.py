@@ -27,7 +27,7 @@ def build_table(model: QAbstractItemModel) -> QTableView:
     t.setSortingEnabled(True)
     t.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # arrival order until a click
     t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    t.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
     t.setAlternatingRowColors(True)
     t.setShowGrid(False)
     t.setWordWrap(False)

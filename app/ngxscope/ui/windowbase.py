@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QTableView
+from PySide6.QtWidgets import QDialog, QDockWidget, QMainWindow, QMenu, QTableView
 
+from ngxscope.model import Exchange
 from ngxscope.store.memory import ExchangeStore
 
 from .filterbar import FilterBar
+from .findbar import FindBar
 from .graphs import GraphsPanel
+from .statusbar import CaptureStatusBar
 from .tablemodel import ExchangeFilterProxy
 
 __all__ = ["WindowBase"]
@@ -39,6 +42,8 @@ class WindowBase(QMainWindow):
     docks: dict[str, QDockWidget]
     pause_action: QAction
     autoscroll_action: QAction
+    find_bar: FindBar
+    status: CaptureStatusBar
 
     def toggle_pause(self) -> None:
         raise NotImplementedError
@@ -53,4 +58,22 @@ class WindowBase(QMainWindow):
         raise NotImplementedError
 
     def columns_menu(self, menu: QMenu | None = None) -> QMenu:
+        raise NotImplementedError
+
+    def selected_exchanges(self) -> list[Exchange]:
+        raise NotImplementedError
+
+    def set_mark(self, exchanges: list[Exchange], mark: str) -> None:
+        raise NotImplementedError
+
+    def set_note(self, exchanges: list[Exchange], note: str) -> None:
+        raise NotImplementedError
+
+    def replay(self, ex: Exchange | None) -> QDialog | None:
+        raise NotImplementedError
+
+    def replay_many(self, exchanges: list[Exchange]) -> QDialog:
+        raise NotImplementedError
+
+    def find_or_filter(self) -> None:
         raise NotImplementedError

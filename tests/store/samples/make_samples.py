@@ -242,7 +242,25 @@ def v4_records() -> list[dict[str, Any]]:
     return out
 
 
+def v5_records() -> list[dict[str, Any]]:
+    """Version 5 added the user's mark and note to exchanges (one marked and noted here)."""
+    out = []
+    for rec in v4_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 5
+        elif rec["t"] == "exchange":
+            # keys in the writer's order: the model's fields, then duration_ms
+            duration = rec.pop("duration_ms")
+            rec["mark"] = {1: "red"}.get(rec["id"], "")
+            rec["note"] = {1: "retried: 8081 refused (ticket #42) ✓"}.get(rec["id"], "")
+            rec["duration_ms"] = duration
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
-    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(), v4_records()]):
+    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(),
+                                       v4_records(), v5_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
