@@ -21,6 +21,7 @@ from ngxscope.store.compat import (
     convert_0_1,
     convert_1_2,
     convert_3_4,
+    convert_4_5,
     migrate,
 )
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
@@ -34,8 +35,9 @@ FROZEN = {
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
+    "session-v5.ngxs": "be1cd20b0a948bb80f45976d4cee64cc52bee92469eb3e18809258e4d939b61f",
 }
-LATEST_SAMPLE = "session-v4.ngxs"
+LATEST_SAMPLE = "session-v5.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -183,6 +185,14 @@ EXPECTED_V3 = [
 ]
 
 
+# Version 5 added location; older files read it as None.
+EXPECTED_V5 = [
+    replace(EXPECTED_V3[0], location="/api/"),
+    replace(EXPECTED_V3[1], location="= /upload"),
+    EXPECTED_V3[2],
+]
+
+
 @pytest.mark.parametrize(
     ("name", "version", "tool", "expected"),
     [
@@ -191,6 +201,7 @@ EXPECTED_V3 = [
         ("session-v2.ngxs", 2, "ngxscope 0.1.0", EXPECTED_V2),
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
+        ("session-v5.ngxs", 5, "ngxscope 0.1.0", EXPECTED_V5),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -225,7 +236,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V3:  # version 4 reads them alike (none counted from a summary)
+        for ex in EXPECTED_V5:
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -265,7 +276,7 @@ def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
-                               "server_block": None, "summary_only": False}
+                               "server_block": None, "summary_only": False, "location": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -306,6 +317,14 @@ def test_convert_3_4_makes_the_summary_note_a_flag() -> None:
             "t": "exchange", "error": error, "summary_only": False}
     event = {"t": "event", "detail": _SHED_V3}
     assert convert_3_4(event) is event
+
+
+def test_convert_4_5_adds_location() -> None:
+    assert convert_4_5({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "location": None}
+    kept = {"t": "exchange", "location": "/a/"}
+    assert convert_4_5(kept) is kept
+    stats = {"t": "stats"}
+    assert convert_4_5(stats) is stats
 
 
 def test_version_3_summary_exchange_reads_as_summary_only(tmp_path: Path) -> None:

@@ -226,7 +226,10 @@ class Recorder:
         self.exchanges += 1
         cmap = self.config
         if cmap is not None:
-            ex.server_block = cmap.server_of(ex.server, ex.host)
+            block = cmap.block_of(ex.server, ex.host)
+            ex.server_block = block.label if block is not None else None
+            if not ex.is_tcp:
+                ex.location = cmap.location_of(block, ex.path, [(a.addr, a.status) for a in ex.upstream])
             for att in ex.upstream:
                 att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:

@@ -242,7 +242,21 @@ def v4_records() -> list[dict[str, Any]]:
     return out
 
 
+def v5_records() -> list[dict[str, Any]]:
+    """Version 5 added location to exchanges (the location block that served it)."""
+    out = []
+    for rec in v4_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 5
+        elif rec["t"] == "exchange":
+            rec["location"] = {1: "/api/", 2: "= /upload"}.get(rec["id"])
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
-    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(), v4_records()]):
+    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(), v4_records(),
+                                       v5_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
