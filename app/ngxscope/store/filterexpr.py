@@ -9,7 +9,8 @@ Grammar (recursive descent, keywords case-insensitive)::
 
 Fields: status, method, host, path, url (host + target), target, duration, upstream,
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
-error. Operators: ``= == != ~ !~ > >= < <=`` (``~`` is a regex search). Flags: ``tls``,
+error, block (the server block), location (its location block as written: ``location=/api/``,
+``location="= /health"``, ``location=@fallback``). Operators: ``= == != ~ !~ > >= < <=`` (``~`` is a regex search). Flags: ``tls``,
 ``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``, ``summary``
 (counted from the kernel summary, payload not captured).
 A bare word or a quoted string matches the URL (host + target) as a case-insensitive
@@ -59,6 +60,8 @@ STRING_FIELDS = {
     "server": lambda e: e.server,
     "conn": lambda e: e.conn_id,
     "error": lambda e: e.error or "",
+    "block": lambda e: e.server_block or "",
+    "location": lambda e: e.location or "",
 }
 """Fields compared as text."""
 

@@ -92,6 +92,9 @@ def exchange_attributes(ex: Exchange, headers: Sequence[str] = ()) -> dict[str, 
         attrs["http.response.status_code"] = ex.status
     if ex.server_block:
         attrs["nginx.server_block"] = ex.server_block
+    if ex.location:
+        attrs["http.route"] = ex.location  # the location block: nginx's own route
+        attrs["nginx.location"] = ex.location
     if ex.error:
         attrs["error.type"] = "ngxscope.incomplete"
         attrs["ngxscope.error"] = ex.error
@@ -276,6 +279,8 @@ class SpanSink:
     # -- spans -----------------------------------------------------------------------
     def _emit(self, ex: Exchange) -> None:
         name = ex.method or "HTTP"
+        if ex.location:
+            name = f"{name} {ex.location}"  # "{method} {http.route}", as the conventions name it
         start, end = _ns(ex.start), _ns(max(ex.end, ex.start))
         server = self.tracer.start_span(name, context=Context(), kind=SpanKind.SERVER,
                                         start_time=start, attributes=exchange_attributes(ex, self.request_headers))
