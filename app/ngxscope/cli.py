@@ -32,6 +32,7 @@ from .pipeline.target import RecordOptions
 from .store.exporters import SortedExchanges, export
 from .store.filterexpr import FilterError, compile_filter
 from .store.redact import policy_from_env
+from .store.routes import RouteError, RouteTemplater, load_route_file
 from .store.summary import format_summary, summarize
 
 __all__ = ["main"]
@@ -105,6 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the figures as JSON")
     st.add_argument("--filter", metavar="EXPR", help="count only the exchanges this filter matches")
     st.add_argument("--top", type=int, default=10, metavar="N", help="paths listed (default 10)")
+    st.add_argument("--route", action="append", default=[], metavar="TEMPLATE",
+                    help="a route template such as '/api/v1/users/{id}' (repeatable; before those of "
+                         "~/.config/ngxscope/routes and the built-in heuristic)")
 
     demo = sub.add_parser("demo", help="a private nginx with TLS, upstreams and traffic, captured live")
     demo.add_argument("--no-window", action="store_true", help="show the capture in the terminal")
@@ -193,8 +197,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         raise UsageError(f"stats: bad --filter: {exc}") from None
     if args.top < 0:
         raise UsageError("stats: --top must not be negative")
+    try:
+        templater = RouteTemplater([*args.route, *load_route_file()])
+    except RouteError as exc:
+        raise UsageError(f"stats: {exc}") from None
     with SortedExchanges(args.file, predicate) as source:
-        summary = summarize(source, top=args.top)
+        summary = summarize(source, top=args.top, templater=templater)
         if source.warning:
             log.warning("%s: %s", source.path, source.warning)
     if args.json:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ngxscope.model import Exchange
+from ngxscope.store.routes import RouteTemplater
 
 __all__ = ["GroupStats", "PathRow", "PeerStats", "Summary", "WorkerStats", "format_summary", "location_key",
            "percentile", "summarize"]
@@ -154,6 +155,8 @@ class Summary:
     peers: list[PeerStats] = field(default_factory=list)
     locations: list[GroupStats] = field(default_factory=list)
     """Per server block > location of the HTTP exchanges, most requests first."""
+    routes: list[GroupStats] = field(default_factory=list)
+    """Per route template (`store.routes`) of the HTTP exchanges, most requests first (top N)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`ngxscope stats --json`)."""
@@ -167,8 +170,11 @@ class Summary:
         return clean(asdict(self))
 
 
-def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
-    """The figures of a stream of exchanges (any order)."""
+def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemplater | None = None) -> Summary:
+    """The figures of a stream of exchanges (any order); routes by `templater` (the heuristic
+    alone when None)."""
+    templater = templater or RouteTemplater()
+    routes: dict[str, GroupStats] = {}
     s = Summary()
     all_ms: array[float] = array("d")
     paths: dict[str, list[float]] = {}
@@ -201,6 +207,12 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
             if g is None:
                 g = locations[key] = GroupStats(key)
             g.add(ex)
+        if not tcp and ex.target:
+            t = templater.template(ex.path)
+            r = routes.get(t)
+            if r is None:
+                r = routes[t] = GroupStats(t)
+            r.add(ex)
         w = workers.get(ex.pid)
         if w is None:
             w = workers[ex.pid] = WorkerStats(ex.pid)
@@ -241,6 +253,9 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
     for g in locations.values():
         g.finish()
     s.locations = sorted(locations.values(), key=lambda g: (-g.requests, g.key))
+    for g in routes.values():
+        g.finish()
+    s.routes = sorted(routes.values(), key=lambda g: (-g.requests, g.key))[:top]
     return s
 
 
@@ -324,6 +339,14 @@ def format_summary(s: Summary, name: str = "") -> str:
             [[_clip(g.key), str(g.requests), pct(g.requests), f"{100.0 * g.error_rate:.1f}",
               _ms(g.latency.p50), _ms(g.latency.p95), _ms(g.latency.p99), _bytes(g.response_bytes)]
              for g in s.locations],
+        )
+    if s.routes:
+        out += _table(
+            "routes (path templates)",
+            ["route", "requests", "share", "err %", "p50 ms", "p95 ms", "p99 ms", "sent"],
+            [[_clip(g.key), str(g.requests), pct(g.requests), f"{100.0 * g.error_rate:.1f}",
+              _ms(g.latency.p50), _ms(g.latency.p95), _ms(g.latency.p99), _bytes(g.response_bytes)]
+             for g in s.routes],
         )
     if s.peers:
         out += _table(

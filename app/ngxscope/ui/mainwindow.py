@@ -41,6 +41,7 @@ from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
+from .routes import RoutesPanel
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
@@ -158,6 +159,8 @@ class MainWindow(DropOpener, WindowBase):
         self.upstreams = UpstreamsPanel()
         self.upstreams.peer_clicked.connect(lambda addr: self.filter_bar.set_text(
             f"upstream={addr}"))
+        self.routes = RoutesPanel()
+        self.routes.route_clicked.connect(self.filter_bar.set_text)
         self.events_log = EventsLog()
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks: dict[str, QDockWidget] = {}
@@ -165,6 +168,7 @@ class MainWindow(DropOpener, WindowBase):
             ("graphs", "Graphs", self.graphs, Qt.DockWidgetArea.RightDockWidgetArea),
             ("workers", "Workers", self.workers, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("upstreams", "Upstreams", self.upstreams, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("routes", "Routes", self.routes, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
@@ -173,7 +177,8 @@ class MainWindow(DropOpener, WindowBase):
             self.addDockWidget(area, dock)
             self.docks[name] = dock
         self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
-        self.tabifyDockWidget(self.docks["upstreams"], self.docks["events"])
+        self.tabifyDockWidget(self.docks["upstreams"], self.docks["routes"])
+        self.tabifyDockWidget(self.docks["routes"], self.docks["events"])
         self.docks["workers"].raise_()
         self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
@@ -447,6 +452,8 @@ class MainWindow(DropOpener, WindowBase):
                 self.workers.refresh(self.agg, self.graphs.window_s)
             if self.docks["upstreams"].isVisible():
                 self.upstreams.refresh(self.agg)
+            if self.docks["routes"].isVisible():
+                self.routes.refresh(self.store, self.agg.end_second() + 1.0)
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None
