@@ -105,6 +105,7 @@ class RoutesPanel(QWidget):
         t.setRowCount(len(self.rows))
         red = STATUS_COLORS[4]
         for i, r in enumerate(self.rows):
+            cells: list[QTableWidgetItem] = []
             for col, text in enumerate(route_cells(r)):
                 item = t.item(i, col)
                 if item is None:
@@ -115,5 +116,6 @@ class RoutesPanel(QWidget):
                 item.setText(text)
                 if col == 4:
                     item.setForeground(red if r.errors else t.palette().text())
-            t.item(i, SPARK_COL).setData(SPARK_ROLE, [float(v) for v in r.spark])
-            t.item(i, 0).setToolTip(f"{r.template}\nclick: show its requests")
+                cells.append(item)
+            cells[SPARK_COL].setData(SPARK_ROLE, [float(v) for v in r.spark])
+            cells[0].setToolTip(f"{r.template}\nclick: show its requests")
