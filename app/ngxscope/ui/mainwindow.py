@@ -42,6 +42,7 @@ from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
 from .routes import RoutesPanel
+from .slowest import SlowestPanel
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
@@ -161,6 +162,8 @@ class MainWindow(DropOpener, WindowBase):
             f"upstream={addr}"))
         self.routes = RoutesPanel()
         self.routes.route_clicked.connect(self.filter_bar.set_text)
+        self.slowest = SlowestPanel(self.routes.templater)
+        self.slowest.exchange_clicked.connect(self._show_slow)
         self.events_log = EventsLog()
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks: dict[str, QDockWidget] = {}
@@ -169,6 +172,7 @@ class MainWindow(DropOpener, WindowBase):
             ("workers", "Workers", self.workers, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("upstreams", "Upstreams", self.upstreams, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("routes", "Routes", self.routes, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("slowest", "Slowest", self.slowest, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
@@ -178,7 +182,8 @@ class MainWindow(DropOpener, WindowBase):
             self.docks[name] = dock
         self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
         self.tabifyDockWidget(self.docks["upstreams"], self.docks["routes"])
-        self.tabifyDockWidget(self.docks["routes"], self.docks["events"])
+        self.tabifyDockWidget(self.docks["routes"], self.docks["slowest"])
+        self.tabifyDockWidget(self.docks["slowest"], self.docks["events"])
         self.docks["workers"].raise_()
         self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
@@ -435,6 +440,11 @@ class MainWindow(DropOpener, WindowBase):
                 return
         self.detail.show_exchange(ex)
 
+    def _show_slow(self, ex: Exchange) -> None:
+        """An outlier clicked in the Slowest panel: select it, its waterfall in front."""
+        self.select_exchange(ex)
+        self.detail.setCurrentWidget(self.detail.timing)
+
     def visible_exchanges(self) -> list[Exchange]:
         """The exchanges the table shows now (filter applied), in view order (for Export)."""
         proxy = self.proxy
@@ -454,6 +464,8 @@ class MainWindow(DropOpener, WindowBase):
                 self.upstreams.refresh(self.agg)
             if self.docks["routes"].isVisible():
                 self.routes.refresh(self.store, self.agg.end_second() + 1.0)
+            if self.docks["slowest"].isVisible():
+                self.slowest.refresh(self.store, self.agg.end_second() + 1.0)
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None

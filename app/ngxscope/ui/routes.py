@@ -27,7 +27,7 @@ from ngxscope.store.routestats import RouteRow, route_regex, route_rows
 from .tablemodel import STATUS_COLORS, fmt_bytes, fmt_ms
 from .upstreams import SPARK_ROLE, SparklineDelegate
 
-__all__ = ["RoutesPanel", "route_cells", "user_templater"]
+__all__ = ["RoutesPanel", "recent", "route_cells", "user_templater"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def route_cells(r: RouteRow) -> list[str]:
             f"{r.upstream_share:.0%}"]
 
 
-def _recent(store: ExchangeStore, start: float) -> Iterator[Exchange]:
+def recent(store: ExchangeStore, start: float) -> Iterator[Exchange]:
     """The newest exchanges back to `start` (the store is in arrival order: stop a little
     past it, as completion order and arrival order differ by moments)."""
     for i in range(len(store) - 1, -1, -1):
@@ -100,7 +100,7 @@ class RoutesPanel(QWidget):
 
     def refresh(self, store: ExchangeStore, end: float) -> None:
         """Recompute from the exchanges of the last minute up to `end` (unix time)."""
-        self.rows = route_rows(_recent(store, end - WINDOW_S), self.templater, end, WINDOW_S)
+        self.rows = route_rows(recent(store, end - WINDOW_S), self.templater, end, WINDOW_S)
         t = self.table
         t.setRowCount(len(self.rows))
         red = STATUS_COLORS[4]
