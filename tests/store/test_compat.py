@@ -35,7 +35,7 @@ FROZEN = {
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
-    "session-v5.ngxs": "be1cd20b0a948bb80f45976d4cee64cc52bee92469eb3e18809258e4d939b61f",
+    "session-v5.ngxs": "53d7d3aac9565dd3b2cb1014e534ab85e5589d4198829055b38eb659f5c84850",
 }
 LATEST_SAMPLE = "session-v5.ngxs"
 
@@ -187,7 +187,7 @@ EXPECTED_V3 = [
 
 # Version 5 added location; older files read it as None.
 EXPECTED_V5 = [
-    replace(EXPECTED_V3[0], location="/api/"),
+    replace(EXPECTED_V3[0], location="/api/", answer="cache-miss"),
     replace(EXPECTED_V3[1], location="= /upload"),
     EXPECTED_V3[2],
 ]
@@ -276,7 +276,8 @@ def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
-                               "server_block": None, "summary_only": False, "location": None}
+                               "server_block": None, "summary_only": False, "location": None,
+                               "answer": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -320,7 +321,7 @@ def test_convert_3_4_makes_the_summary_note_a_flag() -> None:
 
 
 def test_convert_4_5_adds_location() -> None:
-    assert convert_4_5({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "location": None}
+    assert convert_4_5({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "location": None, "answer": None}
     kept = {"t": "exchange", "location": "/a/"}
     assert convert_4_5(kept) is kept
     stats = {"t": "stats"}

@@ -60,6 +60,16 @@ class Location:
     """The code of its `return` directive, when it has one."""
     root: str | None = None
     """Its `root` (None: inherited)."""
+    cache: str | None = None
+    """Its proxy_cache zone ("off" when switched off here; None: inherited)."""
+    limit_req: list[str] | None = None
+    """The zones of its limit_req directives (None: inherited, as nginx inherits them)."""
+    limit_conn: list[str] | None = None
+    """The zones of its limit_conn directives (None: inherited)."""
+    limit_req_status: int | None = None
+    """limit_req_status (None: inherited; nginx's default 503)."""
+    limit_conn_status: int | None = None
+    """limit_conn_status (None: inherited; nginx's default 503)."""
     regex: re.Pattern[str] | None = None
     """The compiled pattern of a regex location (None when Python cannot compile it)."""
 
@@ -126,6 +136,15 @@ def _set_directive(loc: Location, name: str, args: list[str], proxy_directives: 
         loc.intercept = args[0] == "on"
     elif name == "return" and args and args[0].isdigit():
         loc.returns = int(args[0])
+    elif name in ("proxy_cache", "fastcgi_cache", "uwsgi_cache", "scgi_cache") and args:
+        loc.cache = args[0]
+    elif name == "limit_req" and args:
+        zone = next((a.split("=", 1)[1] for a in args if a.startswith("zone=")), "?")
+        loc.limit_req = [*(loc.limit_req or []), zone]
+    elif name == "limit_conn" and args:
+        loc.limit_conn = [*(loc.limit_conn or []), args[0]]
+    elif name in ("limit_req_status", "limit_conn_status") and args and args[0].isdigit():
+        setattr(loc, name, int(args[0]))
     elif name in ("root", "alias") and args:
         loc.root = args[0] if name == "root" else None
 

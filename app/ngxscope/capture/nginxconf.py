@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from ngxscope.capture.locations import LocationTree, build_tree, normalize_uri
+from ngxscope.capture.locations import Location, LocationTree, build_tree, normalize_uri
 
 __all__ = ["ConfigMap", "ServerBlock", "compiled_conf_path", "config_for_master", "config_path_of", "load_config"]
 
@@ -88,12 +88,17 @@ class ConfigMap:
                     attempts: list[tuple[str, int | None]] | None = None) -> str | None:
         """The label of the location of `block` that served `path` (internal redirects
         followed where the upstream `attempts`, (peer, status) in order, show them)."""
+        loc = self.resolve(block, path, attempts)
+        return loc.label if loc is not None else None
+
+    def resolve(self, block: ServerBlock | None, path: str,
+                attempts: list[tuple[str, int | None]] | None = None) -> Location | None:
+        """The location itself (see `location_of`)."""
         if "://" in path:  # an absolute-form target: nginx matches its path
             path = "/" + path.split("://", 1)[1].partition("/")[2]
         if block is None or block.tree is None or not path.startswith("/"):
             return None
-        loc = block.tree.resolve(normalize_uri(path), attempts or (), self.groups)
-        return loc.label if loc is not None else None
+        return block.tree.resolve(normalize_uri(path), attempts or (), self.groups)
 
     def block_of(self, local: str, host: str) -> ServerBlock | None:
         """The server block nginx chose (see `server_of`)."""

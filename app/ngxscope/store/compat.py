@@ -24,7 +24,8 @@ Format history:
   payload not captured). Version 3 said so with an `error` note beginning "payload shed"
   or "payload not captured"; such a note is no error and goes.
 - **version 5**: exchange records gained `location` (the `location` block that served the
-  request, from nginx's configuration; null when unknown).
+  request, from nginx's configuration) and `answer` (why nginx answered itself, or how its
+  cache served it); both null when unknown.
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -115,10 +116,10 @@ def convert_3_4(record: RawRecord) -> RawRecord:
 
 
 def convert_4_5(record: RawRecord) -> RawRecord:
-    """Version 4 → 5: exchanges get `location` (unknown in version 4: null)."""
+    """Version 4 → 5: exchanges get `location` and `answer` (unknown in version 4: null)."""
     if record.get("t") != "exchange" or "location" in record:
         return record
-    return {**record, "location": None}
+    return {**record, "location": None, "answer": None}
 
 
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {

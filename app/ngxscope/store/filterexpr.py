@@ -10,7 +10,9 @@ Grammar (recursive descent, keywords case-insensitive)::
 Fields: status, method, host, path, url (host + target), target, duration, upstream,
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
 error, block (the server block), location (its location block as written: ``location=/api/``,
-``location="= /health"``, ``location=@fallback``). Operators: ``= == != ~ !~ > >= < <=`` (``~`` is a regex search). Flags: ``tls``,
+``location="= /health"``, ``location=@fallback``), answer (why nginx answered itself:
+``answer=cache-hit``, ``answer=cache-miss``, ``answer~^limit-req``, ``answer=return``,
+``answer=client-abort``). Operators: ``= == != ~ !~ > >= < <=`` (``~`` is a regex search). Flags: ``tls``,
 ``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``, ``summary``
 (counted from the kernel summary, payload not captured).
 A bare word or a quoted string matches the URL (host + target) as a case-insensitive
@@ -62,6 +64,7 @@ STRING_FIELDS = {
     "error": lambda e: e.error or "",
     "block": lambda e: e.server_block or "",
     "location": lambda e: e.location or "",
+    "answer": lambda e: e.answer or "",
 }
 """Fields compared as text."""
 

@@ -82,10 +82,14 @@ class GroupStats:
     error_rate: float = 0.0
     latency: Latency = field(default_factory=Latency)
     response_bytes: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+    """Requests per `Exchange.answer` (cache hits, limit rejections, returns, client aborts)."""
     _ms: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, ex: Exchange) -> None:
         self.requests += 1
+        if ex.answer:
+            self.answers[ex.answer] = self.answers.get(ex.answer, 0) + 1
         self.errors += ex.status is None or ex.status >= 500
         self.response_bytes += ex.response_bytes
         self._ms.append(ex.duration_ms)
@@ -335,9 +339,10 @@ def format_summary(s: Summary, name: str = "") -> str:
     if s.locations:
         out += _table(
             "locations (server block \u203a location)",
-            ["location", "requests", "share", "err %", "p50 ms", "p95 ms", "p99 ms", "sent"],
+            ["location", "requests", "share", "err %", "p50 ms", "p95 ms", "p99 ms", "sent", "answered by nginx"],
             [[_clip(g.key), str(g.requests), pct(g.requests), f"{100.0 * g.error_rate:.1f}",
-              _ms(g.latency.p50), _ms(g.latency.p95), _ms(g.latency.p99), _bytes(g.response_bytes)]
+              _ms(g.latency.p50), _ms(g.latency.p95), _ms(g.latency.p99), _bytes(g.response_bytes),
+              ", ".join(f"{k} {v}" for k, v in sorted(g.answers.items())) or "-"]
              for g in s.locations],
         )
     if s.routes:

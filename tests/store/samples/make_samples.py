@@ -243,7 +243,8 @@ def v4_records() -> list[dict[str, Any]]:
 
 
 def v5_records() -> list[dict[str, Any]]:
-    """Version 5 added location to exchanges (the location block that served it)."""
+    """Version 5 added location (the location block that served it) and answer (why nginx
+    answered itself) to exchanges."""
     out = []
     for rec in v4_records():
         rec = dict(rec)
@@ -251,6 +252,7 @@ def v5_records() -> list[dict[str, Any]]:
             rec["version"] = 5
         elif rec["t"] == "exchange":
             rec["location"] = {1: "/api/", 2: "= /upload"}.get(rec["id"])
+            rec["answer"] = {1: "cache-miss"}.get(rec["id"])
         out.append(rec)
     return out
 
