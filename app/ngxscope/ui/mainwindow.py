@@ -462,9 +462,10 @@ class MainWindow(DropOpener, WindowBase):
                 self.workers.refresh(self.agg, self.graphs.window_s)
             if self.docks["upstreams"].isVisible():
                 self.upstreams.refresh(self.agg)
-            if self.docks["routes"].isVisible():
+            # a dock behind another's tab is "visible" to Qt: these two cost, ask what is shown
+            if not self.docks["routes"].visibleRegion().isEmpty():
                 self.routes.refresh(self.store, self.agg.end_second() + 1.0)
-            if self.docks["slowest"].isVisible():
+            if not self.docks["slowest"].visibleRegion().isEmpty():
                 self.slowest.refresh(self.store, self.agg.end_second() + 1.0)
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())

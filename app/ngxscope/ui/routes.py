@@ -6,6 +6,7 @@ the share that went upstream. Clicking a route asks for the filter matching its 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 from PySide6.QtCore import Qt, Signal
@@ -27,7 +28,7 @@ from ngxscope.store.routestats import RouteRow, route_regex, route_rows
 from .tablemodel import STATUS_COLORS, fmt_bytes, fmt_ms
 from .upstreams import SPARK_ROLE, SparklineDelegate
 
-__all__ = ["RoutesPanel", "recent", "route_cells", "user_templater"]
+__all__ = ["REFRESH_S", "RoutesPanel", "recent", "route_cells", "user_templater"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,17 @@ def route_cells(r: RouteRow) -> list[str]:
             f"{r.upstream_share:.0%}"]
 
 
+MAX_ROWS = 50_000
+"""The newest exchanges a panel looks at, at most: its refresh runs on the UI thread."""
+
+REFRESH_S = 2.0
+"""A panel recomputes at most this often."""
+
+
 def recent(store: ExchangeStore, start: float) -> Iterator[Exchange]:
-    """The newest exchanges back to `start` (the store is in arrival order: stop a little
-    past it, as completion order and arrival order differ by moments)."""
-    for i in range(len(store) - 1, -1, -1):
+    """The newest exchanges back to `start`, `MAX_ROWS` at most (the store is in arrival
+    order: stop a little past `start`, as completion and arrival order differ by moments)."""
+    for i in range(len(store) - 1, max(-1, len(store) - 1 - MAX_ROWS), -1):
         ex = store[i]
         if ex.end < start - 5.0:
             return
@@ -87,6 +95,7 @@ class RoutesPanel(QWidget):
         t.setItemDelegateForColumn(SPARK_COL, SparklineDelegate(t))
         t.itemClicked.connect(self._clicked)
         self.rows: list[RouteRow] = []
+        self._refreshed = -REFRESH_S
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(t)
@@ -100,6 +109,9 @@ class RoutesPanel(QWidget):
 
     def refresh(self, store: ExchangeStore, end: float) -> None:
         """Recompute from the exchanges of the last minute up to `end` (unix time)."""
+        if time.monotonic() - self._refreshed < REFRESH_S:
+            return
+        self._refreshed = time.monotonic()
         self.rows = route_rows(recent(store, end - WINDOW_S), self.templater, end, WINDOW_S)
         t = self.table
         t.setRowCount(len(self.rows))

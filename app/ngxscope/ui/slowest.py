@@ -5,6 +5,8 @@ waterfall explains where the time went (`exchange_clicked`)."""
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -20,7 +22,7 @@ from ngxscope.store.memory import ExchangeStore
 from ngxscope.store.routes import RouteTemplater
 from ngxscope.store.slowest import SlowRow, slowest
 
-from .routes import recent
+from .routes import REFRESH_S, recent
 from .tablemodel import STATUS_COLORS, _status_cls, fmt_ms
 
 __all__ = ["SlowestPanel"]
@@ -51,6 +53,7 @@ class SlowestPanel(QWidget):
             t.setColumnWidth(col, width)
         t.itemClicked.connect(self._clicked)
         self.rows: list[SlowRow] = []
+        self._refreshed = -REFRESH_S
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(t)
@@ -61,6 +64,9 @@ class SlowestPanel(QWidget):
 
     def refresh(self, store: ExchangeStore, end: float) -> None:
         """Recompute from the exchanges of the last five minutes up to `end`."""
+        if time.monotonic() - self._refreshed < REFRESH_S:
+            return
+        self._refreshed = time.monotonic()
         xs: list[Exchange] = [e for e in recent(store, end - WINDOW_S) if e.end <= end]
         self.rows = slowest(xs, self.templater)
         t = self.table
