@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .capture.procs import find_instances, format_instances
@@ -31,9 +31,11 @@ from .pipeline.sinks import OtlpOptions, OutputError, Outputs, RotateOptions
 from .pipeline.target import RecordOptions
 from .replaycmd import add_arguments as replay_arguments
 from .replaycmd import run as run_replay
+from .store.diff import Side, diff_exchanges, format_diff
 from .store.exporters import SortedExchanges, export
 from .store.filterexpr import FilterError, compile_filter
 from .store.redact import policy_from_env
+from .store.routes import RouteError, RouteTemplater, load_route_file
 from .store.summary import format_summary, summarize
 
 __all__ = ["main"]
@@ -102,11 +104,22 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--redact-param", action="append", default=[], metavar="NAME",
                     help="also mask this query parameter (repeatable; env NGXSCOPE_REDACT_PARAMS)")
 
+    df = sub.add_parser("diff", help="compare two sessions: per server block, location, route and peer")
+    df.add_argument("a", help="the baseline session (.ngxs or HAR)")
+    df.add_argument("b", help="the session compared with it")
+    df.add_argument("--filter", metavar="EXPR", help="compare only the exchanges this filter matches")
+    df.add_argument("--top", type=int, default=10, metavar="N", help="rows per table (default 10)")
+    df.add_argument("--route", action="append", default=[], metavar="TEMPLATE", help="a route template (as stats)")
+    df.add_argument("--json", action="store_true", help="print the rows as JSON")
+
     st = sub.add_parser("stats", help="a session's figures as a text table (no display needed)")
     st.add_argument("file", help="session file (.ngxs) or HAR file")
     st.add_argument("--json", action="store_true", help="print the figures as JSON")
     st.add_argument("--filter", metavar="EXPR", help="count only the exchanges this filter matches")
     st.add_argument("--top", type=int, default=10, metavar="N", help="paths listed (default 10)")
+    st.add_argument("--route", action="append", default=[], metavar="TEMPLATE",
+                    help="a route template such as '/api/v1/users/{id}' (repeatable; before those of "
+                         "~/.config/ngxscope/routes and the built-in heuristic)")
 
     demo = sub.add_parser("demo", help="a private nginx with TLS, upstreams and traffic, captured live")
     demo.add_argument("--no-window", action="store_true", help="show the capture in the terminal")
@@ -168,6 +181,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_export(args)
     if args.cmd == "stats":
         return _cmd_stats(args)
+    if args.cmd == "diff":
+        return _cmd_diff(args)
     if args.cmd == "demo":
         return run_demo(args)
     if args.cmd == "replay":
@@ -192,6 +207,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diff(args: argparse.Namespace) -> int:
+    try:
+        predicate = compile_filter(args.filter) if args.filter else None
+        routes = [*args.route, *load_route_file()]
+        RouteTemplater(routes)
+    except (FilterError, RouteError) as exc:
+        raise UsageError(f"diff: {exc}") from None
+    if args.top < 0:
+        raise UsageError("diff: --top must not be negative")
+    sides = []
+    for path in (args.a, args.b):
+        with SortedExchanges(path, predicate) as source:
+            sides.append(list(source))
+            if source.warning:
+                log.warning("%s: %s", source.path, source.warning)
+    rows = diff_exchanges(sides[0], sides[1], lambda: RouteTemplater(routes))
+    if args.json:
+        print(json.dumps([{"dimension": r.dimension, "key": r.key, "p_value": r.p_value, "impact": r.impact,
+                           "a": _side(r.a), "b": _side(r.b)} for r in rows], indent=2))
+    else:
+        sys.stdout.write(format_diff(rows, args.a, args.b, args.top))
+    return 0
+
+
+def _side(s: Side) -> dict[str, Any]:
+    return {k: getattr(s, k) for k in ("requests", "errors", "rate", "error_rate", "p50", "p95", "p99")}
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     try:
         predicate = compile_filter(args.filter) if args.filter else None
@@ -199,8 +242,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         raise UsageError(f"stats: bad --filter: {exc}") from None
     if args.top < 0:
         raise UsageError("stats: --top must not be negative")
+    try:
+        templater = RouteTemplater([*args.route, *load_route_file()])
+    except RouteError as exc:
+        raise UsageError(f"stats: {exc}") from None
     with SortedExchanges(args.file, predicate) as source:
-        summary = summarize(source, top=args.top)
+        summary = summarize(source, top=args.top, templater=templater)
         if source.warning:
             log.warning("%s: %s", source.path, source.warning)
     if args.json:

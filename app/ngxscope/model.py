@@ -143,6 +143,15 @@ class Exchange:
     server_block: str | None = None
     """The `server { }` block that handled the request (its first server_name), from nginx's
     configuration; None when unknown."""
+    location: str | None = None
+    """The `location` block of that server that served the request, as written in the
+    configuration ("/api/", "= /health", "~ \\.php$", "@fallback"): chosen the way nginx
+    chooses, internal redirects followed where the capture saw them
+    (`capture.locations`); None when unknown."""
+    answer: str | None = None
+    """Why nginx answered itself, or how its cache served the request (`capture.selfanswer`):
+    "cache-hit", "cache-miss", "limit-req:ZONE", "limit-conn:ZONE", "return", "client-abort";
+    None for a plain proxied or static request, or when unknown."""
     nginx_ms: float | None = None
     """The request time as nginx's own clock measures it (`$request_time` in ms). nginx caches
     the time once per event-loop turn, so under load it can trail the true `duration_ms`."""

@@ -35,7 +35,7 @@ FROZEN = {
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
-    "session-v5.ngxs": "23cc2a2b977a60c0d70f38df69c91fd1357f23927d7412bfa0b1344a4900d48a",
+    "session-v5.ngxs": "beba22d5113f2ebe5b01d019fa33255e2435654bb8e12d2e25abc9a43c0ed51e",
 }
 LATEST_SAMPLE = "session-v5.ngxs"
 
@@ -185,10 +185,13 @@ EXPECTED_V3 = [
 ]
 
 
-# Version 4 added the user's mark and note; older files read them as "".
+# Version 5 added the user's mark and note (older files read them as ""), location and answer
+# (older files read them as None).
 EXPECTED_V5 = [
-    replace(EXPECTED_V3[0], mark="red", note="retried: 8081 refused (ticket #42) ✓"),
-    *EXPECTED_V3[1:],
+    replace(EXPECTED_V3[0], location="/api/", answer="cache-miss", mark="red",
+            note="retried: 8081 refused (ticket #42) ✓"),
+    replace(EXPECTED_V3[1], location="= /upload"),
+    EXPECTED_V3[2],
 ]
 
 
@@ -276,7 +279,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": ""}
+                               "note": "", "location": None, "answer": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -297,11 +300,16 @@ def test_bad_v0_record_names_its_line(tmp_path: Path) -> None:
         SessionReader(path).read_all()
 
 
-def test_convert_4_5_adds_mark_and_note() -> None:
+def test_convert_4_5_adds_mark_note_location_answer() -> None:
     assert convert_4_5({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "mark": "",
-                                                       "note": ""}
+                                                       "note": "", "location": None,
+                                                       "answer": None}
+    kept = {"t": "exchange", "location": "/a/", "mark": "red"}
+    assert convert_4_5(kept) == {**kept, "note": "", "answer": None}
     event = {"t": "event", "ts": 1.0}
     assert convert_4_5(event) is event
+    stats = {"t": "stats"}
+    assert convert_4_5(stats) is stats
 
 
 def test_convert_1_2_adds_nginx_ms() -> None:
@@ -324,6 +332,7 @@ def test_convert_3_4_makes_the_summary_note_a_flag() -> None:
             "t": "exchange", "error": error, "summary_only": False}
     event = {"t": "event", "detail": _SHED_V3}
     assert convert_3_4(event) is event
+
 
 
 def test_version_3_summary_exchange_reads_as_summary_only(tmp_path: Path) -> None:

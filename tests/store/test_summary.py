@@ -87,3 +87,20 @@ def test_summary_only_exchanges_are_counted_not_errors() -> None:
     assert s.classes["2xx"] == 2 and s.classes["5xx"] == 1
     assert "summary-only 2" in format_summary(s) and "errors 1" in format_summary(s)
     assert [e.summary_only for e in exchanges] == [False, True, True, False]
+
+
+def test_locations_table_per_server_block_and_location() -> None:
+    exs = []
+    for i in range(10):
+        e = make_exchange(status=500 if i < 2 else 200)
+        e.server_block, e.location = "shop", "/api/" if i < 8 else "= /health"
+        exs.append(e)
+    tcp = make_exchange()
+    exs.append(tcp)  # no server block: not a location row
+    s = summarize(exs)
+    assert [(g.key, g.requests, g.errors) for g in s.locations] == [
+        ("shop \u203a /api/", 8, 2), ("shop \u203a = /health", 2, 0)]
+    assert s.locations[0].error_rate == 0.25 and s.locations[0].latency.p50 is not None
+    text = format_summary(s)
+    assert "locations (server block \u203a location)" in text and "shop \u203a = /health" in text
+    assert s.to_dict()["locations"][0]["key"] == "shop \u203a /api/"

@@ -38,7 +38,7 @@ def test_metrics_never_label_paths() -> None:
 
     body = generate_latest(sink.registry).decode()
     assert "/user/" not in body
-    assert 'ngxscope_http_requests_total{method="GET",server_block="unknown",status_class="2xx",worker="7"} 50.0' in body
+    assert 'ngxscope_http_requests_total{location="unknown",method="GET",server_block="unknown",status_class="2xx",worker="7"} 50.0' in body
     assert 'ngxscope_upstream_attempts_total{group="app",peer="10.0.0.1:80"' in body
 
 

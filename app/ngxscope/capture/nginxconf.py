@@ -17,6 +17,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from ngxscope.capture.locations import Location, LocationTree, build_tree, normalize_uri
+
 __all__ = ["ConfigMap", "ServerBlock", "compiled_conf_path", "config_for_master", "config_path_of", "load_config"]
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class ServerBlock:
     """(address or "*", port, default_server) per `listen`."""
     names: list[str] = field(default_factory=list)
     """Its server_name values."""
+    tree: LocationTree | None = None
+    """Its locations, for nginx's choice of one per request."""
 
 
 @dataclass(slots=True)
@@ -77,6 +81,27 @@ class ConfigMap:
 
     def server_of(self, local: str, host: str) -> str | None:
         """The server block nginx chose: by listen address/port, then server_name, then default."""
+        block = self.block_of(local, host)
+        return block.label if block is not None else None
+
+    def location_of(self, block: ServerBlock | None, path: str,
+                    attempts: list[tuple[str, int | None]] | None = None) -> str | None:
+        """The label of the location of `block` that served `path` (internal redirects
+        followed where the upstream `attempts`, (peer, status) in order, show them)."""
+        loc = self.resolve(block, path, attempts)
+        return loc.label if loc is not None else None
+
+    def resolve(self, block: ServerBlock | None, path: str,
+                attempts: list[tuple[str, int | None]] | None = None) -> Location | None:
+        """The location itself (see `location_of`)."""
+        if "://" in path:  # an absolute-form target: nginx matches its path
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
+        if block is None or block.tree is None or not path.startswith("/"):
+            return None
+        return block.tree.resolve(normalize_uri(path), attempts or (), self.groups)
+
+    def block_of(self, local: str, host: str) -> ServerBlock | None:
+        """The server block nginx chose (see `server_of`)."""
         try:
             addr, port_s = local.rsplit(":", 1)
             port = int(port_s)
@@ -90,17 +115,17 @@ class ConfigMap:
             return None
         for s in candidates:
             if host and host in (n.lower() for n in s.names):
-                return s.label
+                return s
         for s in candidates:
             for n in s.names:
                 if n.startswith("*.") and host.endswith(n[1:].lower()):
-                    return s.label
+                    return s
                 if n.startswith("~") and host and re.search(n[1:], host):
-                    return s.label
+                    return s
         for s in candidates:
             if any(d for a, p, d in s.listens if p == port):
-                return s.label
-        return candidates[0].label
+                return s
+        return candidates[0]
 
 
 def config_path_of(cmdline: str, binary_conf_path: str = "/etc/nginx/nginx.conf") -> tuple[str, str]:
@@ -145,7 +170,11 @@ def config_for_master(pid: int, binary: str) -> ConfigMap:
     except OSError as exc:
         return ConfigMap(note=f"cannot read the command line of {pid}: {exc.strerror}")
     path, _prefix = config_path_of(cmdline, compiled_conf_path(binary))
-    return load_config(path)
+    cmap = load_config(path)
+    for sb in cmap.servers:  # try_files looks for files as the master sees them
+        if sb.tree is not None:
+            sb.tree.fs_root = f"/proc/{pid}/root"
+    return cmap
 
 
 def _norm_addr(text: str, default_port: int = 80) -> list[str]:
@@ -212,6 +241,7 @@ def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap) -> None:
             named = [n for n in sb.names if n not in ("_", "")]
             first = sb.listens[0]
             sb.label = named[0] if named else f"{first[0]}:{first[1]}"
+            sb.tree = build_tree(block, _PASS)
             cmap.servers.append(sb)
         elif name == "location" and block is not None and args:
             mod, pattern = (args[0], args[1]) if len(args) > 1 else ("", args[0])

@@ -9,6 +9,8 @@ last path segment(s) under any prefix, so ``/api/echo`` and ``/upload/echo`` beh
 - ``.../chunked?n=K``   ``Transfer-Encoding: chunked`` response with K chunks
 - ``.../big?kb=N``      an N KiB body
 - anything else         small JSON with the backend name and path
+- ``/_lab/delay?ms=N``  (sent to the backend directly, not through nginx) from now on, every
+  request to this backend waits N ms more before answering: a slow peer, for diff tests
 - ``.../echo`` with ``Upgrade: websocket``: an RFC 6455 echo server (text and binary
   messages, fragmented ones too, ping → pong, close → close)
 
@@ -138,6 +140,14 @@ class BackendHandler(BaseHTTPRequestHandler):
             return
         body_size = self._read_body()
         url = urlsplit(self.path)
+        if url.path == "/_lab/delay":
+            ms = min(int(parse_qs(url.query).get("ms", ["0"])[0]), _MAX_SLEEP_MS)
+            self.server.delay_ms = max(0, ms)  # type: ignore[attr-defined]
+            self._json(200, {"delay_ms": ms})
+            return
+        delay = getattr(self.server, "delay_ms", 0)
+        if delay:
+            time.sleep(delay / 1000.0)
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query)
         name: str = self.server.name  # type: ignore[attr-defined]

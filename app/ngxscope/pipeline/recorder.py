@@ -21,6 +21,7 @@ from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, Fallbac
 from ..capture.layout import layout_for_version
 from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
+from ..capture.selfanswer import self_answer
 from ..capture.tracer import Tracer, TracerConfig
 from ..decode.assembler import Assembler
 from ..model import Exchange, LifecycleEvent
@@ -226,7 +227,12 @@ class Recorder:
         self.exchanges += 1
         cmap = self.config
         if cmap is not None:
-            ex.server_block = cmap.server_of(ex.server, ex.host)
+            block = cmap.block_of(ex.server, ex.host)
+            ex.server_block = block.label if block is not None else None
+            if not ex.is_tcp:
+                loc = cmap.resolve(block, ex.path, [(a.addr, a.status) for a in ex.upstream])
+                ex.location = loc.label if loc is not None else None
+                ex.answer = self_answer(loc, ex.status, bool(ex.upstream))
             for att in ex.upstream:
                 att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:

@@ -120,6 +120,17 @@ def _pick(rng: random.Random, options: tuple[str, ...]) -> str:
     return options[int(rng.random() * len(options))]
 
 
+def _location(host: str, target: str) -> str:
+    """The location block the made-up configuration would pick for `target`."""
+    if host == HOSTS[2]:
+        return r"~* \.(png|js)$"
+    if target.startswith("/api/v2/"):
+        return "^~ /api/v2/"
+    if target.startswith("/api/"):
+        return "= /api/v1/login" if target == "/api/v1/login" else "/api/"
+    return "= /checkout" if target == "/checkout" else "/"
+
+
 def _templates() -> _Templates:
     global _T
     if _T is None:
@@ -361,7 +372,7 @@ class SyntheticSource:
             request_headers=_req_headers(host, method, extra), response_headers=hdrs,
             request_body=req_body, response_body=body, request_body_size=len(req_body),
             response_body_size=body_size, sendfile_bytes=sendfile, truncated=truncated,
-            error=error, upstream=upstream,
+            error=error, upstream=upstream, server_block=host, location=_location(host, target),
         )
 
     def _attempts(

@@ -23,8 +23,10 @@ Format history:
 - **version 4**: exchange records gained `summary_only` (counted from the kernel summary,
   payload not captured). Version 3 said so with an `error` note beginning "payload shed"
   or "payload not captured"; such a note is no error and goes.
-- **version 5**: exchanges gained the user's `mark` (a colour name) and `note` (text), ""
-  when none (marks and notes saved with the session).
+- **version 5**: exchange records gained the user's `mark` (a colour name) and `note` (text),
+  "" when none (marks and notes saved with the session); `location` (the `location` block
+  that served the request, from nginx's configuration) and `answer` (why nginx answered
+  itself, or how its cache served it), both null when unknown.
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -115,10 +117,14 @@ def convert_3_4(record: RawRecord) -> RawRecord:
 
 
 def convert_4_5(record: RawRecord) -> RawRecord:
-    """Version 4 → 5: exchanges get the user's `mark` and `note` (none in version 4: "")."""
+    """Version 4 → 5: exchanges get the user's `mark` and `note` (none in version 4: ""),
+    `location` and `answer` (unknown in version 4: null)."""
     if record.get("t") != "exchange":
         return record
-    return {"mark": "", "note": "", **record}
+    out = {"mark": "", "note": "", **record}
+    out.setdefault("location", None)
+    out.setdefault("answer", None)
+    return out
 
 
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {

@@ -9,7 +9,10 @@ Grammar (recursive descent, keywords case-insensitive)::
 
 Fields: status, method, host, path, url (host + target), target, duration, upstream,
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
-error, mark, note. Operators: ``= == != ~ !~ ~* !~* > >= < <=``. ``~`` is a regular-expression search,
+error, mark, note, block (the server block), location (its location block as written:
+``location=/api/``, ``location="= /health"``, ``location=@fallback``), answer (why nginx
+answered itself: ``answer=cache-hit``, ``answer=cache-miss``, ``answer~^limit-req``,
+``answer=return``, ``answer=client-abort``). Operators: ``= == != ~ !~ ~* !~* > >= < <=``. ``~`` is a regular-expression search,
 case-sensitive (except on method and host); ``~*`` is the same search ignoring case (as in
 nginx's ``location ~*``); ``=`` is exact and case-sensitive (method and host: caseless).
 Flags: ``tls``, ``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``,
@@ -84,6 +87,9 @@ STRING_FIELDS = {
     "error": lambda e: e.error or "",
     "note": lambda e: e.note,
     "mark": lambda e: e.mark,
+    "block": lambda e: e.server_block or "",
+    "location": lambda e: e.location or "",
+    "answer": lambda e: e.answer or "",
 }
 """Fields compared as text."""
 

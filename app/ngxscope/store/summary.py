@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ngxscope.model import Exchange
+from ngxscope.store.routes import RouteTemplater
 
-__all__ = ["PathRow", "PeerStats", "Summary", "WorkerStats", "format_summary", "percentile",
-           "summarize"]
+__all__ = ["GroupStats", "PathRow", "PeerStats", "Summary", "WorkerStats", "format_summary", "location_key",
+           "percentile", "summarize"]
 
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
 
@@ -68,6 +69,39 @@ class PathRow:
     requests: int
     total_ms: float
     mean_ms: float
+
+
+@dataclass(slots=True)
+class GroupStats:
+    """The figures of one part of the configuration or one route: "server > location"."""
+
+    key: str
+    requests: int = 0
+    errors: int = 0
+    """Responses with a 5xx status, or none."""
+    error_rate: float = 0.0
+    latency: Latency = field(default_factory=Latency)
+    response_bytes: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+    """Requests per `Exchange.answer` (cache hits, limit rejections, returns, client aborts)."""
+    _ms: array[float] = field(default_factory=lambda: array("d"))
+
+    def add(self, ex: Exchange) -> None:
+        self.requests += 1
+        if ex.answer:
+            self.answers[ex.answer] = self.answers.get(ex.answer, 0) + 1
+        self.errors += ex.status is None or ex.status >= 500
+        self.response_bytes += ex.response_bytes
+        self._ms.append(ex.duration_ms)
+
+    def finish(self) -> None:
+        self.latency = Latency.of(self._ms)
+        self.error_rate = self.errors / self.requests if self.requests else 0.0
+
+
+def location_key(ex: Exchange) -> str:
+    """"server_block > location" of an exchange ("?" for a part not known)."""
+    return f"{ex.server_block or '?'} \u203a {ex.location or '?'}"
 
 
 @dataclass(slots=True)
@@ -123,6 +157,10 @@ class Summary:
     top_by_time: list[PathRow] = field(default_factory=list)
     workers: list[WorkerStats] = field(default_factory=list)
     peers: list[PeerStats] = field(default_factory=list)
+    locations: list[GroupStats] = field(default_factory=list)
+    """Per server block > location of the HTTP exchanges, most requests first."""
+    routes: list[GroupStats] = field(default_factory=list)
+    """Per route template (`store.routes`) of the HTTP exchanges, most requests first (top N)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`ngxscope stats --json`)."""
@@ -136,13 +174,17 @@ class Summary:
         return clean(asdict(self))
 
 
-def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
-    """The figures of a stream of exchanges (any order)."""
+def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemplater | None = None) -> Summary:
+    """The figures of a stream of exchanges (any order); routes by `templater` (the heuristic
+    alone when None)."""
+    templater = templater or RouteTemplater()
+    routes: dict[str, GroupStats] = {}
     s = Summary()
     all_ms: array[float] = array("d")
     paths: dict[str, list[float]] = {}
     workers: dict[int, WorkerStats] = {}
     peers: dict[str, PeerStats] = {}
+    locations: dict[str, GroupStats] = {}
     for ex in exchanges:
         ms = ex.duration_ms
         s.requests += 1
@@ -163,6 +205,18 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
         row = paths.setdefault(f"TCP {ex.server}" if tcp else ex.path, [0, 0.0])
         row[0] += 1
         row[1] += ms
+        if not tcp and (ex.server_block or ex.location):
+            key = location_key(ex)
+            g = locations.get(key)
+            if g is None:
+                g = locations[key] = GroupStats(key)
+            g.add(ex)
+        if not tcp and ex.target:
+            t = templater.template(ex.path)
+            r = routes.get(t)
+            if r is None:
+                r = routes[t] = GroupStats(t)
+            r.add(ex)
         w = workers.get(ex.pid)
         if w is None:
             w = workers[ex.pid] = WorkerStats(ex.pid)
@@ -200,6 +254,12 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
         p.header = Latency.of(p._hdr)
         p.error_rate = p.errors / p.requests if p.requests else 0.0
     s.peers = [peers[k] for k in sorted(peers)]
+    for g in locations.values():
+        g.finish()
+    s.locations = sorted(locations.values(), key=lambda g: (-g.requests, g.key))
+    for g in routes.values():
+        g.finish()
+    s.routes = sorted(routes.values(), key=lambda g: (-g.requests, g.key))[:top]
     return s
 
 
@@ -276,6 +336,23 @@ def format_summary(s: Summary, name: str = "") -> str:
           _ms(w.latency.p50), _ms(w.latency.p95), _ms(w.latency.p99), _ms(w.latency.max)]
          for w in s.workers],
     )
+    if s.locations:
+        out += _table(
+            "locations (server block \u203a location)",
+            ["location", "requests", "share", "err %", "p50 ms", "p95 ms", "p99 ms", "sent", "answered by nginx"],
+            [[_clip(g.key), str(g.requests), pct(g.requests), f"{100.0 * g.error_rate:.1f}",
+              _ms(g.latency.p50), _ms(g.latency.p95), _ms(g.latency.p99), _bytes(g.response_bytes),
+              ", ".join(f"{k} {v}" for k, v in sorted(g.answers.items())) or "-"]
+             for g in s.locations],
+        )
+    if s.routes:
+        out += _table(
+            "routes (path templates)",
+            ["route", "requests", "share", "err %", "p50 ms", "p95 ms", "p99 ms", "sent"],
+            [[_clip(g.key), str(g.requests), pct(g.requests), f"{100.0 * g.error_rate:.1f}",
+              _ms(g.latency.p50), _ms(g.latency.p95), _ms(g.latency.p99), _bytes(g.response_bytes)]
+             for g in s.routes],
+        )
     if s.peers:
         out += _table(
             "upstream peers",

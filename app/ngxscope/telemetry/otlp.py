@@ -26,13 +26,23 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+
+from ngxscope.decode.tracecontext import header_value, parse_traceparent, traceparent_of_head
 
 from .. import __version__
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .labels import method_label, split_addr
 
-__all__ = ["SpanSink", "exchange_attributes", "traces_url"]
+__all__ = ["SpanSink", "exchange_attributes", "incoming_context", "traces_url"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +102,9 @@ def exchange_attributes(ex: Exchange, headers: Sequence[str] = ()) -> dict[str, 
         attrs["http.response.status_code"] = ex.status
     if ex.server_block:
         attrs["nginx.server_block"] = ex.server_block
+    if ex.location:
+        attrs["http.route"] = ex.location  # the location block: nginx's own route
+        attrs["nginx.location"] = ex.location
     if ex.error:
         attrs["error.type"] = "ngxscope.incomplete"
         attrs["ngxscope.error"] = ex.error
@@ -105,6 +118,20 @@ def exchange_attributes(ex: Exchange, headers: Sequence[str] = ()) -> dict[str, 
     if ua:
         attrs["user_agent.original"] = ua
     return attrs
+
+
+def incoming_context(ex: Exchange) -> Context:
+    """The caller's trace when the request carried a valid `traceparent` (and `tracestate`):
+    the server span becomes its child, so a trace continues through nginx. Marked sampled
+    whatever the caller's flag: ngxscope records every request it sees."""
+    tp = parse_traceparent(header_value(ex.request_headers, "traceparent") or "")
+    if tp is None:
+        return Context()
+    state = header_value(ex.request_headers, "tracestate")
+    sc = SpanContext(int(tp.trace_id, 16), int(tp.parent_id, 16), is_remote=True,
+                     trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                     trace_state=TraceState.from_header([state]) if state else None)
+    return trace.set_span_in_context(NonRecordingSpan(sc), Context())
 
 
 def attempt_attributes(ex: Exchange, att: UpstreamAttempt, index: int) -> dict[str, Any]:
@@ -135,6 +162,9 @@ def attempt_attributes(ex: Exchange, att: UpstreamAttempt, index: int) -> dict[s
                        ("nginx.upstream.response_ms", att.duration_ms)):
         if value is not None:
             attrs[key] = float(value)
+    sent = traceparent_of_head(att.request_head)
+    if sent:  # what the upstream's own tracing continues from
+        attrs["http.request.header.traceparent"] = [sent]
     return attrs
 
 
@@ -276,8 +306,10 @@ class SpanSink:
     # -- spans -----------------------------------------------------------------------
     def _emit(self, ex: Exchange) -> None:
         name = ex.method or "HTTP"
+        if ex.location:
+            name = f"{name} {ex.location}"  # "{method} {http.route}", as the conventions name it
         start, end = _ns(ex.start), _ns(max(ex.end, ex.start))
-        server = self.tracer.start_span(name, context=Context(), kind=SpanKind.SERVER,
+        server = self.tracer.start_span(name, context=incoming_context(ex), kind=SpanKind.SERVER,
                                         start_time=start, attributes=exchange_attributes(ex, self.request_headers))
         if ex.error or (ex.status is not None and ex.status >= 500):
             server.set_status(Status(StatusCode.ERROR, ex.error or None))

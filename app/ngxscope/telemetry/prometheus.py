@@ -33,7 +33,7 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
                     1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds: from sub-millisecond cache hits to a minute-long upstream (nginx's usual range)."""
 
-SERVER_LABELS = ("worker", "server_block", "method", "status_class")
+SERVER_LABELS = ("worker", "server_block", "location", "method", "status_class")
 UPSTREAM_LABELS = ("worker", "server_block", "group", "peer", "status_class")
 
 
@@ -67,7 +67,7 @@ class MetricsSink:
                                 SERVER_LABELS, registry=r)
         self.duration = Histogram("ngxscope_http_request_duration_seconds",
                                   "Time from the first request byte read to the last response byte written",
-                                  ("worker", "server_block", "status_class"), buckets=DURATION_BUCKETS,
+                                  ("worker", "server_block", "location", "status_class"), buckets=DURATION_BUCKETS,
                                   registry=r)
         self.request_bytes = Counter("ngxscope_http_request_size_bytes",
                                      "Request bytes nginx read: line, headers and body ($request_length)",
@@ -95,7 +95,7 @@ class MetricsSink:
         self.up = Gauge("ngxscope_capture_up", "1 while the capture is attached", registry=r)
         self.events = Counter("ngxscope_lifecycle_events", "Lifecycle events (reloads, worker exits...)",
                               ("kind",), registry=r)
-        self._bound = {name: BoundedLabel(label_limit) for name in ("worker", "server_block", "group", "peer")}
+        self._bound = {name: BoundedLabel(label_limit) for name in ("worker", "server_block", "location", "group", "peer")}
         self._failures = 0
         self._lock = threading.Lock()
         self.server: Any = None
@@ -138,9 +138,11 @@ class MetricsSink:
         b = self._bound
         worker = b["worker"](str(ex.pid))
         block = b["server_block"](ex.server_block or "unknown")
+        # bounded like every label: past the limit, new locations count as "other"
+        location = b["location"](ex.location or "unknown")
         cls = status_class(ex.status)
-        self.requests.labels(worker, block, method_label(ex.method), cls).inc()
-        self.duration.labels(worker, block, cls).observe(ex.duration_ms / 1000.0)
+        self.requests.labels(worker, block, location, method_label(ex.method), cls).inc()
+        self.duration.labels(worker, block, location, cls).observe(ex.duration_ms / 1000.0)
         self.request_bytes.labels(worker, block).inc(max(0, ex.request_bytes))
         self.response_bytes.labels(worker, block).inc(max(0, ex.response_bytes))
         if ex.error:

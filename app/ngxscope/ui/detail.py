@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontDatabase, QPalette, QResizeEvent
+from PySide6.QtGui import QFontDatabase, QGuiApplication, QPalette, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMenu,
     QPlainTextEdit,
+    QPushButton,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ngxscope.decode.tracecontext import header_value, parse_traceparent
 from ngxscope.model import Exchange
 
 from ..store.bodies import RenderedBody, render_request, render_response
@@ -229,11 +231,19 @@ class DetailPane(QTabWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.conn_labels: dict[str, QLabel] = {}
         for key in ("Client", "Server", "TLS", "Worker", "Connection", "Request #", "Started",
-                    "Ended", "Error", "Note"):
+                    "Ended", "Error", "Note", "Location", "Trace"):
             label = QLabel()
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_labels[key] = label
-            form.addRow(key + ":", label)
+            if key == "Trace":
+                self.copy_trace = QPushButton("Copy trace id")
+                self.copy_trace.clicked.connect(self._copy_trace_id)
+                row = QHBoxLayout()
+                row.addWidget(label, 1)
+                row.addWidget(self.copy_trace)
+                form.addRow(key + ":", row)
+            else:
+                form.addRow(key + ":", label)
         self.related = QTableWidget(0, 5)
         self.related.setHorizontalHeaderLabels(["#", "Method", "Path", "Status", "Duration"])
         self.related.verticalHeader().setVisible(False)
@@ -250,6 +260,17 @@ class DetailPane(QTabWidget):
         lay.addWidget(QLabel("Requests on this connection:"))
         lay.addWidget(self.related)
         return w
+
+    def trace_id(self) -> str | None:
+        """The W3C trace id the shown request arrived with (its `traceparent`), if any."""
+        ex = self.exchange
+        tp = parse_traceparent(header_value(ex.request_headers, "traceparent") or "") if ex else None
+        return tp.trace_id if tp else None
+
+    def _copy_trace_id(self) -> None:
+        tid = self.trace_id()
+        if tid:
+            QGuiApplication.clipboard().setText(tid)
 
     def _related_activated(self, row: int, _col: int) -> None:
         if 0 <= row < len(self._related_items):
@@ -300,6 +321,10 @@ class DetailPane(QTabWidget):
                              f"{fmt_bytes(ex.response_bytes)} out)")
         lab["Error"].setText(ex.error or (_SUMMARY_ONLY if ex.summary_only else DASH))
         lab["Note"].setText((f"[{ex.mark}] " if ex.mark else "") + (ex.note or DASH))
+        lab["Location"].setText(f"{ex.server_block or '?'} \u203a {ex.location}" if ex.location else DASH)
+        tid = self.trace_id()
+        lab["Trace"].setText(tid or "(no traceparent)")
+        self.copy_trace.setEnabled(tid is not None)
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
         self.related.setRowCount(len(self._related_items))

@@ -44,6 +44,8 @@ from .menus import build_menus, cell_menu, columns_menu
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
 from .replaydialog import ReplayDialog, ReplayManyDialog
+from .routes import RoutesPanel
+from .slowest import SlowestPanel
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
@@ -171,6 +173,10 @@ class MainWindow(DropOpener, WindowBase):
         self.upstreams = UpstreamsPanel()
         self.upstreams.peer_clicked.connect(lambda addr: self.filter_bar.set_text(
             f"upstream={addr}"))
+        self.routes = RoutesPanel()
+        self.routes.route_clicked.connect(self.filter_bar.set_text)
+        self.slowest = SlowestPanel(self.routes.templater)
+        self.slowest.exchange_clicked.connect(self._show_slow)
         self.events_log = EventsLog()
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks: dict[str, QDockWidget] = {}
@@ -178,6 +184,8 @@ class MainWindow(DropOpener, WindowBase):
             ("graphs", "Graphs", self.graphs, Qt.DockWidgetArea.RightDockWidgetArea),
             ("workers", "Workers", self.workers, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("upstreams", "Upstreams", self.upstreams, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("routes", "Routes", self.routes, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("slowest", "Slowest", self.slowest, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
@@ -186,7 +194,9 @@ class MainWindow(DropOpener, WindowBase):
             self.addDockWidget(area, dock)
             self.docks[name] = dock
         self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
-        self.tabifyDockWidget(self.docks["upstreams"], self.docks["events"])
+        self.tabifyDockWidget(self.docks["upstreams"], self.docks["routes"])
+        self.tabifyDockWidget(self.docks["routes"], self.docks["slowest"])
+        self.tabifyDockWidget(self.docks["slowest"], self.docks["events"])
         self.docks["workers"].raise_()
         self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
@@ -495,6 +505,11 @@ class MainWindow(DropOpener, WindowBase):
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
         return [ex for r in rows if (ex := self.proxy.exchange_at(self.proxy.index(r, 0)))]
 
+    def _show_slow(self, ex: Exchange) -> None:
+        """An outlier clicked in the Slowest panel: select it, its waterfall in front."""
+        self.select_exchange(ex)
+        self.detail.setCurrentWidget(self.detail.timing)
+
     def visible_exchanges(self) -> list[Exchange]:
         """The exchanges the table shows now (filter applied), in view order (for Export)."""
         proxy = self.proxy
@@ -512,6 +527,11 @@ class MainWindow(DropOpener, WindowBase):
                 self.workers.refresh(self.agg, self.graphs.window_s)
             if self.docks["upstreams"].isVisible():
                 self.upstreams.refresh(self.agg)
+            # a dock behind another's tab is "visible" to Qt: these two cost, ask what is shown
+            if not self.docks["routes"].visibleRegion().isEmpty():
+                self.routes.refresh(self.store, self.agg.end_second() + 1.0)
+            if not self.docks["slowest"].visibleRegion().isEmpty():
+                self.slowest.refresh(self.store, self.agg.end_second() + 1.0)
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None

@@ -20,8 +20,10 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMenu, QM
 from ngxscope import __version__
 from ngxscope.model import MARKS, Exchange
 from ngxscope.store.foreign import FILE_FILTERS
+from ngxscope.store.session import SessionError, SessionReader
 
 from .attach import AttachDialog
+from .compare import CompareDialog
 from .copymenu import fill_copy_menu
 from .exportdialog import ExportDialog
 from .helpdialog import HelpDialog
@@ -90,6 +92,18 @@ def _action(w: WindowBase, text: str, slot: Any,
     return act
 
 
+def compare_with(w: WindowBase, path: str) -> CompareDialog | None:
+    """Show the window's exchanges against the session at `path` (a clear message if unreadable)."""
+    try:
+        baseline = SessionReader(path).read_all().exchanges
+    except (SessionError, OSError) as exc:
+        QMessageBox.warning(w, "Compare with", f"Cannot read {path}: {exc}")
+        return None
+    dlg = CompareDialog(baseline, list(w.store), path, getattr(getattr(w, "routes", None), "templater", None), w)
+    dlg.show()
+    return dlg
+
+
 def build_menus(w: WindowBase) -> None:
     """Create the menu bar and keep references to stateful actions on `w`."""
     bar = w.menuBar()
@@ -119,6 +133,11 @@ def build_menus(w: WindowBase) -> None:
         if dlg.exec() and dlg.path:
             w.export_requested.emit(dlg.path, dlg.fmt, dlg.filtered, dlg.redact)
 
+    def compare() -> None:
+        path, _ = QFileDialog.getOpenFileName(w, "Compare with session (baseline)", "", SESSION_FILTER)
+        if path:
+            compare_with(w, path)
+
     file_menu = bar.addMenu("&File")
     file_menu.addAction(_action(w, "&Open…", open_file, QKeySequence.StandardKey.Open))
     recent_menu = file_menu.addMenu("Open &Recent")
@@ -126,6 +145,8 @@ def build_menus(w: WindowBase) -> None:
     file_menu.addAction(_action(w, "&Save", save, QKeySequence.StandardKey.Save))
     file_menu.addAction(_action(w, "Save &As…", save_as, "Ctrl+Shift+S"))
     file_menu.addAction(_action(w, "&Export…", export, "Ctrl+E"))
+    file_menu.addAction(_action(w, "&Compare with…", compare, "Ctrl+D",
+                                tip="This window's requests against a saved session as the baseline"))
     file_menu.addSeparator()
     file_menu.addAction(_action(w, "&Quit", w.close, QKeySequence.StandardKey.Quit))
 
@@ -141,7 +162,7 @@ def build_menus(w: WindowBase) -> None:
     w.autoscroll_action.setChecked(True)
     view.addAction(w.autoscroll_action)
     view.addSeparator()
-    for key in ("graphs", "workers", "upstreams", "events"):
+    for key in ("graphs", "workers", "upstreams", "routes", "slowest", "events"):
         view.addAction(w.docks[key].toggleViewAction())
     window_menu = view.addMenu("Graph &window")
     group = QActionGroup(w)

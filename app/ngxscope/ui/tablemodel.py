@@ -128,6 +128,13 @@ def node_of(e: Exchange) -> str:
     return head if sep else ""
 
 
+def location_label(e: Exchange) -> str:
+    """`server_block > location`, as much of it as is known."""
+    if e.location is None:
+        return e.server_block or ""
+    return f"{e.server_block} \u203a {e.location}" if e.server_block else e.location
+
+
 COLUMNS: list[Column] = [
     ("time", "Time", _time, lambda e: e.start, None, False),
     ("node", "Node", node_of, node_of, None, False),
@@ -139,6 +146,8 @@ COLUMNS: list[Column] = [
      lambda e: f"method={quote_value(e.method)}", False),
     ("host", "Host", lambda e: e.host, lambda e: e.host,
      lambda e: f"host={quote_value(e.host)}", False),
+    ("location", "Location", lambda e: location_label(e), lambda e: location_label(e),
+     lambda e: f"location={quote_value(e.location)}" if e.location else "location=\"\"", False),
     ("path", "Path", lambda e: e.target, lambda e: e.target,
      lambda e: f"path={quote_value(e.path)}", False),
     ("status", "Status", lambda e: str(e.status) if e.status is not None else (e.error and "ERR")
@@ -159,7 +168,7 @@ COLUMNS: list[Column] = [
 COLUMN_KEYS = [c[0] for c in COLUMNS]
 STATUS_COL = COLUMN_KEYS.index("status")
 DEFAULT_WIDTHS = {"time": 90, "worker": 52, "client": 122, "method": 58, "host": 100,
-                  "path": 185, "status": 50, "duration": 70, "req_size": 68, "resp_size": 72,
+                  "location": 190, "path": 185, "status": 50, "duration": 70, "req_size": 68, "resp_size": 72,
                   "tls": 34, "upstream": 150}
 """Upstream is last: the widest and most variable column ("a, b" for retries, fitted as
 they arrive), so it never pushes the compact columns out of view."""
@@ -240,7 +249,7 @@ class ExchangeTableModel(QAbstractTableModel):
                 return ex.error
             if col[0] == "upstream":
                 return upstream_tooltip(ex) if ex.upstream else None
-            if col[0] in ("path", "host", "client"):
+            if col[0] in ("path", "host", "client", "location"):
                 return col[2](ex)
             return None
         if role == EXCHANGE_ROLE:

@@ -243,7 +243,8 @@ def v4_records() -> list[dict[str, Any]]:
 
 
 def v5_records() -> list[dict[str, Any]]:
-    """Version 5 added the user's mark and note to exchanges (one marked and noted here)."""
+    """Version 5 added the user's mark and note (one marked and noted here), location (the
+    location block that served it) and answer (why nginx answered itself) to exchanges."""
     out = []
     for rec in v4_records():
         rec = dict(rec)
@@ -251,10 +252,16 @@ def v5_records() -> list[dict[str, Any]]:
             rec["version"] = 5
         elif rec["t"] == "exchange":
             # keys in the writer's order: the model's fields, then duration_ms
-            duration = rec.pop("duration_ms")
+            keys = list(rec)
+            rec["location"] = {1: "/api/", 2: "= /upload"}.get(rec["id"])
+            rec["answer"] = {1: "cache-miss"}.get(rec["id"])
             rec["mark"] = {1: "red"}.get(rec["id"], "")
             rec["note"] = {1: "retried: 8081 refused (ticket #42) ✓"}.get(rec["id"], "")
-            rec["duration_ms"] = duration
+            at = keys.index("server_block") + 1
+            keys[at:at] = ["location", "answer"]
+            at = keys.index("duration_ms")
+            keys[at:at] = ["mark", "note"]
+            rec = {k: rec[k] for k in keys}
         out.append(rec)
     return out
 

@@ -1,0 +1,55 @@
+"""The Routes panel: templates of the last minute, click to filter; screenshot."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+from ngxscope.pipeline.synthetic import SyntheticSource
+from ngxscope.store.routes import RouteTemplater
+from ngxscope.ui.mainwindow import MainWindow
+from ngxscope.ui.routes import RoutesPanel
+
+
+def test_routes_panel_rows_click_and_screenshot(qtbot, settings: QSettings, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    win = MainWindow(None, title="ngxscope", settings=settings)
+    qtbot.addWidget(win)
+    win.routes.templater = RouteTemplater(["/category/{name}"])  # a user template
+    win.resize(1500, 900)
+    win.show()
+    src = SyntheticSource(seed=5, threaded=False)
+    now = time.time()
+    history = []
+    for k in range(90, 0, -1):
+        history += src.generate(200, now=now - k, spread=1.0)
+    win.model.append_batch(history)
+    win.agg.feed(history)
+    win.docks["routes"].raise_()
+    qtbot.wait(100)
+    win.refresh_panels()
+    rows = {r.template: r for r in win.routes.rows}
+    assert "/api/v1/items/{id}" in rows and "/category/{name}" in rows
+    assert "/assets/img/{slug}" not in rows or rows["/assets/img/{slug}"].requests > 0
+    total = sum(r.requests for r in win.routes.rows)
+    assert 0 < total <= len(history)
+    items = rows["/api/v1/items/{id}"]
+    assert items.upstream_share == 1.0 and items.p50 is not None and sum(items.spark) == items.requests
+    qtbot.wait(200)
+    assert win.docks["routes"].grab().save(str(shots / "routes-panel.png"))
+    row = [r.template for r in win.routes.rows].index("/api/v1/items/{id}")
+    win.routes.table.itemClicked.emit(win.routes.table.item(row, 0))
+    assert win.filter_text.startswith("path~") or win.filter_bar.edit.text().startswith("path~")
+    qtbot.wait(400)
+    shown = win.visible_exchanges()
+    assert shown and all(e.path.startswith("/api/v1/items/") and e.path.count("/") == 4 for e in shown)
+
+
+def test_empty_store_shows_no_rows(qtbot) -> None:  # type: ignore[no-untyped-def]
+    from ngxscope.store.memory import ExchangeStore
+
+    panel = RoutesPanel(RouteTemplater())
+    qtbot.addWidget(panel)
+    panel.refresh(ExchangeStore(), time.time())
+    assert panel.table.rowCount() == 0
