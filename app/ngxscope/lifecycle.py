@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .capture.binary import BinaryError, inspect_binary
-from .capture.layout import layout_for_version
+from .capture.layout import layout_for_binary
 from .capture.tracer import CaptureError
 from .model import LifecycleEvent
 
@@ -223,7 +223,7 @@ class LifecycleWatch:
             info = inspect_binary(path)
             if not info.method:
                 return f"not captured: {info.method_reason}"
-            if layout_for_version(info.version) != layout_for_version(target.version):
+            if layout_for_binary(path, info.version) != layout_for_binary(target.binary, target.version):
                 return f"not captured: nginx {info.version} needs other struct offsets (restart ngxscope)"
             ident = tracer.attach_binary(path)
         except (BinaryError, CaptureError, OSError) as exc:

@@ -33,6 +33,10 @@ int main(void) {
            EVF_H2STREAM, EVF_NOMARK, EVF_SAMPLED, LINE_CAP);
     printf("EV_STREAM_START %d\nEV_STREAM_DONE %d\nEV_CONNECTED %d\n",
            EV_STREAM_START, EV_STREAM_DONE, EV_CONNECTED);
+    printf("ev_reqlog %zu\nEV_REQ_LOG %d\nREQLOG_LINE_CAP %d\n", sizeof(struct ev_reqlog), EV_REQ_LOG,
+           REQLOG_LINE_CAP);
+    F(ev_reqlog, h) F(ev_reqlog, request_length) F(ev_reqlog, sent) F(ev_reqlog, status)
+    F(ev_reqlog, err_status) F(ev_reqlog, line_addr) F(ev_reqlog, strs) F(ev_reqlog, line)
     return 0;
 }
 """
@@ -53,7 +57,9 @@ def test_struct_layout_matches_header(tmp_path: Path) -> None:
     assert c["ev_header"] == [ctypes.sizeof(events.EvHeader)]
     assert c["ev_open"] == [ctypes.sizeof(events.EvOpen)]
     assert c["ev_done"] == [ctypes.sizeof(events.EvDone)]
-    for struct, cls in (("ev_header", events.EvHeader), ("ev_open", events.EvOpen), ("ev_done", events.EvDone)):
+    assert c["ev_reqlog"] == [ctypes.sizeof(events.EvReqLog)]
+    for struct, cls in (("ev_header", events.EvHeader), ("ev_open", events.EvOpen), ("ev_done", events.EvDone),
+                        ("ev_reqlog", events.EvReqLog)):
         for name, _ctype in cls._fields_:
             field = getattr(cls, name)
             assert c[f"{struct}.{name}"] == [field.offset, field.size], f"{struct}.{name}"
@@ -64,7 +70,7 @@ def test_constants_match_header(tmp_path: Path) -> None:
     for name in ("EV_OPEN", "EV_RECV", "EV_SEND", "EV_SENDFILE", "EV_CLOSE", "EV_REQ_DONE", "EV_CONNECT",
                  "EV_FORK", "EV_EXIT", "EV_UPSTREAM", "EV_STREAM_START", "EV_STREAM_DONE",
                  "EV_CONNECTED", "EVF_TLS", "EVF_CLIENT", "EVF_TRUNCATED", "SOCKADDR_MAX", "EVF_SHED",
-                 "EVF_H2STREAM", "EVF_NOMARK", "EVF_SAMPLED", "LINE_CAP"):
+                 "EVF_H2STREAM", "EVF_NOMARK", "EVF_SAMPLED", "LINE_CAP", "EV_REQ_LOG", "REQLOG_LINE_CAP"):
         assert c[name] == [getattr(events, name)], name
 
 

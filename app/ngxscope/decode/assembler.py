@@ -28,6 +28,7 @@ from ..capture.events import (
     EV_OPEN,
     EV_RECV,
     EV_REQ_DONE,
+    EV_REQ_LOG,
     EV_SEND,
     EV_SENDFILE,
     EV_STREAM_DONE,
@@ -83,6 +84,8 @@ class Assembler:
         self.upstream = UpstreamHandler(self.upstreams, peer_of)
         self._conns: dict[ConnKey, Conn] = {}
         self._by_fd: dict[tuple[int, int], ConnKey] = {}
+        self._logs: dict[tuple[ConnKey, int], RawEvent] = {}
+        """EV_REQ_LOG waiting for the EV_REQ_DONE right behind it (same probe, same time)."""
 
     @property
     def on_websocket(self) -> Callable[[WsTunnel, float], None] | None:
@@ -117,7 +120,16 @@ class Assembler:
                 handler.on_recv(conn, ev)
             else:
                 handler.on_send(conn, ev)
+        elif kind == EV_REQ_LOG:
+            if ev.conn_ts:
+                self._logs[(ev.conn_key, ev.rid)] = ev
         elif kind == EV_REQ_DONE:
+            if self._logs:
+                paired = self._logs.pop((ev.conn_key, ev.rid), None)
+                if paired is not None and paired.ts == ev.ts:
+                    ev.log = paired.log
+                if len(self._logs) > 1024:  # their EV_REQ_DONE was lost
+                    self._logs.clear()
             if ev.conn_ts:
                 conn = self._conn_for(ev)
                 if not conn.client:

@@ -10,7 +10,7 @@ The exchange is numbered, counted and handed out through the emitter (decode.emi
 
 from __future__ import annotations
 
-from ...capture.events import RawEvent, nginx_msec
+from ...capture.events import NginxLog, RawEvent, nginx_msec
 from ...model import Exchange, UpstreamAttempt
 from ..connstate import Conn
 from ..emitter import Emitter
@@ -30,6 +30,7 @@ def emit_h1(
     parse: bool = True,
     upstream: list[UpstreamAttempt] | None = None,
     kstatus: int = 0,
+    ngx: NginxLog | None = None,
 ) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
@@ -87,8 +88,14 @@ def emit_h1(
             ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
         if resp.error and not ex.error:
             ex.error = resp.error
+        if ngx is not None:
+            # nginx's values checked against a response captured whole and cleanly parsed
+            clean = parse and not resp.error and not conn.send_hole and resp.status not in (None, 101)
+            emit.nginx.apply(ex, ngx, resp.status if clean else None, resp_len if clean else None)
     else:
         ex.end = max(ts, start)
+        if ngx is not None:
+            emit.nginx.apply(ex, ngx, None, None)
     emit.emit(conn, ex)
     return ex
 
@@ -129,5 +136,7 @@ def emit_summary(
     ex.upstream = upstream
     if start_clock and ev.clock:
         ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))
+    if ev.log is not None:
+        emit.nginx.apply(ex, ev.log, None, None)
     emit.emit(conn, ex)
 

@@ -219,7 +219,7 @@ class Http1Handler(ProtocolHandler):
             req.body_discarded = True
         attempts = self.upstreams.take(conn.pid, conn.key[2])
         emit_h1(emit, conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
-                upstream=attempts, kstatus=0 if merged else ev.status)
+                upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log)
         conn.requests.settle()
         _completed(conn, ev)
 
@@ -271,7 +271,7 @@ class Http1Handler(ProtocolHandler):
             req.body_discarded = True
             req.head_bytes = request_bytes
             emit_h1(self.emit, conn, req, resp_len, ev.ts, error=why, end_clock=ev.clock, parse=False,
-                    upstream=attempts, kstatus=ev.status)
+                    upstream=attempts, kstatus=ev.status, ngx=ev.log)
         _completed(conn, ev)
 
     # -- the end -----------------------------------------------------------------------------
