@@ -75,8 +75,8 @@ def main() -> int:
                 logged = l1 - l0
                 got = [ex for ex in exchanges if t0 <= ex.end < t1]
                 counted = len(got)
-                with_payload = sum(1 for ex in got if ex.error is None and ex.method)
-                shed = sum(1 for ex in got if ex.error and ex.error.startswith("payload shed"))
+                with_payload = sum(1 for ex in got if ex.error is None and not ex.summary_only and ex.method)
+                shed = sum(1 for ex in got if ex.summary_only)
                 row = {"offered": rate or "saturation", "achieved_rps": rps, "logged": logged,
                        "counted": counted, "with_payload": with_payload, "shed": shed,
                        "counted_ratio": counted / logged if logged else 0.0,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
-    "SUMMARY_ONLY_NOTES",
     "TCP",
     "ConnInfo",
     "Exchange",
@@ -27,10 +26,6 @@ TCP = "TCP"
 """`Exchange.method` and `Exchange.version` of a stream-module session (nginx's TCP proxy):
 one record per client connection, with `$status`, `$bytes_received` (request_bytes),
 `$bytes_sent` (response_bytes), `$session_time` and its upstream attempts; no headers."""
-
-
-SUMMARY_ONLY_NOTES = ("payload shed", "payload not captured")
-"""How the `error` note of a summary-only exchange begins (see `Exchange.summary_only`)."""
 
 
 class ModelError(ValueError):
@@ -161,17 +156,14 @@ class Exchange:
     nginx_ms: float | None = None
     """The request time as nginx's own clock measures it (`$request_time` in ms). nginx caches
     the time once per event-loop turn, so under load it can trail the true `duration_ms`."""
+    summary_only: bool = False
+    """Counted from the kernel's per-request summary, without payload (shed under pressure,
+    or sampled out over the capture's CPU budget): status, sizes, times and the request line
+    are exact, headers and bodies unknown. Not an error (`error` stays None for it)."""
 
     @property
     def duration_ms(self) -> float:
         return max(0.0, (self.end - self.start) * 1000.0)
-
-    @property
-    def summary_only(self) -> bool:
-        """Counted from the kernel's per-request summary, without payload (shed under
-        pressure, or sampled out over the capture's CPU budget): status, sizes, times and
-        the request line are exact, headers and bodies unknown. Not an error of nginx's."""
-        return self.error is not None and self.error.startswith(SUMMARY_ONLY_NOTES)
 
     @property
     def is_tcp(self) -> bool:

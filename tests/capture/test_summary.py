@@ -38,8 +38,9 @@ def test_every_request_counted_from_the_summary(lab_nginx: LabNginx, capture_fac
     cap = capture_factory(pid=lab_nginx.master_pid)
     log, exchanges, stats = _mix_through(lab_nginx, cap)
     assert stats["shed"] > 0 and stats["lost"] == 0
-    shed = [ex for ex in exchanges if ex.error and ex.error.startswith("payload shed")]
-    assert len(shed) == len(exchanges) == len(log)
+    shed = [ex for ex in exchanges if ex.summary_only and ex.error is None]
+    assert len(shed) == len(exchanges) == len(log) == stats["shed_exchanges"]
+    assert stats["sampled_exchanges"] == 0
     assert Counter((ex.status, ex.response_bytes) for ex in exchanges) == Counter(
         (line["status"], line["bytes_sent"]) for line in log)
     assert Counter(ex.tls for ex in exchanges) == Counter(line["https"] == "on" for line in log)
@@ -86,7 +87,7 @@ def test_sampled_out_exchanges_are_counted_from_the_summary(lab_nginx: LabNginx,
     log, exchanges, stats = _mix_through(lab_nginx, cap)
     assert stats["sampled"] > 0 and stats["lost"] == 0
     assert stats["sampled_exchanges"] == len(exchanges) == len(log)
-    assert all(ex.error and ex.error.startswith("payload not captured (sampled out") for ex in exchanges)
+    assert all(ex.summary_only and ex.error is None for ex in exchanges)
     odd = [(ex.target, ex.request_headers, ex.response_headers, ex.upstream) for ex in exchanges
            if ex.request_headers or ex.response_headers or ex.upstream]
     assert not odd
@@ -98,7 +99,7 @@ def test_half_sampled_exchanges_are_whole_or_summaries(lab_nginx: LabNginx, capt
     cap = capture_factory(pid=lab_nginx.master_pid)
     assert cap.recorder.tracer.set_sampling(2)
     log, exchanges, _ = _mix_through(lab_nginx, cap, rounds=3)
-    sampled = [ex for ex in exchanges if ex.error and ex.error.startswith("payload not captured")]
+    sampled = [ex for ex in exchanges if ex.summary_only]
     whole = [ex for ex in exchanges if ex not in sampled]
     assert len(exchanges) == len(log)
     assert sampled and whole, (len(sampled), len(whole))
@@ -128,7 +129,8 @@ def test_cpu_governor_samples_under_load_and_counts_everything(lab_nginx: LabNgi
     assert steps and steps[0].startswith("payload sampling 1 in "), steps
     assert stats["sample_one_in"] > 1 and stats["capture_cpu"] is not None
     assert len(exchanges) == lines and stats["lost"] == 0
-    sampled = [ex for ex in exchanges if ex.error and ex.error.startswith("payload not captured")]
-    assert sampled and stats["sampled_exchanges"] == len(sampled)
-    assert all(ex.summary_only for ex in sampled)
+    summaries = [ex for ex in exchanges if ex.summary_only]
+    # sampled out on purpose, or (rarely, under this load) shed under pressure: both counted
+    assert stats["sampled_exchanges"] > 0 and stats["shed_exchanges"] == len(summaries)
+    assert all(ex.error is None for ex in summaries)
     assert all((ex.method, ex.target, ex.status) == ("GET", "/static/small.txt", 200) for ex in exchanges)

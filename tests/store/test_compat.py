@@ -19,6 +19,7 @@ from ngxscope.store.compat import (
     CURRENT_VERSION,
     convert_0_1,
     convert_1_2,
+    convert_3_4,
     encode_exchange,
     encode_record,
     migrate,
@@ -33,8 +34,9 @@ FROZEN = {
     "session-v1.ngxs": "d907be03bc0293adbe98c50076ae6b813f4bc043b375ccfa6d9ccf9394888736",
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
+    "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
 }
-LATEST_SAMPLE = "session-v3.ngxs"
+LATEST_SAMPLE = "session-v4.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -189,6 +191,7 @@ EXPECTED_V3 = [
         ("session-v1.ngxs", 1, "ngxscope 0.1.0", EXPECTED_EXCHANGES),
         ("session-v2.ngxs", 2, "ngxscope 0.1.0", EXPECTED_V2),
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
+        ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -223,7 +226,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V3:
+        for ex in EXPECTED_V3:  # version 4 reads them alike (none counted from a summary)
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -263,7 +266,7 @@ def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
-                               "server_block": None}
+                               "server_block": None, "summary_only": False}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -290,6 +293,35 @@ def test_convert_1_2_adds_nginx_ms() -> None:
     assert convert_1_2(stats) is stats
 
 
+_SAMPLED_V3 = ("payload not captured (sampled out while the capture was over its CPU budget): status, "
+               "sizes and times from the kernel summary")
+_SHED_V3 = "payload shed (capture overload): status, sizes and times from the kernel summary"
+
+
+def test_convert_3_4_makes_the_summary_note_a_flag() -> None:
+    for note in (_SAMPLED_V3, _SHED_V3):
+        assert convert_3_4({"t": "exchange", "id": 1, "error": note}) == {
+            "t": "exchange", "id": 1, "error": None, "summary_only": True}
+    for error in (None, "malformed request line", "response lost (capture overflow)", 5):
+        assert convert_3_4({"t": "exchange", "error": error}) == {
+            "t": "exchange", "error": error, "summary_only": False}
+    event = {"t": "event", "detail": _SHED_V3}
+    assert convert_3_4(event) is event
+
+
+def test_version_3_summary_exchange_reads_as_summary_only(tmp_path: Path) -> None:
+    """A version 3 session written with the note reads back flagged, the note gone."""
+    v3 = make_exchange(status=503).to_dict()
+    del v3["summary_only"]
+    v3["error"] = _SHED_V3
+    path = tmp_path / "v3.ngxs"
+    header = {"t": "header", "format": "ngxscope-session", "version": 3, "created": 1.0, "tool": "t",
+              "target": {}}
+    path.write_bytes(gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in (header, {"t": "exchange", **v3}))))
+    (ex,) = SessionReader(path).read_all().exchanges
+    assert ex.summary_only and ex.error is None and ex.status == 503
+
+
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from(["\udcff", "é", "\x00"]),
                 max_size=12)
 
@@ -299,12 +331,13 @@ _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sa
     req_body=st.binary(max_size=40), resp_body=st.binary(max_size=40),
     headers=st.lists(st.tuples(_TEXT, _TEXT), max_size=3), nginx_ms=st.none() | st.floats(0, 1e6),
     error=st.none() | _TEXT, attempts=st.integers(0, 2), start=st.floats(0, 2e9), length=st.floats(0, 100),
+    summary_only=st.booleans(),
 )
 @settings(max_examples=300, deadline=None)
 def test_encode_exchange_equals_encode_record(method: str, target: str, status: int | None, req_body: bytes,
                                               resp_body: bytes, headers: list[tuple[str, str]],
                                               nginx_ms: float | None, error: str | None, attempts: int,
-                                              start: float, length: float) -> None:
+                                              start: float, length: float, summary_only: bool) -> None:
     """The writer's dict-free encoder gives the very bytes of the dict path, whatever the
     exchange holds (non-ASCII, lone surrogates, ints beyond 64 bits take the json path)."""
     ex = make_exchange(method=method, target=target, status=status, request_body=req_body,
@@ -312,5 +345,6 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     ex.end = start + length
     ex.nginx_ms = nginx_ms
     ex.error = error
+    ex.summary_only = summary_only
     ex.upstream = ex.upstream[:attempts]
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})

@@ -74,7 +74,7 @@ class Emitter:
         self.next_id += 1
         conn.seq += 1
         stats = self.stats
-        if ex.error and not ex.method:
+        if not ex.method and (ex.error or ex.summary_only):
             stats.malformed += 1
         stats.exchanges += 1
         self.on_exchange(ex)

@@ -19,6 +19,11 @@ Format history:
   `request_headers` / `response_headers` (`Exchange.to_dict()`).
 - **version 2**: exchange records gained `nginx_ms` (nginx's own `$request_time`, in ms;
   null when unknown). A version 1 reader would reject the new key, hence the bump.
+- **version 3**: exchange records gained `server_block` and upstream attempts `group`
+  (names from nginx's configuration; null when unknown).
+- **version 4**: exchange records gained `summary_only` (counted from the kernel summary,
+  payload not captured). Version 3 said so with an `error` note beginning "payload shed"
+  or "payload not captured"; such a note is no error and goes.
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -47,6 +52,8 @@ __all__ = [
     "check_header",
     "convert_0_1",
     "convert_1_2",
+    "convert_2_3",
+    "convert_3_4",
     "encode_exchange",
     "encode_record",
     "migrate",
@@ -61,7 +68,7 @@ FORMAT = "ngxscope-session"
 Record = Exchange | LifecycleEvent | dict[str, Any]
 """What `parse_record` returns: a model object, or the dict of a header/stats/end record."""
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -107,10 +114,28 @@ def convert_2_3(record: RawRecord) -> RawRecord:
     return out
 
 
+_V3_SUMMARY_NOTES = ("payload shed", "payload not captured")
+"""How the `error` note of a summary-only exchange began up to version 3."""
+
+
+def convert_3_4(record: RawRecord) -> RawRecord:
+    """Version 3 → 4: exchanges get `summary_only`, true where the `error` note said so (that
+    note is then no error: null)."""
+    if record.get("t") != "exchange" or "summary_only" in record:
+        return record
+    error = record.get("error")
+    summary_only = isinstance(error, str) and error.startswith(_V3_SUMMARY_NOTES)
+    out = {**record, "summary_only": summary_only}
+    if summary_only:
+        out["error"] = None
+    return out
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
     2: convert_2_3,
+    3: convert_3_4,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

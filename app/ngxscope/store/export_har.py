@@ -272,6 +272,7 @@ def har_entry(ex: Exchange) -> dict[str, Any]:
         "_nginxMs": ex.nginx_ms,
         "_connSeq": ex.conn_seq,
         "_serverBlock": ex.server_block,
+        "_summaryOnly": ex.summary_only,
     }
     return entry
 

@@ -191,6 +191,7 @@ def _entry(e: Any, i: int) -> Exchange:
         upstream=upstream,
         nginx_ms=float(nginx_ms) if isinstance(nginx_ms, int | float) else None,
         server_block=str(e["_serverBlock"]) if e.get("_serverBlock") else None,
+        summary_only=e.get("_summaryOnly") is True,
     )
 
 

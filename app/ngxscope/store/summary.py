@@ -151,9 +151,8 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10) -> Summary:
         cls = _class(ex.status)
         s.classes[cls] += 1
         all_ms.append(ms)
-        summary_only = ex.summary_only
-        s.summary_only += summary_only
-        problem = ex.error is not None and not summary_only
+        s.summary_only += ex.summary_only
+        problem = ex.error is not None  # a summary-only exchange is none (Exchange.summary_only)
         s.errors += problem
         s.truncated += ex.truncated
         s.tls += ex.tls

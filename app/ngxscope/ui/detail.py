@@ -95,6 +95,10 @@ class MessageView(QWidget):
         self.body.clear()
 
 
+_SUMMARY_ONLY = ("none; payload not captured (shed or sampled out): method, target, status, sizes and "
+                 "times from the kernel's summary")
+
+
 def _ts(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
@@ -209,7 +213,7 @@ class DetailPane(QTabWidget):
         lab["Ended"].setText(f"{_ts(ex.end)}  ({fmt_ms(ex.duration_ms)}, "
                              f"{fmt_bytes(ex.request_bytes)} in, "
                              f"{fmt_bytes(ex.response_bytes)} out)")
-        lab["Error"].setText(ex.error or DASH)
+        lab["Error"].setText(ex.error or (_SUMMARY_ONLY if ex.summary_only else DASH))
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
         self.related.setRowCount(len(self._related_items))

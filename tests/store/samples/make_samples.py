@@ -228,7 +228,21 @@ def v3_records() -> list[dict[str, Any]]:
     return out
 
 
+def v4_records() -> list[dict[str, Any]]:
+    """Version 4 added summary_only to exchanges (counted from the kernel summary; the
+    version 3 error note that said so is gone)."""
+    out = []
+    for rec in v3_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 4
+        elif rec["t"] == "exchange":
+            rec["summary_only"] = False
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
-    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records()]):
+    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(), v4_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)

@@ -30,12 +30,15 @@ def emit_h1(
     parse: bool = True,
     upstream: list[UpstreamAttempt] | None = None,
     kstatus: int = 0,
+    summary_only: bool = False,
     ngx: NginxLog | None = None,
 ) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
     response (merged by lost completions, or shed); kstatus is the status the kernel read,
-    for when the response head was not captured."""
+    for when the response head was not captured; summary_only: the exchange is counted
+    from the kernel summary (see `Exchange.summary_only`); ngx what nginx logged for it (its
+    values win once they proved right: decode.nginxlog)."""
     start = req.start_ts
     start_clock = req.start_clock
     if conn.last_done_ts and start < conn.last_done_ts:
@@ -59,6 +62,8 @@ def emit_h1(
     ex.request_body_size = req.body_size
     ex.truncated = req.truncated
     ex.error = error or req.error
+    if summary_only:
+        ex.summary_only = True
     if upstream:
         ex.upstream = upstream
     if resp_len is not None:
@@ -109,7 +114,6 @@ def emit_summary(
     start_clock: float,
     request_bytes: int,
     resp_len: int,
-    why: str,
     upstream: list[UpstreamAttempt],
 ) -> None:
     """The exchange emit_h1 gives for a completion of which only the kernel summary came (no
@@ -132,7 +136,7 @@ def emit_summary(
     ex.response_body_size = body_size
     ex.sendfile_bytes = conn.sendfile_bytes
     ex.truncated = conn.send_hole or body_size > conn.sendfile_bytes
-    ex.error = why
+    ex.summary_only = True
     ex.upstream = upstream
     if start_clock and ev.clock:
         ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))

@@ -32,10 +32,6 @@ from .h1exchange import emit_h1, emit_summary
 
 __all__ = ["Http1Handler"]
 
-_SAMPLED_NOTE = ("payload not captured (sampled out while the capture was over its CPU budget): "
-                 "status, sizes and times from the kernel summary")
-_SHED_NOTE = "payload shed (capture overload): status, sizes and times from the kernel summary"
-
 
 class Http1Handler(ProtocolHandler):
     """HTTP/1 on client connections: one exchange per request nginx finished."""
@@ -259,9 +255,8 @@ class Http1Handler(ProtocolHandler):
         resp_len = ev.aux - conn.done_send_off
         if ev.flags & EVF_SAMPLED:
             stats.sampled += 1
-        why = _SAMPLED_NOTE if ev.flags & EVF_SAMPLED else _SHED_NOTE
         if summary_only:
-            emit_summary(self.emit, conn, ev, line, start, start_clock, request_bytes, resp_len, why, attempts)
+            emit_summary(self.emit, conn, ev, line, start, start_clock, request_bytes, resp_len, attempts)
         else:
             assert req is not None
             req.start_ts = start
@@ -270,8 +265,8 @@ class Http1Handler(ProtocolHandler):
             req.error = None
             req.body_discarded = True
             req.head_bytes = request_bytes
-            emit_h1(self.emit, conn, req, resp_len, ev.ts, error=why, end_clock=ev.clock, parse=False,
-                    upstream=attempts, kstatus=ev.status, ngx=ev.log)
+            emit_h1(self.emit, conn, req, resp_len, ev.ts, end_clock=ev.clock, parse=False,
+                    upstream=attempts, kstatus=ev.status, summary_only=True, ngx=ev.log)
         _completed(conn, ev)
 
     # -- the end -----------------------------------------------------------------------------
