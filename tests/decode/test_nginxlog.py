@@ -94,3 +94,29 @@ def test_parse_reqlog_rejected_line_cut_at_eol() -> None:
     assert ev.log is not None
     assert ev.log.request == b"\x16\x03\x01\x00\x05hello"
     assert (ev.log.method, ev.log.uri, ev.log.protocol) == ("", "", "")
+
+
+def test_unsent_statuses_in_nginx_words() -> None:
+    nv = NginxValues()
+    for status, words in ((444, "without a response"), (499, "client closed"), (400, "status 400")):
+        ex = _ex()
+        ex.status, ex.error = None, "no response bytes captured"
+        nv.apply(ex, _log(status=status, sent=0), None, None)
+        assert ex.status == status and ex.error is not None and words in ex.error
+
+
+def test_http09_flag() -> None:
+    nv = NginxValues()
+    ex = _ex()
+    ex.method, ex.error = "", "malformed request"
+    nv.apply(ex, NginxLog(200, 13, 3, b"GET /simple", "GET", "/simple", ""), None, None)
+    assert (ex.method, ex.target, ex.version) == ("GET", "/simple", "")
+    assert ex.error is not None and "HTTP/0.9" in ex.error
+
+
+def test_header_names_nginx_ignores_are_kept() -> None:
+    from ngxscope.decode.http1 import parse_head
+
+    parts, headers = parse_head(b"GET / HTTP/1.1\r\nHost: f\r\nmy_header: 1\r\nbad[name: 2")
+    assert parts == ["GET", "/", "HTTP/1.1"]
+    assert headers == [("Host", "f"), ("my_header", "1"), ("bad[name", "2")]

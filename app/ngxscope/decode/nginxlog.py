@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 _CHECKS = 8
 """Agreeing completions after which the values are trusted without further checks."""
 
+_NO_RESPONSE = "no response bytes captured"
+_UNSENT = {
+    444: "nginx closed the connection without a response (444)",
+    499: "the client closed the connection before nginx answered (499)",
+    408: "nginx timed out reading the request and closed the connection (408)",
+}
+"""Statuses nginx logs for responses it never sent, in nginx's words."""
+
 
 class NginxValues:
     """Applies nginx's logged values to exchanges once they proved right."""
@@ -76,3 +84,7 @@ class NginxValues:
             ex.method, ex.target, ex.version = ngx.method, ngx.uri, ngx.protocol
         if not ex.request_body and not ex.method and ngx.request:
             ex.request_body = ngx.request  # what nginx logged as $request
+        if ngx.bytes_sent == 0 and ex.error == _NO_RESPONSE:
+            ex.error = _UNSENT.get(ngx.status, f"no response sent (nginx logged status {ngx.status})")
+        elif ex.method and ngx.protocol == "" and ex.error and ex.error.startswith("malformed request"):
+            ex.error = "HTTP/0.9 simple request (no headers, no status line)"
