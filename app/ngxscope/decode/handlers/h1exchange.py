@@ -32,13 +32,15 @@ def emit_h1(
     kstatus: int = 0,
     summary_only: bool = False,
     ngx: NginxLog | None = None,
+    tunnel_bytes: int = 0,
 ) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
     response (merged by lost completions, or shed); kstatus is the status the kernel read,
     for when the response head was not captured; summary_only: the exchange is counted
     from the kernel summary (see `Exchange.summary_only`); ngx what nginx logged for it (its
-    values win once they proved right: decode.nginxlog)."""
+    values win once they proved right: decode.nginxlog); tunnel_bytes what nginx relayed to
+    the client after a 101 response (counted in the response's bytes, not its body)."""
     start = req.start_ts
     start_clock = req.start_clock
     if conn.last_done_ts and start < conn.last_done_ts:
@@ -80,7 +82,7 @@ def emit_h1(
         ex.status = resp.status
         ex.reason = resp.reason
         ex.response_headers = resp.headers
-        ex.response_bytes = resp_len
+        ex.response_bytes = resp_len + tunnel_bytes
         ex.response_body_size = max(0, resp_len - resp.head_bytes)
         ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + emit.body_limit])
         ex.sendfile_bytes = conn.sendfile_bytes
