@@ -147,12 +147,15 @@ def summary_stream(connections: int = 2000, per_conn: int = 10) -> list[bytes]:
     recs, t = [], 10**12
     for c in range(connections):
         fd, cts = 10 + c % 50, t
-        recs.append(evmod._HEADER.pack(t, cts, 0, 0, t, 4242, 4242, fd, 0, 0, evmod.EV_OPEN, flags, 0)
+        recs.append(bytes(evmod.EvHeader(ts=t, conn_ts=cts, clock=t, pid=4242, tid=4242, fd=fd,
+                                         kind=evmod.EV_OPEN, flags=flags))
                     + evmod._OPEN_TAIL.pack(sockaddr(40000 + c % 20000), sockaddr(8080), 16, 16))
         for i in range(1, per_conn + 1):
             t += 50_000
-            recs.append(evmod._HEADER.pack(t, cts, 90 * i, 240 * i, t - t % 1_000_000, 4242, 1001, fd, 200, 41,
-                                           evmod.EV_REQ_DONE, flags | evmod.EVF_SHED | evmod.EVF_SAMPLED, i) + line)
+            recs.append(bytes(evmod.EvHeader(ts=t, conn_ts=cts, recvd=90 * i, sent=240 * i, clock=t - t % 1_000_000,
+                                             pid=4242, clock_span_us=1001, fd=fd, status=200, span_us=41,
+                                             kind=evmod.EV_REQ_DONE,
+                                             flags=flags | evmod.EVF_SHED | evmod.EVF_SAMPLED, seq=i)) + line)
         t += 50_000
     return recs
 

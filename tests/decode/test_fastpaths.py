@@ -27,11 +27,21 @@ def _hdr(**kw: int) -> bytes:
     return bytes(E.EvHeader(**kw))
 
 
+# RawEvent.offset / .aux: the header member each kind names (events.h)
+_OFFSET = {E.EV_REQ_DONE: "recvd", E.EV_CLOSE: "recvd", E.EV_CONNECT: "ret", E.EV_CONNECTED: "sock_err",
+           E.EV_FORK: "parent"}
+_AUX = {E.EV_REQ_DONE: "sent", E.EV_CLOSE: "sent", E.EV_OPEN: "cptr", E.EV_FORK: "child"}
+
+
 def _slow_parse(buf: bytes, off: float) -> dict[str, object]:
     h = E.EvHeader.from_buffer_copy(buf, 0)
+    data_kind = h.kind in (E.EV_RECV, E.EV_SEND, E.EV_SENDFILE)
     d: dict[str, object] = {"kind": h.kind, "ts": h.ts / 1e9 + off, "pid": h.pid, "fd": h.fd,
-                            "conn_ts": h.conn_ts, "offset": h.offset, "aux": h.aux, "length": h.len,
+                            "conn_ts": h.conn_ts, "offset": getattr(h, _OFFSET.get(h.kind, "offset")),
+                            "aux": getattr(h, _AUX.get(h.kind, "owner")), "length": h.len if data_kind else 0,
                             "flags": h.flags, "seq": h.seq, "clock": h.clock / 1e9 + off if h.clock else 0.0}
+    if h.kind == E.EV_REQ_DONE and not h.flags & E.EVF_H2STREAM:
+        d["status"] = h.status
     if h.kind in (E.EV_OPEN, E.EV_CONNECT):
         o = E.EvOpen.from_buffer_copy(buf, 0)
         d["peer"] = E.format_sockaddr(bytes(o.peer), o.peer_len)
@@ -46,15 +56,15 @@ def test_parse_batch_matches_ctypes() -> None:
 
     sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 8080) + socket.inet_aton("10.1.2.3") + bytes(8)
     o = E.EvOpen()
-    o.h = E.EvHeader(ts=5, conn_ts=5, kind=E.EV_OPEN, pid=7, fd=9, flags=E.EVF_CLIENT, aux=0xdead)
+    o.h = E.EvHeader(ts=5, conn_ts=5, kind=E.EV_OPEN, pid=7, fd=9, flags=E.EVF_CLIENT, cptr=0xdead)
     ctypes.memmove(o.peer, sa, len(sa))
     o.peer_len = 16
     recs = [
         bytes(o),
         _hdr(ts=10, conn_ts=5, offset=0, pid=7, tid=7, fd=9, len=5, cap=3, kind=E.EV_RECV, flags=2, clock=9) + b"GET",
-        _hdr(ts=11, conn_ts=5, offset=100, aux=200, pid=7, fd=9, len=404, cap=1501, tid=1001,
+        _hdr(ts=11, conn_ts=5, recvd=100, sent=200, pid=7, fd=9, status=404, span_us=1501, clock_span_us=1001,
              kind=E.EV_REQ_DONE, flags=E.EVF_CLIENT | E.EVF_SHED, seq=3, clock=12),
-        _hdr(ts=12, pid=7, fd=-1, kind=E.EV_FORK, aux=99, offset=7),
+        _hdr(ts=12, pid=7, fd=-1, kind=E.EV_FORK, child=99, parent=7),
     ]
     fast = E.parse_batch(recs, 100.0)
     for ev, buf in zip(fast, recs, strict=True):

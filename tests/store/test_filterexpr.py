@@ -78,6 +78,7 @@ PLAIN = make(tls=False, status=200, method="POST", target="/login", host="shop.t
         ("truncated", False),
         ("upstream", True),
         ("sendfile", False),
+        ("summary", False),
         ("status=404 and tls", True),
         ("status=404 && !tls", False),
         ("status=500 or tls", True),
@@ -109,6 +110,7 @@ def test_other_exchange() -> None:
     assert not compile_filter("upstream_status=5xx")(PLAIN)
     assert compile_filter("upstream_status!=5xx")(PLAIN)
     assert compile_filter("status=none")(make(status=None))
+    assert compile_filter("summary and not error")(make(summary_only=True))
     assert not compile_filter("status>=100")(make(status=None))
     assert compile_filter("status!=200")(make(status=None))
 

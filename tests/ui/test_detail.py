@@ -140,3 +140,23 @@ def test_detail_pane_renders_and_screenshot(qtbot, shots: Path) -> None:  # type
     assert pane.grab().save(str(shots / "detail-binary.png"))
     pane.show_exchange(None)
     assert pane.response.body.toPlainText() == ""
+
+
+def test_summary_only_exchange_says_why_it_has_no_payload(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    ex = replace(sample_exchange(), request_headers=[], response_headers=[], request_body=b"",
+                 response_body=b"", upstream=[], error=None, summary_only=True, truncated=True)
+    pane.related_lookup = lambda _c: [ex]
+    pane.resize(1000, 560)
+    pane.show()
+    pane.show_exchange(ex)
+    assert "payload not captured" in pane.conn_labels["Error"].text()
+    pane.show_exchange(replace(ex, summary_only=False))
+    assert pane.conn_labels["Error"].text() == "\u2013"
+    pane.show_exchange(ex)
+    pane.setCurrentIndex(4)
+    qtbot.wait(50)
+    assert pane.grab().save(str(shots / "detail-summary-only.png"))

@@ -131,7 +131,7 @@ static __always_inline void announce(struct conn_state *st, s32 fd, u64 ts, u64 
     bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
     fill_header(&o->h, EV_OPEN, ts, pid_tgid, fd);
     o->h.conn_ts = st->conn_ts;
-    o->h.aux = c;
+    o->h.cptr = c;
     o->h.flags = st->flags;
     u64 peer = 0, local = 0;
     bpf_probe_read_user(&peer, sizeof(peer), (void *)(c + OFF_SOCKADDR));
@@ -242,18 +242,18 @@ static __always_inline u64 upstream_owner(u32 tgid, u64 c)
     return client;
 }
 
-/* An upstream-side event's owner: aux = its client connection, tid = the low 32 bits of the
+/* An upstream-side event's owner: its client connection, and (rid) the low 32 bits of the
  * request (or stream session) it serves, which tells HTTP/2 streams of one connection apart.
  * *drop: that client's exchange is sampled out, so this payload is not sent either. */
 static __always_inline void owner_of(u32 tgid, u64 c, struct ev_header *h, u8 *drop)
 {
     u64 r = 0;
     bpf_probe_read_user(&r, sizeof(r), (void *)c);   /* c->data */
-    h->aux = request_client_drop(tgid, r, drop);
-    h->tid = 0;
-    if (h->aux) {
+    h->owner = request_client_drop(tgid, r, drop);
+    h->rid = 0;
+    if (h->owner) {
         current_req.update(&tgid, &r);
-        h->tid = (u32)r;
+        h->rid = (u32)r;
     }
 }
 
@@ -377,7 +377,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         if (!(st->flags & EVF_CLIENT)) {
             if (!shed) {
                 u8 drop = 0;
-                owner_of(pid_tgid >> 32, a.c, &e->h, &drop);   /* aux: owning client; tid: request */
+                owner_of(pid_tgid >> 32, a.c, &e->h, &drop);   /* owner: the client connection; rid: the request */
                 dropped = drop;
             }
         } else if (kind == EV_RECV) {
@@ -448,7 +448,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         st->status = status_of(e->data);
     if (cap < (u64)ret) {
         e->h.flags |= EVF_TRUNCATED;
-        count(CNT_TRUNC, 1);
+        count(CNT_TRUNCATED, 1);
     }
     submit(e, sizeof(struct ev_header) + size);
     return 0;
@@ -509,8 +509,8 @@ int close_enter(struct pt_regs *ctx)
     struct ev_header h = {};
     fill_header(&h, EV_CLOSE, bpf_ktime_get_ns(), pid_tgid, fd);
     h.conn_ts = st->conn_ts;
-    h.offset = st->recvd;
-    h.aux = st->sent;
+    h.recvd = st->recvd;
+    h.sent = st->sent;
     h.flags = st->flags;
     conns.delete(&key);
     submit(&h, sizeof(h));
@@ -595,37 +595,37 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     struct ev_header h = {};
     u64 ts = bpf_ktime_get_ns();
     fill_header(&h, kind, ts, pid_tgid, fd);
-    h.aux = r;
+    h.req = r;
     if (kind == EV_UPSTREAM) {
         current_req.update(&tgid, &r);
-        h.tid = (u32)r;
+        h.rid = (u32)r;
     }
     if (st && st->cptr != c && h2_stream_of(st, c)) {
         /* an HTTP/2 stream: its own byte counter; the connection's summary is not its own */
         h.conn_ts = st->conn_ts;
-        h.offset = st->recvd;
+        h.recvd = st->recvd;
         h.flags = st->flags | EVF_H2STREAM;
         if (count_request) {
             u64 sent = 0;
             bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
-            h.aux = sent;
-            h.tid = (u32)r;   /* which stream: its upstream events carry the same */
+            h.sent = sent;
+            h.rid = (u32)r;   /* which stream: its upstream events carry the same */
             req_log(&h, r, c);
         }
     } else if (st && st->cptr == c) {
         h.conn_ts = st->conn_ts;
-        h.offset = st->recvd;
+        h.recvd = st->recvd;
         h.flags = st->flags;
         if (count_request) {
             st->requests += 1;
-            h.aux = st->sent;
+            h.sent = st->sent;
             /* the per-exchange summary (see events.h) */
-            h.len = st->status;
-            h.tid = 0;
+            h.status = st->status;
+            h.clock_span_us = 0;
             if (st->req_start && ts >= st->req_start)
-                h.cap = (ts - st->req_start) / 1000 + 1;
+                h.span_us = (ts - st->req_start) / 1000 + 1;
             if (st->req_start_clock && h.clock >= st->req_start_clock)
-                h.tid = (h.clock - st->req_start_clock) / 1000 + 1;
+                h.clock_span_us = (h.clock - st->req_start_clock) / 1000 + 1;
             h.seq = st->requests;
             req_log(&h, r, c);
             if (st->shed) {

@@ -11,18 +11,7 @@
 /* Hide a value from the compiler so the masks below survive into the verifier's view. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
-#define CNT_EVENTS    0
-#define CNT_LOST      1
-#define CNT_TRUNC     2
-#define CNT_ARGS_FULL 3
-#define CNT_CONNS_FULL 4
-#define CNT_SHED      5
-#define CNT_SAMPLED   6   /* payload events skipped: their exchange was sampled out (CPU budget) */
-#define CNT_MAX       7
-
-#define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */
-#define RB_CONSUMED   1   /* the reader's consumer position, written by user space */
-
+/* counters' and rbstate's indices (CNT_*, RB_*) are in events.h: user space reads them */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(targets, u32, u8, 4096);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
@@ -98,8 +87,8 @@ static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u6
 {
     h->ts = ts;
     h->conn_ts = 0;
-    h->offset = 0;
-    h->aux = 0;
+    h->offset = 0;   /* each union slot zeroed once, by its first member's name */
+    h->owner = 0;
     u32 tgid = pid_tgid >> 32;
     h->clock = process_clock(tgid);
     h->pid = tgid;
@@ -175,7 +164,7 @@ static __always_inline void emit_chunks(struct data_event *e, u64 buf, u64 ret, 
             *status = status_of(e->data);
         if (n < len) {
             e->h.flags |= EVF_TRUNCATED;
-            count(CNT_TRUNC, 1);
+            count(CNT_TRUNCATED, 1);
         }
         submit(e, sizeof(struct ev_header) + n);
         done += len;

@@ -15,11 +15,10 @@
 #define EV_EXIT      9   /* a captured process exited */
 #define EV_UPSTREAM 10   /* ngx_http_upstream_init: the current request on this connection is proxied */
 #define EV_STREAM_START 11  /* stream module (TCP proxy): a session on this client connection starts
-                             * proxying (ngx_stream_core_content_phase); offset: bytes read so far */
-#define EV_STREAM_DONE  12  /* ngx_stream_finalize_session: the session ends and is logged;
-                             * offset = $bytes_received, aux = $bytes_sent, len = $status */
-#define EV_CONNECTED    13  /* getsockopt(SO_ERROR): how a non-blocking connect(2) ended (offset:
-                             * the socket error, 0 when connected) */
+                             * proxying (ngx_stream_core_content_phase); recvd: bytes read so far */
+#define EV_STREAM_DONE  12  /* ngx_stream_finalize_session: the session ends and is logged
+                             * (recvd, sent, status: nginx's own counters and $status) */
+#define EV_CONNECTED    13  /* getsockopt(SO_ERROR): how a non-blocking connect(2) ended (sock_err) */
 #define EV_REQ_LOG      14  /* ngx_http_free_request, right before its EV_REQ_DONE (same header
                              * but kind; struct ev_reqlog): nginx's own access-log values */
 
@@ -30,37 +29,80 @@
                               * pressure); its status, sizes and times come from the summary */
 #define EVF_H2STREAM   0x10  /* REQ_DONE/UPSTREAM: the request is an HTTP/2 stream: r->connection
                               * is the stream's fake connection (a copy of the real one, same fd
-                              * and sockaddr, another address); REQ_DONE's aux is then that fake
-                              * connection's `sent` (= $bytes_sent of the stream), not the
-                              * real connection's counter, and the summary fields are unused */
+                              * and sockaddr, another address); REQ_DONE's `sent` is then that
+                              * fake connection's (= $bytes_sent of the stream), not the real
+                              * connection's counter, `rid` names the stream and the summary
+                              * fields (status, span_us, clock_span_us) are unused */
 #define EVF_NOMARK     0x20  /* no completion markers on this connection (fallback capture without
                               * ngx_* symbols): responses are framed by parsing HTTP/1 */
 #define EVF_SAMPLED    0x40  /* REQ_DONE (with EVF_SHED): the payload was skipped on purpose, the
                               * exchange being sampled out while the capture is over its CPU
                               * budget (user space sets 1-in-N in sample_ctl) */
 
-/* EV_REQ_DONE carries the kernel's per-exchange summary in header fields it does not
- * otherwise use, so every request is counted even when payload capture sheds load:
- *   len  status code of the response (from the first bytes nginx wrote; 0: unknown)
- *   cap  microseconds from the request's first byte read to this event, plus 1 (0: unknown)
- *   tid  the same span on nginx's cached clock, in microseconds, plus 1 (0: unknown) */
-
 #define SOCKADDR_MAX 28      /* sizeof(struct sockaddr_in6) */
 #define LINE_CAP 128         /* bytes of a request's start kept for the summary of a shed exchange */
 
+/* Per-CPU counters (BPF_PERCPU_ARRAY counters): the index of each. capture/events.py
+ * names them COUNTER_NAMES[index] = the lower-case name after CNT_. */
+#define CNT_EVENTS      0   /* records written to the ring buffer */
+#define CNT_LOST        1   /* records the ring buffer had no room for */
+#define CNT_TRUNCATED   2   /* payload records cut to PAYLOAD_CAP */
+#define CNT_ARGS_FULL   3   /* calls not followed: the map of calls in flight was full */
+#define CNT_CONNS_FULL  4   /* connections not followed: the connection map was full */
+#define CNT_SHED        5   /* payload events shed under ring-buffer pressure */
+#define CNT_SAMPLED     6   /* payload events skipped: their exchange was sampled out (CPU budget) */
+#define CNT_MAX         7
+
+/* The ring buffer's accounting (BPF_ARRAY rbstate): the index of each position. */
+#define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */
+#define RB_CONSUMED   1   /* the reader's consumer position, written by user space */
+
+/* The header of every record. Slots whose meaning depends on the event kind are unions:
+ * each kind writes and reads the member named for what it carries. */
 struct ev_header {
     __u64 ts;        /* bpf_ktime_get_ns() */
     __u64 conn_ts;   /* connection identity: ktime of its first sighting (0: none) */
-    __u64 offset;    /* RECV/SEND: stream offset of the first byte; REQ_DONE: recv offset */
-    __u64 aux;       /* REQ_DONE: send offset; OPEN: ngx_connection_t address; FORK: child pid */
+    union {
+        __u64 offset;     /* RECV/SEND/SENDFILE: stream offset of the call's first byte */
+        __u64 recvd;      /* REQ_DONE/UPSTREAM/CLOSE/STREAM_START: bytes read on the connection
+                           * so far; STREAM_DONE: nginx's $bytes_received */
+        __u64 ret;        /* CONNECT: connect(2)'s result (0, -EINPROGRESS, -errno) */
+        __u64 sock_err;   /* CONNECTED: the socket error (0: connected) */
+        __u64 parent;     /* FORK: the parent's pid */
+    };
+    union {
+        __u64 owner;      /* upstream-side RECV/SEND/SENDFILE, CONNECT: conn_ts of the client
+                           * connection whose request (or stream session) it serves (0: none) */
+        __u64 sent;       /* REQ_DONE/CLOSE: bytes written on the connection so far; HTTP/2
+                           * REQ_DONE (EVF_H2STREAM): the stream's own $bytes_sent; STREAM_DONE:
+                           * nginx's $bytes_sent */
+        __u64 cptr;       /* OPEN: the ngx_connection_t address (fallback: the listening fd) */
+        __u64 req;        /* UPSTREAM: the request's address */
+        __u64 child;      /* FORK: the child's pid */
+    };
     __u64 clock;     /* nginx's own cached clock: ktime of the worker's last epoll_wait return */
     __u32 pid;       /* tgid */
-    __u32 tid;       /* thread id; upstream-side RECV/SEND/SENDFILE and CONNECT with an owner,
-                      * UPSTREAM, HTTP/2 REQ_DONE, STREAM_*: the low 32 bits of the request's
-                      * (or stream session's) address, so multiplexed streams are told apart */
+    union {
+        __u32 tid;            /* the calling thread (fill_header's default) */
+        __u32 rid;            /* upstream-side RECV/SEND/SENDFILE and CONNECT with an owner,
+                               * UPSTREAM, HTTP/2 REQ_DONE, STREAM_*: the low 32 bits of the
+                               * request's (or stream session's) address, so multiplexed
+                               * streams are told apart */
+        __u32 clock_span_us;  /* REQ_DONE (HTTP/1 summary): microseconds from the request's
+                               * first byte read to this event on nginx's cached clock, plus 1
+                               * (0: unknown) */
+    };
     __s32 fd;
-    __u32 len;       /* bytes transferred by the call */
-    __u32 cap;       /* bytes of payload that follow this header */
+    union {
+        __u32 len;       /* RECV/SEND/SENDFILE: bytes transferred by the call */
+        __u32 status;    /* REQ_DONE (HTTP/1 summary): the response status from the first bytes
+                          * nginx wrote (0: unknown); STREAM_DONE: nginx's $status */
+    };
+    union {
+        __u32 cap;       /* RECV/SEND: bytes of payload that follow this header */
+        __u32 span_us;   /* REQ_DONE (HTTP/1 summary): microseconds from the request's first
+                          * byte read to this event, plus 1 (0: unknown) */
+    };
     __u8  kind;
     __u8  flags;
     __u16 seq;       /* REQ_DONE: requests finished on this connection (mod 2^16) */

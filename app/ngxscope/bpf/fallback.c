@@ -116,7 +116,7 @@ static __always_inline struct conn_state *get_conn(u64 pid_tgid, s32 fd, u8 tls,
     if (o) {
         fill_header(&o->h, EV_OPEN, ts, pid_tgid, fd);
         o->h.conn_ts = st->conn_ts;
-        o->h.aux = (u64)(s64)st->lfd;
+        o->h.cptr = (u64)(s64)st->lfd;
         o->h.flags = st->flags;
         __builtin_memcpy(o->peer, st->peer, SOCKADDR_MAX);
         o->peer_len = st->peer_len;
@@ -190,7 +190,7 @@ static __always_inline void emit_iov(u64 pid_tgid, struct conn_state *st, s32 fd
         e->h.flags = flags0;
         if (n < len) {
             e->h.flags |= EVF_TRUNCATED;
-            count(CNT_TRUNC, 1);
+            count(CNT_TRUNCATED, 1);
         }
         submit(e, sizeof(struct ev_header) + n);
         done += len;
@@ -352,8 +352,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
         struct ev_header h = {};
         fill_header(&h, EV_CLOSE, bpf_ktime_get_ns(), pid_tgid, key.fd);
         h.conn_ts = st->conn_ts;
-        h.offset = st->recvd;
-        h.aux = st->sent;
+        h.recvd = st->recvd;
+        h.sent = st->sent;
         h.flags = st->flags;
         submit(&h, sizeof(h));
     }

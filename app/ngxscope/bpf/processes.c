@@ -36,8 +36,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     }
     struct ev_header h = {};
     fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
-    h.aux = child;
-    h.offset = parent;
+    h.child = child;
+    h.parent = parent;
     submit(&h, sizeof(h));
     return 0;
 }

@@ -23,19 +23,19 @@ static __always_inline int stream_event(struct pt_regs *ctx, u8 kind)
     struct conn_state *st = get_conn(c, fd, ssl ? 1 : 0, ts, pid_tgid);
     struct ev_header h = {};
     fill_header(&h, kind, ts, pid_tgid, fd);
-    h.tid = (u32)s;
+    h.rid = (u32)s;
     if (st) {
         h.conn_ts = st->conn_ts;
         h.flags = st->flags;
     }
     if (kind == EV_STREAM_START) {
         current_req.update(&tgid, &s);   /* the connect(2) that follows is for this session */
-        h.offset = st ? st->recvd : 0;
+        h.recvd = st ? st->recvd : 0;
     } else {
         /* nginx's own counters, as logged: $bytes_received, $bytes_sent, $status */
-        bpf_probe_read_user(&h.offset, sizeof(h.offset), (void *)(s + 16));   /* s->received */
-        bpf_probe_read_user(&h.aux, sizeof(h.aux), (void *)(c + OFF_SENT));   /* c->sent */
-        h.len = (u32)PT_REGS_PARM2(ctx);                                      /* rc: $status */
+        bpf_probe_read_user(&h.recvd, sizeof(h.recvd), (void *)(s + 16));   /* s->received */
+        bpf_probe_read_user(&h.sent, sizeof(h.sent), (void *)(c + OFF_SENT));  /* c->sent */
+        h.status = (u32)PT_REGS_PARM2(ctx);                                 /* rc: $status */
     }
     submit(&h, sizeof(h));
     return 0;

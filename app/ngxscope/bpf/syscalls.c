@@ -159,12 +159,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     if (!o)
         return 0;
     fill_header(&o->h, EV_CONNECT, bpf_ktime_get_ns(), pid_tgid, a.fd);
-    o->h.offset = (u64)args->ret;   /* 0, -EINPROGRESS, -ECONNREFUSED ... */
+    o->h.ret = (u64)args->ret;   /* 0, -EINPROGRESS, -ECONNREFUSED ... */
     u64 *r = current_req.lookup(&tgid);
-    o->h.tid = 0;
+    o->h.rid = 0;
     if (r) {
-        o->h.aux = request_client(tgid, *r);
-        o->h.tid = o->h.aux ? (u32)*r : 0;   /* the request (or stream session) it is for */
+        o->h.owner = request_client(tgid, *r);
+        o->h.rid = o->h.owner ? (u32)*r : 0;   /* the request (or stream session) it is for */
     }
     u32 len = a.len;
     if (len > SOCKADDR_MAX)
@@ -210,7 +210,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
     bpf_probe_read_user(&err, sizeof(err), (void *)a.optval);
     struct ev_header h = {};
     fill_header(&h, EV_CONNECTED, bpf_ktime_get_ns(), pid_tgid, a.fd);
-    h.offset = (u64)(s64)err;
+    h.sock_err = (u64)(s64)err;
     submit(&h, sizeof(h));
     return 0;
 }

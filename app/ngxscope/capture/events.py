@@ -1,7 +1,9 @@
 """Python mirror of bpf/events.h, and the decoded form of one ring-buffer record.
 
-The ctypes structures must match the C header byte for byte; tests/capture/test_events_layout.py
-compiles the header with the system C compiler and compares sizes and offsets.
+The ctypes structures must match the C header byte for byte, union members included;
+tests/capture/test_events_layout.py compiles the header with the system C compiler and
+compares sizes and offsets, and parses its #defines against the constants here (event
+kinds, flags, counter indices, ring-buffer positions).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "CNT_MAX",
+    "COUNTER_NAMES",
     "EVF_CLIENT",
     "EVF_H2STREAM",
     "EVF_NOMARK",
@@ -35,6 +39,8 @@ __all__ = [
     "EV_STREAM_START",
     "EV_UPSTREAM",
     "LINE_CAP",
+    "RB_CONSUMED",
+    "RB_PRODUCED",
     "REQLOG_LINE_CAP",
     "SOCKADDR_MAX",
     "EvDone",
@@ -77,19 +83,65 @@ SOCKADDR_MAX = 28
 LINE_CAP = 128
 REQLOG_LINE_CAP = 512
 
+COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
+"""The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
+CNT_MAX = len(COUNTER_NAMES)
+
+RB_PRODUCED = 0
+"""rbstate index: bytes of ring-buffer records written (the programs add to it)."""
+RB_CONSUMED = 1
+"""rbstate index: the reader's consumer position (user space writes it)."""
+
+
+class _OffsetSlot(ctypes.Union):
+    """What ev_header's first 64-bit slot carries, by event kind (see events.h)."""
+
+    _fields_ = [
+        ("offset", ctypes.c_uint64),
+        ("recvd", ctypes.c_uint64),
+        ("ret", ctypes.c_uint64),
+        ("sock_err", ctypes.c_uint64),
+        ("parent", ctypes.c_uint64),
+    ]
+
+
+class _AuxSlot(ctypes.Union):
+    """What ev_header's second 64-bit slot carries, by event kind."""
+
+    _fields_ = [
+        ("owner", ctypes.c_uint64),
+        ("sent", ctypes.c_uint64),
+        ("cptr", ctypes.c_uint64),
+        ("req", ctypes.c_uint64),
+        ("child", ctypes.c_uint64),
+    ]
+
+
+class _IdSlot(ctypes.Union):
+    _fields_ = [("tid", ctypes.c_uint32), ("rid", ctypes.c_uint32), ("clock_span_us", ctypes.c_uint32)]
+
+
+class _LenSlot(ctypes.Union):
+    _fields_ = [("len", ctypes.c_uint32), ("status", ctypes.c_uint32)]
+
+
+class _CapSlot(ctypes.Union):
+    _fields_ = [("cap", ctypes.c_uint32), ("span_us", ctypes.c_uint32)]
+
 
 class EvHeader(ctypes.Structure):
+    _anonymous_ = ("_offset", "_aux", "_id", "_len", "_cap")
     _fields_ = [
         ("ts", ctypes.c_uint64),
         ("conn_ts", ctypes.c_uint64),
-        ("offset", ctypes.c_uint64),
-        ("aux", ctypes.c_uint64),
+        ("_offset", _OffsetSlot),
+        ("_aux", _AuxSlot),
         ("clock", ctypes.c_uint64),
         ("pid", ctypes.c_uint32),
-        ("tid", ctypes.c_uint32),
+        ("_id", _IdSlot),
         ("fd", ctypes.c_int32),
-        ("len", ctypes.c_uint32),
-        ("cap", ctypes.c_uint32),
+        ("_len", _LenSlot),
+        ("_cap", _CapSlot),
         ("kind", ctypes.c_uint8),
         ("flags", ctypes.c_uint8),
         ("seq", ctypes.c_uint16),
@@ -167,11 +219,15 @@ class RawEvent:
     conn_ts: int
     """Connection identity: kernel ns of its first sighting; with pid and fd, unique."""
     offset: int
-    """RECV/SEND/SENDFILE: stream offset of the first byte; REQ_DONE/CLOSE: bytes read so far."""
+    """The header's first 64-bit slot: RECV/SEND/SENDFILE: stream offset of the first byte
+    (`offset`); REQ_DONE/CLOSE/STREAM_*: bytes read so far (`recvd`); CONNECT: connect(2)'s
+    result (`ret`); CONNECTED: the socket error (`sock_err`)."""
     aux: int
-    """REQ_DONE/CLOSE: bytes written so far; FORK: child pid; OPEN: connection address."""
+    """The second slot: upstream-side RECV/SEND/SENDFILE and CONNECT: the client connection
+    served (`owner`); REQ_DONE/CLOSE/STREAM_DONE: bytes written so far (`sent`); OPEN: the
+    connection's address (`cptr`); FORK: the child's pid (`child`)."""
     length: int
-    """Bytes the call moved."""
+    """RECV/SEND/SENDFILE: bytes the call moved (`len`; other kinds: 0)."""
     flags: int
     """EVF_* bits."""
     clock: float = 0.0
@@ -186,7 +242,8 @@ class RawEvent:
     local: str = ""
     """OPEN: local address "ip:port"."""
     status: int = 0
-    """REQ_DONE: the response status the kernel read from its first bytes (0: unknown)."""
+    """REQ_DONE: the response status the kernel read from its first bytes (0: unknown);
+    STREAM_DONE: nginx's $status."""
     span: float = -1.0
     """REQ_DONE: seconds from the request's first byte read to the event (-1: unknown)."""
     clock_span: float = -1.0
@@ -281,39 +338,47 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
     out: list[RawEvent] = []
     append = out.append
     for buf in bufs:
-        ts, conn_ts, offset, aux, clock, pid, tid, fd, length, cap, kind, flags, seq = unpack(buf, 0)
-        ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, aux, length, flags,
-                      clock / 1e9 + clock_offset if clock else 0.0, seq)
-        if kind <= EV_SENDFILE and kind >= EV_RECV:
+        # the five union slots of ev_header, named by their first member
+        ts, conn_ts, offset, owner, clock, pid, tid, fd, length, cap, kind, flags, seq = unpack(buf, 0)
+        if kind <= EV_SENDFILE and kind >= EV_RECV:   # offset, owner, rid, len, cap
+            ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, length, flags,
+                          clock / 1e9 + clock_offset if clock else 0.0, seq)
             if cap:
                 ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + cap])
-            if aux:
+            if owner:
                 ev.rid = tid
-        elif kind == EV_REQ_DONE:
+        elif kind == EV_REQ_DONE:   # recvd, sent, then rid (HTTP/2) or the summary
+            ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
+                          clock / 1e9 + clock_offset if clock else 0.0, seq)
             if flags & EVF_H2STREAM:
                 ev.rid = tid
             else:
-                ev.status = length
-                if cap:
+                ev.status = length   # status
+                if cap:   # span_us
                     ev.span = (cap - 1) / 1e6
-                if tid and clock:
+                if tid and clock:   # clock_span_us
                     ev.clock_span = (tid - 1) / 1e6
                 if len(buf) > HEADER_SIZE:   # a shed exchange's summary: the request's first bytes
                     ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + LINE_CAP])
-        elif kind == EV_REQ_LOG:
+        elif kind == EV_REQ_LOG:   # as its REQ_DONE's header, then struct ev_reqlog's tail
+            ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
+                          clock / 1e9 + clock_offset if clock else 0.0, seq)
             if flags & EVF_H2STREAM:
                 ev.rid = tid
             ev.log = parse_reqlog(buf)
-        elif kind in (EV_OPEN, EV_CONNECT):
-            peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)
-            ev.peer = format_sockaddr(peer, peer_len)
-            ev.local = format_sockaddr(local, local_len)
-            if kind == EV_CONNECT:
+        else:
+            ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
+                          clock / 1e9 + clock_offset if clock else 0.0, seq)
+            if kind in (EV_OPEN, EV_CONNECT):   # ret and owner (CONNECT), cptr (OPEN)
+                peer, local, peer_len, local_len = _OPEN_TAIL.unpack_from(buf, HEADER_SIZE)
+                ev.peer = format_sockaddr(peer, peer_len)
+                ev.local = format_sockaddr(local, local_len)
+                if kind == EV_CONNECT:
+                    ev.rid = tid
+            elif kind >= EV_UPSTREAM and kind < EV_CONNECTED:   # UPSTREAM, STREAM_*: rid
                 ev.rid = tid
-        elif kind >= EV_UPSTREAM and kind < EV_CONNECTED:
-            ev.rid = tid
-            if kind == EV_STREAM_DONE:
-                ev.status = length
+                if kind == EV_STREAM_DONE:
+                    ev.status = length   # status
         append(ev)
     return out
 

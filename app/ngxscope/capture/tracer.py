@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .events import RawEvent, RingReader, parse_batch, parse_event
+from .events import COUNTER_NAMES, RB_CONSUMED, RawEvent, RingReader, parse_batch, parse_event
 from .layout import Layout
 from .nginxclock import cached_time_address
 
@@ -52,9 +52,6 @@ STREAM_PROBES: list[tuple[str, str, str | None, bool]] = [
     ("ngx_stream_core_content_phase", "stream_content_enter", None, False),
     ("ngx_stream_finalize_session", "stream_finalize_enter", None, False),
 ]
-
-COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
-
 
 @dataclass(slots=True)
 class TracerConfig:
@@ -377,7 +374,7 @@ class Tracer:
                 time.sleep(min(timeout_ms, 10) / 1000)
                 records = reader.drain(8 << 20)
             # tell the programs how far we have read (they shed payload when far behind)
-            self._rbstate[ctypes.c_int(1)] = ctypes.c_uint64(reader.consumed)
+            self._rbstate[ctypes.c_int(RB_CONSUMED)] = ctypes.c_uint64(reader.consumed)
             if records:
                 self._on_records(records)
         elif self.bpf is not None:

@@ -108,7 +108,8 @@ class Assembler:
             elif not conn.client:
                 handler = self.upstream
             else:
-                if kind == EV_RECV and conn.h2 is None and Http2Handler.starts(conn, ev):
+                if (kind == EV_RECV and conn.h2 is None and ev.offset == 0 and conn.recv_off == 0
+                        and Http2Handler.is_preface(ev.data)):
                     self.http2.start(conn)
                 if conn.h2 is not None:
                     handler = self.http2

@@ -10,7 +10,8 @@ Grammar (recursive descent, keywords case-insensitive)::
 Fields: status, method, host, path, url (host + target), target, duration, upstream,
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
 error. Operators: ``= == != ~ !~ > >= < <=`` (``~`` is a regex search). Flags: ``tls``,
-``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``.
+``error``, ``truncated``, ``upstream`` (had an upstream attempt), ``sendfile``, ``summary``
+(counted from the kernel summary, payload not captured).
 A bare word or a quoted string matches the URL (host + target) as a case-insensitive
 substring. Examples::
 
@@ -82,6 +83,7 @@ FLAGS: dict[str, Predicate] = {
     "truncated": lambda e: e.truncated,
     "upstream": lambda e: bool(e.upstream),
     "sendfile": lambda e: e.sendfile_bytes > 0,
+    "summary": lambda e: e.summary_only,
 }
 
 CASELESS = {"method", "host"}

@@ -24,7 +24,8 @@ HELP_HTML = """
  <code>conn=…</code></td><td>worker pid, addresses, connection id</td></tr>
 <tr><td><code>size&gt;10k</code>, <code>reqsize&gt;=1M</code></td><td>bytes sent / read</td></tr>
 <tr><td><code>tls</code>, <code>error</code>, <code>truncated</code>, <code>upstream</code>,
- <code>sendfile</code></td><td>flags</td></tr>
+ <code>sendfile</code>, <code>summary</code></td><td>flags (<code>summary</code>: counted from the
+ kernel summary, payload not captured)</td></tr>
 <tr><td><code>login</code>, <code>"a b"</code></td><td>bare word / quoted string: substring of
  host + target</td></tr>
 </table>

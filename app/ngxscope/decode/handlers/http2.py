@@ -30,9 +30,9 @@ class Http2Handler(ProtocolHandler):
         """Where the upstream attempts of a finished stream are taken from."""
 
     @staticmethod
-    def starts(conn: Conn, ev: RawEvent) -> bool:
-        """The connection's first bytes read are HTTP/2's connection preface."""
-        return ev.offset == 0 and conn.recv_off == 0 and ev.data[:14] == PREFACE[:14]
+    def is_preface(first: bytes) -> bool:
+        """A connection's first bytes read (`first`) are HTTP/2's connection preface."""
+        return first[:14] == PREFACE[:14]
 
     def start(self, conn: Conn, from_start: bool = True) -> H2Connection:
         """Decode `conn` as HTTP/2 from now on (from_start False: first seen part-way)."""
