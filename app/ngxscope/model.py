@@ -160,6 +160,11 @@ class Exchange:
     """Counted from the kernel's per-request summary, without payload (shed under pressure,
     or sampled out over the capture's CPU budget): status, sizes, times and the request line
     are exact, headers and bodies unknown. Not an error (`error` stays None for it)."""
+    proxy_client: str | None = None
+    """On a ``listen ... proxy_protocol`` socket: the client the PROXY protocol header named
+    ("ip:port", "[ip6]:port"; nginx's `$proxy_protocol_addr:$proxy_protocol_port`), while
+    `client` is the socket's peer (the load balancer); "" when the header named none (LOCAL,
+    UNKNOWN); None when the connection had no such header."""
 
     @property
     def duration_ms(self) -> float:

@@ -34,7 +34,7 @@ FROZEN = {
     "session-v1.ngxs": "d907be03bc0293adbe98c50076ae6b813f4bc043b375ccfa6d9ccf9394888736",
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
-    "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
+    "session-v4.ngxs": "0296a0a3dc36addc62343792a180e81964ba6f7ebd497dbd2dd5130cc23b0893",
 }
 LATEST_SAMPLE = "session-v4.ngxs"
 
@@ -266,7 +266,7 @@ def test_migrate_chains_up_to_current() -> None:
     assert set(CONVERTERS) == set(range(CURRENT_VERSION))
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
-                               "server_block": None, "summary_only": False}
+                               "server_block": None, "summary_only": False, "proxy_client": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -301,10 +301,10 @@ _SHED_V3 = "payload shed (capture overload): status, sizes and times from the ke
 def test_convert_3_4_makes_the_summary_note_a_flag() -> None:
     for note in (_SAMPLED_V3, _SHED_V3):
         assert convert_3_4({"t": "exchange", "id": 1, "error": note}) == {
-            "t": "exchange", "id": 1, "error": None, "summary_only": True}
+            "t": "exchange", "id": 1, "error": None, "summary_only": True, "proxy_client": None}
     for error in (None, "malformed request line", "response lost (capture overflow)", 5):
         assert convert_3_4({"t": "exchange", "error": error}) == {
-            "t": "exchange", "error": error, "summary_only": False}
+            "t": "exchange", "error": error, "summary_only": False, "proxy_client": None}
     event = {"t": "event", "detail": _SHED_V3}
     assert convert_3_4(event) is event
 

@@ -75,6 +75,9 @@ class Conn:
     """The connection was upgraded (101): nginx relays WebSocket frames."""
     upgrade: Upgrade | None = None
     """With ws: the upgrade's exchange, handed out when the tunnel ends."""
+    proxy_client: str | None = None
+    """The client a PROXY protocol header at the connection's start named (decode.proxyproto;
+    "" for a LOCAL / UNKNOWN one); None: no such header."""
     framer: ResponseFramer | None = None
     """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
     tcp: TcpSession | None = None

@@ -80,6 +80,7 @@ LOG_FIELDS: dict[str, str] = {
     "upstream_bytes_received": "$upstream_bytes_received",
     "proxy_host": "$proxy_host",
     "server_name": "$server_name",
+    "proxy_client": "$proxy_protocol_addr:$proxy_protocol_port",
 }
 """Access log keys and the nginx variables behind them (all logged as JSON strings)."""
 

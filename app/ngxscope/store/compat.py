@@ -23,7 +23,9 @@ Format history:
   (names from nginx's configuration; null when unknown).
 - **version 4**: exchange records gained `summary_only` (counted from the kernel summary,
   payload not captured). Version 3 said so with an `error` note beginning "payload shed"
-  or "payload not captured"; such a note is no error and goes.
+  or "payload not captured"; such a note is no error and goes. They also gained
+  `proxy_client` (the client a PROXY protocol header named; null without one, as always
+  before).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -120,12 +122,12 @@ _V3_SUMMARY_NOTES = ("payload shed", "payload not captured")
 
 def convert_3_4(record: RawRecord) -> RawRecord:
     """Version 3 → 4: exchanges get `summary_only`, true where the `error` note said so (that
-    note is then no error: null)."""
+    note is then no error: null), and `proxy_client` null (no PROXY protocol header read)."""
     if record.get("t") != "exchange" or "summary_only" in record:
         return record
     error = record.get("error")
     summary_only = isinstance(error, str) and error.startswith(_V3_SUMMARY_NOTES)
-    out = {**record, "summary_only": summary_only}
+    out = {**record, "summary_only": summary_only, "proxy_client": None}
     if summary_only:
         out["error"] = None
     return out

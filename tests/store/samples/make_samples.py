@@ -230,7 +230,8 @@ def v3_records() -> list[dict[str, Any]]:
 
 def v4_records() -> list[dict[str, Any]]:
     """Version 4 added summary_only to exchanges (counted from the kernel summary; the
-    version 3 error note that said so is gone)."""
+    version 3 error note that said so is gone) and proxy_client (the client a PROXY protocol
+    header named; null without one)."""
     out = []
     for rec in v3_records():
         rec = dict(rec)
@@ -238,6 +239,7 @@ def v4_records() -> list[dict[str, Any]]:
             rec["version"] = 4
         elif rec["t"] == "exchange":
             rec["summary_only"] = False
+            rec["proxy_client"] = None
         out.append(rec)
     return out
 
