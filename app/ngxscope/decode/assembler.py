@@ -53,10 +53,7 @@ from .proxyproto import ProxyHeader, parse_proxy_header
 from .upstream import UpstreamTracker
 from .websocket import WsTunnel
 
-__all__ = ["Assembler", "AssemblerStats"]
-
-AssemblerStats = DecodeStats
-"""The decoder's counters (`Assembler.stats`)."""
+__all__ = ["Assembler"]
 
 
 class Assembler:

@@ -314,10 +314,15 @@ def _reset_response(conn: Conn) -> None:
 
 
 def _completed(conn: Conn, ev: RawEvent) -> None:
-    """nginx finished a request (ev): the next response starts after its counters."""
+    """nginx finished a request (ev): the next response starts after its counters (and
+    empty, as _reset_response: written out, this runs for every exchange)."""
     conn.done_recv_off = ev.offset
     conn.proxied = False
     conn.done_send_off = ev.aux
     conn.last_done_ts = ev.ts
     conn.last_done_clock = ev.clock
-    _reset_response(conn)
+    conn.segments = []
+    conn.captured = 0
+    conn.send_first_ts = conn.send_last_ts = 0.0
+    conn.sendfile_bytes = 0
+    conn.send_hole = False
