@@ -105,9 +105,10 @@ class Exchange:
     pid: int
     """The nginx worker process that handled the request."""
     client: str
-    """Client address "ip:port"."""
+    """Client address "ip:port"; IPv6 in brackets, "[::1]:60752" (unambiguous; nginx's
+    `$remote_addr:$remote_port` writes "::1:60752")."""
     server: str
-    """nginx's local address "ip:port"."""
+    """nginx's local address "ip:port" (IPv6 bracketed, as `client`)."""
     tls: bool
     """The client connection uses TLS."""
     conn_id: str = ""

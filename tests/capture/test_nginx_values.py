@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx, free_port
 from ngxscope.model import Exchange
 
@@ -28,6 +29,7 @@ _SERVER = """
     server {{
         listen 127.0.0.1:{port};
         listen 127.0.0.1:{tls_port} ssl;
+        listen [::1]:{port};
         server_name fidelity;
         ssl_certificate {prefix}/tls/cert.pem;
         ssl_certificate_key {prefix}/tls/key.pem;
@@ -79,6 +81,10 @@ _AUTH_REQUESTS: list[tuple[str, bytes, float | None]] = [
     ("auth-body", b"POST /authed HTTP/1.1\r\nHost: f\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n"
      + b"x" * 5000, None),
 ]
+_IPV6: list[tuple[str, bytes, float | None]] = [
+    ("ipv6-ok", b"GET /six HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n", None),
+    ("ipv6-444", b"GET /close HTTP/1.1\r\nHost: f\r\n\r\n", None),
+]
 _TLS: list[tuple[str, bytes, float | None]] = [
     ("tls-444", b"GET /close HTTP/1.1\r\nHost: f\r\n\r\n", None),
     ("tls-http09", b"GET /simple\r\n", None),
@@ -86,9 +92,9 @@ _TLS: list[tuple[str, bytes, float | None]] = [
 ]
 
 
-def _send(port: int, data: bytes, wait: float | None, tls: bool) -> str:
-    """One request on its own connection; returns the client address ("ip:port")."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+def _send(port: int, data: bytes, wait: float | None, tls: bool, host: str = "127.0.0.1") -> str:
+    """One request on its own connection; returns the client address as nginx logs it."""
+    raw = socket.create_connection((host, port), timeout=10)
     sock: socket.socket = raw
     if tls:
         ctx = ssl.create_default_context()
@@ -126,6 +132,8 @@ def _run(binary: str, tmp_path: Path, capture_factory: Any, syscall_io: bool, au
             names[_send(port, data, wait, False)] = name
         for name, data, wait in _TLS:
             names[_send(tls_port, data, wait, True)] = name
+        for name, data, wait in _IPV6:
+            names[_send(port, data, wait, False, "::1")] = name
         log = [line for line in lab.wait_log_lines(len(names), timeout=15.0) if line["client"] in names]
         assert len(log) == len(names), f"{len(log)} of {len(names)} requests logged"
         exchanges = cap.wait_for(len(names))
@@ -135,7 +143,7 @@ def _run(binary: str, tmp_path: Path, capture_factory: Any, syscall_io: bool, au
         lab.stop()
     by_client: dict[str, list[Exchange]] = {}
     for ex in exchanges:
-        by_client.setdefault(ex.client, []).append(ex)
+        by_client.setdefault(nginx_addr(ex.client), []).append(ex)
     problems = []
     for line in log:
         name = names[line["client"]]
@@ -151,7 +159,7 @@ def _run(binary: str, tmp_path: Path, capture_factory: Any, syscall_io: bool, au
             "status": (ex.status, line["status"]),
             "request_bytes": (ex.request_bytes, line["request_length"]),
             "response_bytes": (ex.response_bytes, line["bytes_sent"]),
-            "server": (ex.server, line["server"]),
+            "server": (nginx_addr(ex.server), line["server"]),
             "tls": (ex.tls, line["https"] == "on"),
         }
         problems += [f"{name}: {field} {got!r} != log {want!r}" for field, (got, want) in checks.items()
@@ -163,6 +171,7 @@ def _run(binary: str, tmp_path: Path, capture_factory: Any, syscall_io: bool, au
     assert not nginx_values.distrusted
     assert nginx_values.agreed == 8
     assert not problems, "\n".join(problems)
+    assert any(ex.client.startswith("[::1]:") for ex in exchanges), "IPv6 clients bracketed"
     statuses = {line["status"] for line in log}
     assert {444, 499, 400, 200} <= statuses
 

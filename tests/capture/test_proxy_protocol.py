@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ngxscope.decode.proxyproto import V2_SIGNATURE
+from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx, free_port
 
 pytestmark = pytest.mark.capture
@@ -35,14 +36,6 @@ _SERVER = """
         }}
     }}
 """
-
-
-def nginx_addr(addr: str) -> str:
-    """ngxscope's "[ip6]:port" as nginx's "$addr:$port" writes it ("ip6:port")."""
-    if addr.startswith("["):
-        host, _, port = addr[1:].partition("]:")
-        return f"{host}:{port}"
-    return addr
 
 
 def _v1(ip: str, port: int) -> bytes:
@@ -129,8 +122,3 @@ def test_proxy_protocol_matches_access_log(tmp_path: Path, capture_factory: Any,
     assert len(log) == n
     assert not problems, "\n".join(problems)
     assert {ex.proxy_client for ex in exchanges} >= {"[2001:db8::7]:40002", "203.0.113.9:40001"}
-
-
-def test_nginx_addr() -> None:
-    assert nginx_addr("[::1]:60752") == "::1:60752"
-    assert nginx_addr("127.0.0.1:80") == "127.0.0.1:80"

@@ -36,6 +36,7 @@ __all__ = [
     "STREAM_LOG_FIELDS",
     "STREAM_MODULE",
     "LabError",
+    "nginx_addr",
     "parse_log_line",
     "render_conf",
     "render_stream",
@@ -142,6 +143,17 @@ def self_signed_cert() -> tuple[bytes, bytes]:
                     raise LabError(f"openssl failed: {proc.stderr.strip()[-500:]}")
                 _CERT_CACHE = (cert.read_bytes(), key.read_bytes())
         return _CERT_CACHE
+
+
+def nginx_addr(addr: str) -> str:
+    """An address as ngxscope writes it ("ip:port", IPv6 bracketed: "[::1]:60752") the way
+    the lab log's ``$remote_addr:$remote_port`` (and $server_addr, $proxy_protocol_addr)
+    writes it ("::1:60752"): compare captured addresses with logged ones through this."""
+    if addr.startswith("["):
+        host, sep, port = addr[1:].partition("]:")
+        if sep:
+            return f"{host}:{port}"
+    return addr
 
 
 def parse_log_line(line: str) -> dict[str, Any]:
