@@ -187,3 +187,37 @@ def test_static_build_nginx_values(tmp_path: Path, capture_factory: Any) -> None
     if not os.access(binary, os.X_OK):
         pytest.fail(f"{binary} missing: run scripts/setup.sh (it runs scripts/build-nginx-static.sh)")
     _run(str(binary), tmp_path, capture_factory, True, auth=False)
+
+
+def test_wrong_offsets_are_caught(tmp_path: Path, capture_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static build read with Debian's request-struct offsets (DAV and realip fields
+    that build does not have): the self-check must refuse nginx's values, and the exchanges
+    keep the byte-derived ones (a 444 then has no status: none was sent)."""
+    import ngxscope.record
+    from ngxscope.capture.layout import layout_for_binary
+
+    binary = BUILDS / "static-ssl" / "nginx"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"{binary} missing: run scripts/setup.sh (it runs scripts/build-nginx-static.sh)")
+    wrong = layout_for_binary("/usr/sbin/nginx", "1.22.1")
+    assert wrong.r_status != layout_for_binary(binary, "1.22.1").r_status
+    monkeypatch.setattr(ngxscope.record, "layout_for_binary", lambda path, version: wrong)
+    prefix = tmp_path / "lab"
+    port, tls_port = free_port(), free_port()
+    lab = LabNginx(workers=1, nginx_bin=str(binary), prefix=prefix,
+                   extra_http=_SERVER.format(port=port, tls_port=tls_port, prefix=prefix, more=""))
+    lab.start()
+    try:
+        cap = capture_factory(pid=lab.master_pid)
+        names = {_send(port, data, wait, False): name for name, data, wait in _PLAIN[:9]}
+        lab.wait_log_lines(len(names))
+        exchanges = cap.wait_for(len(names))
+        nginx_values = cap.recorder.assembler.emitter.nginx
+        cap.stop()
+    finally:
+        lab.stop()
+    print(f"\nwrong offsets: distrusted: {nginx_values.distrusted!r}")
+    assert nginx_values.distrusted
+    by_name = {names[nginx_addr(ex.client)]: ex for ex in exchanges if nginx_addr(ex.client) in names}
+    assert by_name["444"].status is None
+    assert all(by_name[f"ok{i}"].status == 200 for i in range(8))
