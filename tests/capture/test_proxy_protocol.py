@@ -82,9 +82,22 @@ def _request(port: int, header: bytes, lab_id: str, tls: bool) -> None:
 
 @pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
 def test_proxy_protocol_matches_access_log(tmp_path: Path, capture_factory: Any, syscall_io: bool) -> None:
+    _run(tmp_path, capture_factory, "/usr/sbin/nginx", syscall_io=syscall_io)
+
+
+def test_proxy_protocol_fallback_capture(tmp_path: Path, capture_factory: Any) -> None:
+    """nginx without ngx_* symbols (libssl uprobes + syscalls): the same, from the bytes."""
+    from .test_fallback import renamed_nginx
+
+    (tmp_path / "bin").mkdir()
+    _run(tmp_path, capture_factory, str(renamed_nginx(tmp_path / "bin")), syscall_io=True)
+
+
+def _run(tmp_path: Path, capture_factory: Any, binary: str, syscall_io: bool) -> None:
     prefix = tmp_path / "lab"
     port, tls_port = free_port(), free_port()
-    lab = LabNginx(workers=2, prefix=prefix, extra_http=_SERVER.format(port=port, tls_port=tls_port, prefix=prefix))
+    lab = LabNginx(workers=2, prefix=prefix, nginx_bin=binary,
+                   extra_http=_SERVER.format(port=port, tls_port=tls_port, prefix=prefix))
     lab.start()
     try:
         cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
