@@ -18,6 +18,10 @@
  *   FOLLOW_ALL       1: capture every process that runs the probed binary (--binary)
  *   OFF_FD, OFF_LISTENING, OFF_SENT, OFF_SOCKADDR, OFF_SOCKLEN, OFF_LOCAL_SOCKADDR,
  *   OFF_LOCAL_SOCKLEN, LISTENING_OFF_SOCKADDR, LISTENING_OFF_SOCKLEN: struct layout
+ *   REQ_LOG          1: send EV_REQ_LOG (nginx's own access-log values) at each completion,
+ *                    from ngx_http_request_t at OFF_R_STATUS, OFF_R_ERR_STATUS,
+ *                    OFF_R_REQUEST_LENGTH, OFF_R_REQUEST_LINE, OFF_R_REQUEST_START,
+ *                    OFF_R_HEADER_IN (capture/layout.py: they depend on the nginx build)
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/uio.h>
@@ -73,6 +77,7 @@ BPF_HASH(calls, u64, struct call_args, 16384);
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_ARRAY(done_scratch, struct ev_done, MAX_CPUS);
+BPF_ARRAY(reqlog_scratch, struct ev_reqlog, MAX_CPUS);
 BPF_HASH(current_req, u32, u64, 4096);
 /* Payload sampling set by user space while the capture is over its CPU budget: 0 or 1 =
  * every exchange with its payload, N = one exchange in N (at random), the others counted
@@ -524,6 +529,55 @@ static __always_inline void next_exchange(struct conn_state *st)
     st->line_len = 0;
 }
 
+#ifndef REQ_LOG
+#define REQ_LOG 0
+#endif
+
+/* EV_REQ_LOG for request r on connection c (r->connection): what nginx logs for it (see
+ * events.h), with the header `h` of the EV_REQ_DONE that follows it. */
+static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
+{
+#if REQ_LOG
+    u32 cpu = bpf_get_smp_processor_id();
+    struct ev_reqlog *l = reqlog_scratch.lookup(&cpu);
+    if (!l)
+        return;
+    l->h = *h;
+    l->h.kind = EV_REQ_LOG;
+    l->request_length = 0;
+    l->sent = 0;
+    l->status = 0;
+    l->err_status = 0;
+    bpf_probe_read_user(&l->request_length, sizeof(l->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
+    bpf_probe_read_user(&l->sent, sizeof(l->sent), (void *)(c + OFF_SENT));
+    bpf_probe_read_user(&l->status, sizeof(l->status), (void *)(r + OFF_R_STATUS));
+    bpf_probe_read_user(&l->err_status, sizeof(l->err_status), (void *)(r + OFF_R_ERR_STATUS));
+    if (bpf_probe_read_user(l->strs, sizeof(l->strs), (void *)(r + OFF_R_REQUEST_LINE)) < 0)
+        __builtin_memset(l->strs, 0, sizeof(l->strs));
+    u64 addr = l->strs[1], n = l->strs[0];
+    if (!addr || !n) {
+        /* no request line stored (nginx rejected it): $request is what was read from its start */
+        u64 buf = 0, last = 0;
+        addr = 0;
+        bpf_probe_read_user(&addr, sizeof(addr), (void *)(r + OFF_R_REQUEST_START));
+        bpf_probe_read_user(&buf, sizeof(buf), (void *)(r + OFF_R_HEADER_IN));
+        if (buf)
+            bpf_probe_read_user(&last, sizeof(last), (void *)(buf + 8));   /* ngx_buf_t.last */
+        n = addr && last > addr ? last - addr : 0;
+    }
+    l->line_addr = addr;
+    if (n > REQLOG_LINE_CAP)
+        n = REQLOG_LINE_CAP;
+    opaque(n);
+    n &= (2 * REQLOG_LINE_CAP - 1);
+    if (n > REQLOG_LINE_CAP)
+        n = REQLOG_LINE_CAP;
+    if (n && bpf_probe_read_user(l->line, n, (void *)addr) < 0)
+        n = 0;
+    submit(l, sizeof(struct ev_reqlog) - REQLOG_LINE_CAP + n);
+#endif
+}
+
 /* The client connection of an ngx_http_request_t (r->connection follows the signature). */
 static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count_request)
 {
@@ -556,6 +610,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
             h.sent = sent;
             h.rid = (u32)r;   /* which stream: its upstream events carry the same */
+            req_log(&h, r, c);
         }
     } else if (st && st->cptr == c) {
         h.conn_ts = st->conn_ts;
@@ -572,6 +627,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             if (st->req_start_clock && h.clock >= st->req_start_clock)
                 h.clock_span_us = (h.clock - st->req_start_clock) / 1000 + 1;
             h.seq = st->requests;
+            req_log(&h, r, c);
             if (st->shed) {
                 /* the summary of a shed exchange also carries the request's first bytes */
                 h.flags |= EVF_SHED | (st->drop ? EVF_SAMPLED : 0);

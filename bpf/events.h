@@ -19,6 +19,8 @@
 #define EV_STREAM_DONE  12  /* ngx_stream_finalize_session: the session ends and is logged
                              * (recvd, sent, status: nginx's own counters and $status) */
 #define EV_CONNECTED    13  /* getsockopt(SO_ERROR): how a non-blocking connect(2) ended (sock_err) */
+#define EV_REQ_LOG      14  /* ngx_http_free_request, right before its EV_REQ_DONE (same header
+                             * but kind; struct ev_reqlog): nginx's own access-log values */
 
 #define EVF_TLS        0x01  /* the connection is TLS (payload is the decrypted plaintext) */
 #define EVF_CLIENT     0x02  /* accepted from a client (else nginx's own, e.g. upstream) */
@@ -120,6 +122,27 @@ struct ev_open {
 struct ev_done {
     struct ev_header h;
     __u8  line[LINE_CAP];
+};
+
+/* EV_REQ_LOG: what nginx itself logs for the request, read from its ngx_http_request_t at
+ * ngx_http_free_request (before the log phase runs there): $status is err_status, else
+ * headers_out.status; $request_length, $bytes_sent (r->connection->sent). `strs` are
+ * r->request_line, uri, args, exten, unparsed_uri, method_name, http_protocol as nginx holds
+ * them (ngx_str_t: len, data address), `line` the bytes at line_addr: the request line nginx
+ * stored, or (when it stored none: a request it rejected) what it read from the request's
+ * start (r->request_start) up to the end of its buffer (r->header_in->last). The record's
+ * length says how many bytes of `line` follow. */
+#define REQLOG_LINE_CAP 512
+
+struct ev_reqlog {
+    struct ev_header h;
+    __s64 request_length;
+    __u64 sent;
+    __u64 status;
+    __u64 err_status;
+    __u64 line_addr;
+    __u64 strs[14];
+    __u8  line[REQLOG_LINE_CAP];
 };
 
 #endif

@@ -95,9 +95,10 @@ class Exchange:
     pid: int
     """The nginx worker process that handled the request."""
     client: str
-    """Client address "ip:port"."""
+    """Client address "ip:port"; IPv6 in brackets, "[::1]:60752" (unambiguous; nginx's
+    `$remote_addr:$remote_port` writes "::1:60752")."""
     server: str
-    """nginx's local address "ip:port"."""
+    """nginx's local address "ip:port" (IPv6 bracketed, as `client`)."""
     tls: bool
     """The client connection uses TLS."""
     conn_id: str = ""
@@ -163,6 +164,11 @@ class Exchange:
     """The colour the user marked the row with (one of `MARKS`); "" when not marked."""
     note: str = ""
     """The user's note on the row; "" when none."""
+    proxy_client: str | None = None
+    """On a ``listen ... proxy_protocol`` socket: the client the PROXY protocol header named
+    ("ip:port", "[ip6]:port"; nginx's `$proxy_protocol_addr:$proxy_protocol_port`), while
+    `client` is the socket's peer (the load balancer); "" when the header named none (LOCAL,
+    UNKNOWN); None when the connection had no such header."""
 
     @property
     def duration_ms(self) -> float:

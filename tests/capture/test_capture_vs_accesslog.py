@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
@@ -45,8 +46,8 @@ def compare(log: list[dict[str, Any]], exchanges: list[Exchange]) -> list[str]:
             "status": (ex.status, line["status"]),
             "request_bytes": (ex.request_bytes, line["request_length"]),
             "response_bytes": (ex.response_bytes, line["bytes_sent"]),
-            "client": (ex.client, line["client"]),
-            "server": (ex.server, line["server"]),
+            "client": (nginx_addr(ex.client), line["client"]),  # IPv6: "[::1]:p" is "::1:p" there
+            "server": (nginx_addr(ex.server), line["server"]),
             "pid": (ex.pid, int(line["pid"])),
             "tls": (ex.tls, line["https"] == "on"),
             "version": (ex.version, line["protocol"]),

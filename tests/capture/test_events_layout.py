@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ngxscope.capture import events
 
-STRUCTS = {"ev_header": events.EvHeader, "ev_open": events.EvOpen, "ev_done": events.EvDone}
+STRUCTS = {"ev_header": events.EvHeader, "ev_open": events.EvOpen, "ev_done": events.EvDone,
+           "ev_reqlog": events.EvReqLog}
 
 
 def _header_path() -> Path:

@@ -217,3 +217,14 @@ def test_stop_kills_everything_and_removes_prefix() -> None:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert not prefix.exists()
     assert os.path.basename(prefix).startswith("ngxscope-lab-")
+
+
+def test_nginx_addr_writes_ipv6_as_nginx_logs_it() -> None:
+    """ngxscope keeps IPv6 addresses bracketed ("[::1]:60752", unambiguous); nginx's
+    $remote_addr:$remote_port says "::1:60752": comparisons go through nginx_addr."""
+    from ngxscope.lab.config import nginx_addr
+
+    assert nginx_addr("[::1]:60752") == "::1:60752"
+    assert nginx_addr("[2001:db8::7]:443") == "2001:db8::7:443"
+    assert nginx_addr("127.0.0.1:80") == "127.0.0.1:80"
+    assert nginx_addr("") == ""

@@ -35,7 +35,7 @@ FROZEN = {
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
-    "session-v5.ngxs": "beba22d5113f2ebe5b01d019fa33255e2435654bb8e12d2e25abc9a43c0ed51e",
+    "session-v5.ngxs": "cd94901379e098ee332147fd3e6269691db2d745e10c0e05b099830aff126554",
 }
 LATEST_SAMPLE = "session-v5.ngxs"
 
@@ -190,7 +190,7 @@ EXPECTED_V3 = [
 EXPECTED_V5 = [
     replace(EXPECTED_V3[0], location="/api/", answer="cache-miss", mark="red",
             note="retried: 8081 refused (ticket #42) ✓"),
-    replace(EXPECTED_V3[1], location="= /upload"),
+    replace(EXPECTED_V3[1], location="= /upload", proxy_client="203.0.113.7:51000"),
     EXPECTED_V3[2],
 ]
 
@@ -279,7 +279,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", "location": None, "answer": None}
+                               "note": "", "location": None, "answer": None, "proxy_client": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -303,9 +303,9 @@ def test_bad_v0_record_names_its_line(tmp_path: Path) -> None:
 def test_convert_4_5_adds_mark_note_location_answer() -> None:
     assert convert_4_5({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "mark": "",
                                                        "note": "", "location": None,
-                                                       "answer": None}
+                                                       "answer": None, "proxy_client": None}
     kept = {"t": "exchange", "location": "/a/", "mark": "red"}
-    assert convert_4_5(kept) == {**kept, "note": "", "answer": None}
+    assert convert_4_5(kept) == {**kept, "note": "", "answer": None, "proxy_client": None}
     event = {"t": "event", "ts": 1.0}
     assert convert_4_5(event) is event
     stats = {"t": "stats"}

@@ -160,3 +160,23 @@ def test_summary_only_exchange_says_why_it_has_no_payload(qtbot, shots: Path) ->
     pane.setCurrentIndex(4)
     qtbot.wait(50)
     assert pane.grab().save(str(shots / "detail-summary-only.png"))
+
+
+def test_proxy_protocol_client_beside_the_socket_peer(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    ex = replace(sample_exchange(), client="127.0.0.1:51234", proxy_client="[2001:db8::7]:40002")
+    pane.related_lookup = lambda _c: [ex]
+    pane.resize(1000, 560)
+    pane.show()
+    pane.show_exchange(ex)
+    text = pane.conn_labels["Client"].text()
+    assert text.startswith("[2001:db8::7]:40002") and "socket peer 127.0.0.1:51234" in text
+    pane.show_exchange(replace(ex, proxy_client=None))
+    assert pane.conn_labels["Client"].text() == "127.0.0.1:51234"
+    pane.show_exchange(ex)
+    pane.setCurrentIndex(4)
+    qtbot.wait(50)
+    assert pane.grab().save(str(shots / "detail-proxy-client.png"))

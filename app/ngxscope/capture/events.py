@@ -32,6 +32,7 @@ __all__ = [
     "EV_OPEN",
     "EV_RECV",
     "EV_REQ_DONE",
+    "EV_REQ_LOG",
     "EV_SEND",
     "EV_SENDFILE",
     "EV_STREAM_DONE",
@@ -40,10 +41,13 @@ __all__ = [
     "LINE_CAP",
     "RB_CONSUMED",
     "RB_PRODUCED",
+    "REQLOG_LINE_CAP",
     "SOCKADDR_MAX",
     "EvDone",
     "EvHeader",
     "EvOpen",
+    "EvReqLog",
+    "NginxLog",
     "RawEvent",
     "RingReader",
     "format_sockaddr",
@@ -65,6 +69,7 @@ EV_UPSTREAM = 10
 EV_STREAM_START = 11
 EV_STREAM_DONE = 12
 EV_CONNECTED = 13
+EV_REQ_LOG = 14
 
 EVF_TLS = 0x01
 EVF_CLIENT = 0x02
@@ -76,6 +81,7 @@ EVF_SAMPLED = 0x40
 
 SOCKADDR_MAX = 28
 LINE_CAP = 128
+REQLOG_LINE_CAP = 512
 
 COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 """The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
@@ -159,7 +165,43 @@ class EvDone(ctypes.Structure):
     ]
 
 
+class EvReqLog(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHeader),
+        ("request_length", ctypes.c_int64),
+        ("sent", ctypes.c_uint64),
+        ("status", ctypes.c_uint64),
+        ("err_status", ctypes.c_uint64),
+        ("line_addr", ctypes.c_uint64),
+        ("strs", ctypes.c_uint64 * 14),
+        ("line", ctypes.c_uint8 * REQLOG_LINE_CAP),
+    ]
+
+
 HEADER_SIZE = ctypes.sizeof(EvHeader)
+
+
+@dataclass(slots=True)
+class NginxLog:
+    """What nginx itself logs for a request, read from its request struct when it finished
+    the request (EV_REQ_LOG): the truth the access log shows, where the bytes on the wire
+    tell another story (444, 499, $request_length after large_client_header_buffers...)."""
+
+    status: int
+    """$status: r->err_status, else r->headers_out.status (0: none)."""
+    request_length: int
+    """$request_length."""
+    bytes_sent: int
+    """$bytes_sent (r->connection->sent)."""
+    request: bytes
+    """$request: the request line nginx stored, or what it read from the request's start
+    (cut at CR/LF) when it rejected the line; at most REQLOG_LINE_CAP bytes."""
+    method: str | None
+    """$request_method (None: not within the bytes read, e.g. HTTP/2)."""
+    uri: str | None
+    """$request_uri (the target as sent; None: not within the bytes read)."""
+    protocol: str | None
+    """$server_protocol ("" for HTTP/0.9; None: not within the bytes read)."""
 
 
 @dataclass(slots=True)
@@ -210,6 +252,9 @@ class RawEvent:
     """The request (or stream session) the event concerns, as the low 32 bits of its address
     (0: none): upstream-side RECV/SEND/SENDFILE and CONNECT with an owner, UPSTREAM, HTTP/2
     REQ_DONE, STREAM_*. Tells apart the multiplexed HTTP/2 streams of one connection."""
+    log: NginxLog | None = None
+    """REQ_LOG (and the REQ_DONE it precedes, once the decoder paired them): nginx's own
+    access-log values."""
 
     @property
     def conn_key(self) -> tuple[int, int, int]:
@@ -239,6 +284,40 @@ def format_sockaddr(raw: bytes, length: int) -> str:
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
+_REQLOG_TAIL = struct.Struct("<qQQQQ14Q")
+_REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
+assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + REQLOG_LINE_CAP
+
+
+def _nginx_str(line: bytes, base: int, length: int, addr: int) -> str | None:
+    """An ngx_str_t of nginx's (length, address) as text when its bytes are within `line`
+    (read from address `base`); "" when nginx left it unset."""
+    if not addr or not length:
+        return ""
+    off = addr - base
+    if base == 0 or off < 0 or off + length > len(line):
+        return None
+    return line[off : off + length].decode("latin-1")
+
+
+def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
+    """The tail of an EV_REQ_LOG record."""
+    request_length, sent, status, err_status, base, *strs = _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
+    raw = bytes(buf[_REQLOG_LINE : _REQLOG_LINE + REQLOG_LINE_CAP])
+    line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
+    for stop in (b"\r", b"\n"):
+        cut = line.find(stop)
+        if cut >= 0:
+            line = line[:cut]
+    return NginxLog(
+        status=err_status or status,
+        request_length=request_length,
+        bytes_sent=sent,
+        request=line,
+        method=_nginx_str(raw, base, strs[10], strs[11]),
+        uri=_nginx_str(raw, base, strs[8], strs[9]),
+        protocol=_nginx_str(raw, base, strs[12], strs[13]),
+    )
 
 
 def nginx_msec(clock: float) -> int:
@@ -281,6 +360,12 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
                     ev.clock_span = (tid - 1) / 1e6
                 if len(buf) > HEADER_SIZE:   # a shed exchange's summary: the request's first bytes
                     ev.data = bytes(buf[HEADER_SIZE : HEADER_SIZE + LINE_CAP])
+        elif kind == EV_REQ_LOG:   # as its REQ_DONE's header, then struct ev_reqlog's tail
+            ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
+                          clock / 1e9 + clock_offset if clock else 0.0, seq)
+            if flags & EVF_H2STREAM:
+                ev.rid = tid
+            ev.log = parse_reqlog(buf)
         else:
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)
@@ -290,7 +375,7 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
                 ev.local = format_sockaddr(local, local_len)
                 if kind == EV_CONNECT:
                     ev.rid = tid
-            elif kind >= EV_UPSTREAM and kind != EV_CONNECTED:   # UPSTREAM, STREAM_*: rid
+            elif kind >= EV_UPSTREAM and kind < EV_CONNECTED:   # UPSTREAM, STREAM_*: rid
                 ev.rid = tid
                 if kind == EV_STREAM_DONE:
                     ev.status = length   # status

@@ -1,17 +1,36 @@
-"""Where nginx keeps the few struct fields the probes read, per nginx version.
+"""Where nginx keeps the struct fields the probes read, per nginx version and build.
 
-Only leading fields of `ngx_connection_t` (fd, listening, sent, sockaddr...), `ngx_listening_t` and `ngx_http_request_t` are
-read. They have been stable for years except for one insertion: nginx 1.25 added
-`ngx_quic_stream_t *quic` (present with NGX_QUIC or NGX_COMPAT) before `ssl`, which moves
-`local_sockaddr` by 8 bytes. Everything else the probes need (fd, listening, sockaddr) sits
-before it. The decoder checks the addresses it gets back and flags nonsense.
+Leading fields of `ngx_connection_t` (fd, listening, sent, sockaddr...), `ngx_listening_t`
+and `ngx_http_request_t` (signature, connection) have been stable for years except for one
+insertion: nginx 1.25 added `ngx_quic_stream_t *quic` (present with NGX_QUIC or NGX_COMPAT)
+before `ssl`, which moves `local_sockaddr` by 8 bytes. The decoder checks the addresses it
+gets back and flags nonsense.
+
+The access-log values read at a request's completion ($status, $request_length, the request
+line, see bpf/capture.c's EV_REQ_LOG) sit deep in `ngx_http_request_t`, after
+`headers_in`, whose fields depend on how nginx was configured (`#if (NGX_HTTP_DAV)`...).
+:func:`request_offsets` computes them from the features the build's configure arguments
+(embedded in the binary: ``nginx -V``) turn on, with the per-feature sizes below. That model
+was checked against nginx 1.22.1's headers compiled with every combination of the features
+(scripts/nginx-request-offsets.py); other nginx versions change `headers_in`, so for them the
+values are not read and the byte-derived ones stay (Layout.request_log False).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-__all__ = ["Layout", "layout_for_version"]
+__all__ = [
+    "REQUEST_FEATURES",
+    "Layout",
+    "configure_arguments",
+    "features_from_configure",
+    "layout_for_binary",
+    "layout_for_version",
+    "request_offsets",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +55,22 @@ class Layout:
     """ngx_listening_t.sockaddr"""
     listening_socklen: int = 16
     """ngx_listening_t.socklen"""
+    request_log: bool = False
+    """The request struct's offsets below are known: nginx's own access-log values are read
+    at each completion (EV_REQ_LOG)."""
+    r_header_in: int = 0
+    """ngx_http_request_t.header_in (ngx_buf_t *: the buffer the request head was read into)"""
+    r_status: int = 0
+    """ngx_http_request_t.headers_out.status"""
+    r_request_line: int = 0
+    """ngx_http_request_t.request_line, followed by uri, args, exten, unparsed_uri,
+    method_name, http_protocol (seven ngx_str_t)"""
+    r_request_length: int = 0
+    """ngx_http_request_t.request_length ($request_length)"""
+    r_err_status: int = 0
+    """ngx_http_request_t.err_status (wins over headers_out.status in $status)"""
+    r_request_start: int = 0
+    """ngx_http_request_t.request_start (where $request begins when request_line is unset)"""
     note: str = ""
     """How this layout was chosen."""
 
@@ -50,6 +85,13 @@ class Layout:
             f"-DOFF_LOCAL_SOCKLEN={self.local_socklen}",
             f"-DLISTENING_OFF_SOCKADDR={self.listening_sockaddr}",
             f"-DLISTENING_OFF_SOCKLEN={self.listening_socklen}",
+            f"-DREQ_LOG={int(self.request_log)}",
+            f"-DOFF_R_HEADER_IN={self.r_header_in}",
+            f"-DOFF_R_STATUS={self.r_status}",
+            f"-DOFF_R_REQUEST_LINE={self.r_request_line}",
+            f"-DOFF_R_REQUEST_LENGTH={self.r_request_length}",
+            f"-DOFF_R_ERR_STATUS={self.r_err_status}",
+            f"-DOFF_R_REQUEST_START={self.r_request_start}",
         ]
 
 
@@ -62,7 +104,102 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def layout_for_version(version: str | None) -> Layout:
-    """The layout for an nginx version string ("1.22.1"); unknown versions get 1.22's."""
+    """The connection layout for an nginx version string ("1.22.1"); unknown versions get
+    1.22's. The request struct's offsets need the build's features: layout_for_binary."""
     if version and _version_tuple(version) >= (1, 25, 0):
         return Layout(local_sockaddr=168, local_socklen=176, note=f"nginx {version}: quic field present")
     return Layout(note=f"nginx {version or 'unknown version'}: 1.17-1.24 layout")
+
+
+REQUEST_FEATURES = ("cache", "gzip", "headers", "x_forwarded_for", "realip", "dav", "pcre")
+"""The configure-time features (NGX_HTTP_CACHE, NGX_HTTP_GZIP, NGX_HTTP_HEADERS,
+NGX_HTTP_X_FORWARDED_FOR, NGX_HTTP_REALIP, NGX_HTTP_DAV, NGX_PCRE) that move the request
+struct's fields the probes read."""
+
+# nginx 1.22's ngx_http_request_t with none of REQUEST_FEATURES (x86-64)
+_BASE_1_22 = {"header_in": 88, "status": 528, "request_line": 872, "request_length": 1104,
+              "err_status": 1112, "request_start": 1288}
+
+
+def features_from_configure(args: str) -> frozenset[str]:
+    """The REQUEST_FEATURES a build with these configure arguments has (nginx's auto/modules,
+    auto/options and auto/lib/conf; --with-compat turns on all but cache and pcre)."""
+    opts = set(args.split())
+    has = lambda flag: any(o == flag or o.startswith(flag + "=") for o in opts)  # noqa: E731
+    compat = has("--with-compat")
+    feats = set()
+    if not has("--without-http-cache"):
+        feats.add("cache")
+    v2 = has("--with-http_v2_module")
+    realip = has("--with-http_realip_module")
+    if compat or v2:
+        feats.add("headers")
+    if compat or not has("--without-http_gzip_module") or has("--with-http_gzip_static_module") \
+            or has("--with-http_gunzip_module") or v2:
+        feats.add("gzip")  # its two fields are also there with NGX_HTTP_HEADERS alone
+    if compat or realip or not has("--without-http_geo_module") or has("--with-http_geoip_module") \
+            or not has("--without-http_proxy_module"):
+        feats.add("x_forwarded_for")
+    if compat or realip:
+        feats.add("realip")
+    if compat or has("--with-http_dav_module"):
+        feats.add("dav")
+    if not has("--without-pcre") and (not has("--without-http_rewrite_module") or has("--with-pcre")):
+        feats.add("pcre")
+    return frozenset(feats)
+
+
+def request_offsets(version: str | None, features: frozenset[str]) -> dict[str, int] | None:
+    """Offsets of the request struct's fields the probes read (keys as in _BASE_1_22), or
+    None for nginx versions the model was not checked against."""
+    if not version or _version_tuple(version)[:2] != (1, 22):
+        return None
+    f = features
+    # ngx_http_headers_in_t: accept_encoding + via (GZIP or HEADERS), x_forwarded_for (an
+    # ngx_array_t), x_real_ip, accept + accept_language (HEADERS), depth, destination,
+    # overwrite, date (DAV)
+    headers_in = (16 * ("gzip" in f or "headers" in f) + 40 * ("x_forwarded_for" in f) + 8 * ("realip" in f)
+                  + 16 * ("headers" in f) + 32 * ("dav" in f))
+    cache = 8 * ("cache" in f)  # r->cache, before header_in
+    pcre = 24 * ("pcre" in f)   # ncaptures, captures, captures_data, before request_length
+    b = _BASE_1_22
+    return {
+        "header_in": b["header_in"] + cache,
+        "status": b["status"] + cache + headers_in,
+        "request_line": b["request_line"] + cache + headers_in,
+        "request_length": b["request_length"] + cache + headers_in + pcre,
+        "err_status": b["err_status"] + cache + headers_in + pcre,
+        "request_start": b["request_start"] + cache + headers_in + pcre,
+    }
+
+
+_CONFIGURE = re.compile(rb"configure arguments:([^\n\0]*)")
+
+
+def configure_arguments(path: str | Path) -> str | None:
+    """The configure arguments compiled into an nginx binary (what ``nginx -V`` prints), or
+    None when it has none (not nginx, or unreadable)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    m = _CONFIGURE.search(data)
+    return m.group(1).decode("latin-1").strip() if m else None
+
+
+def layout_for_binary(path: str | Path | None, version: str | None) -> Layout:
+    """The layout for the nginx binary at `path`: the connection's (by version) and, when
+    its version and configure arguments are known, the request struct's."""
+    conn = layout_for_version(version)
+    args = configure_arguments(path) if path else None
+    if args is None:
+        return conn
+    feats = features_from_configure(args)
+    offs = request_offsets(version, feats)
+    if offs is None:
+        return replace(conn, note=conn.note + "; access-log values from the bytes (request struct "
+                       f"offsets not known for nginx {version})")
+    return replace(conn, request_log=True, r_header_in=offs["header_in"], r_status=offs["status"],
+                   r_request_line=offs["request_line"], r_request_length=offs["request_length"],
+                   r_err_status=offs["err_status"], r_request_start=offs["request_start"],
+                   note=conn.note + f"; request struct with {', '.join(sorted(feats)) or 'no optional fields'}")

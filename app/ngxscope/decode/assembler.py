@@ -28,6 +28,7 @@ from ..capture.events import (
     EV_OPEN,
     EV_RECV,
     EV_REQ_DONE,
+    EV_REQ_LOG,
     EV_SEND,
     EV_SENDFILE,
     EV_STREAM_DONE,
@@ -48,6 +49,7 @@ from .handlers.http2 import Http2Handler
 from .handlers.tcpstream import TcpStreamHandler
 from .handlers.upstream import UpstreamHandler
 from .handlers.websocket import WebSocketHandler
+from .proxyproto import ProxyHeader, parse_proxy_header
 from .upstream import UpstreamTracker
 from .websocket import WsTunnel
 
@@ -80,6 +82,8 @@ class Assembler:
         self.upstream = UpstreamHandler(self.upstreams, peer_of)
         self._conns: dict[ConnKey, Conn] = {}
         self._by_fd: dict[tuple[int, int], ConnKey] = {}
+        self._logs: dict[tuple[ConnKey, int], RawEvent] = {}
+        """EV_REQ_LOG waiting for the EV_REQ_DONE right behind it (same probe, same time)."""
 
     @property
     def on_websocket(self) -> Callable[[WsTunnel, float], None] | None:
@@ -102,7 +106,11 @@ class Assembler:
             elif not conn.client:
                 handler = self.upstream
             else:
-                if (kind == EV_RECV and conn.h2 is None and ev.offset == 0 and conn.recv_off == 0
+                if kind == EV_RECV and ev.offset == 0 and conn.recv_off == 0 and conn.proxy_client is None:
+                    ev = self._take_proxy_header(conn, ev)
+                    if not ev.length:
+                        return
+                if (kind == EV_RECV and conn.h2 is None and ev.offset == conn.recv_off == conn.done_recv_off
                         and Http2Handler.is_preface(ev.data)):
                     self.http2.start(conn)
                 if conn.h2 is not None:
@@ -115,7 +123,16 @@ class Assembler:
                 handler.on_recv(conn, ev)
             else:
                 handler.on_send(conn, ev)
+        elif kind == EV_REQ_LOG:
+            if ev.conn_ts:
+                self._logs[(ev.conn_key, ev.rid)] = ev
         elif kind == EV_REQ_DONE:
+            if self._logs:
+                paired = self._logs.pop((ev.conn_key, ev.rid), None)
+                if paired is not None and paired.ts == ev.ts:
+                    ev.log = paired.log
+                if len(self._logs) > 1024:  # their EV_REQ_DONE was lost
+                    self._logs.clear()
             if ev.conn_ts:
                 conn = self._conn_for(ev)
                 if not conn.client:
@@ -192,6 +209,19 @@ class Assembler:
             if not conn.client:
                 self.upstream.on_open(conn, ev)
         return conn
+
+    def _take_proxy_header(self, conn: Conn, ev: RawEvent) -> RawEvent:
+        """A client connection's first bytes: a PROXY protocol header (``listen ...
+        proxy_protocol``) is taken off them, the client it names kept on the connection; the
+        rest is the request (or, for TLS, nginx's reads after the handshake)."""
+        head = parse_proxy_header(ev.data)
+        if not isinstance(head, ProxyHeader):
+            return ev
+        conn.proxy_client = head.client
+        conn.recv_off = conn.done_recv_off = head.length
+        rest = RawEvent(ev.kind, ev.ts, ev.pid, ev.fd, ev.conn_ts, head.length, ev.aux, ev.length - head.length,
+                        ev.flags, ev.clock, ev.seq, ev.data[head.length :])
+        return rest
 
     def _conn_for(self, ev: RawEvent) -> Conn:
         conn = self._conns.get(ev.conn_key)

@@ -10,16 +10,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .http1 import RequestStream
+from ..model import UpstreamAttempt
+from .http1 import ParsedRequest, RequestStream
 from .http2 import H2Connection
 from .respframe import ResponseFramer
 from .tcpstream import TcpSession
 from .websocket import WsTunnel
 
-__all__ = ["Conn", "ConnKey"]
+__all__ = ["Conn", "ConnKey", "Upgrade"]
 
 ConnKey = tuple[int, int, int]
 """(pid, fd, conn_ts): RawEvent.conn_key, unique per connection."""
+
+
+@dataclass(slots=True)
+class Upgrade:
+    """The request nginx answered with "101 Switching Protocols": its exchange is handed out
+    when the tunnel ends, so that its response counts the head and every byte relayed (as
+    nginx's $bytes_sent does)."""
+
+    request: ParsedRequest
+    head: bytes
+    """The 101 response head as captured."""
+    head_len: int
+    """Its length on the wire."""
+    send_off: int
+    """The connection's write offset where the 101 head starts."""
+    send_first_ts: float
+    upstream: list[UpstreamAttempt]
 
 
 @dataclass(slots=True)
@@ -55,6 +73,11 @@ class Conn:
     """The HTTP/2 decoder, for an HTTP/2 connection."""
     ws: WsTunnel | None = None
     """The connection was upgraded (101): nginx relays WebSocket frames."""
+    upgrade: Upgrade | None = None
+    """With ws: the upgrade's exchange, handed out when the tunnel ends."""
+    proxy_client: str | None = None
+    """The client a PROXY protocol header at the connection's start named (decode.proxyproto;
+    "" for a LOCAL / UNKNOWN one); None: no such header."""
     framer: ResponseFramer | None = None
     """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
     tcp: TcpSession | None = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..model import Exchange, LifecycleEvent
 from .connstate import Conn
+from .nginxlog import NginxValues
 from .websocket import WsTunnel
 
 __all__ = ["DecodeStats", "Emitter"]
@@ -39,7 +40,7 @@ class DecodeStats:
 class Emitter:
     """The sink the handlers emit into: exchanges, lifecycle events and tunnel summaries."""
 
-    __slots__ = ("body_limit", "next_id", "on_event", "on_exchange", "on_websocket", "stats")
+    __slots__ = ("body_limit", "next_id", "nginx", "on_event", "on_exchange", "on_websocket", "stats")
 
     def __init__(
         self,
@@ -56,6 +57,8 @@ class Emitter:
         self.stats = DecodeStats()
         self.next_id = 1
         """The id the next exchange gets."""
+        self.nginx = NginxValues()
+        """nginx's own access-log values (EV_REQ_LOG), applied once they proved right."""
 
     def exchange(self, conn: Conn, start: float, end: float) -> Exchange:
         """A new exchange on `conn` with the next id (not emitted yet): the connection's part
@@ -64,7 +67,7 @@ class Emitter:
         every exchange takes)."""
         return Exchange(id=self.next_id, start=start, end=end, pid=conn.pid, client=conn.peer,
                         server=conn.local, tls=conn.tls, conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
-                        conn_seq=conn.seq)
+                        conn_seq=conn.seq, proxy_client=conn.proxy_client)
 
     def emit(self, conn: Conn, ex: Exchange) -> None:
         """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""

@@ -32,7 +32,10 @@ _REQUEST_LINE = re.compile(
     rb"(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE|PROPFIND|PROPPATCH|MKCOL|COPY|MOVE|LOCK|UNLOCK)"
     rb" [^\s]+ HTTP/1\.[01]\r?\n"
 )
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_NAME = re.compile(r"^[^\x00-\x20\x7f:]+$")
+"""A header name as nginx takes it: names with characters outside HTTP's token set (or with
+underscores) are ignored by nginx (ignore_invalid_headers), not rejected; they are kept here
+as sent."""
 
 
 class HeadError(ValueError):
@@ -57,7 +60,7 @@ def parse_head(head: bytes) -> tuple[list[str], list[tuple[str, str]]]:
             headers[-1] = (name, value + " " + line.strip())
             continue
         name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.match(name):
+        if not sep or not _HEADER_NAME.match(name):
             raise HeadError(f"bad header line {line[:80]!r}")
         headers.append((name, value.strip()))
     return parts, headers

@@ -2,9 +2,10 @@
 
 After the 101 response nginx only relays bytes; its access log line for the request comes
 when the tunnel closes, with $bytes_sent counting the 101 head and every relayed byte.
-ngxscope ends the exchange at the upgrade and summarises the tunnel per direction:
-frames, messages (a data frame and its continuations up to FIN), control frames, payload
-bytes and wire bytes. Bytes that were not captured keep counting wire bytes; a hole that
+ngxscope hands the upgrade's exchange out then, with the same count, and summarises the
+tunnel per direction: frames, messages (a data frame and its continuations up to FIN),
+control frames, payload bytes and wire bytes (only wire bytes for other upgrade
+protocols). Bytes that were not captured keep counting wire bytes; a hole that
 hides a frame header stops the frame count for that direction (flagged as uncertain).
 """
 
@@ -32,13 +33,15 @@ class WsDirection:
     """A frame header was not captured: frame and message counts stop there."""
     closed: bool = False
     """A close frame was seen."""
+    raw: bool = False
+    """Not WebSocket (another upgrade protocol): only bytes are counted."""
     _head: bytes = b""
     _left: int = 0
 
     def feed(self, data: bytes, length: int) -> None:
         """`data` captured of `length` bytes relayed (the rest is a hole)."""
         self.wire_bytes += length
-        if self.lost_sync:
+        if self.lost_sync or self.raw:
             return
         pos, n = 0, len(data)
         while pos < n:
@@ -102,12 +105,17 @@ class WsTunnel:
     """client → nginx"""
     outbound: WsDirection
     """nginx → client"""
+    protocol: str = "websocket"
+    """The protocol the 101 response switched to (its Upgrade header, lower case)."""
 
     def summary(self, end: float, how: str) -> str:
         def side(d: WsDirection) -> str:
+            if d.raw:
+                return f"{d.wire_bytes} bytes"
             counts = "frame counts uncertain (bytes not captured)" if d.lost_sync else (
                 f"{d.messages} messages, {d.payload} payload bytes, {d.frames} frames ({d.control} control)")
             return f"{counts}, {d.wire_bytes} bytes"
-        return (f"WebSocket of exchange #{self.exchange_id} ({self.request}) {how} after "
+        what = "WebSocket" if self.protocol == "websocket" else f"{self.protocol or 'unnamed'} tunnel"
+        return (f"{what} of exchange #{self.exchange_id} ({self.request}) {how} after "
                 f"{max(0.0, end - self.start):.3f} s: client → nginx {side(self.inbound)}; "
                 f"nginx → client {side(self.outbound)}")

@@ -11,6 +11,7 @@ last path segment(s) under any prefix, so ``/api/echo`` and ``/upload/echo`` beh
 - anything else         small JSON with the backend name and path
 - ``/_lab/delay?ms=N``  (sent to the backend directly, not through nginx) from now on, every
   request to this backend waits N ms more before answering: a slow peer, for diff tests
+- ``.../echo`` with any other ``Upgrade``: 101, then a raw byte echo until the client's EOF
 - ``.../echo`` with ``Upgrade: websocket``: an RFC 6455 echo server (text and binary
   messages, fragmented ones too, ping → pong, close → close)
 
@@ -134,9 +135,28 @@ class BackendHandler(BaseHTTPRequestHandler):
                 self.wfile.write(_ws_frame(opcode0 or 2, bytes(message)))
                 self.wfile.flush()
 
+    def _raw_tunnel(self, protocol: str) -> None:
+        """Any other upgrade protocol: 101, then every byte read is echoed until EOF."""
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", protocol)
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            data = self.rfile.read1(65536)
+            if not data:
+                return
+            self.wfile.write(data)
+            self.wfile.flush()
+
     def _handle(self) -> None:
-        if self.headers.get("Upgrade", "").lower() == "websocket" and urlsplit(self.path).path.endswith("/echo"):
-            self._websocket()
+        upgrade = self.headers.get("Upgrade", "")
+        if upgrade and urlsplit(self.path).path.endswith("/echo"):
+            if upgrade.lower() == "websocket":
+                self._websocket()
+            else:
+                self._raw_tunnel(upgrade)
             return
         body_size = self._read_body()
         url = urlsplit(self.path)

@@ -36,6 +36,7 @@ __all__ = [
     "STREAM_LOG_FIELDS",
     "STREAM_MODULE",
     "LabError",
+    "nginx_addr",
     "parse_log_line",
     "render_conf",
     "render_stream",
@@ -80,6 +81,7 @@ LOG_FIELDS: dict[str, str] = {
     "upstream_bytes_received": "$upstream_bytes_received",
     "proxy_host": "$proxy_host",
     "server_name": "$server_name",
+    "proxy_client": "$proxy_protocol_addr:$proxy_protocol_port",
 }
 """Access log keys and the nginx variables behind them (all logged as JSON strings)."""
 
@@ -141,6 +143,17 @@ def self_signed_cert() -> tuple[bytes, bytes]:
                     raise LabError(f"openssl failed: {proc.stderr.strip()[-500:]}")
                 _CERT_CACHE = (cert.read_bytes(), key.read_bytes())
         return _CERT_CACHE
+
+
+def nginx_addr(addr: str) -> str:
+    """An address as ngxscope writes it ("ip:port", IPv6 bracketed: "[::1]:60752") the way
+    the lab log's ``$remote_addr:$remote_port`` (and $server_addr, $proxy_protocol_addr)
+    writes it ("::1:60752"): compare captured addresses with logged ones through this."""
+    if addr.startswith("["):
+        host, sep, port = addr[1:].partition("]:")
+        if sep:
+            return f"{host}:{port}"
+    return addr
 
 
 def parse_log_line(line: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..capture.binary import BinaryError, inspect_binary
-from ..capture.layout import layout_for_version
+from ..capture.layout import layout_for_binary
 from ..capture.tracer import CaptureError, Tracer
 from ..model import LifecycleEvent
 from .target import Target
@@ -230,7 +230,7 @@ class LifecycleWatch:
             info = inspect_binary(path)
             if not info.method:
                 return f"not captured: {info.method_reason}"
-            if layout_for_version(info.version) != layout_for_version(target.version):
+            if layout_for_binary(path, info.version) != layout_for_binary(target.binary, target.version):
                 return f"not captured: nginx {info.version} needs other struct offsets (restart ngxscope)"
             ident = tracer.attach_binary(path)
         except (BinaryError, CaptureError, OSError) as exc:

@@ -18,7 +18,7 @@ from typing import Any
 from ..capture.budget import CpuGovernor
 from ..capture.events import EV_EXIT, EV_FORK, RawEvent
 from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
-from ..capture.layout import layout_for_version
+from ..capture.layout import layout_for_binary
 from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
 from ..capture.selfanswer import self_answer
@@ -69,7 +69,7 @@ class Recorder:
             binary=target.binary,
             pids=target.pids,
             follow_all=target.follow_all,
-            layout=layout_for_version(target.version),
+            layout=layout_for_binary(target.binary, target.version),
             payload_cap=self.opts.payload_cap,
             ringbuf_mb=self.opts.ringbuf_mb,
             syscall_io=self.opts.syscall_io,

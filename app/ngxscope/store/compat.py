@@ -26,7 +26,8 @@ Format history:
 - **version 5**: exchange records gained the user's `mark` (a colour name) and `note` (text),
   "" when none (marks and notes saved with the session); `location` (the `location` block
   that served the request, from nginx's configuration) and `answer` (why nginx answered
-  itself, or how its cache served it), both null when unknown.
+  itself, or how its cache served it), both null when unknown; `proxy_client` (the client a
+  PROXY protocol header named; null without one, as always before).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -118,12 +119,13 @@ def convert_3_4(record: RawRecord) -> RawRecord:
 
 def convert_4_5(record: RawRecord) -> RawRecord:
     """Version 4 → 5: exchanges get the user's `mark` and `note` (none in version 4: ""),
-    `location` and `answer` (unknown in version 4: null)."""
+    `location`, `answer` and `proxy_client` (unknown in version 4: null)."""
     if record.get("t") != "exchange":
         return record
     out = {"mark": "", "note": "", **record}
     out.setdefault("location", None)
     out.setdefault("answer", None)
+    out.setdefault("proxy_client", None)
     return out
 
 

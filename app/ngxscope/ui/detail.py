@@ -309,7 +309,8 @@ class DetailPane(QTabWidget):
         color = STATUS_COLORS[_status_cls(ex.status)].name()
         self.response.start_line.setStyleSheet(f"color: {color}; font-weight: bold;")
         lab = self.conn_labels
-        lab["Client"].setText(ex.client)
+        lab["Client"].setText(ex.client if ex.proxy_client is None else
+                              f"{ex.proxy_client or 'not named'} (PROXY protocol header; socket peer {ex.client})")
         lab["Server"].setText(ex.server)
         lab["TLS"].setText("yes (decrypted plaintext shown)" if ex.tls else "no")
         lab["Worker"].setText(f"pid {ex.pid}")

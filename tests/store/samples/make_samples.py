@@ -244,7 +244,8 @@ def v4_records() -> list[dict[str, Any]]:
 
 def v5_records() -> list[dict[str, Any]]:
     """Version 5 added the user's mark and note (one marked and noted here), location (the
-    location block that served it) and answer (why nginx answered itself) to exchanges."""
+    location block that served it), answer (why nginx answered itself) and proxy_client (the
+    client a PROXY protocol header named; null without one) to exchanges."""
     out = []
     for rec in v4_records():
         rec = dict(rec)
@@ -255,12 +256,14 @@ def v5_records() -> list[dict[str, Any]]:
             keys = list(rec)
             rec["location"] = {1: "/api/", 2: "= /upload"}.get(rec["id"])
             rec["answer"] = {1: "cache-miss"}.get(rec["id"])
+            rec["proxy_client"] = {2: "203.0.113.7:51000"}.get(rec["id"])
             rec["mark"] = {1: "red"}.get(rec["id"], "")
             rec["note"] = {1: "retried: 8081 refused (ticket #42) ✓"}.get(rec["id"], "")
             at = keys.index("server_block") + 1
             keys[at:at] = ["location", "answer"]
             at = keys.index("duration_ms")
             keys[at:at] = ["mark", "note"]
+            keys.append("proxy_client")
             rec = {k: rec[k] for k in keys}
         out.append(rec)
     return out

@@ -10,7 +10,7 @@ The exchange is numbered, counted and handed out through the emitter (decode.emi
 
 from __future__ import annotations
 
-from ...capture.events import RawEvent, nginx_msec
+from ...capture.events import NginxLog, RawEvent, nginx_msec
 from ...model import Exchange, UpstreamAttempt
 from ..connstate import Conn
 from ..emitter import Emitter
@@ -31,12 +31,16 @@ def emit_h1(
     upstream: list[UpstreamAttempt] | None = None,
     kstatus: int = 0,
     summary_only: bool = False,
+    ngx: NginxLog | None = None,
+    tunnel_bytes: int = 0,
 ) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
     response (merged by lost completions, or shed); kstatus is the status the kernel read,
     for when the response head was not captured; summary_only: the exchange is counted
-    from the kernel summary (see `Exchange.summary_only`)."""
+    from the kernel summary (see `Exchange.summary_only`); ngx what nginx logged for it (its
+    values win once they proved right: decode.nginxlog); tunnel_bytes what nginx relayed to
+    the client after a 101 response (counted in the response's bytes, not its body)."""
     start = req.start_ts
     start_clock = req.start_clock
     if conn.last_done_ts and start < conn.last_done_ts:
@@ -78,7 +82,7 @@ def emit_h1(
         ex.status = resp.status
         ex.reason = resp.reason
         ex.response_headers = resp.headers
-        ex.response_bytes = resp_len
+        ex.response_bytes = resp_len + tunnel_bytes
         ex.response_body_size = max(0, resp_len - resp.head_bytes)
         ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + emit.body_limit])
         ex.sendfile_bytes = conn.sendfile_bytes
@@ -91,8 +95,14 @@ def emit_h1(
             ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
         if resp.error and not ex.error:
             ex.error = resp.error
+        if ngx is not None:
+            # nginx's values checked against a response captured whole and cleanly parsed
+            clean = parse and not resp.error and not conn.send_hole and resp.status not in (None, 101)
+            emit.nginx.apply(ex, ngx, resp.status if clean else None, resp_len if clean else None)
     else:
         ex.end = max(ts, start)
+        if ngx is not None:
+            emit.nginx.apply(ex, ngx, None, None)
     emit.emit(conn, ex)
     return ex
 
@@ -132,5 +142,7 @@ def emit_summary(
     ex.upstream = upstream
     if start_clock and ev.clock:
         ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))
+    if ev.log is not None:
+        emit.nginx.apply(ex, ev.log, None, None)
     emit.emit(conn, ex)
 

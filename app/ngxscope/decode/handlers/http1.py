@@ -21,7 +21,7 @@ from ...capture.events import (
     EVF_SHED,
     RawEvent,
 )
-from ..connstate import Conn
+from ..connstate import Conn, Upgrade
 from ..emitter import Emitter
 from ..http1 import ParsedRequest, RequestStream, request_line_of
 from ..respframe import ResponseFramer
@@ -87,23 +87,24 @@ class Http1Handler(ProtocolHandler):
             self._frame(conn, ev)
 
     def _upgrade(self, conn: Conn, ev: RawEvent) -> None:
-        """nginx wrote "101 Switching Protocols": the exchange ends here; what follows on the
-        connection is a tunnel, summarised when nginx finishes the request."""
+        """nginx wrote "101 Switching Protocols": what follows on the connection is a tunnel
+        (decode.handlers.websocket), summarised when nginx finishes the request; the
+        upgrade's exchange is handed out then too, its response counting the head and every
+        byte relayed, as nginx's $bytes_sent does."""
         end = ev.data.find(b"\r\n\r\n")
         head = end + 4 if end >= 0 else ev.length
-        conn.segments.append((ev.data[:head], head))
-        conn.send_first_ts = conn.send_first_ts or ev.ts
-        conn.send_last_ts = ev.ts
         req = conn.requests.take()
         if req is None:
             req = conn.requests.current or ParsedRequest(start_ts=ev.ts, error="request not captured")
         attempts = self.upstreams.take(conn.pid, conn.key[2])
-        ex = emit_h1(self.emit, conn, req, head, ev.ts, end_clock=ev.clock, upstream=attempts, kstatus=101)
-        conn.ws = WsTunnel(ex.id, f"{req.method} {req.target}".strip(), ev.ts, WsDirection(), WsDirection())
+        conn.upgrade = Upgrade(req, ev.data[:head], head, ev.offset, conn.send_first_ts or ev.ts, attempts)
+        protocol = _upgrade_protocol(ev.data[:head])
+        raw = protocol != "websocket"
+        conn.ws = WsTunnel(0, f"{req.method} {req.target}".strip(), ev.ts, WsDirection(raw=raw), WsDirection(raw=raw),
+                           protocol)
         conn.ws.outbound.feed(ev.data[head:], ev.length - head)
         conn.requests = RequestStream()
         conn.send_off = ev.offset + ev.length
-        conn.done_send_off = ev.offset + head
         _reset_response(conn)
 
     # -- responses without completion markers (EVF_NOMARK: the libssl/syscall fallback) ----
@@ -215,7 +216,7 @@ class Http1Handler(ProtocolHandler):
             req.body_discarded = True
         attempts = self.upstreams.take(conn.pid, conn.key[2])
         emit_h1(emit, conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
-                upstream=attempts, kstatus=0 if merged else ev.status)
+                upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log)
         conn.requests.settle()
         _completed(conn, ev)
 
@@ -266,7 +267,7 @@ class Http1Handler(ProtocolHandler):
             req.body_discarded = True
             req.head_bytes = request_bytes
             emit_h1(self.emit, conn, req, resp_len, ev.ts, end_clock=ev.clock, parse=False,
-                    upstream=attempts, kstatus=ev.status, summary_only=True)
+                    upstream=attempts, kstatus=ev.status, summary_only=True, ngx=ev.log)
         _completed(conn, ev)
 
     # -- the end -----------------------------------------------------------------------------
@@ -292,6 +293,15 @@ class Http1Handler(ProtocolHandler):
         cur = conn.requests.current
         if cur is not None and cur.method and not cur.answered:
             emit_h1(emit, conn, cur, None, ts, error=why)
+
+
+def _upgrade_protocol(head: bytes) -> str:
+    """The Upgrade header of a 101 response head, lower case ("" when none)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade":
+            return value.strip().decode("latin-1").lower()
+    return ""
 
 
 def _reset_response(conn: Conn) -> None:

@@ -7,7 +7,7 @@ $bytes_sent: that pairs it with the decoded stream and sizes its response exactl
 
 from __future__ import annotations
 
-from ...capture.events import EV_SENDFILE, RawEvent, nginx_msec
+from ...capture.events import EV_SENDFILE, NginxLog, RawEvent, nginx_msec
 from ...model import UpstreamAttempt
 from ..connstate import Conn
 from ..emitter import Emitter
@@ -86,7 +86,7 @@ class Http2Handler(ProtocolHandler):
         st = found
         error = None if certain or st.reset else "HTTP/2 stream pairing uncertain (capture loss)"
         self._emit(conn, st, ev.aux, ev.ts, ev.clock, error,
-                   upstream=attempts if ev.rid or not st.concurrent else None)
+                   upstream=attempts if ev.rid or not st.concurrent else None, ngx=ev.log)
 
     def on_close(self, conn: Conn, ts: float, why: str, sent: int | None = None) -> None:
         """Streams nginx never finished end with the connection."""
@@ -96,9 +96,10 @@ class Http2Handler(ProtocolHandler):
                 self._emit(conn, st, None, ts, 0.0, f"stream not finished by nginx: {why}")
 
     def _emit(self, conn: Conn, st: H2Stream, sent: int | None, ts: float, end_clock: float,
-              error: str | None, upstream: list[UpstreamAttempt] | None = None) -> None:
+              error: str | None, upstream: list[UpstreamAttempt] | None = None,
+              ngx: NginxLog | None = None) -> None:
         """Hand out the exchange of stream `st`; sent is nginx's $bytes_sent for it (None:
-        nginx never finished it, so the size of its frames)."""
+        nginx never finished it, so the size of its frames); ngx what nginx logged for it."""
         pseudo = {k: v for k, v in st.request_headers if k.startswith(":")}
         host = pseudo.get(":authority", "")
         if not host:
@@ -128,4 +129,7 @@ class Http2Handler(ProtocolHandler):
         ex.end = max(st.end_ts or ts, ex.start)
         if st.start_clock and end_clock:
             ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(st.start_clock))
+        if ngx is not None:
+            clean = not ex.error and st.status is not None and sent is not None
+            self.emit.nginx.apply(ex, ngx, st.status if clean else None, sent if clean else None)
         self.emit.emit(conn, ex)

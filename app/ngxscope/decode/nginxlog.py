@@ -1,0 +1,90 @@
+"""nginx's own access-log values for an exchange (capture.events.NginxLog), checked first.
+
+Where nginx logs something the bytes do not show ($status 444 or 499 for a request it never
+answered, $request_length after the head moved into large_client_header_buffers, the request
+line of a request it rejected), the values it read from its own request struct at the
+completion are the truth. They come from struct offsets computed per build
+(capture.layout); a wrong offset would make them nonsense, so the first completions whose
+response was captured whole are a self-check: nginx's status and byte count must equal what
+the bytes say. On the first disagreement the values are distrusted for the rest of the
+capture (the byte-derived ones stay, and the reason is logged and kept in
+:attr:`NginxValues.distrusted`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..capture.events import NginxLog
+from ..model import Exchange
+
+__all__ = ["NginxValues"]
+
+log = logging.getLogger(__name__)
+
+_CHECKS = 8
+"""Agreeing completions after which the values are trusted without further checks."""
+
+_NO_RESPONSE = "no response bytes captured"
+_UNSENT = {
+    444: "nginx closed the connection without a response (444)",
+    499: "the client closed the connection before nginx answered (499)",
+    408: "nginx timed out reading the request and closed the connection (408)",
+}
+"""Statuses nginx logs for responses it never sent, in nginx's words."""
+
+
+class NginxValues:
+    """Applies nginx's logged values to exchanges once they proved right."""
+
+    __slots__ = ("agreed", "distrusted")
+
+    def __init__(self) -> None:
+        self.agreed = 0
+        """Completions whose nginx values agreed with the bytes so far (stops at _CHECKS)."""
+        self.distrusted = ""
+        """Why nginx's values are not used ("" while they are)."""
+
+    def check(self, ngx: NginxLog, status: int | None, resp_len: int | None) -> bool:
+        """Are ngx's values usable? `status` and `resp_len`: what the captured bytes say about
+        the same response (None: not known)."""
+        if self.distrusted:
+            return False
+        why = ""
+        if not 0 <= ngx.status < 1000 or not 0 <= ngx.request_length < 1 << 48 or not 0 <= ngx.bytes_sent < 1 << 48:
+            why = f"implausible values (status {ngx.status}, request_length {ngx.request_length})"
+        elif self.agreed < _CHECKS and status is not None and resp_len is not None:
+            if ngx.status != status or ngx.bytes_sent != resp_len:
+                why = (f"nginx's status/bytes_sent {ngx.status}/{ngx.bytes_sent} disagree with the "
+                       f"response bytes {status}/{resp_len}")
+            else:
+                self.agreed += 1
+        if why:
+            self.distrusted = why
+            log.warning("not using the values read from nginx's request struct (wrong offsets for "
+                        "this build?): %s; using the byte-derived ones", why)
+            return False
+        return True
+
+    def apply(self, ex: Exchange, ngx: NginxLog, checked_status: int | None, checked_len: int | None) -> None:
+        """Give `ex` nginx's $status, $request_length, $bytes_sent and, when its request line
+        was not understood from the bytes, nginx's method, URI and protocol."""
+        if not self.check(ngx, checked_status, checked_len):
+            return
+        if ngx.status:
+            ex.status = ngx.status
+        ex.request_bytes = ngx.request_length
+        ex.response_bytes = ngx.bytes_sent
+        # the request line as nginx understood it (None: not within the bytes it read, e.g.
+        # HTTP/2's, or past REQLOG_LINE_CAP: the parsed one stays)
+        if ngx.method is not None and ngx.uri is not None and ngx.protocol is not None:
+            parsed = f"{ex.method} {ex.target} {ex.version}".strip()
+            if not ngx.method and ex.method and not ex.error:
+                ex.error = f"request line not accepted by nginx: {parsed}"
+            ex.method, ex.target, ex.version = ngx.method, ngx.uri, ngx.protocol
+        if not ex.request_body and not ex.method and ngx.request:
+            ex.request_body = ngx.request  # what nginx logged as $request
+        if ngx.bytes_sent == 0 and ex.error == _NO_RESPONSE:
+            ex.error = _UNSENT.get(ngx.status, f"no response sent (nginx logged status {ngx.status})")
+        elif ex.method and ngx.protocol == "" and ex.error and ex.error.startswith("malformed request"):
+            ex.error = "HTTP/0.9 simple request (no headers, no status line)"

@@ -1,0 +1,122 @@
+"""decode.nginxlog: nginx's logged values replace the byte-derived ones only once proved right;
+capture.events.parse_reqlog: the EV_REQ_LOG record's request line and strings."""
+
+from __future__ import annotations
+
+import struct
+
+from ngxscope.capture.events import EV_REQ_LOG, HEADER_SIZE, NginxLog, parse_event
+from ngxscope.decode.nginxlog import NginxValues
+from ngxscope.model import Exchange
+
+
+def _log(status: int = 200, length: int = 80, sent: int = 150) -> NginxLog:
+    return NginxLog(status=status, request_length=length, bytes_sent=sent, request=b"GET / HTTP/1.1",
+                    method="GET", uri="/", protocol="HTTP/1.1")
+
+
+def _ex() -> Exchange:
+    ex = Exchange(id=1, start=0.0, end=0.0, pid=1, client="a", server="b", tls=False)
+    ex.method, ex.target, ex.version, ex.status = "GET", "/", "HTTP/1.1", 200
+    ex.request_bytes, ex.response_bytes = 70, 150
+    return ex
+
+
+def test_values_apply_after_agreeing() -> None:
+    nv = NginxValues()
+    ex = _ex()
+    nv.apply(ex, _log(), 200, 150)
+    assert (ex.status, ex.request_bytes, ex.response_bytes) == (200, 80, 150)
+    assert nv.agreed == 1 and not nv.distrusted
+    # a response nginx never sent: its status is nginx's
+    ex = _ex()
+    ex.status = None
+    nv.apply(ex, _log(status=444, sent=0), None, None)
+    assert (ex.status, ex.response_bytes) == (444, 0)
+
+
+def test_disagreement_distrusts_for_good() -> None:
+    """A wrong struct offset shows as a status or byte count the response bytes contradict."""
+    nv = NginxValues()
+    ex = _ex()
+    nv.apply(ex, _log(status=512), 200, 150)
+    assert nv.distrusted and (ex.status, ex.request_bytes) == (200, 70)
+    ex = _ex()
+    nv.apply(ex, _log(status=200), 200, 150)  # never again, even when they agree
+    assert ex.request_bytes == 70
+
+
+def test_implausible_values_distrust() -> None:
+    nv = NginxValues()
+    ex = _ex()
+    nv.apply(ex, _log(status=70000), None, None)
+    assert nv.distrusted and ex.status == 200
+
+
+def test_rejected_line_takes_nginx_strings() -> None:
+    nv = NginxValues()
+    ex = _ex()
+    ex.method, ex.target, ex.version, ex.error = "CONNECT", "example.com:443", "HTTP/1.1", None
+    ngx = NginxLog(status=405, request_length=0, bytes_sent=300, request=b"CONNECT example.com:443 HTTP/1.1",
+                   method="", uri="", protocol="")
+    nv.apply(ex, ngx, None, None)
+    assert (ex.method, ex.target, ex.version, ex.status) == ("", "", "", 405)
+    assert ex.error and "CONNECT example.com:443" in ex.error
+    # strings nginx holds outside the bytes it read (HTTP/2): the parsed ones stay
+    ex = _ex()
+    nv.apply(ex, NginxLog(200, 10, 150, b"", None, None, None), None, None)
+    assert (ex.method, ex.target) == ("GET", "/")
+
+
+def _record(line: bytes, base: int, strs: list[int], stored: bool) -> bytes:
+    head = struct.pack("<QQQQQIIiIIBBH", 1, 2, 3, 4, 0, 5, 6, 7, 0, 0, EV_REQ_LOG, 0, 1)
+    assert len(head) == HEADER_SIZE
+    if stored:
+        strs = [len(line.split(b"\r")[0]), base, *strs[2:]]
+    tail = struct.pack("<qQQQQ14Q", 77, 99, 200, 0, base, *strs)
+    return head + tail + line
+
+
+def test_parse_reqlog_strings_within_line() -> None:
+    line = b"GET /a?b HTTP/1.1"
+    base = 0x1000
+    strs = [0, 0, 2, base + 4, 1, base + 7, 0, 0, 4, base + 4, 3, base, 8, base + 9]
+    ev = parse_event(_record(line, base, strs, True), 0.0)
+    assert ev.log is not None
+    assert (ev.log.status, ev.log.request_length, ev.log.bytes_sent) == (200, 77, 99)
+    assert (ev.log.method, ev.log.uri, ev.log.protocol, ev.log.request) == ("GET", "/a?b", "HTTP/1.1", line)
+
+
+def test_parse_reqlog_rejected_line_cut_at_eol() -> None:
+    """No request line stored: $request is what nginx read from the start, up to CR or LF."""
+    raw = b"\x16\x03\x01\x00\x05hello\r\n\r\n"
+    ev = parse_event(_record(raw, 0x2000, [0] * 14, False), 0.0)
+    assert ev.log is not None
+    assert ev.log.request == b"\x16\x03\x01\x00\x05hello"
+    assert (ev.log.method, ev.log.uri, ev.log.protocol) == ("", "", "")
+
+
+def test_unsent_statuses_in_nginx_words() -> None:
+    nv = NginxValues()
+    for status, words in ((444, "without a response"), (499, "client closed"), (400, "status 400")):
+        ex = _ex()
+        ex.status, ex.error = None, "no response bytes captured"
+        nv.apply(ex, _log(status=status, sent=0), None, None)
+        assert ex.status == status and ex.error is not None and words in ex.error
+
+
+def test_http09_flag() -> None:
+    nv = NginxValues()
+    ex = _ex()
+    ex.method, ex.error = "", "malformed request"
+    nv.apply(ex, NginxLog(200, 13, 3, b"GET /simple", "GET", "/simple", ""), None, None)
+    assert (ex.method, ex.target, ex.version) == ("GET", "/simple", "")
+    assert ex.error is not None and "HTTP/0.9" in ex.error
+
+
+def test_header_names_nginx_ignores_are_kept() -> None:
+    from ngxscope.decode.http1 import parse_head
+
+    parts, headers = parse_head(b"GET / HTTP/1.1\r\nHost: f\r\nmy_header: 1\r\nbad[name: 2")
+    assert parts == ["GET", "/", "HTTP/1.1"]
+    assert headers == [("Host", "f"), ("my_header", "1"), ("bad[name", "2")]
