@@ -22,11 +22,13 @@ from ..capture.layout import layout_for_version
 from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
 from ..capture.tracer import Tracer, TracerConfig
+from ..capture.wire import WireError
 from ..decode.assembler import Assembler
 from ..model import Exchange, LifecycleEvent
 from .lifecycle import LifecycleWatch, alive
 from .sinks import RecordSink
 from .target import RecordOptions, Target, preflight, resolve
+from .wirejoin import WireJoin
 
 __all__ = ["Recorder"]
 
@@ -57,6 +59,8 @@ class Recorder:
                                     stopping=lambda: self.stopping, files=watch_files)
         self.config: ConfigMap | None = None
         self.governor: CpuGovernor | None = None
+        self.wire: WireJoin | None = None
+        self._wire_flushed = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -97,6 +101,8 @@ class Recorder:
         self.emit_event(LifecycleEvent(ts=self.started, kind="attach", pid=target.master or 0,
                                            detail=target.describe()))
         self.config = self._load_config(target)
+        if self.opts.wire:
+            self._start_wire(target)
         self.watch.start(target, self.tracer)
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
@@ -133,6 +139,9 @@ class Recorder:
             self.tracer.stop()
         if self.assembler is not None:
             self.assembler.finish(self._stop_ts)
+            if self.wire is not None:
+                self._flush_wire(time.time() + self.wire.grace)
+                self.wire.stop()
             self.emit_event(LifecycleEvent(ts=time.time(), kind="detach", detail=self.end_reason or "stopped"))
             self.write_stats()
 
@@ -169,6 +178,11 @@ class Recorder:
     def _watch_loop(self) -> None:
         failures = 0
         while not self._stop.wait(0.1):
+            if self.wire is not None and time.time() - self._wire_flushed >= 0.5:
+                try:  # wake the decode thread: it emits the wire's connection records
+                    self._raw.put_nowait([])
+                except queue.Full:
+                    pass
             try:
                 if self.governor is not None:
                     step = self.governor.tick()
@@ -196,6 +210,8 @@ class Recorder:
                     feed(ev)
                     if kind == EV_EXIT:
                         watch.on_exit(ev.pid, ev.ts)
+                if self.wire is not None and time.time() - self._wire_flushed >= 0.5:
+                    self._flush_wire()
             except Exception as exc:
                 self.decode_error = exc
                 self.end_reason = f"capture stopped: {exc}"
@@ -218,15 +234,50 @@ class Recorder:
                    + (f" ({cmap.note})" if cmap.note else "")))
         return cmap
 
+    def _start_wire(self, target: Target) -> None:
+        """The socket filter on nginx's listening addresses; the capture goes on without it."""
+        listen: list[str] = []
+        for pid in [target.master] if target.master else target.pids[:1]:
+            try:
+                listen = resolve_target(pid, force=True).listen
+            except Exception as exc:
+                log.debug("listening addresses of %s: %s", pid, exc)
+        if not listen:
+            self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail="socket filter off: "
+                                           "no listening address found"))
+            return
+        wire = WireJoin(listen)
+        try:
+            line = wire.start()
+        except WireError as exc:
+            wire.stop()
+            log.warning("%s", exc)
+            self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=f"socket filter off: {exc}"))
+            return
+        self.wire = wire
+        self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=line))
+
+    def _flush_wire(self, now: float | None = None) -> None:
+        """Records of the connections that ended without a request (decode thread: ids)."""
+        assert self.wire is not None and self.assembler is not None
+        self._wire_flushed = time.time()
+        self.wire.pump(0.0)
+        emitter = self.assembler.emitter
+        for rec in self.wire.closed_records(emitter.next_id, now):
+            emitter.next_id = rec.id + 1
+            self._deliver(rec)
+
     def _collect(self, ev: RawEvent) -> None:
         self._batch.append(ev)
 
     # -- output ---------------------------------------------------------------------------
     def _deliver(self, ex: Exchange) -> None:
         self.exchanges += 1
+        if self.wire is not None:
+            self.wire.annotate(ex)
         cmap = self.config
         if cmap is not None:
-            ex.server_block = cmap.server_of(ex.server, ex.host)
+            ex.server_block = cmap.server_of(ex.server, ex.host or ex.sni or "")
             for att in ex.upstream:
                 att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:
@@ -259,6 +310,7 @@ class Recorder:
             "upstream_conns": self.assembler.upstreams.pool_stats() if self.assembler else {},
             "workers": self.alive_workers(),
             "method": self.target.method if self.target else "",
+            **(self.wire.counters() if self.wire is not None else {}),
         }
 
     def write_stats(self) -> dict[str, Any]:

@@ -23,6 +23,10 @@ Format history:
 - **version 4**: exchange records gained `summary_only` (counted from the kernel summary,
   payload not captured). Version 3 said so with an `error` note beginning "payload shed"
   or "payload not captured"; such a note is no error and goes.
+- **version 5**: exchange records gained the connection beneath the request, from the socket
+  filter: `tcp_connect_ms`, `tls_handshake_ms`, `tls_version`, `tls_cipher`, `sni`, `alpn`,
+  `tls_resumed`, `retransmits`, `reset_by` (null: not seen), and `conn_outcome` (null for an
+  exchange; "tls-failed" / "reset" / "closed" for a connection that never became a request).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -43,12 +47,13 @@ __all__ = [
     "convert_1_2",
     "convert_2_3",
     "convert_3_4",
+    "convert_4_5",
     "migrate",
 ]
 
 RawRecord = dict[str, Any]
 
-CURRENT_VERSION = 4
+CURRENT_VERSION = 5
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -111,11 +116,23 @@ def convert_3_4(record: RawRecord) -> RawRecord:
     return out
 
 
+_V5_FIELDS = ("tcp_connect_ms", "tls_handshake_ms", "tls_version", "tls_cipher", "sni", "alpn",
+              "tls_resumed", "retransmits", "reset_by", "conn_outcome")
+
+
+def convert_4_5(record: RawRecord) -> RawRecord:
+    """Version 4 → 5: exchanges get the wire fields, unknown in version 4 (null)."""
+    if record.get("t") != "exchange":
+        return record
+    return {**{name: None for name in _V5_FIELDS}, **record}
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
     2: convert_2_3,
     3: convert_3_4,
+    4: convert_4_5,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

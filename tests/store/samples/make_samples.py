@@ -242,7 +242,49 @@ def v4_records() -> list[dict[str, Any]]:
     return out
 
 
+V5_WIRE: dict[str, Any] = {
+    "tcp_connect_ms": None,
+    "tls_handshake_ms": None,
+    "tls_version": None,
+    "tls_cipher": None,
+    "sni": None,
+    "alpn": None,
+    "tls_resumed": None,
+    "retransmits": None,
+    "reset_by": None,
+    "conn_outcome": None,
+}
+V5_TLS: dict[str, Any] = {
+    "tcp_connect_ms": 0.052,
+    "tls_handshake_ms": 1.875,
+    "tls_version": "TLSv1.3",
+    "tls_cipher": "TLS_AES_256_GCM_SHA384",
+    "sni": "shop.example.test",
+    "alpn": "http/1.1",
+    "tls_resumed": True,
+    "retransmits": 1,
+    "reset_by": "client",
+    "conn_outcome": None,
+}
+
+
+def v5_records() -> list[dict[str, Any]]:
+    """Version 5 added the connection beneath the request (socket filter): TCP connect and
+    TLS handshake times, version, cipher, SNI, ALPN, resumption, retransmits, reset_by, and
+    conn_outcome for connections that never became a request."""
+    out = []
+    for rec in v4_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 5
+        elif rec["t"] == "exchange":
+            rec.update(V5_TLS if rec["tls"] else V5_WIRE)
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
-    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(), v4_records()]):
+    for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(), v4_records(),
+                                       v5_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
