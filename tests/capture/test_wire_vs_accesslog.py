@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import time
+import warnings
 from typing import Any
 
 import pytest
@@ -113,7 +114,9 @@ def _failing_clients(port: int) -> dict[str, str]:
     old.check_hostname = False
     old.verify_mode = ssl.CERT_NONE
     old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-    old.maximum_version = getattr(ssl.TLSVersion, "TLSv1_1")  # deprecated: it is the point
+    with warnings.catch_warnings():  # deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")
     attempt("only TLS 1.0/1.1 offered", old)
     attempt("only ECDSA cipher suites offered (nginx has an RSA key)",
