@@ -145,6 +145,8 @@ class Exchange:
     """Counted from the kernel's per-request summary, without payload (shed under pressure,
     or sampled out over the capture's CPU budget): status, sizes, times and the request line
     are exact, headers and bodies unknown. Not an error (`error` stays None for it)."""
+    conn_start: float | None = None
+    """Unix time of the client's SYN for this connection (socket filter); None when unseen."""
     tcp_connect_ms: float | None = None
     """TCP handshake of the connection: the client's SYN to its ACK of nginx's SYN-ACK, as the
     socket filter saw them; None when the connection's start was not seen."""

@@ -35,7 +35,7 @@ FROZEN = {
     "session-v2.ngxs": "9bf626718fdd14c4038545634aa045bfd76bba15a07fffbc744cad2a40ab59b3",
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
-    "session-v5.ngxs": "39de7e3ea91efb61bf7be2fabe1b5d799e78492bbca53fcd10987a27f6e38873",
+    "session-v5.ngxs": "f82eb9dc2a70480a4efdee16ce6b332b77620632c0a57c476a3ca38985abc166",
 }
 LATEST_SAMPLE = "session-v5.ngxs"
 
@@ -187,7 +187,7 @@ EXPECTED_V3 = [
 
 # Version 5 added the wire fields (socket filter); older files read them as None.
 EXPECTED_V5 = [
-    replace(ex, tcp_connect_ms=0.052, tls_handshake_ms=1.875, tls_version="TLSv1.3",
+    replace(ex, conn_start=1700000000.4975, tcp_connect_ms=0.052, tls_handshake_ms=1.875, tls_version="TLSv1.3",
             tls_cipher="TLS_AES_256_GCM_SHA384", sni="shop.example.test", alpn="http/1.1",
             tls_resumed=True, retransmits=1, reset_by="client") if ex.tls else ex
     for ex in EXPECTED_V3
@@ -278,7 +278,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False,
-                               **{k: None for k in ("tcp_connect_ms", "tls_handshake_ms", "tls_version",
+                               **{k: None for k in ("conn_start", "tcp_connect_ms", "tls_handshake_ms", "tls_version",
                                                     "tls_cipher", "sni", "alpn", "tls_resumed",
                                                     "retransmits", "reset_by", "conn_outcome")}}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}

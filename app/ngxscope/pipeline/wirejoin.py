@@ -42,6 +42,7 @@ def _alpn(facts: ConnFacts, ex: Exchange | None) -> str | None:
 
 def apply_facts(ex: Exchange, facts: ConnFacts) -> None:
     """Give `ex` its connection's wire facts."""
+    ex.conn_start = facts.syn_ts
     ex.tcp_connect_ms = facts.tcp_connect_ms
     ex.retransmits = facts.retransmits
     ex.reset_by = facts.reset_by

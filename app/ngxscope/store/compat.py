@@ -24,7 +24,7 @@ Format history:
   payload not captured). Version 3 said so with an `error` note beginning "payload shed"
   or "payload not captured"; such a note is no error and goes.
 - **version 5**: exchange records gained the connection beneath the request, from the socket
-  filter: `tcp_connect_ms`, `tls_handshake_ms`, `tls_version`, `tls_cipher`, `sni`, `alpn`,
+  filter: `conn_start`, `tcp_connect_ms`, `tls_handshake_ms`, `tls_version`, `tls_cipher`, `sni`, `alpn`,
   `tls_resumed`, `retransmits`, `reset_by` (null: not seen), and `conn_outcome` (null for an
   exchange; "tls-failed" / "reset" / "closed" for a connection that never became a request).
 
@@ -116,7 +116,7 @@ def convert_3_4(record: RawRecord) -> RawRecord:
     return out
 
 
-_V5_FIELDS = ("tcp_connect_ms", "tls_handshake_ms", "tls_version", "tls_cipher", "sni", "alpn",
+_V5_FIELDS = ("conn_start", "tcp_connect_ms", "tls_handshake_ms", "tls_version", "tls_cipher", "sni", "alpn",
               "tls_resumed", "retransmits", "reset_by", "conn_outcome")
 
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from ngxscope.model import Exchange
 
 from ..store.bodies import RenderedBody, render_request, render_response
+from .handshake import HandshakeTimeline, handshake_text
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
@@ -146,7 +147,7 @@ class DetailPane(QTabWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.conn_labels: dict[str, QLabel] = {}
         for key in ("Client", "Server", "TLS", "Worker", "Connection", "Request #", "Started",
-                    "Ended", "Error"):
+                    "Ended", "Error", "Handshake"):
             label = QLabel()
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_labels[key] = label
@@ -162,8 +163,10 @@ class DetailPane(QTabWidget):
         self.related.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.related.cellDoubleClicked.connect(self._related_activated)
         self._related_items: list[Exchange] = []
+        self.handshake = HandshakeTimeline()
         lay = QVBoxLayout(w)
         lay.addLayout(form)
+        lay.addWidget(self.handshake)
         lay.addWidget(QLabel("Requests on this connection:"))
         lay.addWidget(self.related)
         return w
@@ -188,6 +191,7 @@ class DetailPane(QTabWidget):
             for label in self.conn_labels.values():
                 label.setText("")
             self.related.setRowCount(0)
+            self.handshake.set_exchange(None, [])
             return
         req_line = f"{ex.method or '?'} {ex.target or '?'} {ex.version}".strip()
         if ex.is_tcp:
@@ -216,6 +220,8 @@ class DetailPane(QTabWidget):
         lab["Error"].setText(ex.error or (_SUMMARY_ONLY if ex.summary_only else DASH))
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
+        self.handshake.set_exchange(ex, related)
+        lab["Handshake"].setText(handshake_text(ex))
         self.related.setRowCount(len(self._related_items))
         for i, other in enumerate(self._related_items):
             cells = [str(other.conn_seq + 1), other.method, other.target,

@@ -44,6 +44,7 @@ from .recent import DropOpener
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
+from .tlspanel import TlsPanel
 from .upstreams import UpstreamsPanel
 from .windowbase import WindowBase
 
@@ -159,6 +160,7 @@ class MainWindow(DropOpener, WindowBase):
         self.upstreams.peer_clicked.connect(lambda addr: self.filter_bar.set_text(
             f"upstream={addr}"))
         self.events_log = EventsLog()
+        self.tls_panel = TlsPanel()
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks: dict[str, QDockWidget] = {}
         for name, title, widget, area in (
@@ -166,6 +168,7 @@ class MainWindow(DropOpener, WindowBase):
             ("workers", "Workers", self.workers, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("upstreams", "Upstreams", self.upstreams, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("tls", "TLS / Connections", self.tls_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{name}")
@@ -173,7 +176,8 @@ class MainWindow(DropOpener, WindowBase):
             self.addDockWidget(area, dock)
             self.docks[name] = dock
         self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
-        self.tabifyDockWidget(self.docks["upstreams"], self.docks["events"])
+        self.tabifyDockWidget(self.docks["upstreams"], self.docks["tls"])
+        self.tabifyDockWidget(self.docks["tls"], self.docks["events"])
         self.docks["workers"].raise_()
         self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
@@ -447,6 +451,8 @@ class MainWindow(DropOpener, WindowBase):
                 self.workers.refresh(self.agg, self.graphs.window_s)
             if self.docks["upstreams"].isVisible():
                 self.upstreams.refresh(self.agg)
+            if self.docks["tls"].isVisible():
+                self.tls_panel.refresh(self.agg)
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None

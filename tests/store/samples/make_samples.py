@@ -243,6 +243,7 @@ def v4_records() -> list[dict[str, Any]]:
 
 
 V5_WIRE: dict[str, Any] = {
+    "conn_start": None,
     "tcp_connect_ms": None,
     "tls_handshake_ms": None,
     "tls_version": None,
@@ -255,6 +256,7 @@ V5_WIRE: dict[str, Any] = {
     "conn_outcome": None,
 }
 V5_TLS: dict[str, Any] = {
+    "conn_start": 1700000000.4975,
     "tcp_connect_ms": 0.052,
     "tls_handshake_ms": 1.875,
     "tls_version": "TLSv1.3",
