@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from factories import make_exchange
 from prometheus_client import generate_latest
 
+from factories import make_exchange
 from ngxscope.store.summary import format_summary, summarize
 from ngxscope.telemetry.otlp import exchange_attributes, wire_attributes
 from ngxscope.telemetry.prometheus import MetricsSink
