@@ -21,6 +21,7 @@ import pytest
 
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.model import Exchange
+from ngxscope.pipeline.errorlog import parse_failure
 
 pytestmark = pytest.mark.capture
 
@@ -197,5 +198,10 @@ def test_wire_matches_logs(lab_nginx: LabNginx, capture_factory: Any, syscall_io
         assert ex.error and "alert" in ex.error, f"{what}: {ex.error}"
         assert ex.status is None and ex.method == ""
     assert sum(1 for ex in records if ex.conn_outcome == "tls-failed") == len(failed_lines)
+    # nginx's own reason, from its error log, on each record: the same reasons as the log's
+    logged = sorted(f.reason for f in map(parse_failure, failed_lines) if f is not None)
+    got = sorted(ex.error.rsplit("(nginx: ", 1)[1].rstrip(")") for ex in records
+                 if ex.conn_outcome == "tls-failed" and ex.error and "(nginx: " in ex.error)
+    assert got == logged and len(logged) == len(failing), (got, logged)
     assert by_client[closed].conn_outcome == "closed"
     assert by_client[reset].conn_outcome == "reset" and by_client[reset].reset_by == "client"

@@ -246,7 +246,7 @@ class Recorder:
             self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail="socket filter off: "
                                            "no listening address found"))
             return
-        wire = WireJoin(listen)
+        wire = WireJoin(listen, error_logs=self.config.error_logs if self.config else ())
         try:
             line = wire.start()
         except WireError as exc:

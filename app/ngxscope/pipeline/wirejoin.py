@@ -5,9 +5,10 @@
 sinks see it: the packets the kernel holds are drained first (so a handshake is never
 missed for being still in the socket's queue), then the exchange gets its connection's TCP
 and TLS facts. `closed_records` turns connections that ended without any exchange into
-records of their own (`Exchange.conn_outcome`): failed TLS handshakes, connections reset or
-closed before a request. Those wait `grace` seconds after their end, since the exchange of a
-connection's last request can reach the Recorder after its FIN reached the filter.
+records of their own (`Exchange.conn_outcome`): failed TLS handshakes (with nginx's reason
+from its error log, `pipeline.errorlog`), connections reset or closed before a request. Those
+wait `grace` seconds after their end, since the exchange of a connection's last request can
+reach the Recorder after its FIN reached the filter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from ..capture.wire import WireCapture
 from ..decode.wire import ConnFacts, ConnTracker, parse_frame
 from ..model import Exchange
+from .errorlog import HandshakeErrors
 
 __all__ = ["WireJoin", "apply_facts", "record_for"]
 
@@ -76,8 +78,10 @@ def record_for(facts: ConnFacts, ex_id: int) -> Exchange:
 class WireJoin:
     """Socket filter + connection tracker for one capture run (thread-safe)."""
 
-    def __init__(self, listen: Sequence[str], grace: float = 2.0) -> None:
+    def __init__(self, listen: Sequence[str], grace: float = 2.0, error_logs: Sequence[str] = ()) -> None:
         self.capture = WireCapture(listen)
+        self.errors = HandshakeErrors(list(error_logs))
+        """nginx's reasons for failed handshakes (its error log)."""
         self.tracker = ConnTracker()
         self.grace = grace
         self._lock = threading.Lock()
@@ -121,7 +125,12 @@ class WireJoin:
         out: list[Exchange] = []
         for facts in gone:
             if facts.joined == 0 and facts.syn_ts is not None:
-                out.append(record_for(facts, next_id + len(out)))
+                rec = record_for(facts, next_id + len(out))
+                if rec.conn_outcome == "tls-failed":
+                    reason = self.errors.reason_for(rec.client, rec.end)
+                    if reason:
+                        rec.error = f"{rec.error} (nginx: {reason})"
+                out.append(rec)
         return out
 
     def counters(self) -> dict[str, int]:
@@ -131,3 +140,4 @@ class WireJoin:
 
     def stop(self) -> None:
         self.capture.stop()
+        self.errors.close()
