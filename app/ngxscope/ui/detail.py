@@ -196,6 +196,8 @@ class DetailPane(QTabWidget):
         req_line = f"{ex.method or '?'} {ex.target or '?'} {ex.version}".strip()
         if ex.is_tcp:
             req_line = f"TCP session {ex.client} → {ex.server} (stream proxy: raw bytes)"
+        elif ex.conn_outcome is not None:
+            req_line = f"no request: connection {ex.client} → {ex.server} ({ex.conn_outcome})"
         self.request.show_message(req_line, ex.request_headers, render_request(ex))
         if ex.status is None:
             resp_line = f"(no response){': ' + ex.error if ex.error else ''}"
@@ -211,6 +213,9 @@ class DetailPane(QTabWidget):
         lab["Server"].setText(ex.server)
         lab["TLS"].setText("yes (decrypted plaintext shown)" if ex.tls else "no")
         lab["Worker"].setText(f"pid {ex.pid}")
+        if ex.conn_outcome is not None:  # a connection that never became a request
+            lab["TLS"].setText("handshake only, nothing decrypted" if ex.tls else "no")
+            lab["Worker"].setText(DASH)
         lab["Connection"].setText(ex.conn_id or DASH)
         lab["Request #"].setText(f"{ex.conn_seq + 1} on this connection (capture id {ex.id})")
         lab["Started"].setText(_ts(ex.start))
