@@ -294,8 +294,9 @@ def _dumps(obj: Any) -> str:
 
 def write_har(exchanges: Iterable[Exchange], out: IO[bytes], comment: str = "") -> int:
     """Write a HAR 1.2 document with one entry per HTTP exchange (in the order given); TCP
-    proxy sessions (`Exchange.is_tcp`) are skipped: HAR holds HTTP only. Returns the number
-    of entries written."""
+    proxy sessions (`Exchange.is_tcp`) and connections that never became a request
+    (`Exchange.conn_outcome`) are skipped: HAR holds HTTP only. Returns the number of entries
+    written."""
     creator = {"name": "ngxscope", "version": __version__}
     head = '{"log":{"version":"1.2","creator":' + _dumps(creator)
     if comment:
@@ -303,7 +304,7 @@ def write_har(exchanges: Iterable[Exchange], out: IO[bytes], comment: str = "") 
     out.write((head + ',"pages":[],"entries":[').encode())
     n = 0
     for ex in exchanges:
-        if ex.is_tcp:
+        if ex.is_tcp or ex.conn_outcome is not None:
             continue
         line = _dumps(har_entry(ex))
         try:
