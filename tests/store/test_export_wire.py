@@ -7,7 +7,6 @@ import io
 import json
 
 from factories import make_exchange
-
 from ngxscope.store.export_har import har_entry, write_har
 from ngxscope.store.export_pcapng import write_pcapng
 
