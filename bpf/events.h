@@ -145,4 +145,43 @@ struct ev_reqlog {
     __u8  line[REQLOG_LINE_CAP];
 };
 
+/* The socket filter (bpf/wire.c) on a packet socket: it passes up packets themselves, cut in
+ * the kernel, not ring-buffer events. User space fills `wire_listen` with nginx's listening
+ * addresses and reads `wire_counts`; `wire_flows` is the filter's own per-connection state. */
+#define WIRE_ADDR_LEN   16   /* IPv4 as ::ffff:a.b.c.d, IPv6 as is */
+#define WIRE_TLS_CAP    2048 /* TLS handshake/alert bytes kept after the TCP header */
+#define WIRE_FLOWS      65536
+
+#define WIRE_SEEN       0    /* wire_counts: packets the filter examined */
+#define WIRE_PASSED     1    /* ... passed to user space */
+#define WIRE_RETRANS    2    /* ... passed as retransmitted segments (headers only) */
+#define WIRE_COUNTERS   3
+
+#define WIRE_SYN_SEEN    1   /* wire_flow.state: the client's SYN */
+#define WIRE_SYNACK_SEEN 2   /* nginx's SYN-ACK */
+#define WIRE_ESTABLISHED 3   /* the client's ACK of the handshake (passed once) */
+
+/* one listening address; addr all zero (with family) is the wildcard (0.0.0.0 / ::) */
+struct wire_listen {
+    __u8  addr[WIRE_ADDR_LEN];
+    __u16 port;      /* host byte order */
+    __u8  family;    /* 4 or 6 */
+    __u8  pad;
+};
+
+/* a connection, oriented client -> nginx */
+struct wire_flow_key {
+    __u8  client[WIRE_ADDR_LEN];
+    __u8  server[WIRE_ADDR_LEN];
+    __u16 client_port;
+    __u16 server_port;
+};
+
+struct wire_flow {
+    __u32 client_next;   /* sequence number after the highest byte the client sent */
+    __u32 server_next;   /* ... nginx sent */
+    __u8  state;
+    __u8  pad[3];
+};
+
 #endif

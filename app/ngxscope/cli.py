@@ -76,6 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="payload bytes captured per I/O call (default 16384)")
     rec.add_argument("--ringbuf-mb", type=int, default=32, metavar="MB", help="BPF ring buffer size (default 32)")
     rec.add_argument("--force", action="store_true", help="attach to a process that does not look like nginx")
+    rec.add_argument("--no-wire", action="store_true",
+                     help="no socket filter: exchanges without TCP/TLS handshake facts, and no records of "
+                          "connections that never became a request")
     rec.add_argument("--no-syscall-io", action="store_true",
                      help="see plaintext I/O with ngx_unix_recv/ngx_writev uprobes only, not the "
                           "recv(2)/writev(2) tracepoints (for comparisons)")
@@ -289,7 +292,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise UsageError("record: --duration must be positive")
     opts = RecordOptions(pid=args.pid, binary=args.binary, payload_cap=args.payload_cap,
-                         ringbuf_mb=args.ringbuf_mb, force=args.force, syscall_io=not args.no_syscall_io)
+                         ringbuf_mb=args.ringbuf_mb, force=args.force, syscall_io=not args.no_syscall_io,
+                         wire=not args.no_wire)
     if args.cpu_budget is not None:
         if not 0 <= args.cpu_budget <= 800:
             raise UsageError("record: --cpu-budget must be between 0 and 800 (percent of one core)")

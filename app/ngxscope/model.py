@@ -169,6 +169,34 @@ class Exchange:
     ("ip:port", "[ip6]:port"; nginx's `$proxy_protocol_addr:$proxy_protocol_port`), while
     `client` is the socket's peer (the load balancer); "" when the header named none (LOCAL,
     UNKNOWN); None when the connection had no such header."""
+    conn_start: float | None = None
+    """Unix time of the client's SYN for this connection (socket filter); None when unseen."""
+    tcp_connect_ms: float | None = None
+    """TCP handshake of the connection: the client's SYN to its ACK of nginx's SYN-ACK, as the
+    socket filter saw them; None when the connection's start was not seen."""
+    tls_handshake_ms: float | None = None
+    """TLS handshake of the connection: the ClientHello to the client's last handshake flight
+    (ChangeCipherSpec / Finished; the ServerHello when that is not visible)."""
+    tls_version: str | None = None
+    """Negotiated protocol as nginx's `$ssl_protocol` prints it ("TLSv1.3")."""
+    tls_cipher: str | None = None
+    """Chosen cipher suite as `$ssl_cipher` prints it (OpenSSL's name)."""
+    sni: str | None = None
+    """Server name the client asked for (ClientHello server_name, `$ssl_server_name`)."""
+    alpn: str | None = None
+    """Application protocol agreed (`$ssl_alpn_protocol`): the ServerHello's for TLS 1.2; for
+    TLS 1.3 (nginx's choice is encrypted) the offered protocol the connection then spoke."""
+    tls_resumed: bool | None = None
+    """The TLS session was resumed (TLS 1.3: ServerHello pre_shared_key; TLS 1.2: the session
+    id echoed); None when no handshake was seen."""
+    retransmits: int | None = None
+    """Retransmitted segments (SYNs included) on the connection up to this exchange."""
+    reset_by: str | None = None
+    """"client" or "server": who reset the connection (RST), when one did."""
+    conn_outcome: str | None = None
+    """For a connection that never became a request (then method, target and status are
+    empty): "tls-failed" (fatal alert or no ServerHello; `error` says which), "reset" or
+    "closed" before a request. None for an exchange."""
 
     @property
     def duration_ms(self) -> float:

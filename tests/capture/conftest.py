@@ -23,13 +23,16 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
+        self.connections: list[Exchange] = []
+        """Records of connections that never became a request (socket filter), kept apart so
+        exchange counts compare with access-log lines."""
         self.events: list[LifecycleEvent] = []
         self.stats: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
     def write_exchange(self, ex: Exchange) -> None:
         with self.lock:
-            self.exchanges.append(ex)
+            (self.exchanges if ex.conn_outcome is None else self.connections).append(ex)
 
     def write_event(self, ev: LifecycleEvent) -> None:
         with self.lock:

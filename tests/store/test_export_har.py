@@ -321,7 +321,14 @@ def test_real_capture_validates(lab_nginx: LabNginx, capture_factory: Any, tmp_p
     assert "\r\n" not in chunked["response"]["content"]["text"][:8]  # de-chunked
     uploads = [e for e in entries if e["request"]["method"] == "POST"]
     assert {e["request"]["bodySize"] for e in uploads} >= {1000, 100 * 1024}
-    for e in entries:
+    for e in entries:  # HAR: `ssl` is part of `connect`, so not summed again
+        t = e["timings"]
         assert e["time"] == pytest.approx(
-            sum(v for v in e["timings"].values() if v >= 0), abs=0.002)
+            sum(v for k, v in t.items() if v >= 0 and k != "ssl"), abs=0.002)
+        if e["_connSeq"] > 0:
+            assert (t["connect"], t["ssl"]) == (-1, -1)  # the connection was set up before
+        elif e["_tls"]:
+            assert t["connect"] >= t["ssl"] > 0  # the socket filter saw the handshakes
+        else:
+            assert t["connect"] > 0 and t["ssl"] == -1
     assert {e["_tls"] for e in entries} == {True, False}

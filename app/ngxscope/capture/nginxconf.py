@@ -48,6 +48,8 @@ class ConfigMap:
     locations: list[tuple[str, str, str]] = field(default_factory=list)
     """(modifier, pattern, proxied group or address) of each location that proxies."""
     servers: list[ServerBlock] = field(default_factory=list)
+    error_logs: list[str] = field(default_factory=list)
+    """Absolute paths of the `error_log` files (any context), in order of appearance."""
     note: str = ""
 
     def group_of(self, addr: str, path: str = "") -> str | None:
@@ -248,6 +250,8 @@ def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap) -> None:
             for s in block:
                 if s.get("directive") in _PASS and s.get("args"):
                     cmap.locations.append((mod, pattern, _pass_target(s["args"][0])))
+        elif name == "error_log" and args and args[0].startswith("/") and args[0] not in cmap.error_logs:
+            cmap.error_logs.append(args[0])
         elif name in _PASS and args:
             target = _pass_target(args[0])
             if "$" not in target:

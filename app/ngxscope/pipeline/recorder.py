@@ -23,11 +23,13 @@ from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
 from ..capture.selfanswer import self_answer
 from ..capture.tracer import Tracer, TracerConfig
+from ..capture.wire import WireError
 from ..decode.assembler import Assembler
 from ..model import Exchange, LifecycleEvent
 from .lifecycle import LifecycleWatch, alive
 from .sinks import RecordSink
 from .target import RecordOptions, Target, preflight, resolve
+from .wirejoin import WireJoin
 
 __all__ = ["Recorder"]
 
@@ -58,6 +60,8 @@ class Recorder:
                                     stopping=lambda: self.stopping, files=watch_files)
         self.config: ConfigMap | None = None
         self.governor: CpuGovernor | None = None
+        self.wire: WireJoin | None = None
+        self._wire_flushed = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -98,6 +102,8 @@ class Recorder:
         self.emit_event(LifecycleEvent(ts=self.started, kind="attach", pid=target.master or 0,
                                            detail=target.describe()))
         self.config = self._load_config(target)
+        if self.opts.wire:
+            self._start_wire(target)
         self.watch.start(target, self.tracer)
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
@@ -134,6 +140,9 @@ class Recorder:
             self.tracer.stop()
         if self.assembler is not None:
             self.assembler.finish(self._stop_ts)
+            if self.wire is not None:
+                self._flush_wire(time.time() + self.wire.grace)
+                self.wire.stop()
             self.emit_event(LifecycleEvent(ts=time.time(), kind="detach", detail=self.end_reason or "stopped"))
             self.write_stats()
 
@@ -170,6 +179,11 @@ class Recorder:
     def _watch_loop(self) -> None:
         failures = 0
         while not self._stop.wait(0.1):
+            if self.wire is not None and time.time() - self._wire_flushed >= 0.5:
+                try:  # wake the decode thread: it emits the wire's connection records
+                    self._raw.put_nowait([])
+                except queue.Full:
+                    pass
             try:
                 if self.governor is not None:
                     step = self.governor.tick()
@@ -197,6 +211,8 @@ class Recorder:
                     feed(ev)
                     if kind == EV_EXIT:
                         watch.on_exit(ev.pid, ev.ts)
+                if self.wire is not None and time.time() - self._wire_flushed >= 0.5:
+                    self._flush_wire()
             except Exception as exc:
                 self.decode_error = exc
                 self.end_reason = f"capture stopped: {exc}"
@@ -219,15 +235,50 @@ class Recorder:
                    + (f" ({cmap.note})" if cmap.note else "")))
         return cmap
 
+    def _start_wire(self, target: Target) -> None:
+        """The socket filter on nginx's listening addresses; the capture goes on without it."""
+        listen: list[str] = []
+        for pid in [target.master] if target.master else target.pids[:1]:
+            try:
+                listen = resolve_target(pid, force=True).listen
+            except Exception as exc:
+                log.debug("listening addresses of %s: %s", pid, exc)
+        if not listen:
+            self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail="socket filter off: "
+                                           "no listening address found"))
+            return
+        wire = WireJoin(listen, error_logs=self.config.error_logs if self.config else ())
+        try:
+            line = wire.start()
+        except WireError as exc:
+            wire.stop()
+            log.warning("%s", exc)
+            self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=f"socket filter off: {exc}"))
+            return
+        self.wire = wire
+        self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=line))
+
+    def _flush_wire(self, now: float | None = None) -> None:
+        """Records of the connections that ended without a request (decode thread: ids)."""
+        assert self.wire is not None and self.assembler is not None
+        self._wire_flushed = time.time()
+        self.wire.pump(0.0)
+        emitter = self.assembler.emitter
+        for rec in self.wire.closed_records(emitter.next_id, now):
+            emitter.next_id = rec.id + 1
+            self._deliver(rec)
+
     def _collect(self, ev: RawEvent) -> None:
         self._batch.append(ev)
 
     # -- output ---------------------------------------------------------------------------
     def _deliver(self, ex: Exchange) -> None:
         self.exchanges += 1
+        if self.wire is not None:
+            self.wire.annotate(ex)
         cmap = self.config
         if cmap is not None:
-            block = cmap.block_of(ex.server, ex.host)
+            block = cmap.block_of(ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
                 loc = cmap.resolve(block, ex.path, [(a.addr, a.status) for a in ex.upstream])
@@ -265,6 +316,7 @@ class Recorder:
             "upstream_conns": self.assembler.upstreams.pool_stats() if self.assembler else {},
             "workers": self.alive_workers(),
             "method": self.target.method if self.target else "",
+            **(self.wire.counters() if self.wire is not None else {}),
         }
 
     def write_stats(self) -> dict[str, Any]:

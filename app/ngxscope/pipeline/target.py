@@ -37,6 +37,9 @@ class RecordOptions:
     """Fraction of one core the capture may use before it samples payloads (0: never)."""
     syscall_io: bool = True
     """Plaintext I/O at syscall tracepoints where possible (False: uprobes only)."""
+    wire: bool = True
+    """The socket filter on nginx's listening addresses (TCP and TLS handshakes joined to the
+    exchanges); a capture goes on without it when it cannot attach."""
 
 
 def _read_cap_eff() -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ngxscope.model import Exchange
+from ngxscope.store.conntally import ConnTally
 from ngxscope.store.hdrhist import HdrHistogram
 from ngxscope.store.replay import TAG
 
@@ -240,6 +241,8 @@ class Aggregator:
         self.workers: dict[int, _Key] = {}
         self.peers: dict[tuple[str, str], _Key] = {}
         """Keyed by (group, addr)."""
+        self.conns = ConnTally()
+        """TLS / connection figures (fed by `feed`, not by `feed_columns`)."""
 
     def set_predicate(self, predicate: Callable[[Exchange], bool] | None) -> None:
         """Only exchanges the predicate accepts are counted from now on (see `rebuild`)."""
@@ -280,6 +283,7 @@ class Aggregator:
             batch = [e for e in batch if self.predicate(e)]
         if not batch:
             return
+        self.conns.feed(batch)
         self.feed_columns(
             [e.end for e in batch], [e.start for e in batch], [e.status for e in batch],
             [e.pid for e in batch], [attempt_rows(e) if e.upstream else () for e in batch],

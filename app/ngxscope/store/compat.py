@@ -27,7 +27,11 @@ Format history:
   "" when none (marks and notes saved with the session); `location` (the `location` block
   that served the request, from nginx's configuration) and `answer` (why nginx answered
   itself, or how its cache served it), both null when unknown; `proxy_client` (the client a
-  PROXY protocol header named; null without one, as always before).
+  PROXY protocol header named; null without one, as always before); the connection beneath
+  the request, from the socket filter: `conn_start`, `tcp_connect_ms`, `tls_handshake_ms`,
+  `tls_version`, `tls_cipher`, `sni`, `alpn`, `tls_resumed`, `retransmits`, `reset_by` (null:
+  not seen), and `conn_outcome` (null for an exchange; "tls-failed" / "reset" / "closed" for a
+  connection that never became a request).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -117,16 +121,18 @@ def convert_3_4(record: RawRecord) -> RawRecord:
     return out
 
 
+_V5_NULL_FIELDS = ("location", "answer", "proxy_client", "conn_start", "tcp_connect_ms",
+                   "tls_handshake_ms", "tls_version", "tls_cipher", "sni", "alpn", "tls_resumed",
+                   "retransmits", "reset_by", "conn_outcome")
+"""Exchange fields new in version 5 that are null when unknown."""
+
+
 def convert_4_5(record: RawRecord) -> RawRecord:
     """Version 4 → 5: exchanges get the user's `mark` and `note` (none in version 4: ""),
-    `location`, `answer` and `proxy_client` (unknown in version 4: null)."""
+    and `_V5_NULL_FIELDS` (unknown in version 4: null)."""
     if record.get("t") != "exchange":
         return record
-    out = {"mark": "", "note": "", **record}
-    out.setdefault("location", None)
-    out.setdefault("answer", None)
-    out.setdefault("proxy_client", None)
-    return out
+    return {"mark": "", "note": "", **{name: None for name in _V5_NULL_FIELDS}, **record}
 
 
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {

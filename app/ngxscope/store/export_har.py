@@ -3,11 +3,14 @@
 Each exchange is one entry, as a browser's developer tools would show it:
 
 - `startedDateTime`: ISO 8601 UTC with milliseconds, when nginx read the first request byte.
-- `timings`: `blocked`, `dns`, `connect` and `ssl` are -1 (nginx does not see the client's
-  connection setup); `send` is 0 (the request is read by the time it is parsed); `wait` is
+- `timings`: `blocked` and `dns` are -1 (nginx does not see them); `connect` and `ssl` are the
+  connection's TCP and TLS handshakes as the socket filter saw them (`connect` includes `ssl`,
+  as HAR says) on the first request of a connection, -1 on the others and when not seen;
+  `send` is 0 (the request is read by the time it is parsed); `wait` is
   the time until the response head was ready (from the start of the last upstream attempt
   plus its header time when proxied, else the whole duration); `receive` the rest. `time`,
-  the sum of the non-negative timings, equals the exchange's duration.
+  the sum of the non-negative timings but `ssl` (inside `connect`), is the exchange's
+  duration plus the connection setup on a connection's first request.
 - `content`: the response body de-chunked and decompressed (gzip, deflate) like DevTools
   shows it, `compression` the bytes saved; binary content is base64 with
   `encoding: "base64"` (the same for `postData`, an extension browsers accept).
@@ -192,14 +195,19 @@ def _timings(ex: Exchange) -> dict[str, float]:
     if last is not None and last.start is not None and last.header_ms is not None:
         wait = (last.start - ex.start) * 1000.0 + last.header_ms
     wait = round(min(max(wait, 0.0), duration), 3)
+    connect: float = -1
+    ssl: float = -1
+    if ex.conn_seq == 0 and ex.tcp_connect_ms is not None:
+        ssl = round(ex.tls_handshake_ms, 3) if ex.tls_handshake_ms is not None else -1
+        connect = round(ex.tcp_connect_ms + max(ssl, 0.0), 3)
     return {
         "blocked": -1,
         "dns": -1,
-        "connect": -1,
+        "connect": connect,
         "send": 0,
         "wait": wait,
         "receive": round(max(0.0, duration - wait), 3),
-        "ssl": -1,
+        "ssl": ssl,
     }
 
 
@@ -252,7 +260,7 @@ def har_entry(ex: Exchange) -> dict[str, Any]:
     timings = _timings(ex)
     entry: dict[str, Any] = {
         "startedDateTime": iso_time(ex.start),
-        "time": round(sum(v for v in timings.values() if v >= 0), 3),
+        "time": round(sum(v for k, v in timings.items() if v >= 0 and k != "ssl"), 3),
         "request": request,
         "response": response,
         "cache": {},
@@ -289,8 +297,9 @@ def _dumps(obj: Any) -> str:
 
 def write_har(exchanges: Iterable[Exchange], out: IO[bytes], comment: str = "") -> int:
     """Write a HAR 1.2 document with one entry per HTTP exchange (in the order given); TCP
-    proxy sessions (`Exchange.is_tcp`) are skipped: HAR holds HTTP only. Returns the number
-    of entries written."""
+    proxy sessions (`Exchange.is_tcp`) and connections that never became a request
+    (`Exchange.conn_outcome`) are skipped: HAR holds HTTP only. Returns the number of entries
+    written."""
     creator = {"name": "ngxscope", "version": __version__}
     head = '{"log":{"version":"1.2","creator":' + _dumps(creator)
     if comment:
@@ -298,7 +307,7 @@ def write_har(exchanges: Iterable[Exchange], out: IO[bytes], comment: str = "") 
     out.write((head + ',"pages":[],"entries":[').encode())
     n = 0
     for ex in exchanges:
-        if ex.is_tcp:
+        if ex.is_tcp or ex.conn_outcome is not None:
             continue
         line = _dumps(har_entry(ex))
         try:

@@ -489,7 +489,8 @@ def write_pcapng(
     pids: Iterable[int] = (),
     conn_counts: Mapping[str, int] | None = None,
 ) -> int:
-    """Write exchanges (in start order) as a pcapng capture; returns how many.
+    """Write exchanges (in start order) as a pcapng capture; returns how many (connections
+    that never became a request are left out).
 
     `pids` pre-declares the interfaces (else each is declared at first use);
     `conn_counts` (exchanges per connection id, as `SortedExchanges` counts them) lets a
@@ -501,6 +502,8 @@ def write_pcapng(
     n = 0
     last_ts = 0.0
     for ex in exchanges:
+        if ex.conn_outcome is not None:
+            continue  # a connection that never became a request: no HTTP to show
         writer.add(ex)
         last_ts = max(last_ts, ex.end, ex.start)
         n += 1

@@ -90,6 +90,10 @@ STRING_FIELDS = {
     "block": lambda e: e.server_block or "",
     "location": lambda e: e.location or "",
     "answer": lambda e: e.answer or "",
+    "sni": lambda e: e.sni or "",
+    "alpn": lambda e: e.alpn or "",
+    "cipher": lambda e: e.tls_cipher or "",
+    "outcome": lambda e: e.conn_outcome or "",
 }
 """Fields compared as text."""
 
@@ -100,6 +104,10 @@ NUMBER_FIELDS = {
     "duration": lambda e: e.duration_ms,
     "size": lambda e: e.response_bytes,
     "reqsize": lambda e: e.request_bytes,
+    "handshake": lambda e: e.tls_handshake_ms,
+    "connect": lambda e: e.tcp_connect_ms,
+    "retransmits": lambda e: e.retransmits,
+    "tls_version": lambda e: _tls_number(e.tls_version),
 }
 """Fields compared as numbers (duration in ms)."""
 
@@ -117,6 +125,9 @@ FLAGS: dict[str, Predicate] = {
     "summary": lambda e: e.summary_only,
     "marked": lambda e: bool(e.mark),
     "noted": lambda e: bool(e.note),
+    "resumed": lambda e: e.tls_resumed is True,
+    "reset": lambda e: e.reset_by is not None,
+    "tls_failed": lambda e: e.conn_outcome == "tls-failed",
 }
 
 CASELESS = {"method", "host", "mark"}
@@ -262,8 +273,24 @@ def _lex(text: str) -> list[_Tok]:
     return toks
 
 
+def _tls_number(version: str | None) -> float | None:
+    """"TLSv1.2" -> 1.2 ("TLSv1" -> 1.0, "SSLv3" -> 0.3), for `tls_version<1.2`."""
+    if not version:
+        return None
+    m = re.match(r"^(TLS|SSL)v(\d+(?:\.\d+)?)$", version)
+    if not m:
+        return None
+    number = float(m.group(2))
+    return number / 10 if m.group(1) == "SSL" else number
+
+
 def _parse_number(field: str, value: str, col: int) -> float:
-    if field == "duration":
+    if field == "tls_version":
+        m = re.match(r"^(?:tlsv?)?(\d+(?:\.\d+)?)$", value.strip(), re.IGNORECASE)
+        if not m:
+            raise FilterError(f"bad TLS version '{value}' (e.g. 1.2)", col)
+        return float(m.group(1))
+    if field in ("duration", "handshake", "connect"):
         m = _DURATION_RE.match(value.strip())
         if not m:
             raise FilterError(f"bad duration '{value}' (e.g. 200ms, 1.5s, 300us)", col)

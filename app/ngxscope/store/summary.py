@@ -132,6 +132,60 @@ class PeerStats:
 
 
 @dataclass(slots=True)
+class WireStats:
+    """The connections beneath the requests (socket filter), each counted once."""
+
+    connections: int = 0
+    tls: int = 0
+    resumed: int = 0
+    resets: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+    ciphers: dict[str, int] = field(default_factory=dict)
+    sni: dict[str, int] = field(default_factory=dict)
+    alpn: dict[str, int] = field(default_factory=dict)
+    no_request: dict[str, int] = field(default_factory=dict)
+    """Connections that ended before a request, by outcome."""
+    failures: dict[str, int] = field(default_factory=dict)
+    """Failed TLS handshakes by reason."""
+    handshake: Latency = field(default_factory=Latency)
+    connect: Latency = field(default_factory=Latency)
+    _hs: array[float] = field(default_factory=lambda: array("d"))
+    _ct: array[float] = field(default_factory=lambda: array("d"))
+    _seen: set[str] = field(default_factory=set)
+
+    def feed(self, ex: Exchange) -> None:
+        if ex.conn_start is None and ex.tls_version is None and ex.conn_outcome is None:
+            return
+        if ex.conn_outcome is None:
+            key = ex.conn_id or f"{ex.client}>{ex.server}@{ex.conn_start}"
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        self.connections += 1
+        self.resets += ex.reset_by is not None
+        if ex.tcp_connect_ms is not None:
+            self._ct.append(ex.tcp_connect_ms)
+        if ex.conn_outcome is not None:
+            self.no_request[ex.conn_outcome] = self.no_request.get(ex.conn_outcome, 0) + 1
+            if ex.conn_outcome == "tls-failed":
+                reason = (ex.error or "").removeprefix("TLS handshake failed: ") or "unknown"
+                self.failures[reason] = self.failures.get(reason, 0) + 1
+        if ex.tls_version is None:
+            return
+        self.tls += 1
+        self.resumed += bool(ex.tls_resumed)
+        for table, key in ((self.versions, ex.tls_version), (self.ciphers, ex.tls_cipher or "?"),
+                           (self.sni, ex.sni or "(none)"), (self.alpn, ex.alpn or "(none)")):
+            table[key] = table.get(key, 0) + 1
+        if ex.tls_handshake_ms is not None:
+            self._hs.append(ex.tls_handshake_ms)
+
+    def finish(self) -> None:
+        self.handshake = Latency.of(self._hs)
+        self.connect = Latency.of(self._ct)
+
+
+@dataclass(slots=True)
 class Summary:
     requests: int = 0
     first: float | None = None
@@ -161,6 +215,9 @@ class Summary:
     """Per server block > location of the HTTP exchanges, most requests first."""
     routes: list[GroupStats] = field(default_factory=list)
     """Per route template (`store.routes`) of the HTTP exchanges, most requests first (top N)."""
+    wire: WireStats = field(default_factory=WireStats)
+    """TCP/TLS facts of the connections (socket filter); connection records that never became
+    a request are counted here only, not as requests."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`ngxscope stats --json`)."""
@@ -186,6 +243,9 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemp
     peers: dict[str, PeerStats] = {}
     locations: dict[str, GroupStats] = {}
     for ex in exchanges:
+        s.wire.feed(ex)
+        if ex.conn_outcome is not None:
+            continue
         ms = ex.duration_ms
         s.requests += 1
         s.first = ex.start if s.first is None else min(s.first, ex.start)
@@ -260,6 +320,7 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemp
     for g in routes.values():
         g.finish()
     s.routes = sorted(routes.values(), key=lambda g: (-g.requests, g.key))[:top]
+    s.wire.finish()
     return s
 
 
@@ -365,4 +426,26 @@ def format_summary(s: Summary, name: str = "") -> str:
               _bytes(p.bytes_sent), _bytes(p.bytes_received), str(p.retries), str(p.next)]
              for p in s.peers],
         )
+    out += _wire_lines(s.wire)
     return "\n".join(out) + "\n"
+
+
+def _top(counts: dict[str, int], n: int = 5) -> str:
+    return "   ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
+
+
+def _wire_lines(w: WireStats) -> list[str]:
+    if not w.connections:
+        return []
+    resumed = f"{100.0 * w.resumed / w.tls:.1f}%" if w.tls else "-"
+    out = ["", "connections (socket filter)",
+           f"  {w.connections} seen   tls {w.tls}   resumed {w.resumed} ({resumed})   resets {w.resets}"
+           + (f"   no request: {_top(w.no_request)}" if w.no_request else ""),
+           f"  tcp connect   p50 {_ms(w.connect.p50)} ms   p95 {_ms(w.connect.p95)} ms   p99 {_ms(w.connect.p99)} ms",
+           f"  tls handshake p50 {_ms(w.handshake.p50)} ms   p95 {_ms(w.handshake.p95)} ms"
+           f"   p99 {_ms(w.handshake.p99)} ms"]
+    for title, table in (("versions", w.versions), ("ciphers", w.ciphers), ("sni", w.sni),
+                         ("alpn", w.alpn), ("failed handshakes", w.failures)):
+        if table:
+            out.append(f"  {title + ':':<18}{_top(table)}")
+    return out

@@ -42,7 +42,7 @@ from .. import __version__
 from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .labels import method_label, split_addr
 
-__all__ = ["SpanSink", "exchange_attributes", "incoming_context", "traces_url"]
+__all__ = ["SpanSink", "exchange_attributes", "incoming_context", "traces_url", "wire_attributes"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,33 @@ def exchange_attributes(ex: Exchange, headers: Sequence[str] = ()) -> dict[str, 
     ua = next((v for k, v in ex.request_headers if k.lower() == "user-agent"), None)
     if ua:
         attrs["user_agent.original"] = ua
+    attrs.update(wire_attributes(ex))
+    return attrs
+
+
+def wire_attributes(ex: Exchange) -> dict[str, Any]:
+    """The connection beneath the request (socket filter): semantic-convention `tls.*`
+    attributes, and ngxscope's own for TCP facts."""
+    attrs: dict[str, Any] = {}
+    if ex.tls_version:
+        name, _, number = ex.tls_version.partition("v")
+        attrs["tls.protocol.name"] = name.lower()
+        attrs["tls.protocol.version"] = number
+    if ex.tls_cipher:
+        attrs["tls.cipher"] = ex.tls_cipher
+    if ex.sni:
+        attrs["tls.client.server_name"] = ex.sni
+    if ex.alpn:
+        attrs["tls.next_protocol"] = ex.alpn
+    if ex.tls_resumed is not None:
+        attrs["tls.resumed"] = ex.tls_resumed
+    for key, value in (("ngxscope.tcp.connect_ms", ex.tcp_connect_ms),
+                       ("ngxscope.tls.handshake_ms", ex.tls_handshake_ms),
+                       ("ngxscope.tcp.retransmits", ex.retransmits),
+                       ("ngxscope.tcp.reset_by", ex.reset_by),
+                       ("ngxscope.connection.outcome", ex.conn_outcome)):
+        if value is not None:
+            attrs[key] = value
     return attrs
 
 

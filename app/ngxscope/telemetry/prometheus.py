@@ -37,6 +37,9 @@ SERVER_LABELS = ("worker", "server_block", "location", "method", "status_class")
 UPSTREAM_LABELS = ("worker", "server_block", "group", "peer", "status_class")
 
 
+_TLS_VERSIONS = frozenset(("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"))
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """"127.0.0.1:9464" / ":9464" / "[::1]:9464" / "9464" -> (address, port); ValueError if bad."""
     text = text.strip()
@@ -95,7 +98,20 @@ class MetricsSink:
         self.up = Gauge("ngxscope_capture_up", "1 while the capture is attached", registry=r)
         self.events = Counter("ngxscope_lifecycle_events", "Lifecycle events (reloads, worker exits...)",
                               ("kind",), registry=r)
+        self.tls_handshakes = Counter("ngxscope_tls_handshakes",
+                                      "TLS handshakes seen by the socket filter (one per connection)",
+                                      ("server_block", "version", "resumed"), registry=r)
+        self.tls_handshake = Histogram("ngxscope_tls_handshake_duration_seconds",
+                                       "TLS handshake time: ClientHello to the client's last handshake flight",
+                                       ("version",), buckets=DURATION_BUCKETS, registry=r)
+        self.tcp_connect = Histogram("ngxscope_tcp_connect_duration_seconds",
+                                     "Client TCP handshake time: SYN to the client's ACK", (),
+                                     buckets=DURATION_BUCKETS, registry=r)
+        self.no_request = Counter("ngxscope_connections_without_request",
+                                  "Client connections that ended before a request (failed TLS handshake, "
+                                  "reset, closed)", ("outcome", "reason"), registry=r)
         self._bound = {name: BoundedLabel(label_limit) for name in ("worker", "server_block", "location", "group", "peer")}
+        self._bound["reason"] = BoundedLabel(40)
         self._failures = 0
         self._lock = threading.Lock()
         self.server: Any = None
@@ -134,7 +150,25 @@ class MetricsSink:
             server.server_close()
 
     # -- internals -------------------------------------------------------------------
+    def _observe_wire(self, ex: Exchange) -> bool:
+        """Connection metrics; True for a connection record (no HTTP metrics then)."""
+        if ex.conn_outcome is not None:
+            reason = (ex.error or "").rpartition(": ")[2] if ex.conn_outcome == "tls-failed" else ""
+            self.no_request.labels(ex.conn_outcome, self._bound["reason"](reason or "none")).inc()
+        if ex.conn_seq == 0 or ex.conn_outcome is not None:
+            if ex.tcp_connect_ms is not None:
+                self.tcp_connect.observe(ex.tcp_connect_ms / 1000.0)
+            if ex.tls_version:
+                version = ex.tls_version if ex.tls_version in _TLS_VERSIONS else "other"
+                block = self._bound["server_block"](ex.server_block or "unknown")
+                self.tls_handshakes.labels(block, version, "true" if ex.tls_resumed else "false").inc()
+                if ex.tls_handshake_ms is not None:
+                    self.tls_handshake.labels(version).observe(ex.tls_handshake_ms / 1000.0)
+        return ex.conn_outcome is not None
+
     def _observe(self, ex: Exchange) -> None:
+        if self._observe_wire(ex):
+            return
         b = self._bound
         worker = b["worker"](str(ex.pid))
         block = b["server_block"](ex.server_block or "unknown")

@@ -32,6 +32,7 @@ from ngxscope.model import Exchange
 from ..store.bodies import RenderedBody, render_request, render_response
 from .copymenu import fill_copy_menu
 from .findbar import FindBar, highlight
+from .handshake import HandshakeTimeline, handshake_text
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
@@ -231,7 +232,7 @@ class DetailPane(QTabWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.conn_labels: dict[str, QLabel] = {}
         for key in ("Client", "Server", "TLS", "Worker", "Connection", "Request #", "Started",
-                    "Ended", "Error", "Note", "Location", "Trace"):
+                    "Ended", "Error", "Note", "Location", "Trace", "Handshake"):
             label = QLabel()
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_labels[key] = label
@@ -255,8 +256,10 @@ class DetailPane(QTabWidget):
         self.related.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.related.cellDoubleClicked.connect(self._related_activated)
         self._related_items: list[Exchange] = []
+        self.handshake = HandshakeTimeline()
         lay = QVBoxLayout(w)
         lay.addLayout(form)
+        lay.addWidget(self.handshake)
         lay.addWidget(QLabel("Requests on this connection:"))
         lay.addWidget(self.related)
         return w
@@ -294,10 +297,13 @@ class DetailPane(QTabWidget):
             for label in self.conn_labels.values():
                 label.setText("")
             self.related.setRowCount(0)
+            self.handshake.set_exchange(None, [])
             return
         req_line = f"{ex.method or '?'} {ex.target or '?'} {ex.version}".strip()
         if ex.is_tcp:
             req_line = f"TCP session {ex.client} → {ex.server} (stream proxy: raw bytes)"
+        elif ex.conn_outcome is not None:
+            req_line = f"no request: connection {ex.client} → {ex.server} ({ex.conn_outcome})"
         self.request.show_message(req_line, ex.request_headers, render_request(ex))
         if ex.status is None:
             resp_line = f"(no response){': ' + ex.error if ex.error else ''}"
@@ -314,6 +320,9 @@ class DetailPane(QTabWidget):
         lab["Server"].setText(ex.server)
         lab["TLS"].setText("yes (decrypted plaintext shown)" if ex.tls else "no")
         lab["Worker"].setText(f"pid {ex.pid}")
+        if ex.conn_outcome is not None:  # a connection that never became a request
+            lab["TLS"].setText("handshake only, nothing decrypted" if ex.tls else "no")
+            lab["Worker"].setText(DASH)
         lab["Connection"].setText(ex.conn_id or DASH)
         lab["Request #"].setText(f"{ex.conn_seq + 1} on this connection (capture id {ex.id})")
         lab["Started"].setText(_ts(ex.start))
@@ -328,6 +337,8 @@ class DetailPane(QTabWidget):
         self.copy_trace.setEnabled(tid is not None)
         related = self.related_lookup(ex.conn_id) if ex.conn_id else [ex]
         self._related_items = related[-200:]
+        self.handshake.set_exchange(ex, related)
+        lab["Handshake"].setText(handshake_text(ex))
         self.related.setRowCount(len(self._related_items))
         for i, other in enumerate(self._related_items):
             cells = [str(other.conn_seq + 1), other.method, other.target,

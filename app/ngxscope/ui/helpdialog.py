@@ -35,6 +35,12 @@ HELP_HTML = """
 <tr><td><code>tls</code>, <code>error</code>, <code>truncated</code>, <code>upstream</code>,
  <code>sendfile</code>, <code>summary</code></td><td>flags (<code>summary</code>: counted from the
  kernel summary, payload not captured)</td></tr>
+<tr><td><code>sni=shop.example.com</code>, <code>alpn=h2</code>, <code>cipher~CHACHA</code>,
+ <code>tls_version&lt;1.2</code>, <code>handshake&gt;50ms</code>, <code>connect&gt;5ms</code>,
+ <code>retransmits&gt;0</code>, <code>outcome=tls-failed</code></td>
+ <td>the connection beneath the request (socket filter)</td></tr>
+<tr><td><code>resumed</code>, <code>reset</code>, <code>tls_failed</code></td>
+ <td>TLS session resumed; connection reset; handshake failed (no request)</td></tr>
 <tr><td><code>login</code>, <code>"a b"</code></td><td>bare word / quoted string: substring of
  host + target</td></tr>
 </table>

@@ -49,6 +49,7 @@ from .slowest import SlowestPanel
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
+from .tlspanel import TlsPanel
 from .upstreams import UpstreamsPanel
 from .windowbase import WindowBase
 
@@ -178,6 +179,7 @@ class MainWindow(DropOpener, WindowBase):
         self.slowest = SlowestPanel(self.routes.templater)
         self.slowest.exchange_clicked.connect(self._show_slow)
         self.events_log = EventsLog()
+        self.tls_panel = TlsPanel()
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.docks: dict[str, QDockWidget] = {}
         for name, title, widget, area in (
@@ -187,6 +189,7 @@ class MainWindow(DropOpener, WindowBase):
             ("routes", "Routes", self.routes, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("slowest", "Slowest", self.slowest, Qt.DockWidgetArea.BottomDockWidgetArea),
             ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
+            ("tls", "TLS / Connections", self.tls_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{name}")
@@ -196,7 +199,8 @@ class MainWindow(DropOpener, WindowBase):
         self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
         self.tabifyDockWidget(self.docks["upstreams"], self.docks["routes"])
         self.tabifyDockWidget(self.docks["routes"], self.docks["slowest"])
-        self.tabifyDockWidget(self.docks["slowest"], self.docks["events"])
+        self.tabifyDockWidget(self.docks["slowest"], self.docks["tls"])
+        self.tabifyDockWidget(self.docks["tls"], self.docks["events"])
         self.docks["workers"].raise_()
         self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
@@ -532,6 +536,8 @@ class MainWindow(DropOpener, WindowBase):
                 self.routes.refresh(self.store, self.agg.end_second() + 1.0)
             if not self.docks["slowest"].visibleRegion().isEmpty():
                 self.slowest.refresh(self.store, self.agg.end_second() + 1.0)
+            if self.docks["tls"].isVisible():
+                self.tls_panel.refresh(self.agg)
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None

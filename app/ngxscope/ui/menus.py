@@ -162,7 +162,7 @@ def build_menus(w: WindowBase) -> None:
     w.autoscroll_action.setChecked(True)
     view.addAction(w.autoscroll_action)
     view.addSeparator()
-    for key in ("graphs", "workers", "upstreams", "routes", "slowest", "events"):
+    for key in ("graphs", "workers", "upstreams", "routes", "slowest", "tls", "events"):
         view.addAction(w.docks[key].toggleViewAction())
     window_menu = view.addMenu("Graph &window")
     group = QActionGroup(w)

@@ -242,10 +242,39 @@ def v4_records() -> list[dict[str, Any]]:
     return out
 
 
+V5_WIRE: dict[str, Any] = {
+    "conn_start": None,
+    "tcp_connect_ms": None,
+    "tls_handshake_ms": None,
+    "tls_version": None,
+    "tls_cipher": None,
+    "sni": None,
+    "alpn": None,
+    "tls_resumed": None,
+    "retransmits": None,
+    "reset_by": None,
+    "conn_outcome": None,
+}
+V5_TLS: dict[str, Any] = {
+    "conn_start": 1700000000.4975,
+    "tcp_connect_ms": 0.052,
+    "tls_handshake_ms": 1.875,
+    "tls_version": "TLSv1.3",
+    "tls_cipher": "TLS_AES_256_GCM_SHA384",
+    "sni": "shop.example.test",
+    "alpn": "http/1.1",
+    "tls_resumed": True,
+    "retransmits": 1,
+    "reset_by": "client",
+    "conn_outcome": None,
+}
+
+
 def v5_records() -> list[dict[str, Any]]:
     """Version 5 added the user's mark and note (one marked and noted here), location (the
     location block that served it), answer (why nginx answered itself) and proxy_client (the
-    client a PROXY protocol header named; null without one) to exchanges."""
+    client a PROXY protocol header named; null without one) and the wire fields of the socket
+    filter (a TLS exchange has them all) to exchanges."""
     out = []
     for rec in v4_records():
         rec = dict(rec)
@@ -265,6 +294,7 @@ def v5_records() -> list[dict[str, Any]]:
             keys[at:at] = ["mark", "note"]
             keys.append("proxy_client")
             rec = {k: rec[k] for k in keys}
+            rec.update(V5_TLS if rec["tls"] else V5_WIRE)
         out.append(rec)
     return out
 

@@ -1,0 +1,251 @@
+"""The socket filter (bpf/wire.c) on packet sockets: handshake packets of nginx's connections.
+
+`WireCapture` compiles the filter, fills its map with nginx's listening addresses, attaches
+it with bcc's `attach_raw_socket` to one packet socket per interface those addresses live on
+(loopback always), and reads what it passes: `WirePacket`s, each an Ethernet frame cut in the
+kernel, with the kernel's receive time (SO_TIMESTAMPNS).
+
+`WireListen`, `WireFlowKey` and `WireFlow` mirror the structs of bpf/events.h
+(tests/capture/test_events_layout.py checks them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import select
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "WIRE_ADDR_LEN",
+    "WIRE_COUNTERS",
+    "WIRE_ESTABLISHED",
+    "WIRE_FLOWS",
+    "WIRE_PASSED",
+    "WIRE_RETRANS",
+    "WIRE_SEEN",
+    "WIRE_SYNACK_SEEN",
+    "WIRE_SYN_SEEN",
+    "WIRE_TLS_CAP",
+    "WireCapture",
+    "WireError",
+    "WireFlow",
+    "WireFlowKey",
+    "WireListen",
+    "WirePacket",
+    "interfaces_for",
+    "listen_entries",
+]
+
+WIRE_ADDR_LEN = 16
+WIRE_TLS_CAP = 2048
+WIRE_FLOWS = 65536
+WIRE_SEEN = 0
+WIRE_PASSED = 1
+WIRE_RETRANS = 2
+WIRE_COUNTERS = 3
+WIRE_SYN_SEEN = 1
+WIRE_SYNACK_SEEN = 2
+WIRE_ESTABLISHED = 3
+
+_SO_TIMESTAMPNS = 35
+_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
+
+
+class WireError(RuntimeError):
+    """The socket filter could not be loaded or attached."""
+
+
+class WireListen(ctypes.Structure):
+    _fields_ = [
+        ("addr", ctypes.c_uint8 * WIRE_ADDR_LEN),
+        ("port", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class WireFlowKey(ctypes.Structure):
+    _fields_ = [
+        ("client", ctypes.c_uint8 * WIRE_ADDR_LEN),
+        ("server", ctypes.c_uint8 * WIRE_ADDR_LEN),
+        ("client_port", ctypes.c_uint16),
+        ("server_port", ctypes.c_uint16),
+    ]
+
+
+class WireFlow(ctypes.Structure):
+    _fields_ = [
+        ("client_next", ctypes.c_uint32),
+        ("server_next", ctypes.c_uint32),
+        ("state", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+@dataclass(slots=True, frozen=True)
+class WirePacket:
+    """One frame the filter passed."""
+
+    ts: float
+    """Unix time the kernel saw it (SO_TIMESTAMPNS)."""
+    data: bytes
+    """The Ethernet frame as cut by the filter (headers, and TLS records when any)."""
+    interface: str
+    """The interface it crossed ("lo", "eth0")."""
+
+
+def _split_listen(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def listen_entries(listen: Iterable[str]) -> list[tuple[bytes, int, int]]:
+    """(16-byte address, port, family 4/6) per listening address ("127.0.0.1:8080",
+    "[::]:443"); a wildcard address becomes all zero bytes."""
+    out: list[tuple[bytes, int, int]] = []
+    for item in listen:
+        try:
+            host, port = _split_listen(item)
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if ip.is_unspecified:
+            raw = bytes(WIRE_ADDR_LEN)
+        elif ip.version == 4:
+            raw = b"\0" * 10 + b"\xff\xff" + ip.packed
+        else:
+            raw = ip.packed
+        out.append((raw, port, ip.version))
+    return out
+
+
+def _local_addresses() -> dict[str, set[str]]:
+    """Interface name -> its IPv4 and IPv6 addresses."""
+    import psutil
+
+    out: dict[str, set[str]] = {}
+    for name, addrs in psutil.net_if_addrs().items():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                out.setdefault(name, set()).add(a.address.split("%", 1)[0])
+    return out
+
+
+def interfaces_for(listen: Iterable[str]) -> list[str]:
+    """The interfaces nginx's listening addresses live on: loopback always; every interface
+    that is up for a wildcard address; the owner of each specific address otherwise."""
+    import psutil
+
+    stats = psutil.net_if_stats()
+    up = sorted(n for n, s in stats.items() if s.isup)
+    chosen = {"lo"} & set(up)
+    local = _local_addresses()
+    for item in listen:
+        try:
+            host, _port = _split_listen(item)
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if ip.is_unspecified:
+            chosen.update(up)
+        else:
+            chosen.update(n for n, addrs in local.items() if host in addrs and n in up)
+    return sorted(chosen)
+
+
+def _bpf_source() -> tuple[str, str]:
+    path = resources.files("ngxscope.bpf").joinpath("wire.c")
+    return path.read_text(), os.path.dirname(str(path))
+
+
+class WireCapture:
+    """The socket filter on a packet socket per interface; `read` returns what it passed."""
+
+    def __init__(self, listen: Iterable[str], interfaces: Iterable[str] | None = None) -> None:
+        self.listen = list(listen)
+        self.interfaces = list(interfaces) if interfaces is not None else interfaces_for(self.listen)
+        self.bpf: Any = None
+        self._socks: list[socket.socket] = []
+
+    def start(self) -> list[str]:
+        """Compile, fill the address map, attach; returns the interfaces. Raises WireError."""
+        entries = listen_entries(self.listen)
+        if not entries:
+            raise WireError("no TCP listening address to filter on")
+        try:
+            from bcc import BPF
+        except ImportError as exc:
+            raise WireError(f"bcc is not importable ({exc})") from None
+        text, include = _bpf_source()
+        try:
+            lo = socket.if_nametoindex("lo")
+        except OSError:
+            lo = 1
+        try:
+            self.bpf = BPF(text=text, cflags=[f"-I{include}", f"-DLOOPBACK_IFINDEX={lo}"])
+            fn = self.bpf.load_func("wire_filter", BPF.SOCKET_FILTER)
+        except Exception as exc:  # bcc raises bare Exception on compile/load failure
+            raise WireError(f"socket filter refused: {exc}") from None
+        table = self.bpf["wire_listen"]
+        for raw, port, family in entries:
+            key = table.Key()
+            ctypes.memmove(ctypes.addressof(key.addr), raw, WIRE_ADDR_LEN)
+            key.port = port
+            key.family = family
+            table[key] = table.Leaf(1)
+        for dev in self.interfaces:
+            try:
+                BPF.attach_raw_socket(fn, dev)
+            except Exception as exc:
+                self.stop()
+                raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
+            sock = socket.socket(fileno=os.dup(fn.sock))
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.setblocking(False)
+            self._socks.append(sock)
+            os.close(fn.sock)  # each attach opens a new socket; ours is the dup
+        return list(self.interfaces)
+
+    def read(self, timeout: float = 0.05, limit: int = 4096) -> list[WirePacket]:
+        """What the filter passed since the last call (waits up to `timeout` for the first)."""
+        if not self._socks:
+            return []
+        ready, _, _ = select.select(self._socks, [], [], timeout)
+        out: list[WirePacket] = []
+        for sock in ready:
+            while len(out) < limit:
+                try:
+                    data, anc, _flags, addr = sock.recvmsg(65536, 64)
+                except (BlockingIOError, InterruptedError):
+                    break
+                ts = 0.0
+                for level, kind, cdata in anc:
+                    if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(cdata) >= 16:
+                        sec, nsec = struct.unpack("qq", cdata[:16])
+                        ts = sec + nsec / 1e9
+                out.append(WirePacket(ts=ts, data=data, interface=str(addr[0])))
+        out.sort(key=lambda p: p.ts)
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Packets the filter examined, passed, and passed as retransmissions (all CPUs)."""
+        if self.bpf is None:
+            return {"seen": 0, "passed": 0, "retrans": 0}
+        table = self.bpf["wire_counts"]
+        vals = [sum(table[ctypes.c_int(i)]) for i in range(WIRE_COUNTERS)]
+        return {"seen": vals[WIRE_SEEN], "passed": vals[WIRE_PASSED], "retrans": vals[WIRE_RETRANS]}
+
+    def stop(self) -> None:
+        for sock in self._socks:
+            sock.close()
+        self._socks = []
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None

@@ -1,0 +1,222 @@
+"""Packets the socket filter passed -> per-connection facts (`ConnTracker`).
+
+`parse_frame` decodes one cut Ethernet frame with dpkt (Ethernet, IPv4/IPv6, TCP) into a
+`Segment`; `ConnTracker.feed` follows each connection from its SYN: TCP connect time (SYN
+-> the client's ACK of the handshake), the TLS handshake (ClientHello -> the client's last
+handshake flight; version, cipher, SNI, ALPN, resumption), retransmissions, FIN / RST and
+alerts. Connections are keyed like `Exchange.client` / `Exchange.server` ("ip:port",
+"[v6]:port"), so the pipeline joins them to exchanges by that 4-tuple.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import dpkt
+
+from .tlswire import ClientHello, ServerHello, TlsAlert, parse_tls
+
+__all__ = [
+    "ConnFacts",
+    "ConnTracker",
+    "Segment",
+    "parse_frame",
+]
+
+_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+_ERRORS = (dpkt.Error, ValueError, OverflowError, struct.error, IndexError, TypeError, AttributeError)
+
+
+@dataclass(slots=True, frozen=True)
+class Segment:
+    """One TCP segment as the filter passed it."""
+
+    ts: float
+    src: str
+    """Sender "ip:port"."""
+    dst: str
+    """Receiver "ip:port"."""
+    seq: int
+    flags: int
+    payload: bytes
+    """TCP payload as cut in the kernel (TLS records, or empty)."""
+
+
+def _addr(raw: bytes, port: int) -> str:
+    if len(raw) == 4:
+        return f"{socket.inet_ntop(socket.AF_INET, raw)}:{port}"
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return f"{socket.inet_ntop(socket.AF_INET, raw[12:])}:{port}"
+    return f"[{socket.inet_ntop(socket.AF_INET6, raw)}]:{port}"
+
+
+def parse_frame(ts: float, frame: bytes) -> Segment | None:
+    """A cut Ethernet frame -> its TCP segment; None for anything else or garbage."""
+    try:
+        eth = dpkt.ethernet.Ethernet(frame)
+        ip = eth.data
+        if not isinstance(ip, (dpkt.ip.IP, dpkt.ip6.IP6)):
+            return None
+        tcp = ip.data
+        if not isinstance(tcp, dpkt.tcp.TCP):
+            return None
+        return Segment(ts=ts, src=_addr(ip.src, tcp.sport), dst=_addr(ip.dst, tcp.dport),
+                       seq=tcp.seq, flags=tcp.flags, payload=bytes(tcp.data))
+    except _ERRORS:
+        return None
+
+
+@dataclass(slots=True)
+class ConnFacts:
+    """What the wire showed of one client connection to nginx."""
+
+    client: str
+    server: str
+    syn_ts: float | None = None
+    """The client's first SYN."""
+    synack_ts: float | None = None
+    ack_ts: float | None = None
+    """The client's ACK of the handshake (its first segment after nginx's SYN-ACK)."""
+    hello_ts: float | None = None
+    server_hello_ts: float | None = None
+    tls_done_ts: float | None = None
+    """The client's last handshake flight (ChangeCipherSpec / Finished) seen."""
+    client_hello: ClientHello | None = None
+    server_hello: ServerHello | None = None
+    alerts: list[tuple[str, TlsAlert]] = field(default_factory=list)
+    """(sender "client"/"server", alert) in the clear."""
+    retransmits: int = 0
+    fin_by: str | None = None
+    reset_by: str | None = None
+    end_ts: float | None = None
+    """When the connection was seen closing (first FIN or RST)."""
+    tls_errors: int = 0
+    joined: int = 0
+    """Exchanges joined to this connection (by the pipeline)."""
+    _seen_seq: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def tcp_connect_ms(self) -> float | None:
+        if self.syn_ts is None or self.ack_ts is None:
+            return None
+        return round((self.ack_ts - self.syn_ts) * 1000.0, 3)
+
+    @property
+    def tls_handshake_ms(self) -> float | None:
+        if self.hello_ts is None:
+            return None
+        end = self.tls_done_ts or self.server_hello_ts
+        if end is None:
+            return None
+        return round((end - self.hello_ts) * 1000.0, 3)
+
+    @property
+    def tls_resumed(self) -> bool | None:
+        sh, ch = self.server_hello, self.client_hello
+        if sh is None or ch is None:
+            return None
+        if sh.version == "TLSv1.3":
+            return sh.psk
+        return bool(ch.session_id) and sh.session_id == ch.session_id
+
+    @property
+    def tls_failed(self) -> bool:
+        """A fatal alert in the clear, or a ClientHello that got no ServerHello before the end."""
+        if any(a.level == 2 for _who, a in self.alerts):
+            return True
+        return self.client_hello is not None and self.server_hello is None and self.end_ts is not None
+
+    @property
+    def failure(self) -> str:
+        """The alert that ended the handshake ("server alert: protocol_version"), or ""."""
+        for who, a in self.alerts:
+            if a.level == 2:
+                return f"{who} alert: {a.name}"
+        if self.tls_failed:
+            return "no ServerHello"
+        return ""
+
+
+class ConnTracker:
+    """Connection facts from segments, by (client, server); nginx's side is the listening one."""
+
+    def __init__(self, max_conns: int = 65536) -> None:
+        self.conns: dict[tuple[str, str], ConnFacts] = {}
+        self.max_conns = max_conns
+        self.segments = 0
+        self.tls_errors = 0
+
+    def get(self, client: str, server: str) -> ConnFacts | None:
+        return self.conns.get((client, server))
+
+    def feed(self, seg: Segment) -> ConnFacts | None:
+        """Account one segment; returns the connection it belongs to (None: not followed)."""
+        self.segments += 1
+        flags = seg.flags
+        if flags & _SYN and not flags & _ACK:
+            key = (seg.src, seg.dst)
+            facts = self.conns.get(key)
+            if facts is None or facts.end_ts is not None:
+                if len(self.conns) >= self.max_conns:
+                    self.conns.pop(next(iter(self.conns)))
+                facts = self.conns[key] = ConnFacts(client=seg.src, server=seg.dst, syn_ts=seg.ts)
+            else:
+                facts.retransmits += 1  # the SYN again
+            return facts
+        facts = self.conns.get((seg.src, seg.dst))
+        who = "client"
+        if facts is None:
+            facts = self.conns.get((seg.dst, seg.src))
+            who = "server"
+            if facts is None:
+                return None
+        if flags & _SYN:  # SYN-ACK
+            if facts.synack_ts is None:
+                facts.synack_ts = seg.ts
+            else:
+                facts.retransmits += 1
+            return facts
+        if who == "client" and facts.synack_ts is not None and facts.ack_ts is None and flags & _ACK:
+            facts.ack_ts = seg.ts
+        if seg.payload:
+            mark = (who, seg.seq)
+            if mark in facts._seen_seq:
+                facts.retransmits += 1
+            else:
+                facts._seen_seq.add(mark)
+                self._tls(facts, who, seg)
+        elif not flags & (_FIN | _RST) and facts.ack_ts != seg.ts:
+            facts.retransmits += 1  # headers only, not the handshake ACK: passed as a retransmission
+        if flags & _RST and facts.reset_by is None:
+            facts.reset_by = who
+            facts.end_ts = facts.end_ts or seg.ts
+        if flags & _FIN:
+            facts.fin_by = facts.fin_by or who
+            facts.end_ts = facts.end_ts or seg.ts
+        return facts
+
+    def _tls(self, facts: ConnFacts, who: str, seg: Segment) -> None:
+        if seg.payload[0] == 20:  # ChangeCipherSpec: the end of a handshake flight
+            if who == "client" and facts.server_hello is not None:
+                facts.tls_done_ts = seg.ts
+            return
+        parsed = parse_tls(seg.payload)
+        facts.tls_errors += parsed.errors
+        self.tls_errors += parsed.errors
+        if who == "client":
+            if parsed.client_hello is not None and facts.client_hello is None:
+                facts.client_hello = parsed.client_hello
+                facts.hello_ts = seg.ts
+            elif facts.server_hello is not None and facts.client_hello is not None:
+                facts.tls_done_ts = seg.ts  # TLS 1.2: ClientKeyExchange / Finished
+        elif parsed.server_hello is not None and facts.server_hello is None:
+            facts.server_hello = parsed.server_hello
+            facts.server_hello_ts = seg.ts
+        facts.alerts.extend((who, a) for a in parsed.alerts)
+
+    def expire(self, before: float) -> list[ConnFacts]:
+        """Forget connections that ended before `before`; returns them."""
+        gone = [k for k, f in self.conns.items() if f.end_ts is not None and f.end_ts < before]
+        return [self.conns.pop(k) for k in gone]

@@ -1,0 +1,105 @@
+"""The socket filter's cost per packet at saturation: wrk against the lab nginx without (A)
+and with (B) the filter attached, A/B alternating in one run.
+
+Prints per mode (plain / TLS, keep-alive / a new connection per request):
+- req/s A and B (wrk, 1 thread on CPU 1; nginx 1 worker on CPU 0),
+- the filter's run time per packet it examined (kernel.bpf_stats_enabled=1: run_time_ns /
+  run_cnt of its program; on loopback every packet meets the filter twice, as sent and as
+  received, and the sent copy is dropped first thing),
+- packets examined and passed per request, and the user-space reader's CPU per request.
+
+Run as root: `.venv/bin/python bench/wire_filter.py --pairs 2 --seconds 5`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, bpf_stats, pin_lab, prog_stats
+
+from ngxscope.lab.nginx import LabNginx
+from ngxscope.pipeline.wirejoin import WireJoin
+
+
+def wrk(url: str, seconds: float, close: bool) -> float:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds:g}s"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(out)
+
+
+def measure_b(lab: LabNginx, url: str, seconds: float, close: bool) -> dict[str, Any]:
+    join = WireJoin([f"127.0.0.1:{lab.plain_port}", f"127.0.0.1:{lab.tls_port}"])
+    join.start()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            join.pump(0.05)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    before = prog_stats(os.getpid())
+    reader.start()
+    t0 = time.process_time()
+    rps = wrk(url, seconds, close)
+    stop.set()
+    reader.join()
+    cpu = time.process_time() - t0
+    after = prog_stats(os.getpid())
+    c = join.capture.counters()
+    join.stop()
+    run_ns = sum(v["run_time_ns"] - before.get(k, {}).get("run_time_ns", 0) for k, v in after.items())
+    run_cnt = sum(v["run_cnt"] - before.get(k, {}).get("run_cnt", 0) for k, v in after.items())
+    requests = rps * seconds
+    return {"rps": rps, "ns_per_packet": run_ns / run_cnt if run_cnt else 0.0,
+            "filter_runs_per_req": run_cnt / requests, "passed_per_req": c["passed"] / requests,
+            "seen": c["seen"], "passed": c["passed"], "retrans": c["retrans"],
+            "reader_cpu_us_per_req": cpu / requests * 1e6}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("wire_filter.py: needs root (eBPF)", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    with LabNginx(workers=1) as lab, bpf_stats():
+        pin_lab(lab)
+        for scheme, port in (("http", lab.plain_port), ("https", lab.tls_port)):
+            url = f"{scheme}://127.0.0.1:{port}/health"
+            for close in (False, True):
+                mode = f"{'tls' if scheme == 'https' else 'plain'}, {'close' if close else 'keep-alive'}"
+                for _ in range(args.pairs):
+                    a = wrk(url, args.seconds, close)
+                    b = measure_b(lab, url, args.seconds, close)
+                    rows.append({"mode": mode, "a_rps": a, **b})
+                    print(f"{mode:18} A {a:8.0f} req/s  B {b['rps']:8.0f} req/s  "
+                          f"filter {b['ns_per_packet']:6.0f} ns/packet  "
+                          f"{b['filter_runs_per_req']:5.1f} runs/req  {b['passed_per_req']:5.2f} passed/req  "
+                          f"reader {b['reader_cpu_us_per_req']:5.2f} us/req", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"wire_filter-{int(time.time())}.json"
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+/* Socket filter (BPF_PROG_TYPE_SOCKET_FILTER) on a packet socket: the connection beneath
+ * nginx's requests, cut in the kernel to what ngxscope needs.
+ *
+ * Passes, for TCP segments to or from one of nginx's listening addresses (`wire_listen`):
+ *   - SYN, SYN-ACK, FIN, RST, the client's ACK of the handshake: headers only;
+ *   - retransmitted data segments (of connections seen from their SYN): headers only;
+ *   - segments beginning with a TLS handshake or alert record (content type 22 / 21):
+ *     headers and at most WIRE_TLS_CAP bytes of records (ClientHello, ServerHello, alerts);
+ *   - segments beginning with a ChangeCipherSpec record (the end of a client's handshake
+ *     flight): headers and that 6-byte record only.
+ * Drops everything else, application data above all. The return value of a socket filter is
+ * how many bytes of the packet to keep, so the cut happens before any copy to user space.
+ *
+ * Only Ethernet-framed interfaces (loopback included). On loopback every packet is seen
+ * twice by a packet socket (as sent and as received): the sent copy is dropped.
+ *
+ * cflags: -DLOOPBACK_IFINDEX=<ifindex of lo>
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/if_packet.h>
+#include <uapi/linux/in.h>
+#include "events.h"
+
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+BPF_HASH(wire_listen, struct wire_listen, __u8, 256);
+BPF_TABLE("lru_hash", struct wire_flow_key, struct wire_flow, wire_flows, WIRE_FLOWS);
+BPF_PERCPU_ARRAY(wire_counts, __u64, WIRE_COUNTERS);
+
+struct tcp_start {
+    __be16 sport;
+    __be16 dport;
+    __be32 seq;
+    __be32 ack;
+    __u8   off;
+    __u8   flags;
+};
+
+static __always_inline void count(int i)
+{
+    __u64 *c = wire_counts.lookup(&i);
+    if (c)
+        (*c)++;
+}
+
+static __always_inline int listening(const __u8 *addr, __u16 port, __u8 family)
+{
+    struct wire_listen k = {};
+    __builtin_memcpy(k.addr, addr, WIRE_ADDR_LEN);
+    k.port = port;
+    k.family = family;
+    if (wire_listen.lookup(&k))
+        return 1;
+    __builtin_memset(k.addr, 0, WIRE_ADDR_LEN);
+    return wire_listen.lookup(&k) != 0;
+}
+
+static __always_inline int pass(__u32 keep)
+{
+    count(WIRE_PASSED);
+    return keep;
+}
+
+int wire_filter(struct __sk_buff *skb)
+{
+    count(WIRE_SEEN);
+    if (skb->pkt_type == PACKET_OUTGOING && skb->ifindex == LOOPBACK_IFINDEX)
+        return 0;
+
+    __be16 eth_type;
+    if (bpf_skb_load_bytes(skb, 12, &eth_type, 2))
+        return 0;
+    __u32 l3 = ETH_HLEN, l4, ip_end;
+    __u8 family;
+    /* filled as if the packet went to nginx (src = client), swapped below if not */
+    struct wire_flow_key key __attribute__((aligned(8))) = {};
+    __u8 *src = key.client, *dst = key.server;
+    if (eth_type == __builtin_bswap16(ETH_P_IP)) {
+        __u8 ip[20];
+        if (bpf_skb_load_bytes(skb, l3, ip, 20))
+            return 0;
+        __u32 ihl = (ip[0] & 0x0f) * 4;
+        if (ihl < 20 || ip[9] != IPPROTO_TCP || ((ip[6] & 0x3f) | ip[7]))
+            return 0;  /* not TCP, or a fragment */
+        ip_end = l3 + (((__u32)ip[2] << 8) | ip[3]);
+        src[10] = src[11] = dst[10] = dst[11] = 0xff;
+        __builtin_memcpy(src + 12, ip + 12, 4);
+        __builtin_memcpy(dst + 12, ip + 16, 4);
+        l4 = l3 + ihl;
+        family = 4;
+    } else if (eth_type == __builtin_bswap16(ETH_P_IPV6)) {
+        __u8 ip6[8];
+        if (bpf_skb_load_bytes(skb, l3, ip6, 8) || ip6[6] != IPPROTO_TCP)
+            return 0;  /* extension headers are not followed */
+        ip_end = l3 + 40 + (((__u32)ip6[4] << 8) | ip6[5]);
+        if (bpf_skb_load_bytes(skb, l3 + 8, src, 16) || bpf_skb_load_bytes(skb, l3 + 24, dst, 16))
+            return 0;
+        l4 = l3 + 40;
+        family = 6;
+    } else {
+        return 0;
+    }
+
+    struct tcp_start th;
+    if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th)))
+        return 0;
+    __u16 sport = __builtin_bswap16(th.sport), dport = __builtin_bswap16(th.dport);
+    int to_server;
+    if (listening(dst, dport, family))
+        to_server = 1;
+    else if (listening(src, sport, family))
+        to_server = 0;
+    else
+        return 0;
+
+    __u32 thl = (th.off >> 4) * 4;
+    if (thl < 20)
+        return 0;
+    __u32 hdr_end = l4 + thl;
+    __u32 payload = ip_end > hdr_end ? ip_end - hdr_end : 0;
+    __u32 seq = __builtin_bswap32(th.seq);
+    __u8 fl = th.flags;
+
+    key.client_port = sport;
+    key.server_port = dport;
+    if (!to_server) {
+        __u64 *c = (__u64 *)key.client, *v = (__u64 *)key.server;
+        __u64 t0 = c[0], t1 = c[1];
+        c[0] = v[0];
+        c[1] = v[1];
+        v[0] = t0;
+        v[1] = t1;
+        key.client_port = dport;
+        key.server_port = sport;
+    }
+
+    if (fl & (TH_SYN | TH_FIN | TH_RST)) {
+        if ((fl & TH_SYN) && !(fl & TH_ACK) && to_server) {
+            struct wire_flow nf = {};
+            nf.client_next = seq + 1;
+            nf.state = WIRE_SYN_SEEN;
+            wire_flows.update(&key, &nf);
+        } else if ((fl & TH_SYN) && !to_server) {
+            struct wire_flow *f = wire_flows.lookup(&key);
+            if (f) {
+                f->server_next = seq + 1;
+                f->state = WIRE_SYNACK_SEEN;
+            }
+        } else if (fl & TH_RST) {
+            wire_flows.delete(&key);
+        }
+        return pass(hdr_end);  /* a FIN's data, if any, is application data: cut */
+    }
+
+    struct wire_flow *f = wire_flows.lookup(&key);
+    if (f && to_server && f->state == WIRE_SYNACK_SEEN && (fl & TH_ACK)) {
+        f->state = WIRE_ESTABLISHED;
+        if (payload == 0)
+            return pass(hdr_end);
+    }
+    if (payload == 0)
+        return 0;  /* a bare ACK or a window update */
+
+    if (f && f->state >= WIRE_SYNACK_SEEN) {
+        __u32 *next = to_server ? &f->client_next : &f->server_next;
+        __u32 end = seq + payload;
+        if ((__s32)(end - *next) <= 0) {
+            count(WIRE_RETRANS);
+            return pass(hdr_end);
+        }
+        *next = end;
+    }
+
+    __u8 rec[2];
+    if (bpf_skb_load_bytes(skb, hdr_end, rec, 2))
+        return 0;
+    if ((rec[0] == 22 || rec[0] == 21) && rec[1] == 3)
+        return pass(hdr_end + (payload < WIRE_TLS_CAP ? payload : WIRE_TLS_CAP));
+    if (rec[0] == 20 && rec[1] == 3)  /* ChangeCipherSpec: the record alone (6 bytes), never
+                                       * what follows it in the segment */
+        return pass(hdr_end + (payload < 6 ? payload : 6));
+    return 0;
+}

@@ -1,0 +1,75 @@
+"""The wire stage's join rules and nginx's error-log reasons (no eBPF: facts built by hand)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from factories import make_exchange
+from ngxscope.decode.tlswire import ClientHello, ServerHello, TlsAlert
+from ngxscope.decode.wire import ConnFacts
+from ngxscope.pipeline.errorlog import HandshakeErrors, parse_failure
+from ngxscope.pipeline.wirejoin import apply_facts, record_for
+
+LINE = ("2026/12/06 20:31:12 [info] 8096#8096: *123 SSL_do_handshake() failed (SSL: error:0A000102:"
+        "SSL routines::unsupported protocol) while SSL handshaking, client: 127.0.0.1, server: 127.0.0.1:8443")
+
+
+def _facts(version: str = "TLSv1.3", server_alpn: str | None = None) -> ConnFacts:
+    f = ConnFacts(client="127.0.0.1:5000", server="127.0.0.1:8443", syn_ts=10.0, synack_ts=10.0001,
+                  ack_ts=10.0002, hello_ts=10.0003, server_hello_ts=10.001, tls_done_ts=10.002)
+    f.client_hello = ClientHello(sni="a.test", alpn=["h2", "http/1.1"], session_id=b"x" * 32)
+    f.server_hello = ServerHello(version=version, cipher="TLS_AES_256_GCM_SHA384", session_id=b"x" * 32,
+                                 alpn=server_alpn, psk=False)
+    return f
+
+
+def test_tls13_alpn_is_the_protocol_spoken_and_resumption_is_psk() -> None:
+    ex = make_exchange(version="HTTP/2.0")
+    apply_facts(ex, _facts())
+    assert (ex.alpn, ex.tls_resumed, ex.tls_version, ex.sni) == ("h2", False, "TLSv1.3", "a.test")
+    assert ex.tcp_connect_ms == 0.2 and ex.tls_handshake_ms == 1.7 and ex.conn_start == 10.0
+    ex = make_exchange(version="HTTP/1.1")
+    apply_facts(ex, _facts())
+    assert ex.alpn == "http/1.1"
+
+
+def test_tls12_alpn_and_resumption_from_the_server_hello() -> None:
+    ex = make_exchange(version="HTTP/1.1")
+    apply_facts(ex, _facts("TLSv1.2", server_alpn="h2"))
+    assert ex.alpn == "h2" and ex.tls_resumed is True  # the session id echoed
+
+
+def test_records_of_connections_without_a_request() -> None:
+    f = _facts()
+    f.server_hello = None
+    f.alerts.append(("server", TlsAlert(level=2, code=70)))
+    f.end_ts = 10.01
+    rec = record_for(f, 7)
+    assert (rec.id, rec.conn_outcome, rec.status, rec.method) == (7, "tls-failed", None, "")
+    assert rec.error == "TLS handshake failed: server alert: protocol_version"
+    reset = ConnFacts(client="c:1", server="s:2", syn_ts=1.0, reset_by="client", end_ts=1.5)
+    assert record_for(reset, 1).conn_outcome == "reset"
+    closed = ConnFacts(client="c:1", server="s:2", syn_ts=1.0, fin_by="client", end_ts=1.5)
+    assert record_for(closed, 1).error == "closed by the client before a request"
+
+
+def test_error_log_reasons(tmp_path: Path) -> None:
+    failure = parse_failure(LINE)
+    assert failure is not None and failure.client == "127.0.0.1" and failure.reason == "unsupported protocol"
+    assert parse_failure("2026/12/06 20:31:12 [error] 1#1: *1 open() failed") is None
+    log = tmp_path / "error.log"
+    log.write_text("old line before the capture: " + LINE + "\n")
+    errors = HandshakeErrors([str(log), str(tmp_path / "missing.log")])
+    now = time.time()
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(now))
+    with log.open("a") as f:
+        f.write(LINE.replace("2026/12/06 20:31:12", stamp) + "\n")
+        f.write(LINE.replace("2026/12/06 20:31:12", stamp).replace("unsupported protocol", "no shared cipher"))
+    assert errors.reason_for("127.0.0.1:5000", now) == "unsupported protocol"
+    assert errors.reason_for("127.0.0.2:5000", now) is None
+    assert errors.reason_for("127.0.0.1:5001", now) is None  # the second line is not complete yet
+    with log.open("a") as f:
+        f.write("\n")
+    assert errors.reason_for("127.0.0.1:5001", now) == "no shared cipher"
+    errors.close()
