@@ -1,5 +1,5 @@
 """The application icon: a scope lens over request bars (SVG kept inline, also shipped as
-packaging/ngxscope.svg for the desktop entry)."""
+resources/ngxscope.svg for the desktop entry)."""
 
 from __future__ import annotations
 
