@@ -99,6 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("open", help="open a session file in the window")
     op.add_argument("file")
+
+    doc = sub.add_parser("doctor", help="can this machine capture, and how (one screen for a bug report)")
+    doc.add_argument("--json", action="store_true", help="print the checks as JSON")
     return p
 
 
@@ -160,6 +163,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import run_demo
 
         return run_demo(args)
+    if args.cmd == "doctor":
+        from .doctor import run_doctor
+
+        return run_doctor(json_output=args.json)
     if args.cmd == "open":
         from .gui import open_session_window
 

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Protocol, runtime_checkable
 
+from ngxscope.helper import HELPER_PATH, POLKIT_ACTION, installed_helper
 from ngxscope.model import Exchange, LifecycleEvent, ModelError
 
 __all__ = ["ExchangeSource", "PollResult", "StreamSource", "helper_argv"]
@@ -64,11 +65,20 @@ def helper_argv(pid: int, *, python: str | None = None) -> list[str]:
 
 
 def elevate(argv: list[str]) -> list[str]:
-    """Prefix `argv` with pkexec (graphical session) or `sudo -n` when not root."""
+    """Prefix `argv` with pkexec (graphical session) or `sudo -n` when not root.
+
+    Installed from the .deb, a plain `helper_argv` goes through the fixed-path helper its
+    polkit action names (`ngxscope.helper`), so polkit asks about capturing, not about
+    running some Python as root.
+    """
     if os.geteuid() == 0:
         return list(argv)
     graphical = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if graphical and shutil.which("pkexec"):
+        helper = installed_helper()
+        if helper is not None and argv[1:-3] == ["-m", "ngxscope", "record"] \
+                and argv[-3] == "--pid" and argv[-1] == "--stream":
+            return ["pkexec", helper, "--pid", argv[-2]]
         return ["pkexec", *argv]
     return ["sudo", "-n", *argv]
 
@@ -171,9 +181,16 @@ class StreamSource:
         if code is None or not self._eof.is_set():
             return None
         tail = " | ".join(line for line in list(self._stderr)[-3:] if line)
+        if self.argv[0] == "pkexec" and (code == 126 or (code == 127 and "Not authorized" in tail)):
+            # pkexec: 126 = the authentication dialog was dismissed, 127 + this text = denied
+            return (f"not authorized to capture: polkit refused {self._action()} "
+                    f"(pkexec exit {code}); nothing was started")
         if code == 0:
             return f"capture helper ended{': ' + tail if tail else ''}"
         return f"capture helper exited with code {code}{': ' + tail if tail else ''}"
+
+    def _action(self) -> str:
+        return POLKIT_ACTION if self.argv[1:2] == [HELPER_PATH] else "org.freedesktop.policykit.exec"
 
     # -- reader threads --------------------------------------------------------------
 
