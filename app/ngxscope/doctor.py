@@ -202,7 +202,7 @@ def _privilege_checks() -> list[Check]:
         missing = [what for what, ok in (("the capture helper", helper), ("its polkit policy", policy),
                                          ("pkexec", pkexec), ("a system D-Bus (polkitd)", bus)) if not ok]
         checks.append(Check("privileges", "capture", WARN,
-                            f"needs root: no {', '.join(missing)}; run `sudo ngxscope record ...`"))
+                            f"needs root: missing {', '.join(missing)}; run `sudo ngxscope record ...`"))
     return checks
 
 

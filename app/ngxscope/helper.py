@@ -61,7 +61,7 @@ def parse_helper_args(argv: list[str]) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > 10:
         raise HelperUsage(f"--pid must be a process id, not {text!r}")
     pid = int(text)
-    if pid < 1 or pid > 2**22:  # pid_max's ceiling on 64-bit Linux
+    if pid < 1 or pid >= 2**22:  # PID_MAX_LIMIT: pids stay below it on 64-bit Linux
         raise HelperUsage(f"--pid {pid} is out of range")
     return pid
 

@@ -134,15 +134,24 @@ class StreamSource:
                 proc.stdin.close()
             except OSError:
                 pass
+        # an elevated helper stops when its stdin closes (detaching probes takes seconds under
+        # load); the window may not signal it: pkexec leaves it with no trace of our uid
+        elevated = self.argv[0] in ("pkexec", "sudo")
         try:
-            proc.wait(timeout=2.0)
+            proc.wait(timeout=10.0 if elevated else 2.0)
         except subprocess.TimeoutExpired:
-            proc.terminate()
             try:
-                proc.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=2.0)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=2.0)
+            except PermissionError:
+                try:
+                    proc.wait(timeout=20.0)
+                except subprocess.TimeoutExpired:
+                    pass  # still stopping; its stdin is closed, it cannot outlive that for long
         for t in self._threads:
             t.join(timeout=1.0)
 
