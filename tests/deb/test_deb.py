@@ -191,9 +191,10 @@ def strace_leftovers(text: str) -> set[str]:
     return written
 
 
-def _run_window(user: str, pid: int, want: int, on_attach: Callable[[], None] | None,
+def _run_window(user: str, pid: int, on_attach: Callable[[], int] | None,
                 session: Path, png: Path) -> dict[str, Any]:
-    """The driver under Xvfb as `user`; returns its result record."""
+    """The driver under Xvfb as `user`; `on_attach` sends traffic once the probes are live
+    and returns how many requests it sent. Returns the driver's result record."""
     pw = pwd.getpwnam(user)
     driver = Path(pw.pw_dir) / "window_driver.py"
     driver.write_text(DRIVER.read_text())
@@ -201,14 +202,16 @@ def _run_window(user: str, pid: int, want: int, on_attach: Callable[[], None] | 
     env = [f"HOME={pw.pw_dir}", f"USER={user}", f"LOGNAME={user}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8",
            f"XDG_RUNTIME_DIR=/tmp/xdg-{user}"]
     cmd = ["runuser", "-u", user, "--", "env", "-i", *env, "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24",
-           "/usr/lib/ngxscope/bin/python3", "-I", str(driver), str(pid), str(want), str(session), str(png)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=pw.pw_dir)
-    assert proc.stdout is not None
+           "/usr/lib/ngxscope/bin/python3", "-I", str(driver), str(pid), str(session), str(png)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=pw.pw_dir)
+    assert proc.stdout is not None and proc.stdin is not None
     result: dict[str, Any] | None = None
     for line in proc.stdout:
         rec = json.loads(line)
         if rec.get("attached") and on_attach is not None:
-            on_attach()
+            proc.stdin.write(f"{on_attach()}\n")
+            proc.stdin.flush()
         if "result" in rec:
             result = rec["result"]
     err = proc.stderr.read() if proc.stderr else ""
@@ -225,7 +228,12 @@ def test_window_as_user_attaches_through_polkit(installed: Path, user: str, lab:
     probes_before = uprobe_count()
     traffic = Traffic(lab.plain_port, lab.tls_port)
     sent: list[int] = []
-    result = _run_window(user, lab.master_pid, 20, lambda: sent.append(traffic.run_mix(rounds=2)), session, png)
+
+    def send() -> int:
+        sent.append(traffic.run_mix(rounds=2))
+        return sent[0]
+
+    result = _run_window(user, lab.master_pid, send, session, png)
     assert result["helper_argv"] == ["pkexec", HELPER, "--pid", str(lab.master_pid)]
     assert result["attached"] and not result["error"], result
     log = lab.wait_log_lines(sent[0])
@@ -256,7 +264,7 @@ def test_window_as_user_denied_by_polkit(installed: Path, user: str, lab: LabNgi
     polkit_rule("NO")
     home = Path(pwd.getpwnam(user).pw_dir)
     session, png = home / "denied.ngxs", home / "denied.png"
-    result = _run_window(user, lab.master_pid, 1, None, session, png)
+    result = _run_window(user, lab.master_pid, None, session, png)
     assert result["rows"] == 0 and result["state"] == "died" and not result["attached"], result
     assert result["error"].startswith("not authorized to capture: polkit refused org.ngxscope.record"), result
     assert result["error"] in result["state_text"]

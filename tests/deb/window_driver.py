@@ -1,6 +1,6 @@
 """The installed window, driven the way a person would, as the unprivileged test user.
 
-    /usr/lib/ngxscope/bin/python3 -I window_driver.py PID WANT SESSION PNG
+    /usr/lib/ngxscope/bin/python3 -I window_driver.py PID SESSION PNG
 
 Run by tests/deb/test_deb.py under Xvfb with the package's own interpreter (-I: the
 checkout is not on the import path, so this is the installed ngxscope). Capture → Attach on
@@ -8,14 +8,16 @@ PID goes through `MainWindow.attach` → the default source → pkexec and the i
 capture helper. Protocol on stdout, one JSON object per line:
     {"attached": true}      the helper's probes are live (send traffic now)
     {"result": {...}}       the end: rows, state, error, helper argv, saved session
-It waits until WANT rows are shown (or the helper died, or 60 s), saves the session through
-File → Save's handler, renders the window to PNG, and closes it.
+and on stdin the number of requests sent. It waits until that many rows are shown (or the
+helper died, or 90 s), saves the session through File → Save's handler, renders the window
+to PNG, and closes it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 from ngxscope.ui.app import ensure_app
@@ -35,7 +37,9 @@ def pump(app: object, seconds: float) -> None:
 
 
 def main() -> int:
-    pid, want, session, png = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    pid, session, png = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    want: list[int] = []
+    threading.Thread(target=lambda: want.append(int(sys.stdin.readline() or 0)), daemon=True).start()
     app = ensure_app()
     win = MainWindow(None, title="ngxscope")
     connect_file_hooks(win)
@@ -46,14 +50,14 @@ def main() -> int:
     source = win.source
     assert source is not None
     argv = list(getattr(source, "argv", []))
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     attached = False
     while time.monotonic() < deadline:
         pump(app, 0.1)
         if not attached and any(e.kind == "attach" for e in win.events):
             attached = True
             say({"attached": True})
-        if len(win.store) >= want or win.status.state_kind == "died":
+        if (want and len(win.store) >= want[0]) or win.status.state_kind == "died":
             break
     pump(app, 1.0)  # a last frame: table, graphs, status bar
     saved = None
