@@ -45,24 +45,28 @@ MAINTAINER=${NGXSCOPE_DEB_MAINTAINER:-ngxscope developers <ngxscope@localhost>}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 
 # -- the dependencies' venv (cached) -------------------------------------------------------
-key=$( (cat pyproject.toml packaging/prune_qt.py; "$PY" -VV) | sha256sum | cut -d' ' -f1)
+key=$( (echo recipe 2; cat pyproject.toml packaging/prune_qt.py; "$PY" -VV) | sha256sum | cut -d" " -f1)
 mkdir -p build
 if [ "$(cat "$CACHE/key" 2>/dev/null)" != "$key" ]; then
   log "creating the dependencies' venv with $PY ($("$PY" -V))"
   rm -rf "$CACHE"; mkdir -p "$CACHE"
   "$PY" -m venv "$CACHE/venv"
   pip_q "$CACHE/venv/bin/python" -m pip install -q --no-compile "$ROOT"
+  # the project's build backend, so each build reinstalls it without an isolated build env
+  pip_q "$CACHE/venv/bin/python" -m pip install -q --no-compile "setuptools>=77" wheel
   site=$("$CACHE/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   mb=$("$CACHE/venv/bin/python" packaging/prune_qt.py "$site")
   log "PySide6 pruned to what the window loads (-$mb MB)"
   echo "$key" > "$CACHE/key"
 fi
 
+t_venv=$SECONDS
 # -- the staged tree -------------------------------------------------------------------------
 rm -rf "$STAGE"; mkdir -p "$(dirname "$VENV")"
-cp -a "$CACHE/venv" "$VENV"
-pip_q "$VENV/bin/python" -m pip install -q --no-compile --no-deps --force-reinstall "$ROOT"
-pip_q "$VENV/bin/python" -m pip uninstall -q -y pip setuptools
+# hard links: fast, and safe as every later change replaces a file or only drops its x bits
+cp -al "$CACHE/venv" "$VENV"
+pip_q "$VENV/bin/python" -m pip install -q --no-compile --no-deps --force-reinstall --no-build-isolation "$ROOT"
+pip_q "$VENV/bin/python" -m pip uninstall -q -y pip setuptools wheel
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 find "$VENV/bin" -mindepth 1 ! -name 'python*' -delete
 find "$site" -name direct_url.json -delete
@@ -71,10 +75,12 @@ rm -rf "$site/pyqtgraph/examples" "$site"/numpy/*/tests  # never imported
 find "$VENV/lib" -type f -perm /111 -exec chmod 0644 {} +
 sed -i "s#^command = .*#command = $PY -m venv $PREFIX#" "$VENV/pyvenv.cfg"
 ln -sfn ../../../../python3/dist-packages/bcc "$site/bcc"  # Debian's python3-bpfcc, alone
-if grep -rIl --exclude=RECORD "$ROOT" "$VENV" >/dev/null; then
-  die "build paths left in the venv: $(grep -rIl --exclude=RECORD "$ROOT" "$VENV" | head -3 | tr '\n' ' ')"
+text=(--include='*.py' --include='*.cfg' --include='*.json' --include='*.txt' --include='*.pth' --include=METADATA)
+if grep -rIl "${text[@]}" "$ROOT" "$VENV" >/dev/null; then
+  die "build paths left in the venv: $(grep -rIl "${text[@]}" "$ROOT" "$VENV" | head -3 | tr '\n' ' ')"
 fi
 
+t_stage=$SECONDS
 install -d "$STAGE/usr/bin" "$STAGE/usr/libexec/ngxscope"
 cat > "$STAGE/usr/bin/ngxscope" <<EOF
 #!/bin/sh
@@ -115,6 +121,7 @@ printf 'ngxscope (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- %s  
   "$VERSION" "$(git describe --always --dirty 2>/dev/null || echo 'a source tree')" \
   "$MAINTAINER" "$(date -u -R -d "$DATE")" | gzip -9n > "$doc/changelog.gz"
 
+t_files=$SECONDS
 # -- control files -----------------------------------------------------------------------------
 shlibs=$("$VENV/bin/python" -I -B packaging/shlibdeps.py "$VENV" | paste -sd, | sed 's/,/, /g')
 [ -n "$shlibs" ] || die "shlibdeps found no libraries"
@@ -152,7 +159,10 @@ install -m0755 packaging/postinst packaging/prerm "$STAGE/DEBIAN/"
 (cd "$STAGE" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$STAGE/DEBIAN/md5sums"
 chmod 0644 "$STAGE/DEBIAN/md5sums" "$STAGE/DEBIAN/control" "$STAGE/DEBIAN/conffiles"
 
+t_control=$SECONDS
 case "$XZ_LEVEL" in [0-9]) ;; *) die "NGXSCOPE_DEB_XZ_LEVEL must be 0..9" ;; esac
 SOURCE_DATE_EPOCH=$(date -u -d "$DATE" +%s) dpkg-deb --root-owner-group -Zxz "-z$XZ_LEVEL" --build "$STAGE" "$OUT" >/dev/null
-log "built $OUT ($(du -h "$OUT" | cut -f1), installed $(du -sh --exclude=DEBIAN "$STAGE" | cut -f1))"
+log "built $OUT ($(du -h "$OUT" | cut -f1), installed $(du -sh --exclude=DEBIAN "$STAGE" | cut -f1)) in ${SECONDS} s:" \
+  "deps venv $t_venv s, project $((t_stage - t_venv)) s, files $((t_files - t_stage)) s," \
+  "control $((t_control - t_files)) s, archive $((SECONDS - t_control)) s"
 echo "$OUT"

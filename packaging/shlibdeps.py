@@ -67,12 +67,19 @@ def _ldconfig() -> dict[str, str]:
     return out
 
 
-def _package_of(path: str) -> str | None:
-    for candidate in (path, os.path.realpath(path), path.replace("/lib/", "/usr/lib/", 1)):
-        res = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
-        if res.returncode == 0:
-            return res.stdout.split(":", 1)[0].strip()
-    return None
+def _packages_of(paths: list[str]) -> dict[str, str]:
+    """{path: package} for the paths dpkg knows (one `dpkg -S` per spelling, for usrmerge)."""
+    found: dict[str, str] = {}
+    for spell in (lambda p: p, os.path.realpath, lambda p: p.replace("/lib/", "/usr/lib/", 1)):
+        todo = {spell(p): p for p in paths if p not in found}
+        if not todo:
+            break
+        res = subprocess.run(["dpkg", "-S", *todo], capture_output=True, text=True)
+        for line in res.stdout.splitlines():
+            pkgs, _, owned = line.partition(": ")
+            if owned in todo:
+                found[todo[owned]] = pkgs.split(",")[0].split(":")[0].strip()
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     libs = _ldconfig()
     packages: set[str] = set()
     unresolved: dict[str, list[str]] = {}
-    for soname, users in sorted(needed.items()):
-        if soname in shipped:
-            continue
-        path = libs.get(soname)
-        pkg = _package_of(path) if path else None
+    wanted = {soname: libs.get(soname) for soname in needed if soname not in shipped}
+    owners = _packages_of([p for p in wanted.values() if p])
+    for soname, path in sorted(wanted.items()):
+        pkg = owners.get(path) if path else None
         if pkg is None:
-            unresolved[soname] = users
+            unresolved[soname] = needed[soname]
         else:
             packages.add(pkg)
     for soname, users in unresolved.items():
