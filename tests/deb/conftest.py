@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HELPER = "/usr/libexec/ngxscope/ngxscope-capture-helper"
 ACTION = "org.ngxscope.record"
 BUS = "/run/dbus/system_bus_socket"
+PIDFILE = "/run/dbus/pid"
 RULES_DIR = Path("/etc/polkit-1/rules.d")
 
 
@@ -114,6 +115,8 @@ def polkitd(installed: Path) -> Iterator[None]:
     started: list[subprocess.Popen[bytes] | int] = []
     if not _bus_answers():
         os.makedirs("/run/dbus", exist_ok=True)
+        for stale in (PIDFILE, BUS):  # a bus that died leaves these; dbus-daemon refuses to start
+            Path(stale).unlink(missing_ok=True)
         res = run(["dbus-daemon", "--system", "--fork", "--print-pid"])
         assert res.returncode == 0, res.stderr
         started.append(int(res.stdout.split()[0]))
@@ -137,6 +140,12 @@ def polkitd(installed: Path) -> Iterator[None]:
                     os.kill(item, 15)
                 except ProcessLookupError:
                     pass
+                for _ in range(50):
+                    if not os.path.exists(f"/proc/{item}"):
+                        break
+                    time.sleep(0.1)
+                for path in (PIDFILE, BUS):
+                    Path(path).unlink(missing_ok=True)
             else:
                 item.terminate()  # runuser passes SIGTERM on to polkitd
                 item.wait(timeout=10)
