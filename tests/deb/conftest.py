@@ -80,9 +80,10 @@ def deb() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def installed(deb: Path) -> Iterator[Path]:
-    """The .deb installed (dpkg -i); purged at the end unless it was installed before."""
+    """The .deb installed (dpkg -i); purged after the module unless it was installed before
+    (module scope: later tests must not find its /usr/bin/ngxscope on PATH)."""
     before = run(["dpkg-query", "-W", "-f=${Status}", "ngxscope"]).stdout
     res = run(["dpkg", "-i", str(deb)], timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -93,7 +94,7 @@ def installed(deb: Path) -> Iterator[Path]:
         assert not os.path.exists("/usr/lib/ngxscope"), "purge left /usr/lib/ngxscope behind"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def user() -> Iterator[str]:
     """A fresh normal user with a home directory, removed (with its home) afterwards."""
     name = f"ngxt{secrets.token_hex(3)}"
@@ -109,7 +110,7 @@ def user() -> Iterator[str]:
         run(["userdel", "--remove", name])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def polkitd(installed: Path) -> Iterator[None]:
     """A system D-Bus and polkitd that know the installed policy (started if missing)."""
     started: list[subprocess.Popen[bytes] | int] = []
