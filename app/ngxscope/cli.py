@@ -18,6 +18,7 @@ from . import __version__
 from .capture.procs import find_instances, format_instances
 from .capture.tracer import Tracer, TracerConfig, bpf_source
 from .demo import run_demo
+from .doctor import run_doctor
 from .gui import no_display_reason, open_remote_window, open_session_window, open_window
 from .pipeline.remote import (
     RemoteSpec,
@@ -136,6 +137,8 @@ def _build_parser() -> argparse.ArgumentParser:
     op.add_argument("file")
 
     replay_arguments(sub.add_parser("replay", help="send a recorded request again and diff the answer"))
+    doc = sub.add_parser("doctor", help="can this machine capture, and how (one screen for a bug report)")
+    doc.add_argument("--json", action="store_true", help="print the checks as JSON")
     return p
 
 
@@ -190,6 +193,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(args)
     if args.cmd == "replay":
         return run_replay(args)
+    if args.cmd == "doctor":
+        return run_doctor(json_output=args.json)
     if args.cmd == "open":
         return open_session_window(args.file)
     return open_window(pid=args.pid)

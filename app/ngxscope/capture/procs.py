@@ -323,6 +323,9 @@ def _build_instance(master: NginxProcess, workers: list[NginxProcess]) -> NginxI
         inst.capture_reason = f"not a serving nginx process ({master.cmdline})"
     elif inst.binary is None:
         inst.capture_reason = f"cannot inspect binary: {inst.binary_error}"
+        if "permission denied" in inst.binary_error and os.geteuid() != 0:
+            inst.capture_reason += (f" (nginx runs as {master.user}: `sudo ngxscope list` shows its "
+                                    "capture method; the window's capture helper runs as root)")
     else:
         inst.capture_method = inst.binary.method
         inst.capture_reason = inst.binary.method_reason
@@ -478,7 +481,9 @@ def _format_one(inst: NginxInstance, now: float, width: int) -> list[str]:
     else:
         tls = f"{b.tls_library} ({b.tls})" if b.tls_library else b.tls
         lines.append(f"  {'tls':<{label_w}}{tls}")
-    listen = _wrap_list(inst.listen, width - len(pad)) or ["(no TCP listening sockets found)"]
+    hidden = not inst.listen and not os.access(f"/proc/{m.pid}/fd", os.R_OK)
+    listen = _wrap_list(inst.listen, width - len(pad)) or [
+        "(unknown: its sockets are not readable by this user)" if hidden else "(no TCP listening sockets found)"]
     lines.append(f"  {'listen':<{label_w}}{listen[0]}")
     lines.extend(pad + extra for extra in listen[1:])
     if inst.capture_method:

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any, Protocol, runtime_checkable
 
+from ..helper import HELPER_PATH, POLKIT_ACTION, installed_helper
 from ..model import Exchange, LifecycleEvent
 from ..store.codec import SessionError, check_header, parse_record
 
@@ -73,11 +74,20 @@ def helper_argv(pid: int, *, output: str | None = None, python: str | None = Non
 
 
 def elevate(argv: list[str]) -> list[str]:
-    """Prefix `argv` with pkexec (graphical session) or `sudo -n` when not root."""
+    """Prefix `argv` with pkexec (graphical session) or `sudo -n` when not root.
+
+    Installed from the .deb, a plain `helper_argv` goes through the fixed-path helper its
+    polkit action names (`ngxscope.helper`), so polkit asks about capturing, not about
+    running some Python as root.
+    """
     if os.geteuid() == 0:
         return list(argv)
     graphical = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if graphical and shutil.which("pkexec"):
+        helper = installed_helper()
+        if helper is not None and argv[1:-3] == ["-m", "ngxscope", "record"] \
+                and argv[-3] == "--pid" and argv[-1] == "--stream":
+            return ["pkexec", helper, "--pid", argv[-2]]
         return ["pkexec", *argv]
     return ["sudo", "-n", *argv]
 
@@ -133,15 +143,24 @@ class StreamSource:
         if proc is None:
             return
         self._close_stdin()
+        # an elevated helper stops when its stdin closes (detaching probes takes seconds under
+        # load); the window may not signal it: pkexec leaves it with no trace of our uid
+        elevated = self.argv[0] in ("pkexec", "sudo")
         try:
-            proc.wait(timeout=2.0)
+            proc.wait(timeout=10.0 if elevated else 2.0)
         except subprocess.TimeoutExpired:
-            proc.terminate()
             try:
-                proc.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=2.0)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=2.0)
+            except PermissionError:
+                try:
+                    proc.wait(timeout=20.0)
+                except subprocess.TimeoutExpired:
+                    pass  # still stopping; its stdin is closed, it cannot outlive that for long
         for t in self._threads:
             t.join(timeout=1.0)
 
@@ -189,9 +208,16 @@ class StreamSource:
         if code is None or not self._eof.is_set():
             return None
         tail = " | ".join(line for line in list(self._stderr)[-3:] if line)
+        if self.argv[0] == "pkexec" and (code == 126 or (code == 127 and "Not authorized" in tail)):
+            # pkexec: 126 = the authentication dialog was dismissed, 127 + this text = denied
+            return (f"not authorized to capture: polkit refused {self._action()} "
+                    f"(pkexec exit {code}); nothing was started")
         if code == 0:
             return f"capture helper ended{': ' + tail if tail else ''}"
         return f"capture helper exited with code {code}{': ' + tail if tail else ''}"
+
+    def _action(self) -> str:
+        return POLKIT_ACTION if self.argv[1:2] == [HELPER_PATH] else "org.freedesktop.policykit.exec"
 
     # -- reader threads --------------------------------------------------------------
 

@@ -316,7 +316,8 @@ class MainWindow(DropOpener, WindowBase):
             self.agg.clock = None
             err = src.error()
             if err:
-                self.status.set_state("died", f"✖ helper died: {err}")
+                why = err if err.startswith("not authorized") else f"helper died: {err}"
+                self.status.set_state("died", f"✖ {why}")
                 self.events_log.note(f"capture ended: {err}")
             else:
                 self.status.set_state("stopped", "■ stopped")
