@@ -74,9 +74,16 @@ def _metavar(action: argparse.Action) -> str:
 # ----------------------------------------------------------------------------- man page
 
 
+_ROFF_GLYPHS = {"\u2026": "...", "\u2013": "\\(en", "\u2014": "\\(em", "\u2192": "\\(->",
+                "\u00b5": "\\(mc"}
+"""Typographic characters help texts use, as roff's own glyphs (man renders on ASCII too)."""
+
+
 def _roff(text: str) -> str:
-    """Escape text for roff: backslashes, hyphens, and a leading dot or quote."""
+    """Escape text for roff: backslashes, hyphens, typographic glyphs, a leading dot or quote."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
+    for char, glyph in _ROFF_GLYPHS.items():
+        text = text.replace(char, glyph)
     if text[:1] in (".", "'"):
         text = "\\&" + text
     return text

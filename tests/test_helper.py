@@ -8,7 +8,7 @@ import pytest
 
 from ngxscope import helper
 from ngxscope.helper import HelperUsage, parse_helper_args, record_argv
-from ngxscope.ui.source import StreamSource, elevate, helper_argv
+from ngxscope.pipeline.source import StreamSource, elevate, helper_argv
 
 
 @pytest.mark.parametrize("argv, pid", [(["--pid", "1"], 1), (["--pid=4321"], 4321), (["--pid", "4194303"], 4194303)])
@@ -43,7 +43,7 @@ def test_checkout_never_uses_the_installed_helper(monkeypatch: pytest.MonkeyPatc
 
 def test_window_elevates_through_the_installed_helper(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not root, a display, pkexec, and the .deb's helper: pkexec HELPER --pid N, nothing else."""
-    import ngxscope.ui.source as source
+    import ngxscope.pipeline.source as source
 
     monkeypatch.setattr(source.os, "geteuid", lambda: 1000)
     monkeypatch.setenv("DISPLAY", ":9")
