@@ -193,7 +193,7 @@ def test_wrong_offsets_are_caught(tmp_path: Path, capture_factory: Any, monkeypa
     """The static build read with Debian's request-struct offsets (DAV and realip fields
     that build does not have): the self-check must refuse nginx's values, and the exchanges
     keep the byte-derived ones (a 444 then has no status: none was sent)."""
-    import ngxscope.record
+    import ngxscope.pipeline.recorder
     from ngxscope.capture.layout import layout_for_binary
 
     binary = BUILDS / "static-ssl" / "nginx"
@@ -201,7 +201,7 @@ def test_wrong_offsets_are_caught(tmp_path: Path, capture_factory: Any, monkeypa
         pytest.fail(f"{binary} missing: run scripts/setup.sh (it runs scripts/build-nginx-static.sh)")
     wrong = layout_for_binary("/usr/sbin/nginx", "1.22.1")
     assert wrong.r_status != layout_for_binary(binary, "1.22.1").r_status
-    monkeypatch.setattr(ngxscope.record, "layout_for_binary", lambda path, version: wrong)
+    monkeypatch.setattr(ngxscope.pipeline.recorder, "layout_for_binary", lambda path, version: wrong)
     prefix = tmp_path / "lab"
     port, tls_port = free_port(), free_port()
     lab = LabNginx(workers=1, nginx_bin=str(binary), prefix=prefix,
