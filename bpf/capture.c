@@ -274,6 +274,18 @@ static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
     return 0;
 }
 
+/* Copy len bytes (at most what is left of PAYLOAD_CAP) from user address src to
+ * e->data[off]; returns how many were copied. */
+static __always_inline u32 copy_segment(struct data_event *e, u32 off, u64 len, u64 src)
+{
+    u64 o = off;
+    opaque(o);
+    o &= (PAYLOAD_CAP - 1);
+    u64 cl = capped(len, PAYLOAD_CAP);
+    bpf_probe_read_user(&e->data[o], cl, (void *)src);
+    return cl;
+}
+
 /* Copy up to PAYLOAD_CAP of `n` bytes from a list of segments into e->data. */
 static __always_inline u32 copy_iovecs(struct data_event *e, u64 iovs, u64 count_, u64 n)
 {
@@ -289,16 +301,7 @@ static __always_inline u32 copy_iovecs(struct data_event *e, u64 iovs, u64 count
         u32 room = PAYLOAD_CAP - off;
         if (chunk > room)
             chunk = room;
-        u64 o = off;
-        u64 cl = chunk;
-        opaque(o);
-        opaque(cl);
-        o &= (PAYLOAD_CAP - 1);
-        cl &= (2 * PAYLOAD_CAP - 1);
-        if (cl > PAYLOAD_CAP)
-            cl = PAYLOAD_CAP;
-        bpf_probe_read_user(&e->data[o], cl, iov.iov_base);
-        off += cl;
+        off += copy_segment(e, off, chunk, (u64)iov.iov_base);
         left -= chunk;
     }
     return off;
@@ -320,16 +323,7 @@ static __always_inline u32 copy_chain(struct data_event *e, u64 chain, u64 n)
         u64 chunk = seg < left ? seg : left;
         u32 room = PAYLOAD_CAP - off;
         u64 take = chunk > room ? room : chunk;
-        u64 o = off;
-        u64 cl = take;
-        opaque(o);
-        opaque(cl);
-        o &= (PAYLOAD_CAP - 1);
-        cl &= (2 * PAYLOAD_CAP - 1);
-        if (cl > PAYLOAD_CAP)
-            cl = PAYLOAD_CAP;
-        bpf_probe_read_user(&e->data[o], cl, (void *)last);
-        off += cl;
+        off += copy_segment(e, off, take, last);
         left -= chunk;
         bpf_probe_read_user(&chain, sizeof(chain), (void *)(chain + 8));  /* ngx_chain_t.next */
     }
@@ -437,11 +431,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         emit_chunks(e, a.arg, ret, want_status && st ? &st->status : 0);
         return 0;
     }
-    u64 size = cap;
-    opaque(size);
-    size &= (2 * PAYLOAD_CAP - 1);
-    if (size > PAYLOAD_CAP)
-        size = PAYLOAD_CAP;
+    u64 size = capped(cap, PAYLOAD_CAP);
     cap = size;
     e->h.cap = cap;
     if (want_status && st && cap >= 12)
@@ -568,10 +558,7 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
     l->line_addr = addr;
     if (n > REQLOG_LINE_CAP)
         n = REQLOG_LINE_CAP;
-    opaque(n);
-    n &= (2 * REQLOG_LINE_CAP - 1);
-    if (n > REQLOG_LINE_CAP)
-        n = REQLOG_LINE_CAP;
+    n = capped(n, REQLOG_LINE_CAP);
     if (n && bpf_probe_read_user(l->line, n, (void *)addr) < 0)
         n = 0;
     submit(l, sizeof(struct ev_reqlog) - REQLOG_LINE_CAP + n);

@@ -11,6 +11,17 @@
 /* Hide a value from the compiler so the masks below survive into the verifier's view. */
 #define opaque(x) asm volatile("" : "+r"(x))
 
+/* n (at most cap, a power of two) in a form the verifier can bound as a read length: hidden
+ * from the compiler, then masked and clamped (the mask is what the verifier tracks). */
+static __always_inline u64 capped(u64 n, u64 cap)
+{
+    opaque(n);
+    n &= (2 * cap - 1);
+    if (n > cap)
+        n = cap;
+    return n;
+}
+
 /* counters' and rbstate's indices (CNT_*, RB_*) are in events.h: user space reads them */
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_HASH(targets, u32, u8, 4096);
@@ -150,10 +161,7 @@ static __always_inline void emit_chunks(struct data_event *e, u64 buf, u64 ret, 
             break;
         u64 left = ret - done;
         u64 n = left < PAYLOAD_CAP ? left : PAYLOAD_CAP;
-        opaque(n);
-        n &= (2 * PAYLOAD_CAP - 1);
-        if (n > PAYLOAD_CAP)
-            n = PAYLOAD_CAP;
+        n = capped(n, PAYLOAD_CAP);
         u64 len = (i == MAX_CHUNKS - 1) ? left : n;
         bpf_probe_read_user(&e->data[0], n, (void *)(buf + done));
         e->h.offset = base + done;

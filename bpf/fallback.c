@@ -179,10 +179,7 @@ static __always_inline void emit_iov(u64 pid_tgid, struct conn_state *st, s32 fd
         u64 n = len < PAYLOAD_CAP ? len : PAYLOAD_CAP;
         if (n > iov.iov_len)
             n = iov.iov_len;
-        opaque(n);
-        n &= (2 * PAYLOAD_CAP - 1);
-        if (n > PAYLOAD_CAP)
-            n = PAYLOAD_CAP;
+        n = capped(n, PAYLOAD_CAP);
         bpf_probe_read_user(&e->data[0], n, iov.iov_base);
         e->h.offset = base + done;
         e->h.len = len;

@@ -17,10 +17,12 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
     "WIRE_ADDR_LEN",
@@ -101,21 +103,24 @@ class WirePacket:
     """The interface it crossed ("lo", "eth0")."""
 
 
-def _split_listen(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
+def _listen_addresses(listen: Iterable[str]) -> Iterator[tuple[str, IPAddress, int]]:
+    """(host as written, address, port) of each listening address ("127.0.0.1:8080",
+    "[::]:443"); one that does not parse is skipped."""
+    for item in listen:
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        try:
+            parsed = ipaddress.ip_address(host), int(port)
+        except ValueError:
+            continue
+        yield host, *parsed
 
 
 def listen_entries(listen: Iterable[str]) -> list[tuple[bytes, int, int]]:
     """(16-byte address, port, family 4/6) per listening address ("127.0.0.1:8080",
     "[::]:443"); a wildcard address becomes all zero bytes."""
     out: list[tuple[bytes, int, int]] = []
-    for item in listen:
-        try:
-            host, port = _split_listen(item)
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            continue
+    for _host, ip, port in _listen_addresses(listen):
         if ip.is_unspecified:
             raw = bytes(WIRE_ADDR_LEN)
         elif ip.version == 4:
@@ -147,12 +152,7 @@ def interfaces_for(listen: Iterable[str]) -> list[str]:
     up = sorted(n for n, s in stats.items() if s.isup)
     chosen = {"lo"} & set(up)
     local = _local_addresses()
-    for item in listen:
-        try:
-            host, _port = _split_listen(item)
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            continue
+    for host, ip, _port in _listen_addresses(listen):
         if ip.is_unspecified:
             chosen.update(up)
         else:

@@ -163,30 +163,28 @@ def instances_json(instances: list[Any]) -> dict[str, Any]:
 
 def list_remote(spec: RemoteSpec, include_all: bool = False, timeout: float = 30.0) -> dict[str, Any]:
     """Run `ngxscope list --json` on the remote host. Raises RemoteError with one line."""
+    stdout = _run_list(spec, spec.list_argv(include_all), timeout)
     try:
-        res = subprocess.run(spec.list_argv(include_all), capture_output=True, text=True,
-                             timeout=timeout, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise RemoteError("ssh is not installed (Debian: openssh-client)") from None
-    except subprocess.TimeoutExpired:
-        raise RemoteError(f"{spec.label}: no answer from `ngxscope list` within {timeout:g} s") from None
-    if res.returncode != 0:
-        raise RemoteError(f"{spec.label}: {remote_failure(res.returncode, res.stderr)}")
-    try:
-        data = json.loads(res.stdout)
+        data = json.loads(stdout)
         if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
             raise ValueError("no instances")
     except ValueError:
         raise RemoteError(f"{spec.label}: `ngxscope list --json` printed no JSON "
-                          f"(an older ngxscope there?): {res.stdout[:120]!r}") from None
+                          f"(an older ngxscope there?): {stdout[:120]!r}") from None
     return data
 
 
 def list_remote_text(spec: RemoteSpec, include_all: bool = False, timeout: float = 60.0) -> str:
     """`ngxscope list` on the remote host, as it prints it. Raises RemoteError with one line."""
+    argv = ssh_argv(spec, spec.remote_command("list", *(["--all"] if include_all else [])))
+    return _run_list(spec, argv, timeout)
+
+
+def _run_list(spec: RemoteSpec, argv: list[str], timeout: float) -> str:
+    """The output of an `ngxscope list` run over ssh. Raises RemoteError with one line."""
     try:
-        res = subprocess.run(ssh_argv(spec, spec.remote_command("list", *(["--all"] if include_all else []))),
-                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise RemoteError("ssh is not installed (Debian: openssh-client)") from None
     except subprocess.TimeoutExpired:

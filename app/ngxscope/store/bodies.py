@@ -8,11 +8,10 @@ says what it did in `notes`.
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass, field
 
 from ngxscope.model import Exchange
-from ngxscope.store.httpbody import dechunk
+from ngxscope.store.httpbody import dechunk, inflate
 
 __all__ = ["RenderedBody", "dechunk", "decompress", "header", "hexdump", "render_body"]
 
@@ -41,26 +40,8 @@ def header(headers: list[tuple[str, str]], name: str) -> str:
 
 def decompress(data: bytes, encoding: str) -> tuple[bytes, str | None]:
     """Decode Content-Encoding gzip/deflate. Returns (bytes, problem or None)."""
-    enc = encoding.strip().lower()
-    if enc in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif enc == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        return data, f"Content-Encoding {encoding} not decoded"
-    try:
-        d = zlib.decompressobj(wbits)
-        out = d.decompress(data, MAX_SHOWN * 4)
-        if not d.eof:
-            return out, "compressed stream incomplete (truncated capture)"
-        return out, None
-    except zlib.error as exc:
-        if enc == "deflate":
-            try:
-                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, MAX_SHOWN * 4), None
-            except zlib.error:
-                pass
-        return data, f"cannot decompress: {exc}"
+    out, problem = inflate(data, encoding, MAX_SHOWN * 4)
+    return (data if out is None else out), problem
 
 
 def hexdump(data: bytes, limit: int = 64 * 1024) -> str:

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 
 from ngxscope.model import Exchange
-from ngxscope.store.httpbody import dechunk
+from ngxscope.store.httpbody import dechunk, inflate
 
 __all__ = [
     "DecodedCache",
@@ -50,19 +49,7 @@ def _header(headers: Headers, name: str) -> str:
 
 def decompress(data: bytes, encoding: str) -> bytes | None:
     """gzip / deflate decoded (what a cut stream gave), or None for other encodings."""
-    enc = encoding.strip().lower()
-    if enc in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif enc == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        return None
-    for bits in (wbits, -zlib.MAX_WBITS) if enc == "deflate" else (wbits,):
-        try:
-            return zlib.decompressobj(bits).decompress(data, MAX_DECODED)
-        except zlib.error:
-            continue
-    return None
+    return inflate(data, encoding, MAX_DECODED)[0]
 
 
 def _needs_decoding(raw: bytes, headers: Headers) -> bool:

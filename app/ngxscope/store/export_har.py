@@ -26,7 +26,6 @@ import base64
 import binascii
 import json
 import math
-import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -34,7 +33,7 @@ from urllib.parse import parse_qsl
 
 from ngxscope import __version__
 from ngxscope.model import Exchange
-from ngxscope.store.httpbody import dechunk
+from ngxscope.store.httpbody import dechunk, inflate
 
 __all__ = ["MAX_DECODED", "dechunk", "decode_body", "har_entry", "iso_time", "write_har"]
 
@@ -65,22 +64,6 @@ def iso_time(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def _decompress(data: bytes, encoding: str) -> bytes | None:
-    enc = encoding.strip().lower()
-    if enc in ("gzip", "x-gzip"):
-        modes = [16 + zlib.MAX_WBITS]
-    elif enc == "deflate":
-        modes = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
-    else:
-        return None
-    for wbits in modes:
-        try:
-            return zlib.decompressobj(wbits).decompress(data, MAX_DECODED)
-        except zlib.error:
-            continue
-    return None
-
-
 def decode_body(
     headers: Headers, wire: bytes
 ) -> tuple[bytes, bool, int]:
@@ -95,7 +78,7 @@ def decode_body(
     entity = len(body)
     encoding = header(headers, "Content-Encoding")
     if encoding and body:
-        plain = _decompress(body, encoding)
+        plain = inflate(body, encoding, MAX_DECODED)[0]
         if plain is not None:
             return plain, True, entity
     return body, False, entity

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["dechunk"]
+import zlib
+
+__all__ = ["dechunk", "inflate"]
 
 
 def dechunk(data: bytes) -> tuple[bytes, bool]:
@@ -26,3 +28,31 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
             return bytes(out), False
         pos += size + 2
     return bytes(out), False
+
+
+def inflate(data: bytes, encoding: str, limit: int) -> tuple[bytes | None, str | None]:
+    """Content-Encoding gzip / deflate decoded, at most `limit` bytes: (payload, problem).
+
+    The payload is None when nothing could be decoded (another encoding, a broken stream);
+    a cut stream gives what it held with a problem saying so. `deflate` is tried zlib-wrapped
+    first, then raw (servers send both)."""
+    enc = encoding.strip().lower()
+    if enc in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        return None, f"Content-Encoding {encoding} not decoded"
+    try:
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(data, limit)
+        if not d.eof:
+            return out, "compressed stream incomplete (truncated capture)"
+        return out, None
+    except zlib.error as exc:
+        if enc == "deflate":
+            try:
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, limit), None
+            except zlib.error:
+                pass
+        return None, f"cannot decompress: {exc}"

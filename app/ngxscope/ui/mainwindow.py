@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QEvent, QModelIndex, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
-    QDockWidget,
     QMenu,
     QSplitter,
     QVBoxLayout,
@@ -36,22 +35,16 @@ from ngxscope.store.memory import ExchangeStore
 
 from ..pipeline.source import ExchangeSource, StreamSource, helper_argv
 from .detail import DetailPane
+from .docks import DockedPanels
 from .filterbar import FilterBar
 from .findbar import FindBar
-from .graphs import GraphsPanel, style_plot
 from .icon import app_icon
 from .menus import build_menus, cell_menu, columns_menu
-from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .recent import DropOpener
 from .replaydialog import ReplayDialog, ReplayManyDialog
-from .routes import RoutesPanel
-from .slowest import SlowestPanel
 from .statusbar import CaptureStatusBar
 from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
 from .tableview import build_table, fit_upstream_column
-from .tlspanel import TlsPanel
-from .upstreams import UpstreamsPanel
-from .windowbase import WindowBase
 
 __all__ = ["MainWindow"]
 
@@ -72,7 +65,7 @@ def default_source_factory(pid: int) -> ExchangeSource:
     return StreamSource(helper_argv(pid))
 
 
-class MainWindow(DropOpener, WindowBase):
+class MainWindow(DropOpener, DockedPanels):
     """The ngxscope window. Give it a source (or attach / open later). Its signals are
     declared in `WindowBase` (open_session_requested, save_requested, export_requested,
     attach_requested)."""
@@ -167,43 +160,6 @@ class MainWindow(DropOpener, WindowBase):
         t.customContextMenuRequested.connect(self._cell_menu)
         t.selectionModel().currentRowChanged.connect(self._current_changed)
         t.verticalScrollBar().valueChanged.connect(self._scrolled)
-
-    def _build_docks(self) -> None:
-        self.graphs = GraphsPanel()
-        self.workers = WorkersPanel()
-        self.upstreams = UpstreamsPanel()
-        self.upstreams.peer_clicked.connect(lambda addr: self.filter_bar.set_text(
-            f"upstream={addr}"))
-        self.routes = RoutesPanel()
-        self.routes.route_clicked.connect(self.filter_bar.set_text)
-        self.slowest = SlowestPanel(self.routes.templater)
-        self.slowest.exchange_clicked.connect(self._show_slow)
-        self.events_log = EventsLog()
-        self.tls_panel = TlsPanel()
-        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.docks: dict[str, QDockWidget] = {}
-        for name, title, widget, area in (
-            ("graphs", "Graphs", self.graphs, Qt.DockWidgetArea.RightDockWidgetArea),
-            ("workers", "Workers", self.workers, Qt.DockWidgetArea.BottomDockWidgetArea),
-            ("upstreams", "Upstreams", self.upstreams, Qt.DockWidgetArea.BottomDockWidgetArea),
-            ("routes", "Routes", self.routes, Qt.DockWidgetArea.BottomDockWidgetArea),
-            ("slowest", "Slowest", self.slowest, Qt.DockWidgetArea.BottomDockWidgetArea),
-            ("events", "Events", self.events_log, Qt.DockWidgetArea.BottomDockWidgetArea),
-            ("tls", "TLS / Connections", self.tls_panel, Qt.DockWidgetArea.BottomDockWidgetArea),
-        ):
-            dock = QDockWidget(title, self)
-            dock.setObjectName(f"dock-{name}")
-            dock.setWidget(widget)
-            self.addDockWidget(area, dock)
-            self.docks[name] = dock
-        self.tabifyDockWidget(self.docks["workers"], self.docks["upstreams"])
-        self.tabifyDockWidget(self.docks["upstreams"], self.docks["routes"])
-        self.tabifyDockWidget(self.docks["routes"], self.docks["slowest"])
-        self.tabifyDockWidget(self.docks["slowest"], self.docks["tls"])
-        self.tabifyDockWidget(self.docks["tls"], self.docks["events"])
-        self.docks["workers"].raise_()
-        self.resizeDocks([self.docks["graphs"]], [440], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["workers"]], [210], Qt.Orientation.Vertical)
 
     # -- sources ---------------------------------------------------------------------
 
@@ -321,19 +277,6 @@ class MainWindow(DropOpener, WindowBase):
                 self.events_log.note(f"capture ended: {err}")
             else:
                 self.status.set_state("stopped", "■ stopped")
-
-    def show_events(self, events: list[LifecycleEvent]) -> None:
-        """Log lifecycle events in the Events dock and flash the newest in the status bar."""
-        self.events.extend(events)
-        self.events_log.add_events(events)
-        for ev in events:
-            if ev.kind == "lost-events":
-                self.status.lost_total += 1
-        shown = [ev for ev in events if ev.kind != "config"] or events
-        last = shown[-1]
-        more = f"  (+{len(shown) - 1} more: see Events)" if len(shown) > 1 else ""
-        self.status.flash(describe_event(last) + more, EVENT_KINDS.get(last.kind, ("", "#6b7280"))[1])
-        self.docks["events"].setWindowTitle(f"Events ({self.events_log.topLevelItemCount():,})")
 
     def _append(self, exchanges: list[Exchange], *, feed: bool = True) -> None:
         sb = self.table.verticalScrollBar()
@@ -521,24 +464,9 @@ class MainWindow(DropOpener, WindowBase):
         return [ex for r in range(proxy.rowCount())
                 if (ex := proxy.exchange_at(proxy.index(r, 0))) is not None]
 
-    def refresh_graphs(self) -> None:
-        if self.paused or not self.docks["graphs"].isVisible():
-            return
-        self.graphs.refresh(self.agg)
-
     def refresh_panels(self) -> None:
         if not self.paused:
-            if self.docks["workers"].isVisible():
-                self.workers.refresh(self.agg, self.graphs.window_s)
-            if self.docks["upstreams"].isVisible():
-                self.upstreams.refresh(self.agg)
-            # a dock behind another's tab is "visible" to Qt: these two cost, ask what is shown
-            if not self.docks["routes"].visibleRegion().isEmpty():
-                self.routes.refresh(self.store, self.agg.end_second() + 1.0)
-            if not self.docks["slowest"].visibleRegion().isEmpty():
-                self.slowest.refresh(self.store, self.agg.end_second() + 1.0)
-            if self.docks["tls"].isVisible():
-                self.tls_panel.refresh(self.agg)
+            self.refresh_docks()
         self.status.set_rows(self.proxy.rowCount(), len(self.store), self.store.dropped)
         self.status.set_stats(self._last_stats, req_rate=self.agg.rate())
         self._last_stats = None
@@ -546,14 +474,6 @@ class MainWindow(DropOpener, WindowBase):
             self._show_state()
 
     # -- desktop habits --------------------------------------------------------------
-
-    def changeEvent(self, event: QEvent) -> None:
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
-            graphs = getattr(self, "graphs", None)
-            if graphs is not None:
-                graphs.apply_palette()
-                style_plot(self.workers.plot, self.palette())
-        super().changeEvent(event)
 
     def _restore_settings(self) -> None:
         s = self.settings

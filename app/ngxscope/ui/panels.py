@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -24,6 +23,7 @@ from ngxscope.model import LifecycleEvent
 from ngxscope.store.aggregate import Aggregator
 
 from .graphs import steady, style_plot, time_span
+from .paneltable import panel_table, set_cell
 from .tablemodel import STATUS_COLORS, fmt_ms
 from .upstreams import UpstreamsPanel
 
@@ -34,14 +34,8 @@ WORKER_COLORS = ("#2f7fc1", "#2e9d4f", "#d9822b", "#9b59b6", "#d64545", "#16a085
 
 
 def _table(headers: list[str]) -> QTableWidget:
-    t = QTableWidget(0, len(headers))
-    t.setHorizontalHeaderLabels(headers)
-    t.verticalHeader().setVisible(False)
+    t = panel_table(headers)
     t.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-    t.verticalHeader().setDefaultSectionSize(22)
-    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.setAlternatingRowColors(True)
     t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     t.horizontalHeader().setStretchLastSection(False)
     return t
@@ -49,14 +43,7 @@ def _table(headers: list[str]) -> QTableWidget:
 
 def _set_row(table: QTableWidget, row: int, cells: list[str], colors: dict[int, QColor]) -> None:
     for col, text in enumerate(cells):
-        item = table.item(row, col)
-        if item is None:
-            item = QTableWidgetItem()
-            if col > 0:
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            table.setItem(row, col, item)
-        if item.text() != text:
-            item.setText(text)
+        item = set_cell(table, row, col, text, right=col > 0)
         if col in colors:
             item.setForeground(colors[col])
 

@@ -54,6 +54,11 @@ class _Relay(QObject):
     """A ReplayResult or a ReplayError, from the sending thread."""
 
 
+def _confirm(parent: QWidget, question: str) -> bool:
+    """Ask before sending a non-idempotent request again."""
+    return QMessageBox.question(parent, "Replay", question) == QMessageBox.StandardButton.Yes
+
+
 def _side_html(title: str, status: int | None, reason: str, headers: list[tuple[str, str]],
                body: bytes) -> str:
     lines = [f"<h3 style='margin:2px'>{html.escape(title)}</h3>",
@@ -135,12 +140,9 @@ class ReplayDialog(QDialog):
         except ReplayError as exc:
             self.state.setText(f"<span style='color:{REMOVED}'>{html.escape(str(exc))}</span>")
             return False
-        if needs_confirmation(spec.method) and not confirmed:
-            answer = QMessageBox.question(
-                self, "Replay", f"{spec.method} is not idempotent. Send {spec.method} "
-                f"{spec.target} to {to} again?")
-            if answer != QMessageBox.StandardButton.Yes:
-                return False
+        if needs_confirmation(spec.method) and not confirmed and not _confirm(
+                self, f"{spec.method} is not idempotent. Send {spec.method} {spec.target} to {to} again?"):
+            return False
         self.send_button.setEnabled(False)
         self.state.setText(f"Sending {spec.method} {html.escape(spec.target)} to {to}…")
         relay, tag = self.relay, self.ex.id
@@ -226,12 +228,10 @@ class ReplayManyDialog(QDialog):
 
     def start(self, *, confirmed: bool = False) -> bool:
         risky = sorted({e.method for e in self.exchanges if needs_confirmation(e.method)})
-        if risky and not confirmed:
-            answer = QMessageBox.question(
-                self, "Replay", f"{', '.join(risky)} {'is' if len(risky) == 1 else 'are'} not "
-                f"idempotent. Send all {len(self.exchanges)} requests again?")
-            if answer != QMessageBox.StandardButton.Yes:
-                return False
+        if risky and not confirmed and not _confirm(
+                self, f"{', '.join(risky)} {'is' if len(risky) == 1 else 'are'} not "
+                f"idempotent. Send all {len(self.exchanges)} requests again?"):
+            return False
         self.send_button.setEnabled(False)
         self.finished_rows = 0
         relay, todo = self.relay, list(enumerate(self.exchanges))

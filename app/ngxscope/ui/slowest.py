@@ -5,24 +5,15 @@ waterfall explains where the time went (`exchange_clicked`)."""
 
 from __future__ import annotations
 
-import time
-
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QHeaderView,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QTableWidgetItem, QWidget
 
 from ngxscope.model import Exchange
 from ngxscope.store.memory import ExchangeStore
 from ngxscope.store.routes import RouteTemplater
 from ngxscope.store.slowest import SlowRow, slowest
 
-from .routes import REFRESH_S, recent
+from .paneltable import TablePanel, recent, set_cell
 from .tablemodel import STATUS_COLORS, _status_cls, fmt_ms
 
 __all__ = ["SlowestPanel"]
@@ -32,31 +23,15 @@ HEADERS = ["Duration", "\u00d7 p99", "p99", "Of", "Route / peer", "Status", "Pat
 COL_WIDTHS = (76, 54, 66, 48, 190, 52, 230, 200)
 
 
-class SlowestPanel(QWidget):
+class SlowestPanel(TablePanel):
     """Outliers against their own route or peer; clicking one asks to show it."""
 
     exchange_clicked = Signal(object)
 
     def __init__(self, templater: RouteTemplater, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(HEADERS, COL_WIDTHS, parent)
         self.templater = templater
-        t = self.table = QTableWidget(0, len(HEADERS))
-        t.setHorizontalHeaderLabels(HEADERS)
-        t.verticalHeader().setVisible(False)
-        t.verticalHeader().setDefaultSectionSize(22)
-        t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        t.setAlternatingRowColors(True)
-        t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        t.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate(COL_WIDTHS):
-            t.setColumnWidth(col, width)
-        t.itemClicked.connect(self._clicked)
         self.rows: list[SlowRow] = []
-        self._refreshed = -REFRESH_S
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(2, 2, 2, 2)
-        lay.addWidget(t)
 
     def _clicked(self, item: QTableWidgetItem) -> None:
         if 0 <= item.row() < len(self.rows):
@@ -64,9 +39,8 @@ class SlowestPanel(QWidget):
 
     def refresh(self, store: ExchangeStore, end: float) -> None:
         """Recompute from the exchanges of the last five minutes up to `end`."""
-        if time.monotonic() - self._refreshed < REFRESH_S:
+        if not self._due():
             return
-        self._refreshed = time.monotonic()
         xs: list[Exchange] = [e for e in recent(store, end - WINDOW_S) if e.end <= end]
         self.rows = slowest(xs, self.templater)
         t = self.table
@@ -76,12 +50,6 @@ class SlowestPanel(QWidget):
             cells = [fmt_ms(r.ms), f"{r.ratio:.1f}\u00d7", fmt_ms(r.p99), r.kind, r.key,
                      str(e.status) if e.status is not None else "-", e.target, r.where]
             for col, text in enumerate(cells):
-                item = t.item(i, col)
-                if item is None:
-                    item = QTableWidgetItem()
-                    if col < 3 or col == 5:
-                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                    t.setItem(i, col, item)
-                item.setText(text)
+                item = set_cell(t, i, col, text, right=col < 3 or col == 5)
                 if col == 5:
                     item.setForeground(STATUS_COLORS[_status_cls(e.status)])

@@ -13,13 +13,11 @@ from collections import Counter
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QGridLayout,
     QGroupBox,
     QHeaderView,
     QLabel,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -27,6 +25,7 @@ from PySide6.QtWidgets import (
 from ngxscope.store.aggregate import Aggregator
 from ngxscope.store.conntally import ConnTally
 
+from .paneltable import panel_table, set_cell
 from .tablemodel import DASH, fmt_ms
 
 __all__ = ["TlsPanel", "summary_text"]
@@ -69,12 +68,8 @@ def summary_text(t: ConnTally) -> str:
 
 
 def _table() -> QTableWidget:
-    t = QTableWidget(0, 3)
-    t.setHorizontalHeaderLabels(["", "Connections", "%"])
-    t.verticalHeader().setVisible(False)
-    t.verticalHeader().setDefaultSectionSize(20)
-    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t = panel_table(["", "Connections", "%"], alternate=False, row_height=20)
+    t.horizontalHeader().setStretchLastSection(False)
     t.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
     t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     t.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
@@ -88,16 +83,9 @@ def _fill(table: QTableWidget, counts: Counter[str], whole: int) -> None:
     table.setRowCount(len(rows))
     for i, (name, n) in enumerate(rows):
         for col, text in enumerate((name, f"{n:,}", _pct(n, whole))):
-            item = table.item(i, col)
-            if item is None:
-                item = QTableWidgetItem()
-                if col:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                table.setItem(i, col, item)
-            if item.text() != text:
-                item.setText(text)
-                if col == 0:
-                    item.setToolTip(text)
+            item = set_cell(table, i, col, text, right=col > 0)
+            if col == 0 and item.toolTip() != text:
+                item.setToolTip(text)
 
 
 class TlsPanel(QWidget):
