@@ -88,9 +88,6 @@ class Recorder:
             peer_of=socket_peer,
         )
         self.tracer.start(self._collect)
-        tracer = self.tracer
-        if self.opts.cpu_budget > 0 and tracer.set_sampling(1):
-            self.governor = CpuGovernor(self.opts.cpu_budget, tracer.set_sampling)
         if target.master:
             # workers forked between the scan and the attach
             try:
@@ -105,6 +102,10 @@ class Recorder:
         if self.opts.wire:
             self._start_wire(target)
         self.watch.start(target, self.tracer)
+        # the governor's first second must not count the set-up (reading nginx's configuration,
+        # compiling the socket filter: seconds of CPU) as the cost of watching
+        if self.opts.cpu_budget > 0 and self.tracer.set_sampling(1):
+            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling)
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
             threading.Thread(target=self._decode_loop, name="ngxscope-decode", daemon=True),
