@@ -10,11 +10,13 @@ make_exchange` (pytest puts `tests/` on sys.path through `tests/conftest.py`).
 from __future__ import annotations
 
 import itertools
+import socket
+import threading
 from typing import Any
 
 from ngxscope.model import Exchange, LifecycleEvent, UpstreamAttempt
 
-__all__ = ["BASE_TIME", "make_event", "make_exchange", "reset_counter"]
+__all__ = ["BASE_TIME", "make_event", "make_exchange", "one_shot_server", "reset_counter"]
 
 BASE_TIME = 1_700_000_000.0
 """Unix time of the first default exchange (2023-11-14T22:13:20Z)."""
@@ -129,3 +131,25 @@ def make_event(**overrides: Any) -> LifecycleEvent:
     }
     fields.update(overrides)
     return LifecycleEvent(**fields)
+
+
+def one_shot_server(answer: bytes) -> tuple[int, list[bytes]]:
+    """A loopback server that reads one request head, records it in the returned list, sends
+    `answer` and closes: a peer for replay tests. Returns (port, heads received)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        got.append(data)
+        conn.sendall(answer)
+        conn.close()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], got

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
 
 import pytest
 
-from factories import make_exchange
+from factories import make_exchange, one_shot_server
 from ngxscope.store.aggregate import Aggregator
 from ngxscope.store.copyas import from_exchange
 from ngxscope.store.replay import (
@@ -57,28 +55,9 @@ def test_targets_methods_and_tag() -> None:
     assert tag_bytes(12) == len(f"{TAG}: 12\r\n")
 
 
-def _one_shot_server(answer: bytes) -> tuple[int, list[bytes]]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    got: list[bytes] = []
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(4096)
-        got.append(data)
-        conn.sendall(answer)
-        conn.close()
-        srv.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], got
-
 
 def test_send_reads_chunked_answer_after_100_continue_and_tags() -> None:
-    port, got = _one_shot_server(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"
+    port, got = one_shot_server(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"
                                  b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
     ex = make_exchange(id=9, method="GET", target="/x", request_headers=[("Host", "h")])
     res = send(from_exchange(ex), f"127.0.0.1:{port}", tag=9, timeout=5)

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
-from factories import make_exchange
+from factories import make_exchange, one_shot_server
 from ngxscope.model import UpstreamAttempt
 from ngxscope.store.replay import TAG
-
-
-def _server(answer: bytes) -> tuple[int, list[bytes]]:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    got: list[bytes] = []
-
-    def serve() -> None:
-        conn, _ = srv.accept()
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(4096)
-        got.append(data)
-        conn.sendall(answer)
-        conn.close()
-        srv.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return srv.getsockname()[1], got
 
 
 def test_replay_dialog_shows_the_diff(window: Any, qtbot: Any, shots: Path) -> None:
     body = b'{\n  "items": [1, 2, 3],\n  "page": 1,\n  "stock": "ok"\n}\n'
     answer = (b'{\n  "items": [1, 2],\n  "page": 1,\n  "stock": "low"\n}\n')
-    port, got = _server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    port, got = one_shot_server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                         b"Retry-After: 5\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
     ex = make_exchange(
         server=f"127.0.0.1:{port}", status=200, reason="OK", response_body=body,
@@ -72,8 +50,8 @@ def test_replay_dialog_refuses_non_loopback_untyped(window: Any, qtbot: Any) -> 
 
 def test_replay_a_selection(window: Any, qtbot: Any) -> None:
     body = b"same"
-    port1, got1 = _server(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsame")
-    port2, got2 = _server(b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nfail")
+    port1, got1 = one_shot_server(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsame")
+    port2, got2 = one_shot_server(b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nfail")
     a = make_exchange(server=f"127.0.0.1:{port1}", status=200, response_body=body,
                       response_headers=[("Content-Length", "4")])
     b = make_exchange(server=f"127.0.0.1:{port2}", status=200, response_body=body,
