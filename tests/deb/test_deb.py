@@ -11,7 +11,7 @@ import os
 import pwd
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,6 @@ pytestmark = pytest.mark.capture
 
 DRIVER = Path(__file__).with_name("window_driver.py")
 SCREENSHOTS = ROOT / "screenshots"
-
-
-@pytest.fixture
-def lab() -> Iterator[LabNginx]:
-    nginx = LabNginx(workers=2)
-    nginx.start()
-    try:
-        yield nginx
-    finally:
-        nginx.stop()
 
 
 def uprobe_count() -> int:
@@ -98,19 +88,19 @@ def test_installed_files_and_metainfo(installed: Path) -> None:
 # -- as a normal user ------------------------------------------------------------------------
 
 
-def test_list_as_user_says_what_it_cannot_inspect(installed: Path, user: str, lab: LabNginx) -> None:
+def test_list_as_user_says_what_it_cannot_inspect(installed: Path, user: str, lab_nginx: LabNginx) -> None:
     res = as_user(user, ["ngxscope", "list"])
     assert res.returncode == 0, res.stderr
-    block = next(b for b in res.stdout.split("\n\n") if f"master {lab.master_pid}," in b)
-    assert f"permission denied: cannot read /proc/{lab.master_pid}/exe" in block
+    block = next(b for b in res.stdout.split("\n\n") if f"master {lab_nginx.master_pid}," in b)
+    assert f"permission denied: cannot read /proc/{lab_nginx.master_pid}/exe" in block
     assert "nginx runs as root" in block and "sudo ngxscope list" in block
     assert "not readable by this user" in block  # listening sockets: unknown, not "none"
     as_root = run(["/usr/bin/ngxscope", "list"])
-    root_block = next(b for b in as_root.stdout.split("\n\n") if f"master {lab.master_pid}," in b)
-    assert "capture    nginx uprobes" in root_block and f"127.0.0.1:{lab.plain_port}" in root_block
+    root_block = next(b for b in as_root.stdout.split("\n\n") if f"master {lab_nginx.master_pid}," in b)
+    assert "capture    nginx uprobes" in root_block and f"127.0.0.1:{lab_nginx.plain_port}" in root_block
 
 
-def test_doctor_as_user(installed: Path, user: str, lab: LabNginx, polkitd: None) -> None:
+def test_doctor_as_user(installed: Path, user: str, lab_nginx: LabNginx, polkitd: None) -> None:
     res = as_user(user, ["ngxscope", "doctor"])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ngxscope" in res.stdout and "from Debian package (/usr/lib/ngxscope)" in res.stdout
@@ -119,7 +109,7 @@ def test_doctor_as_user(installed: Path, user: str, lab: LabNginx, polkitd: None
     assert "bcc 0." in res.stdout and "/usr/lib/python3/dist-packages/bcc" in res.stdout
     assert len(res.stdout.splitlines()) <= 45  # one screen
     checks = json.loads(as_user(user, ["ngxscope", "doctor", "--json"]).stdout)["checks"]
-    mine = [c for c in checks if c["section"] == "nginx" and f"master {lab.master_pid}," in c["name"]]
+    mine = [c for c in checks if c["section"] == "nginx" and f"master {lab_nginx.master_pid}," in c["name"]]
     assert len(mine) == 1 and "permission denied" in mine[0]["detail"]
 
 
@@ -135,12 +125,12 @@ def test_helper_accepts_only_a_pid(installed: Path, user: str) -> None:
     assert direct.returncode == 1 and "must run as root" in direct.stderr
 
 
-def test_helper_as_root_writes_no_file(installed: Path, lab: LabNginx) -> None:
+def test_helper_as_root_writes_no_file(installed: Path, lab_nginx: LabNginx) -> None:
     """The helper under strace: every file it (and bcc) opens for writing or creates."""
     log = Path(f"/tmp/ngxscope-helper-strace-{os.getpid()}.log")
     proc = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=openat,open,creat,mkdir,mkdirat,rename,renameat2,"
                              "link,linkat,symlink,symlinkat,unlink,unlinkat,truncate", "-o", str(log),
-                             HELPER, "--pid", str(lab.master_pid)],
+                             HELPER, "--pid", str(lab_nginx.master_pid)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/tmp")
     assert proc.stdout is not None and proc.stdin is not None
     kinds = []
@@ -152,8 +142,8 @@ def test_helper_as_root_writes_no_file(installed: Path, lab: LabNginx) -> None:
         kinds.append(rec.get("kind") or rec.get("t"))
         if rec.get("t") == "event" and rec.get("kind") == "attach":
             break
-    sent = Traffic(lab.plain_port, lab.tls_port).run_mix(rounds=1)
-    lab.wait_log_lines(sent)
+    sent = Traffic(lab_nginx.plain_port, lab_nginx.tls_port).run_mix(rounds=1)
+    lab_nginx.wait_log_lines(sent)
     time.sleep(1.0)
     out, _ = proc.communicate(timeout=60)  # closes stdin: the window went away
     assert proc.returncode == 0
@@ -220,23 +210,23 @@ def _run_window(user: str, pid: int, on_attach: Callable[[], int] | None,
     return result
 
 
-def test_window_as_user_attaches_through_polkit(installed: Path, user: str, lab: LabNginx,
+def test_window_as_user_attaches_through_polkit(installed: Path, user: str, lab_nginx: LabNginx,
                                                polkit_rule: Callable[[str], None]) -> None:
     polkit_rule("YES")
     home = Path(pwd.getpwnam(user).pw_dir)
     session, png = home / "captured.ngxs", home / "window.png"
     probes_before = uprobe_count()
-    traffic = Traffic(lab.plain_port, lab.tls_port)
+    traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
     sent: list[int] = []
 
     def send() -> int:
         sent.append(traffic.run_mix(rounds=2))
         return sent[0]
 
-    result = _run_window(user, lab.master_pid, send, session, png)
-    assert result["helper_argv"] == ["pkexec", HELPER, "--pid", str(lab.master_pid)]
+    result = _run_window(user, lab_nginx.master_pid, send, session, png)
+    assert result["helper_argv"] == ["pkexec", HELPER, "--pid", str(lab_nginx.master_pid)]
     assert result["attached"] and not result["error"], result
-    log = lab.wait_log_lines(sent[0])
+    log = lab_nginx.wait_log_lines(sent[0])
     assert result["rows"] >= 20 and result["rows"] == len(log), result
     # the session was written by the window, as the user, and holds what nginx logged
     uid = pwd.getpwnam(user).pw_uid
@@ -260,12 +250,12 @@ def test_window_as_user_attaches_through_polkit(installed: Path, user: str, lab:
     assert uprobe_count() == probes_before
 
 
-def test_window_as_user_denied_by_polkit(installed: Path, user: str, lab: LabNginx,
+def test_window_as_user_denied_by_polkit(installed: Path, user: str, lab_nginx: LabNginx,
                                          polkit_rule: Callable[[str], None]) -> None:
     polkit_rule("NO")
     home = Path(pwd.getpwnam(user).pw_dir)
     session, png = home / "denied.ngxs", home / "denied.png"
-    result = _run_window(user, lab.master_pid, None, session, png)
+    result = _run_window(user, lab_nginx.master_pid, None, session, png)
     assert result["rows"] == 0 and result["state"] == "died" and not result["attached"], result
     assert result["error"].startswith("not authorized to capture: polkit refused org.ngxscope.record"), result
     assert result["error"] in result["state_text"]
