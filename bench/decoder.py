@@ -76,6 +76,7 @@ def record(seconds: float) -> None:
             time.sleep(1.0)
             rec.stop("done")
             rec.join()
+            RESULTS.mkdir(parents=True, exist_ok=True)
             path = RESULTS / f"events-{mode}.bin"
             with open(path, "wb") as fh:
                 for r in raw:

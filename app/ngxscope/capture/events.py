@@ -13,6 +13,9 @@ import mmap
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import ModuleType
+
+from . import compiled
 
 __all__ = [
     "CNT_MAX",
@@ -53,6 +56,7 @@ __all__ = [
     "format_sockaddr",
     "nginx_msec",
     "parse_batch",
+    "parse_batch_py",
     "parse_event",
 ]
 
@@ -332,8 +336,9 @@ def parse_event(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
     return parse_batch((buf,), clock_offset)[0]
 
 
-def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
-    """Decode many ring-buffer records at once (struct.unpack_from, no ctypes copies)."""
+def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
+    """Decode many ring-buffer records at once (struct.unpack_from, no ctypes copies): the
+    pure-Python reference of `parse_batch`."""
     unpack = _HEADER.unpack_from
     out: list[RawEvent] = []
     append = out.append
@@ -381,6 +386,29 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
                     ev.status = length   # status
         append(ev)
     return out
+
+
+def _parse_one_py(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
+    return parse_batch_py((buf,), clock_offset)[0]
+
+
+_fast: ModuleType | None = None
+if compiled.wanted():
+    try:
+        from . import _fastevents as _fast
+    except ImportError:  # not built: the reference does the work
+        _fast = None
+if _fast is not None:
+    _fast.prepare(RawEvent, NginxLog)
+
+
+def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
+    """Decode many ring-buffer records at once: the compiled parser when built (records of a
+    kind it does not know it hands to the reference), else
+    `parse_batch_py`. Both give equal RawEvents and raise struct.error on a short record."""
+    if _fast is None:
+        return parse_batch_py(bufs, clock_offset)
+    return _fast.parse_batch(bufs if isinstance(bufs, list | tuple) else list(bufs), clock_offset, _parse_one_py)
 
 
 _BUSY = 1 << 31

@@ -1,0 +1,6 @@
+from collections.abc import Callable
+from typing import Any
+
+def prepare(event_cls: type, log_cls: type, /) -> None: ...
+def parse_batch(bufs: list[Any] | tuple[Any, ...], clock_offset: float,
+                slow: Callable[[Any, float], Any], /) -> list[Any]: ...

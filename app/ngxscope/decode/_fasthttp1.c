@@ -1,0 +1,144 @@
+/* The compiled twin of decode.http1.parse_head_py: an HTTP/1 head -> (start line parts,
+ * headers in wire order).
+ *
+ * Built by scripts/build_ext.py (setup, CI) and by pip from pyproject.toml's ext-modules
+ * (the .deb). decode.http1 keeps the Python function as the reference and uses it when this
+ * module is missing or NGXSCOPE_PURE_PYTHON=1; tests/decode/test_fasthttp1.py wants both to
+ * give equal results (and equal error messages) for generated, recorded and garbage heads.
+ *
+ * The Python reference works on the head decoded as latin-1, so every byte is one code point
+ * and is handled here as such: lines split at "\n", "\r"s stripped from a line's end, the
+ * start line split at its first two spaces, obsolete line folding joined with one space,
+ * names up to the first ":" (no byte <= 0x20, no 0x7f), values stripped of what str.strip()
+ * strips (Py_UNICODE_ISSPACE). A bad head returns the error message (a str), not a tuple:
+ * the caller raises HeadError with it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+static inline int is_space(unsigned char c) { return Py_UNICODE_ISSPACE((Py_UCS4)c); }
+
+static PyObject *text(const unsigned char *p, Py_ssize_t n) {
+    return PyUnicode_DecodeLatin1((const char *)p, n, NULL);
+}
+
+/* `what` + repr(line[:80]) */
+static PyObject *bad(const char *what, const unsigned char *p, Py_ssize_t n) {
+    PyObject *s = text(p, n < 80 ? n : 80);
+    if (s == NULL) return NULL;
+    PyObject *r = PyObject_Repr(s);
+    Py_DECREF(s);
+    if (r == NULL) return NULL;
+    PyObject *msg = PyUnicode_FromFormat("%s %U", what, r);
+    Py_DECREF(r);
+    return msg;
+}
+
+/* text of p[0:n] with what str.strip() removes taken off both ends */
+static PyObject *stripped(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t a = 0, b = n;
+    while (a < b && is_space(p[a])) a++;
+    while (b > a && is_space(p[b - 1])) b--;
+    return text(p + a, b - a);
+}
+
+static PyObject *parse_head(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = view.buf;
+    Py_ssize_t n = view.len;
+    PyObject *parts = NULL, *headers = NULL, *result = NULL;
+
+    /* the start line: up to the first "\n", "\r"s stripped from its end */
+    const unsigned char *nl = memchr(p, '\n', (size_t)n);
+    Py_ssize_t line_end = nl ? nl - p : n;
+    Py_ssize_t e = line_end;
+    while (e > 0 && p[e - 1] == '\r') e--;
+    const unsigned char *sp1 = memchr(p, ' ', (size_t)e);
+    if (sp1 == NULL) {
+        result = bad("bad start line", p, e);
+        goto done;
+    }
+    Py_ssize_t i1 = sp1 - p;
+    const unsigned char *sp2 = memchr(p + i1 + 1, ' ', (size_t)(e - i1 - 1));
+    parts = PyList_New(sp2 ? 3 : 2);
+    if (parts == NULL) goto done;
+    PyObject *s;
+    if ((s = text(p, i1)) == NULL) goto done;
+    PyList_SET_ITEM(parts, 0, s);
+    if (sp2) {
+        Py_ssize_t i2 = sp2 - p;
+        if ((s = text(p + i1 + 1, i2 - i1 - 1)) == NULL) goto done;
+        PyList_SET_ITEM(parts, 1, s);
+        if ((s = text(p + i2 + 1, e - i2 - 1)) == NULL) goto done;
+        PyList_SET_ITEM(parts, 2, s);
+    } else {
+        if ((s = text(p + i1 + 1, e - i1 - 1)) == NULL) goto done;
+        PyList_SET_ITEM(parts, 1, s);
+    }
+
+    headers = PyList_New(0);
+    if (headers == NULL) goto done;
+    Py_ssize_t pos = nl ? line_end + 1 : n + 1;
+    while (pos <= n) {
+        const unsigned char *q = p + pos;
+        const unsigned char *lf = memchr(q, '\n', (size_t)(n - pos));
+        Py_ssize_t len = lf ? lf - q : n - pos;
+        Py_ssize_t next = pos + len + 1;
+        while (len > 0 && q[len - 1] == '\r') len--;
+        pos = next;
+        if (len == 0) continue;
+        Py_ssize_t count = PyList_GET_SIZE(headers);
+        if ((q[0] == ' ' || q[0] == '\t') && count) {   /* obsolete line folding */
+            PyObject *last = PyList_GET_ITEM(headers, count - 1);
+            PyObject *more = stripped(q, len);
+            if (more == NULL) goto done;
+            PyObject *joined = PyUnicode_FromFormat("%U %U", PyTuple_GET_ITEM(last, 1), more);
+            Py_DECREF(more);
+            if (joined == NULL) goto done;
+            PyObject *pair = PyTuple_Pack(2, PyTuple_GET_ITEM(last, 0), joined);
+            Py_DECREF(joined);
+            if (pair == NULL) goto done;
+            PyList_SetItem(headers, count - 1, pair);
+            continue;
+        }
+        const unsigned char *colon = memchr(q, ':', (size_t)len);
+        Py_ssize_t name_len = colon ? colon - q : len;
+        int ok = colon != NULL && name_len > 0;
+        for (Py_ssize_t k = 0; ok && k < name_len; k++)
+            ok = q[k] > 0x20 && q[k] != 0x7f;
+        if (!ok) {
+            result = bad("bad header line", q, len);
+            goto done;
+        }
+        PyObject *name = text(q, name_len);
+        if (name == NULL) goto done;
+        PyObject *value = stripped(q + name_len + 1, len - name_len - 1);
+        if (value == NULL) { Py_DECREF(name); goto done; }
+        PyObject *pair = PyTuple_Pack(2, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (pair == NULL) goto done;
+        int rc = PyList_Append(headers, pair);
+        Py_DECREF(pair);
+        if (rc < 0) goto done;
+    }
+    result = PyTuple_Pack(2, parts, headers);
+done:
+    Py_XDECREF(parts);
+    Py_XDECREF(headers);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"parse_head", parse_head, METH_O,
+     "parse_head(head) -> (parts, headers), or the error message (str) of a bad head"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fasthttp1",
+                                    "Compiled HTTP/1 head parser (see decode.http1).", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__fasthttp1(void) { return PyModule_Create(&module); }
