@@ -13,6 +13,10 @@ timing CPU (time.process_time) per stage:
   encode   Exchange -> JSON line (store.codec.encode_exchange, what SessionWriter writes)
   gzip     the JSON lines through SessionWriter's gzip stream
 
+Each stream runs twice per round, alternating: `pure` (the pure-Python reference, what
+NGXSCOPE_PURE_PYTHON=1 selects) and `compiled` (the C extensions of capture._fastevents and
+decode._fasthttp1, when built: scripts/build_ext.py).
+
     .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
 
 Prints a table and writes bench/results/decoder.json.
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 
 from ngxscope.capture import events as evmod
+from ngxscope.decode import http1 as h1mod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
 from ngxscope.store.codec import encode_exchange
@@ -95,15 +100,22 @@ def load(path: Path) -> list[bytes]:
     return out
 
 
-def replay(raw: list[bytes]) -> dict[str, float]:
+COMPILED_PARSE_HEAD = h1mod.parse_head
+
+
+def paths() -> list[str]:
+    """pure, and compiled when the extensions are built (and not turned off)."""
+    built = evmod._fast is not None and h1mod._fast is not None
+    return ["pure", "compiled"] if built else ["pure"]
+
+
+def replay(raw: list[bytes], path: str = "compiled") -> dict[str, float]:
+    pure = path == "pure"
+    h1mod.parse_head = h1mod.parse_head_py if pure else COMPILED_PARSE_HEAD  # type: ignore[assignment]
+    parse_batch = evmod.parse_batch_py if pure else evmod.parse_batch
     clock = time.time() - time.monotonic()
     t0 = time.process_time()
-    parse_batch = getattr(evmod, "parse_batch", None)
-    if parse_batch is not None:
-        # the capture loop's path: one buffer of many records
-        events = parse_batch(raw, clock)
-    else:
-        events = [evmod.parse_event(r, clock) for r in raw]
+    events = parse_batch(raw, clock)  # the capture loop's path: one buffer of many records
     t1 = time.process_time()
     exchanges: list[Exchange] = []
     asm = Assembler(exchanges.append, None, attach_ts=0.0)
@@ -163,22 +175,24 @@ def main() -> int:
     args = ap.parse_args()
     if args.record or not (RESULTS / "events-plain.bin").exists():
         record(args.seconds)
-    res: dict[str, Any] = {"machine": machine(), "modes": {}}
-    print(f"{'mode':7} {'events':>8} {'exch':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
+    res: dict[str, Any] = {"machine": machine(), "uptime": os.getloadavg(), "modes": {}}
+    print(f"{'mode':7} {'path':8} {'events':>8} {'exch':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
           f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13}")
     for mode in ("plain", "tls", "summary"):
         raw = summary_stream() if mode == "summary" else load(RESULTS / f"events-{mode}.bin")
-        best: dict[str, float] | None = None
+        best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeat):
-            r = replay(raw)
-            if best is None or r["total_us"] < best["total_us"]:
-                best = r
-        assert best is not None
+            for path in paths():  # alternating within each round
+                r = replay(raw, path)
+                if path not in best or r["total_us"] < best[path]["total_us"]:
+                    best[path] = r
         res["modes"][mode] = best
-        print(f"{mode:7} {best['events']:8.0f} {best['exchanges']:7.0f} {best['parse_us']:7.2f} "
-              f"{best['assemble_us']:7.2f} {best['encode_us']:7.2f} {best['gzip_us']:7.2f} "
-              f"{best['total_us']:8.2f} {best['exchanges_per_s']:11.0f} {best['decode_only_per_s']:13.0f}")
-    print(f"(µs per exchange, best of {args.repeat}) wrote {write_result('decoder', res)}")
+        for path, b in best.items():
+            print(f"{mode:7} {path:8} {b['events']:8.0f} {b['exchanges']:7.0f} {b['parse_us']:7.2f} "
+                  f"{b['assemble_us']:7.2f} {b['encode_us']:7.2f} {b['gzip_us']:7.2f} "
+                  f"{b['total_us']:8.2f} {b['exchanges_per_s']:11.0f} {b['decode_only_per_s']:13.0f}")
+    print(f"(µs of CPU per exchange, best of {args.repeat}; load average {os.getloadavg()[0]:.2f}) "
+          f"wrote {write_result('decoder', res)}")
     return 0
 
 

@@ -308,9 +308,12 @@ static int slot_offsets(PyObject *cls, const char *const *names, int count, Py_s
 static PyObject *prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "prepare(RawEvent, NginxLog)"); return NULL; }
-    if (slot_offsets(args[0], field_names, F_COUNT, offsets) < 0
-        || slot_offsets(args[1], log_names, L_COUNT, log_offsets) < 0)
+    Py_ssize_t ev_at[F_COUNT], log_at[L_COUNT];   /* kept only when both classes fit */
+    if (slot_offsets(args[0], field_names, F_COUNT, ev_at) < 0
+        || slot_offsets(args[1], log_names, L_COUNT, log_at) < 0)
         return NULL;
+    memcpy(offsets, ev_at, sizeof offsets);
+    memcpy(log_offsets, log_at, sizeof log_offsets);
     Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(log_type, (PyTypeObject *)Py_NewRef(args[1]));
     Py_RETURN_NONE;

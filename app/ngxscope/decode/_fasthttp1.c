@@ -18,8 +18,13 @@
 
 static inline int is_space(unsigned char c) { return Py_UNICODE_ISSPACE((Py_UCS4)c); }
 
+/* latin-1 text of p[0:n]; ASCII (nearly every head) copied straight into a compact str */
 static PyObject *text(const unsigned char *p, Py_ssize_t n) {
-    return PyUnicode_DecodeLatin1((const char *)p, n, NULL);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p[i] & 0x80) return PyUnicode_DecodeLatin1((const char *)p, n, NULL);
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL) memcpy(PyUnicode_1BYTE_DATA(s), p, (size_t)n);
+    return s;
 }
 
 /* `what` + repr(line[:80]) */
