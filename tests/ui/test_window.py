@@ -17,6 +17,7 @@ from ngxscope.ui import app as uiapp
 from ngxscope.ui.mainwindow import MainWindow
 from ngxscope.ui.tablemodel import COLUMNS, FILTER_ROLE
 
+
 def run_loop(qtbot, seconds: float, probe_ms: int = 10) -> list[float]:  # type: ignore[no-untyped-def]
     """Run the event loop for `seconds`; return the gaps between probe timer ticks (s)."""
     ticks: list[float] = []
