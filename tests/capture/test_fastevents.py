@@ -141,3 +141,38 @@ def test_prepare_refuses_another_shape() -> None:
     with pytest.raises(TypeError):
         _fastevents.prepare(E.RawEvent, Other)
     _fastevents.prepare(E.RawEvent, E.NginxLog)
+
+
+@st.composite
+def ring(draw: st.DrawFn) -> tuple[bytes, int, int, int]:
+    """A ring buffer's data mapping (a page of producer position, the data pages twice) with
+    records (busy, discarded, any length) written from a random start; (data, start, end, size)."""
+    size = draw(st.sampled_from([256, 4096]))
+    start = draw(st.integers(0, 3 * size))
+    data = bytearray(draw(st.binary(min_size=size, max_size=size)))
+    pos = start
+    for _ in range(draw(st.integers(0, 12))):
+        payload = draw(st.binary(max_size=size // 4))
+        bits = draw(st.sampled_from([0, 0, 0, 1 << 30, 1 << 31]))
+        rec = struct.pack("<II", len(payload) | bits, 0) + payload
+        rec += bytes(-len(rec) % 8)
+        for i, b in enumerate(rec):
+            data[(pos + i) % size] = b
+        pos += len(rec)
+    end = draw(st.integers(start, pos + 64))
+    return bytes(64) + bytes(data) + bytes(data), start, end, size
+
+
+@settings(max_examples=400)
+@given(ring())
+def test_drain(r: tuple[bytes, int, int, int]) -> None:
+    data, start, end, size = r
+    try:
+        ref: Any = E.drain_py(memoryview(data), start, end, 64, size - 1)
+    except struct.error:
+        ref = struct.error
+    try:
+        fast: Any = _fastevents.drain(data, start, end, 64, size - 1)
+    except struct.error:
+        fast = struct.error
+    assert fast == ref

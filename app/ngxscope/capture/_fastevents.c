@@ -1,4 +1,5 @@
-/* The compiled twin of capture.events.parse_batch_py: ring-buffer records -> RawEvent.
+/* The compiled twins of capture.events.parse_batch_py (ring-buffer records -> RawEvent)
+ * and drain_py (the records out of the ring buffer's memory).
  *
  * Built by scripts/build_ext.py (setup, CI) and by pip from pyproject.toml's ext-modules
  * (the .deb). capture.events keeps the pure-Python parser as the reference and uses it when
@@ -319,7 +320,63 @@ static PyObject *prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* capture.events.drain_py: the committed records of a ring buffer's data mapping from
+ * consumer position `cons` up to `end` (or the first record still busy), and the position
+ * after them. The header word is read with acquire order, as libbpf does: a record's bytes
+ * are visible once its busy bit is seen clear. */
+#define RB_BUSY (1u << 31)
+#define RB_DISCARD (1u << 30)
+
+static PyObject *drain(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) { PyErr_SetString(PyExc_TypeError, "drain(data, cons, end, base, mask)"); return NULL; }
+    unsigned long long cons = PyLong_AsUnsignedLongLong(args[1]);
+    unsigned long long end = PyLong_AsUnsignedLongLong(args[2]);
+    unsigned long long base = PyLong_AsUnsignedLongLong(args[3]);
+    unsigned long long mask = PyLong_AsUnsignedLongLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *data = view.buf;
+    unsigned long long len = (unsigned long long)view.len;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) { PyBuffer_Release(&view); return NULL; }
+    while (cons < end) {
+        unsigned long long off = base + (cons & mask);
+        if (off + 4 > len) {
+            PyErr_SetString(struct_error, "ring buffer position outside its mapping");
+            goto fail;
+        }
+        uint32_t hdr = __atomic_load_n((const uint32_t *)(data + off), __ATOMIC_ACQUIRE);
+        if (hdr & RB_BUSY) break;
+        uint32_t n = hdr & ~(RB_BUSY | RB_DISCARD);
+        if (!(hdr & RB_DISCARD)) {
+            unsigned long long from = off + 8 < len ? off + 8 : len;
+            unsigned long long to = off + 8 + n < len ? off + 8 + n : len;
+            PyObject *rec = PyBytes_FromStringAndSize((const char *)data + from, (Py_ssize_t)(to - from));
+            if (rec == NULL) goto fail;
+            int rc = PyList_Append(out, rec);
+            Py_DECREF(rec);
+            if (rc < 0) goto fail;
+        }
+        cons += ((unsigned long long)n + 8 + 7) & ~7ULL;
+    }
+    PyBuffer_Release(&view);
+    PyObject *pos = PyLong_FromUnsignedLongLong(cons);
+    if (pos == NULL) { Py_DECREF(out); return NULL; }
+    PyObject *res = PyTuple_Pack(2, out, pos);
+    Py_DECREF(out);
+    Py_DECREF(pos);
+    return res;
+fail:
+    PyBuffer_Release(&view);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"drain", (PyCFunction)(void (*)(void))drain, METH_FASTCALL,
+     "drain(data, cons, end, base, mask) -> (list[bytes], new consumer position)"},
     {"parse_batch", (PyCFunction)(void (*)(void))parse_batch, METH_FASTCALL,
      "parse_batch(bufs, clock_offset, slow) -> list[RawEvent]"},
     {"prepare", (PyCFunction)(void (*)(void))prepare, METH_FASTCALL,

@@ -56,6 +56,7 @@ __all__ = [
     "format_sockaddr",
     "nginx_msec",
     "parse_batch",
+    "drain_py",
     "parse_batch_py",
     "parse_event",
 ]
@@ -417,6 +418,25 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
+def drain_py(data: memoryview, cons: int, end: int, base: int, mask: int) -> tuple[list[bytes], int]:
+    """The committed records of a ring buffer's data mapping `data` from consumer position
+    `cons` up to `end` (or the first busy one), and the position after them: the pure-Python
+    reference of the compiled `drain`. The data pages start at `base`; `mask` = size - 1."""
+    u32 = _U32.unpack_from
+    out: list[bytes] = []
+    append = out.append
+    while cons < end:
+        off = base + (cons & mask)
+        hdr = u32(data, off)[0]
+        if hdr & _BUSY:
+            break
+        n = hdr & ~(_BUSY | _DISCARD)
+        if not hdr & _DISCARD:
+            append(data[off + 8 : off + 8 + n].tobytes())
+        cons += (n + 8 + 7) & ~7
+    return out, cons
+
+
 class RingReader:
     """Read a BPF ring buffer map straight from its memory mapping (what libbpf does in C),
     without a ctypes callback per record.
@@ -438,23 +458,14 @@ class RingReader:
 
     def drain(self, limit: int = 1 << 30) -> list[bytes]:
         """Every committed record (up to `limit` bytes of them), oldest first, as bytes."""
-        data, view = self._data, self._view
+        data = self._data
         cons = _U64.unpack_from(self._cons, 0)[0]
         prod = _U64.unpack_from(data, 0)[0]
         end = min(prod, cons + limit)
-        base, mask = self._page, self._mask
-        u32 = _U32.unpack_from
-        out: list[bytes] = []
-        append = out.append
-        while cons < end:
-            off = base + (cons & mask)
-            hdr = u32(data, off)[0]
-            if hdr & _BUSY:
-                break
-            n = hdr & ~(_BUSY | _DISCARD)
-            if not hdr & _DISCARD:
-                append(view[off + 8 : off + 8 + n].tobytes())
-            cons += (n + 8 + 7) & ~7
+        if _fast is not None:
+            out, cons = _fast.drain(data, cons, end, self._page, self._mask)
+        else:
+            out, cons = drain_py(self._view, cons, end, self._page, self._mask)
         if out or cons != self.consumed:
             _U64.pack_into(self._cons, 0, cons)
         self.consumed = cons
