@@ -53,10 +53,10 @@ __all__ = [
     "NginxLog",
     "RawEvent",
     "RingReader",
+    "drain_py",
     "format_sockaddr",
     "nginx_msec",
     "parse_batch",
-    "drain_py",
     "parse_batch_py",
     "parse_event",
 ]
