@@ -17,6 +17,7 @@ from ngxscope.capture import events as E
 from ringsample import load_sample, sockaddr
 
 OFFSET = 1_700_000_000.25
+_fastevents.prepare(E.RawEvent, E.NginxLog)  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
 
 
 def both(bufs: list[Any], offset: float = OFFSET) -> tuple[Any, Any]:

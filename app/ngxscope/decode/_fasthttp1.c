@@ -1,5 +1,6 @@
-/* The compiled twin of decode.http1.parse_head_py: an HTTP/1 head -> (start line parts,
- * headers in wire order).
+/* The compiled twins of decode.http1.parse_head_py (an HTTP/1 head -> start line parts,
+ * headers in wire order) and parse_response_py (the final response head at the start of a
+ * response's bytes).
  *
  * Built by scripts/build_ext.py (setup, CI) and by pip from pyproject.toml's ext-modules
  * (the .deb). decode.http1 keeps the Python function as the reference and uses it when this
@@ -47,12 +48,7 @@ static PyObject *stripped(const unsigned char *p, Py_ssize_t n) {
     return text(p + a, b - a);
 }
 
-static PyObject *parse_head(PyObject *self, PyObject *arg) {
-    (void)self;
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    const unsigned char *p = view.buf;
-    Py_ssize_t n = view.len;
+static PyObject *head_of(const unsigned char *p, Py_ssize_t n) {
     PyObject *parts = NULL, *headers = NULL, *result = NULL;
 
     /* the start line: up to the first "\n", "\r"s stripped from its end */
@@ -133,6 +129,101 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
 done:
     Py_XDECREF(parts);
     Py_XDECREF(headers);
+    return result;
+}
+
+static PyObject *parse_head(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = head_of(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* decode.http1._find_head_end: index just past the blank line ending a head at or after
+ * `start`, or -1 */
+static Py_ssize_t find_head_end(const unsigned char *p, Py_ssize_t n, Py_ssize_t start) {
+    Py_ssize_t i = -1, j = -1;
+    for (Py_ssize_t k = start; k + 1 < n; k++) {
+        if (p[k] != '\n') continue;
+        if (j < 0 && p[k + 1] == '\n') j = k;
+        if (i < 0 && k >= start + 1 && p[k - 1] == '\r' && k + 2 < n && p[k + 1] == '\r' && p[k + 2] == '\n')
+            i = k - 1;
+        if (i >= 0 || j >= 0) break;
+    }
+    if (i < 0) return j >= 0 ? j + 2 : -1;
+    if (j >= 0 && j < i) return j + 2;
+    return i + 4;
+}
+
+/* decode.http1.parse_response_py, returning (status, reason, version, headers, head_bytes,
+ * error): the final response head at the start of a response's captured bytes (1xx
+ * skipped). */
+static PyObject *response_of(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t pos = 0;
+    for (;;) {
+        Py_ssize_t end = find_head_end(p, n, pos);
+        if (end < 0)
+            return Py_BuildValue("(Oss[]is)", Py_None, "", "", 0,
+                                 n ? "response head not captured" : "no response bytes captured");
+        Py_ssize_t e = end;
+        while (e > pos && (p[e - 1] == '\r' || p[e - 1] == '\n')) e--;
+        PyObject *head = head_of(p + pos, e - pos);
+        if (head == NULL) return NULL;
+        PyObject *msg = NULL;
+        if (PyUnicode_Check(head)) {
+            msg = PyUnicode_FromFormat("malformed response: %U", head);
+            Py_DECREF(head);
+            goto error;
+        }
+        PyObject *parts = PyTuple_GET_ITEM(head, 0), *headers = PyTuple_GET_ITEM(head, 1);
+        PyObject *version = PyList_GET_ITEM(parts, 0);
+        if (PyUnicode_GET_LENGTH(version) < 5 || memcmp(PyUnicode_DATA(version), "HTTP/", 5) != 0
+            || PyUnicode_KIND(version) != PyUnicode_1BYTE_KIND) {
+            PyObject *cut = PyBytes_FromStringAndSize((const char *)p + pos, (n - pos) < 40 ? n - pos : 40);
+            if (cut != NULL) {
+                msg = PyUnicode_FromFormat("malformed response: bad status line %R", cut);
+                Py_DECREF(cut);
+            }
+            Py_DECREF(head);
+            goto error;
+        }
+        PyObject *status = PyLong_FromUnicodeObject(PyList_GET_ITEM(parts, 1), 10);
+        if (status == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_ValueError)) { Py_DECREF(head); return NULL; }
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            msg = PyUnicode_FromFormat("malformed response: %S", value);
+            Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+            Py_DECREF(head);
+            goto error;
+        }
+        int overflow = 0;
+        long code = PyLong_AsLongAndOverflow(status, &overflow);
+        if (!overflow && code >= 100 && code < 200 && code != 101) {
+            Py_DECREF(status);
+            Py_DECREF(head);
+            pos = end;
+            continue;
+        }
+        PyObject *reason = PyList_GET_SIZE(parts) > 2 ? PyList_GET_ITEM(parts, 2) : NULL;
+        PyObject *out = reason ? Py_BuildValue("(NOOOnO)", status, reason, version, headers, end, Py_None)
+                               : Py_BuildValue("(NsOOnO)", status, "", version, headers, end, Py_None);
+        Py_DECREF(head);
+        return out;
+error:
+        if (msg == NULL) return NULL;
+        return Py_BuildValue("(Oss[]iN)", Py_None, "", "", 0, msg);
+    }
+}
+
+static PyObject *parse_response(PyObject *self, PyObject *arg) {
+    (void)self;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = response_of(view.buf, view.len);
     PyBuffer_Release(&view);
     return result;
 }
@@ -140,6 +231,8 @@ done:
 static PyMethodDef methods[] = {
     {"parse_head", parse_head, METH_O,
      "parse_head(head) -> (parts, headers), or the error message (str) of a bad head"},
+    {"parse_response", parse_response, METH_O,
+     "parse_response(prefix) -> (status, reason, version, headers, head_bytes, error)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fasthttp1",

@@ -26,6 +26,7 @@ __all__ = [
     "parse_head",
     "parse_head_py",
     "parse_response",
+    "parse_response_py",
     "request_line_of",
 ]
 
@@ -478,7 +479,17 @@ class ParsedResponse:
 
 
 def parse_response(prefix: bytes) -> ParsedResponse:
-    """Read the final response head from the captured start of a response (1xx skipped)."""
+    """Read the final response head from the captured start of a response (1xx skipped):
+    compiled when built, else `parse_response_py`."""
+    if _fast is None or parse_head is not _parse_head_compiled:
+        return parse_response_py(prefix)
+    status, reason, version, headers, head_bytes, error = _fast.parse_response(prefix)
+    return ParsedResponse(status, reason, version, headers, head_bytes, head_bytes, error)
+
+
+def parse_response_py(prefix: bytes) -> ParsedResponse:
+    """Read the final response head from the captured start of a response (1xx skipped):
+    the pure-Python reference of `parse_response`."""
     out = ParsedResponse()
     pos = 0
     while True:
