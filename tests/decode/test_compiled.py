@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ngxscope.capture import events as E
-from ngxscope.decode import http1
+from ngxscope.decode import _fastmodel, emitter, http1
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange, LifecycleEvent
 from ngxscope.store.codec import encode_exchange
@@ -27,15 +27,18 @@ from ringsample import load_sample, record
 from . import streams as S
 
 COMPILED_HEAD = http1.parse_head
+COMPILED_NEW = emitter.new_exchange
 
 
 @contextmanager
 def path(pure: bool) -> Iterator[None]:
     http1.parse_head = http1.parse_head_py if pure else COMPILED_HEAD  # type: ignore[assignment]
+    emitter.new_exchange = emitter.new_exchange_py if pure else COMPILED_NEW
     try:
         yield
     finally:
         http1.parse_head = COMPILED_HEAD  # type: ignore[assignment]
+        emitter.new_exchange = COMPILED_NEW
 
 
 def run(records: list[bytes], pure: bool) -> Any:
@@ -64,6 +67,35 @@ def same(records: list[bytes]) -> Any:
 def test_compiled_path_differs_from_pure_in_nothing_but_code() -> None:
     assert E.parse_batch is not E.parse_batch_py or E._fast is None
     assert http1.parse_head is not http1.parse_head_py or http1._fast is None
+    assert isinstance(emitter.new_exchange, _fastmodel.Builder) or emitter.new_exchange is emitter.new_exchange_py
+
+
+values = st.tuples(st.integers(), st.floats(allow_nan=False), st.floats(allow_nan=False), st.integers(),
+                   st.text(max_size=5), st.text(max_size=5), st.booleans(), st.text(max_size=5), st.integers(),
+                   st.one_of(st.none(), st.text(max_size=5)))
+
+
+@given(values)
+def test_compiled_exchange_constructor(args: tuple[Any, ...]) -> None:
+    """The C constructor gives what Exchange(...) gives; each exchange its own lists."""
+    build = _fastmodel.Builder(Exchange, *emitter._builder_spec())
+    a, b = build(*args), emitter.new_exchange_py(*args)
+    assert a == b and encode_exchange(a) == encode_exchange(b)
+    a.request_headers.append(("X", "1"))
+    assert build(*args).request_headers == [] and build(*args).upstream is not build(*args).upstream
+
+
+def test_compiled_constructor_refuses_another_shape() -> None:
+    import pytest
+
+    given_, defaults, factories = emitter._builder_spec()
+    with pytest.raises(TypeError):
+        _fastmodel.Builder(Exchange, given_[1:], defaults, factories)   # a slot left out
+    with pytest.raises(TypeError):
+        _fastmodel.Builder(Exchange, (*given_[:-1], "nope"), defaults, factories)
+    build = _fastmodel.Builder(Exchange, given_, defaults, factories)
+    with pytest.raises(TypeError):
+        build(1, 2)
 
 
 def test_recorded_sample() -> None:
