@@ -17,7 +17,7 @@ from ngxscope.capture import events as E
 from ringsample import load_sample, sockaddr
 
 OFFSET = 1_700_000_000.25
-_fastevents.prepare(E.RawEvent, E.NginxLog)  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
+_fastevents.prepare(E.RawEvent, E.NginxLog, {})  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
 
 
 def both(bufs: list[Any], offset: float = OFFSET) -> tuple[Any, Any]:
@@ -138,10 +138,49 @@ def test_prepare_refuses_another_shape() -> None:
         kind: int
 
     with pytest.raises(TypeError):
-        _fastevents.prepare(Other, E.NginxLog)
+        _fastevents.prepare(Other, E.NginxLog, {})
     with pytest.raises(TypeError):
-        _fastevents.prepare(E.RawEvent, Other)
-    _fastevents.prepare(E.RawEvent, E.NginxLog)
+        _fastevents.prepare(E.RawEvent, Other, {})
+    with pytest.raises(TypeError):
+        _fastevents.prepare(E.RawEvent, E.NginxLog, {"kind": 0})  # a slot too many
+    _fastevents.prepare(E.RawEvent, E.NginxLog, {})
+
+
+def test_a_field_added_to_raw_event_gets_its_default() -> None:
+    """A field someone adds to RawEvent later (kept_by, say) is set on every compiled event."""
+    from dataclasses import dataclass, fields
+
+    @dataclass(slots=True)
+    class Wider:
+        kind: int
+        ts: float
+        pid: int
+        fd: int
+        conn_ts: int
+        offset: int
+        aux: int
+        length: int
+        flags: int
+        clock: float = 0.0
+        seq: int = 0
+        data: bytes = b""
+        peer: str = ""
+        local: str = ""
+        status: int = 0
+        span: float = -1.0
+        clock_span: float = -1.0
+        rid: int = 0
+        log: E.NginxLog | None = None
+        kept_by: str = "sample"
+
+    assert len(fields(Wider)) == len(fields(E.RawEvent)) + 1
+    try:
+        _fastevents.prepare(Wider, E.NginxLog, {"kept_by": "sample"})
+        rec = E._HEADER.pack(1, 2, 0, 0, 0, 6, 7, 8, 3, 3, E.EV_RECV, 2, 0) + b"GET"
+        (ev,) = _fastevents.parse_batch([rec], 0.0, E._parse_one_py)
+        assert type(ev) is Wider and ev.kept_by == "sample" and ev.data == b"GET"
+    finally:
+        _fastevents.prepare(E.RawEvent, E.NginxLog, {})
 
 
 @st.composite

@@ -13,7 +13,8 @@
  * RawEvent is a slots dataclass: its instances are allocated directly and each slot set at
  * the offset its member descriptor names (what the dataclass __init__ does, without running
  * Python code per record); NginxLog (EV_REQ_LOG's tail) likewise. `prepare` checks both
- * classes have exactly the expected slots.
+ * classes have exactly the expected slots; RawEvent fields added later are set to the
+ * defaults capture.events hands over (new kinds' own values come from the Python parser).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -49,6 +50,10 @@ static const char *const log_names[L_COUNT] = {
 
 static PyTypeObject *event_type = NULL, *log_type = NULL;
 static Py_ssize_t offsets[F_COUNT], log_offsets[L_COUNT];
+/* RawEvent fields added after this file (with a plain default): set to it on every event */
+#define EXTRA_MAX 16
+static Py_ssize_t extra_count = 0, extra_offsets[EXTRA_MAX];
+static PyObject *extra_values[EXTRA_MAX];
 static PyObject *struct_error = NULL;
 static PyObject *empty_bytes = NULL, *empty_str = NULL, *minus_one = NULL, *zero_float = NULL;
 
@@ -159,6 +164,10 @@ static PyObject *new_event(void) {
     put_ref(ev, F_SPAN, minus_one);
     put_ref(ev, F_CLOCK_SPAN, minus_one);
     put_ref(ev, F_LOG, Py_None);
+    for (Py_ssize_t i = 0; i < extra_count; i++) {
+        PyObject **slot = (PyObject **)((char *)ev + extra_offsets[i]);
+        Py_XSETREF(*slot, Py_NewRef(extra_values[i]));
+    }
     return ev;
 }
 
@@ -281,38 +290,63 @@ static PyObject *parse_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 /* Where each slot of a slots class lives; refuses a class of another shape. */
-static int slot_offsets(PyObject *cls, const char *const *names, int count, Py_ssize_t *out) {
+static Py_ssize_t member_offset(PyTypeObject *type, PyObject *descr, const char *name) {
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)
+        || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, name);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+static int slot_offsets(PyObject *cls, const char *const *names, int count, Py_ssize_t extra,
+                        Py_ssize_t *out) {
     if (!PyType_Check(cls)) { PyErr_SetString(PyExc_TypeError, "prepare() wants classes"); return -1; }
     PyTypeObject *type = (PyTypeObject *)cls;
     PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
     if (slots == NULL) return -1;
     Py_ssize_t nslots = PySequence_Size(slots);
     Py_DECREF(slots);
-    if (nslots != count) {
+    if (nslots != count + extra) {
         PyErr_Format(PyExc_TypeError, "%s has %zd slots, the compiled parser knows %d",
                      type->tp_name, nslots, count);
         return -1;
     }
-    for (int i = 0; i < count; i++) {
-        PyObject *descr = PyDict_GetItemString(type->tp_dict, names[i]);
-        if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)
-            || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, names[i]);
+    for (int i = 0; i < count; i++)
+        if ((out[i] = member_offset(type, PyDict_GetItemString(type->tp_dict, names[i]), names[i])) < 0)
             return -1;
-        }
-        out[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
-    }
     return 0;
 }
 
-/* Remember RawEvent and NginxLog, and where each of their slots lives. */
+/* Remember RawEvent and NginxLog, where each of their slots lives, and the defaults of
+ * RawEvent's fields this file does not know (a dict: name -> value). */
 static PyObject *prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "prepare(RawEvent, NginxLog)"); return NULL; }
-    Py_ssize_t ev_at[F_COUNT], log_at[L_COUNT];   /* kept only when both classes fit */
-    if (slot_offsets(args[0], field_names, F_COUNT, ev_at) < 0
-        || slot_offsets(args[1], log_names, L_COUNT, log_at) < 0)
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "prepare(RawEvent, NginxLog, extra_defaults)");
         return NULL;
+    }
+    Py_ssize_t nextra = PyDict_GET_SIZE(args[2]);
+    if (nextra > EXTRA_MAX) { PyErr_SetString(PyExc_TypeError, "too many RawEvent fields unknown here"); return NULL; }
+    Py_ssize_t ev_at[F_COUNT], log_at[L_COUNT], extra_at[EXTRA_MAX];   /* kept only when all fit */
+    if (slot_offsets(args[0], field_names, F_COUNT, nextra, ev_at) < 0
+        || slot_offsets(args[1], log_names, L_COUNT, 0, log_at) < 0)
+        return NULL;
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(args[2], &pos, &name, &value)) {
+        const char *cname = PyUnicode_AsUTF8(name);
+        if (cname == NULL) return NULL;
+        PyObject *descr = PyDict_GetItemWithError(((PyTypeObject *)args[0])->tp_dict, name);
+        if ((extra_at[k++] = member_offset((PyTypeObject *)args[0], descr, cname)) < 0) return NULL;
+    }
+    for (Py_ssize_t i = 0; i < extra_count; i++) Py_CLEAR(extra_values[i]);
+    pos = k = 0;
+    while (PyDict_Next(args[2], &pos, &name, &value)) {
+        extra_offsets[k] = extra_at[k];
+        extra_values[k++] = Py_NewRef(value);
+    }
+    extra_count = nextra;
     memcpy(offsets, ev_at, sizeof offsets);
     memcpy(log_offsets, log_at, sizeof log_offsets);
     Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[0]));
@@ -380,7 +414,7 @@ static PyMethodDef methods[] = {
     {"parse_batch", (PyCFunction)(void (*)(void))parse_batch, METH_FASTCALL,
      "parse_batch(bufs, clock_offset, slow) -> list[RawEvent]"},
     {"prepare", (PyCFunction)(void (*)(void))prepare, METH_FASTCALL,
-     "prepare(RawEvent, NginxLog): the classes to build"},
+     "prepare(RawEvent, NginxLog, extra_defaults): the classes to build"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastevents",

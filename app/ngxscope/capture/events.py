@@ -12,7 +12,7 @@ import ctypes
 import mmap
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from types import ModuleType
 
 from . import compiled
@@ -400,7 +400,16 @@ if compiled.wanted():
     except ImportError:  # not built: the reference does the work
         _fast = None
 if _fast is not None:
-    _fast.prepare(RawEvent, NginxLog)
+    try:
+        # RawEvent fields the C parser does not know (added since) get their default
+        _known = {"kind", "ts", "pid", "fd", "conn_ts", "offset", "aux", "length", "flags", "clock", "seq",
+                  "data", "peer", "local", "status", "span", "clock_span", "rid", "log"}
+        _extra = {f.name: f.default for f in fields(RawEvent) if f.name not in _known}
+        if MISSING in _extra.values():
+            raise TypeError("a RawEvent field without a plain default")
+        _fast.prepare(RawEvent, NginxLog, _extra)
+    except TypeError:  # such a field, or NginxLog changed: the reference parses
+        _fast = None
 
 
 def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
