@@ -95,7 +95,7 @@ def stop_record(proc: subprocess.Popen[str]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     m = re.search(r"(\d+) events lost, (\d+) payloads truncated", err)
     out["lost_events"] = int(m.group(1)) if m else None
-    m = re.search(r"(\d+) payloads shed", err)
+    m = re.search(r"(\d+) counted from kernel summaries", err)
     out["shed"] = int(m.group(1)) if m else 0
     return out
 

@@ -11,14 +11,17 @@ worker on CPU 0, wrk on CPU 1; fixed rates via a wrk Lua delay()):
     from bpftool) with hits per request.
 
     .venv/bin/python bench/cost.py [--rates 1000 10000 0] [--seconds 8] [--modes plain tls]
-                                   [--variant NAME=APPDIR]
+                                   [--variant NAME=APPDIR] [--paths compiled pure] [--rounds N]
 
 Rate 0 means saturation (wrk, 50 connections, no delay). Writes bench/results/cost.json.
+--paths compiled pure: B is measured once per path and round, alternating: `compiled` (the
+C extensions, when built) and `pure` (NGXSCOPE_PURE_PYTHON=1, the pure-Python reference).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,6 +79,28 @@ def measure(lab: Any, url: str, rate: float, seconds: float, rec_pid: int | None
     return out
 
 
+def measure_b(lab: Any, url: str, rate: float, args: argparse.Namespace, mode: str, a: dict[str, Any],
+              env: dict[str, str], path: str) -> dict[str, Any]:
+    out = RESULTS / f"cost-{mode}.ngxs"
+    out.unlink(missing_ok=True)
+    proc = start_record(lab.master_pid, out, args.record_args, env=env)
+    time.sleep(0.5)
+    b = measure(lab, url, rate, args.seconds, proc.pid)
+    st = stop_record(proc)
+    out.unlink(missing_ok=True)
+    row = {"offered": a["offered"], "path": path, "a": a, "b": b, "lost_events": st["lost_events"],
+           "shed": st["shed"], "in_nginx_us_per_req": b["worker_us_per_req"] - a["worker_us_per_req"]}
+    row["total_us_per_req"] = b["capture_us_per_req"] + max(0.0, row["in_nginx_us_per_req"])
+    print(f"{mode:5} {a['offered']!s:>10} {path:8}: A {a['rps']:8.0f}/s B {b['rps']:8.0f}/s  "
+          f"capture {b['capture_us_per_req']:6.1f} us/req  in-nginx +{row['in_nginx_us_per_req']:5.1f} "
+          f"us/req  BPF {b['bpf_ns_per_req']:7.0f} ns/req  total {row['total_us_per_req']:6.1f} us/req  "
+          f"shed {st['shed']}/{b['requests']}  load {os.getloadavg()[0]:.2f}", flush=True)
+    for name, p in sorted(b["bpf"].items(), key=lambda kv: -kv[1]["ns_per_req"]):
+        print(f"        {name:24} {p['hits_per_req']:5.2f} hits/req {p['ns_per_hit']:7.0f} ns/hit "
+              f"{p['ns_per_req']:7.0f} ns/req")
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[1000, 10000, 0])
@@ -84,11 +109,15 @@ def main() -> int:
     ap.add_argument("--variant", default="", metavar="NAME=APPDIR", help="record from another source tree")
     ap.add_argument("--record-args", nargs="*", default=[])
     ap.add_argument("--out", default="cost")
+    ap.add_argument("--paths", nargs="+", default=["compiled"], choices=["compiled", "pure"],
+                    help="measure B with the compiled hot path and/or the pure-Python one, alternating")
+    ap.add_argument("--rounds", type=int, default=1, help="B measurements per path and rate")
     args = ap.parse_args()
-    env = None
+    base_env: dict[str, str] = {}
     if args.variant:
-        env = {"PYTHONPATH": args.variant.partition("=")[2]}
-    res: dict[str, Any] = {"machine": machine(), "seconds": args.seconds, "variant": args.variant, "modes": {}}
+        base_env["PYTHONPATH"] = args.variant.partition("=")[2]
+    res: dict[str, Any] = {"machine": machine(), "seconds": args.seconds, "variant": args.variant,
+                           "paths": args.paths, "load_before": os.getloadavg(), "modes": {}}
     with LabNginx(workers=1) as lab, bpf_stats():
         pin_lab(lab)
         for mode in args.modes:
@@ -97,24 +126,10 @@ def main() -> int:
             rows = []
             for rate in args.rates:
                 a = measure(lab, url, rate, args.seconds, None)
-                out = RESULTS / f"cost-{mode}.ngxs"
-                out.unlink(missing_ok=True)
-                proc = start_record(lab.master_pid, out, args.record_args, env=env)
-                time.sleep(0.5)
-                b = measure(lab, url, rate, args.seconds, proc.pid)
-                st = stop_record(proc)
-                out.unlink(missing_ok=True)
-                row = {"offered": a["offered"], "a": a, "b": b, "lost_events": st["lost_events"],
-                       "in_nginx_us_per_req": b["worker_us_per_req"] - a["worker_us_per_req"]}
-                row["total_us_per_req"] = b["capture_us_per_req"] + max(0.0, row["in_nginx_us_per_req"])
-                rows.append(row)
-                print(f"{mode:5} {a['offered']!s:>10}: A {a['rps']:8.0f}/s B {b['rps']:8.0f}/s  "
-                      f"capture {b['capture_us_per_req']:6.1f} us/req  in-nginx +{row['in_nginx_us_per_req']:5.1f} "
-                      f"us/req  BPF {b['bpf_ns_per_req']:7.0f} ns/req  total {row['total_us_per_req']:6.1f} us/req",
-                      flush=True)
-                for name, p in sorted(b["bpf"].items(), key=lambda kv: -kv[1]["ns_per_req"]):
-                    print(f"        {name:24} {p['hits_per_req']:5.2f} hits/req {p['ns_per_hit']:7.0f} ns/hit "
-                          f"{p['ns_per_req']:7.0f} ns/req")
+                for _ in range(args.rounds):
+                    for path in args.paths:
+                        env = {**base_env, "NGXSCOPE_PURE_PYTHON": "1" if path == "pure" else "0"}
+                        rows.append(measure_b(lab, url, rate, args, mode, a, env, path))
             res["modes"][mode] = rows
     print("per 1,000 requests: multiply the per-request figures by 1,000 (µs -> ms).")
     print(f"wrote {write_result(args.out, res)}")

@@ -66,6 +66,11 @@ rm -rf "$STAGE"; mkdir -p "$(dirname "$VENV")"
 # hard links: fast, and safe as every later change replaces a file or only drops its x bits
 cp -al "$CACHE/venv" "$VENV"
 pip_q "$VENV/bin/python" -m pip install -q --no-compile --no-deps --force-reinstall --no-build-isolation "$ROOT"
+# the project's C extensions (the compiled hot path, pyproject's ext-modules) were built for
+# this interpreter by the install above; without them the package would run its slower
+# pure-Python path
+"$VENV/bin/python" -I -c 'from ngxscope.capture import _fastevents; from ngxscope.decode import _fasthttp1, _fastmodel' \
+  || die "the compiled hot path was not built (needs gcc and python3-dev)"
 pip_q "$VENV/bin/python" -m pip uninstall -q -y pip setuptools wheel
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 find "$VENV/bin" -mindepth 1 ! -name 'python*' -delete

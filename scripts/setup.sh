@@ -20,6 +20,7 @@ DEBS=(python3-bpfcc libbpfcc nginx libnginx-mod-stream openssl curl wrk tshark x
       binutils procps iproute2 prometheus openssh-server openssh-client
       build-essential libpcre2-dev libssl-dev  # these three: scripts/build-nginx-static.sh
       dpkg-dev python3-venv lintian appstream libwayland-cursor0 libwayland-egl1  # packaging/build-deb.sh
+      python3-dev  # the compiled hot path of the .deb's interpreter (packaging/build-deb.sh)
       pkexec polkitd dbus-daemon strace)  # tests/deb: the .deb used as a normal user
 KVER=$(uname -r)
 # bcc compiles against kernel headers: the running kernel's own package if Debian has one,
@@ -99,6 +100,10 @@ if ! bpf_ok; then  # a venv installed before the mapping: install the project ag
   bpf_ok || { echo "setup: ngxscope.bpf is not importable from .venv" >&2; exit 1; }
 fi
 # --- end i14b
+
+# The compiled hot path (C extensions beside their pure-Python reference, built in place
+# under app/): rebuilt only when a source, the interpreter or the recipe changed.
+.venv/bin/python scripts/build_ext.py || { echo "setup: building the compiled hot path failed" >&2; exit 1; }
 
 # Expose Debian's pure-Python bcc module, and only it, to the venv.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -126,3 +126,17 @@ def test_secret_never_in_a_gzip_body(tmp_path: Path) -> None:
         out = tmp_path / f"g.{fmt}"
         export(src, fmt, out)
         assert SECRET.encode() not in all_bytes(out.read_bytes())
+
+
+def test_nothing_to_mask_gives_the_same_exchange_without_a_copy() -> None:
+    policy = RedactPolicy.make()
+    ex = make_exchange(request_headers=[("Host", "a"), ("Accept", "*/*")], response_headers=[("Server", "nginx")],
+                       upstream=[UpstreamAttempt(addr="127.0.0.1:8081", status=200,
+                                                 request_head="GET / HTTP/1.0\r\nHost: a\r\n\r\n")])
+    assert redact_exchange(ex, policy) is ex
+    secret = make_exchange(request_headers=[("Host", "a"), ("Authorization", "Bearer abc")],
+                           upstream=[UpstreamAttempt(addr="127.0.0.1:8081", status=200,
+                                                     request_head="GET / HTTP/1.0\r\nCookie: s=1\r\n\r\n")])
+    out = redact_exchange(secret, policy)
+    assert out is not secret and "abc" not in str(out.request_headers) and "s=1" not in out.upstream[0].request_head
+    assert secret.request_headers[1] == ("Authorization", "Bearer abc")  # the original is never changed

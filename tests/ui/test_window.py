@@ -1,4 +1,4 @@
-"""The main window: live ingest without stalls, filter bar, menus, settings, screenshots."""
+"""The main window: live ingest (every exchange a row), filter bar, menus, settings, screenshots."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from ngxscope.ui import app as uiapp
 from ngxscope.ui.mainwindow import MainWindow
 from ngxscope.ui.tablemodel import COLUMNS, FILTER_ROLE
 
-STALL_BOUND_MS = 100.0
-
 
 def run_loop(qtbot, seconds: float, probe_ms: int = 10) -> list[float]:  # type: ignore[no-untyped-def]
     """Run the event loop for `seconds`; return the gaps between probe timer ticks (s)."""
@@ -33,22 +31,45 @@ def run_loop(qtbot, seconds: float, probe_ms: int = 10) -> list[float]:  # type:
     return [b - a for a, b in itertools.pairwise(ticks)]
 
 
-def test_ingest_20k_per_second_never_stalls(window, qtbot) -> None:  # type: ignore[no-untyped-def]
-    win: MainWindow = window
+class CountingSource(SyntheticSource):
+    """SyntheticSource that remembers the id of every exchange it handed to the window."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.handed: list[int] = []
+
+    def poll(self):  # type: ignore[no-untyped-def]
+        exchanges, events, stats = super().poll()
+        self.handed.extend(ex.id for ex in exchanges)
+        return exchanges, events, stats
+
+
+def test_ingest_20k_per_second_every_exchange_reaches_the_model(qtbot, settings) -> None:  # type: ignore[no-untyped-def]
+    """At 20k/s every exchange the source hands over becomes a row (the newest `capacity`
+    of them: the model stays bounded), the aggregates count all of them, nothing raises.
+    How fast, and how long the event loop stalls meanwhile, is a benchmark:
+    bench/ui_ingest.py (timings on a shared machine are not a test)."""
+    win = MainWindow(None, title="ngxscope", settings=settings, capacity=5_000)
+    qtbot.addWidget(win)
+    win.show()
     win.resize(1600, 1000)
     run_loop(qtbot, 0.3)  # first layout/paint of an empty window
-    win.set_source(SyntheticSource(20_000))
-    gaps = run_loop(qtbot, 5.0)
-    worst = max(gaps) * 1000
-    absorbed = win.store.total
-    print(f"\n20k/s for 5 s: absorbed {absorbed:,} exchanges ({absorbed / 5:,.0f}/s), "
-          f"max event-loop stall {worst:.1f} ms, "
-          f"p99 {sorted(gaps)[int(len(gaps) * 0.99)] * 1000:.1f} ms")
-    assert absorbed > 80_000
-    assert worst < STALL_BOUND_MS
-    assert win.proxy.rowCount() == len(win.store)
-    assert win.agg.total == absorbed
+    src = CountingSource(20_000)
+    win.set_source(src)
+    try:
+        qtbot.waitUntil(lambda: win.store.total >= 12_000, timeout=60_000)
+    finally:
+        src.stop()
+    run_loop(qtbot, 0.3)  # what the source still held is drained
+    win.ingest()
+    handed = src.handed
+    assert len(handed) == len(set(handed)) >= 12_000
+    assert win.agg.total == len(handed)  # every exchange counted in the graphs and panels
+    # bounded: the newest `capacity` are the rows, in arrival order (however the polls cut them)
+    assert len(win.store) == win.proxy.rowCount() == win.store.capacity
+    assert [ex.id for ex in win.store] == handed[-win.store.capacity:]
     assert win.graphs.stack_curves[0].getData()[0] is not None
+    win.close()
 
 
 def test_filter_bar_live_compile_and_apply(window, qtbot) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,10 @@ import ctypes
 import mmap
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from types import ModuleType
+
+from . import compiled
 
 __all__ = [
     "CNT_MAX",
@@ -50,9 +53,11 @@ __all__ = [
     "NginxLog",
     "RawEvent",
     "RingReader",
+    "drain_py",
     "format_sockaddr",
     "nginx_msec",
     "parse_batch",
+    "parse_batch_py",
     "parse_event",
 ]
 
@@ -332,8 +337,9 @@ def parse_event(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
     return parse_batch((buf,), clock_offset)[0]
 
 
-def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
-    """Decode many ring-buffer records at once (struct.unpack_from, no ctypes copies)."""
+def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
+    """Decode many ring-buffer records at once (struct.unpack_from, no ctypes copies): the
+    pure-Python reference of `parse_batch`."""
     unpack = _HEADER.unpack_from
     out: list[RawEvent] = []
     append = out.append
@@ -383,10 +389,61 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
     return out
 
 
+def _parse_one_py(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
+    return parse_batch_py((buf,), clock_offset)[0]
+
+
+_fast: ModuleType | None = None
+if compiled.wanted():
+    try:
+        from . import _fastevents as _fast
+    except ImportError:  # not built: the reference does the work
+        _fast = None
+if _fast is not None:
+    try:
+        # RawEvent fields the C parser does not know (added since) get their default
+        _known = {"kind", "ts", "pid", "fd", "conn_ts", "offset", "aux", "length", "flags", "clock", "seq",
+                  "data", "peer", "local", "status", "span", "clock_span", "rid", "log"}
+        _extra = {f.name: f.default for f in fields(RawEvent) if f.name not in _known}
+        if MISSING in _extra.values():
+            raise TypeError("a RawEvent field without a plain default")
+        _fast.prepare(RawEvent, NginxLog, _extra)
+    except TypeError:  # such a field, or NginxLog changed: the reference parses
+        _fast = None
+
+
+def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
+    """Decode many ring-buffer records at once: the compiled parser when built (records of a
+    kind it does not know it hands to the reference), else
+    `parse_batch_py`. Both give equal RawEvents and raise struct.error on a short record."""
+    if _fast is None:
+        return parse_batch_py(bufs, clock_offset)
+    return _fast.parse_batch(bufs if isinstance(bufs, list | tuple) else list(bufs), clock_offset, _parse_one_py)
+
+
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+
+
+def drain_py(data: memoryview, cons: int, end: int, base: int, mask: int) -> tuple[list[bytes], int]:
+    """The committed records of a ring buffer's data mapping `data` from consumer position
+    `cons` up to `end` (or the first busy one), and the position after them: the pure-Python
+    reference of the compiled `drain`. The data pages start at `base`; `mask` = size - 1."""
+    u32 = _U32.unpack_from
+    out: list[bytes] = []
+    append = out.append
+    while cons < end:
+        off = base + (cons & mask)
+        hdr = u32(data, off)[0]
+        if hdr & _BUSY:
+            break
+        n = hdr & ~(_BUSY | _DISCARD)
+        if not hdr & _DISCARD:
+            append(data[off + 8 : off + 8 + n].tobytes())
+        cons += (n + 8 + 7) & ~7
+    return out, cons
 
 
 class RingReader:
@@ -410,23 +467,14 @@ class RingReader:
 
     def drain(self, limit: int = 1 << 30) -> list[bytes]:
         """Every committed record (up to `limit` bytes of them), oldest first, as bytes."""
-        data, view = self._data, self._view
+        data = self._data
         cons = _U64.unpack_from(self._cons, 0)[0]
         prod = _U64.unpack_from(data, 0)[0]
         end = min(prod, cons + limit)
-        base, mask = self._page, self._mask
-        u32 = _U32.unpack_from
-        out: list[bytes] = []
-        append = out.append
-        while cons < end:
-            off = base + (cons & mask)
-            hdr = u32(data, off)[0]
-            if hdr & _BUSY:
-                break
-            n = hdr & ~(_BUSY | _DISCARD)
-            if not hdr & _DISCARD:
-                append(view[off + 8 : off + 8 + n].tobytes())
-            cons += (n + 8 + 7) & ~7
+        if _fast is not None:
+            out, cons = _fast.drain(data, cons, end, self._page, self._mask)
+        else:
+            out, cons = drain_py(self._view, cons, end, self._page, self._mask)
         if out or cons != self.consumed:
             _U64.pack_into(self._cons, 0, cons)
         self.consumed = cons

@@ -9,14 +9,55 @@ connection, keeps the decoder's counters and calls the consumer's callbacks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from types import ModuleType
+from typing import Any
 
+from ..capture import compiled
 from ..model import Exchange, LifecycleEvent
 from .connstate import Conn
 from .nginxlog import NginxValues
 from .websocket import WsTunnel
 
-__all__ = ["DecodeStats", "Emitter"]
+__all__ = ["DecodeStats", "Emitter", "new_exchange", "new_exchange_py"]
+
+_GIVEN = ("id", "start", "end", "pid", "client", "server", "tls", "conn_id", "conn_seq", "proxy_client")
+"""The fields `Emitter.exchange` sets from the connection, in the order `new_exchange` takes them."""
+
+
+def new_exchange_py(*values: Any) -> Exchange:
+    """Exchange(**dict(zip(_GIVEN, values))), the rest at their defaults: the reference of
+    `new_exchange`."""
+    return Exchange(**dict(zip(_GIVEN, values, strict=True)))
+
+
+def _compiled_builder() -> Callable[..., Exchange] | None:
+    """model.Exchange's constructor in C (decode._fastmodel), from the dataclass's own fields."""
+    fast: ModuleType | None = None
+    if compiled.wanted():
+        try:
+            from . import _fastmodel as fast
+        except ImportError:  # not built: Exchange(...) does the work
+            return None
+    spec = _builder_spec()
+    if fast is None or spec is None:
+        return None
+    builder: Callable[..., Exchange] = fast.Builder(Exchange, *spec)
+    return builder
+
+
+def _builder_spec() -> tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]] | None:
+    """(the given fields, the others' defaults, the fields that are a new list each time) of
+    Exchange; None when a field is neither given nor defaulted to a value or a new list."""
+    defaults = {f.name: f.default for f in fields(Exchange) if f.name not in _GIVEN and f.default is not MISSING}
+    factories = tuple(f.name for f in fields(Exchange) if f.name not in _GIVEN and f.default is MISSING)
+    if any(f.default_factory is not list for f in fields(Exchange) if f.name in factories):
+        return None  # a required field or another factory: the dataclass knows best
+    return _GIVEN, defaults, factories
+
+
+new_exchange: Callable[..., Exchange] = _compiled_builder() or new_exchange_py
+"""A new Exchange from the `_GIVEN` fields' values, positionally (compiled when built)."""
 
 
 @dataclass(slots=True)
@@ -65,9 +106,8 @@ class Emitter:
         of it (worker, addresses, TLS, identity, place on the connection) filled in; the
         caller sets the rest (attribute stores: faster than a long keyword call, on a path
         every exchange takes)."""
-        return Exchange(id=self.next_id, start=start, end=end, pid=conn.pid, client=conn.peer,
-                        server=conn.local, tls=conn.tls, conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
-                        conn_seq=conn.seq, proxy_client=conn.proxy_client)
+        return new_exchange(self.next_id, start, end, conn.pid, conn.peer, conn.local, conn.tls,
+                            f"{conn.pid}:{conn.fd}:{conn.key[2]}", conn.seq, conn.proxy_client)
 
     def emit(self, conn: Conn, ex: Exchange) -> None:
         """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""

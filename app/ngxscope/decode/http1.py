@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from types import ModuleType
+
+from ..capture import compiled
 
 __all__ = [
     "MAX_HEAD",
@@ -21,7 +24,9 @@ __all__ = [
     "ParsedResponse",
     "RequestStream",
     "parse_head",
+    "parse_head_py",
     "parse_response",
+    "parse_response_py",
     "request_line_of",
 ]
 
@@ -42,8 +47,9 @@ class HeadError(ValueError):
     """A message head that is not HTTP/1.x."""
 
 
-def parse_head(head: bytes) -> tuple[list[str], list[tuple[str, str]]]:
-    """Split a head (without the blank line) into the start line's parts and headers in wire order."""
+def parse_head_py(head: bytes) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split a head (without the blank line) into the start line's parts and headers in wire
+    order: the pure-Python reference of `parse_head`."""
     text = head.decode("latin-1")
     lines = text.split("\n")
     start = lines[0].rstrip("\r")
@@ -64,6 +70,27 @@ def parse_head(head: bytes) -> tuple[list[str], list[tuple[str, str]]]:
             raise HeadError(f"bad header line {line[:80]!r}")
         headers.append((name, value.strip()))
     return parts, headers
+
+
+_fast: ModuleType | None = None
+if compiled.wanted():
+    try:
+        from . import _fasthttp1 as _fast
+    except ImportError:  # not built: the reference does the work
+        _fast = None
+
+
+def _parse_head_compiled(head: bytes) -> tuple[list[str], list[tuple[str, str]]]:
+    assert _fast is not None
+    out = _fast.parse_head(head)
+    if type(out) is str:
+        raise HeadError(out)
+    return out
+
+
+parse_head = parse_head_py if _fast is None else _parse_head_compiled
+"""Split a head (without the blank line) into the start line's parts and headers in wire
+order; HeadError for one that is not HTTP/1.x. Compiled when built, else `parse_head_py`."""
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -452,7 +479,17 @@ class ParsedResponse:
 
 
 def parse_response(prefix: bytes) -> ParsedResponse:
-    """Read the final response head from the captured start of a response (1xx skipped)."""
+    """Read the final response head from the captured start of a response (1xx skipped):
+    compiled when built, else `parse_response_py`."""
+    if _fast is None or parse_head is not _parse_head_compiled:
+        return parse_response_py(prefix)
+    status, reason, version, headers, head_bytes, error = _fast.parse_response(prefix)
+    return ParsedResponse(status, reason, version, headers, head_bytes, head_bytes, error)
+
+
+def parse_response_py(prefix: bytes) -> ParsedResponse:
+    """Read the final response head from the captured start of a response (1xx skipped):
+    the pure-Python reference of `parse_response`."""
     out = ParsedResponse()
     pos = 0
     while True:

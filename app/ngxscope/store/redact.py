@@ -207,15 +207,16 @@ def _form_body(ex: Exchange, policy: RedactPolicy) -> bytes:
 
 
 def _attempt(a: UpstreamAttempt, policy: RedactPolicy) -> UpstreamAttempt:
-    return dataclasses.replace(
-        a,
-        request_head=redact_head(a.request_head, policy) if a.request_head else a.request_head,
-        response_head=redact_head(a.response_head, policy) if a.response_head else a.response_head,
-    )
+    request_head = redact_head(a.request_head, policy) if a.request_head else a.request_head
+    response_head = redact_head(a.response_head, policy) if a.response_head else a.response_head
+    if request_head == a.request_head and response_head == a.response_head:
+        return a
+    return dataclasses.replace(a, request_head=request_head, response_head=response_head)
 
 
 def redact_exchange(ex: Exchange, policy: RedactPolicy) -> Exchange:
-    """A copy of `ex` with the policy's secrets masked (the same object when disabled)."""
+    """A copy of `ex` with the policy's secrets masked (the same object when disabled, or when
+    nothing in it was masked)."""
     if not policy.active:
         return ex
     if not (ex.request_headers or ex.response_headers or ex.request_body or ex.response_body
@@ -229,12 +230,20 @@ def redact_exchange(ex: Exchange, policy: RedactPolicy) -> Exchange:
     response_body = ex.response_body
     if ex.status is None and response_body.startswith(b"HTTP/"):
         response_body = _raw_head(response_body, policy)
+    target = redact_target(ex.target, policy)
+    request_headers = _headers(ex.request_headers, policy)
+    response_headers = _headers(ex.response_headers, policy)
+    upstream = [_attempt(a, policy) for a in ex.upstream]
+    if (request_body is ex.request_body and response_body is ex.response_body and target == ex.target
+            and request_headers == ex.request_headers and response_headers == ex.response_headers
+            and all(a is b for a, b in zip(upstream, ex.upstream, strict=True))):
+        return ex   # nothing was masked: no copy (on the capture's path the copy cost more than this check)
     return dataclasses.replace(
         ex,
-        target=redact_target(ex.target, policy),
-        request_headers=_headers(ex.request_headers, policy),
-        response_headers=_headers(ex.response_headers, policy),
+        target=target,
+        request_headers=request_headers,
+        response_headers=response_headers,
         request_body=request_body,
         response_body=response_body,
-        upstream=[_attempt(a, policy) for a in ex.upstream],
+        upstream=upstream,
     )

@@ -1,0 +1,6 @@
+from typing import Any
+
+class Builder:
+    def __init__(self, cls: type, given: tuple[str, ...], defaults: dict[str, Any], factories: tuple[str, ...],
+                 /) -> None: ...
+    def __call__(self, *values: Any) -> Any: ...
