@@ -17,8 +17,11 @@ crossed the sockets, so a redirect is followed where it left a trace:
   `proxy_intercept_errors on` and its last upstream attempt answered CODE, or when its
   `return CODE` is such a code.
 
-`rewrite` and `if` are not followed (nginx evaluates them on variables the capture does
-not know); a request they moved is attributed to the location its URI matched first.
+`rewrite` and `if` are not followed here (nginx evaluates them on variables the capture does
+not know); a request they moved is attributed to the location its URI matched first. Where
+the capture reads the location nginx chose from its memory (the request's loc_conf at its
+end, bpf/capture.c), that wins and `LocationTree.find` names it in this tree: rewrites, `if`
+and every internal redirect are then nginx's own; this matcher is the fallback.
 """
 
 from __future__ import annotations
@@ -187,6 +190,31 @@ class LocationTree:
                 if loc.modifier in ("~", "~*") and loc.regex is not None and loc.regex.search(uri):
                     return self._find(loc, uri)[0], True
         return chosen, False
+
+    # -- the location nginx named ---------------------------------------------------------------
+    def find(self, label: str, prefer: Location | None = None) -> Location | None:
+        """The location of this server that `label` names, as read from nginx's memory
+        (capture.events.location_label: "~ REGEX" stands for ~ and ~* alike, a name cut short
+        ends in "…"); `prefer` wins when several locations have that name (nested ones)."""
+        if label.startswith("@"):
+            return self.named.get(label[1:])
+        mod, _, pattern = label.partition(" ") if label[:2] in ("= ", "~ ", "^~") else ("", "", label)
+        cut = pattern.endswith("…")
+        pattern = pattern[:-1] if cut else pattern
+        mods = ("~", "~*") if mod == "~" else (mod,)
+
+        def fits(loc: Location) -> bool:
+            return loc.modifier in mods and (loc.pattern.startswith(pattern) if cut else loc.pattern == pattern)
+
+        if prefer is not None and fits(prefer):
+            return prefer
+        todo = list(self.root.children)
+        while todo:
+            loc = todo.pop(0)
+            if fits(loc):
+                return loc
+            todo.extend(loc.children)
+        return None
 
     # -- internal redirects ---------------------------------------------------------------------
     def resolve(self, uri: str, attempts: Sequence[tuple[str, int | None]] = (),

@@ -102,6 +102,20 @@ class ConfigMap:
             return None
         return block.tree.resolve(normalize_uri(path), attempts or (), self.groups)
 
+    def locate(self, block: ServerBlock | None, path: str, attempts: list[tuple[str, int | None]],
+               nginx_label: str | None = None, from_nginx: bool = False) -> tuple[Location | None, str | None]:
+        """(location, how it was known): the one nginx named from its memory (`from_nginx`,
+        its label `nginx_label`; None: the server level) when this configuration has it,
+        "nginx"; else nginx's choice repeated on the configuration, "config"."""
+        if from_nginx and block is not None and block.tree is not None:
+            if nginx_label is None:
+                return None, None
+            found = block.tree.find(nginx_label, prefer=self.resolve(block, path, attempts))
+            if found is not None:
+                return found, "nginx"
+        loc = self.resolve(block, path, attempts)
+        return loc, "config" if loc is not None else None
+
     def block_of(self, local: str, host: str) -> ServerBlock | None:
         """The server block nginx chose (see `server_of`)."""
         try:

@@ -282,7 +282,8 @@ class Recorder:
             block = cmap.block_of(ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
-                loc = cmap.resolve(block, ex.path, [(a.addr, a.status) for a in ex.upstream])
+                loc, ex.location_via = cmap.locate(block, ex.path, [(a.addr, a.status) for a in ex.upstream],
+                                                   ex.location, ex.location_via == "nginx")
                 ex.location = loc.label if loc is not None else None
                 ex.answer = self_answer(loc, ex.status, bool(ex.upstream))
             for att in ex.upstream:
