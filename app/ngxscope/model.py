@@ -151,7 +151,9 @@ class Exchange:
     (`capture.locations`); None when unknown."""
     answer: str | None = None
     """Why nginx answered itself, or how its cache served the request (`capture.selfanswer`):
-    "cache-hit", "cache-miss", "limit-req:ZONE", "limit-conn:ZONE", "return", "client-abort";
+    "cache-hit", "cache-miss", "cache-expired", "cache-bypass", "cache-stale", "cache-updating",
+    "cache-revalidated" (as `$upstream_cache_status`), "limit-req:ZONE", "limit-conn:ZONE",
+    "return", "client-abort";
     None for a plain proxied or static request, or when unknown."""
     location_via: str | None = None
     """How `location` was known: "nginx" (read from nginx's memory: the request's loc_conf,

@@ -44,7 +44,8 @@ class Location:
     """One `location` block (or, with modifier "server", a server block's top level)."""
 
     modifier: str
-    """"", "=", "^~", "~", "~*", "@" (named), or "server" for the tree's root."""
+    """"", "=", "^~", "~", "~*", "@" (named); "server" for the tree's root, "http" for the
+    http block above it."""
     pattern: str
     """The URI prefix, exact URI, regex, or the name after "@"."""
     parent: Location | None = None
@@ -73,6 +74,17 @@ class Location:
     """limit_req_status (None: inherited; nginx's default 503)."""
     limit_conn_status: int | None = None
     """limit_conn_status (None: inherited; nginx's default 503)."""
+    cache_valid: list[tuple[frozenset[int] | None, int]] | None = None
+    """proxy_cache_valid as (statuses, seconds); statuses None for `any` (None: inherited)."""
+    cache_bypass: list[str] | None = None
+    """proxy_cache_bypass's values (None: inherited)."""
+    cache_use_stale: list[str] | None = None
+    """proxy_cache_use_stale's arguments (None: inherited)."""
+    limit_keys: dict[str, str] | None = None
+    """limit_req_zone / limit_conn_zone: zone name → its key ("$binary_remote_addr"); set on
+    the http level, where nginx declares them."""
+    cache_key: str | None = None
+    """proxy_cache_key (None: inherited; nginx's default $scheme$proxy_host$request_uri)."""
     regex: re.Pattern[str] | None = None
     """The compiled pattern of a regex location (None when Python cannot compile it)."""
 
@@ -101,6 +113,17 @@ def _compile(modifier: str, pattern: str) -> re.Pattern[str] | None:
         return re.compile(py, re.IGNORECASE if modifier == "~*" else 0)
     except (re.error, OverflowError, RecursionError):
         return None
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
+
+
+def _seconds(text: str) -> int | None:
+    """An nginx time ("10m", "1h30m", "90") in whole seconds (None: not a time)."""
+    total = 0.0
+    for num, unit in re.findall(r"(\d+)(ms|[smhdwMy]?)", text):
+        total += int(num) * _UNITS.get(unit or "s", 1)
+    return int(total) if re.fullmatch(r"(\d+(ms|[smhdwMy])?)+", text) else None
 
 
 def normalize_uri(path: str) -> str:
@@ -148,6 +171,23 @@ def _set_directive(loc: Location, name: str, args: list[str], proxy_directives: 
         loc.limit_conn = [*(loc.limit_conn or []), args[0]]
     elif name in ("limit_req_status", "limit_conn_status") and args and args[0].isdigit():
         setattr(loc, name, int(args[0]))
+    elif name in ("limit_req_zone", "limit_conn_zone") and len(args) >= 2:
+        zones = [a[5:].split(":", 1)[0] for a in args if a.startswith("zone=")]
+        if zones and zones[0]:
+            loc.limit_keys = {**(loc.limit_keys or {}), zones[0]: args[0]}
+    elif name in ("proxy_cache_valid", "fastcgi_cache_valid", "uwsgi_cache_valid", "scgi_cache_valid") and args:
+        secs = _seconds(args[-1])
+        codes = args[:-1] or ["200", "301", "302"]
+        which = None if "any" in codes else frozenset(int(c) for c in codes if c.isdigit())
+        if secs is not None:
+            loc.cache_valid = [*(loc.cache_valid or []), (which, secs)]
+    elif name in ("proxy_cache_bypass", "fastcgi_cache_bypass", "uwsgi_cache_bypass", "scgi_cache_bypass"):
+        loc.cache_bypass = [*(loc.cache_bypass or []), *args]
+    elif name in ("proxy_cache_use_stale", "fastcgi_cache_use_stale", "uwsgi_cache_use_stale",
+                  "scgi_cache_use_stale"):
+        loc.cache_use_stale = list(args)
+    elif name in ("proxy_cache_key", "fastcgi_cache_key", "uwsgi_cache_key", "scgi_cache_key") and args:
+        loc.cache_key = args[0]
     elif name in ("root", "alias") and args:
         loc.root = args[0] if name == "root" else None
 
@@ -285,9 +325,15 @@ class LocationTree:
 
 
 def build_tree(server_block: list[dict[str, Any]], proxy_directives: Sequence[str],
-               server_root: str | None = None) -> LocationTree:
-    """The location tree of one crossplane-parsed `server { }` block."""
-    top = Location(modifier="server", pattern="", root=server_root)
+               server_root: str | None = None, http_block: list[dict[str, Any]] | None = None) -> LocationTree:
+    """The location tree of one crossplane-parsed `server { }` block; the directives of its
+    `http { }` block (`http_block`) are inherited as nginx inherits them (limit_req,
+    limit_conn, proxy_cache..., error_page, root)."""
+    http = Location(modifier="http", pattern="")
+    for d in http_block or ():
+        if d.get("block") is None:
+            _set_directive(http, d.get("directive", ""), d.get("args", []), ())
+    top = Location(modifier="server", pattern="", root=server_root, parent=http)
     tree = LocationTree(root=top)
 
     def walk(parent: Location, block: list[dict[str, Any]]) -> None:
