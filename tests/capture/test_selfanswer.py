@@ -77,10 +77,10 @@ def test_http_level_limits_from_an_included_file(tmp_path: Path) -> None:
 
 
 def test_cache_kinds_from_what_went_through() -> None:
+    import tempfile
+
     from ngxscope.capture.selfanswer import CacheTracker
     from ngxscope.model import Exchange, UpstreamAttempt
-
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         c = Path(tmp) / "n.conf"
