@@ -109,3 +109,20 @@ def test_cache_kinds_from_what_went_through() -> None:
     assert t.answer(ex(102.4, target="/c/a?nc=0"), loc) == "cache-miss"  # "0" does not bypass
     assert t.answer(ex(105.0, up=502), loc) == "cache-stale"
     assert t.answer(ex(105.1, up=304), loc) == "cache-revalidated"
+
+
+def test_went_away_says_how_far_the_response_had_got() -> None:
+    from ngxscope.capture.selfanswer import CacheTracker, went_away
+    from ngxscope.model import Exchange
+
+    ex = Exchange(id=1, start=1.0, end=2.0, pid=1, client="c:1", server="s:2", tls=False, method="GET",
+                  target="/big", status=200, response_headers=[("Content-Length", "1000")],
+                  response_body_size=250, response_bytes=400)
+    assert went_away(ex) == "the client went away after 250 of 1,000 bytes of the response body (25%; 400 bytes sent in all)"
+    assert CacheTracker().answer(ex, None) == "client-abort" and ex.error and "250 of 1,000" in ex.error
+    ex.response_body_size = 1000
+    assert went_away(ex) is None
+    ex.method, ex.response_body_size = "HEAD", 0
+    assert went_away(ex) is None
+    ex.method, ex.summary_only = "GET", True
+    assert went_away(ex) is None

@@ -7,7 +7,8 @@ served the request (`capture.locations`) and what the capture saw: nginx's
   limit_req_status / limit_conn_status (503 unless set); with several zones the first
   listed is named (nginx does not say which one refused);
 - `return`: the location answers with `return` (no upstream);
-- `client-abort`: status 499, the client closed the connection before nginx answered;
+- `client-abort`: status 499, the client closed the connection before nginx answered; or
+  the client went away in the middle of the response (`went_away`: how far it had got);
 - for a location that caches (proxy_cache...), `cache-*` as `$upstream_cache_status`:
   `cache-hit` (no upstream attempt), `cache-miss` (went upstream, the capture never saw the
   key cached), `cache-expired` (went upstream for a key the capture saw cached),
@@ -34,7 +35,7 @@ from urllib.parse import parse_qsl
 from ngxscope.capture.locations import Location
 from ngxscope.model import Exchange
 
-__all__ = ["ANSWERS", "CacheTracker", "self_answer"]
+__all__ = ["ANSWERS", "CacheTracker", "self_answer", "went_away"]
 
 ANSWERS = ("cache-hit", "cache-miss", "cache-expired", "cache-bypass", "cache-stale", "cache-updating",
            "cache-revalidated", "limit-req", "limit-conn", "return", "client-abort")
@@ -142,6 +143,21 @@ def _ttl(ex: Exchange, loc: Location, status: int) -> int | None:
     return None
 
 
+def went_away(ex: Exchange) -> str | None:
+    """How far the response had got when its client went away in the middle of it (nginx
+    logs the status it began with, $bytes_sent so far and an empty $request_completion):
+    fewer body bytes written than its Content-Length; None for a whole response (a chunked
+    one is not judged), a 499 (nginx never answered) or one counted from the summary."""
+    if ex.summary_only or ex.status in (None, 499, 204, 304) or ex.method == "HEAD" or ex.is_tcp:
+        return None
+    length = next((v for k, v in ex.response_headers if k.lower() == "content-length"), "")
+    if not length.strip().isdigit() or ex.response_body_size >= int(length):
+        return None
+    whole = int(length)
+    return (f"the client went away after {ex.response_body_size:,} of {whole:,} bytes of the response body "
+            f"({ex.response_body_size / whole:.0%}; {ex.response_bytes:,} bytes sent in all)")
+
+
 class CacheTracker:
     """The answer kinds of the requests a capture sees, with what it saw of nginx's cache."""
 
@@ -152,6 +168,11 @@ class CacheTracker:
         """(cache zone, key) → the whole second (nginx's valid_sec) the response expires."""
 
     def answer(self, ex: Exchange, loc: Location | None) -> str | None:
+        partial = went_away(ex)
+        if partial is not None:
+            if ex.error is None:
+                ex.error = partial
+            return "client-abort"
         kind = self_answer(loc, ex.status, bool(ex.upstream), ex)
         if loc is None or kind is None or not kind.startswith("cache-"):
             return kind
