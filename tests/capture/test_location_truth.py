@@ -149,6 +149,8 @@ REWRITES = {
     "cond_prefix": "/cond/",
     "iflog_prefix": "/iflog/",
     "re_regex": r"~ ^/re/(\d+)$",
+    "rif_regex": "~ ^/rif/",
+    "eif_exact": "= /eif",
     "root_prefix": "/",
 }
 REWRITE_PATHS = [
@@ -161,6 +163,8 @@ REWRITE_PATHS = [
     "/iflog/e",
     "/re/42",  # a regex location rewrites to /new/
     "/srv/f",  # the server-level rewrite: /new/
+    "/rif/g?v=1",  # `if` inside a regex location (nginx names the block, not its modifier)
+    "/eif?v=1",  # `if` inside an exact location
     "/elsewhere",
 ]
 
@@ -186,6 +190,8 @@ def _rewrite_server(prefix: Path, port: int) -> str:
         location /cond/ {{ if ($arg_go) {{ rewrite ^ /new/from-if last; }} return 200 "cond"; {log("cond_prefix")} }}
         location /iflog/ {{ if ($arg_v = "1") {{ return 200 "if"; }} return 200 "plain"; {log("iflog_prefix")} }}
         location ~ ^/re/(\\d+)$ {{ rewrite ^/re/(\\d+)$ /new/$1 last; {log("re_regex")} }}
+        location ~ ^/rif/ {{ if ($arg_v) {{ return 200 "rif"; }} return 200 "x"; {log("rif_regex")} }}
+        location = /eif {{ if ($arg_v) {{ return 200 "eif"; }} return 200 "x"; {log("eif_exact")} }}
         location / {{ return 404; {log("root_prefix")} }}
     }}
 """

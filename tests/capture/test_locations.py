@@ -161,6 +161,7 @@ def test_normalize(raw: str, want: str) -> None:
     (rb"\.(png|jpg)$", LOCF_REGEX, r"~* \.(png|jpg)$"),  # nginx's memory does not say ~ or ~*: the tree does
     (b"@backend", LOCF_NAMED, "@backend"),
     (b"/api/", LOCF_NONAME, "/api/"),  # an `if` block inside /api/ is named as it
+    (rb"\.png$", LOCF_NONAME, r"~ \.png$"),  # ... but not flagged as its location: any modifier
     (rb"^/api/.*\.json$", LOCF_REGEX, r"~ ^/api/.*\.json$"),  # nested
     (b"/api/de", 0, "/api/deep/"),  # a name cut short (LOC_NAME_CAP) matches by its start
 ])

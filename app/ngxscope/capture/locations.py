@@ -248,13 +248,21 @@ class LocationTree:
 
         if prefer is not None and fits(prefer):
             return prefer
+        every: list[Location] = []
         todo = list(self.root.children)
         while todo:
             loc = todo.pop(0)
-            if fits(loc):
-                return loc
+            every.append(loc)
             todo.extend(loc.children)
-        return None
+        found = next((loc for loc in every if fits(loc)), None)
+        if found is None and mod == "":
+            # an `if` or `limit_except` block is named as its location but not flagged as it
+            # (nginx copies the name only): the location of that name, whatever its modifier
+            mods = ("", "=", "^~", "~", "~*")
+            if prefer is not None and fits(prefer):
+                return prefer
+            found = next((loc for loc in every if fits(loc)), None)
+        return found
 
     # -- internal redirects ---------------------------------------------------------------------
     def resolve(self, uri: str, attempts: Sequence[tuple[str, int | None]] = (),
