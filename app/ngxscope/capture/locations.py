@@ -241,7 +241,7 @@ class LocationTree:
         mod, _, pattern = label.partition(" ") if label[:2] in ("= ", "~ ", "^~") else ("", "", label)
         cut = pattern.endswith("…")
         pattern = pattern[:-1] if cut else pattern
-        mods = ("~", "~*") if mod == "~" else (mod,)
+        mods: tuple[str, ...] = ("~", "~*") if mod == "~" else (mod,)
 
         def fits(loc: Location) -> bool:
             return loc.modifier in mods and (loc.pattern.startswith(pattern) if cut else loc.pattern == pattern)
