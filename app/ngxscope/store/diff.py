@@ -216,7 +216,8 @@ def _line(cells: list[str], widths: list[int]) -> str:
 def format_diff(rows: list[DiffRow], name_a: str, name_b: str, top: int = 10) -> str:
     """The text report: one table per dimension, `top` rows each."""
     out = [f"A  {name_a}", f"B  {name_b}",
-           f"latency change tested with Mann-Whitney U (p < {ALPHA}); impact in ms (see ngxscope.store.diff)"]
+           f"latency change tested with Mann-Whitney U, error rates with a two-proportion test (p < {ALPHA}); "
+           "▲ worse, ▼ better; impact in ms (see ngxscope.store.diff)"]
     for dim in DIMENSIONS:
         mine = [r for r in rows if r.dimension == dim][:top]
         if not mine:
@@ -225,7 +226,7 @@ def format_diff(rows: list[DiffRow], name_a: str, name_b: str, top: int = 10) ->
                  "Δp95", "p99 A", "p99 B", "p", "impact"]
         body = []
         for r in mine:
-            mark = "▲" if r.significant and (r.delta("p50") or 0) > 0 else "▼" if r.significant else " "
+            mark = "▲" if r.worse else "▼" if r.better else " "
             body.append([mark, r.key if len(r.key) <= 50 else r.key[:49] + "…",
                          f"{r.a.rate:.1f}", f"{r.b.rate:.1f}",
                          f"{100 * r.a.error_rate:.1f}", f"{100 * r.b.error_rate:.1f}",
