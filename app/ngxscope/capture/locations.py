@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -202,6 +202,7 @@ class LocationTree:
     """Named locations (`location @name`) by name."""
     fs_root: str = ""
     """Where nginx's files are seen from here ("/proc/PID/root" for a process in a container)."""
+    _by_pattern: dict[str, list[Location]] = field(default_factory=dict)
 
     # -- the first match ----------------------------------------------------------------------
     def match(self, uri: str) -> Location | None:
@@ -232,37 +233,49 @@ class LocationTree:
         return chosen, False
 
     # -- the location nginx named ---------------------------------------------------------------
-    def find(self, label: str, prefer: Location | None = None) -> Location | None:
+    def find(self, label: str, prefer: Callable[[], Location | None] | None = None) -> Location | None:
         """The location of this server that `label` names, as read from nginx's memory
         (capture.events.location_label: "~ REGEX" stands for ~ and ~* alike, a name cut short
-        ends in "…"); `prefer` wins when several locations have that name (nested ones)."""
+        ends in "…"); when several locations have that name (nested ones), the one `prefer()`
+        gives (the matcher's choice, asked only then) wins."""
         if label.startswith("@"):
             return self.named.get(label[1:])
         mod, _, pattern = label.partition(" ") if label[:2] in ("= ", "~ ", "^~") else ("", "", label)
         cut = pattern.endswith("…")
         pattern = pattern[:-1] if cut else pattern
+        if cut:
+            named = [loc for loc in self._every() if loc.pattern.startswith(pattern)]
+        else:
+            named = self._by_pattern.get(pattern, [])
         mods: tuple[str, ...] = ("~", "~*") if mod == "~" else (mod,)
+        fits = [loc for loc in named if loc.modifier in mods]
+        if mod == "":
+            # an `if` or `limit_except` block is named as its location but not flagged as it
+            # (nginx copies the name only): the location of that name, whatever its modifier;
+            # the matcher's choice among several
+            anyhow = [loc for loc in named if loc.modifier != "@"]
+            fits = fits if len(anyhow) == len(fits) else (anyhow if not fits else [*fits, *anyhow])
+        if len(fits) > 1 and prefer is not None:
+            chosen = prefer()
+            if chosen is not None and chosen in fits:
+                return chosen
+        return fits[0] if fits else None
 
-        def fits(loc: Location) -> bool:
-            return loc.modifier in mods and (loc.pattern.startswith(pattern) if cut else loc.pattern == pattern)
-
-        if prefer is not None and fits(prefer):
-            return prefer
-        every: list[Location] = []
+    def _every(self) -> list[Location]:
+        """Every location but the named ones, outer before inner, in configuration order."""
+        out: list[Location] = []
         todo = list(self.root.children)
         while todo:
             loc = todo.pop(0)
-            every.append(loc)
+            out.append(loc)
             todo.extend(loc.children)
-        found = next((loc for loc in every if fits(loc)), None)
-        if found is None and mod == "":
-            # an `if` or `limit_except` block is named as its location but not flagged as it
-            # (nginx copies the name only): the location of that name, whatever its modifier
-            mods = ("", "=", "^~", "~", "~*")
-            if prefer is not None and fits(prefer):
-                return prefer
-            found = next((loc for loc in every if fits(loc)), None)
-        return found
+        return out
+
+    def index(self) -> None:
+        """Index the locations by pattern (for `find`); call once the tree is built."""
+        self._by_pattern = {}
+        for loc in self._every():
+            self._by_pattern.setdefault(loc.pattern, []).append(loc)
 
     # -- internal redirects ---------------------------------------------------------------------
     def resolve(self, uri: str, attempts: Sequence[tuple[str, int | None]] = (),
@@ -367,4 +380,5 @@ def build_tree(server_block: list[dict[str, Any]], proxy_directives: Sequence[st
                 _set_directive(parent, name, args, proxy_directives)
 
     walk(top, server_block)
+    tree.index()
     return tree

@@ -110,7 +110,7 @@ class ConfigMap:
         if from_nginx and block is not None and block.tree is not None:
             if nginx_label is None:
                 return None, None
-            found = block.tree.find(nginx_label, prefer=self.resolve(block, path, attempts))
+            found = block.tree.find(nginx_label, prefer=lambda: self.resolve(block, path, attempts))
             if found is not None:
                 return found, "nginx"
         loc = self.resolve(block, path, attempts)
