@@ -1,7 +1,9 @@
 """What naming the location costs the recorder per exchange (it runs on the decode thread):
 A = the server block alone (before issue 18), B = server block + location (nginx's matching,
-redirects) + the answer kind, on a configuration of 40 locations (prefix, ^~, =, regex,
-nested, try_files, error_page) and a mix of paths. Prints µs per exchange for both.
+redirects) + the answer kind, C = server block + the location nginx named from its memory
+(found in the parsed tree by its label) + the answer kind with the cache's history
+(`CacheTracker`, as the recorder runs it), on a configuration of 40 locations (prefix, ^~,
+=, regex, nested, try_files, error_page) and a mix of paths. Prints µs per exchange.
 
     PYTHONPATH=app .venv/bin/python bench/locations.py
 """
@@ -14,7 +16,8 @@ import time
 from pathlib import Path
 
 from ngxscope.capture.nginxconf import load_config
-from ngxscope.capture.selfanswer import self_answer
+from ngxscope.capture.selfanswer import CacheTracker, self_answer
+from ngxscope.model import Exchange, UpstreamAttempt
 
 
 def _conf(root: Path) -> str:
@@ -52,8 +55,24 @@ def main() -> None:
             loc = cmap.resolve(block, p, attempts)
             self_answer(loc, 200, True)
         b = (time.perf_counter() - t) / len(paths) * 1e6
-    print(f"A server block only: {a:.1f} µs/exchange; B + location + answer: {b:.1f} µs/exchange "
-          f"(+{b - a:.1f} µs) over {len(paths)} paths, 42 locations")
+        # C: what nginx named (the labels B found stand in for what the probe reads)
+        block = cmap.block_of("127.0.0.1:80", "a")
+        found = [(p, cmap.resolve(block, p, attempts)) for p in paths]
+        labels = [(p, loc.label if loc is not None else None) for p, loc in found]
+        exes = [Exchange(id=1, start=1.0, end=1.01, pid=1, client="10.0.0.9:4000", server="127.0.0.1:80", tls=False,
+                         method="GET", target=p, status=200,
+                         upstream=[UpstreamAttempt(addr="10.0.0.2:80", status=200, start=1.0, header_ms=1.0)])
+                for p in paths]
+        tracker = CacheTracker()
+        t = time.perf_counter()
+        for (p, label), ex in zip(labels, exes, strict=True):
+            block = cmap.block_of("127.0.0.1:80", "a")
+            loc, _via = cmap.locate(block, p, attempts, label, True)
+            tracker.answer(ex, loc)
+        c = (time.perf_counter() - t) / len(paths) * 1e6
+    print(f"A server block only: {a:.1f} µs/exchange; B + location matched + answer: {b:.1f} µs/exchange "
+          f"(+{b - a:.1f} µs); C + location read from nginx + answer with the cache's history: {c:.1f} µs/exchange "
+          f"(+{c - a:.1f} µs) over {len(paths)} paths, 42 locations")
 
 
 if __name__ == "__main__":

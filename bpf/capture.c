@@ -21,7 +21,9 @@
  *   REQ_LOG          1: send EV_REQ_LOG (nginx's own access-log values) at each completion,
  *                    from ngx_http_request_t at OFF_R_STATUS, OFF_R_ERR_STATUS,
  *                    OFF_R_REQUEST_LENGTH, OFF_R_REQUEST_LINE, OFF_R_REQUEST_START,
- *                    OFF_R_HEADER_IN (capture/layout.py: they depend on the nginx build)
+ *                    OFF_R_HEADER_IN (capture/layout.py: they depend on the nginx build);
+ *                    the location from r->loc_conf (OFF_R_LOC_CONF) and the core loc conf's
+ *                    OFF_CLCF_FLAGS, OFF_CLCF_REGEX (-1: no PCRE)
  */
 #include <uapi/linux/ptrace.h>
 #include <uapi/linux/uio.h>
@@ -523,6 +525,41 @@ static __always_inline void next_exchange(struct conn_state *st)
 #define REQ_LOG 0
 #endif
 
+#if REQ_LOG
+/* The location that served r (see struct ev_reqlog): r->loc_conf[0] is the core module's
+ * ngx_http_core_loc_conf_t, which starts with its name (ngx_str_t), then (OFF_CLCF_REGEX,
+ * with PCRE) the regex, then the flag bits at OFF_CLCF_FLAGS. */
+static __always_inline void loc_of(struct ev_reqlog *l, u64 r)
+{
+    u64 confs = 0, clcf = 0, name[2] = {};
+    u32 bits = 0;
+    l->loc_conf = 0;
+    l->loc_name_len = 0;
+    l->loc_flags = 0;
+    bpf_probe_read_user(&confs, sizeof(confs), (void *)(r + OFF_R_LOC_CONF));
+    if (confs)
+        bpf_probe_read_user(&clcf, sizeof(clcf), (void *)confs);
+    if (!clcf || bpf_probe_read_user(name, sizeof(name), (void *)clcf) < 0)
+        return;
+    l->loc_conf = clcf;
+    bpf_probe_read_user(&bits, sizeof(bits), (void *)(clcf + OFF_CLCF_FLAGS));
+    l->loc_flags = bits & 0x1f;
+#if OFF_CLCF_REGEX >= 0
+    u64 rx = 0;
+    bpf_probe_read_user(&rx, sizeof(rx), (void *)(clcf + OFF_CLCF_REGEX));
+    if (rx)
+        l->loc_flags |= LOCF_REGEX;
+#endif
+    u64 n = name[0];
+    l->loc_name_len = (u32)n;
+    if (n > LOC_NAME_CAP)
+        n = LOC_NAME_CAP;
+    n = capped(n, LOC_NAME_CAP);
+    if (n && name[1] && bpf_probe_read_user(l->loc_name, n, (void *)name[1]) < 0)
+        l->loc_name_len = 0;
+}
+#endif
+
 /* EV_REQ_LOG for request r on connection c (r->connection): what nginx logs for it (see
  * events.h), with the header `h` of the EV_REQ_DONE that follows it. */
 static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
@@ -556,6 +593,7 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
         n = addr && last > addr ? last - addr : 0;
     }
     l->line_addr = addr;
+    loc_of(l, r);
     if (n > REQLOG_LINE_CAP)
         n = REQLOG_LINE_CAP;
     n = capped(n, REQLOG_LINE_CAP);

@@ -134,6 +134,17 @@ struct ev_done {
  * length says how many bytes of `line` follow. */
 #define REQLOG_LINE_CAP 512
 
+/* The location nginx chose (r->loc_conf[0]: ngx_http_core_module's loc conf, whose ctx_index
+ * is 0): `loc_conf` its address, `loc_name` the first bytes of its `name` (the location's
+ * URI, regex or "@name" as written; "" at the server level), `loc_name_len` the whole length,
+ * `loc_flags` LOCF_* bits. After the fixed fields, before the variable-length `line`. */
+#define LOC_NAME_CAP 96
+#define LOCF_NONAME   0x01   /* an `if` or `limit_except` block (named as its location) */
+#define LOCF_NAMED    0x04   /* location @name */
+#define LOCF_EXACT    0x08   /* location = URI */
+#define LOCF_NOREGEX  0x10   /* location ^~ URI */
+#define LOCF_REGEX    0x100  /* location ~ / ~* REGEX (clcf->regex set) */
+
 struct ev_reqlog {
     struct ev_header h;
     __s64 request_length;
@@ -142,6 +153,10 @@ struct ev_reqlog {
     __u64 err_status;
     __u64 line_addr;
     __u64 strs[14];
+    __u64 loc_conf;
+    __u32 loc_name_len;
+    __u32 loc_flags;
+    __u8  loc_name[LOC_NAME_CAP];
     __u8  line[REQLOG_LINE_CAP];
 };
 

@@ -24,6 +24,7 @@ PROBE = r"""
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <stdio.h>
+#include <string.h>
 int main(void) {
     printf("header_in %zu\n", offsetof(ngx_http_request_t, header_in));
     printf("status %zu\n", offsetof(ngx_http_request_t, headers_out.status));
@@ -31,6 +32,21 @@ int main(void) {
     printf("request_length %zu\n", offsetof(ngx_http_request_t, request_length));
     printf("err_status %zu\n", offsetof(ngx_http_request_t, err_status));
     printf("request_start %zu\n", offsetof(ngx_http_request_t, request_start));
+    printf("loc_conf %zu\n", offsetof(ngx_http_request_t, loc_conf));
+#if (NGX_PCRE)
+    printf("clcf_regex %zu\n", offsetof(ngx_http_core_loc_conf_t, regex));
+#else
+    printf("clcf_regex -1\n");
+#endif
+    /* the flag bits: the word after name, escaped_name (and regex) */
+    ngx_http_core_loc_conf_t clcf;
+    memset(&clcf, 0, sizeof(clcf));
+    clcf.noname = 1; clcf.named = 1; clcf.exact_match = 1; clcf.noregex = 1;
+    size_t at = 0; unsigned char *p = (unsigned char *) &clcf;
+    for (size_t i = 16; i < sizeof(clcf); i++) if (p[i]) { at = i; break; }
+    unsigned bits; memcpy(&bits, p + at, sizeof(bits));
+    printf("clcf_flags %zu\n", at);
+    printf("clcf_bits %u\n", bits);
     return 0;
 }
 """
@@ -65,6 +81,8 @@ def main() -> int:
             out = subprocess.run([f"{tmp}/probe"], capture_output=True, text=True, check=True).stdout
             real = {k: int(v) for k, v in (line.split() for line in out.splitlines())}
             model = request_offsets(version.group(1), feats)
+            if model is not None:
+                model = {**model, "clcf_bits": 0x1d}  # noname, named, exact_match, noregex: bits 0, 2, 3, 4
             if model != real:
                 bad += 1
                 print(f"{sorted(feats)} compat={bits[-1]}: model {model} != headers {real}")

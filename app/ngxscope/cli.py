@@ -232,8 +232,9 @@ def _cmd_diff(args: argparse.Namespace) -> int:
                 log.warning("%s: %s", source.path, source.warning)
     rows = diff_exchanges(sides[0], sides[1], lambda: RouteTemplater(routes))
     if args.json:
-        print(json.dumps([{"dimension": r.dimension, "key": r.key, "p_value": r.p_value, "impact": r.impact,
-                           "a": _side(r.a), "b": _side(r.b)} for r in rows], indent=2))
+        print(json.dumps([{"dimension": r.dimension, "key": r.key, "p_value": r.p_value, "error_p_value": r.error_p,
+                           "worse": r.worse, "impact": r.impact, "a": _side(r.a), "b": _side(r.b)} for r in rows],
+                         indent=2))
     else:
         sys.stdout.write(format_diff(rows, args.a, args.b, args.top))
     return 0

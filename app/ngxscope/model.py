@@ -151,8 +151,14 @@ class Exchange:
     (`capture.locations`); None when unknown."""
     answer: str | None = None
     """Why nginx answered itself, or how its cache served the request (`capture.selfanswer`):
-    "cache-hit", "cache-miss", "limit-req:ZONE", "limit-conn:ZONE", "return", "client-abort";
+    "cache-hit", "cache-miss", "cache-expired", "cache-bypass", "cache-stale", "cache-updating",
+    "cache-revalidated" (as `$upstream_cache_status`), "limit-req:ZONE", "limit-conn:ZONE",
+    "return", "client-abort";
     None for a plain proxied or static request, or when unknown."""
+    location_via: str | None = None
+    """How `location` was known: "nginx" (read from nginx's memory: the request's loc_conf,
+    the location nginx chose, rewrites and `if` included) or "config" (nginx's choice
+    repeated on its configuration, `capture.locations`); None when `location` is."""
     nginx_ms: float | None = None
     """The request time as nginx's own clock measures it (`$request_time` in ms). nginx caches
     the time once per event-loop turn, so under load it can trail the true `duration_ms`."""

@@ -28,13 +28,15 @@ STATIC = ("--prefix=/usr/share/nginx --with-http_ssl_module --with-http_v2_modul
 def test_debian_build() -> None:
     offs = request_offsets("1.22.1", features_from_configure(DEBIAN))
     assert offs == {"header_in": 96, "status": 648, "request_line": 992, "request_length": 1248,
-                    "err_status": 1256, "request_start": 1432}
+                    "err_status": 1256, "request_start": 1432,
+                    "loc_conf": 40, "clcf_regex": 32, "clcf_flags": 40}
 
 
 def test_static_build() -> None:
     offs = request_offsets("1.22.1", features_from_configure(STATIC))
     assert offs == {"header_in": 96, "status": 608, "request_line": 952, "request_length": 1208,
-                    "err_status": 1216, "request_start": 1392}
+                    "err_status": 1216, "request_start": 1392,
+                    "loc_conf": 40, "clcf_regex": 32, "clcf_flags": 40}
 
 
 def test_minimal_build() -> None:
@@ -42,7 +44,8 @@ def test_minimal_build() -> None:
                                     "--without-http_proxy_module --without-http_rewrite_module")
     assert feats == frozenset()
     assert request_offsets("1.22.0", feats) == {"header_in": 88, "status": 528, "request_line": 872,
-                                                "request_length": 1104, "err_status": 1112, "request_start": 1288}
+                                                "request_length": 1104, "err_status": 1112, "request_start": 1288,
+                                                "loc_conf": 40, "clcf_regex": -1, "clcf_flags": 32}
 
 
 def test_other_versions_not_read() -> None:

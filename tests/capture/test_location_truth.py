@@ -1,8 +1,9 @@
 """The location of every request against nginx's own word: each location of a lab server
 writes its own access log format naming it, so the line nginx logs names the location that
 finally served the request (after internal redirects). Locations here are told apart only
-by exact matches, ^~, regex order and case, nesting, try_files and error_page redirects
-(real nginx, real eBPF)."""
+by exact matches, ^~, regex order and case, nesting, try_files and error_page redirects;
+then rewrite ... last/break and `if`, which only the location read from nginx's memory
+(r->loc_conf) gets right (real nginx, real eBPF)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from ngxscope.capture.nginxconf import ConfigMap
 from ngxscope.lab.nginx import LabNginx, free_port
 from ngxscope.lab.traffic import Traffic
+from ngxscope.model import Exchange
 
 pytestmark = pytest.mark.capture
 
@@ -104,19 +107,117 @@ def test_every_location_equals_nginx_s(tmp_path: Path, capture_factory: Any) -> 
     finally:
         nginx.stop()
     assert len(log) == sent
+    problems, matcher_wrong, seen = _compare(log, exchanges, LOCATIONS, cap.recorder.config, "loclab.test")
+    print(f"\n{len(log)} log lines, {len(exchanges)} exchanges, {len(seen)} locations, {len(problems)} mismatches "
+          f"(read from nginx's memory), the configuration matcher alone: {len(matcher_wrong)} mismatches")
+    assert not problems, "\n".join(problems)
+    # the matcher (the fallback where nginx's memory is not read) is right here too
+    assert not matcher_wrong, "\n".join(matcher_wrong)
+    assert seen == set(LOCATIONS), f"locations never served: {set(LOCATIONS) - seen}"
+
+
+def _compare(log: list[dict[str, Any]], exchanges: list[Exchange], names: dict[str, str], cmap: ConfigMap | None,
+             server: str) -> tuple[list[str], list[str], set[str]]:
+    """(mismatches of the captured location, of the configuration matcher alone, locations seen)."""
+    assert cmap is not None
     by_id = {dict(ex.request_headers).get("X-Lab"): ex for ex in exchanges}
-    seen = set()
-    problems = []
+    seen: set[str] = set()
+    problems, matcher_wrong = [], []
     for line in log:
         ex = by_id.get(line["lab_id"])
         if ex is None:
             problems.append(f"{line['request_uri']}: not captured")
             continue
-        want = LOCATIONS[line["loc"]]
+        want = names[line["loc"]]
         seen.add(line["loc"])
-        if ex.location != want or ex.server_block != "loclab.test":
-            problems.append(f"{line['request_uri']} (uri {line['uri']}, status {line['status']}): "
-                            f"captured {ex.server_block} / {ex.location!r}, nginx logged {want!r}")
-    print(f"\n{len(log)} log lines, {len(exchanges)} exchanges, {len(seen)} locations, {len(problems)} mismatches")
+        what = f"{line['request_uri']} (uri {line['uri']}, status {line['status']})"
+        if ex.location != want or ex.server_block != server or ex.location_via != "nginx":
+            problems.append(f"{what}: captured {ex.server_block} / {ex.location!r} ({ex.location_via}), "
+                            f"nginx logged {want!r}")
+        block = cmap.block_of(ex.server, ex.host)
+        matched = cmap.resolve(block, ex.path, [(a.addr, a.status) for a in ex.upstream])
+        if (matched.label if matched else None) != want:
+            matcher_wrong.append(f"{what}: matcher {matched.label if matched else None!r}, nginx logged {want!r}")
+    return problems, matcher_wrong, seen
+
+
+# rewrite ... last / break, `if` and a server-level rewrite: only nginx's memory knows
+REWRITES = {
+    "old_prefix": "/old/",
+    "new_prefix": "/new/",
+    "brk_prefix": "/brk/",
+    "cond_prefix": "/cond/",
+    "iflog_prefix": "/iflog/",
+    "re_regex": r"~ ^/re/(\d+)$",
+    "rif_regex": "~ ^/rif/",
+    "eif_exact": "= /eif",
+    "root_prefix": "/",
+}
+REWRITE_PATHS = [
+    "/old/a",  # rewrite ... last: served by /new/
+    "/new/b",
+    "/brk/c",  # rewrite ... break: stays, proxied
+    "/cond/d",  # the `if` is false: stays
+    "/cond/d?go=1",  # the `if` rewrites ... last: /new/
+    "/iflog/e?v=1",  # `return` inside an `if` block: named as its location
+    "/iflog/e",
+    "/re/42",  # a regex location rewrites to /new/
+    "/srv/f",  # the server-level rewrite: /new/
+    "/rif/g?v=1",  # `if` inside a regex location (nginx names the block, not its modifier)
+    "/eif?v=1",  # `if` inside an exact location
+    "/elsewhere",
+]
+
+
+def _rewrite_server(prefix: Path, port: int) -> str:
+    formats = "\n".join(
+        f"""    log_format rw_{name} escape=json '{{"loc":"{name}","lab_id":"$http_x_lab","uri":"$uri",'
+        '"request_uri":"$request_uri","status":"$status"}}';"""
+        for name in REWRITES)
+
+    def log(name: str) -> str:
+        return f"access_log {prefix}/logs/rw.log rw_{name};"
+
+    return f"""{formats}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name rwlab.test;
+        root {prefix}/html;
+        rewrite ^/srv/(.*)$ /new/$1;
+        location /old/ {{ rewrite ^/old/(.*)$ /new/$1 last; {log("old_prefix")} }}
+        location /new/ {{ return 200 "new"; {log("new_prefix")} }}
+        location /brk/ {{ rewrite ^ /api/echo break; proxy_pass http://app; {log("brk_prefix")} }}
+        location /cond/ {{ if ($arg_go) {{ rewrite ^ /new/from-if last; }} return 200 "cond"; {log("cond_prefix")} }}
+        location /iflog/ {{ if ($arg_v = "1") {{ return 200 "if"; }} return 200 "plain"; {log("iflog_prefix")} }}
+        location ~ ^/re/(\\d+)$ {{ rewrite ^/re/(\\d+)$ /new/$1 last; {log("re_regex")} }}
+        location ~ ^/rif/ {{ if ($arg_v) {{ return 200 "rif"; }} return 200 "x"; {log("rif_regex")} }}
+        location = /eif {{ if ($arg_v) {{ return 200 "eif"; }} return 200 "x"; {log("eif_exact")} }}
+        location / {{ return 404; {log("root_prefix")} }}
+    }}
+"""
+
+
+def test_rewrite_and_if_read_from_nginx_s_memory(tmp_path: Path, capture_factory: Any) -> None:
+    port = free_port()
+    nginx = LabNginx(workers=2, prefix=tmp_path, extra_http=_rewrite_server(tmp_path, port))
+    nginx.start()
+    try:
+        cap = capture_factory(pid=nginx.master_pid)
+        traffic = Traffic(port, nginx.tls_port)
+        for _round in range(2):
+            for path in REWRITE_PATHS:
+                traffic.request(False, "GET", path)
+        sent = 2 * len(REWRITE_PATHS)
+        log = nginx.wait_log_lines(sent, path=tmp_path / "logs" / "rw.log")
+        exchanges = cap.wait_for(sent)
+        cap.stop()
+    finally:
+        nginx.stop()
+    assert len(log) == sent
+    problems, matcher_wrong, seen = _compare(log, exchanges, REWRITES, cap.recorder.config, "rwlab.test")
+    print(f"\n{len(log)} log lines over {len(seen)} locations: {len(problems)} mismatches read from nginx's "
+          f"memory; the configuration matcher alone would have {len(matcher_wrong)}")
     assert not problems, "\n".join(problems)
-    assert seen == set(LOCATIONS), f"locations never served: {set(LOCATIONS) - seen}"
+    assert seen == set(REWRITES) - {"old_prefix", "re_regex"}, seen  # those two always rewrite away
+    # the point of reading it: where rewrite/if moved the request, the matcher guesses wrong
+    assert len(matcher_wrong) >= 8, matcher_wrong

@@ -9,6 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ngxscope.capture.events import (
+    LOCF_EXACT,
+    LOCF_NAMED,
+    LOCF_NONAME,
+    LOCF_NOREGEX,
+    LOCF_REGEX,
+    location_label,
+)
 from ngxscope.capture.locations import normalize_uri
 from ngxscope.capture.nginxconf import ConfigMap, load_config
 
@@ -143,3 +151,31 @@ def test_any_path_gives_a_location_or_none(path: str, status: int | None, upstre
 ])
 def test_normalize(raw: str, want: str) -> None:
     assert normalize_uri(raw) == want
+
+
+@pytest.mark.parametrize(("name", "flags", "want"), [
+    (b"/exact", LOCF_EXACT, "= /exact"),
+    (b"/exact", 0, "/exact"),
+    (b"/static/img/", LOCF_NOREGEX, "^~ /static/img/"),
+    (rb"\.png$", LOCF_REGEX, r"~ \.png$"),
+    (rb"\.(png|jpg)$", LOCF_REGEX, r"~* \.(png|jpg)$"),  # nginx's memory does not say ~ or ~*: the tree does
+    (b"@backend", LOCF_NAMED, "@backend"),
+    (b"/api/", LOCF_NONAME, "/api/"),  # an `if` block inside /api/ is named as it
+    (rb"\.png$", LOCF_NONAME, r"~ \.png$"),  # ... but not flagged as its location: any modifier
+    (rb"^/api/.*\.json$", LOCF_REGEX, r"~ ^/api/.*\.json$"),  # nested
+    (b"/api/de", 0, "/api/deep/"),  # a name cut short (LOC_NAME_CAP) matches by its start
+])
+def test_the_location_nginx_names_is_found_in_the_tree(cmap: ConfigMap, name: bytes, flags: int, want: str) -> None:
+    block = cmap.block_of("127.0.0.1:80", "a.test")
+    length = 10 if name == b"/api/de" else len(name)
+    loc, via = cmap.locate(block, "/whatever", [], location_label(name, length, flags), from_nginx=True)
+    assert (loc.label if loc else None, via) == (want, "nginx")
+
+
+def test_a_name_not_in_the_configuration_falls_back_to_the_matcher(cmap: ConfigMap) -> None:
+    block = cmap.block_of("127.0.0.1:80", "a.test")
+    loc, via = cmap.locate(block, "/api/x", [], "/changed-on-disk/", from_nginx=True)
+    assert (loc.label if loc else None, via) == ("/api/", "config")
+    assert cmap.locate(block, "/api/x", [], None, from_nginx=True) == (None, None)  # the server level
+    loc, via = cmap.locate(block, "/api/x", [])
+    assert (loc.label if loc else None, via) == ("/api/", "config")

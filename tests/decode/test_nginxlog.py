@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import struct
 
-from ngxscope.capture.events import EV_REQ_LOG, HEADER_SIZE, NginxLog, parse_event
+from ngxscope.capture.events import (
+    EV_REQ_LOG,
+    HEADER_SIZE,
+    LOC_NAME_CAP,
+    LOCF_EXACT,
+    LOCF_NAMED,
+    NginxLog,
+    parse_event,
+)
 from ngxscope.decode.nginxlog import NginxValues
 from ngxscope.model import Exchange
 
@@ -68,12 +76,13 @@ def test_rejected_line_takes_nginx_strings() -> None:
     assert (ex.method, ex.target) == ("GET", "/")
 
 
-def _record(line: bytes, base: int, strs: list[int], stored: bool) -> bytes:
+def _record(line: bytes, base: int, strs: list[int], stored: bool, loc: tuple[int, bytes, int] = (0, b"", 0)) -> bytes:
     head = struct.pack("<QQQQQIIiIIBBH", 1, 2, 3, 4, 0, 5, 6, 7, 0, 0, EV_REQ_LOG, 0, 1)
     assert len(head) == HEADER_SIZE
     if stored:
         strs = [len(line.split(b"\r")[0]), base, *strs[2:]]
-    tail = struct.pack("<qQQQQ14Q", 77, 99, 200, 0, base, *strs)
+    clcf, name, flags = loc
+    tail = struct.pack(f"<qQQQQ14QQII{LOC_NAME_CAP}s", 77, 99, 200, 0, base, *strs, clcf, len(name), flags, name)
     return head + tail + line
 
 
@@ -85,6 +94,18 @@ def test_parse_reqlog_strings_within_line() -> None:
     assert ev.log is not None
     assert (ev.log.status, ev.log.request_length, ev.log.bytes_sent) == (200, 77, 99)
     assert (ev.log.method, ev.log.uri, ev.log.protocol, ev.log.request) == ("GET", "/a?b", "HTTP/1.1", line)
+    assert ev.log.location is None  # no loc_conf read
+
+
+def test_parse_reqlog_location() -> None:
+    line = b"GET /a HTTP/1.1"
+    for loc, want in [((0x7000, b"/api/", LOCF_EXACT), "= /api/"), ((0x7000, b"", 0), ""),
+                      ((0x7000, b"@x", LOCF_NAMED), "@x")]:
+        ev = parse_event(_record(line, 0x1000, [0] * 14, True, loc), 0.0)
+        assert ev.log is not None and ev.log.location == want
+    ex = _ex()
+    NginxValues().apply(ex, NginxLog(200, 10, 150, b"", None, None, None, location="/api/"), None, None)
+    assert (ex.location, ex.location_via) == ("/api/", "nginx")
 
 
 def test_parse_reqlog_rejected_line_cut_at_eol() -> None:

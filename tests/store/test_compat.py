@@ -22,6 +22,7 @@ from ngxscope.store.compat import (
     convert_1_2,
     convert_3_4,
     convert_4_5,
+    convert_5_6,
     migrate,
 )
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
@@ -36,8 +37,9 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
+    "session-v6.ngxs": "b13744814b9b6980e8deb284e3b6e18a9feeee16970325e09d78f39f632f9a18",
 }
-LATEST_SAMPLE = "session-v5.ngxs"
+LATEST_SAMPLE = "session-v6.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -196,9 +198,13 @@ _V5_USER = [
 EXPECTED_V5 = [
     replace(ex, conn_start=1700000000.4975, tcp_connect_ms=0.052, tls_handshake_ms=1.875, tls_version="TLSv1.3",
             tls_cipher="TLS_AES_256_GCM_SHA384", sni="shop.example.test", alpn="http/1.1",
-            tls_resumed=True, retransmits=1, reset_by="client") if ex.tls else ex
+            tls_resumed=True, retransmits=1, reset_by="client",
+            location_via="config" if ex.location else None) if ex.tls
+    else replace(ex, location_via="config" if ex.location else None)
     for ex in _V5_USER
 ]
+# Version 6 added location_via: older files read "config" where they name a location.
+EXPECTED_V6 = [replace(EXPECTED_V5[0], location_via="nginx"), *EXPECTED_V5[1:]]
 
 
 @pytest.mark.parametrize(
@@ -210,6 +216,7 @@ EXPECTED_V5 = [
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v5.ngxs", 5, "ngxscope 0.1.0", EXPECTED_V5),
+        ("session-v6.ngxs", 6, "ngxscope 0.1.0", EXPECTED_V6),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -244,7 +251,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V5:  # the newest sample's exchanges
+        for ex in EXPECTED_V6:  # the newest sample's exchanges
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -292,7 +299,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS}
+                               "note": "", **_V5_NULLS, "location_via": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -322,6 +329,15 @@ def test_convert_4_5_adds_mark_note_location_answer() -> None:
     assert convert_4_5(event) is event
     stats = {"t": "stats"}
     assert convert_4_5(stats) is stats
+
+
+def test_convert_5_6_says_the_location_was_matched_on_the_configuration() -> None:
+    assert convert_5_6({"t": "exchange", "id": 1, "location": "/api/"})["location_via"] == "config"
+    assert convert_5_6({"t": "exchange", "id": 1, "location": None})["location_via"] is None
+    kept = {"t": "exchange", "id": 1, "location": "/x", "location_via": "nginx"}
+    assert convert_5_6(kept) is kept
+    event = {"t": "event", "ts": 1.0, "kind": "attach"}
+    assert convert_5_6(event) is event
 
 
 def test_convert_1_2_adds_nginx_ms() -> None:

@@ -84,3 +84,16 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "ngxscope", "diff", str(sample), str(sample)], capture_output=True,
                         text=True, env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})
     assert ok.returncode == 0 and "/api/items" in ok.stdout
+
+
+def test_error_rates_are_tested_and_judged() -> None:
+    from ngxscope.store.diff import DiffRow, Side, two_proportions
+
+    assert two_proportions(5, 1000, 60, 1000) < 1e-9  # 0.5 % → 6 %
+    assert two_proportions(5, 1000, 7, 1000) > 0.3
+    assert two_proportions(0, 5, 5, 5) == 1.0  # too few to say
+    a, b = Side(requests=1000, errors=5, error_rate=0.005), Side(requests=1000, errors=60, error_rate=0.06)
+    row = DiffRow("route", "/x", a, b, error_p=two_proportions(5, 1000, 60, 1000))
+    assert row.worse and not row.better
+    assert not DiffRow("route", "/x", a, Side(requests=1000, errors=7, error_rate=0.007),
+                       error_p=two_proportions(5, 1000, 7, 1000)).worse

@@ -18,6 +18,9 @@ def test_trace_id_shown_and_copied(qtbot) -> None:  # type: ignore[no-untyped-de
     pane.show_exchange(ex)
     assert pane.conn_labels["Trace"].text() == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert pane.conn_labels["Location"].text() == "shop \u203a /api/"
+    ex.location_via = "nginx"
+    pane.show_exchange(ex)
+    assert pane.conn_labels["Location"].text() == "shop \u203a /api/  (read from nginx's memory)"
     assert pane.copy_trace.isEnabled()
     pane.copy_trace.click()
     assert QGuiApplication.clipboard().text() == "4bf92f3577b34da6a3ce929d0e0e4736"

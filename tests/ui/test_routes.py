@@ -53,3 +53,37 @@ def test_empty_store_shows_no_rows(qtbot) -> None:  # type: ignore[no-untyped-de
     qtbot.addWidget(panel)
     panel.refresh(ExchangeStore(), time.time())
     assert panel.table.rowCount() == 0
+
+
+def test_route_templates_added_and_edited_from_the_window(qtbot, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--route in the window: the context menu's add and edit write the routes file and the
+    panel (and the Slowest panel sharing its templater) use it at once; a bad line is refused."""
+    from PySide6.QtWidgets import QInputDialog, QMessageBox
+
+    from ngxscope.store.memory import ExchangeStore
+    from ngxscope.store.routes import load_route_file, routes_file
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    panel = RoutesPanel(RouteTemplater())
+    qtbot.addWidget(panel)
+    store = ExchangeStore()
+    src = SyntheticSource(seed=5, threaded=False)
+    now = time.time()
+    batch = src.generate(400, now=now, spread=30.0)
+    store.append_batch(batch)
+    panel.refresh(store, now + 1)
+    assert "/category/lighting" in [r.template for r in panel.rows]
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("/category/{name}", True))
+    panel.add_route("/category/lighting")
+    assert load_route_file() == ["/category/{name}"] and routes_file().is_file()
+    panel.refresh(store, now + 1)
+    templates = [r.template for r in panel.rows]
+    assert "/category/{name}" in templates and "/category/lighting" not in templates
+    warned: list[str] = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warned.append(a[2]))
+    assert not panel.apply_route_text("# mine\n/category/{name}\napi/{id}\n")
+    assert "must start with '/'" in warned[0] and ":3:" in warned[0]
+    assert load_route_file() == ["/category/{name}"]  # nothing written
+    assert panel.apply_route_text("# mine\n/api/v1/{what}/{id}\n")
+    assert load_route_file() == ["/api/v1/{what}/{id}"]
+    assert panel.templater.template("/api/v1/items/7") == "/api/v1/{what}/{id}"

@@ -42,6 +42,12 @@ __all__ = [
     "EV_STREAM_START",
     "EV_UPSTREAM",
     "LINE_CAP",
+    "LOCF_EXACT",
+    "LOCF_NAMED",
+    "LOCF_NONAME",
+    "LOCF_NOREGEX",
+    "LOCF_REGEX",
+    "LOC_NAME_CAP",
     "RB_CONSUMED",
     "RB_PRODUCED",
     "REQLOG_LINE_CAP",
@@ -55,6 +61,7 @@ __all__ = [
     "RingReader",
     "drain_py",
     "format_sockaddr",
+    "location_label",
     "nginx_msec",
     "parse_batch",
     "parse_batch_py",
@@ -87,6 +94,12 @@ EVF_SAMPLED = 0x40
 SOCKADDR_MAX = 28
 LINE_CAP = 128
 REQLOG_LINE_CAP = 512
+LOC_NAME_CAP = 96
+LOCF_NONAME = 0x01
+LOCF_NAMED = 0x04
+LOCF_EXACT = 0x08
+LOCF_NOREGEX = 0x10
+LOCF_REGEX = 0x100
 
 COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 """The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
@@ -179,6 +192,10 @@ class EvReqLog(ctypes.Structure):
         ("err_status", ctypes.c_uint64),
         ("line_addr", ctypes.c_uint64),
         ("strs", ctypes.c_uint64 * 14),
+        ("loc_conf", ctypes.c_uint64),
+        ("loc_name_len", ctypes.c_uint32),
+        ("loc_flags", ctypes.c_uint32),
+        ("loc_name", ctypes.c_uint8 * LOC_NAME_CAP),
         ("line", ctypes.c_uint8 * REQLOG_LINE_CAP),
     ]
 
@@ -207,6 +224,10 @@ class NginxLog:
     """$request_uri (the target as sent; None: not within the bytes read)."""
     protocol: str | None
     """$server_protocol ("" for HTTP/0.9; None: not within the bytes read)."""
+    location: str | None = None
+    """The location nginx chose, as read from r->loc_conf, written as the window labels
+    locations ("= /x", "^~ /x", "~ REGEX" for ~ and ~* alike, "@name", "/x"; "" at the
+    server level; a name longer than LOC_NAME_CAP ends in "…"); None when not read."""
 
 
 @dataclass(slots=True)
@@ -289,7 +310,7 @@ def format_sockaddr(raw: bytes, length: int) -> str:
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
-_REQLOG_TAIL = struct.Struct("<qQQQQ14Q")
+_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}s")
 _REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
 assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + REQLOG_LINE_CAP
 
@@ -307,7 +328,8 @@ def _nginx_str(line: bytes, base: int, length: int, addr: int) -> str | None:
 
 def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
     """The tail of an EV_REQ_LOG record."""
-    request_length, sent, status, err_status, base, *strs = _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
+    request_length, sent, status, err_status, base, *strs, clcf, name_len, flags, name = \
+        _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
     raw = bytes(buf[_REQLOG_LINE : _REQLOG_LINE + REQLOG_LINE_CAP])
     line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
     for stop in (b"\r", b"\n"):
@@ -322,7 +344,23 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
         method=_nginx_str(raw, base, strs[10], strs[11]),
         uri=_nginx_str(raw, base, strs[8], strs[9]),
         protocol=_nginx_str(raw, base, strs[12], strs[13]),
+        location=location_label(name[: min(name_len, LOC_NAME_CAP)], name_len, flags) if clcf else None,
     )
+
+
+def location_label(name: bytes, length: int, flags: int) -> str:
+    """A location as nginx holds it (its name's bytes, whole length, LOCF_* bits) written
+    the way the window labels locations (see NginxLog.location)."""
+    text = name.decode("utf-8", "backslashreplace") + ("…" if length > len(name) else "")
+    if not text or flags & LOCF_NAMED:
+        return text
+    if flags & LOCF_REGEX:
+        return "~ " + text
+    if flags & LOCF_EXACT:
+        return "= " + text
+    if flags & LOCF_NOREGEX:
+        return "^~ " + text
+    return text
 
 
 def nginx_msec(clock: float) -> int:

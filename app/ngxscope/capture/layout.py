@@ -71,6 +71,12 @@ class Layout:
     """ngx_http_request_t.err_status (wins over headers_out.status in $status)"""
     r_request_start: int = 0
     """ngx_http_request_t.request_start (where $request begins when request_line is unset)"""
+    r_loc_conf: int = 40
+    """ngx_http_request_t.loc_conf (void **: the chosen location's per-module configurations)"""
+    clcf_regex: int = -1
+    """ngx_http_core_loc_conf_t.regex (-1: a build without PCRE has none)"""
+    clcf_flags: int = 32
+    """ngx_http_core_loc_conf_t's flag bits (noname, lmt_excpt, named, exact_match, noregex)"""
     note: str = ""
     """How this layout was chosen."""
 
@@ -92,6 +98,9 @@ class Layout:
             f"-DOFF_R_REQUEST_LENGTH={self.r_request_length}",
             f"-DOFF_R_ERR_STATUS={self.r_err_status}",
             f"-DOFF_R_REQUEST_START={self.r_request_start}",
+            f"-DOFF_R_LOC_CONF={self.r_loc_conf}",
+            f"-DOFF_CLCF_REGEX={self.clcf_regex}",
+            f"-DOFF_CLCF_FLAGS={self.clcf_flags}",
         ]
 
 
@@ -118,7 +127,10 @@ struct's fields the probes read."""
 
 # nginx 1.22's ngx_http_request_t with none of REQUEST_FEATURES (x86-64)
 _BASE_1_22 = {"header_in": 88, "status": 528, "request_line": 872, "request_length": 1104,
-              "err_status": 1112, "request_start": 1288}
+              "err_status": 1112, "request_start": 1288, "loc_conf": 40}
+# ngx_http_core_loc_conf_t: name, escaped_name (two ngx_str_t), then with PCRE the regex
+# pointer, then the flag bits (noname, lmt_excpt, named, exact_match, noregex)
+_CLCF_REGEX, _CLCF_FLAGS = 32, 32
 
 
 def features_from_configure(args: str) -> frozenset[str]:
@@ -170,6 +182,9 @@ def request_offsets(version: str | None, features: frozenset[str]) -> dict[str, 
         "request_length": b["request_length"] + cache + headers_in + pcre,
         "err_status": b["err_status"] + cache + headers_in + pcre,
         "request_start": b["request_start"] + cache + headers_in + pcre,
+        "loc_conf": b["loc_conf"],
+        "clcf_regex": _CLCF_REGEX if "pcre" in f else -1,
+        "clcf_flags": _CLCF_FLAGS + 8 * ("pcre" in f),
     }
 
 
@@ -202,4 +217,5 @@ def layout_for_binary(path: str | Path | None, version: str | None) -> Layout:
     return replace(conn, request_log=True, r_header_in=offs["header_in"], r_status=offs["status"],
                    r_request_line=offs["request_line"], r_request_length=offs["request_length"],
                    r_err_status=offs["err_status"], r_request_start=offs["request_start"],
+                   r_loc_conf=offs["loc_conf"], clcf_regex=offs["clcf_regex"], clcf_flags=offs["clcf_flags"],
                    note=conn.note + f"; request struct with {', '.join(sorted(feats)) or 'no optional fields'}")

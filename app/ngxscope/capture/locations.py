@@ -17,15 +17,18 @@ crossed the sockets, so a redirect is followed where it left a trace:
   `proxy_intercept_errors on` and its last upstream attempt answered CODE, or when its
   `return CODE` is such a code.
 
-`rewrite` and `if` are not followed (nginx evaluates them on variables the capture does
-not know); a request they moved is attributed to the location its URI matched first.
+`rewrite` and `if` are not followed here (nginx evaluates them on variables the capture does
+not know); a request they moved is attributed to the location its URI matched first. Where
+the capture reads the location nginx chose from its memory (the request's loc_conf at its
+end, bpf/capture.c), that wins and `LocationTree.find` names it in this tree: rewrites, `if`
+and every internal redirect are then nginx's own; this matcher is the fallback.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -41,7 +44,8 @@ class Location:
     """One `location` block (or, with modifier "server", a server block's top level)."""
 
     modifier: str
-    """"", "=", "^~", "~", "~*", "@" (named), or "server" for the tree's root."""
+    """"", "=", "^~", "~", "~*", "@" (named); "server" for the tree's root, "http" for the
+    http block above it."""
     pattern: str
     """The URI prefix, exact URI, regex, or the name after "@"."""
     parent: Location | None = None
@@ -70,6 +74,17 @@ class Location:
     """limit_req_status (None: inherited; nginx's default 503)."""
     limit_conn_status: int | None = None
     """limit_conn_status (None: inherited; nginx's default 503)."""
+    cache_valid: list[tuple[frozenset[int] | None, int]] | None = None
+    """proxy_cache_valid as (statuses, seconds); statuses None for `any` (None: inherited)."""
+    cache_bypass: list[str] | None = None
+    """proxy_cache_bypass's values (None: inherited)."""
+    cache_use_stale: list[str] | None = None
+    """proxy_cache_use_stale's arguments (None: inherited)."""
+    limit_keys: dict[str, str] | None = None
+    """limit_req_zone / limit_conn_zone: zone name → its key ("$binary_remote_addr"); set on
+    the http level, where nginx declares them."""
+    cache_key: str | None = None
+    """proxy_cache_key (None: inherited; nginx's default $scheme$proxy_host$request_uri)."""
     regex: re.Pattern[str] | None = None
     """The compiled pattern of a regex location (None when Python cannot compile it)."""
 
@@ -98,6 +113,17 @@ def _compile(modifier: str, pattern: str) -> re.Pattern[str] | None:
         return re.compile(py, re.IGNORECASE if modifier == "~*" else 0)
     except (re.error, OverflowError, RecursionError):
         return None
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
+
+
+def _seconds(text: str) -> int | None:
+    """An nginx time ("10m", "1h30m", "90") in whole seconds (None: not a time)."""
+    total = 0.0
+    for num, unit in re.findall(r"(\d+)(ms|[smhdwMy]?)", text):
+        total += int(num) * _UNITS.get(unit or "s", 1)
+    return int(total) if re.fullmatch(r"(\d+(ms|[smhdwMy])?)+", text) else None
 
 
 def normalize_uri(path: str) -> str:
@@ -145,6 +171,23 @@ def _set_directive(loc: Location, name: str, args: list[str], proxy_directives: 
         loc.limit_conn = [*(loc.limit_conn or []), args[0]]
     elif name in ("limit_req_status", "limit_conn_status") and args and args[0].isdigit():
         setattr(loc, name, int(args[0]))
+    elif name in ("limit_req_zone", "limit_conn_zone") and len(args) >= 2:
+        zones = [a[5:].split(":", 1)[0] for a in args if a.startswith("zone=")]
+        if zones and zones[0]:
+            loc.limit_keys = {**(loc.limit_keys or {}), zones[0]: args[0]}
+    elif name in ("proxy_cache_valid", "fastcgi_cache_valid", "uwsgi_cache_valid", "scgi_cache_valid") and args:
+        secs = _seconds(args[-1])
+        codes = args[:-1] or ["200", "301", "302"]
+        which = None if "any" in codes else frozenset(int(c) for c in codes if c.isdigit())
+        if secs is not None:
+            loc.cache_valid = [*(loc.cache_valid or []), (which, secs)]
+    elif name in ("proxy_cache_bypass", "fastcgi_cache_bypass", "uwsgi_cache_bypass", "scgi_cache_bypass"):
+        loc.cache_bypass = [*(loc.cache_bypass or []), *args]
+    elif name in ("proxy_cache_use_stale", "fastcgi_cache_use_stale", "uwsgi_cache_use_stale",
+                  "scgi_cache_use_stale"):
+        loc.cache_use_stale = list(args)
+    elif name in ("proxy_cache_key", "fastcgi_cache_key", "uwsgi_cache_key", "scgi_cache_key") and args:
+        loc.cache_key = args[0]
     elif name in ("root", "alias") and args:
         loc.root = args[0] if name == "root" else None
 
@@ -159,6 +202,7 @@ class LocationTree:
     """Named locations (`location @name`) by name."""
     fs_root: str = ""
     """Where nginx's files are seen from here ("/proc/PID/root" for a process in a container)."""
+    _by_pattern: dict[str, list[Location]] = field(default_factory=dict)
 
     # -- the first match ----------------------------------------------------------------------
     def match(self, uri: str) -> Location | None:
@@ -187,6 +231,51 @@ class LocationTree:
                 if loc.modifier in ("~", "~*") and loc.regex is not None and loc.regex.search(uri):
                     return self._find(loc, uri)[0], True
         return chosen, False
+
+    # -- the location nginx named ---------------------------------------------------------------
+    def find(self, label: str, prefer: Callable[[], Location | None] | None = None) -> Location | None:
+        """The location of this server that `label` names, as read from nginx's memory
+        (capture.events.location_label: "~ REGEX" stands for ~ and ~* alike, a name cut short
+        ends in "…"); when several locations have that name (nested ones), the one `prefer()`
+        gives (the matcher's choice, asked only then) wins."""
+        if label.startswith("@"):
+            return self.named.get(label[1:])
+        mod, _, pattern = label.partition(" ") if label[:2] in ("= ", "~ ", "^~") else ("", "", label)
+        cut = pattern.endswith("…")
+        pattern = pattern[:-1] if cut else pattern
+        if cut:
+            named = [loc for loc in self._every() if loc.pattern.startswith(pattern)]
+        else:
+            named = self._by_pattern.get(pattern, [])
+        mods: tuple[str, ...] = ("~", "~*") if mod == "~" else (mod,)
+        fits = [loc for loc in named if loc.modifier in mods]
+        if mod == "":
+            # an `if` or `limit_except` block is named as its location but not flagged as it
+            # (nginx copies the name only): the location of that name, whatever its modifier;
+            # the matcher's choice among several
+            anyhow = [loc for loc in named if loc.modifier != "@"]
+            fits = fits if len(anyhow) == len(fits) else (anyhow if not fits else [*fits, *anyhow])
+        if len(fits) > 1 and prefer is not None:
+            chosen = prefer()
+            if chosen is not None and chosen in fits:
+                return chosen
+        return fits[0] if fits else None
+
+    def _every(self) -> list[Location]:
+        """Every location but the named ones, outer before inner, in configuration order."""
+        out: list[Location] = []
+        todo = list(self.root.children)
+        while todo:
+            loc = todo.pop(0)
+            out.append(loc)
+            todo.extend(loc.children)
+        return out
+
+    def index(self) -> None:
+        """Index the locations by pattern (for `find`); call once the tree is built."""
+        self._by_pattern = {}
+        for loc in self._every():
+            self._by_pattern.setdefault(loc.pattern, []).append(loc)
 
     # -- internal redirects ---------------------------------------------------------------------
     def resolve(self, uri: str, attempts: Sequence[tuple[str, int | None]] = (),
@@ -257,9 +346,15 @@ class LocationTree:
 
 
 def build_tree(server_block: list[dict[str, Any]], proxy_directives: Sequence[str],
-               server_root: str | None = None) -> LocationTree:
-    """The location tree of one crossplane-parsed `server { }` block."""
-    top = Location(modifier="server", pattern="", root=server_root)
+               server_root: str | None = None, http_block: list[dict[str, Any]] | None = None) -> LocationTree:
+    """The location tree of one crossplane-parsed `server { }` block; the directives of its
+    `http { }` block (`http_block`) are inherited as nginx inherits them (limit_req,
+    limit_conn, proxy_cache..., error_page, root)."""
+    http = Location(modifier="http", pattern="")
+    for d in http_block or ():
+        if d.get("block") is None:
+            _set_directive(http, d.get("directive", ""), d.get("args", []), ())
+    top = Location(modifier="server", pattern="", root=server_root, parent=http)
     tree = LocationTree(root=top)
 
     def walk(parent: Location, block: list[dict[str, Any]]) -> None:
@@ -285,4 +380,5 @@ def build_tree(server_block: list[dict[str, Any]], proxy_directives: Sequence[st
                 _set_directive(parent, name, args, proxy_directives)
 
     walk(top, server_block)
+    tree.index()
     return tree

@@ -102,6 +102,20 @@ class ConfigMap:
             return None
         return block.tree.resolve(normalize_uri(path), attempts or (), self.groups)
 
+    def locate(self, block: ServerBlock | None, path: str, attempts: list[tuple[str, int | None]],
+               nginx_label: str | None = None, from_nginx: bool = False) -> tuple[Location | None, str | None]:
+        """(location, how it was known): the one nginx named from its memory (`from_nginx`,
+        its label `nginx_label`; None: the server level) when this configuration has it,
+        "nginx"; else nginx's choice repeated on the configuration, "config"."""
+        if from_nginx and block is not None and block.tree is not None:
+            if nginx_label is None:
+                return None, None
+            found = block.tree.find(nginx_label, prefer=lambda: self.resolve(block, path, attempts))
+            if found is not None:
+                return found, "nginx"
+        loc = self.resolve(block, path, attempts)
+        return loc, "config" if loc is not None else None
+
     def block_of(self, local: str, host: str) -> ServerBlock | None:
         """The server block nginx chose (see `server_of`)."""
         try:
@@ -221,7 +235,23 @@ def _pass_target(url: str) -> str:
     return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
 
 
-def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap) -> None:
+def _inline(block: list[dict[str, Any]], configs: list[dict[str, Any]], depth: int) -> list[dict[str, Any]]:
+    """`block` with every `include` replaced by the directives of the files it names, as nginx
+    reads them in place (crossplane parses each file on its own and names them by index)."""
+    out: list[dict[str, Any]] = []
+    for d in block:
+        if d.get("directive") == "include" and "includes" in d and depth < 16:
+            for idx in d["includes"]:
+                if 0 <= idx < len(configs):
+                    out += _inline(configs[idx].get("parsed", []), configs, depth + 1)
+            continue
+        if d.get("block") is not None:
+            d = {**d, "block": _inline(d["block"], configs, depth)}
+        out.append(d)
+    return out
+
+
+def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap, http: list[dict[str, Any]] | None = None) -> None:
     for d in blocks:
         name, args, block = d.get("directive"), d.get("args", []), d.get("block")
         if name == "upstream" and block is not None and args:
@@ -243,7 +273,7 @@ def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap) -> None:
             named = [n for n in sb.names if n not in ("_", "")]
             first = sb.listens[0]
             sb.label = named[0] if named else f"{first[0]}:{first[1]}"
-            sb.tree = build_tree(block, _PASS)
+            sb.tree = build_tree(block, _PASS, http_block=http)
             cmap.servers.append(sb)
         elif name == "location" and block is not None and args:
             mod, pattern = (args[0], args[1]) if len(args) > 1 else ("", args[0])
@@ -262,7 +292,7 @@ def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap) -> None:
         if block is not None:
             for child in block:
                 child["_ctx"] = "http" if name == "http" else (d.get("_ctx") or name)
-            _walk(block, cmap)
+            _walk(block, cmap, block if name == "http" else http)
 
 
 def load_config(path: str) -> ConfigMap:
@@ -278,8 +308,9 @@ def load_config(path: str) -> ConfigMap:
     except (OSError, ValueError) as exc:
         cmap.note = f"cannot read {path}: {exc}"
         return cmap
-    for cfg in payload.get("config", []):
-        _walk(cfg.get("parsed", []), cmap)
+    configs = payload.get("config", [])
+    if configs:
+        _walk(_inline(configs[0].get("parsed", []), configs, 0), cmap)
     errors = payload.get("errors") or []
     if errors:
         cmap.note = f"{path}: {errors[0].get('error', 'parse error')}"

@@ -67,12 +67,16 @@ class NginxValues:
         return True
 
     def apply(self, ex: Exchange, ngx: NginxLog, checked_status: int | None, checked_len: int | None) -> None:
-        """Give `ex` nginx's $status, $request_length, $bytes_sent and, when its request line
+        """Give `ex` nginx's $status, $request_length, $bytes_sent, the location nginx chose
+        (`location_via` "nginx") and, when its request line
         was not understood from the bytes, nginx's method, URI and protocol."""
         if not self.check(ngx, checked_status, checked_len):
             return
         if ngx.status:
             ex.status = ngx.status
+        if ngx.location is not None:
+            # the location nginx chose; the recorder checks it against the configuration
+            ex.location, ex.location_via = ngx.location or None, "nginx"
         ex.request_bytes = ngx.request_length
         ex.response_bytes = ngx.bytes_sent
         # the request line as nginx understood it (None: not within the bytes it read, e.g.

@@ -21,7 +21,7 @@ from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, Fallbac
 from ..capture.layout import layout_for_binary
 from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
-from ..capture.selfanswer import self_answer
+from ..capture.selfanswer import CacheTracker
 from ..capture.tracer import Tracer, TracerConfig
 from ..capture.wire import WireError
 from ..decode.assembler import Assembler
@@ -53,6 +53,8 @@ class Recorder:
         self._threads: list[threading.Thread] = []
         self._batch: list[RawEvent] = []
         self.exchanges = 0
+        self.cache = CacheTracker()
+        """What the capture saw of nginx's caches: the answer kind of each exchange."""
         self.decode_error: BaseException | None = None
         self.end_reason = ""
         self._stop_ts = 0.0
@@ -282,9 +284,10 @@ class Recorder:
             block = cmap.block_of(ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
-                loc = cmap.resolve(block, ex.path, [(a.addr, a.status) for a in ex.upstream])
+                loc, ex.location_via = cmap.locate(block, ex.path, [(a.addr, a.status) for a in ex.upstream],
+                                                   ex.location, ex.location_via == "nginx")
                 ex.location = loc.label if loc is not None else None
-                ex.answer = self_answer(loc, ex.status, bool(ex.upstream))
+                ex.answer = self.cache.answer(ex, loc)
             for att in ex.upstream:
                 att.group = cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:

@@ -373,6 +373,7 @@ class SyntheticSource:
             request_body=req_body, response_body=body, request_body_size=len(req_body),
             response_body_size=body_size, sendfile_bytes=sendfile, truncated=truncated,
             error=error, upstream=upstream, server_block=host, location=_location(host, target),
+            location_via="config",
         )
 
     def _attempts(

@@ -32,6 +32,9 @@ Format history:
   `tls_version`, `tls_cipher`, `sni`, `alpn`, `tls_resumed`, `retransmits`, `reset_by` (null:
   not seen), and `conn_outcome` (null for an exchange; "tls-failed" / "reset" / "closed" for a
   connection that never became a request).
+- **version 6**: exchange records gained `location_via`: "nginx" when the location was read
+  from nginx's memory (the request's loc_conf), "config" when nginx's choice was repeated on
+  its configuration (every location of version 5), null when there is no location.
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -53,12 +56,13 @@ __all__ = [
     "convert_2_3",
     "convert_3_4",
     "convert_4_5",
+    "convert_5_6",
     "migrate",
 ]
 
 RawRecord = dict[str, Any]
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -135,12 +139,21 @@ def convert_4_5(record: RawRecord) -> RawRecord:
     return {"mark": "", "note": "", **{name: None for name in _V5_NULL_FIELDS}, **record}
 
 
+def convert_5_6(record: RawRecord) -> RawRecord:
+    """Version 5 → 6: exchanges get `location_via`: "config" where they have a location
+    (version 5 only ever matched the configuration), else null."""
+    if record.get("t") != "exchange" or "location_via" in record:
+        return record
+    return {**record, "location_via": "config" if record.get("location") is not None else None}
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
     2: convert_2_3,
     3: convert_3_4,
     4: convert_4_5,
+    5: convert_5_6,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

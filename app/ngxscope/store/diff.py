@@ -1,7 +1,7 @@
 """Two sets of exchanges compared (`ngxscope diff A.ngxs B.ngxs`): per server block, location,
 route template and upstream peer, the change in rate, error rate and p50/p95/p99, with a
 Mann-Whitney U test on the latency samples (no distribution assumed: latencies are skewed
-and multi-modal), sorted by impact.
+and multi-modal) and a two-proportion z test on the error rates, sorted by impact.
 
 Impact (ms) of a row = the larger of |Δp50| and |Δp95| / 2 when the latency change is
 significant (two-sided p < `ALPHA`; else 0), plus 1000 * |Δ error rate| (one point of error
@@ -18,7 +18,8 @@ from ngxscope.model import Exchange
 from ngxscope.store.routes import RouteTemplater
 from ngxscope.store.summary import location_key, percentile
 
-__all__ = ["ALPHA", "DIMENSIONS", "DiffRow", "Side", "diff_exchanges", "format_diff", "mann_whitney_u"]
+__all__ = ["ALPHA", "DIMENSIONS", "DiffRow", "Side", "collect_sides", "diff_exchanges", "format_diff", "judge",
+           "mann_whitney_u", "two_proportions"]
 
 ALPHA = 0.001
 """Significance level of the latency test (many rows are tested: stay strict)."""
@@ -90,6 +91,8 @@ class DiffRow:
     p_value: float = 1.0
     """Two-sided Mann-Whitney p of the latency samples (1 when not testable)."""
     impact: float = 0.0
+    error_p: float = 1.0
+    """Two-sided p of the two-proportion test of the error rates (1 when not testable)."""
 
     @property
     def significant(self) -> bool:
@@ -99,6 +102,29 @@ class DiffRow:
         va, vb = getattr(self.a, name), getattr(self.b, name)
         return None if va is None or vb is None else vb - va
 
+    @property
+    def worse(self) -> bool:
+        """B is significantly slower than A, or has a significantly higher error rate."""
+        return ((self.significant and (self.delta("p50") or 0.0) > 0)
+                or (self.error_p < ALPHA and self.b.error_rate > self.a.error_rate))
+
+    @property
+    def better(self) -> bool:
+        """B is significantly faster (and not worse for errors)."""
+        return not self.worse and self.significant and (self.delta("p50") or 0.0) < 0
+
+
+def two_proportions(e1: int, n1: int, e2: int, n2: int) -> float:
+    """Two-sided p of the pooled two-proportion z test (1 when either side has < 8)."""
+    if n1 < 8 or n2 < 8:
+        return 1.0
+    pooled = (e1 + e2) / (n1 + n2)
+    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2))
+    if se <= 0:
+        return 1.0
+    z = abs(e2 / n2 - e1 / n1) / se
+    return min(1.0, math.erfc(z / math.sqrt(2.0)))
+
 
 def _span(exchanges: list[Exchange]) -> float:
     if not exchanges:
@@ -106,14 +132,17 @@ def _span(exchanges: list[Exchange]) -> float:
     return max(e.end for e in exchanges) - min(e.start for e in exchanges)
 
 
-def _sample(values: list[float]) -> list[float]:
-    if len(values) <= MAX_SAMPLES:
+def _sample(values: list[float], most: int = MAX_SAMPLES) -> list[float]:
+    if len(values) <= most:
         return values
-    step = len(values) / MAX_SAMPLES
-    return [values[int(i * step)] for i in range(MAX_SAMPLES)]
+    step = len(values) / most
+    return [values[int(i * step)] for i in range(most)]
 
 
-def _collect(exchanges: list[Exchange], templater: RouteTemplater) -> dict[tuple[str, str], Side]:
+def collect_sides(exchanges: list[Exchange], templater: RouteTemplater,
+                  samples: int = MAX_SAMPLES) -> dict[tuple[str, str], Side]:
+    """Each (dimension, key)'s figures over these exchanges: percentiles of all its
+    latencies, `samples` of them kept (an even stride) for the test."""
     rows: dict[tuple[str, str], Side] = {}
 
     def add(key: tuple[str, str], ms: float | None, error: bool) -> None:
@@ -135,7 +164,25 @@ def _collect(exchanges: list[Exchange], templater: RouteTemplater) -> dict[tuple
             add(("route", templater.template(ex.path)), ex.duration_ms, error)
         for att in ex.upstream:
             add(("upstream peer", att.addr), att.duration_ms, att.status is None or att.status >= 500)
+    span = _span(exchanges)
+    for side in rows.values():
+        side.finish(span)
+        side.ms = _sample(side.ms, samples)
     return rows
+
+
+def judge(key: tuple[str, str], a: Side | None, b: Side | None) -> DiffRow:
+    """The row of `key` with A's and B's figures (None: not seen there), tested."""
+    sa, sb = a or Side(), b or Side()
+    _, p = mann_whitney_u(sa.ms, sb.ms)
+    row = DiffRow(key[0], key[1], sa, sb, p, error_p=two_proportions(sa.errors, sa.requests, sb.errors, sb.requests))
+    lat = 0.0
+    if row.significant:
+        d50, d95 = row.delta("p50") or 0.0, row.delta("p95") or 0.0
+        lat = max(abs(d50), abs(d95) / 2)
+    both = sa.requests and sb.requests
+    row.impact = lat + 1000.0 * abs(sb.error_rate - sa.error_rate) if both else -1.0
+    return row
 
 
 def diff_exchanges(a: Iterable[Exchange], b: Iterable[Exchange],
@@ -144,23 +191,10 @@ def diff_exchanges(a: Iterable[Exchange], b: Iterable[Exchange],
     xa, xb = list(a), list(b)
     # one templater per side would give each its own bounds: share one, A first
     shared = templater()
-    rows_a, rows_b = _collect(xa, shared), _collect(xb, shared)
-    span_a, span_b = _span(xa), _span(xb)
-    out: list[DiffRow] = []
-    for key in rows_a.keys() | rows_b.keys():
-        sa, sb = rows_a.get(key, Side()), rows_b.get(key, Side())
-        _, p = mann_whitney_u(_sample(sa.ms), _sample(sb.ms))
-        sa.finish(span_a)
-        sb.finish(span_b)
-        row = DiffRow(key[0], key[1], sa, sb, p)
-        lat = 0.0
-        if row.significant:
-            d50, d95 = row.delta("p50") or 0.0, row.delta("p95") or 0.0
-            lat = max(abs(d50), abs(d95) / 2)
-        both = sa.requests and sb.requests
-        row.impact = lat + 1000.0 * abs(sb.error_rate - sa.error_rate) if both else -1.0
-        sa.ms, sb.ms = [], []
-        out.append(row)
+    rows_a, rows_b = collect_sides(xa, shared), collect_sides(xb, shared)
+    out = [judge(key, rows_a.get(key), rows_b.get(key)) for key in rows_a.keys() | rows_b.keys()]
+    for row in out:
+        row.a.ms, row.b.ms = [], []
     order = {d: i for i, d in enumerate(DIMENSIONS)}
     out.sort(key=lambda r: (order[r.dimension], -r.impact, -(r.a.requests + r.b.requests), r.key))
     return out
@@ -182,7 +216,8 @@ def _line(cells: list[str], widths: list[int]) -> str:
 def format_diff(rows: list[DiffRow], name_a: str, name_b: str, top: int = 10) -> str:
     """The text report: one table per dimension, `top` rows each."""
     out = [f"A  {name_a}", f"B  {name_b}",
-           f"latency change tested with Mann-Whitney U (p < {ALPHA}); impact in ms (see ngxscope.store.diff)"]
+           f"latency change tested with Mann-Whitney U, error rates with a two-proportion test (p < {ALPHA}); "
+           "▲ worse, ▼ better; impact in ms (see ngxscope.store.diff)"]
     for dim in DIMENSIONS:
         mine = [r for r in rows if r.dimension == dim][:top]
         if not mine:
@@ -191,7 +226,7 @@ def format_diff(rows: list[DiffRow], name_a: str, name_b: str, top: int = 10) ->
                  "Δp95", "p99 A", "p99 B", "p", "impact"]
         body = []
         for r in mine:
-            mark = "▲" if r.significant and (r.delta("p50") or 0) > 0 else "▼" if r.significant else " "
+            mark = "▲" if r.worse else "▼" if r.better else " "
             body.append([mark, r.key if len(r.key) <= 50 else r.key[:49] + "…",
                          f"{r.a.rate:.1f}", f"{r.b.rate:.1f}",
                          f"{100 * r.a.error_rate:.1f}", f"{100 * r.b.error_rate:.1f}",

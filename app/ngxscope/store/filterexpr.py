@@ -11,7 +11,7 @@ Fields: status, method, host, path, url (host + target), target, duration, upstr
 upstream_status, worker (alias pid), client, server, conn, size (response bytes), reqsize,
 error, mark, note, block (the server block), location (its location block as written:
 ``location=/api/``, ``location="= /health"``, ``location=@fallback``), answer (why nginx
-answered itself: ``answer=cache-hit``, ``answer=cache-miss``, ``answer~^limit-req``,
+answered itself: ``answer=cache-hit``, ``answer~^cache-`` (capture.selfanswer), ``answer~^limit-req``,
 ``answer=return``, ``answer=client-abort``). Operators: ``= == != ~ !~ ~* !~* > >= < <=``. ``~`` is a regular-expression search,
 case-sensitive (except on method and host); ``~*`` is the same search ignoring case (as in
 nginx's ``location ~*``); ``=`` is exact and case-sensitive (method and host: caseless).

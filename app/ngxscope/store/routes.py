@@ -24,7 +24,8 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["OTHER", "RouteError", "RouteTemplater", "load_route_file", "routes_file"]
+__all__ = ["OTHER", "RouteError", "RouteTemplater", "load_route_file", "parse_routes", "routes_file",
+           "save_route_text"]
 
 OTHER = "{other}"
 """The template of every path past the bound on the number of templates."""
@@ -79,6 +80,11 @@ class RouteTemplater:
         self._children: dict[str, set[str]] = {}
         self._cache: dict[str, str] = {}
         self._cache_size = cache
+
+    def set_overrides(self, overrides: list[str]) -> None:
+        """Use these user templates from now on (paths seen before are templated again)."""
+        self.overrides = [(t, _compile_template(t)) for t in overrides]
+        self._cache.clear()
 
     @property
     def templates(self) -> int:
@@ -138,6 +144,11 @@ def load_route_file(path: Path | None = None) -> list[str]:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         raise RouteError(f"{path}: cannot read: {exc}") from None
+    return parse_routes(text, str(path))
+
+
+def parse_routes(text: str, origin: str = "routes") -> list[str]:
+    """The templates of a routes file's text. Raises `RouteError` naming the line of a bad one."""
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -146,6 +157,19 @@ def load_route_file(path: Path | None = None) -> list[str]:
         try:
             _compile_template(line)
         except RouteError as exc:
-            raise RouteError(f"{path}:{n}: {exc}") from None
+            raise RouteError(f"{origin}:{n}: {exc}") from None
         out.append(line)
     return out
+
+
+def save_route_text(text: str, path: Path | None = None) -> list[str]:
+    """Check a routes file's text and write it (directories made); its templates. Raises
+    `RouteError` (nothing written) for a bad line or a file that cannot be written."""
+    path = path or routes_file()
+    templates = parse_routes(text, str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text if text.endswith("\n") or not text else text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise RouteError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return templates

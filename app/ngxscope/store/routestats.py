@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ngxscope.model import Exchange
 from ngxscope.store.routes import OTHER, RouteTemplater
-from ngxscope.store.summary import percentile
+from ngxscope.store.summary import location_key, percentile
 
 __all__ = ["RouteRow", "route_regex", "route_rows"]
 
@@ -50,15 +50,19 @@ def route_regex(template: str) -> str | None:
 
 
 def route_rows(exchanges: Iterable[Exchange], templater: RouteTemplater, end: float, window_s: float,
-               buckets: int = 30) -> list[RouteRow]:
-    """The routes of the HTTP exchanges that ended within `window_s` before `end`, busiest first."""
+               buckets: int = 30, by_location: bool = False) -> list[RouteRow]:
+    """The routes of the HTTP exchanges that ended within `window_s` before `end`, busiest
+    first; with `by_location`, their locations instead ("server block \u203a location", as
+    `store.diff` keys them; `template` then holds that)."""
     start = end - window_s
     width = window_s / buckets
     rows: dict[str, RouteRow] = {}
     for ex in exchanges:
         if ex.end < start or ex.end > end or ex.is_tcp or not ex.target:
             continue
-        t = templater.template(ex.path)
+        if by_location and not ex.location:
+            continue
+        t = location_key(ex) if by_location else templater.template(ex.path)
         r = rows.get(t)
         if r is None:
             r = rows[t] = RouteRow(t, spark=[0] * buckets)

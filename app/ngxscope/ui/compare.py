@@ -69,15 +69,14 @@ class CompareDialog(QDialog):
             tree.addTopLevelItem(top)
             for r in mine:
                 item = QTreeWidgetItem(row_cells(r))
-                worse = (r.significant and (r.delta("p50") or 0) > 0) or r.b.error_rate > r.a.error_rate + 0.01
-                better = r.significant and (r.delta("p50") or 0) < 0
-                if worse or better:
+                if r.worse or r.better:
                     for col in range(len(HEADERS)):
-                        item.setForeground(col, WORSE if worse else BETTER)
+                        item.setForeground(col, WORSE if r.worse else BETTER)
                 top.addChild(item)
             top.setExpanded(True)
-        note = QLabel(f"Baseline: {baseline_name}. Latency changes tested with Mann-Whitney U (p < {ALPHA}); "
-                      "red: significantly slower or more errors now, green: significantly faster.")
+        note = QLabel(f"Baseline: {baseline_name}. Latency changes tested with Mann-Whitney U, error rates "
+                      f"with a two-proportion test (p < {ALPHA}); red: significantly slower or more errors now, "
+                      "green: significantly faster.")
         note.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)

@@ -45,6 +45,10 @@ PLACEHOLDER = ("Select a request to see its headers and body, its timing (client
                "Ctrl+F filters (in this pane: finds) · Space pauses")
 
 
+_LOCATION_VIA = {"nginx": "  (read from nginx's memory)", "config": "  (nginx's choice repeated on its configuration)"}
+"""How the detail pane says where the location came from (`Exchange.location_via`)."""
+
+
 class MessageView(QWidget):
     """Start line, a headers table and the decoded body of one side of an exchange."""
 
@@ -331,7 +335,8 @@ class DetailPane(QTabWidget):
                              f"{fmt_bytes(ex.response_bytes)} out)")
         lab["Error"].setText(ex.error or (_SUMMARY_ONLY if ex.summary_only else DASH))
         lab["Note"].setText((f"[{ex.mark}] " if ex.mark else "") + (ex.note or DASH))
-        lab["Location"].setText(f"{ex.server_block or '?'} \u203a {ex.location}" if ex.location else DASH)
+        via = _LOCATION_VIA.get(ex.location_via or "", "")
+        lab["Location"].setText(f"{ex.server_block or '?'} \u203a {ex.location}{via}" if ex.location else DASH)
         tid = self.trace_id()
         lab["Trace"].setText(tid or "(no traceparent)")
         self.copy_trace.setEnabled(tid is not None)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QDockWidget
 from ngxscope.model import Exchange, LifecycleEvent
 from ngxscope.store.aggregate import Aggregator
 
+from .baselinemenu import refresh_verdicts
 from .graphs import GraphsPanel, style_plot
 from .panels import EVENT_KINDS, EventsLog, WorkersPanel, describe_event
 from .routes import RoutesPanel
@@ -101,6 +102,7 @@ class DockedPanels(WindowBase):
             self.workers.refresh(self.agg, self.graphs.window_s)
         if self.docks["upstreams"].isVisible():
             self.upstreams.refresh(self.agg)
+        refresh_verdicts(self)
         # a dock behind another's tab is "visible" to Qt: these two cost, ask what is shown
         if not self.docks["routes"].visibleRegion().isEmpty():
             self.routes.refresh(self.store, self.agg.end_second() + 1.0)

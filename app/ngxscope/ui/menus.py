@@ -23,6 +23,7 @@ from ngxscope.store.foreign import FILE_FILTERS
 from ngxscope.store.session import SessionError, SessionReader
 
 from .attach import AttachDialog
+from .baselinemenu import SESSION_FILTER, add_baseline_menu
 from .compare import CompareDialog
 from .copymenu import fill_copy_menu
 from .exportdialog import ExportDialog
@@ -35,7 +36,6 @@ from .windowbase import WindowBase
 __all__ = ["SESSION_FILTER", "build_menus", "cell_menu", "columns_menu", "dark_palette",
            "edit_note", "set_theme"]
 
-SESSION_FILTER = "ngxscope sessions (*.ngxs);;All files (*)"
 OPEN_FILTER = ("ngxscope sessions, HAR, packet captures (*.ngxs *.har *.json *.pcap *.pcapng *.cap)"
                ";;ngxscope sessions (*.ngxs);;" + ";;".join(FILE_FILTERS) + ";;All files (*)")
 THEMES = (("Follow system", Qt.ColorScheme.Unknown), ("Light", Qt.ColorScheme.Light),
@@ -147,6 +147,7 @@ def build_menus(w: WindowBase) -> None:
     file_menu.addAction(_action(w, "&Export…", export, "Ctrl+E"))
     file_menu.addAction(_action(w, "&Compare with…", compare, "Ctrl+D",
                                 tip="This window's requests against a saved session as the baseline"))
+    add_baseline_menu(w, file_menu)
     file_menu.addSeparator()
     file_menu.addAction(_action(w, "&Quit", w.close, QKeySequence.StandardKey.Quit))
 

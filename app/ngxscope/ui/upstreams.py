@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from ngxscope.store.aggregate import SPARK_S, Aggregator, PeerRow
+from ngxscope.store.diff import DiffRow
 
 from .tablemodel import DASH, STATUS_COLORS, fmt_bytes, fmt_ms
 
@@ -48,6 +49,7 @@ TIPS = {
     f"Last {SPARK_S} s": f"Attempts per second over the last {SPARK_S} s",
 }
 RED = STATUS_COLORS[4]
+WORSE_BG = QColor(214, 69, 69, 70)
 
 
 def peer_cells(r: PeerRow) -> list[str]:
@@ -194,6 +196,19 @@ class UpstreamsPanel(QWidget):
                                f"{r.failures:,} unanswered, {r.retries:,} retried elsewhere\n"
                                "Click to show only the requests this peer served")
             self.addrs.append(r.addr)
+
+    def set_verdicts(self, verdicts: dict[tuple[str, str], DiffRow], baseline_name: str) -> None:
+        """Tint the peers that got significantly worse than a pinned baseline (empty: none)."""
+        for (_group, addr), item in self.items.items():
+            v = verdicts.get(("upstream peer", addr))
+            worse = v is not None and v.worse
+            for col in range(len(HEADERS)):
+                item.setBackground(col, WORSE_BG if worse else QBrush())
+            tip = item.toolTip(0).split("\nworse than the baseline", 1)[0]
+            if worse and v is not None:
+                tip += f"\nworse than the baseline ({baseline_name}): p50 {fmt_ms(v.a.p50)} → {fmt_ms(v.b.p50)}, " \
+                       f"errors {v.a.error_rate:.1%} → {v.b.error_rate:.1%}"
+            item.setToolTip(0, tip)
 
     def _fill(self, item: QTreeWidgetItem, r: PeerRow, label: str, *, bold: bool = False) -> None:
         cells = ["", *peer_cells(r)]

@@ -9,6 +9,8 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QDialog, QDockWidget, QMainWindow, QMenu, QTableView
 
 from ngxscope.model import Exchange
+from ngxscope.store.baseline import BaselinePin
+from ngxscope.store.diff import DiffRow
 from ngxscope.store.memory import ExchangeStore
 
 from .filterbar import FilterBar
@@ -44,6 +46,12 @@ class WindowBase(QMainWindow):
     autoscroll_action: QAction
     find_bar: FindBar
     status: CaptureStatusBar
+    baseline: BaselinePin | None = None
+    """The pinned baseline (File ▸ Pin baseline; ui.baselinemenu), None when none."""
+    baseline_checked: float = 0.0
+    """time.monotonic() of the panels' last judgement against it."""
+    baseline_verdicts: dict[tuple[str, str], DiffRow] = {}
+    """That judgement: (dimension, key) → the row of the recent minute against the baseline."""
 
     def toggle_pause(self) -> None:
         raise NotImplementedError

@@ -299,8 +299,26 @@ def v5_records() -> list[dict[str, Any]]:
     return out
 
 
+def v6_records() -> list[dict[str, Any]]:
+    """Version 6 added location_via (how the location was known: "nginx" read from its
+    memory, "config" matched on its configuration) to exchanges."""
+    out = []
+    for rec in v5_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 6
+        elif rec["t"] == "exchange":
+            keys = list(rec)
+            rec["location_via"] = {1: "nginx", 2: "config"}.get(rec["id"])
+            at = keys.index("answer") + 1
+            keys[at:at] = ["location_via"]
+            rec = {k: rec[k] for k in keys}
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
     for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(),
-                                       v4_records(), v5_records()]):
+                                       v4_records(), v5_records(), v6_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
