@@ -35,6 +35,8 @@ class DecodeStats:
     """Exchanges whose payload the kernel shed (pressure or sampling): counted from its summary."""
     sampled: int = 0
     """Of :attr:`shed`, those sampled out on purpose (the capture was over its CPU budget)."""
+    counted: int = 0
+    """Sampled-out exchanges no rule kept: counted in the kernel's aggregates, never rows."""
 
 
 class Emitter:

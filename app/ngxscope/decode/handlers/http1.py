@@ -220,6 +220,18 @@ class Http1Handler(ProtocolHandler):
         conn.requests.settle()
         _completed(conn, ev)
 
+    def on_counted(self, conn: Conn, ev: RawEvent) -> None:
+        """The kernel counted ev.length completions of sampled-out exchanges on this
+        connection instead of sending them (EV_COUNTED, before the connection's next record):
+        nothing of them reached us, so the next exchange starts at the counters they left."""
+        conn.requests = RequestStream()
+        conn.requests.uncertain = False
+        conn.recv_off = max(conn.recv_off, ev.offset)
+        if ev.aux > conn.send_off:
+            conn.send_off = ev.aux
+        conn.done_seq = ev.seq
+        _completed(conn, ev)
+
     def _on_shed_done(self, conn: Conn, ev: RawEvent) -> None:
         """The kernel shed (some of) this exchange's payload: count it from its summary."""
         stats = self.emit.stats
