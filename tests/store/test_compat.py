@@ -36,8 +36,9 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
+    "session-v6.ngxs": "75bb35d35dada30f10b09b51de639eb9ed06f62d1d56cdd587ad279e8207d5cd",
 }
-LATEST_SAMPLE = "session-v5.ngxs"
+LATEST_SAMPLE = "session-v6.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -199,6 +200,8 @@ EXPECTED_V5 = [
             tls_resumed=True, retransmits=1, reset_by="client") if ex.tls else ex
     for ex in _V5_USER
 ]
+# Version 6 added kept_by (older files read it as None).
+EXPECTED_V6 = [replace(ex, kept_by={1: "sample", 2: "error,slow"}.get(ex.id)) for ex in EXPECTED_V5]
 
 
 @pytest.mark.parametrize(
@@ -210,6 +213,7 @@ EXPECTED_V5 = [
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v5.ngxs", 5, "ngxscope 0.1.0", EXPECTED_V5),
+        ("session-v6.ngxs", 6, "ngxscope 0.1.0", EXPECTED_V6),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -244,7 +248,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V5:  # the newest sample's exchanges
+        for ex in EXPECTED_V6:  # the newest sample's exchanges
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -292,7 +296,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS}
+                               "note": "", **_V5_NULLS, "kept_by": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -322,6 +326,13 @@ def test_convert_4_5_adds_mark_note_location_answer() -> None:
     assert convert_4_5(event) is event
     stats = {"t": "stats"}
     assert convert_4_5(stats) is stats
+
+
+def test_convert_5_6_adds_kept_by() -> None:
+    from ngxscope.store.compat import convert_5_6
+
+    assert convert_5_6({"t": "exchange", "id": 1})["kept_by"] is None
+    assert convert_5_6({"t": "stats", "requests": 3}) == {"t": "stats", "requests": 3}
 
 
 def test_convert_1_2_adds_nginx_ms() -> None:

@@ -69,7 +69,7 @@ class Emitter:
         every exchange takes)."""
         return Exchange(id=self.next_id, start=start, end=end, pid=conn.pid, client=conn.peer,
                         server=conn.local, tls=conn.tls, conn_id=f"{conn.pid}:{conn.fd}:{conn.key[2]}",
-                        conn_seq=conn.seq, proxy_client=conn.proxy_client)
+                        conn_seq=conn.seq, proxy_client=conn.proxy_client, kept_by=conn.kept_by)
 
     def emit(self, conn: Conn, ex: Exchange) -> None:
         """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""

@@ -299,8 +299,21 @@ def v5_records() -> list[dict[str, Any]]:
     return out
 
 
+def v6_records() -> list[dict[str, Any]]:
+    """Version 6 added kept_by (why a row while the capture sampled) to exchanges."""
+    out = []
+    for rec in v5_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 6
+        elif rec["t"] == "exchange":
+            rec["kept_by"] = {1: "sample", 2: "error,slow"}.get(rec["id"])
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
     for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(),
-                                       v4_records(), v5_records()]):
+                                       v4_records(), v5_records(), v6_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
