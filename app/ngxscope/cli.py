@@ -35,6 +35,7 @@ from .replaycmd import run as run_replay
 from .store.diff import Side, diff_exchanges, format_diff
 from .store.exporters import SortedExchanges, export
 from .store.filterexpr import FilterError, compile_filter
+from .store.kcounted import parse_counted
 from .store.redact import policy_from_env
 from .store.routes import RouteError, RouteTemplater, load_route_file
 from .store.summary import format_summary, summarize
@@ -261,7 +262,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     except RouteError as exc:
         raise UsageError(f"stats: {exc}") from None
     with SortedExchanges(args.file, predicate) as source:
-        summary = summarize(source, top=args.top, templater=templater)
+        # the kernel's counts are per worker/server/peer/status only: a filter cannot apply
+        counted = parse_counted((source.stats or {}).get("counted")) if predicate is None else None
+        summary = summarize(source, top=args.top, templater=templater, counted=counted)
         if source.warning:
             log.warning("%s: %s", source.path, source.warning)
     if args.json:

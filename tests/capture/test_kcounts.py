@@ -18,6 +18,8 @@ from typing import Any
 
 from ngxscope.capture.kcounts import hist_bucket
 from ngxscope.lab.nginx import LabNginx
+from ngxscope.store.kcounted import parse_counted
+from ngxscope.store.summary import summarize
 
 SLOW_MS = 40.0
 
@@ -133,3 +135,11 @@ def test_kernel_counts_equal_the_access_log(lab_nginx: LabNginx, capture_factory
         for b, n in h["buckets"].items():
             got_hist[(h["pid"], h["class"], h["which"], int(b))] += n
     assert got_hist == want_hist
+
+    # what `ngxscope stats` shows: rows and counts together, as the log
+    summary = summarize(rows, counted=parse_counted(counted))
+    assert summary.requests == len(log) and summary.counted == counted["requests"]
+    log_classes = Counter(f"{ln['status'] // 100}xx" for ln in log)
+    assert {c: n for c, n in summary.classes.items() if n} == dict(log_classes)
+    assert summary.response_bytes == sum(ln["bytes_sent"] for ln in log)
+    assert {w.pid: w.requests for w in summary.workers} == dict(Counter(ln["pid"] for ln in log))
