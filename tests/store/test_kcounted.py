@@ -9,11 +9,11 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
+from factories import make_exchange
 from ngxscope.capture.kcounts import hist_bucket, hist_bucket_high
 from ngxscope.store.hdrhist import HdrHistogram
 from ngxscope.store.kcounted import parse_counted
 from ngxscope.store.summary import format_summary, summarize
-from factories import make_exchange
 
 
 @given(st.integers(min_value=0, max_value=1 << 40))
