@@ -24,7 +24,7 @@ from typing import Any
 
 from .events import HIST_REQUEST, HIST_UPSTREAM
 
-__all__ = ["KernelCounts", "hist_bucket", "hist_bucket_high"]
+__all__ = ["KernelCounts", "hist_bucket", "hist_bucket_high", "hist_bucket_low"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def hist_bucket(us: int) -> int:
         return max(0, us)
     shift = us.bit_length() - _SUB_BITS - 1
     return min(_SIZE - 1, (shift + 1) * _SUB + (us >> shift) - _SUB)
+
+
+def hist_bucket_low(i: int) -> int:
+    """The first microsecond value in bucket `i`."""
+    return hist_bucket_high(i - 1) if i > 0 else 0
 
 
 def hist_bucket_high(i: int) -> int:
