@@ -20,7 +20,8 @@ import numpy as np
 
 from ngxscope.store.hdrhist import HdrHistogram
 
-__all__ = ["Counted", "CountedGroup", "parse_counted"]
+__all__ = ["Counted", "CountedFeed", "CountedGroup", "CountedStep", "merged_percentiles", "parse_counted",
+           "status_class"]
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -118,3 +119,57 @@ def merged_percentiles(values_ms: Any, hist: HdrHistogram, qs: tuple[float, ...]
     for v in np.asarray(values_ms, dtype=float):
         h.record(float(v))
     return h.percentiles(qs)
+
+
+@dataclass(slots=True)
+class CountedStep:
+    """What the kernel counted between two stats records (see :class:`CountedFeed`)."""
+
+    rows: list[tuple[int, int, str, int]] = field(default_factory=list)
+    """(pid, status, peer or "", requests)."""
+    hist: list[tuple[int, str, int, str, int, int]] = field(default_factory=list)
+    """(pid, peer or "", status class 1..5, "request"/"upstream", bucket, requests)."""
+
+    @property
+    def requests(self) -> int:
+        return sum(r[3] for r in self.rows)
+
+
+class CountedFeed:
+    """Turns the cumulative `counted` of successive stats records into what is new in each
+    (the window's graphs and panels take the kernel's counts second by second)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], int] = {}
+
+    def step(self, d: Any) -> CountedStep:
+        out = CountedStep()
+        if not isinstance(d, dict):
+            return out
+        seen = self._seen
+        for row in d.get("rows") or ():
+            try:
+                key = ("r", int(row["pid"]), str(row["server"]), str(row.get("peer") or ""), int(row["status"]))
+                n = int(row["n"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            new = n - seen.get(key, 0)
+            seen[key] = n
+            if new > 0:
+                out.rows.append((key[1], key[4], key[3], new))
+        for entry in d.get("hist") or ():
+            try:
+                base = (int(entry["pid"]), str(entry.get("peer") or ""), int(entry["class"]), str(entry["which"]))
+                items = [(int(b), int(n)) for b, n in entry["buckets"].items()]
+                server = str(entry["server"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            for b, n in items:
+                hkey: tuple[Any, ...] = ("h", *base, server, b)
+                new = n - seen.get(hkey, 0)
+                seen[hkey] = n
+                if new > 0 and 0 <= b < HdrHistogram.SIZE:
+                    out.hist.append((*base, b, new))
+        return out
