@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from factories import make_exchange
-
 from ngxscope.capture.kcounts import hist_bucket
 from ngxscope.store.aggcounted import CountedGraphs
 from ngxscope.store.aggregate import Aggregator
