@@ -110,7 +110,8 @@ class Recorder:
         # the governor's first second must not count the set-up (reading nginx's configuration,
         # compiling the socket filter: seconds of CPU) as the cost of watching
         if self.opts.cpu_budget > 0 and self.tracer.set_sampling(1):
-            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling)
+            # every half second: at saturation the first seconds, before sampling, cost most
+            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling, period=0.5)
         self._start_kcounts()
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
