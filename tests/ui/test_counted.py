@@ -75,3 +75,26 @@ def test_window_counts_kernel_counts_and_says_they_are_not_rows(qtbot, settings:
     qtbot.wait(200)
     assert win.grab().save(str(shots / "kernel-counts.png"))
     win.set_source(None)
+
+
+def test_opened_session_counts_what_the_kernel_counted(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from factories import make_exchange
+
+    from ngxscope.store.session import SessionWriter
+    from ngxscope.ui.sessionload import load_session
+
+    path = tmp_path / "counted.ngxs"
+    with SessionWriter(path, {}) as w:
+        for i in range(20):
+            w.write_exchange(make_exchange(pid=4100, start=1000.0 + i, end=1000.1 + i))
+        for k, n in enumerate((500, 1500, 1500)):
+            w.write_stats({"ts": 1001.0 + k, "requests": 20, "counted": {
+                "requests": n, "rows": [{"pid": 4100, "server": "shop", "peer": None, "status": 200, "n": n,
+                                         "request_length": 0, "bytes_sent": 0}],
+                "hist": [{"pid": 4100, "server": "shop", "peer": None, "class": 2, "which": "request",
+                          "buckets": {str(hist_bucket(2000)): n}}]}})
+    result = load_session(window, str(path))
+    assert result.total == 20 and len(window.store) == 20
+    assert window.agg.total == 20 + 1500
+    assert window.counted.requests == 1500
+    assert "1,500 counted in the kernel, not rows" in window.status.summary_only.text()

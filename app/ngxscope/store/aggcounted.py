@@ -93,6 +93,15 @@ class CountedGraphs:
         if self.agg.predicate is None:
             feed_counted(self.agg, second, step)
 
+    def take_steps(self, steps: list[tuple[int, CountedStep]], stats: dict[str, Any] | None) -> None:
+        """A session file's counts (store.bulkload.Done), fed at once."""
+        counted = (stats or {}).get("counted")
+        self.requests = int(counted.get("requests") or 0) if isinstance(counted, dict) else 0
+        for second, step in steps:
+            self._log.append((second, step))
+            if self.agg.predicate is None:
+                feed_counted(self.agg, second, step)
+
     def refeed(self) -> None:
         """After the aggregator was rebuilt: feed the counts again (without a filter)."""
         if self.agg.predicate is None:
