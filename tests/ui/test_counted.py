@@ -79,7 +79,6 @@ def test_window_counts_kernel_counts_and_says_they_are_not_rows(qtbot, settings:
 
 def test_opened_session_counts_what_the_kernel_counted(window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from factories import make_exchange
-
     from ngxscope.store.session import SessionWriter
     from ngxscope.ui.sessionload import load_session
 
