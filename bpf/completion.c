@@ -282,7 +282,8 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
                 u32 why = v.status != 101 ? keep_rules(&v) : KEEP_ERROR;
                 if (!why) {   /* counted here, never sent */
                     count_exchange(&v, tgid);
-                    st->counted += 1;
+                    if (st->counted < 0xFFFF)   /* saturates: 0 would mean "nothing to resync" */
+                        st->counted += 1;
                     st->base_seq = st->requests;
                     st->base_recvd = st->recvd;
                     st->base_sent = st->sent;
