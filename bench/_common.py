@@ -76,16 +76,20 @@ def connections_for(rate: float) -> int:
 
 def start_record(master: int, out: Path, extra: list[str] | None = None,
                  env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    out.parent.mkdir(parents=True, exist_ok=True)   # bench/results is not in a fresh clone
     proc = subprocess.Popen([*NGXSCOPE, "record", "--pid", str(master), "-o", str(out), *(extra or [])],
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     assert proc.stderr is not None
+    said: list[str] = []
     while True:
         line = proc.stderr.readline()
         if "capturing" in line:
             return proc
+        if line:
+            said.append(line.rstrip())
         if not line and proc.poll() is not None:
-            raise RuntimeError(f"record exited with {proc.returncode}")
+            raise RuntimeError(f"record exited with {proc.returncode}: {' / '.join(said[-3:])}")
 
 
 def stop_record(proc: subprocess.Popen[str]) -> dict[str, int | None]:

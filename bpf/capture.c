@@ -65,6 +65,12 @@ struct conn_state {
     __u8  announced;        /* its EV_OPEN reached the ring buffer */
     __u8  line_len;         /* bytes in line */
     __u8  line[LINE_CAP];   /* the current request's first bytes, for a shed exchange's summary */
+    __u8  sampling;         /* the capture was sampling when the current exchange was decided */
+    __u8  keep;             /* KEEP_* rules that make the current exchange a row */
+    __u16 counted;          /* completions counted in the kernel since the last record (EV_COUNTED) */
+    __u16 base_seq;         /* `requests` after the last of them */
+    __u64 base_recvd;       /* `recvd` and `sent` then */
+    __u64 base_sent;
 };
 
 struct call_args {
@@ -86,14 +92,34 @@ BPF_HASH(current_req, u32, u64, 4096);
  * from the kernel summary only. Decided once per exchange, at its first read. */
 BPF_ARRAY(sample_ctl, u32, 1);
 
-static __always_inline u8 sampled_out(void)
+static __always_inline u8 sampled_out(u8 *sampling)
 {
     int zero = 0;
     u32 *n = sample_ctl.lookup(&zero);
+    *sampling = 0;
     if (!n || *n <= 1)
         return 0;
+    *sampling = 1;
     return bpf_get_prandom_u32() % *n != 0;
-}  /* tgid -> the ngx_http_request_t it works on for an upstream */   /* set once every probe is attached: no half-seen exchanges */
+}
+
+/* Completions counted in the kernel since st's last record: tell user space where the
+ * connection's counters stand now, before its next record (bpf/completion.c counts them). */
+static __always_inline void flush_counted(struct conn_state *st, s32 fd, u64 pid_tgid)
+{
+    if (!st->counted)
+        return;
+    struct ev_header h = {};
+    fill_header(&h, EV_COUNTED, bpf_ktime_get_ns(), pid_tgid, fd);
+    h.conn_ts = st->conn_ts;
+    h.recvd = st->base_recvd;
+    h.sent = st->base_sent;
+    h.seq = st->base_seq;
+    h.len = st->counted;
+    h.flags = st->flags;
+    if (submit(&h, sizeof(h)))
+        st->counted = 0;
+}
 
 /* More than SHED_BYTES wait in the ring buffer: the reader is behind. */
 static __always_inline int under_pressure(void)
@@ -381,7 +407,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
                 st->req_start = ts;
                 st->req_start_clock = e->h.clock;
                 st->shed = under_pressure();   /* not what a pipelined predecessor left */
-                st->drop = sampled_out();
+                st->drop = sampled_out(&st->sampling);
                 /* its first bytes (the request line when the read began with it) */
                 st->line_len = 0;
                 if (fn == F_RECV && bpf_probe_read_user(st->line, LINE_CAP, (void *)a.arg) == 0)
@@ -419,6 +445,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         count(shed ? CNT_SHED : CNT_SAMPLED, 1);
         return 0;
     }
+    if (st && (st->flags & EVF_CLIENT))
+        flush_counted(st, a.fd, pid_tgid);
 
     u32 cap = 0;
     if (fn == F_WRITEV) {
@@ -498,6 +526,7 @@ int close_enter(struct pt_regs *ctx)
     struct conn_state *st = conns.lookup(&key);
     if (!st || st->cptr != c)
         return 0;
+    flush_counted(st, fd, pid_tgid);
     struct ev_header h = {};
     fill_header(&h, EV_CLOSE, bpf_ktime_get_ns(), pid_tgid, fd);
     h.conn_ts = st->conn_ts;
@@ -508,179 +537,5 @@ int close_enter(struct pt_regs *ctx)
     submit(&h, sizeof(h));
     return 0;
 }
-
-/* The request is finished: the summary starts over. The sampling decision stays until the
- * next request's first read: a pipelined request read together with this one (it has no
- * read of its own) shares its fate, and is summary-only if this one's read was dropped. */
-static __always_inline void next_exchange(struct conn_state *st)
-{
-    st->req_start = 0;
-    st->req_start_clock = 0;
-    st->status = 0;
-    st->shed = st->drop;
-    st->line_len = 0;
-}
-
-#ifndef REQ_LOG
-#define REQ_LOG 0
-#endif
-
-#if REQ_LOG
-/* The location that served r (see struct ev_reqlog): r->loc_conf[0] is the core module's
- * ngx_http_core_loc_conf_t, which starts with its name (ngx_str_t), then (OFF_CLCF_REGEX,
- * with PCRE) the regex, then the flag bits at OFF_CLCF_FLAGS. */
-static __always_inline void loc_of(struct ev_reqlog *l, u64 r)
-{
-    u64 confs = 0, clcf = 0, name[2] = {};
-    u32 bits = 0;
-    l->loc_conf = 0;
-    l->loc_name_len = 0;
-    l->loc_flags = 0;
-    bpf_probe_read_user(&confs, sizeof(confs), (void *)(r + OFF_R_LOC_CONF));
-    if (confs)
-        bpf_probe_read_user(&clcf, sizeof(clcf), (void *)confs);
-    if (!clcf || bpf_probe_read_user(name, sizeof(name), (void *)clcf) < 0)
-        return;
-    l->loc_conf = clcf;
-    bpf_probe_read_user(&bits, sizeof(bits), (void *)(clcf + OFF_CLCF_FLAGS));
-    l->loc_flags = bits & 0x1f;
-#if OFF_CLCF_REGEX >= 0
-    u64 rx = 0;
-    bpf_probe_read_user(&rx, sizeof(rx), (void *)(clcf + OFF_CLCF_REGEX));
-    if (rx)
-        l->loc_flags |= LOCF_REGEX;
-#endif
-    u64 n = name[0];
-    l->loc_name_len = (u32)n;
-    if (n > LOC_NAME_CAP)
-        n = LOC_NAME_CAP;
-    n = capped(n, LOC_NAME_CAP);
-    if (n && name[1] && bpf_probe_read_user(l->loc_name, n, (void *)name[1]) < 0)
-        l->loc_name_len = 0;
-}
-#endif
-
-/* EV_REQ_LOG for request r on connection c (r->connection): what nginx logs for it (see
- * events.h), with the header `h` of the EV_REQ_DONE that follows it. */
-static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
-{
-#if REQ_LOG
-    u32 cpu = bpf_get_smp_processor_id();
-    struct ev_reqlog *l = reqlog_scratch.lookup(&cpu);
-    if (!l)
-        return;
-    l->h = *h;
-    l->h.kind = EV_REQ_LOG;
-    l->request_length = 0;
-    l->sent = 0;
-    l->status = 0;
-    l->err_status = 0;
-    bpf_probe_read_user(&l->request_length, sizeof(l->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
-    bpf_probe_read_user(&l->sent, sizeof(l->sent), (void *)(c + OFF_SENT));
-    bpf_probe_read_user(&l->status, sizeof(l->status), (void *)(r + OFF_R_STATUS));
-    bpf_probe_read_user(&l->err_status, sizeof(l->err_status), (void *)(r + OFF_R_ERR_STATUS));
-    if (bpf_probe_read_user(l->strs, sizeof(l->strs), (void *)(r + OFF_R_REQUEST_LINE)) < 0)
-        __builtin_memset(l->strs, 0, sizeof(l->strs));
-    u64 addr = l->strs[1], n = l->strs[0];
-    if (!addr || !n) {
-        /* no request line stored (nginx rejected it): $request is what was read from its start */
-        u64 buf = 0, last = 0;
-        addr = 0;
-        bpf_probe_read_user(&addr, sizeof(addr), (void *)(r + OFF_R_REQUEST_START));
-        bpf_probe_read_user(&buf, sizeof(buf), (void *)(r + OFF_R_HEADER_IN));
-        if (buf)
-            bpf_probe_read_user(&last, sizeof(last), (void *)(buf + 8));   /* ngx_buf_t.last */
-        n = addr && last > addr ? last - addr : 0;
-    }
-    l->line_addr = addr;
-    loc_of(l, r);
-    if (n > REQLOG_LINE_CAP)
-        n = REQLOG_LINE_CAP;
-    n = capped(n, REQLOG_LINE_CAP);
-    if (n && bpf_probe_read_user(l->line, n, (void *)addr) < 0)
-        n = 0;
-    submit(l, sizeof(struct ev_reqlog) - REQLOG_LINE_CAP + n);
-#endif
-}
-
-/* The client connection of an ngx_http_request_t (r->connection follows the signature). */
-static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count_request)
-{
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tgid = pid_tgid >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
-    u64 r = PT_REGS_PARM1(ctx);
-    u64 c = 0;
-    s32 fd = -1;
-    if (!owner_conn(r, SIG_HTTP, SIG_HTTP, &c, &fd))
-        return 0;
-    struct conn_key key = {.pid = tgid, .fd = fd};
-    struct conn_state *st = conns.lookup(&key);
-    struct ev_header h = {};
-    u64 ts = bpf_ktime_get_ns();
-    fill_header(&h, kind, ts, pid_tgid, fd);
-    h.req = r;
-    if (kind == EV_UPSTREAM) {
-        current_req.update(&tgid, &r);
-        h.rid = (u32)r;
-    }
-    if (st && st->cptr != c && h2_stream_of(st, c)) {
-        /* an HTTP/2 stream: its own byte counter; the connection's summary is not its own */
-        h.conn_ts = st->conn_ts;
-        h.recvd = st->recvd;
-        h.flags = st->flags | EVF_H2STREAM;
-        if (count_request) {
-            u64 sent = 0;
-            bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
-            h.sent = sent;
-            h.rid = (u32)r;   /* which stream: its upstream events carry the same */
-            req_log(&h, r, c);
-        }
-    } else if (st && st->cptr == c) {
-        h.conn_ts = st->conn_ts;
-        h.recvd = st->recvd;
-        h.flags = st->flags;
-        if (count_request) {
-            st->requests += 1;
-            h.sent = st->sent;
-            /* the per-exchange summary (see events.h) */
-            h.status = st->status;
-            h.clock_span_us = 0;
-            if (st->req_start && ts >= st->req_start)
-                h.span_us = (ts - st->req_start) / 1000 + 1;
-            if (st->req_start_clock && h.clock >= st->req_start_clock)
-                h.clock_span_us = (h.clock - st->req_start_clock) / 1000 + 1;
-            h.seq = st->requests;
-            req_log(&h, r, c);
-            if (st->shed) {
-                /* the summary of a shed exchange also carries the request's first bytes */
-                h.flags |= EVF_SHED | (st->drop ? EVF_SAMPLED : 0);
-                u32 cpu = bpf_get_smp_processor_id();
-                struct ev_done *d = done_scratch.lookup(&cpu);
-                u32 n = st->line_len;
-                if (d && n) {
-                    d->h = h;
-                    __builtin_memcpy(d->line, st->line, LINE_CAP);
-                    next_exchange(st);
-                    if (n > LINE_CAP)
-                        n = LINE_CAP;
-                    submit(d, sizeof(struct ev_header) + n);
-                    return 0;
-                }
-            }
-            next_exchange(st);
-        }
-        h.seq = st->requests;
-    }
-    submit(&h, sizeof(h));
-    return 0;
-}
-
-/* void ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc): the request is logged. */
-int free_request_enter(struct pt_regs *ctx) { return request_event(ctx, EV_REQ_DONE, 1); }
-
-/* void ngx_http_upstream_init(ngx_http_request_t *r): the request goes to an upstream. */
-int upstream_init_enter(struct pt_regs *ctx) { return request_event(ctx, EV_UPSTREAM, 0); }
 
 #define HAVE_CURRENT_REQ 1   /* for processes.c: forget current_req when a process exits */

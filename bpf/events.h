@@ -21,6 +21,10 @@
 #define EV_CONNECTED    13  /* getsockopt(SO_ERROR): how a non-blocking connect(2) ended (sock_err) */
 #define EV_REQ_LOG      14  /* ngx_http_free_request, right before its EV_REQ_DONE (same header
                              * but kind; struct ev_reqlog): nginx's own access-log values */
+#define EV_COUNTED      15  /* HTTP/1 completions of sampled-out exchanges on this connection were
+                             * counted in the kernel (agg_* maps) instead of sent: sent before the
+                             * connection's next record. recvd, sent, seq: the connection's
+                             * counters after the last of them; len: how many */
 
 #define EVF_TLS        0x01  /* the connection is TLS (payload is the decrypted plaintext) */
 #define EVF_CLIENT     0x02  /* accepted from a client (else nginx's own, e.g. upstream) */
@@ -38,6 +42,18 @@
 #define EVF_SAMPLED    0x40  /* REQ_DONE (with EVF_SHED): the payload was skipped on purpose, the
                               * exchange being sampled out while the capture is over its CPU
                               * budget (user space sets 1-in-N in sample_ctl) */
+
+/* REQ_DONE of an HTTP/1 exchange: bits 16..23 of `status` say why it is a row while the
+ * capture samples (0: sampling was off, every exchange is a row). A sampled-out exchange is
+ * a row only when a rule kept it at its completion; else it is only counted (EV_COUNTED). */
+#define KEEP_SAMPLE    0x01  /* the uniform sample (payload captured) */
+#define KEEP_ERROR     0x02  /* $status >= 500 */
+#define KEEP_ABORTED   0x04  /* 499 (client closed), 444 (closed without response), 408 */
+#define KEEP_UPSTREAM  0x08  /* a failed upstream attempt (no status or >= 500, or a retry) */
+#define KEEP_MALFORMED 0x10  /* 400: a request nginx could not parse */
+#define KEEP_SLOW      0x20  /* $request_time above its server block's threshold (slow_us) */
+#define KEEP_ALL       0x40  /* counting in the kernel is off: every exchange is a row */
+#define KEEP_SHIFT     16
 
 #define SOCKADDR_MAX 28      /* sizeof(struct sockaddr_in6) */
 #define LINE_CAP 128         /* bytes of a request's start kept for the summary of a shed exchange */
@@ -106,6 +122,42 @@ struct ev_header {
     __u8  kind;
     __u8  flags;
     __u16 seq;       /* REQ_DONE: requests finished on this connection (mod 2^16) */
+};
+
+/* The per-second aggregates of exchanges counted in the kernel (bpf/completion.c):
+ * per-CPU hashes, double-buffered by `epoch` (agg_ctl[0]): user space drains the epoch the
+ * programs are not writing, then makes it the current one. */
+#define HIST_SUB_BITS 7      /* log-linear buckets: 128 per power of two (store/hdrhist.py) */
+#define HIST_SIZE     4096
+#define HIST_REQUEST  0      /* agg_hist.which: $request_time (microseconds, nginx's clock) */
+#define HIST_UPSTREAM 1      /* the last attempt's $upstream_response_time */
+
+struct agg_key {
+    __u64 srv;       /* r->srv_conf: the server block (named in user space from nginx's memory) */
+    __u64 peer;      /* the last upstream attempt's peer name (ngx_str_t *), 0: none */
+    __u32 pid;
+    __u16 status;    /* $status */
+    __u8  epoch;
+    __u8  pad;
+};
+
+struct agg_val {
+    __u64 n;
+    __u64 request_length;   /* sum of $request_length */
+    __u64 bytes_sent;       /* sum of $bytes_sent */
+    __u64 upstream_tries;   /* upstream attempts (the length of $upstream_addr's list) */
+    __u64 upstream_failed;  /* exchanges with a failed attempt (counted, not kept: rule off) */
+};
+
+struct hist_key {
+    __u64 srv;
+    __u64 peer;
+    __u32 pid;
+    __u16 bucket;    /* hist index of the value in microseconds */
+    __u8  cls;       /* $status / 100 */
+    __u8  which;     /* HIST_REQUEST or HIST_UPSTREAM */
+    __u8  epoch;
+    __u8  pad[7];
 };
 
 struct ev_open {

@@ -113,6 +113,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
         h.flags = st->flags;
         h.offset = st->sent;
         st->sent += ret;
+        if (st->flags & EVF_CLIENT)
+            flush_counted(st, fd, pid_tgid);
         if (!(st->flags & EVF_CLIENT)) {   /* a request body buffered to disk, sent upstream */
             u8 drop = 0;
             owner_of(pid_tgid >> 32, st->cptr, &h, &drop);
@@ -163,7 +165,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     u64 *r = current_req.lookup(&tgid);
     o->h.rid = 0;
     if (r) {
-        o->h.owner = request_client(tgid, *r);
+        u8 drop = 0;
+        o->h.owner = request_client_drop(tgid, *r, &drop);
+        if (drop)
+            return 0;   /* for a sampled-out exchange: its payload is not followed either */
         o->h.rid = o->h.owner ? (u32)*r : 0;   /* the request (or stream session) it is for */
     }
     u32 len = a.len;

@@ -55,6 +55,7 @@ def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
         (["record", "--pid", "1", "--pid-typo"], "unrecognized arguments"),
         (["record", "--pid", "1", "-o", "x.ngxs", "--cpu-budget", "-3"], "--cpu-budget must be between"),
         (["record", "--pid", "1", "-o", "x.ngxs", "--cpu-budget", "lots"], "invalid float value"),
+        (["record", "--pid", "1", "-o", "x.ngxs", "--keep-slower-than", "0"], "--keep-slower-than must be between"),
         (["export", "/no/such.ngxs", "-o", "out.jsonl"], "No such file"),
         (["export", "/etc", "-o", "out.jsonl"], ""),
         (["frobnicate"], "invalid choice"),

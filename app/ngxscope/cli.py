@@ -35,6 +35,7 @@ from .replaycmd import run as run_replay
 from .store.diff import Side, diff_exchanges, format_diff
 from .store.exporters import SortedExchanges, export
 from .store.filterexpr import FilterError, compile_filter
+from .store.kcounted import parse_counted
 from .store.redact import policy_from_env
 from .store.routes import RouteError, RouteTemplater, load_route_file
 from .store.summary import format_summary, summarize
@@ -87,6 +88,12 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="percent of one core the capture may use; above it, payloads are sampled and "
                           "the other requests counted from kernel summaries (default 25, or env "
                           "NGXSCOPE_CPU_BUDGET; 0: never sample)")
+    rec.add_argument("--keep-slower-than", type=float, default=None, metavar="MS",
+                     help="while sampling, keep whole every request slower than MS ($request_time); "
+                          "default: slower than its server block's moving p99")
+    rec.add_argument("--no-kernel-counts", action="store_true",
+                     help="while sampling, send every sampled-out request as a summary row instead of "
+                          "counting those no rule keeps in the kernel")
     rec.add_argument("--dump-bpf", action="store_true", help="print the BPF C program and its compile flags, then exit")
     rec.add_argument("--no-redact", action="store_true",
                      help="keep Authorization, Cookie, Set-Cookie... values (masked by default)")
@@ -256,7 +263,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     except RouteError as exc:
         raise UsageError(f"stats: {exc}") from None
     with SortedExchanges(args.file, predicate) as source:
-        summary = summarize(source, top=args.top, templater=templater)
+        # the kernel's counts are per worker/server/peer/status only: a filter cannot apply
+        counted = parse_counted((source.stats or {}).get("counted")) if predicate is None else None
+        summary = summarize(source, top=args.top, templater=templater, counted=counted)
         if source.warning:
             log.warning("%s: %s", source.path, source.warning)
     if args.json:
@@ -304,6 +313,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
         if not 0 <= args.cpu_budget <= 800:
             raise UsageError("record: --cpu-budget must be between 0 and 800 (percent of one core)")
         opts.cpu_budget = args.cpu_budget / 100
+    if args.keep_slower_than is not None:
+        if not 0 < args.keep_slower_than <= 3_600_000:
+            raise UsageError("record: --keep-slower-than must be between 0 and 3600000 ms")
+        opts.keep_slower_than_ms = args.keep_slower_than
+    opts.kernel_counts = not args.no_kernel_counts
     try:
         result = record(opts, outputs, duration=args.duration, live=sys.stderr.isatty() and not args.stream,
                         watch_stdin=args.stream, announce=lambda line: print(line, file=sys.stderr, flush=True))
@@ -315,6 +329,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if stats["shed_exchanges"]:
         summary += (f", {stats['shed_exchanges']} counted from kernel summaries without payload "
                     f"({stats['sampled_exchanges']} sampled out over the CPU budget)")
+    counted = stats.get("counted") or {}
+    if counted.get("requests"):
+        summary += (f", {counted['requests']} more counted in the kernel (sampled out, no rule kept them: "
+                    "in the figures, not as rows)")
     if args.output:
         summary += f"; session saved to {args.output}"
     if result.end_reason:

@@ -203,6 +203,13 @@ class Exchange:
     """For a connection that never became a request (then method, target and status are
     empty): "tls-failed" (fatal alert or no ServerHello; `error` says which), "reset" or
     "closed" before a request. None for an exchange."""
+    kept_by: str | None = None
+    """Why this exchange is a row while the capture sampled (the kernel decided at its
+    completion; the other sampled-out requests are only counted): "sample" (the uniform
+    sample, payload captured), or the rules that kept a sampled-out one, comma-separated:
+    "error" (5xx), "aborted" (499/444/408), "upstream" (a failed attempt), "malformed" (400),
+    "slow" (over the slow threshold); "all" when kernel counting was off. None when the
+    capture was not sampling (every request a row)."""
 
     @property
     def duration_ms(self) -> float:

@@ -33,6 +33,17 @@ def test_over_budget_doubles_and_far_over_quadruples() -> None:
     assert gov.tick() is not None and applied == [2, 8]
 
 
+def test_steps_by_the_overshoot_at_most_sixteen() -> None:
+    gov, clocks, applied = make(0.02)
+    clocks.spend(0.3)   # 15x over: x16 at once
+    gov.tick()
+    clocks.spend(0.05)  # 2.5x over: x4
+    gov.tick()
+    clocks.spend(1.0)   # 50x over: capped at x16
+    gov.tick()
+    assert applied == [16, 64, 1024]
+
+
 def test_acts_once_per_period() -> None:
     gov, clocks, applied = make()
     clocks.spend(0.9, seconds=0.5)

@@ -12,7 +12,7 @@ from pathlib import Path
 from ngxscope.capture import events, wire
 
 STRUCTS = {"ev_header": events.EvHeader, "ev_open": events.EvOpen, "ev_done": events.EvDone,
-           "ev_reqlog": events.EvReqLog}
+           "ev_reqlog": events.EvReqLog, **events.AGG_STRUCTS}
 
 
 def _header_path() -> Path:
@@ -102,8 +102,8 @@ def test_constants_match_header() -> None:
     for name, value in counters.items():
         assert events.COUNTER_NAMES[value] == name[4:].lower(), name
     # every kind, flag and position of the header is known here, and nothing more
-    mirrored = {n for n in dir(events) if re.fullmatch(r"(EV|EVF|RB)_[A-Z0-9_]+", n)}
-    assert mirrored == {n for n in defines if n.startswith(("EV_", "EVF_", "RB_"))}
+    mirrored = {n for n in dir(events) if re.fullmatch(r"(EV|EVF|RB|KEEP|HIST)_[A-Z0-9_]+", n)} - {"KEEP_NAMES"}
+    assert mirrored == {n for n in defines if n.startswith(("EV_", "EVF_", "RB_", "KEEP_", "HIST_"))}
 
 
 def test_parse_event_round_trip() -> None:

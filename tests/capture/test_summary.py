@@ -82,12 +82,15 @@ def _lab_id(ex: Any) -> str | None:
 
 
 def test_sampled_out_exchanges_are_counted_from_the_summary(lab_nginx: LabNginx, capture_factory: Any) -> None:
-    cap = capture_factory(pid=lab_nginx.master_pid)
+    """With kernel counting off (record --no-kernel-counts), every sampled-out exchange is a
+    summary row (tests/capture/test_kcounts.py: with it on)."""
+    cap = capture_factory(pid=lab_nginx.master_pid, kernel_counts=False)
     assert cap.recorder.tracer.set_sampling(1 << 30)   # in effect: every exchange sampled out
     log, exchanges, stats = _mix_through(lab_nginx, cap)
     assert stats["sampled"] > 0 and stats["lost"] == 0
     assert stats["sampled_exchanges"] == len(exchanges) == len(log)
     assert all(ex.summary_only and ex.error is None for ex in exchanges)
+    assert all(ex.kept_by is not None and "all" in ex.kept_by.split(",") for ex in exchanges)
     odd = [(ex.target, ex.request_headers, ex.response_headers, ex.upstream) for ex in exchanges
            if ex.request_headers or ex.response_headers or ex.upstream]
     assert not odd
@@ -96,13 +99,14 @@ def test_sampled_out_exchanges_are_counted_from_the_summary(lab_nginx: LabNginx,
 
 
 def test_half_sampled_exchanges_are_whole_or_summaries(lab_nginx: LabNginx, capture_factory: Any) -> None:
-    cap = capture_factory(pid=lab_nginx.master_pid)
+    cap = capture_factory(pid=lab_nginx.master_pid, kernel_counts=False)
     assert cap.recorder.tracer.set_sampling(2)
     log, exchanges, _ = _mix_through(lab_nginx, cap, rounds=3)
     sampled = [ex for ex in exchanges if ex.summary_only]
     whole = [ex for ex in exchanges if ex not in sampled]
     assert len(exchanges) == len(log)
     assert sampled and whole, (len(sampled), len(whole))
+    assert all(ex.kept_by == "sample" for ex in whole)
     _assert_lines_match(exchanges, log)
     by_id = {line["lab_id"]: line for line in log if line.get("lab_id")}
     for ex in whole:   # exchanges that kept their payload: paired by id, upstreams included
@@ -115,22 +119,27 @@ def test_half_sampled_exchanges_are_whole_or_summaries(lab_nginx: LabNginx, capt
 
 def test_cpu_governor_samples_under_load_and_counts_everything(lab_nginx: LabNginx, capture_factory: Any) -> None:
     """A 1 % budget is exceeded by any real load: the governor must switch sampling on (a
-    lifecycle event says so) while every logged request is still captured."""
+    lifecycle event says so) while every logged request is still captured: as a row, or
+    counted in the kernel (sampled out, no keep rule)."""
     start = lab_nginx.log_line_count()
     cap = capture_factory(pid=lab_nginx.master_pid, cpu_budget=0.01)
     url = f"http://127.0.0.1:{lab_nginx.plain_port}/static/small.txt"
     subprocess.run(["wrk", "-t1", "-c8", "-d3s", url], check=True, capture_output=True, timeout=60)
     lines = lab_nginx.log_line_count() - start
-    exchanges = cap.wait_for(lines, timeout=60)
+    cap.wait_for(lines, timeout=5)
+    cap.stop()
+    exchanges = list(cap.sink.exchanges)
     stats = cap.recorder.counters()
     events = list(cap.sink.events)
-    cap.stop()
     steps = [ev.detail for ev in events if ev.kind == "sampling"]
     assert steps and steps[0].startswith("payload sampling 1 in "), steps
     assert stats["sample_one_in"] > 1 and stats["capture_cpu"] is not None
-    assert len(exchanges) == lines and stats["lost"] == 0
+    assert len(exchanges) + stats["counted"]["requests"] == lines and stats["lost"] == 0
+    assert stats["counted"]["requests"] > 0
     summaries = [ex for ex in exchanges if ex.summary_only]
-    # sampled out on purpose, or (rarely, under this load) shed under pressure: both counted
-    assert stats["sampled_exchanges"] > 0 and stats["shed_exchanges"] == len(summaries)
+    # sampled out and counted in the kernel (no rule keeps a 200), or (rarely, under this
+    # load) shed under pressure: a summary row
+    assert stats["shed_exchanges"] == len(summaries)
+    assert all(ex.kept_by in ("sample", None) for ex in exchanges if not ex.summary_only)
     assert all(ex.error is None for ex in summaries)
     assert all((ex.method, ex.target, ex.status) == ("GET", "/static/small.txt", 200) for ex in exchanges)

@@ -37,7 +37,7 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
-    "session-v6.ngxs": "b13744814b9b6980e8deb284e3b6e18a9feeee16970325e09d78f39f632f9a18",
+    "session-v6.ngxs": "6ad5d399b1114a15346b2f0d63ce0a82338cf319052207ed50f9f60444dd9a20",
 }
 LATEST_SAMPLE = "session-v6.ngxs"
 
@@ -203,8 +203,10 @@ EXPECTED_V5 = [
     else replace(ex, location_via="config" if ex.location else None)
     for ex in _V5_USER
 ]
-# Version 6 added location_via: older files read "config" where they name a location.
-EXPECTED_V6 = [replace(EXPECTED_V5[0], location_via="nginx"), *EXPECTED_V5[1:]]
+# Version 6 added location_via (older files read "config" where they name a location) and
+# kept_by (older files read it as None).
+EXPECTED_V6 = [replace(ex, location_via="nginx" if ex.id == 1 else ex.location_via,
+                       kept_by={1: "sample", 2: "error,slow"}.get(ex.id)) for ex in EXPECTED_V5]
 
 
 @pytest.mark.parametrize(
@@ -299,7 +301,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS, "location_via": None}
+                               "note": "", **_V5_NULLS, "location_via": None, "kept_by": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -335,7 +337,8 @@ def test_convert_5_6_says_the_location_was_matched_on_the_configuration() -> Non
     assert convert_5_6({"t": "exchange", "id": 1, "location": "/api/"})["location_via"] == "config"
     assert convert_5_6({"t": "exchange", "id": 1, "location": None})["location_via"] is None
     kept = {"t": "exchange", "id": 1, "location": "/x", "location_via": "nginx"}
-    assert convert_5_6(kept) is kept
+    assert convert_5_6(kept)["location_via"] == "nginx"
+    assert convert_5_6({"t": "exchange", "id": 1})["kept_by"] is None
     event = {"t": "event", "ts": 1.0, "kind": "attach"}
     assert convert_5_6(event) is event
 

@@ -42,6 +42,29 @@ def test_metrics_never_label_paths() -> None:
     assert 'ngxscope_upstream_attempts_total{group="app",peer="10.0.0.1:80"' in body
 
 
+def test_kernel_counts_join_the_series_once() -> None:
+    """The stats record's `counted` is cumulative: each new record adds only what is new."""
+    from ngxscope.capture.kcounts import hist_bucket
+
+    def counted(n: int) -> dict[str, Any]:
+        return {"requests": n, "rows": [{"pid": 7, "server": "shop", "peer": None, "status": 200, "n": n,
+                                         "request_length": 10 * n, "bytes_sent": 100 * n}],
+                "hist": [{"pid": 7, "server": "shop", "peer": None, "class": 2, "which": "request",
+                          "buckets": {str(hist_bucket(3000)): n}}]}
+
+    sink = MetricsSink(None)
+    sink.write_stats({"counted": counted(600)})
+    sink.write_stats({"counted": counted(1000)})
+    sink.write_stats({"counted": counted(1000)})
+    r = sink.registry
+    labels = {"worker": "7", "server_block": "shop", "location": "(counted)", "status_class": "2xx"}
+    assert r.get_sample_value("ngxscope_http_requests_total", {**labels, "method": "_OTHER"}) == 1000
+    assert r.get_sample_value("ngxscope_http_response_size_bytes_total", {"worker": "7", "server_block": "shop"}) == 100000
+    assert r.get_sample_value("ngxscope_http_request_duration_seconds_count", labels) == 1000
+    assert r.get_sample_value("ngxscope_http_request_duration_seconds_bucket", {**labels, "le": "0.0025"}) == 0
+    assert r.get_sample_value("ngxscope_http_request_duration_seconds_bucket", {**labels, "le": "0.005"}) == 1000
+
+
 def _wait_equal(prom: Any, promql: str, want: float, timeout: float = 20.0) -> float | None:
     deadline = time.monotonic() + timeout
     got = None

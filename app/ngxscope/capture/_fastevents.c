@@ -6,14 +6,14 @@
  * this module is missing or NGXSCOPE_PURE_PYTHON=1; tests/capture/test_fastevents.py feeds
  * both the same records (recorded, generated, garbage) and wants equal RawEvents.
  *
- * Only the kinds whose layout is known here (EV_OPEN .. EV_REQ_LOG) are parsed in C; every
- * other kind (0, kinds added after this file) goes to the Python function passed in as
- * `slow`, so a new record kind needs no change here to be parsed right (only to be fast).
+ * Only the kinds whose layout is known here (EV_OPEN .. EV_CONNECTED) are parsed in C; every
+ * other kind (0, EV_REQ_LOG whose struct grows with what is read from nginx, kinds added
+ * after this file) goes to the Python function passed in as `slow`, so a new record kind or
+ * field needs no change here to be parsed right (only to be fast).
  *
  * RawEvent is a slots dataclass: its instances are allocated directly and each slot set at
  * the offset its member descriptor names (what the dataclass __init__ does, without running
- * Python code per record); NginxLog (EV_REQ_LOG's tail) likewise. `prepare` checks both
- * classes have exactly the expected slots; RawEvent fields added later are set to the
+ * Python code per record). `prepare` checks the class has exactly the expected slots; RawEvent fields added later are set to the
  * defaults capture.events hands over (new kinds' own values come from the Python parser).
  */
 #define PY_SSIZE_T_CLEAN
@@ -33,23 +33,16 @@ enum { EV_OPEN = 1, EV_RECV = 2, EV_SEND = 3, EV_SENDFILE = 4, EV_CLOSE = 5, EV_
 #define SOCKADDR_MAX 28
 #define OPEN_TAIL (2 * SOCKADDR_MAX + 8)
 #define LINE_CAP 128
-#define REQLOG_TAIL (5 * 8 + 14 * 8)
-#define REQLOG_LINE_CAP 512
 
 /* RawEvent's fields, in declaration order */
 enum { F_KIND, F_TS, F_PID, F_FD, F_CONN_TS, F_OFFSET, F_AUX, F_LENGTH, F_FLAGS, F_CLOCK, F_SEQ,
-       F_DATA, F_PEER, F_LOCAL, F_STATUS, F_SPAN, F_CLOCK_SPAN, F_RID, F_LOG, F_COUNT };
+       F_DATA, F_PEER, F_LOCAL, F_STATUS, F_SPAN, F_CLOCK_SPAN, F_RID, F_LOG, F_KEEP, F_COUNT };
 static const char *const field_names[F_COUNT] = {
     "kind", "ts", "pid", "fd", "conn_ts", "offset", "aux", "length", "flags", "clock", "seq",
-    "data", "peer", "local", "status", "span", "clock_span", "rid", "log"};
+    "data", "peer", "local", "status", "span", "clock_span", "rid", "log", "keep"};
 
-/* NginxLog's fields, in declaration order */
-enum { L_STATUS, L_REQUEST_LENGTH, L_BYTES_SENT, L_REQUEST, L_METHOD, L_URI, L_PROTOCOL, L_COUNT };
-static const char *const log_names[L_COUNT] = {
-    "status", "request_length", "bytes_sent", "request", "method", "uri", "protocol"};
-
-static PyTypeObject *event_type = NULL, *log_type = NULL;
-static Py_ssize_t offsets[F_COUNT], log_offsets[L_COUNT];
+static PyTypeObject *event_type = NULL;
+static Py_ssize_t offsets[F_COUNT];
 /* RawEvent fields added after this file (with a plain default): set to it on every event */
 #define EXTRA_MAX 16
 static Py_ssize_t extra_count = 0, extra_offsets[EXTRA_MAX];
@@ -74,56 +67,6 @@ static inline int put(PyObject *obj, int field, PyObject *value) {
 static inline int put_ref(PyObject *obj, int field, PyObject *value) {
     Py_INCREF(value);
     return put(obj, field, value);
-}
-
-static inline int put_log(PyObject *obj, int field, PyObject *value) {
-    if (value == NULL) return -1;
-    PyObject **slot = (PyObject **)((char *)obj + log_offsets[field]);
-    Py_XSETREF(*slot, value);
-    return 0;
-}
-
-/* capture.events._nginx_str: an ngx_str_t (length, address) as text when its bytes are
- * within `line` (read from address `base`); "" when unset; None when outside. */
-static PyObject *nginx_str(const unsigned char *line, Py_ssize_t n, uint64_t base, uint64_t length,
-                           uint64_t addr) {
-    if (!addr || !length) return Py_NewRef(empty_str);
-    if (base == 0 || addr < base) Py_RETURN_NONE;
-    uint64_t off = addr - base;
-    if (off > (uint64_t)n || length > (uint64_t)n - off) Py_RETURN_NONE;
-    return PyUnicode_DecodeLatin1((const char *)line + off, (Py_ssize_t)length, NULL);
-}
-
-/* capture.events.parse_reqlog: the tail of an EV_REQ_LOG record (n >= HEADER_SIZE + REQLOG_TAIL) */
-static PyObject *parse_reqlog(const unsigned char *p, Py_ssize_t n) {
-    const unsigned char *t = p + HEADER_SIZE;
-    int64_t request_length;
-    memcpy(&request_length, t, 8);
-    uint64_t sent = u64(t + 8), status = u64(t + 16), err_status = u64(t + 24), base = u64(t + 32);
-    uint64_t strs[14];
-    for (int i = 0; i < 14; i++) strs[i] = u64(t + 40 + 8 * i);
-    const unsigned char *raw = p + HEADER_SIZE + REQLOG_TAIL;
-    Py_ssize_t raw_len = n - HEADER_SIZE - REQLOG_TAIL;
-    if (raw_len > REQLOG_LINE_CAP) raw_len = REQLOG_LINE_CAP;
-    Py_ssize_t line_len = raw_len;
-    if (strs[0] && strs[1] == base && strs[0] < (uint64_t)line_len) line_len = (Py_ssize_t)strs[0];
-    const unsigned char *cut = memchr(raw, '\r', (size_t)line_len);
-    if (cut) line_len = cut - raw;
-    cut = memchr(raw, '\n', (size_t)line_len);
-    if (cut) line_len = cut - raw;
-    PyObject *log = log_type->tp_alloc(log_type, 0);
-    if (log == NULL) return NULL;
-    if (put_log(log, L_STATUS, PyLong_FromUnsignedLongLong(err_status ? err_status : status))
-        || put_log(log, L_REQUEST_LENGTH, PyLong_FromLongLong(request_length))
-        || put_log(log, L_BYTES_SENT, PyLong_FromUnsignedLongLong(sent))
-        || put_log(log, L_REQUEST, PyBytes_FromStringAndSize((const char *)raw, line_len))
-        || put_log(log, L_METHOD, nginx_str(raw, raw_len, base, strs[10], strs[11]))
-        || put_log(log, L_URI, nginx_str(raw, raw_len, base, strs[8], strs[9]))
-        || put_log(log, L_PROTOCOL, nginx_str(raw, raw_len, base, strs[12], strs[13]))) {
-        Py_DECREF(log);
-        return NULL;
-    }
-    return log;
 }
 
 /* capture.events.format_sockaddr, for the 28 bytes of a sockaddr and its length */
@@ -164,6 +107,7 @@ static PyObject *new_event(void) {
     put_ref(ev, F_SPAN, minus_one);
     put_ref(ev, F_CLOCK_SPAN, minus_one);
     put_ref(ev, F_LOG, Py_None);
+    put(ev, F_KEEP, PyLong_FromLong(0));
     for (Py_ssize_t i = 0; i < extra_count; i++) {
         PyObject **slot = (PyObject **)((char *)ev + extra_offsets[i]);
         Py_XSETREF(*slot, Py_NewRef(extra_values[i]));
@@ -182,7 +126,6 @@ static PyObject *parse_one(const unsigned char *p, Py_ssize_t n, double clock_of
     int stream_bytes = kind >= EV_RECV && kind <= EV_SENDFILE;
     int is_open = kind == EV_OPEN || kind == EV_CONNECT;
     if (is_open && n < HEADER_SIZE + OPEN_TAIL) return short_buffer(OPEN_TAIL, HEADER_SIZE, n);
-    if (kind == EV_REQ_LOG && n < HEADER_SIZE + REQLOG_TAIL) return short_buffer(REQLOG_TAIL, HEADER_SIZE, n);
 
     PyObject *ev = new_event();
     if (ev == NULL) return NULL;
@@ -211,7 +154,8 @@ static PyObject *parse_one(const unsigned char *p, Py_ssize_t n, double clock_of
         if (flags & EVF_H2STREAM) {
             rid = tid;
         } else {
-            status = length;
+            status = length & 0xFFFF;   /* the keep rules above it (capture.events.KEEP_SHIFT) */
+            if (put(ev, F_KEEP, PyLong_FromUnsignedLong(length >> 16))) goto fail;
             if (cap && put(ev, F_SPAN, PyFloat_FromDouble((double)(cap - 1) / 1e6))) goto fail;
             if (tid && clock && put(ev, F_CLOCK_SPAN, PyFloat_FromDouble((double)(tid - 1) / 1e6)))
                 goto fail;
@@ -221,9 +165,6 @@ static PyObject *parse_one(const unsigned char *p, Py_ssize_t n, double clock_of
                     goto fail;
             }
         }
-    } else if (kind == EV_REQ_LOG) {
-        if (flags & EVF_H2STREAM) rid = tid;
-        if (put(ev, F_LOG, parse_reqlog(p, n))) goto fail;
     } else if (is_open) {
         const unsigned char *tail = p + HEADER_SIZE;
         if (put(ev, F_PEER, format_sockaddr(tail, u32(tail + 2 * SOCKADDR_MAX)))
@@ -243,7 +184,9 @@ fail:
 }
 
 /* Kinds parsed here; the rest go to the Python parser. */
-static inline int known_kind(unsigned kind) { return kind >= EV_OPEN && kind <= EV_REQ_LOG; }
+/* EV_REQ_LOG (its struct grows with what nginx is asked for) and kinds added after this file
+ * are parsed by the reference, capture.events._parse_one_py */
+static inline int known_kind(unsigned kind) { return kind >= EV_OPEN && kind < EV_REQ_LOG; }
 
 static PyObject *parse_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -328,9 +271,8 @@ static PyObject *prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     Py_ssize_t nextra = PyDict_GET_SIZE(args[2]);
     if (nextra > EXTRA_MAX) { PyErr_SetString(PyExc_TypeError, "too many RawEvent fields unknown here"); return NULL; }
-    Py_ssize_t ev_at[F_COUNT], log_at[L_COUNT], extra_at[EXTRA_MAX];   /* kept only when all fit */
-    if (slot_offsets(args[0], field_names, F_COUNT, nextra, ev_at) < 0
-        || slot_offsets(args[1], log_names, L_COUNT, 0, log_at) < 0)
+    Py_ssize_t ev_at[F_COUNT], extra_at[EXTRA_MAX];   /* kept only when all fit */
+    if (slot_offsets(args[0], field_names, F_COUNT, nextra, ev_at) < 0)
         return NULL;
     Py_ssize_t pos = 0, k = 0;
     PyObject *name, *value;
@@ -348,9 +290,7 @@ static PyObject *prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     extra_count = nextra;
     memcpy(offsets, ev_at, sizeof offsets);
-    memcpy(log_offsets, log_at, sizeof log_offsets);
     Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[0]));
-    Py_XSETREF(log_type, (PyTypeObject *)Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
 

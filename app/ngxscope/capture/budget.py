@@ -46,7 +46,8 @@ class GovernorStep:
 
 
 class CpuGovernor:
-    """Doubles the sampling while over budget, halves it after two periods well under it."""
+    """Multiplies the sampling while over budget (by the power of two its overshoot asks
+    for, up to 16), halves it after two periods well under it."""
 
     def __init__(
         self,
@@ -83,7 +84,11 @@ class CpuGovernor:
         before = self.one_in
         if self.cpu > self.budget:
             self._calm = 0
-            factor = 4 if self.cpu > 2 * self.budget else 2
+            # the cost follows the kept share (the others are counted in the kernel): step by
+            # the power of two that brings it under budget at once, at most 16 per period
+            factor = 2
+            while factor < 16 and self.cpu / factor > self.budget:
+                factor *= 2
             self.one_in = min(MAX_ONE_IN, self.one_in * factor)
         elif self.cpu < self.budget / 2 and self.one_in > 1:
             self._calm += 1

@@ -18,6 +18,7 @@ from types import ModuleType
 from . import compiled
 
 __all__ = [
+    "AGG_STRUCTS",
     "CNT_MAX",
     "COUNTER_NAMES",
     "EVF_CLIENT",
@@ -30,6 +31,7 @@ __all__ = [
     "EV_CLOSE",
     "EV_CONNECT",
     "EV_CONNECTED",
+    "EV_COUNTED",
     "EV_EXIT",
     "EV_FORK",
     "EV_OPEN",
@@ -41,6 +43,15 @@ __all__ = [
     "EV_STREAM_DONE",
     "EV_STREAM_START",
     "EV_UPSTREAM",
+    "KEEP_ABORTED",
+    "KEEP_ALL",
+    "KEEP_ERROR",
+    "KEEP_MALFORMED",
+    "KEEP_NAMES",
+    "KEEP_SAMPLE",
+    "KEEP_SHIFT",
+    "KEEP_SLOW",
+    "KEEP_UPSTREAM",
     "LINE_CAP",
     "LOCF_EXACT",
     "LOCF_NAMED",
@@ -52,10 +63,13 @@ __all__ = [
     "RB_PRODUCED",
     "REQLOG_LINE_CAP",
     "SOCKADDR_MAX",
+    "AggKey",
+    "AggVal",
     "EvDone",
     "EvHeader",
     "EvOpen",
     "EvReqLog",
+    "HistKey",
     "NginxLog",
     "RawEvent",
     "RingReader",
@@ -82,6 +96,7 @@ EV_STREAM_START = 11
 EV_STREAM_DONE = 12
 EV_CONNECTED = 13
 EV_REQ_LOG = 14
+EV_COUNTED = 15
 
 EVF_TLS = 0x01
 EVF_CLIENT = 0x02
@@ -90,6 +105,23 @@ EVF_SHED = 0x08
 EVF_H2STREAM = 0x10
 EVF_NOMARK = 0x20
 EVF_SAMPLED = 0x40
+
+KEEP_SAMPLE = 0x01
+KEEP_ERROR = 0x02
+KEEP_ABORTED = 0x04
+KEEP_UPSTREAM = 0x08
+KEEP_MALFORMED = 0x10
+KEEP_SLOW = 0x20
+KEEP_ALL = 0x40
+KEEP_SHIFT = 16
+KEEP_NAMES = {KEEP_SAMPLE: "sample", KEEP_ERROR: "error", KEEP_ABORTED: "aborted", KEEP_UPSTREAM: "upstream",
+              KEEP_MALFORMED: "malformed", KEEP_SLOW: "slow", KEEP_ALL: "all"}
+"""The kernel's keep rules (bits of a REQ_DONE's `keep`) by the name an exchange's kept_by uses."""
+
+HIST_SUB_BITS = 7
+HIST_SIZE = 4096
+HIST_REQUEST = 0
+HIST_UPSTREAM = 1
 
 SOCKADDR_MAX = 28
 LINE_CAP = 128
@@ -200,6 +232,29 @@ class EvReqLog(ctypes.Structure):
     ]
 
 
+class AggKey(ctypes.Structure):
+    """struct agg_key: one line of the kernel's per-second counts (bpf/completion.c)."""
+
+    _fields_ = [("srv", ctypes.c_uint64), ("peer", ctypes.c_uint64), ("pid", ctypes.c_uint32),
+                ("status", ctypes.c_uint16), ("epoch", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
+
+
+class AggVal(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_uint64), ("request_length", ctypes.c_uint64), ("bytes_sent", ctypes.c_uint64),
+                ("upstream_tries", ctypes.c_uint64), ("upstream_failed", ctypes.c_uint64)]
+
+
+class HistKey(ctypes.Structure):
+    """struct hist_key: one histogram bucket of the kernel's per-second counts."""
+
+    _fields_ = [("srv", ctypes.c_uint64), ("peer", ctypes.c_uint64), ("pid", ctypes.c_uint32),
+                ("bucket", ctypes.c_uint16), ("cls", ctypes.c_uint8), ("which", ctypes.c_uint8),
+                ("epoch", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 7)]
+
+
+AGG_STRUCTS = {"agg_key": AggKey, "agg_val": AggVal, "hist_key": HistKey}
+"""The C names of the aggregate maps' structs (checked against events.h by a test)."""
+
 HEADER_SIZE = ctypes.sizeof(EvHeader)
 
 
@@ -281,6 +336,9 @@ class RawEvent:
     log: NginxLog | None = None
     """REQ_LOG (and the REQ_DONE it precedes, once the decoder paired them): nginx's own
     access-log values."""
+    keep: int = 0
+    """REQ_DONE (HTTP/1): the KEEP_* rules that made it a row while the capture samples (0:
+    not sampling)."""
 
     @property
     def conn_key(self) -> tuple[int, int, int]:
@@ -397,7 +455,8 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
             if flags & EVF_H2STREAM:
                 ev.rid = tid
             else:
-                ev.status = length   # status
+                ev.status = length & 0xFFFF   # status, and the keep rules above it
+                ev.keep = length >> KEEP_SHIFT
                 if cap:   # span_us
                     ev.span = (cap - 1) / 1e6
                 if tid and clock:   # clock_span_us
@@ -423,6 +482,8 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
                 ev.rid = tid
                 if kind == EV_STREAM_DONE:
                     ev.status = length   # status
+            elif kind == EV_COUNTED:   # recvd, sent, seq; len: how many completions
+                ev.length = length
         append(ev)
     return out
 
@@ -441,7 +502,7 @@ if _fast is not None:
     try:
         # RawEvent fields the C parser does not know (added since) get their default
         _known = {"kind", "ts", "pid", "fd", "conn_ts", "offset", "aux", "length", "flags", "clock", "seq",
-                  "data", "peer", "local", "status", "span", "clock_span", "rid", "log"}
+                  "data", "peer", "local", "status", "span", "clock_span", "rid", "log", "keep"}
         _extra = {f.name: f.default for f in fields(RawEvent) if f.name not in _known}
         if MISSING in _extra.values():
             raise TypeError("a RawEvent field without a plain default")

@@ -95,7 +95,7 @@ def program_text(*names: str) -> str:
 
 def bpf_source() -> str:
     """The C text of the capture program (also what `--dump-bpf` prints)."""
-    return program_text("capture.c", "syscalls.c", "stream.c")
+    return program_text("capture.c", "completion.c", "syscalls.c", "stream.c")
 
 
 _LOG_NOISE = re.compile(
@@ -393,6 +393,17 @@ class Tracer:
             return False
         table[ctypes.c_int(0)] = ctypes.c_uint32(max(1, one_in))
         return True
+
+    def set_kernel_counts(self, on: bool) -> None:
+        """Keep rules on (counting sampled-out exchanges in the kernel) or, off, keep every
+        rule: each sampled-out exchange is sent as its summary (agg_ctl[1])."""
+        if self.bpf is None:
+            return
+        try:
+            ctl = self.bpf["agg_ctl"]
+        except KeyError:
+            return
+        ctl[ctypes.c_int(1)] = ctypes.c_uint32(0 if on else 0xFF)
 
     def add_pids(self, pids: Iterable[int]) -> None:
         if self.bpf is None:

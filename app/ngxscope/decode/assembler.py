@@ -23,6 +23,7 @@ from ..capture.events import (
     EV_CLOSE,
     EV_CONNECT,
     EV_CONNECTED,
+    EV_COUNTED,
     EV_EXIT,
     EV_FORK,
     EV_OPEN,
@@ -143,6 +144,11 @@ class Assembler:
                     self.websocket.on_done(conn, ev)
                 else:
                     self.http1.on_done(conn, ev)
+        elif kind == EV_COUNTED:
+            self.stats.counted += ev.length
+            conn_or_none = self._conns.get(ev.conn_key)
+            if conn_or_none is not None and conn_or_none.client:
+                self.http1.on_counted(conn_or_none, ev)
         elif kind == EV_UPSTREAM:
             if ev.conn_ts:
                 conn = self._conn_for(ev)

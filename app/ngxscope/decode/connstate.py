@@ -78,6 +78,9 @@ class Conn:
     proxy_client: str | None = None
     """The client a PROXY protocol header at the connection's start named (decode.proxyproto;
     "" for a LOCAL / UNKNOWN one); None: no such header."""
+    kept_by: str | None = None
+    """Why the exchange being completed is a row while the capture samples (REQ_DONE's keep
+    rules, `Exchange.kept_by`); None when not sampling."""
     framer: ResponseFramer | None = None
     """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
     tcp: TcpSession | None = None

@@ -21,7 +21,8 @@ from .websocket import WsTunnel
 
 __all__ = ["DecodeStats", "Emitter", "new_exchange", "new_exchange_py"]
 
-_GIVEN = ("id", "start", "end", "pid", "client", "server", "tls", "conn_id", "conn_seq", "proxy_client")
+_GIVEN = ("id", "start", "end", "pid", "client", "server", "tls", "conn_id", "conn_seq", "proxy_client",
+          "kept_by")
 """The fields `Emitter.exchange` sets from the connection, in the order `new_exchange` takes them."""
 
 
@@ -76,6 +77,8 @@ class DecodeStats:
     """Exchanges whose payload the kernel shed (pressure or sampling): counted from its summary."""
     sampled: int = 0
     """Of :attr:`shed`, those sampled out on purpose (the capture was over its CPU budget)."""
+    counted: int = 0
+    """Sampled-out exchanges no rule kept: counted in the kernel's aggregates, never rows."""
 
 
 class Emitter:
@@ -107,7 +110,7 @@ class Emitter:
         caller sets the rest (attribute stores: faster than a long keyword call, on a path
         every exchange takes)."""
         return new_exchange(self.next_id, start, end, conn.pid, conn.peer, conn.local, conn.tls,
-                            f"{conn.pid}:{conn.fd}:{conn.key[2]}", conn.seq, conn.proxy_client)
+                            f"{conn.pid}:{conn.fd}:{conn.key[2]}", conn.seq, conn.proxy_client, conn.kept_by)
 
     def emit(self, conn: Conn, ex: Exchange) -> None:
         """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""

@@ -18,6 +18,7 @@ from typing import Any
 from ..capture.budget import CpuGovernor
 from ..capture.events import EV_EXIT, EV_FORK, RawEvent
 from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
+from ..capture.kcounts import KernelCounts
 from ..capture.layout import layout_for_binary
 from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
@@ -64,6 +65,10 @@ class Recorder:
         self.governor: CpuGovernor | None = None
         self.wire: WireJoin | None = None
         self._wire_flushed = 0.0
+        self.kcounts: KernelCounts | None = None
+        """The kernel's counts of sampled-out exchanges no rule kept (None: not counted)."""
+        self._kcounts_lock = threading.Lock()
+        self._kcounts_drained = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> str:
@@ -107,7 +112,9 @@ class Recorder:
         # the governor's first second must not count the set-up (reading nginx's configuration,
         # compiling the socket filter: seconds of CPU) as the cost of watching
         if self.opts.cpu_budget > 0 and self.tracer.set_sampling(1):
-            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling)
+            # every half second: at saturation the first seconds, before sampling, cost most
+            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling, period=0.5)
+        self._start_kcounts()
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
             threading.Thread(target=self._decode_loop, name="ngxscope-decode", daemon=True),
@@ -140,6 +147,10 @@ class Recorder:
         for t in self._threads:
             t.join(timeout=30)
         if self.tracer is not None:
+            try:
+                self.drain_kcounts(final=True)
+            except Exception as exc:  # never let the counts hide the real end
+                log.warning("reading the kernel's counts: %s", exc)
             self.tracer.stop()
         if self.assembler is not None:
             self.assembler.finish(self._stop_ts)
@@ -192,6 +203,8 @@ class Recorder:
                     step = self.governor.tick()
                     if step is not None:
                         self.emit_event(LifecycleEvent(ts=time.time(), kind="sampling", detail=step.detail))
+                if self.kcounts is not None and time.monotonic() - self._kcounts_drained >= 1.0:
+                    self.drain_kcounts()
                 self.watch.tick()
             except Exception as exc:  # never let the watcher take the capture down
                 failures += 1
@@ -223,6 +236,36 @@ class Recorder:
                     log.exception("decoder failed")
                 self.stop()
                 return
+
+    def _start_kcounts(self) -> None:
+        """Sampled-out exchanges no rule keeps are counted in the kernel (needs nginx's own
+        access-log values: the request struct's layout)."""
+        tracer = self.tracer
+        if self.opts.kernel_counts and isinstance(tracer, Tracer) and tracer.config.layout.request_log:
+            cmap = self.config
+
+            def name(server_name: str) -> str:
+                if cmap is not None and server_name:
+                    for sb in cmap.servers:
+                        if server_name in sb.names:
+                            return sb.label
+                return server_name
+
+            self.kcounts = KernelCounts(tracer.bpf, name_server=name,
+                                        keep_slower_than_ms=self.opts.keep_slower_than_ms)
+        elif isinstance(tracer, Tracer):
+            tracer.set_kernel_counts(False)
+
+    def drain_kcounts(self, final: bool = False) -> None:
+        """Take the kernel's counts (about once a second; twice at the end: both epochs)."""
+        if self.kcounts is None:
+            return
+        with self._kcounts_lock:
+            self.kcounts.drain()
+            if final:
+                time.sleep(0.01)   # a program that read the old epoch has finished with it
+                self.kcounts.drain()
+        self._kcounts_drained = time.monotonic()
 
     def _load_config(self, target: Target) -> ConfigMap | None:
         """Upstream group and server block names, read-only from nginx's configuration file."""
@@ -312,6 +355,7 @@ class Recorder:
             "sampled": k.get("sampled", 0),
             "sampled_exchanges": a.sampled if a else 0,
             "sample_one_in": self.governor.one_in if self.governor else 1,
+            "counted": self._counted(),
             "capture_cpu": round(self.governor.cpu, 3) if self.governor else None,
             "truncated": k.get("truncated", 0),
             "gaps": a.gaps if a else 0,
@@ -322,6 +366,12 @@ class Recorder:
             "method": self.target.method if self.target else "",
             **(self.wire.counters() if self.wire is not None else {}),
         }
+
+    def _counted(self) -> dict[str, Any] | None:
+        if self.kcounts is None:
+            return None
+        with self._kcounts_lock:
+            return self.kcounts.snapshot()
 
     def write_stats(self) -> dict[str, Any]:
         stats = self.counters()

@@ -40,6 +40,12 @@ class RecordOptions:
     wire: bool = True
     """The socket filter on nginx's listening addresses (TCP and TLS handshakes joined to the
     exchanges); a capture goes on without it when it cannot attach."""
+    kernel_counts: bool = True
+    """While sampling, count sampled-out exchanges no rule keeps in the kernel (per-second
+    aggregates) instead of sending each as a summary row (False: every exchange is a row)."""
+    keep_slower_than_ms: float | None = None
+    """Keep whole every sampled-out exchange slower than this ($request_time, ms); None: a
+    moving p99 per server block."""
 
 
 def _read_cap_eff() -> int:

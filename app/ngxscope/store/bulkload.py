@@ -18,10 +18,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ngxscope.model import Exchange, LifecycleEvent
 from ngxscope.store.aggregate import UNKNOWN_GROUP, AttemptRow, attempt_rows
 from ngxscope.store.fastrecord import RawExchange, rebuild
+from ngxscope.store.kcounted import CountedFeed, CountedStep
 from ngxscope.store.session import ReadCancelled, SessionReader
 
 __all__ = ["BATCH", "BackgroundScan", "Batch", "Done", "paused_gc", "scan"]
@@ -61,6 +63,10 @@ class Done:
     total: int
     warning: str | None
     header: dict[str, object]
+    counted: list[tuple[int, CountedStep]] = field(default_factory=list)
+    """What the kernel counted instead of rows, second by second (store.kcounted)."""
+    stats: dict[str, Any] | None = None
+    """The last stats record."""
 
 
 class paused_gc:
@@ -125,6 +131,9 @@ def scan(
             progress(done, size)
 
     unknown = UNKNOWN_GROUP
+    counted = CountedFeed()
+    steps: list[tuple[int, CountedStep]] = []
+    last_stats: dict[str, Any] | None = None
     for rec in reader.iter_fast(seen, cancelled):
         if type(rec) is RawExchange:
             d = rec.data
@@ -154,6 +163,11 @@ def scan(
             events.append(rec)
             continue
         else:
+            if isinstance(rec, dict) and rec.get("t") == "stats":
+                last_stats = rec
+                step = counted.step(rec.get("counted"))
+                if step.rows or step.hist:
+                    steps.append((int(float(rec.get("ts") or 0)) - 1, step))
             continue
         if len(batch.end) >= BATCH:
             total += len(batch)
@@ -167,7 +181,7 @@ def scan(
         yield batch
     rows = [item if isinstance(item, Exchange) else rebuild(item) for item in tail]
     tail.clear()
-    yield Done(rows, events, total, reader.warning, reader.header)
+    yield Done(rows, events, total, reader.warning, reader.header, steps, last_stats)
 
 
 class BackgroundScan:

@@ -79,6 +79,8 @@ class SortedExchanges:
         self.path = os.fspath(path)
         self.kind = detect_kind(self.path)
         self.warning: str | None = None
+        self.stats: dict[str, Any] | None = None
+        """The session's last stats record (None: none, or a HAR file)."""
         self.pids: set[int] = set()
         self.conn_counts: Counter[str] = Counter()
         self._tmp: IO[bytes] = tempfile.TemporaryFile(dir=work_dir)  # noqa: SIM115
@@ -101,7 +103,11 @@ class SortedExchanges:
             yield from session.exchanges
             return
         reader = SessionReader(self.path)
-        yield from reader.exchanges()
+        for record in reader.iter_records():
+            if isinstance(record, Exchange):
+                yield record
+            elif isinstance(record, dict) and record.get("t") == "stats":
+                self.stats = record
         self.warning = reader.warning
 
     def _first_pass(

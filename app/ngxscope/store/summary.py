@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ngxscope.model import Exchange
+from ngxscope.store.kcounted import Counted, CountedGroup, merged_percentiles
 from ngxscope.store.routes import RouteTemplater
 
 __all__ = ["GroupStats", "PathRow", "PeerStats", "Summary", "WorkerStats", "format_summary", "location_key",
@@ -201,6 +202,10 @@ class Summary:
     """Exchanges with a capture or decode problem (summary-only ones are not counted here)."""
     summary_only: int = 0
     """Exchanges counted from the kernel summary without payload (shed or sampled out)."""
+    counted: int = 0
+    """Requests counted in the kernel and not rows (sampled out, no keep rule: the stats
+    record's `counted`); included in requests, status classes, bytes, workers, peers and
+    latency (percentiles then exact to the histogram bucket, < 0.8 %)."""
     truncated: int = 0
     tls: int = 0
     tcp: int = 0
@@ -231,9 +236,10 @@ class Summary:
         return clean(asdict(self))
 
 
-def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemplater | None = None) -> Summary:
+def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemplater | None = None,
+              counted: Counted | None = None) -> Summary:
     """The figures of a stream of exchanges (any order); routes by `templater` (the heuristic
-    alone when None)."""
+    alone when None); `counted`: the requests the kernel counted instead (store.kcounted)."""
     templater = templater or RouteTemplater()
     routes: dict[str, GroupStats] = {}
     s = Summary()
@@ -299,18 +305,20 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemp
                 p._ms.append(a.duration_ms)
             if a.header_ms is not None:
                 p._hdr.append(a.header_ms)
+    if counted is not None and counted.total.requests:
+        _add_counted(s, counted, workers, peers)
     if s.first is not None and s.last is not None:
         s.duration_s = max(0.0, s.last - s.first)
         s.rate = s.requests / s.duration_s if s.duration_s > 0 else 0.0
-    s.latency = Latency.of(all_ms)
+    s.latency = _latency(all_ms, counted.total if counted is not None else None)
     rows = [PathRow(k, int(v[0]), round(v[1], 3), round(v[1] / v[0], 3)) for k, v in paths.items()]
     s.top_by_count = sorted(rows, key=lambda r: (-r.requests, -r.total_ms, r.path))[:top]
     s.top_by_time = sorted(rows, key=lambda r: (-r.total_ms, -r.requests, r.path))[:top]
     for w in workers.values():
-        w.latency = Latency.of(w._ms)
+        w.latency = _latency(w._ms, counted.workers.get(w.pid) if counted is not None else None)
     s.workers = [workers[k] for k in sorted(workers)]
     for p in peers.values():
-        p.duration = Latency.of(p._ms)
+        p.duration = _latency(p._ms, counted.peers.get(p.addr) if counted is not None else None)
         p.header = Latency.of(p._hdr)
         p.error_rate = p.errors / p.requests if p.requests else 0.0
     s.peers = [peers[k] for k in sorted(peers)]
@@ -322,6 +330,43 @@ def summarize(exchanges: Iterable[Exchange], top: int = 10, templater: RouteTemp
     s.routes = sorted(routes.values(), key=lambda g: (-g.requests, g.key))[:top]
     s.wire.finish()
     return s
+
+
+def _latency(values: array[float], group: CountedGroup | None) -> Latency:
+    """Exact percentiles of `values`, or, with requests counted in the kernel, percentiles
+    of both exact to the histogram's bucket."""
+    if group is None or not group.hist.total:
+        return Latency.of(values)
+    p50, p95, p99 = merged_percentiles(values, group.hist)
+    top = int(max(range(len(group.hist.counts)), key=lambda i: i if group.hist.counts[i] else -1))
+    high = group.hist.bucket_ms(top)[1]
+    return Latency(p50, p95, p99, max(max(values, default=0.0), high))
+
+
+def _add_counted(s: Summary, counted: Counted, workers: dict[int, WorkerStats],
+                 peers: dict[str, PeerStats]) -> None:
+    t = counted.total
+    s.counted = t.requests
+    s.requests += t.requests
+    for cls, n in t.classes.items():
+        s.classes[cls] += n
+    s.request_bytes += t.request_bytes
+    s.response_bytes += t.response_bytes
+    for pid, g in counted.workers.items():
+        w = workers.get(pid)
+        if w is None:
+            w = workers[pid] = WorkerStats(pid)
+        w.requests += g.requests
+        for cls, n in g.classes.items():
+            w.classes[cls] += n
+    for addr, g in counted.peers.items():
+        p = peers.get(addr)
+        if p is None:
+            p = peers[addr] = PeerStats(addr)
+        p.requests += g.requests
+        for cls, n in g.classes.items():
+            p.classes[cls] += n
+        p.errors += g.errors
 
 
 # --- text ----------------------------------------------------------------------------------
@@ -378,7 +423,8 @@ def format_summary(s: Summary, name: str = "") -> str:
         f"  ({s.duration_s:.3f} s)",
         f"requests  {s.requests}   {s.rate:.1f} req/s   tls {s.tls}   errors {s.errors}"
         f"   truncated {s.truncated}" + (f"   tcp sessions {s.tcp}" if s.tcp else "")
-        + (f"   summary-only {s.summary_only}" if s.summary_only else ""),
+        + (f"   summary-only {s.summary_only}" if s.summary_only else "")
+        + (f"   ({s.counted} counted in the kernel, not rows: sampled out, no keep rule)" if s.counted else ""),
         f"bytes     in {_bytes(s.request_bytes)}   out {_bytes(s.response_bytes)}",
         "status    " + "   ".join(f"{c} {n} ({pct(n)})" for c, n in s.classes.items() if n),
         f"latency   p50 {_ms(lat.p50)} ms   p95 {_ms(lat.p95)} ms   p99 {_ms(lat.p99)} ms"

@@ -22,6 +22,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from ..capture.kcounts import hist_bucket_low
 from ..model import Exchange, LifecycleEvent
 from .labels import BoundedLabel, method_label, split_addr, status_class
 
@@ -113,6 +114,7 @@ class MetricsSink:
         self._bound = {name: BoundedLabel(label_limit) for name in ("worker", "server_block", "location", "group", "peer")}
         self._bound["reason"] = BoundedLabel(40)
         self._failures = 0
+        self._counted_seen: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._lock = threading.Lock()
         self.server: Any = None
         self.address: tuple[str, int] | None = None
@@ -142,6 +144,44 @@ class MetricsSink:
         self.lost.set(float(d.get("lost", 0) or 0))
         self.truncated.set(float(d.get("truncated", 0) or 0))
         self.workers.set(float(len(d.get("workers", []) or [])))
+        counted = d.get("counted")
+        if isinstance(counted, dict):
+            try:
+                self._observe_counted(counted)
+            except Exception as exc:  # metrics never take the capture down
+                self._failures += 1
+                if self._failures <= 3:
+                    log.warning("metrics: cannot account the kernel's counts: %s", exc)
+
+    def _observe_counted(self, counted: dict[str, Any]) -> None:
+        """The requests counted in the kernel (sampled out, no keep rule: not rows) join the
+        same series, with location "(counted)" and method "_OTHER" (the kernel keeps neither).
+        The stats record's counts are cumulative: what is new since the last one is added."""
+        b = self._bound
+        for row in counted.get("rows") or ():
+            key = ("r", row["pid"], row["server"], row.get("peer"), row["status"])
+            seen = self._counted_seen.get(key, (0, 0, 0))
+            n, req, sent = int(row["n"]), int(row["request_length"]), int(row["bytes_sent"])
+            self._counted_seen[key] = (n, req, sent)
+            if n <= seen[0]:
+                continue
+            worker, block = b["worker"](str(row["pid"])), b["server_block"](row["server"] or "unknown")
+            cls = status_class(int(row["status"]))
+            self.requests.labels(worker, block, b["location"]("(counted)"), "_OTHER", cls).inc(n - seen[0])
+            self.request_bytes.labels(worker, block).inc(max(0, req - seen[1]))
+            self.response_bytes.labels(worker, block).inc(max(0, sent - seen[2]))
+        for entry in counted.get("hist") or ():
+            if entry.get("which") != "request":
+                continue
+            worker, block = b["worker"](str(entry["pid"])), b["server_block"](entry["server"] or "unknown")
+            cls = f"{entry['class']}xx" if 1 <= int(entry["class"]) <= 5 else "none"
+            child = self.duration.labels(worker, block, b["location"]("(counted)"), cls)
+            for bucket, n in entry["buckets"].items():
+                hkey: tuple[Any, ...] = ("h", entry["pid"], entry["server"], entry.get("peer"), entry["class"], bucket)
+                new = int(n) - self._counted_seen.get(hkey, (0,))[0]
+                self._counted_seen[hkey] = (int(n),)
+                if new > 0:
+                    _observe_many(child, hist_bucket_low(int(bucket)) / 1e6, new)
 
     def close(self, clean: bool = True) -> None:
         server, self.server = self.server, None
@@ -196,3 +236,19 @@ class MetricsSink:
         host, port = self.address
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
+
+
+def _observe_many(child: Any, seconds: float, n: int) -> None:
+    """`n` observations of `seconds` in a prometheus_client histogram child at once (its
+    per-bucket values, as observe() updates them), or one by one if their shape changed."""
+    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    if buckets is None or total is None or bounds is None:
+        for _ in range(n):
+            child.observe(seconds)
+        return
+    total.inc(seconds * n)
+    for i, bound in enumerate(bounds):
+        if seconds <= bound:
+            buckets[i].inc(n)
+            break

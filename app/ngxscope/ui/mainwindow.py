@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ngxscope.model import Exchange, LifecycleEvent
+from ngxscope.store.aggcounted import CountedGraphs
 from ngxscope.store.aggregate import Aggregator
 from ngxscope.store.filterexpr import Predicate, search_patterns
 from ngxscope.store.memory import ExchangeStore
@@ -87,6 +88,7 @@ class MainWindow(DropOpener, DockedPanels):
         self.store = ExchangeStore(capacity)
         self.events: list[LifecycleEvent] = []
         self.agg = Aggregator()
+        self.counted = CountedGraphs(self.agg)
         self.source: ExchangeSource | None = None
         self.source_factory: Callable[[int], ExchangeSource] = default_source_factory
         self.session_path: str | None = None
@@ -254,6 +256,7 @@ class MainWindow(DropOpener, DockedPanels):
             self.show_events(events)
         if stats is not None:
             self._last_stats = stats
+            self.counted.take(stats)
         if exchanges:
             if self.paused:  # a frozen view: table and graphs wait
                 self._pending.extend(exchanges)
@@ -352,6 +355,7 @@ class MainWindow(DropOpener, DockedPanels):
         self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.model.clear()
         self.agg.reset()
+        self.counted.clear()
         self.detail.show_exchange(None)
         self.refresh_graphs()
         self.refresh_panels()
@@ -369,6 +373,7 @@ class MainWindow(DropOpener, DockedPanels):
             # rows held back by a sorted table were already counted: count them again
             counted = self._pending[: len(self._pending) - len(self._pending_agg)]
             self.agg.rebuild(itertools.chain(self.store, counted))
+            self.counted.refeed()
             self.refresh_graphs()
             self.refresh_panels()
         finally:

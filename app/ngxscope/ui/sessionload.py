@@ -65,6 +65,11 @@ def _finish(win: Any, path: str, done: Done) -> LoadResult:
     desc = f"session {name}" + (f" (newest {len(tail):,} of {total:,} in the table)"
                                 if total > len(tail) else "")
     win.load(tail, done.events, description=desc, path=path, aggregated=True)
+    win.counted.clear()
+    win.counted.take_steps(done.counted, done.stats)   # requests the kernel counted, not rows
+    if done.stats is not None:
+        win.status.set_stats(done.stats, req_rate=win.agg.rate())
+        win.refresh_graphs()
     win.status.set_redaction(done.header.get("target"))
     gc.freeze()  # the kept rows have no cycles: later collections need not walk them
     return LoadResult(total, len(tail), done.warning)

@@ -130,9 +130,16 @@ class CaptureStatusBar(QStatusBar):
             self.truncated_total = int(stats.get("truncated", 0) or 0)
             shed = int(stats.get("shed_exchanges", 0) or 0)
             one_in = int(stats.get("sample_one_in", 1) or 1)
-            if shed or one_in > 1:
+            counted = stats.get("counted")
+            in_kernel = int(counted.get("requests") or 0) if isinstance(counted, dict) else 0
+            if shed or one_in > 1 or in_kernel:
                 sampling = f" · sampling 1/{one_in}" if one_in > 1 else ""
-                self.summary_only.setText(f" {shed:,} summary only{sampling} ")
+                not_rows = f" · {in_kernel:,} counted in the kernel, not rows" if in_kernel else ""
+                self.summary_only.setText(f" {shed:,} summary only{not_rows}{sampling} ")
+                self.summary_only.setToolTip(
+                    "Over its CPU budget the capture keeps the payload of one request in N. The others "
+                    "that no rule keeps (errors, aborts, failed upstreams, slow) are counted in the kernel: "
+                    "they are in the graphs and panels but not rows of the table.")
                 self.summary_only.setStyleSheet("color: black; background: #e0b040; border-radius: 3px;")
                 self.summary_only.setVisible(True)
         self.rate.setText(f"{req_rate:,.0f} req/s · {max(0.0, self.events_rate):,.0f} events/s")

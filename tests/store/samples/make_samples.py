@@ -301,7 +301,8 @@ def v5_records() -> list[dict[str, Any]]:
 
 def v6_records() -> list[dict[str, Any]]:
     """Version 6 added location_via (how the location was known: "nginx" read from its
-    memory, "config" matched on its configuration) to exchanges."""
+    memory, "config" matched on its configuration) and kept_by (why a row while the capture
+    sampled) to exchanges."""
     out = []
     for rec in v5_records():
         rec = dict(rec)
@@ -312,6 +313,8 @@ def v6_records() -> list[dict[str, Any]]:
             rec["location_via"] = {1: "nginx", 2: "config"}.get(rec["id"])
             at = keys.index("answer") + 1
             keys[at:at] = ["location_via"]
+            rec["kept_by"] = {1: "sample", 2: "error,slow"}.get(rec["id"])
+            keys.append("kept_by")
             rec = {k: rec[k] for k in keys}
         out.append(rec)
     return out

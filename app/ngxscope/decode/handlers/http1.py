@@ -19,6 +19,7 @@ from ...capture.events import (
     EVF_NOMARK,
     EVF_SAMPLED,
     EVF_SHED,
+    KEEP_NAMES,
     RawEvent,
 )
 from ..connstate import Conn, Upgrade
@@ -171,8 +172,10 @@ class Http1Handler(ProtocolHandler):
         """nginx freed (and logged) a request. ev.offset and ev.aux are the connection's read
         and write counters then: the response is what nginx wrote since the previous
         completion."""
+        conn.kept_by = kept_by(ev.keep) if ev.keep else None
         if ev.flags & EVF_SHED:
             self._on_shed_done(conn, ev)
+            conn.kept_by = None
             return
         emit = self.emit
         if ev.offset > conn.recv_off:
@@ -218,6 +221,19 @@ class Http1Handler(ProtocolHandler):
         emit_h1(emit, conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
                 upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log)
         conn.requests.settle()
+        conn.kept_by = None
+        _completed(conn, ev)
+
+    def on_counted(self, conn: Conn, ev: RawEvent) -> None:
+        """The kernel counted ev.length completions of sampled-out exchanges on this
+        connection instead of sending them (EV_COUNTED, before the connection's next record):
+        nothing of them reached us, so the next exchange starts at the counters they left."""
+        conn.requests = RequestStream()
+        conn.requests.uncertain = False
+        conn.recv_off = max(conn.recv_off, ev.offset)
+        if ev.aux > conn.send_off:
+            conn.send_off = ev.aux
+        conn.done_seq = ev.seq
         _completed(conn, ev)
 
     def _on_shed_done(self, conn: Conn, ev: RawEvent) -> None:
@@ -311,6 +327,11 @@ def _reset_response(conn: Conn) -> None:
     conn.send_first_ts = conn.send_last_ts = 0.0
     conn.sendfile_bytes = 0
     conn.send_hole = False
+
+
+def kept_by(keep: int) -> str:
+    """The names of the KEEP_* rules in `keep` (Exchange.kept_by)."""
+    return ",".join(name for bit, name in KEEP_NAMES.items() if keep & bit)
 
 
 def _completed(conn: Conn, ev: RawEvent) -> None:

@@ -1,0 +1,374 @@
+/* ngxscope capture, continued: a request's completion (ngx_http_free_request), where nginx
+ * has just logged it. Joined after bpf/capture.c, whose state and helpers it uses
+ * (capture/tracer.py).
+ *
+ * While the capture samples (sample_ctl > 1), an HTTP/1 exchange whose payload was sampled
+ * out costs no record at all unless a rule keeps it (events.h KEEP_*): it is counted here in
+ * per-second aggregates (agg_counts, agg_hist: per worker, server block, $status and
+ * upstream peer, with log-linear histograms of $request_time and $upstream_response_time),
+ * from the values nginx logs, read in its request struct. User space drains them once a
+ * second (capture/kcounts.py). The connection's next record is preceded by EV_COUNTED,
+ * which tells the decoder where its counters stand.
+ */
+
+BPF_PERCPU_HASH(agg_counts, struct agg_key, struct agg_val, 4096);
+BPF_PERCPU_HASH(agg_hist, struct hist_key, u64, 32768);
+BPF_ARRAY(agg_ctl, u32, 2);   /* [0]: the epoch being written; [1]: KEEP_* rules on (0: all);
+                                * with KEEP_ALL, nothing is counted here: every exchange is a row */
+/* $request_time above which a sampled-out exchange is kept (KEEP_SLOW), in microseconds,
+ * per server block (r->srv_conf, written by user space from a moving p99), key 0: for all */
+BPF_HASH(slow_us, u64, u64, 1024);
+
+#define OFF_R_SRV_CONF 32            /* ngx_http_request_t.srv_conf (stable since 0.x) */
+#define OFF_R_UPSTREAM_STATES (OFF_R_HEADER_IN - 16)   /* upstream_states, pool, header_in */
+#define OFF_R_START_SEC (OFF_R_REQUEST_LINE - 32)      /* start_sec, start_msec, method, http_version */
+#define MAX_STATES 4
+#define STATE_SIZE 72                /* sizeof(ngx_http_upstream_state_t), 1.22 */
+
+/* HdrHistogram.index (store/hdrhist.py) of v microseconds: exact below 256, then 128 linear
+ * buckets per power of two. */
+static __always_inline u16 hist_bucket(u64 v)
+{
+    if (v < (2 << HIST_SUB_BITS))
+        return v;
+    u32 bits = 0;
+    u64 x = v;
+    if (x >> 32) { bits += 32; x >>= 32; }
+    if (x >> 16) { bits += 16; x >>= 16; }
+    if (x >> 8)  { bits += 8;  x >>= 8; }
+    if (x >> 4)  { bits += 4;  x >>= 4; }
+    if (x >> 2)  { bits += 2;  x >>= 2; }
+    if (x >> 1)  { bits += 1;  x >>= 1; }
+    bits += x;   /* v's bit length */
+    u32 shift = bits - HIST_SUB_BITS - 1;
+    u64 i = (u64)(shift + 1) * (1 << HIST_SUB_BITS) + (v >> shift) - (1 << HIST_SUB_BITS);
+    return i > HIST_SIZE - 1 ? HIST_SIZE - 1 : i;
+}
+
+static __always_inline void hist_add(struct hist_key *k, u64 us)
+{
+    k->bucket = hist_bucket(us);
+    u64 zero = 0;
+    u64 *v = agg_hist.lookup_or_try_init(k, &zero);
+    if (v)
+        *v += 1;
+}
+
+/* What nginx logs for r, read at its completion. */
+struct completion {
+    u64 status;
+    s64 request_length;
+    u64 sent;
+    u64 srv;
+    u64 peer;          /* the last attempt's peer name (ngx_str_t *) */
+    u64 upstream_ms;   /* the last attempt's response time (ms) */
+    u64 tries;
+    u64 request_us;    /* $request_time in microseconds (whole ms on nginx's clock); ~0: unknown */
+    u8  upstream_failed;
+};
+
+static __always_inline void read_completion(struct completion *v, u64 r, u64 c, u64 clock)
+{
+    u64 err = 0;
+    bpf_probe_read_user(&v->status, sizeof(v->status), (void *)(r + OFF_R_STATUS));
+    bpf_probe_read_user(&err, sizeof(err), (void *)(r + OFF_R_ERR_STATUS));
+    if (err)
+        v->status = err;
+    bpf_probe_read_user(&v->request_length, sizeof(v->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
+    bpf_probe_read_user(&v->sent, sizeof(v->sent), (void *)(c + OFF_SENT));
+    bpf_probe_read_user(&v->srv, sizeof(v->srv), (void *)(r + OFF_R_SRV_CONF));
+    /* $request_time: nginx's clock now minus r->start_sec/start_msec, as nginx computes it */
+    v->request_us = ~0ULL;
+    u64 start[2] = {};
+    if (clock && WALL_NS_OFFSET && bpf_probe_read_user(start, sizeof(start), (void *)(r + OFF_R_START_SEC)) == 0) {
+        u64 now_ms = (clock + (u64)WALL_NS_OFFSET) / 1000000;
+        u64 start_ms = start[0] * 1000 + start[1];
+        v->request_us = now_ms >= start_ms ? (now_ms - start_ms) * 1000 : 0;
+    }
+    u64 states = 0;
+    u64 arr[2] = {};   /* ngx_array_t: elts, nelts */
+    bpf_probe_read_user(&states, sizeof(states), (void *)(r + OFF_R_UPSTREAM_STATES));
+    if (!states || bpf_probe_read_user(arr, sizeof(arr), (void *)states) < 0 || !arr[0])
+        return;
+    v->tries = arr[1];
+    if (arr[1] > 1)
+        v->upstream_failed = 1;   /* nginx moved on to another attempt */
+#pragma unroll
+    for (int i = 0; i < MAX_STATES; i++) {
+        if (i >= arr[1])
+            break;
+        u64 st[2] = {};   /* status, response_time */
+        u64 base = arr[0] + i * STATE_SIZE;
+        bpf_probe_read_user(st, sizeof(st), (void *)base);
+        if (st[0] == 0 || st[0] >= 500)
+            v->upstream_failed = 1;
+        v->upstream_ms = st[1];
+        bpf_probe_read_user(&v->peer, sizeof(v->peer), (void *)(base + 64));
+    }
+}
+
+static __always_inline u32 keep_rules(struct completion *v)
+{
+    u32 why = 0;
+    u64 s = v->status;
+    if (s >= 500)
+        why |= KEEP_ERROR;
+    if (s == 499 || s == 444 || s == 408)
+        why |= KEEP_ABORTED;
+    if (s == 400)
+        why |= KEEP_MALFORMED;
+    if (v->upstream_failed)
+        why |= KEEP_UPSTREAM;
+    if (v->request_us != ~0ULL) {
+        u64 srv = v->srv, zero = 0;
+        u64 *limit = slow_us.lookup(&srv);
+        if (!limit)
+            limit = slow_us.lookup(&zero);
+        if (limit && *limit && v->request_us > *limit)
+            why |= KEEP_SLOW;
+    }
+    int one = 1;
+    u32 *on = agg_ctl.lookup(&one);
+    if (on && *on) {   /* user space narrowed the rules, or (KEEP_ALL) keeps everything */
+        why &= *on;
+        if (*on & KEEP_ALL)
+            why |= KEEP_ALL;
+    }
+    return why;
+}
+
+/* Count a sampled-out exchange that no rule keeps. */
+static __always_inline void count_exchange(struct completion *v, u32 tgid)
+{
+    int zero = 0;
+    u32 *ep = agg_ctl.lookup(&zero);
+    u8 epoch = ep ? (*ep & 1) : 0;
+    struct agg_key k = {};
+    k.srv = v->srv;
+    k.peer = v->peer;
+    k.pid = tgid;
+    k.status = v->status;
+    k.epoch = epoch;
+    struct agg_val none = {};
+    struct agg_val *a = agg_counts.lookup_or_try_init(&k, &none);
+    if (a) {
+        a->n += 1;
+        a->request_length += v->request_length;
+        a->bytes_sent += v->sent;
+        a->upstream_tries += v->tries;
+        a->upstream_failed += v->upstream_failed;
+    }
+    struct hist_key hk = {};
+    hk.srv = v->srv;
+    hk.peer = v->peer;
+    hk.pid = tgid;
+    hk.cls = v->status / 100;
+    hk.epoch = epoch;
+    if (v->request_us != ~0ULL) {
+        hk.which = HIST_REQUEST;
+        hist_add(&hk, v->request_us);
+    }
+    if (v->tries) {
+        hk.which = HIST_UPSTREAM;
+        hist_add(&hk, v->upstream_ms * 1000);
+    }
+}
+
+/* The request is finished: the summary starts over. The sampling decision stays until the
+ * next request's first read: a pipelined request read together with this one (it has no
+ * read of its own) shares its fate, and is summary-only if this one's read was dropped. */
+static __always_inline void next_exchange(struct conn_state *st)
+{
+    st->req_start = 0;
+    st->req_start_clock = 0;
+    st->status = 0;
+    st->shed = st->drop;
+    st->line_len = 0;
+    st->keep = 0;
+}
+
+#ifndef REQ_LOG
+#define REQ_LOG 0
+#endif
+
+#if REQ_LOG
+/* The location that served r (see struct ev_reqlog): r->loc_conf[0] is the core module's
+ * ngx_http_core_loc_conf_t, which starts with its name (ngx_str_t), then (OFF_CLCF_REGEX,
+ * with PCRE) the regex, then the flag bits at OFF_CLCF_FLAGS. */
+static __always_inline void loc_of(struct ev_reqlog *l, u64 r)
+{
+    u64 confs = 0, clcf = 0, name[2] = {};
+    u32 bits = 0;
+    l->loc_conf = 0;
+    l->loc_name_len = 0;
+    l->loc_flags = 0;
+    bpf_probe_read_user(&confs, sizeof(confs), (void *)(r + OFF_R_LOC_CONF));
+    if (confs)
+        bpf_probe_read_user(&clcf, sizeof(clcf), (void *)confs);
+    if (!clcf || bpf_probe_read_user(name, sizeof(name), (void *)clcf) < 0)
+        return;
+    l->loc_conf = clcf;
+    bpf_probe_read_user(&bits, sizeof(bits), (void *)(clcf + OFF_CLCF_FLAGS));
+    l->loc_flags = bits & 0x1f;
+#if OFF_CLCF_REGEX >= 0
+    u64 rx = 0;
+    bpf_probe_read_user(&rx, sizeof(rx), (void *)(clcf + OFF_CLCF_REGEX));
+    if (rx)
+        l->loc_flags |= LOCF_REGEX;
+#endif
+    u64 n = name[0];
+    l->loc_name_len = (u32)n;
+    if (n > LOC_NAME_CAP)
+        n = LOC_NAME_CAP;
+    n = capped(n, LOC_NAME_CAP);
+    if (n && name[1] && bpf_probe_read_user(l->loc_name, n, (void *)name[1]) < 0)
+        l->loc_name_len = 0;
+}
+#endif
+
+/* EV_REQ_LOG for request r on connection c (r->connection): what nginx logs for it (see
+ * events.h), with the header `h` of the EV_REQ_DONE that follows it. */
+static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
+{
+#if REQ_LOG
+    u32 cpu = bpf_get_smp_processor_id();
+    struct ev_reqlog *l = reqlog_scratch.lookup(&cpu);
+    if (!l)
+        return;
+    l->h = *h;
+    l->h.kind = EV_REQ_LOG;
+    l->request_length = 0;
+    l->sent = 0;
+    l->status = 0;
+    l->err_status = 0;
+    bpf_probe_read_user(&l->request_length, sizeof(l->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
+    bpf_probe_read_user(&l->sent, sizeof(l->sent), (void *)(c + OFF_SENT));
+    bpf_probe_read_user(&l->status, sizeof(l->status), (void *)(r + OFF_R_STATUS));
+    bpf_probe_read_user(&l->err_status, sizeof(l->err_status), (void *)(r + OFF_R_ERR_STATUS));
+    if (bpf_probe_read_user(l->strs, sizeof(l->strs), (void *)(r + OFF_R_REQUEST_LINE)) < 0)
+        __builtin_memset(l->strs, 0, sizeof(l->strs));
+    u64 addr = l->strs[1], n = l->strs[0];
+    if (!addr || !n) {
+        /* no request line stored (nginx rejected it): $request is what was read from its start */
+        u64 buf = 0, last = 0;
+        addr = 0;
+        bpf_probe_read_user(&addr, sizeof(addr), (void *)(r + OFF_R_REQUEST_START));
+        bpf_probe_read_user(&buf, sizeof(buf), (void *)(r + OFF_R_HEADER_IN));
+        if (buf)
+            bpf_probe_read_user(&last, sizeof(last), (void *)(buf + 8));   /* ngx_buf_t.last */
+        n = addr && last > addr ? last - addr : 0;
+    }
+    l->line_addr = addr;
+    loc_of(l, r);
+    if (n > REQLOG_LINE_CAP)
+        n = REQLOG_LINE_CAP;
+    n = capped(n, REQLOG_LINE_CAP);
+    if (n && bpf_probe_read_user(l->line, n, (void *)addr) < 0)
+        n = 0;
+    submit(l, sizeof(struct ev_reqlog) - REQLOG_LINE_CAP + n);
+#endif
+}
+
+/* The client connection of an ngx_http_request_t (r->connection follows the signature). */
+static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count_request)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    if (!targets.lookup(&tgid))
+        return 0;
+    u64 r = PT_REGS_PARM1(ctx);
+    u64 c = 0;
+    s32 fd = -1;
+    if (!owner_conn(r, SIG_HTTP, SIG_HTTP, &c, &fd))
+        return 0;
+    struct conn_key key = {.pid = tgid, .fd = fd};
+    struct conn_state *st = conns.lookup(&key);
+    struct ev_header h = {};
+    u64 ts = bpf_ktime_get_ns();
+    fill_header(&h, kind, ts, pid_tgid, fd);
+    h.req = r;
+    if (kind == EV_UPSTREAM) {
+        current_req.update(&tgid, &r);
+        h.rid = (u32)r;
+        if (st && st->cptr == c && st->drop)
+            return 0;   /* sampled out: its attempts are not followed */
+    }
+    if (st && st->cptr != c && h2_stream_of(st, c)) {
+        /* an HTTP/2 stream: its own byte counter; the connection's summary is not its own */
+        h.conn_ts = st->conn_ts;
+        h.recvd = st->recvd;
+        h.flags = st->flags | EVF_H2STREAM;
+        if (count_request) {
+            u64 sent = 0;
+            bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
+            h.sent = sent;
+            h.rid = (u32)r;   /* which stream: its upstream events carry the same */
+            req_log(&h, r, c);
+        }
+    } else if (st && st->cptr == c) {
+        h.conn_ts = st->conn_ts;
+        h.recvd = st->recvd;
+        h.flags = st->flags;
+        if (count_request) {
+            st->requests += 1;
+#if REQ_LOG
+            if (st->drop && !(st->flags & EVF_NOMARK)) {
+                struct completion v = {};
+                read_completion(&v, r, c, h.clock);
+                u32 why = v.status != 101 ? keep_rules(&v) : KEEP_ERROR;
+                if (!why) {   /* counted here, never sent */
+                    count_exchange(&v, tgid);
+                    if (st->counted < 0xFFFF)   /* saturates: 0 would mean "nothing to resync" */
+                        st->counted += 1;
+                    st->base_seq = st->requests;
+                    st->base_recvd = st->recvd;
+                    st->base_sent = st->sent;
+                    next_exchange(st);
+                    return 0;
+                }
+                st->keep = why;
+            } else if (st->sampling) {
+                st->keep = KEEP_SAMPLE;
+            }
+            flush_counted(st, fd, pid_tgid);
+#endif
+            h.sent = st->sent;
+            /* the per-exchange summary (see events.h) */
+            h.status = st->status | ((u32)st->keep << KEEP_SHIFT);
+            h.clock_span_us = 0;
+            if (st->req_start && ts >= st->req_start)
+                h.span_us = (ts - st->req_start) / 1000 + 1;
+            if (st->req_start_clock && h.clock >= st->req_start_clock)
+                h.clock_span_us = (h.clock - st->req_start_clock) / 1000 + 1;
+            h.seq = st->requests;
+            req_log(&h, r, c);
+            if (st->shed) {
+                /* the summary of a shed exchange also carries the request's first bytes */
+                h.flags |= EVF_SHED | (st->drop ? EVF_SAMPLED : 0);
+                u32 cpu = bpf_get_smp_processor_id();
+                struct ev_done *d = done_scratch.lookup(&cpu);
+                u32 n = st->line_len;
+                if (d && n) {
+                    d->h = h;
+                    __builtin_memcpy(d->line, st->line, LINE_CAP);
+                    next_exchange(st);
+                    if (n > LINE_CAP)
+                        n = LINE_CAP;
+                    submit(d, sizeof(struct ev_header) + n);
+                    return 0;
+                }
+            }
+            next_exchange(st);
+        }
+        h.seq = st->requests;
+    }
+    submit(&h, sizeof(h));
+    return 0;
+}
+
+/* void ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc): the request is logged. */
+int free_request_enter(struct pt_regs *ctx) { return request_event(ctx, EV_REQ_DONE, 1); }
+
+/* void ngx_http_upstream_init(ngx_http_request_t *r): the request goes to an upstream. */
+int upstream_init_enter(struct pt_regs *ctx) { return request_event(ctx, EV_UPSTREAM, 0); }
+
