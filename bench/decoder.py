@@ -13,7 +13,10 @@ timing CPU (time.process_time) per stage:
   encode   Exchange -> JSON line (store.codec.encode_exchange, what SessionWriter writes)
   gzip     the JSON lines through SessionWriter's gzip stream
 
-    .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
+Then, in the same run, HTTP/1 head parsing: today's parser against dpkt.http (speed on
+ordinary heads; tolerance on heads a real lab nginx accepts; bench/_heads.py).
+
+    .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3] [--heads-only]
 
 Prints a table and writes bench/results/decoder.json.
 """
@@ -33,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
+from _heads import heads_table
 
 from ngxscope.capture import events as evmod
 from ngxscope.decode.assembler import Assembler
@@ -159,10 +163,22 @@ def main() -> int:
     ap.add_argument("--record", action="store_true", help="(re)record the event streams first")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--heads-only", action="store_true", help="only the HTTP head parsers (no eBPF)")
     args = ap.parse_args()
+    res: dict[str, Any] = {"machine": machine(), "modes": {}}
+    if not args.heads_only:
+        decode_modes(args, res)
+    from ngxscope.lab.nginx import LabNginx
+
+    with LabNginx(workers=1) as lab:
+        res["heads"] = heads_table(args.repeat, lab.plain_port)
+    print(f"wrote {write_result('decoder', res)}")
+    return 0
+
+
+def decode_modes(args: argparse.Namespace, res: dict[str, Any]) -> None:
     if args.record or not (RESULTS / "events-plain.bin").exists():
         record(args.seconds)
-    res: dict[str, Any] = {"machine": machine(), "modes": {}}
     print(f"{'mode':7} {'events':>8} {'exch':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
           f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13}")
     for mode in ("plain", "tls", "summary"):
@@ -177,8 +193,7 @@ def main() -> int:
         print(f"{mode:7} {best['events']:8.0f} {best['exchanges']:7.0f} {best['parse_us']:7.2f} "
               f"{best['assemble_us']:7.2f} {best['encode_us']:7.2f} {best['gzip_us']:7.2f} "
               f"{best['total_us']:8.2f} {best['exchanges_per_s']:11.0f} {best['decode_only_per_s']:13.0f}")
-    print(f"(µs per exchange, best of {args.repeat}) wrote {write_result('decoder', res)}")
-    return 0
+    print(f"(µs per exchange, best of {args.repeat})")
 
 
 if __name__ == "__main__":
