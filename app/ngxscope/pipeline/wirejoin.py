@@ -78,8 +78,14 @@ def record_for(facts: ConnFacts, ex_id: int) -> Exchange:
 class WireJoin:
     """Socket filter + connection tracker for one capture run (thread-safe)."""
 
-    def __init__(self, listen: Sequence[str], grace: float = 2.0, error_logs: Sequence[str] = ()) -> None:
+    def __init__(self, listen: Sequence[str], grace: float = 2.0, error_logs: Sequence[str] = (),
+                 tls_visible: bool = True) -> None:
         self.capture = WireCapture(listen)
+        self.tls_visible = tls_visible
+        """False when the capture method cannot see TLS requests (syscalls only): a connection
+        whose TLS handshake completed then had requests nobody saw, so it is no record of a
+        connection "closed before a request"; it is counted (`tls_unseen`) instead."""
+        self.tls_unseen = 0
         self.errors = HandshakeErrors(list(error_logs))
         """nginx's reasons for failed handshakes (its error log)."""
         self.tracker = ConnTracker()
@@ -125,6 +131,9 @@ class WireJoin:
         out: list[Exchange] = []
         for facts in gone:
             if facts.joined == 0 and facts.syn_ts is not None:
+                if not self.tls_visible and facts.server_hello is not None and not facts.tls_failed:
+                    self.tls_unseen += 1
+                    continue
                 rec = record_for(facts, next_id + len(out))
                 if rec.conn_outcome == "tls-failed":
                     reason = self.errors.reason_for(rec.client, rec.end)
@@ -136,7 +145,8 @@ class WireJoin:
     def counters(self) -> dict[str, int]:
         c = self.capture.counters()
         return {"wire_seen": c["seen"], "wire_passed": c["passed"], "wire_retrans": c["retrans"],
-                "wire_tls_errors": self.tracker.tls_errors, "wire_unmatched": self.unmatched}
+                "wire_tls_errors": self.tracker.tls_errors, "wire_unmatched": self.unmatched,
+                "wire_tls_unseen": self.tls_unseen}
 
     def stop(self) -> None:
         self.capture.stop()
