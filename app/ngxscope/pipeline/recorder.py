@@ -17,7 +17,12 @@ from typing import Any
 
 from ..capture.budget import CpuGovernor
 from ..capture.events import EV_EXIT, EV_FORK, RawEvent
-from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, METHOD_SYSCALLS_ONLY, FallbackTracer
+from ..capture.fallback import (
+    FALLBACK_METHODS,
+    METHOD_LIBSSL_SYSCALLS,
+    METHOD_SYSCALLS_ONLY,
+    FallbackTracer,
+)
 from ..capture.layout import layout_for_binary
 from ..capture.nginxconf import ConfigMap, config_for_master
 from ..capture.procs import resolve_target, socket_peer
