@@ -29,6 +29,7 @@ __all__ = [
     "WIRE_COUNTERS",
     "WIRE_ESTABLISHED",
     "WIRE_FLOWS",
+    "WIRE_HELLO_MAX",
     "WIRE_PASSED",
     "WIRE_RETRANS",
     "WIRE_SEEN",
@@ -47,6 +48,7 @@ __all__ = [
 
 WIRE_ADDR_LEN = 16
 WIRE_TLS_CAP = 2048
+WIRE_HELLO_MAX = 32768
 WIRE_FLOWS = 65536
 WIRE_SEEN = 0
 WIRE_PASSED = 1
@@ -87,7 +89,8 @@ class WireFlow(ctypes.Structure):
         ("client_next", ctypes.c_uint32),
         ("server_next", ctypes.c_uint32),
         ("state", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("pad", ctypes.c_uint8),
+        ("hello_left", ctypes.c_uint16),
     ]
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "TlsAlert",
     "TlsParse",
     "cipher_name",
+    "parse_client_flight",
     "parse_tls",
     "version_name",
 ]
@@ -245,4 +246,29 @@ def parse_tls(payload: bytes) -> TlsParse:
         i += 5 + length
         if ctype == 20:
             break  # after ChangeCipherSpec everything is encrypted
+    return out
+
+
+def parse_client_flight(buf: bytes) -> TlsParse | None:
+    """A client's first handshake flight, as reassembled from its segments: None while its
+    first handshake message (the ClientHello) is not complete yet, else what it holds (the
+    message may span several handshake records). Never raises."""
+    body = bytearray()
+    i = 0
+
+    def complete() -> bool:
+        return len(body) >= 4 and len(body) >= 4 + int.from_bytes(body[1:4], "big")
+
+    while not complete():
+        if i + 5 > len(buf):
+            return None  # more to come
+        if buf[i] != 22 or buf[i + 1] != 3:
+            return TlsParse(errors=1)  # not a handshake record where one should be
+        length = struct.unpack("!H", buf[i + 3:i + 5])[0]
+        body += buf[i + 5:i + 5 + length]
+        i = min(len(buf), i + 5 + length)
+    out = TlsParse()
+    _handshake(bytes(body[:4 + int.from_bytes(body[1:4], "big")]), out)
+    if i < len(buf):  # what follows it in the same segment (an alert, more records)
+        out.alerts.extend(parse_tls(buf[i:]).alerts)
     return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import dpkt
 
-from .tlswire import ClientHello, ServerHello, TlsAlert, parse_tls
+from .tlswire import ClientHello, ServerHello, TlsAlert, TlsParse, parse_client_flight, parse_tls
 
 __all__ = [
     "ConnFacts",
@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+HELLO_MAX = 32768
+"""The most bytes of a client's first flight followed (the filter's WIRE_HELLO_MAX)."""
 _ERRORS = (dpkt.Error, ValueError, OverflowError, struct.error, IndexError, TypeError, AttributeError)
 
 
@@ -42,6 +44,8 @@ class Segment:
     flags: int
     payload: bytes
     """TCP payload as cut in the kernel (TLS records, or empty)."""
+    length: int = -1
+    """The segment's whole TCP payload length (from the IP header); -1 if unknown."""
 
 
 def _addr(raw: bytes, port: int) -> str:
@@ -62,8 +66,10 @@ def parse_frame(ts: float, frame: bytes) -> Segment | None:
         tcp = ip.data
         if not isinstance(tcp, dpkt.tcp.TCP):
             return None
+        ip_payload = ip.plen if isinstance(ip, dpkt.ip6.IP6) else ip.len - ip.hl * 4
         return Segment(ts=ts, src=_addr(ip.src, tcp.sport), dst=_addr(ip.dst, tcp.dport),
-                       seq=tcp.seq, flags=tcp.flags, payload=bytes(tcp.data))
+                       seq=tcp.seq, flags=tcp.flags, payload=bytes(tcp.data),
+                       length=ip_payload - tcp.off * 4)
     except _ERRORS:
         return None
 
@@ -96,6 +102,10 @@ class ConnFacts:
     joined: int = 0
     """Exchanges joined to this connection (by the pipeline)."""
     _seen_seq: set[tuple[str, int]] = field(default_factory=set)
+    _hello: bytearray | None = None
+    """The client's first handshake flight so far, while its ClientHello is incomplete."""
+    _hello_next: int = 0
+    """Sequence number of the next byte of it."""
 
     @property
     def tcp_connect_ms(self) -> float | None:
@@ -147,6 +157,10 @@ class ConnTracker:
         self.max_conns = max_conns
         self.segments = 0
         self.tls_errors = 0
+        self.gave_up = 0
+        """ClientHellos that could not be reassembled (a gap, or cut at WIRE_HELLO_MAX)."""
+        self.reassembled = 0
+        """ClientHellos reassembled from more than one segment."""
 
     def get(self, client: str, server: str) -> ConnFacts | None:
         return self.conns.get((client, server))
@@ -198,23 +212,55 @@ class ConnTracker:
         return facts
 
     def _tls(self, facts: ConnFacts, who: str, seg: Segment) -> None:
+        if who == "client" and (facts._hello is not None
+                                or (facts.hello_ts is None and seg.payload[:2] == b"\x16\x03")):
+            self._client_flight(facts, seg)
+            return
         if seg.payload[0] == 20:  # ChangeCipherSpec: the end of a handshake flight
             if who == "client" and facts.server_hello is not None:
                 facts.tls_done_ts = seg.ts
             return
         parsed = parse_tls(seg.payload)
-        facts.tls_errors += parsed.errors
-        self.tls_errors += parsed.errors
+        self._count(facts, parsed)
         if who == "client":
-            if parsed.client_hello is not None and facts.client_hello is None:
-                facts.client_hello = parsed.client_hello
-                facts.hello_ts = seg.ts
-            elif facts.server_hello is not None and facts.client_hello is not None:
+            if facts.server_hello is not None and facts.client_hello is not None:
                 facts.tls_done_ts = seg.ts  # TLS 1.2: ClientKeyExchange / Finished
         elif parsed.server_hello is not None and facts.server_hello is None:
             facts.server_hello = parsed.server_hello
             facts.server_hello_ts = seg.ts
         facts.alerts.extend((who, a) for a in parsed.alerts)
+
+    def _count(self, facts: ConnFacts, parsed: TlsParse) -> None:
+        facts.tls_errors += parsed.errors
+        self.tls_errors += parsed.errors
+
+    def _client_flight(self, facts: ConnFacts, seg: Segment) -> None:
+        """The ClientHello, reassembled from as many segments as it spans (the filter passes
+        them whole up to WIRE_HELLO_MAX bytes); its time is its first segment's."""
+        if facts._hello is None:
+            facts._hello = bytearray()
+            facts._hello_next = seg.seq
+            facts.hello_ts = seg.ts
+        if seg.seq != facts._hello_next:  # a gap (a segment lost to the socket's queue)
+            self.gave_up += 1
+            self._count(facts, TlsParse(errors=1))
+            facts._hello = None
+            return
+        facts._hello += seg.payload
+        facts._hello_next = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+        parsed = parse_client_flight(bytes(facts._hello))
+        if parsed is None:
+            if 0 <= len(seg.payload) < seg.length or len(facts._hello) >= HELLO_MAX:
+                self.gave_up += 1  # cut in the kernel: the rest will not come
+                self._count(facts, TlsParse(errors=1))
+                facts._hello = None
+            return
+        if len(facts._hello) > len(seg.payload):
+            self.reassembled += 1
+        facts._hello = None
+        self._count(facts, parsed)
+        facts.client_hello = parsed.client_hello
+        facts.alerts.extend(("client", a) for a in parsed.alerts)
 
     def expire(self, before: float) -> list[ConnFacts]:
         """Forget connections that ended before `before`; returns them."""
