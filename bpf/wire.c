@@ -143,13 +143,18 @@ int wire_filter(struct __sk_buff *skb)
 
     if (fl & (TH_SYN | TH_FIN | TH_RST)) {
         if ((fl & TH_SYN) && !(fl & TH_ACK) && to_server) {
+            struct wire_flow *old = wire_flows.lookup(&key);
+            if (old && old->client_next == seq + 1)
+                return pass(hdr_end);  /* the same SYN again: the flow goes on as it was */
             struct wire_flow nf = {};
             nf.client_next = seq + 1;
             nf.state = WIRE_SYN_SEEN;
             wire_flows.update(&key, &nf);
         } else if ((fl & TH_SYN) && !to_server) {
             struct wire_flow *f = wire_flows.lookup(&key);
-            if (f) {
+            if (f && f->state == WIRE_SYN_SEEN) {  /* a retransmitted SYN-ACK changes nothing:
+                                                    * the client's duplicate ACKs are no
+                                                    * handshake ACK */
                 f->server_next = seq + 1;
                 f->state = WIRE_SYNACK_SEEN;
             }

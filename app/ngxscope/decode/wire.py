@@ -102,6 +102,8 @@ class ConnFacts:
     joined: int = 0
     """Exchanges joined to this connection (by the pipeline)."""
     _seen_seq: set[tuple[str, int]] = field(default_factory=set)
+    _fins: set[str] = field(default_factory=set)
+    """Who sent a FIN so far."""
     _hello: bytearray | None = None
     """The client's first handshake flight so far, while its ClientHello is incomplete."""
     _hello_next: int = 0
@@ -207,6 +209,9 @@ class ConnTracker:
             facts.reset_by = who
             facts.end_ts = facts.end_ts or seg.ts
         if flags & _FIN:
+            if who in facts._fins:
+                facts.retransmits += 1  # its FIN again
+            facts._fins.add(who)
             facts.fin_by = facts.fin_by or who
             facts.end_ts = facts.end_ts or seg.ts
         return facts

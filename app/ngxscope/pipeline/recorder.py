@@ -254,7 +254,8 @@ class Recorder:
                                            "no listening address found"))
             return
         wire = WireJoin(listen, error_logs=self.config.error_logs if self.config else (),
-                        tls_visible=target.method != METHOD_SYSCALLS_ONLY)
+                        tls_visible=target.method != METHOD_SYSCALLS_ONLY,
+                        netns_pid=target.master or (target.pids[0] if target.pids else None))
         try:
             line = wire.start()
         except WireError as exc:

@@ -79,8 +79,8 @@ class WireJoin:
     """Socket filter + connection tracker for one capture run (thread-safe)."""
 
     def __init__(self, listen: Sequence[str], grace: float = 2.0, error_logs: Sequence[str] = (),
-                 tls_visible: bool = True) -> None:
-        self.capture = WireCapture(listen)
+                 tls_visible: bool = True, netns_pid: int | None = None) -> None:
+        self.capture = WireCapture(listen, netns_pid=netns_pid)
         self.tls_visible = tls_visible
         """False when the capture method cannot see TLS requests (syscalls only): a connection
         whose TLS handshake completed then had requests nobody saw, so it is no record of a
@@ -97,7 +97,8 @@ class WireJoin:
     def start(self) -> str:
         """Attach; returns a line saying where. Raises capture.wire.WireError."""
         ifaces = self.capture.start()
-        return f"socket filter on {', '.join(ifaces)} for {', '.join(self.capture.listen)}"
+        where = " (in nginx's network namespace)" if self.capture.other_netns else ""
+        return f"socket filter on {', '.join(ifaces)}{where} for {', '.join(self.capture.listen)}"
 
     def pump(self, timeout: float = 0.0) -> int:
         """Feed what the filter passed so far to the tracker; returns the packet count."""
