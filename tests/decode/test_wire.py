@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import dpkt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ngxscope.decode.wire import ConnTracker, parse_frame
+from ngxscope.decode.wire import ConnTracker, parse_frame, parse_frame_dpkt
 
 C, S = ("127.0.0.1", 40000), ("127.0.0.1", 8443)
 SYN, ACK, FIN, RST, PSH = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
@@ -140,3 +141,20 @@ def test_client_hello_cut_or_with_a_gap_is_counted() -> None:
     _feed_hello(t, [hello[:1000], hello[1500:]], gap=500)  # a segment missing
     f = t.get("127.0.0.1:40000", "127.0.0.1:8443")
     assert f is not None and f.client_hello is None and t.gave_up == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([(C, S), (S, C), (("::1", 5000), ("::1", 443)), (("10.0.0.1", 1), ("10.0.0.2", 65535))]),
+       st.integers(0, 255), st.integers(0, 2**32 - 1), st.sampled_from([b"", b"\x16\x03\x01\x00\x05hello", b"x"]),
+       st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=3), st.integers(0, 8))
+def test_struct_fast_path_equals_dpkt(ends: Any, flags: int, seq: int, payload: bytes,
+                                      mutations: list[tuple[int, int]], cut: int) -> None:
+    """parse_frame (struct for header-only frames) gives what dpkt gives, also on damaged,
+    padded or cut frames."""
+    src, dst = ends
+    raw = bytearray(frame(src, dst, flags, seq, payload, v6=":" in src[0]))
+    for pos, value in mutations:
+        if pos < len(raw):
+            raw[pos] = value
+    data = bytes(raw[: len(raw) - cut]) if cut < 8 else bytes(raw) + bytes(cut)  # cut, or padded
+    assert parse_frame(1.5, data) == parse_frame_dpkt(1.5, data)

@@ -64,6 +64,7 @@ WIRE_ESTABLISHED = 3
 _SIOCGIFFLAGS = 0x8913
 _IFF_UP, _IFF_RUNNING = 0x1, 0x40
 _SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
 _SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
 
 
@@ -259,19 +260,22 @@ class WireCapture:
             return []
         ready, _, _ = select.select(self._socks, [], [], timeout)
         out: list[WirePacket] = []
+        append, unpack = out.append, _TIMESPEC.unpack_from
         for sock in ready:
+            recvmsg = sock.recvmsg
             while len(out) < limit:
                 try:
-                    data, anc, _flags, addr = sock.recvmsg(65536, 64)
+                    data, anc, _flags, addr = recvmsg(65536, 64)
                 except (BlockingIOError, InterruptedError):
                     break
                 ts = 0.0
                 for level, kind, cdata in anc:
-                    if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(cdata) >= 16:
-                        sec, nsec = struct.unpack("qq", cdata[:16])
+                    if kind == _SCM_TIMESTAMPNS and level == socket.SOL_SOCKET and len(cdata) >= 16:
+                        sec, nsec = unpack(cdata)
                         ts = sec + nsec / 1e9
-                out.append(WirePacket(ts=ts, data=data, interface=str(addr[0])))
-        out.sort(key=lambda p: p.ts)
+                append(WirePacket(ts, data, addr[0]))
+        if len(ready) > 1:
+            out.sort(key=lambda p: p.ts)
         return out
 
     def counters(self) -> dict[str, int]:

@@ -91,14 +91,20 @@ class ClientHello:
     """Offered application protocols ("h2", "http/1.1")."""
     versions: list[str] = field(default_factory=list)
     """supported_versions, else the hello's own version."""
-    ciphers: list[str] = field(default_factory=list)
-    """Offered cipher suites (GREASE values left out)."""
+    cipher_codes: list[int] = field(default_factory=list)
+    """Offered cipher suites' codes (GREASE values left out); named by `ciphers` when asked
+    (naming them all costs more than the rest of the hello, on the capture's hot path)."""
     session_id: bytes = b""
     """legacy_session_id: a TLS 1.2 resumption offer when the server echoes it."""
     ticket: bool = False
     """A non-empty session_ticket extension (TLS 1.2 ticket resumption offer)."""
     psk: bool = False
     """pre_shared_key extension (TLS 1.3 resumption offer)."""
+
+    @property
+    def ciphers(self) -> list[str]:
+        """Offered cipher suites by OpenSSL's names."""
+        return [cipher_name(c) for c in self.cipher_codes]
 
 
 @dataclass(slots=True)
@@ -172,7 +178,7 @@ def _sni(buf: bytes) -> str | None:
 
 def _client_hello(msg: dssl.TLSClientHello) -> ClientHello:
     hello = ClientHello(session_id=bytes(msg.session_id))
-    hello.ciphers = [cipher_name(c.code) for c in msg.ciphersuites if c.code not in _GREASE]
+    hello.cipher_codes = [c.code for c in msg.ciphersuites if c.code not in _GREASE]
     versions: list[str] = []
     for kind, data in getattr(msg, "extensions", []):
         if kind == _EXT_SNI:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..capture.wire import WireCapture
-from ..decode.wire import ConnFacts, ConnTracker, parse_frame
+from ..decode.wire import ConnFacts, ConnTracker, Segment, parse_frame
 from ..model import Exchange
 from .errorlog import HandshakeErrors
 
@@ -89,6 +89,8 @@ class WireJoin:
         self.errors = HandshakeErrors(list(error_logs))
         """nginx's reasons for failed handshakes (its error log)."""
         self.tracker = ConnTracker()
+        self.parse: Callable[[float, bytes], Segment | None] = parse_frame
+        """Frame -> segment (bench/wire_filter.py swaps in the dpkt-only reference)."""
         self.grace = grace
         self._lock = threading.Lock()
         self.unmatched = 0
@@ -104,17 +106,23 @@ class WireJoin:
         """Feed what the filter passed so far to the tracker; returns the packet count."""
         with self._lock:
             packets = self.capture.read(timeout)
+            parse, feed = self.parse, self.tracker.feed
             for p in packets:
-                seg = parse_frame(p.ts, p.data)
+                seg = parse(p.ts, p.data)
                 if seg is not None:
-                    self.tracker.feed(seg)
+                    feed(seg)
             return len(packets)
 
     def annotate(self, ex: Exchange) -> None:
-        """Join `ex` to its connection (draining the filter's queue first)."""
+        """Join `ex` to its connection. The filter's queue is drained first unless the
+        connection's handshake is already known (keep-alive: no system call per exchange)."""
         if ex.conn_outcome is not None:
             return
-        self.pump(0.0)
+        with self._lock:
+            facts = self.tracker.get(ex.client, ex.server)
+        if (facts is None or facts.ack_ts is None or facts.end_ts is not None
+                or (ex.tls and facts.server_hello is None)):
+            self.pump(0.0)
         with self._lock:
             facts = self.tracker.get(ex.client, ex.server)
             if facts is None:
