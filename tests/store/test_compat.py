@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factories import make_exchange
-from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt
+from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt, WireFrame
 from ngxscope.store.codec import encode_exchange, encode_record
 from ngxscope.store.compat import (
     CONVERTERS,
@@ -36,8 +37,9 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
+    "session-v6.ngxs": "584cc59a22bb8f305637a6dcbff54aca3bed5b264dbe85ee6f748966effbca89",
 }
-LATEST_SAMPLE = "session-v5.ngxs"
+LATEST_SAMPLE = "session-v6.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -199,6 +201,14 @@ EXPECTED_V5 = [
             tls_resumed=True, retransmits=1, reset_by="client") if ex.tls else ex
     for ex in _V5_USER
 ]
+# Version 6 added wire_packets (older files read them as []).
+V6_FRAMES = [
+    WireFrame(1700000000.4975, base64.b64decode(
+        "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAAZ2UIPsAAAPoAAAAAKAC//9xYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc=")),
+    WireFrame(1700000000.49752, base64.b64decode(
+        "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAASD7nZQAABOIAAAD6aAS//9VYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc=")),
+]
+EXPECTED_V6 = [replace(ex, wire_packets=V6_FRAMES) if ex.tls else ex for ex in EXPECTED_V5]
 
 
 @pytest.mark.parametrize(
@@ -210,6 +220,7 @@ EXPECTED_V5 = [
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v5.ngxs", 5, "ngxscope 0.1.0", EXPECTED_V5),
+        ("session-v6.ngxs", 6, "ngxscope 0.1.0", EXPECTED_V6),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -244,7 +255,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V5:  # the newest sample's exchanges
+        for ex in EXPECTED_V6:  # the newest sample's exchanges
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -292,7 +303,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS}
+                               "note": "", **_V5_NULLS, "wire_packets": []}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -394,3 +405,9 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     ex.summary_only = summary_only
     ex.upstream = ex.upstream[:attempts]
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
+
+
+def test_convert_5_6_adds_no_wire_packets() -> None:
+    rec = {"t": "exchange", "id": 1}
+    assert migrate(rec, 5) == {"t": "exchange", "id": 1, "wire_packets": []}
+    assert migrate({"t": "stats", "ts": 1.0}, 5) == {"t": "stats", "ts": 1.0}

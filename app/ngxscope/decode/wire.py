@@ -21,12 +21,15 @@ from .tlswire import ClientHello, ServerHello, TlsAlert, TlsParse, parse_client_
 __all__ = [
     "ConnFacts",
     "ConnTracker",
+    "MAX_FRAMES",
     "Segment",
     "parse_frame",
     "parse_frame_dpkt",
 ]
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+MAX_FRAMES = 32
+"""Packets kept per connection (a handshake is 6-10; retransmissions add some)."""
 HELLO_MAX = 32768
 """The most bytes of a client's first flight followed (the filter's WIRE_HELLO_MAX)."""
 _ERRORS = (dpkt.Error, ValueError, OverflowError, struct.error, IndexError, TypeError, AttributeError)
@@ -47,6 +50,8 @@ class Segment:
     """TCP payload as cut in the kernel (TLS records, or empty)."""
     length: int = -1
     """The segment's whole TCP payload length (from the IP header); -1 if unknown."""
+    ack: int = 0
+    """Acknowledgement number."""
 
 
 def _addr(raw: bytes, port: int) -> str:
@@ -71,7 +76,7 @@ def parse_frame_dpkt(ts: float, frame: bytes) -> Segment | None:
         ip_payload = ip.plen if isinstance(ip, dpkt.ip6.IP6) else ip.len - ip.hl * 4
         return Segment(ts=ts, src=_addr(ip.src, tcp.sport), dst=_addr(ip.dst, tcp.dport),
                        seq=tcp.seq, flags=tcp.flags, payload=bytes(tcp.data),
-                       length=ip_payload - tcp.off * 4)
+                       length=ip_payload - tcp.off * 4, ack=tcp.ack)
     except _ERRORS:
         return None
 
@@ -81,8 +86,8 @@ _IP4 = struct.Struct("!BxHxxHxB2x4s4s")
 """version/IHL, total length, flags/fragment offset, protocol, source, destination."""
 _IP6 = struct.Struct("!4xHB1x16s16s")
 """payload length, next header, source, destination."""
-_TCP = struct.Struct("!HHI4xBB")
-"""source port, destination port, sequence number, data offset, flags."""
+_TCP = struct.Struct("!HHIIBB")
+"""source port, destination port, sequence number, acknowledgement number, data offset, flags."""
 _names: dict[tuple[bytes, int], str] = {}
 
 
@@ -117,13 +122,13 @@ def parse_frame(ts: float, frame: bytes) -> Segment | None:
             l4 = 54
         else:
             return parse_frame_dpkt(ts, frame)
-        sport, dport, seq, off, flags = _TCP.unpack_from(frame, l4)
+        sport, dport, seq, ack, off, flags = _TCP.unpack_from(frame, l4)
     except struct.error:
         return parse_frame_dpkt(ts, frame)
     thl = (off >> 4) * 4
     if thl < 20 or ip_payload != thl or len(frame) < l4 + thl:
         return parse_frame_dpkt(ts, frame)  # a payload (TLS records), or odd: dpkt decides
-    return Segment(ts, _name(src, sport), _name(dst, dport), seq, flags, b"", 0)
+    return Segment(ts, _name(src, sport), _name(dst, dport), seq, flags, b"", 0, ack)
 
 
 @dataclass(slots=True)
@@ -154,6 +159,9 @@ class ConnFacts:
     joined: int = 0
     """Exchanges joined to this connection (by the pipeline)."""
     _seen_seq: set[tuple[str, int]] = field(default_factory=set)
+    frames: list[tuple[float, bytes]] = field(default_factory=list)
+    """(time, frame) of the packets the filter passed for it, as cut, up to MAX_FRAMES (the
+    pcapng export writes them as they were)."""
     _fins: set[str] = field(default_factory=set)
     """Who sent a FIN so far."""
     _hello: bytearray | None = None

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..capture.wire import WireCapture
-from ..decode.wire import ConnFacts, ConnTracker, Segment, parse_frame
-from ..model import Exchange
+from ..decode.wire import MAX_FRAMES, ConnFacts, ConnTracker, Segment, parse_frame
+from ..model import Exchange, WireFrame
 from .errorlog import HandshakeErrors
 
 __all__ = ["WireJoin", "apply_facts", "record_for"]
@@ -70,7 +70,8 @@ def record_for(facts: ConnFacts, ex_id: int) -> Exchange:
     else:
         outcome, error = "closed", f"closed by the {facts.fin_by or 'peer'} before a request"
     ex = Exchange(id=ex_id, start=start, end=end, pid=0, client=facts.client, server=facts.server,
-                  tls=facts.client_hello is not None, error=error, conn_outcome=outcome)
+                  tls=facts.client_hello is not None, error=error, conn_outcome=outcome,
+                  wire_packets=[WireFrame(ts, frame) for ts, frame in facts.frames])
     apply_facts(ex, facts)
     return ex
 
@@ -110,7 +111,9 @@ class WireJoin:
             for p in packets:
                 seg = parse(p.ts, p.data)
                 if seg is not None:
-                    feed(seg)
+                    facts = feed(seg)
+                    if facts is not None and len(facts.frames) < MAX_FRAMES:
+                        facts.frames.append((p.ts, p.data))
             return len(packets)
 
     def annotate(self, ex: Exchange) -> None:
@@ -130,6 +133,8 @@ class WireJoin:
                 return
             facts.joined += 1
             apply_facts(ex, facts)
+            if facts.joined == 1:  # the connection's packets go with its first exchange
+                ex.wire_packets = [WireFrame(ts, frame) for ts, frame in facts.frames]
 
     def closed_records(self, next_id: int, now: float | None = None) -> list[Exchange]:
         """Connections that ended more than `grace` s ago without an exchange, as records

@@ -32,6 +32,9 @@ Format history:
   `tls_version`, `tls_cipher`, `sni`, `alpn`, `tls_resumed`, `retransmits`, `reset_by` (null:
   not seen), and `conn_outcome` (null for an exchange; "tls-failed" / "reset" / "closed" for a
   connection that never became a request).
+- **version 6**: exchange records gained `wire_packets`: the connection's packets as the
+  socket filter passed them (`[{"ts": float, "frame": base64}]`), on a connection's first
+  exchange and on connection records; [] elsewhere and in older files.
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -53,12 +56,13 @@ __all__ = [
     "convert_2_3",
     "convert_3_4",
     "convert_4_5",
+    "convert_5_6",
     "migrate",
 ]
 
 RawRecord = dict[str, Any]
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -135,12 +139,21 @@ def convert_4_5(record: RawRecord) -> RawRecord:
     return {"mark": "", "note": "", **{name: None for name in _V5_NULL_FIELDS}, **record}
 
 
+def convert_5_6(record: RawRecord) -> RawRecord:
+    """Version 5 → 6: exchanges get `wire_packets`, the connection's packets as the socket
+    filter passed them (none kept in version 5: [])."""
+    if record.get("t") != "exchange" or "wire_packets" in record:
+        return record
+    return {**record, "wire_packets": []}
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
     2: convert_2_3,
     3: convert_3_4,
     4: convert_4_5,
+    5: convert_5_6,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

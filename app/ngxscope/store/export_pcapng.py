@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import struct
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ import dpkt
 from dpkt import pcapng
 
 from ngxscope import __version__
-from ngxscope.model import Exchange
+from ngxscope.decode.wire import Segment, parse_frame
+from ngxscope.model import Exchange, WireFrame
 from ngxscope.store.export_har import header
 from ngxscope.store.pcapng_payload import (
     CONTINUE,
@@ -69,7 +71,7 @@ __all__ = ["MSS", "chunked_fill", "write_pcapng"]
 
 CLIENT_MAC = bytes.fromhex("020000000001")
 SERVER_MAC = bytes.fromhex("020000000002")
-FIN, SYN, PSH, ACK = dpkt.tcp.TH_FIN, dpkt.tcp.TH_SYN, dpkt.tcp.TH_PUSH, dpkt.tcp.TH_ACK
+FIN, SYN, RST, PSH, ACK = dpkt.tcp.TH_FIN, dpkt.tcp.TH_SYN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH, dpkt.tcp.TH_ACK
 _SNAPLEN = 262144
 _EPB_FLAGS = 2
 """pcapng option epb_flags: bits 0-1 the direction (1 inbound, 2 outbound)."""
@@ -105,6 +107,16 @@ def _epb(iface: int, frame: bytes, comment: str, inbound: bool) -> pcapng.Enhanc
         pcapng.PcapngOptionLE(code=_EPB_FLAGS, data=(1 if inbound else 2).to_bytes(4, "little")),
         pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT),
     ])
+
+
+class _CutPacketBlock(pcapng.EnhancedPacketBlockLE):
+    """An enhanced packet block for a packet longer than what was kept of it (the socket
+    filter cuts in the kernel): dpkt writes the original length equal to the captured one,
+    so it is put back after (pcapng: the EPB's original packet length at byte 24)."""
+
+    def __bytes__(self) -> bytes:
+        data = super().__bytes__()
+        return data[:24] + struct.pack("<I", getattr(self, "orig_len", self.caplen)) + data[28:]
 
 
 # --- addresses and frames (dpkt.ethernet / ip / ip6 / tcp) --------------------------------
@@ -282,13 +294,14 @@ class _Writer:
         first: list[Packet] = []
         if conn is None:
             conn = self.conns[key] = self._open(ex, key)
-            first += [
-                (True, SYN, conn.cseq, []),
-                (False, SYN | ACK, conn.sseq, []),
-                (True, ACK, conn.cseq + 1, []),
-            ]
-            conn.cseq += 1
-            conn.sseq += 1
+            if not self._wire(ex, conn):  # no real handshake kept: a synthetic one
+                first += [
+                    (True, SYN, conn.cseq, []),
+                    (False, SYN | ACK, conn.sseq, []),
+                    (True, ACK, conn.cseq + 1, []),
+                ]
+                conn.cseq += 1
+                conn.sseq += 1
         if ex.is_tcp:
             self._add_tcp(ex, conn, key, first)
             return
@@ -321,6 +334,66 @@ class _Writer:
         elif ex.response_body:
             self._send(conn, False, [ex.response_body], last)
         self._end_exchange(ex, conn, key, last)
+
+    def _wire(self, ex: Exchange, conn: _Conn | None) -> bool:
+        """Write the connection's real packets (`Exchange.wire_packets`) as the socket filter
+        cut them, each at its time; with `conn`, its synthetic stream then goes on from their
+        sequence numbers. False (nothing written) unless they hold the SYN and SYN-ACK."""
+        segs = [(w, parse_frame(w.ts, w.frame)) for w in ex.wire_packets]
+        kept = [(w, s) for w, s in segs if s is not None and {s.src, s.dst} == {ex.client, ex.server}]
+        if conn is not None:
+            # before the HTTP: the handshakes only (SYNs, the handshake ACK, TLS records); the
+            # FIN / RST and bare retransmissions belong after it, where the export puts its own
+            handshake: list[tuple[WireFrame, Segment]] = []
+            acked = False
+            for w, seg in kept:
+                if seg.flags & SYN or seg.payload:
+                    handshake.append((w, seg))
+                elif not acked and seg.src == ex.client and not seg.flags & (FIN | RST):
+                    handshake.append((w, seg))
+                    acked = True
+            kept = handshake
+        if conn is not None and not (any(s.flags & SYN and s.src == ex.client for _w, s in kept)
+                                     and any(s.flags & SYN and s.src == ex.server for _w, s in kept)):
+            return False
+        if not kept:
+            return False
+        iface = self.iface(ex.pid)
+        comment = f"pid={ex.pid} conn={ex.conn_id} tls={int(ex.tls)} ex={ex.id} wire=1"
+        nxt = {True: 0, False: 0}
+
+        def advance(from_client: bool, end: int) -> None:
+            if not nxt[from_client] or 0 < ((end - nxt[from_client]) & 0xFFFFFFFF) < 0x80000000:
+                nxt[from_client] = end & 0xFFFFFFFF
+
+        for w, seg in kept:
+            from_client = seg.src == ex.client
+            length = max(seg.length, len(seg.payload))
+            advance(from_client, seg.seq + length + (1 if seg.flags & (SYN | FIN) else 0))
+            if seg.flags & ACK and seg.ack:  # bytes the peer sent that the filter did not pass
+                advance(not from_client, seg.ack)
+            epb = _CutPacketBlock(iface_id=iface, pkt_data=w.frame, opts=_epb(iface, b"", comment, from_client).opts)
+            epb.orig_len = len(w.frame) + length - len(seg.payload)  # as long as it was
+
+            def emit(epb: pcapng.EnhancedPacketBlockLE = epb, ts: float = w.ts) -> None:
+                self._declared().writepkt(epb, _ts(ts))
+
+            self.order += 1
+            heappush(self.heap, (w.ts, self.order, emit))
+        if conn is not None:
+            conn.cseq = conn.c_acked = nxt[True]
+            conn.sseq = conn.s_acked = nxt[False]
+        return True
+
+    def _declared(self) -> pcapng.Writer:
+        assert self.pcap is not None  # an interface was declared first
+        return self.pcap
+
+    def add_record(self, ex: Exchange) -> None:
+        """A connection that never became a request: its real packets, if kept."""
+        while self.heap and self.heap[0][0] <= ex.start:
+            heappop(self.heap)[2]()
+        self._wire(ex, None)
 
     def _add_tcp(self, ex: Exchange, conn: _Conn, key: str, first: list[Packet]) -> None:
         """A TCP proxy session: the client's bytes at its start, nginx's at its end."""
@@ -379,7 +452,8 @@ def write_pcapng(
     last_ts = 0.0
     for ex in exchanges:
         if ex.conn_outcome is not None:
-            continue  # a connection that never became a request: no HTTP to show
+            writer.add_record(ex)  # no HTTP to show: the packets the filter kept, if any
+            continue
         writer.add(ex)
         last_ts = max(last_ts, ex.end, ex.start)
         n += 1

@@ -299,8 +299,32 @@ def v5_records() -> list[dict[str, Any]]:
     return out
 
 
+V6_FRAMES = [
+    # a SYN and nginx's SYN-ACK on loopback (Ethernet + IPv4 + TCP, as the filter cut them)
+    {"ts": 1700000000.4975, "frame": "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAAZ2UIPsAAAPoAAAAAKAC//9xYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc="},
+    {"ts": 1700000000.49752, "frame": "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAASD7nZQAABOIAAAD6aAS//9VYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc="},
+]
+
+
+def v6_records() -> list[dict[str, Any]]:
+    """Version 6 added wire_packets: the connection's packets as the socket filter passed
+    them, on the TLS exchange here ([] on the others)."""
+    out = []
+    for rec in v5_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 6
+        elif rec["t"] == "exchange":
+            keys = list(rec)
+            rec["wire_packets"] = V6_FRAMES if rec["tls"] else []
+            keys.insert(keys.index("conn_outcome") + 1, "wire_packets")
+            rec = {k: rec[k] for k in keys}
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
     for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(),
-                                       v4_records(), v5_records()]):
+                                       v4_records(), v5_records(), v6_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)
