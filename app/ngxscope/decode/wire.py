@@ -19,9 +19,9 @@ import dpkt
 from .tlswire import ClientHello, ServerHello, TlsAlert, TlsParse, parse_client_flight, parse_tls
 
 __all__ = [
+    "MAX_FRAMES",
     "ConnFacts",
     "ConnTracker",
-    "MAX_FRAMES",
     "Segment",
     "parse_frame",
     "parse_frame_dpkt",
