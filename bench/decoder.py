@@ -21,7 +21,10 @@ Each stream runs twice per round, alternating: `pure` (the pure-Python reference
 NGXSCOPE_PURE_PYTHON=1 selects) and `compiled` (the C extensions of capture._fastevents and
 decode._fasthttp1, when built: scripts/build_ext.py).
 
-    .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3]
+Then, in the same run, HTTP/1 head parsing: today's parser against dpkt.http (speed on
+ordinary heads; tolerance on heads a real lab nginx accepts; bench/_heads.py).
+
+    .venv/bin/python bench/decoder.py [--record] [--seconds 3] [--repeat 3] [--heads-only]
 
 Prints a table and writes bench/results/decoder.json.
 """
@@ -41,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
+from _heads import heads_table
 
 from ngxscope.capture import events as evmod
 from ngxscope.decode import http1 as h1mod
@@ -233,10 +237,23 @@ def main() -> int:
     ap.add_argument("--record", action="store_true", help="(re)record the event streams first")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--heads-only", action="store_true", help="only the HTTP head parsers (no eBPF)")
     args = ap.parse_args()
+    res: dict[str, Any] = {"machine": machine(), "modes": {}}
+    if not args.heads_only:
+        decode_modes(args, res)
+    from ngxscope.lab.nginx import LabNginx
+
+    with LabNginx(workers=1) as lab:
+        res["heads"] = heads_table(args.repeat, lab.plain_port)
+    print(f"wrote {write_result('decoder', res)}")
+    return 0
+
+
+def decode_modes(args: argparse.Namespace, res: dict[str, Any]) -> None:
     if args.record or not (RESULTS / "events-plain.bin").exists():
         record(args.seconds)
-    res: dict[str, Any] = {"machine": machine(), "uptime": os.getloadavg(), "modes": {}}
+    res["uptime"] = os.getloadavg()
     print(f"{'mode':7} {'path':8} {'events':>8} {'exch':>7} {'drain':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
           f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13} {'streamed':>8}")
     for mode in ("plain", "tls", "summary"):
@@ -252,9 +269,7 @@ def main() -> int:
             print(f"{mode:7} {path:8} {b['events']:8.0f} {b['exchanges']:7.0f} {b['drain_us']:7.2f} {b['parse_us']:7.2f} "
                   f"{b['assemble_us']:7.2f} {b['encode_us']:7.2f} {b['gzip_us']:7.2f} "
                   f"{b['total_us']:8.2f} {b['exchanges_per_s']:11.0f} {b['decode_only_per_s']:13.0f} {b['streamed_us']:8.2f}")
-    print(f"(µs of CPU per exchange, best of {args.repeat}; load average {os.getloadavg()[0]:.2f}) "
-          f"wrote {write_result('decoder', res)}")
-    return 0
+    print(f"(µs of CPU per exchange, best of {args.repeat}; load average {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

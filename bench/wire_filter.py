@@ -6,9 +6,11 @@ Prints per mode (plain / TLS, keep-alive / a new connection per request):
 - the filter's run time per packet it examined (kernel.bpf_stats_enabled=1: run_time_ns /
   run_cnt of its program; on loopback every packet meets the filter twice, as sent and as
   received, and the sent copy is dropped first thing),
-- packets examined and passed per request, and the user-space reader's CPU per request.
+- packets examined and passed per request, and the user-space reader's CPU per request,
+  for the reader as it is (`B`: header-only frames read with struct) and with every frame
+  decoded by dpkt (`Bdpkt`: the reader before), alternating in the same run.
 
-Run as root: `.venv/bin/python bench/wire_filter.py --pairs 2 --seconds 5`
+Run as root: `.venv/bin/python bench/wire_filter.py --pairs 2 --seconds 5 [--dpkt]`
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, bpf_stats, pin_lab, prog_stats
 
+from ngxscope.decode.wire import parse_frame_dpkt
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.pipeline.wirejoin import WireJoin
 
@@ -42,8 +45,10 @@ def wrk(url: str, seconds: float, close: bool) -> float:
     raise RuntimeError(out)
 
 
-def measure_b(lab: LabNginx, url: str, seconds: float, close: bool) -> dict[str, Any]:
+def measure_b(lab: LabNginx, url: str, seconds: float, close: bool, dpkt_only: bool = False) -> dict[str, Any]:
     join = WireJoin([f"127.0.0.1:{lab.plain_port}", f"127.0.0.1:{lab.tls_port}"])
+    if dpkt_only:
+        join.parse = parse_frame_dpkt
     join.start()
     stop = threading.Event()
 
@@ -75,6 +80,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--dpkt", action="store_true", help="also B with every frame decoded by dpkt (before)")
+    ap.add_argument("--modes", default="plain,tls", help="plain,tls")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("wire_filter.py: needs root (eBPF)", file=sys.stderr)
@@ -82,18 +89,21 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     with LabNginx(workers=1) as lab, bpf_stats():
         pin_lab(lab)
-        for scheme, port in (("http", lab.plain_port), ("https", lab.tls_port)):
+        chosen = [m for m in (("http", lab.plain_port), ("https", lab.tls_port))
+                  if ("tls" if m[0] == "https" else "plain") in args.modes.split(",")]
+        for scheme, port in chosen:
             url = f"{scheme}://127.0.0.1:{port}/health"
             for close in (False, True):
                 mode = f"{'tls' if scheme == 'https' else 'plain'}, {'close' if close else 'keep-alive'}"
                 for _ in range(args.pairs):
                     a = wrk(url, args.seconds, close)
-                    b = measure_b(lab, url, args.seconds, close)
-                    rows.append({"mode": mode, "a_rps": a, **b})
-                    print(f"{mode:18} A {a:8.0f} req/s  B {b['rps']:8.0f} req/s  "
-                          f"filter {b['ns_per_packet']:6.0f} ns/packet  "
-                          f"{b['filter_runs_per_req']:5.1f} runs/req  {b['passed_per_req']:5.2f} passed/req  "
-                          f"reader {b['reader_cpu_us_per_req']:5.2f} us/req", flush=True)
+                    for reader in ("Bdpkt", "B") if args.dpkt else ("B",):
+                        b = measure_b(lab, url, args.seconds, close, dpkt_only=reader == "Bdpkt")
+                        rows.append({"mode": mode, "reader": reader, "a_rps": a, **b})
+                        print(f"{mode:18} A {a:8.0f} req/s  {reader:5} {b['rps']:8.0f} req/s ({b['rps'] / a:4.0%})  "
+                              f"filter {b['ns_per_packet']:6.0f} ns/packet  "
+                              f"{b['filter_runs_per_req']:5.1f} runs/req  {b['passed_per_req']:5.2f} passed/req  "
+                              f"reader {b['reader_cpu_us_per_req']:6.2f} us/req", flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"wire_filter-{int(time.time())}.json"
     out.write_text(json.dumps(rows, indent=1))

@@ -5,7 +5,10 @@
  *   - SYN, SYN-ACK, FIN, RST, the client's ACK of the handshake: headers only;
  *   - retransmitted data segments (of connections seen from their SYN): headers only;
  *   - segments beginning with a TLS handshake or alert record (content type 22 / 21):
- *     headers and at most WIRE_TLS_CAP bytes of records (ClientHello, ServerHello, alerts);
+ *     headers and at most WIRE_TLS_CAP bytes of records (ServerHello, alerts); the client's
+ *     first handshake flight (its ClientHello) whole, up to WIRE_HELLO_MAX bytes, also when
+ *     it spans several segments (a big session ticket, many extensions, a post-quantum key
+ *     share): the segments that continue it pass as far as it goes (`hello_left`);
  *   - segments beginning with a ChangeCipherSpec record (the end of a client's handshake
  *     flight): headers and that 6-byte record only.
  * Drops everything else, application data above all. The return value of a socket filter is
@@ -140,13 +143,18 @@ int wire_filter(struct __sk_buff *skb)
 
     if (fl & (TH_SYN | TH_FIN | TH_RST)) {
         if ((fl & TH_SYN) && !(fl & TH_ACK) && to_server) {
+            struct wire_flow *old = wire_flows.lookup(&key);
+            if (old && old->client_next == seq + 1)
+                return pass(hdr_end);  /* the same SYN again: the flow goes on as it was */
             struct wire_flow nf = {};
             nf.client_next = seq + 1;
             nf.state = WIRE_SYN_SEEN;
             wire_flows.update(&key, &nf);
         } else if ((fl & TH_SYN) && !to_server) {
             struct wire_flow *f = wire_flows.lookup(&key);
-            if (f) {
+            if (f && f->state == WIRE_SYN_SEEN) {  /* a retransmitted SYN-ACK changes nothing:
+                                                    * the client's duplicate ACKs are no
+                                                    * handshake ACK */
                 f->server_next = seq + 1;
                 f->state = WIRE_SYNACK_SEEN;
             }
@@ -175,9 +183,29 @@ int wire_filter(struct __sk_buff *skb)
         *next = end;
     }
 
-    __u8 rec[2];
+    if (f && to_server && f->hello_left) {  /* the rest of a ClientHello, not a record start */
+        __u32 take = payload < f->hello_left ? payload : f->hello_left;
+        f->hello_left -= take;
+        return pass(hdr_end + take);
+    }
+
+    __u8 rec[9];
     if (bpf_skb_load_bytes(skb, hdr_end, rec, 2))
         return 0;
+    if (rec[0] == 22 && rec[1] == 3 && to_server && payload >= 9
+        && !bpf_skb_load_bytes(skb, hdr_end, rec, 9) && rec[5] == 1) {
+        /* a ClientHello: the whole message, over as many records (of 16 KiB at most) and
+         * segments as it takes, up to WIRE_HELLO_MAX */
+        __u32 msg = 4 + (((__u32)rec[6] << 16) | ((__u32)rec[7] << 8) | rec[8]);
+        __u32 want = msg + 5 * ((msg + 16383) / 16384);
+        if (want > WIRE_HELLO_MAX)
+            want = WIRE_HELLO_MAX;
+        if (want <= payload)
+            return pass(hdr_end + want);
+        if (f && f->state >= WIRE_SYNACK_SEEN)
+            f->hello_left = want - payload;
+        return pass(hdr_end + payload);
+    }
     if ((rec[0] == 22 || rec[0] == 21) && rec[1] == 3)
         return pass(hdr_end + (payload < WIRE_TLS_CAP ? payload : WIRE_TLS_CAP));
     if (rec[0] == 20 && rec[1] == 3)  /* ChangeCipherSpec: the record alone (6 bytes), never

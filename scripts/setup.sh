@@ -18,6 +18,7 @@ DEBS=(python3-bpfcc libbpfcc nginx libnginx-mod-stream openssl curl wrk tshark x
       libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0
       libxcb-randr0 libxcb-render-util0 libxcb-image0 libglib2.0-0 fonts-dejavu-core
       binutils procps iproute2 prometheus openssh-server openssh-client
+      nftables  # tests/capture/test_wire_netns.py: packet loss inside a network namespace
       build-essential libpcre2-dev libssl-dev  # these three: scripts/build-nginx-static.sh
       dpkg-dev python3-venv lintian appstream libwayland-cursor0 libwayland-egl1  # packaging/build-deb.sh
       python3-dev  # the compiled hot path of the .deb's interpreter (packaging/build-deb.sh)

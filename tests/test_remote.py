@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,19 @@ class SshHost:
             self.close()
             raise
 
+    @property
+    def ngxscope(self) -> str:
+        """The remote ngxscope: this venv's, under this test run's PYTHONPATH (ssh does not
+        pass the environment on; a worktree's tree would otherwise not be the one tested)."""
+        path = os.environ.get("PYTHONPATH")
+        if not path:
+            return VENV_NGXSCOPE
+        wrapper = self.tmp / "ngxscope"
+        if not wrapper.exists():
+            wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(path)} exec {shlex.quote(VENV_NGXSCOPE)} \"$@\"\n")
+            wrapper.chmod(0o755)
+        return str(wrapper)
+
     def _setup(self) -> None:
         t = self.tmp
         _run("ip", "netns", "add", self.ns)
@@ -106,7 +120,7 @@ class SshHost:
         return str(self.tmp / "id_test")
 
     def spec(self, pid: int | None = None) -> RemoteSpec:
-        return RemoteSpec.parse(f"root@{self.addr}", pid=pid, key=self.key, ngxscope=VENV_NGXSCOPE,
+        return RemoteSpec.parse(f"root@{self.addr}", pid=pid, key=self.key, ngxscope=self.ngxscope,
                                 ssh_options=("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"))
 
     def ssh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -155,7 +169,7 @@ def test_remote_list_over_ssh(ssh_host: SshHost, lab_nginx: LabNginx) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "ngxscope", "--remote", f"root@{ssh_host.addr}", "--ssh-key", ssh_host.key,
          "--ssh-option", "StrictHostKeyChecking=no", "--ssh-option", "UserKnownHostsFile=/dev/null",
-         "--remote-ngxscope", VENV_NGXSCOPE, "list", "--json"],
+         "--remote-ngxscope", ssh_host.ngxscope, "list", "--json"],
         capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
@@ -174,11 +188,14 @@ def test_remote_capture_over_ssh_matches_access_log(ssh_host: SshHost, lab_nginx
     source.start()
     exchanges: list[Exchange] = []
     kinds: list[str] = []
+    wire: list[str] = []
     try:
         deadline = time.monotonic() + 45
-        while "attach" not in kinds and time.monotonic() < deadline:
+        while not {"attach", "wire"} <= set(kinds) and time.monotonic() < deadline:  # the filter
+            # is compiled after the attach: traffic before it has no handshake to see
             _, evs, _ = source.poll()
             kinds += [e.kind for e in evs]
+            wire += [e.detail for e in evs if e.kind == "wire"]
             assert source.alive(), source.error()
             time.sleep(0.1)
         assert "attach" in kinds, f"no attach event over ssh: {source.error()}"
@@ -186,8 +203,9 @@ def test_remote_capture_over_ssh_matches_access_log(ssh_host: SshHost, lab_nginx
         log = lab_nginx.wait_log_lines(sent)
         deadline = time.monotonic() + 20
         while len(exchanges) < sent and time.monotonic() < deadline:
-            exs, _, _ = source.poll()
+            exs, evs, _ = source.poll()
             exchanges += requests_only(exs)
+            wire += [e.detail for e in evs if e.kind == "wire"]
             time.sleep(0.1)
         time.sleep(0.5)
         exchanges += requests_only(source.poll()[0])
@@ -207,8 +225,12 @@ def test_remote_capture_over_ssh_matches_access_log(ssh_host: SshHost, lab_nginx
                ", ".join(a.addr for a in ex.upstream))
         if got != want:
             problems.append(f"lab {line['lab_id']}: {got} != log {want}")
+        # the helper runs in the SSH host's network namespace, nginx in this one: the socket
+        # filter opens its packet sockets in nginx's (capture.netns)
+        if ex.tls_version != (line["ssl_protocol"] or None):
+            problems.append(f"lab {line['lab_id']}: tls_version {ex.tls_version} != log {line['ssl_protocol']}")
     print(f"\nover ssh to {ssh_host.addr} (netns {ssh_host.ns}): {len(log)} logged, {len(exchanges)} received, "
-          f"bad lines {source.bad_lines}, mismatches {len(problems)}; remote header target {header and header.get('target')}")
+          f"bad lines {source.bad_lines}, mismatches {len(problems)}; {wire}; remote header target {header and header.get('target')}")
     assert header is not None and header.get("format") == "ngxscope-session"
     assert source.bad_lines == 0, source.last_bad
     assert len(exchanges) == len(log) == sent

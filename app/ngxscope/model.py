@@ -18,6 +18,7 @@ __all__ = [
     "LifecycleEvent",
     "ModelError",
     "UpstreamAttempt",
+    "WireFrame",
 ]
 
 Headers = list[tuple[str, str]]
@@ -79,6 +80,28 @@ class UpstreamAttempt:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UpstreamAttempt:
+        return _strict(cls, data)
+
+
+@dataclass(slots=True)
+class WireFrame:
+    """One packet of a connection as the socket filter passed it (an Ethernet frame, cut in
+    the kernel: headers, and TLS handshake records)."""
+
+    ts: float
+    """Unix time the kernel received it."""
+    frame: bytes
+    """The frame's bytes as cut (base64 in records); its IP header still says how long the
+    packet was."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts": self.ts, "frame": _b64(self.frame) if self.frame else ""}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WireFrame:
+        data = dict(data)
+        if "frame" in data:
+            data["frame"] = _unb64(data["frame"])
         return _strict(cls, data)
 
 
@@ -210,6 +233,11 @@ class Exchange:
     "error" (5xx), "aborted" (499/444/408), "upstream" (a failed attempt), "malformed" (400),
     "slow" (over the slow threshold); "all" when kernel counting was off. None when the
     capture was not sampling (every request a row)."""
+    wire_packets: list[WireFrame] = field(default_factory=list)
+    """The connection's packets the socket filter passed up to this exchange (SYN, SYN-ACK,
+    the handshake ACK, ClientHello, ServerHello, alerts; and FIN / RST for a connection that
+    never became a request), on the connection's first exchange and on connection records
+    only; the pcapng export writes them as they were."""
 
     @property
     def duration_ms(self) -> float:
@@ -233,6 +261,7 @@ class Exchange:
         out["request_headers"] = [[k, v] for k, v in self.request_headers]
         out["response_headers"] = [[k, v] for k, v in self.response_headers]
         out["upstream"] = [a.to_dict() for a in self.upstream]
+        out["wire_packets"] = [w.to_dict() for w in self.wire_packets]
         out["duration_ms"] = round(self.duration_ms, 3)
         return out
 
@@ -249,6 +278,8 @@ class Exchange:
                     data[name] = [(str(k), str(v)) for k, v in data[name]]
             if "upstream" in data:
                 data["upstream"] = [UpstreamAttempt.from_dict(a) for a in data["upstream"]]
+            if "wire_packets" in data:
+                data["wire_packets"] = [WireFrame.from_dict(w) for w in data["wire_packets"]]
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad exchange record: {exc}") from None
         return _strict(cls, data)

@@ -22,6 +22,8 @@ int main(void) {
     F(wire_flow_key, client) F(wire_flow_key, server) F(wire_flow_key, client_port)
     F(wire_flow_key, server_port)
     F(wire_flow, client_next) F(wire_flow, server_next) F(wire_flow, state) F(wire_flow, pad)
+    F(wire_flow, hello_left)
+    printf("WIRE_HELLO_MAX %d\n", WIRE_HELLO_MAX);
     printf("WIRE_ADDR_LEN %d\nWIRE_TLS_CAP %d\nWIRE_FLOWS %d\nWIRE_SEEN %d\nWIRE_PASSED %d\n"
            "WIRE_RETRANS %d\nWIRE_COUNTERS %d\nWIRE_SYN_SEEN %d\nWIRE_SYNACK_SEEN %d\n"
            "WIRE_ESTABLISHED %d\n", WIRE_ADDR_LEN, WIRE_TLS_CAP, WIRE_FLOWS, WIRE_SEEN, WIRE_PASSED,
@@ -53,7 +55,7 @@ def test_wire_structs_match_header(tmp_path: Path) -> None:
 
 def test_wire_constants_match_header(tmp_path: Path) -> None:
     c = _c_layout(tmp_path)
-    for name in ("WIRE_ADDR_LEN", "WIRE_TLS_CAP", "WIRE_FLOWS", "WIRE_SEEN", "WIRE_PASSED",
+    for name in ("WIRE_ADDR_LEN", "WIRE_TLS_CAP", "WIRE_HELLO_MAX", "WIRE_FLOWS", "WIRE_SEEN", "WIRE_PASSED",
                  "WIRE_RETRANS", "WIRE_COUNTERS", "WIRE_SYN_SEEN", "WIRE_SYNACK_SEEN",
                  "WIRE_ESTABLISHED"):
         assert c[name] == [getattr(wire, name)], name

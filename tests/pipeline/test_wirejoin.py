@@ -73,3 +73,23 @@ def test_error_log_reasons(tmp_path: Path) -> None:
         f.write("\n")
     assert errors.reason_for("127.0.0.1:5001", now) == "no shared cipher"
     errors.close()
+
+
+def test_tls_connections_a_method_cannot_see_are_counted_not_recorded() -> None:
+    """Syscalls only: a TLS connection with a completed handshake had requests nobody saw."""
+    from ngxscope.pipeline.wirejoin import WireJoin
+
+    for visible, want in ((True, ["closed", "tls-failed", "closed"]), (False, ["tls-failed", "closed"])):
+        join = WireJoin(["127.0.0.1:8443"], tls_visible=visible)
+        done = _facts()
+        failed = _facts()
+        failed.client = "127.0.0.1:5001"
+        failed.server_hello = None
+        plain = ConnFacts(client="127.0.0.1:5002", server="127.0.0.1:8080", syn_ts=10.0, fin_by="client")
+        for f in (done, failed, plain):
+            f.end_ts = 10.01
+            join.tracker.conns[(f.client, f.server)] = f
+        got = [r.conn_outcome for r in join.closed_records(1, now=20.0)]
+        assert got == want, visible
+        assert join.counters()["wire_tls_unseen"] == (0 if visible else 1)
+        join.stop()

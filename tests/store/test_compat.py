@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factories import make_exchange
-from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt
+from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt, WireFrame
 from ngxscope.store.codec import encode_exchange, encode_record
 from ngxscope.store.compat import (
     CONVERTERS,
@@ -37,7 +38,7 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
-    "session-v6.ngxs": "6ad5d399b1114a15346b2f0d63ce0a82338cf319052207ed50f9f60444dd9a20",
+    "session-v6.ngxs": "dc325518b63e4b10727631e4bc4392148c6467c57af1453d35d6c256f2fcb92b",
 }
 LATEST_SAMPLE = "session-v6.ngxs"
 
@@ -203,10 +204,17 @@ EXPECTED_V5 = [
     else replace(ex, location_via="config" if ex.location else None)
     for ex in _V5_USER
 ]
-# Version 6 added location_via (older files read "config" where they name a location) and
-# kept_by (older files read it as None).
+V6_FRAMES = [
+    WireFrame(1700000000.4975, base64.b64decode(
+        "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAAZ2UIPsAAAPoAAAAAKAC//9xYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc=")),
+    WireFrame(1700000000.49752, base64.b64decode(
+        "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAASD7nZQAABOIAAAD6aAS//9VYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc=")),
+]
+# Version 6 added location_via (older files read "config" where they name a location),
+# kept_by (older files read it as None) and wire_packets (older files read them as []).
 EXPECTED_V6 = [replace(ex, location_via="nginx" if ex.id == 1 else ex.location_via,
-                       kept_by={1: "sample", 2: "error,slow"}.get(ex.id)) for ex in EXPECTED_V5]
+                       kept_by={1: "sample", 2: "error,slow"}.get(ex.id),
+                       wire_packets=V6_FRAMES if ex.tls else []) for ex in EXPECTED_V5]
 
 
 @pytest.mark.parametrize(
@@ -301,7 +309,8 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS, "location_via": None, "kept_by": None}
+                               "note": "", **_V5_NULLS, "location_via": None, "kept_by": None,
+                               "wire_packets": []}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -413,3 +422,10 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     ex.summary_only = summary_only
     ex.upstream = ex.upstream[:attempts]
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
+
+
+def test_convert_5_6_adds_no_wire_packets() -> None:
+    rec = {"t": "exchange", "id": 1}
+    assert migrate(rec, 5) == {"t": "exchange", "id": 1, "location_via": None, "kept_by": None,
+                               "wire_packets": []}
+    assert migrate({"t": "stats", "ts": 1.0}, 5) == {"t": "stats", "ts": 1.0}

@@ -56,7 +56,8 @@ def test_panel_renders(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-d
     panel.show()
     assert panel.tables["versions"].rowCount() == 2
     assert panel.tables["failures"].item(0, 0).text() == "server alert: protocol_version"
-    panel.grab().save(str(shots / "tls-panel.png"))
+    qtbot.wait(50)
+    assert panel.grab().save(str(shots / "tls-panel.png"))
 
 
 def test_timeline_rows() -> None:
@@ -79,3 +80,22 @@ def test_timeline_widget(qtbot) -> None:  # type: ignore[no-untyped-def]
     assert len(w.rows) == 4 and w.minimumHeight() >= w.TOP + 4 * w.ROW_H
     w.resize(800, 140)
     w.grab()
+
+
+def test_connection_tab_shows_the_handshake(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """The detail pane's Connection tab: the handshake timeline before the requests."""
+    from ngxscope.ui.detail import DetailPane
+
+    conn = [_tls("c9", i, tcp_connect_ms=0.41, tls_handshake_ms=3.2, retransmits=1,
+                 start=T0 + 0.0045 + i * 0.0021, end=T0 + 0.0061 + i * 0.0021, target=f"/api/items/{i}")
+            for i in range(3)]
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    pane.related_lookup = lambda _c: conn
+    pane.resize(1000, 560)
+    pane.show()
+    pane.show_exchange(conn[1])
+    pane.setCurrentIndex(4)
+    qtbot.wait(50)
+    assert "TLSv1.3" in pane.conn_labels["Handshake"].text()
+    assert pane.grab().save(str(shots / "detail-connection-handshake.png"))

@@ -12,6 +12,7 @@ kernel, with the kernel's receive time (SO_TIMESTAMPNS).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import ipaddress
 import os
 import select
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from .netns import NetnsError, entered
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "WIRE_COUNTERS",
     "WIRE_ESTABLISHED",
     "WIRE_FLOWS",
+    "WIRE_HELLO_MAX",
     "WIRE_PASSED",
     "WIRE_RETRANS",
     "WIRE_SEEN",
@@ -47,6 +51,7 @@ __all__ = [
 
 WIRE_ADDR_LEN = 16
 WIRE_TLS_CAP = 2048
+WIRE_HELLO_MAX = 32768
 WIRE_FLOWS = 65536
 WIRE_SEEN = 0
 WIRE_PASSED = 1
@@ -56,7 +61,10 @@ WIRE_SYN_SEEN = 1
 WIRE_SYNACK_SEEN = 2
 WIRE_ESTABLISHED = 3
 
+_SIOCGIFFLAGS = 0x8913
+_IFF_UP, _IFF_RUNNING = 0x1, 0x40
 _SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
 _SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
 
 
@@ -87,7 +95,8 @@ class WireFlow(ctypes.Structure):
         ("client_next", ctypes.c_uint32),
         ("server_next", ctypes.c_uint32),
         ("state", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("pad", ctypes.c_uint8),
+        ("hello_left", ctypes.c_uint16),
     ]
 
 
@@ -132,7 +141,7 @@ def listen_entries(listen: Iterable[str]) -> list[tuple[bytes, int, int]]:
 
 
 def _local_addresses() -> dict[str, set[str]]:
-    """Interface name -> its IPv4 and IPv6 addresses."""
+    """Interface name -> its IPv4 and IPv6 addresses (getifaddrs: this thread's namespace)."""
     import psutil
 
     out: dict[str, set[str]] = {}
@@ -143,13 +152,26 @@ def _local_addresses() -> dict[str, set[str]]:
     return out
 
 
+def _running_interfaces() -> list[str]:
+    """Interfaces that are up and running, asked with sockets of this thread's network
+    namespace (psutil.net_if_stats reads /proc/net/dev: the process's namespace)."""
+    out = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, name in socket.if_nameindex():
+            try:
+                req = fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, struct.pack("16sH14x", name.encode(), 0))
+            except OSError:
+                continue
+            flags = struct.unpack_from("16sH", req)[1]
+            if flags & _IFF_UP and flags & _IFF_RUNNING:
+                out.append(name)
+    return sorted(out)
+
+
 def interfaces_for(listen: Iterable[str]) -> list[str]:
     """The interfaces nginx's listening addresses live on: loopback always; every interface
     that is up for a wildcard address; the owner of each specific address otherwise."""
-    import psutil
-
-    stats = psutil.net_if_stats()
-    up = sorted(n for n, s in stats.items() if s.isup)
+    up = _running_interfaces()
     chosen = {"lo"} & set(up)
     local = _local_addresses()
     for host, ip, _port in _listen_addresses(listen):
@@ -166,16 +188,33 @@ def _bpf_source() -> tuple[str, str]:
 
 
 class WireCapture:
-    """The socket filter on a packet socket per interface; `read` returns what it passed."""
+    """The socket filter on a packet socket per interface; `read` returns what it passed.
 
-    def __init__(self, listen: Iterable[str], interfaces: Iterable[str] | None = None) -> None:
+    With `netns_pid`, the interfaces are those of that process's network namespace (nginx's)
+    and the packet sockets are opened there, whatever namespace the capture runs in."""
+
+    def __init__(self, listen: Iterable[str], interfaces: Iterable[str] | None = None,
+                 netns_pid: int | None = None) -> None:
         self.listen = list(listen)
-        self.interfaces = list(interfaces) if interfaces is not None else interfaces_for(self.listen)
+        self.interfaces = list(interfaces) if interfaces is not None else []
+        self._auto = interfaces is None
+        self.netns_pid = netns_pid
+        self.other_netns = False
+        """The sockets were opened in nginx's namespace, not the capture's."""
         self.bpf: Any = None
         self._socks: list[socket.socket] = []
 
     def start(self) -> list[str]:
         """Compile, fill the address map, attach; returns the interfaces. Raises WireError."""
+        try:
+            with entered(self.netns_pid) as switched:
+                self.other_netns = switched
+                return self._start()
+        except NetnsError as exc:
+            self.stop()
+            raise WireError(f"cannot enter nginx's network namespace: {exc}") from None
+
+    def _start(self) -> list[str]:
         entries = listen_entries(self.listen)
         if not entries:
             raise WireError("no TCP listening address to filter on")
@@ -183,6 +222,8 @@ class WireCapture:
             from bcc import BPF
         except ImportError as exc:
             raise WireError(f"bcc is not importable ({exc})") from None
+        if self._auto:
+            self.interfaces = interfaces_for(self.listen)
         text, include = _bpf_source()
         try:
             lo = socket.if_nametoindex("lo")
@@ -219,19 +260,22 @@ class WireCapture:
             return []
         ready, _, _ = select.select(self._socks, [], [], timeout)
         out: list[WirePacket] = []
+        append, unpack = out.append, _TIMESPEC.unpack_from
         for sock in ready:
+            recvmsg = sock.recvmsg
             while len(out) < limit:
                 try:
-                    data, anc, _flags, addr = sock.recvmsg(65536, 64)
+                    data, anc, _flags, addr = recvmsg(65536, 64)
                 except (BlockingIOError, InterruptedError):
                     break
                 ts = 0.0
                 for level, kind, cdata in anc:
-                    if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(cdata) >= 16:
-                        sec, nsec = struct.unpack("qq", cdata[:16])
+                    if kind == _SCM_TIMESTAMPNS and level == socket.SOL_SOCKET and len(cdata) >= 16:
+                        sec, nsec = unpack(cdata)
                         ts = sec + nsec / 1e9
-                out.append(WirePacket(ts=ts, data=data, interface=str(addr[0])))
-        out.sort(key=lambda p: p.ts)
+                append(WirePacket(ts, data, addr[0]))
+        if len(ready) > 1:
+            out.sort(key=lambda p: p.ts)
         return out
 
     def counters(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ __all__ = [
     "TlsAlert",
     "TlsParse",
     "cipher_name",
+    "parse_client_flight",
     "parse_tls",
     "version_name",
 ]
@@ -90,14 +91,20 @@ class ClientHello:
     """Offered application protocols ("h2", "http/1.1")."""
     versions: list[str] = field(default_factory=list)
     """supported_versions, else the hello's own version."""
-    ciphers: list[str] = field(default_factory=list)
-    """Offered cipher suites (GREASE values left out)."""
+    cipher_codes: list[int] = field(default_factory=list)
+    """Offered cipher suites' codes (GREASE values left out); named by `ciphers` when asked
+    (naming them all costs more than the rest of the hello, on the capture's hot path)."""
     session_id: bytes = b""
     """legacy_session_id: a TLS 1.2 resumption offer when the server echoes it."""
     ticket: bool = False
     """A non-empty session_ticket extension (TLS 1.2 ticket resumption offer)."""
     psk: bool = False
     """pre_shared_key extension (TLS 1.3 resumption offer)."""
+
+    @property
+    def ciphers(self) -> list[str]:
+        """Offered cipher suites by OpenSSL's names."""
+        return [cipher_name(c) for c in self.cipher_codes]
 
 
 @dataclass(slots=True)
@@ -171,7 +178,7 @@ def _sni(buf: bytes) -> str | None:
 
 def _client_hello(msg: dssl.TLSClientHello) -> ClientHello:
     hello = ClientHello(session_id=bytes(msg.session_id))
-    hello.ciphers = [cipher_name(c.code) for c in msg.ciphersuites if c.code not in _GREASE]
+    hello.cipher_codes = [c.code for c in msg.ciphersuites if c.code not in _GREASE]
     versions: list[str] = []
     for kind, data in getattr(msg, "extensions", []):
         if kind == _EXT_SNI:
@@ -245,4 +252,29 @@ def parse_tls(payload: bytes) -> TlsParse:
         i += 5 + length
         if ctype == 20:
             break  # after ChangeCipherSpec everything is encrypted
+    return out
+
+
+def parse_client_flight(buf: bytes) -> TlsParse | None:
+    """A client's first handshake flight, as reassembled from its segments: None while its
+    first handshake message (the ClientHello) is not complete yet, else what it holds (the
+    message may span several handshake records). Never raises."""
+    body = bytearray()
+    i = 0
+
+    def complete() -> bool:
+        return len(body) >= 4 and len(body) >= 4 + int.from_bytes(body[1:4], "big")
+
+    while not complete():
+        if i + 5 > len(buf):
+            return None  # more to come
+        if buf[i] != 22 or buf[i + 1] != 3:
+            return TlsParse(errors=1)  # not a handshake record where one should be
+        length = struct.unpack("!H", buf[i + 3:i + 5])[0]
+        body += buf[i + 5:i + 5 + length]
+        i = min(len(buf), i + 5 + length)
+    out = TlsParse()
+    _handshake(bytes(body[:4 + int.from_bytes(body[1:4], "big")]), out)
+    if i < len(buf):  # what follows it in the same segment (an alert, more records)
+        out.alerts.extend(parse_tls(buf[i:]).alerts)
     return out

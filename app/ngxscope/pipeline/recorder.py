@@ -17,7 +17,12 @@ from typing import Any
 
 from ..capture.budget import CpuGovernor
 from ..capture.events import EV_EXIT, EV_FORK, RawEvent
-from ..capture.fallback import FALLBACK_METHODS, METHOD_LIBSSL_SYSCALLS, FallbackTracer
+from ..capture.fallback import (
+    FALLBACK_METHODS,
+    METHOD_LIBSSL_SYSCALLS,
+    METHOD_SYSCALLS_ONLY,
+    FallbackTracer,
+)
 from ..capture.kcounts import KernelCounts
 from ..capture.layout import layout_for_binary
 from ..capture.nginxconf import ConfigMap, config_for_master
@@ -293,7 +298,9 @@ class Recorder:
             self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail="socket filter off: "
                                            "no listening address found"))
             return
-        wire = WireJoin(listen, error_logs=self.config.error_logs if self.config else ())
+        wire = WireJoin(listen, error_logs=self.config.error_logs if self.config else (),
+                        tls_visible=target.method != METHOD_SYSCALLS_ONLY,
+                        netns_pid=target.master or (target.pids[0] if target.pids else None))
         try:
             line = wire.start()
         except WireError as exc:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..capture.wire import WireCapture
-from ..decode.wire import ConnFacts, ConnTracker, parse_frame
-from ..model import Exchange
+from ..decode.wire import MAX_FRAMES, ConnFacts, ConnTracker, Segment, parse_frame
+from ..model import Exchange, WireFrame
 from .errorlog import HandshakeErrors
 
 __all__ = ["WireJoin", "apply_facts", "record_for"]
@@ -70,7 +70,8 @@ def record_for(facts: ConnFacts, ex_id: int) -> Exchange:
     else:
         outcome, error = "closed", f"closed by the {facts.fin_by or 'peer'} before a request"
     ex = Exchange(id=ex_id, start=start, end=end, pid=0, client=facts.client, server=facts.server,
-                  tls=facts.client_hello is not None, error=error, conn_outcome=outcome)
+                  tls=facts.client_hello is not None, error=error, conn_outcome=outcome,
+                  wire_packets=[WireFrame(ts, frame) for ts, frame in facts.frames])
     apply_facts(ex, facts)
     return ex
 
@@ -78,11 +79,19 @@ def record_for(facts: ConnFacts, ex_id: int) -> Exchange:
 class WireJoin:
     """Socket filter + connection tracker for one capture run (thread-safe)."""
 
-    def __init__(self, listen: Sequence[str], grace: float = 2.0, error_logs: Sequence[str] = ()) -> None:
-        self.capture = WireCapture(listen)
+    def __init__(self, listen: Sequence[str], grace: float = 2.0, error_logs: Sequence[str] = (),
+                 tls_visible: bool = True, netns_pid: int | None = None) -> None:
+        self.capture = WireCapture(listen, netns_pid=netns_pid)
+        self.tls_visible = tls_visible
+        """False when the capture method cannot see TLS requests (syscalls only): a connection
+        whose TLS handshake completed then had requests nobody saw, so it is no record of a
+        connection "closed before a request"; it is counted (`tls_unseen`) instead."""
+        self.tls_unseen = 0
         self.errors = HandshakeErrors(list(error_logs))
         """nginx's reasons for failed handshakes (its error log)."""
         self.tracker = ConnTracker()
+        self.parse: Callable[[float, bytes], Segment | None] = parse_frame
+        """Frame -> segment (bench/wire_filter.py swaps in the dpkt-only reference)."""
         self.grace = grace
         self._lock = threading.Lock()
         self.unmatched = 0
@@ -91,23 +100,32 @@ class WireJoin:
     def start(self) -> str:
         """Attach; returns a line saying where. Raises capture.wire.WireError."""
         ifaces = self.capture.start()
-        return f"socket filter on {', '.join(ifaces)} for {', '.join(self.capture.listen)}"
+        where = " (in nginx's network namespace)" if self.capture.other_netns else ""
+        return f"socket filter on {', '.join(ifaces)}{where} for {', '.join(self.capture.listen)}"
 
     def pump(self, timeout: float = 0.0) -> int:
         """Feed what the filter passed so far to the tracker; returns the packet count."""
         with self._lock:
             packets = self.capture.read(timeout)
+            parse, feed = self.parse, self.tracker.feed
             for p in packets:
-                seg = parse_frame(p.ts, p.data)
+                seg = parse(p.ts, p.data)
                 if seg is not None:
-                    self.tracker.feed(seg)
+                    facts = feed(seg)
+                    if facts is not None and len(facts.frames) < MAX_FRAMES:
+                        facts.frames.append((p.ts, p.data))
             return len(packets)
 
     def annotate(self, ex: Exchange) -> None:
-        """Join `ex` to its connection (draining the filter's queue first)."""
+        """Join `ex` to its connection. The filter's queue is drained first unless the
+        connection's handshake is already known (keep-alive: no system call per exchange)."""
         if ex.conn_outcome is not None:
             return
-        self.pump(0.0)
+        with self._lock:
+            facts = self.tracker.get(ex.client, ex.server)
+        if (facts is None or facts.ack_ts is None or facts.end_ts is not None
+                or (ex.tls and facts.server_hello is None)):
+            self.pump(0.0)
         with self._lock:
             facts = self.tracker.get(ex.client, ex.server)
             if facts is None:
@@ -115,6 +133,8 @@ class WireJoin:
                 return
             facts.joined += 1
             apply_facts(ex, facts)
+            if facts.joined == 1:  # the connection's packets go with its first exchange
+                ex.wire_packets = [WireFrame(ts, frame) for ts, frame in facts.frames]
 
     def closed_records(self, next_id: int, now: float | None = None) -> list[Exchange]:
         """Connections that ended more than `grace` s ago without an exchange, as records
@@ -125,6 +145,9 @@ class WireJoin:
         out: list[Exchange] = []
         for facts in gone:
             if facts.joined == 0 and facts.syn_ts is not None:
+                if not self.tls_visible and facts.server_hello is not None and not facts.tls_failed:
+                    self.tls_unseen += 1
+                    continue
                 rec = record_for(facts, next_id + len(out))
                 if rec.conn_outcome == "tls-failed":
                     reason = self.errors.reason_for(rec.client, rec.end)
@@ -136,7 +159,8 @@ class WireJoin:
     def counters(self) -> dict[str, int]:
         c = self.capture.counters()
         return {"wire_seen": c["seen"], "wire_passed": c["passed"], "wire_retrans": c["retrans"],
-                "wire_tls_errors": self.tracker.tls_errors, "wire_unmatched": self.unmatched}
+                "wire_tls_errors": self.tracker.tls_errors, "wire_unmatched": self.unmatched,
+                "wire_tls_unseen": self.tls_unseen}
 
     def stop(self) -> None:
         self.capture.stop()

@@ -34,10 +34,12 @@ Format history:
   connection that never became a request).
 - **version 6**: exchange records gained `location_via`: "nginx" when the location was read
   from nginx's memory (the request's loc_conf), "config" when nginx's choice was repeated on
-  its configuration (every location of version 5), null when there is no location; and
+  its configuration (every location of version 5), null when there is no location;
   `kept_by` (why a row while the capture sampled: "sample", or the keep rules "error",
   "aborted", "upstream", "malformed", "slow" comma-separated; null when not sampling, as
-  always before).
+  always before); and `wire_packets`: the connection's packets as the socket filter passed
+  them (`[{"ts": float, "frame": base64}]`), on a connection's first exchange and on
+  connection records; [] elsewhere and in older files.
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -144,14 +146,15 @@ def convert_4_5(record: RawRecord) -> RawRecord:
 
 def convert_5_6(record: RawRecord) -> RawRecord:
     """Version 5 → 6: exchanges get `location_via`: "config" where they have a location
-    (version 5 only ever matched the configuration), else null; and `kept_by` null (version 5
-    did not sample rows by rules)."""
+    (version 5 only ever matched the configuration), else null; `kept_by` null (version 5
+    did not sample rows by rules); `wire_packets` [] (version 5 kept no packets)."""
     if record.get("t") != "exchange":
         return record
     out = dict(record)
     if "location_via" not in out:
         out["location_via"] = "config" if out.get("location") is not None else None
     out.setdefault("kept_by", None)
+    out.setdefault("wire_packets", [])
     return out
 
 

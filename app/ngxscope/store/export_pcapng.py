@@ -1,5 +1,10 @@
 """pcapng export: the plaintext HTTP nginx exchanged (TLS decrypted), framed as TCP.
 
+Built with dpkt: `dpkt.pcapng` blocks (section, one interface per worker, enhanced packets
+with comments and direction flags) and `dpkt.ethernet` / `ip` / `ip6` / `tcp` packets (dpkt
+computes the checksums). The HTTP payload (heads rebuilt, bodies with their true length)
+comes from store.pcapng_payload.
+
 Wireshark and tshark dissect it as ordinary HTTP over TCP:
 
 - Ethernet + IPv4 (or IPv6) + TCP with the real client and server addresses and ports
@@ -35,75 +40,86 @@ from __future__ import annotations
 import ipaddress
 import math
 import struct
-import sys
 import zlib
-from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import IO
 
+import dpkt
+from dpkt import pcapng
+
 from ngxscope import __version__
-from ngxscope.model import Exchange
+from ngxscope.decode.wire import Segment, parse_frame
+from ngxscope.model import Exchange, WireFrame
 from ngxscope.store.export_har import header
+from ngxscope.store.pcapng_payload import (
+    CONTINUE,
+    MSS,
+    Piece,
+    body_pieces,
+    chunked_fill,
+    head_bytes,
+    is_chunked,
+    piece_length,
+    request_body_len,
+    response_body_len,
+    segments,
+)
 
 __all__ = ["MSS", "chunked_fill", "write_pcapng"]
 
-MSS = 1460
-"""Largest TCP payload per packet."""
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLIENT_MAC = bytes.fromhex("020000000001")
 SERVER_MAC = bytes.fromhex("020000000002")
-_LE = sys.byteorder == "little"
-FIN, SYN, PSH, ACK = 0x01, 0x02, 0x08, 0x10
-
-Piece = bytes | int
-"""Payload: captured bytes, or a count of zero bytes standing for uncaptured ones."""
-
-
-# --- pcapng blocks ---------------------------------------------------------------------
+FIN, SYN, RST, PSH, ACK = dpkt.tcp.TH_FIN, dpkt.tcp.TH_SYN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH, dpkt.tcp.TH_ACK
+_SNAPLEN = 262144
+_EPB_FLAGS = 2
+"""pcapng option epb_flags: bits 0-1 the direction (1 inbound, 2 outbound)."""
 
 
-def _opt(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+# --- pcapng blocks (dpkt.pcapng) ---------------------------------------------------------
 
 
-def _block(btype: int, body: bytes) -> bytes:
-    length = 12 + len(body)
-    return struct.pack("<II", btype, length) + body + struct.pack("<I", length)
+def _opt(code: int, text: str) -> pcapng.PcapngOptionLE:
+    return pcapng.PcapngOptionLE(code=code, data=text.encode("utf-8", "replace"))
 
 
-def _shb() -> bytes:
-    opts = _opt(1, b"synthetic TCP framing of the HTTP nginx exchanged, captured by ngxscope")
-    opts += _opt(4, f"ngxscope {__version__}".encode()) + _opt(0, b"")
-    return _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + opts)
+def _shb() -> pcapng.SectionHeaderBlockLE:
+    return pcapng.SectionHeaderBlockLE(opts=[
+        _opt(pcapng.PCAPNG_OPT_COMMENT, "synthetic TCP framing of the HTTP nginx exchanged, captured by ngxscope"),
+        _opt(pcapng.PCAPNG_OPT_SHB_USERAPPL, f"ngxscope {__version__}"),
+        pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT),
+    ])
 
 
-def _idb(pid: int) -> bytes:
-    opts = _opt(2, f"nginx-worker-{pid}".encode())
-    opts += _opt(3, f"nginx worker pid {pid} (plaintext as nginx read and wrote it)".encode())
-    opts += _opt(0, b"")
-    return _block(1, struct.pack("<HHI", 1, 0, 262144) + opts)
+def _idb(pid: int) -> pcapng.InterfaceDescriptionBlockLE:
+    return pcapng.InterfaceDescriptionBlockLE(snaplen=_SNAPLEN, linktype=dpkt.pcap.DLT_EN10MB, opts=[
+        _opt(pcapng.PCAPNG_OPT_IF_NAME, f"nginx-worker-{pid}"),
+        _opt(pcapng.PCAPNG_OPT_IF_DESCRIPTION, f"nginx worker pid {pid} (plaintext as nginx read and wrote it)"),
+        pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT),
+    ])
 
 
-def _epb(iface: int, ts: float, frame: bytes, comment: str, inbound: bool) -> bytes:
-    us = max(0, round(ts * 1e6)) if math.isfinite(ts) else 0
-    head = struct.pack("<IIIII", iface, us >> 32, us & 0xFFFFFFFF, len(frame), len(frame))
-    opts = _opt(1, comment.encode("utf-8", "replace"))
-    opts += _opt(2, struct.pack("<I", 1 if inbound else 2)) + _opt(0, b"")
-    return _block(6, head + frame + b"\0" * (-len(frame) % 4) + opts)
+def _epb(iface: int, frame: bytes, comment: str, inbound: bool) -> pcapng.EnhancedPacketBlockLE:
+    return pcapng.EnhancedPacketBlockLE(iface_id=iface, pkt_data=frame, caplen=len(frame),
+                                        pkt_len=len(frame), opts=[
+        _opt(pcapng.PCAPNG_OPT_COMMENT, comment),
+        pcapng.PcapngOptionLE(code=_EPB_FLAGS, data=(1 if inbound else 2).to_bytes(4, "little")),
+        pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT),
+    ])
 
 
-# --- addresses and frames ----------------------------------------------------------------
+class _CutPacketBlock(pcapng.EnhancedPacketBlockLE):
+    """An enhanced packet block for a packet longer than what was kept of it (the socket
+    filter cuts in the kernel): dpkt writes the original length equal to the captured one,
+    so it is put back after (pcapng: the EPB's original packet length at byte 24)."""
+
+    def __bytes__(self) -> bytes:
+        data = super().__bytes__()
+        return data[:24] + struct.pack("<I", getattr(self, "orig_len", self.caplen)) + data[28:]
 
 
-def _checksum(data: bytes) -> bytes:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(array("H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return struct.pack("=H", ~s & 0xFFFF)  # native order over native words = network bytes
+# --- addresses and frames (dpkt.ethernet / ip / ip6 / tcp) --------------------------------
 
 
 def _parse_addr(addr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
@@ -147,171 +163,28 @@ class _Conn:
     def frame(self, from_client: bool, flags: int, seq: int, ack: int, payload: bytes) -> bytes:
         src, dst = (self.client, self.server) if from_client else (self.server, self.client)
         sp, dp = (self.cport, self.sport) if from_client else (self.sport, self.cport)
-        opts = struct.pack(">BBH", 2, 4, MSS) if flags & SYN else b""
-        hlen = 20 + len(opts)
-        tcp = struct.pack(
-            ">HHIIBBHHH", sp, dp, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF if flags & ACK else 0,
-            (hlen // 4) << 4, flags, 65535, 0, 0,
-        ) + opts
-        seg_len = len(tcp) + len(payload)
+        tcp = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq & 0xFFFFFFFF,
+                           ack=ack & 0xFFFFFFFF if flags & ACK else 0, flags=flags, win=65535,
+                           opts=dpkt.tcp.TCP_OPT_MSS.to_bytes(1, "big") + b"\x04" + MSS.to_bytes(2, "big")
+                           if flags & SYN else b"", data=payload)
+        tcp.off = (20 + len(tcp.opts)) // 4
+        ip: dpkt.Packet
         if self.v6:
-            pseudo = src + dst + struct.pack(">IxxxB", seg_len, 6)
-        else:
-            pseudo = src + dst + struct.pack(">xBH", 6, seg_len)
-        csum = _checksum(pseudo + tcp + payload)
-        tcp = tcp[:16] + csum + tcp[18:]
-        if self.v6:
-            ip = struct.pack(">IHBB", 0x60000000, seg_len, 6, 64) + src + dst
-            eth_type = 0x86DD
+            ip = dpkt.ip6.IP6(src=src, dst=dst, nxt=dpkt.ip.IP_PROTO_TCP, hlim=64, plen=len(tcp), data=tcp)
+            eth_type = dpkt.ethernet.ETH_TYPE_IP6
         else:
             self.ip_id = (self.ip_id + 1) & 0xFFFF
-            ip = struct.pack(">BBHHHBBH", 0x45, 0, 20 + seg_len, self.ip_id, 0x4000, 64, 6, 0)
-            ip = ip[:10] + _checksum(ip + src + dst) + src + dst
-            eth_type = 0x0800
-        eth = (SERVER_MAC + CLIENT_MAC) if from_client else (CLIENT_MAC + SERVER_MAC)
-        return eth + struct.pack(">H", eth_type) + ip + tcp + payload
+            ip = dpkt.ip.IP(src=src, dst=dst, p=dpkt.ip.IP_PROTO_TCP, id=self.ip_id, df=1,
+                            ttl=64, data=tcp)
+            ip.len = 20 + len(tcp)
+            eth_type = dpkt.ethernet.ETH_TYPE_IP
+        eth = dpkt.ethernet.Ethernet(src=CLIENT_MAC if from_client else SERVER_MAC,
+                                     dst=SERVER_MAC if from_client else CLIENT_MAC, type=eth_type, data=ip)
+        return bytes(eth)
 
 
-# --- payload -------------------------------------------------------------------------------
-
-
-def _enc(text: str) -> bytes:
-    """Header text back to bytes: latin-1 as decoded, else UTF-8 (lone surrogates kept)."""
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace")
-
-
-def _head(first: str, headers: list[tuple[str, str]]) -> bytes:
-    lines = [first] + [f"{k}: {v}" for k, v in headers]
-    return _enc("\r\n".join(lines) + "\r\n\r\n")
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    value = header(headers, "Content-Length")
-    if value is not None and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def _is_chunked(headers: list[tuple[str, str]]) -> bool:
-    return "chunked" in (header(headers, "Transfer-Encoding") or "").lower()
-
-
-def chunked_fill(captured: bytes, total: int) -> list[Piece] | None:
-    """Complete a cut chunked body to exactly `total` bytes with valid chunked framing.
-
-    Returns pieces (captured prefix, zero runs, framing) or None when it cannot be done.
-    """
-    pos, n = 0, len(captured)
-    keep, completion = n, b""
-    zeros = 0
-    while True:
-        eol = captured.find(b"\r\n", pos)
-        if eol < 0:
-            keep = pos  # cut inside a size line: drop the partial line
-            break
-        try:
-            size = int(captured[pos:eol].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return None
-        if size == 0:
-            return None  # the last chunk was captured: nothing sensible to fill
-        data = eol + 2
-        if data + size + 2 <= n:
-            pos = data + size + 2
-            continue
-        if data + size <= n:  # cut in the CRLF after the data
-            keep, completion = data + size, b"\r\n"
-        else:
-            keep, zeros, completion = n, data + size - n, b"\r\n"
-        break
-    rest = total - keep - zeros - len(completion)
-    tail = _filler(rest)
-    if tail is None:
-        return None
-    pieces: list[Piece] = [captured[:keep]]
-    if zeros:
-        pieces.append(zeros)
-    pieces.append(completion)
-    pieces.extend(tail)
-    return pieces
-
-
-def _filler(rest: int) -> list[Piece] | None:
-    """Exactly `rest` bytes of chunked framing ending the body (zero-filled data)."""
-    if rest < 5:
-        return None
-    if rest <= 10:  # "0\r\n\r\n" with leading zeros on the size
-        return [b"0" * (rest - 4) + b"\r\n\r\n"]
-    for width in range(1, 16):
-        k = rest - 9 - width
-        if k >= 1 and len(f"{k:x}") <= width:
-            return [f"{k:0{width}x}\r\n".encode(), k, b"\r\n0\r\n\r\n"]
-    return None
-
-
-def _body(captured: bytes, length: int, chunked: bool) -> list[Piece]:
-    if len(captured) >= length:
-        return [captured[:length]]
-    if chunked:
-        pieces = chunked_fill(captured, length)
-        if pieces is not None:
-            return pieces
-    return [captured, length - len(captured)]
-
-
-def _request_body_len(ex: Exchange) -> int:
-    if _is_chunked(ex.request_headers):
-        return ex.request_body_size
-    cl = _content_length(ex.request_headers)
-    return cl if cl is not None else ex.request_body_size
-
-
-def _response_body_len(ex: Exchange, status: int) -> int:
-    if ex.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        return 0
-    cl = None if _is_chunked(ex.response_headers) else _content_length(ex.response_headers)
-    return cl if cl is not None else ex.response_body_size
-
-
-def _length(pieces: list[Piece]) -> int:
-    return sum(p if isinstance(p, int) else len(p) for p in pieces)
-
-
-def _segments(pieces: list[Piece]) -> Iterator[tuple[bytes, int]]:
-    """(payload, zero-filled bytes in it) of at most MSS bytes each."""
-    buf = bytearray()
-    pad = 0
-    for piece in pieces:
-        if isinstance(piece, int):
-            left = piece
-            while left:
-                take = min(left, MSS - len(buf))
-                buf += bytes(take)
-                pad += take
-                left -= take
-                if len(buf) == MSS:
-                    yield bytes(buf), pad
-                    buf.clear()
-                    pad = 0
-            continue
-        view = memoryview(piece)
-        while view:
-            take = MSS - len(buf)
-            buf += view[:take]
-            view = view[take:]
-            if len(buf) == MSS:
-                yield bytes(buf), pad
-                buf.clear()
-                pad = 0
-    if buf:
-        yield bytes(buf), pad
+def _ts(ts: float) -> float:
+    return max(0.0, ts) if math.isfinite(ts) else 0.0
 
 
 # --- the writer ----------------------------------------------------------------------------
@@ -331,13 +204,27 @@ class _Writer:
         self.heap: list[tuple[float, int, Callable[[], None]]] = []
         self.order = 0
         self.synthetic = 0
-        out.write(_shb())
+        self.pcap: pcapng.Writer | None = None
+
+    def declare(self, pids: list[int]) -> None:
+        """Interfaces for these workers (the section header goes first, with the first ones)."""
+        new = [p for p in dict.fromkeys(pids) if p not in self.ifaces]
+        for pid in new:
+            self.ifaces[pid] = len(self.ifaces)
+        if self.pcap is None:
+            self.pcap = pcapng.Writer(self.out, shb=_shb(), idb=[_idb(p) for p in new] or None)
+        else:
+            for pid in new:
+                self.out.write(bytes(_idb(pid)))
 
     def iface(self, pid: int) -> int:
         if pid not in self.ifaces:
-            self.ifaces[pid] = len(self.ifaces)
-            self.out.write(_idb(pid))
+            self.declare([pid])
         return self.ifaces[pid]
+
+    def close(self) -> None:
+        if self.pcap is None:  # nothing was written: a valid file all the same
+            self.pcap = pcapng.Writer(self.out, shb=_shb(), idb=_idb(0))
 
     def _open(self, ex: Exchange, key: str) -> _Conn:
         client, server = _parse_addr(ex.client), _parse_addr(ex.server)
@@ -372,18 +259,19 @@ class _Writer:
         comment = f"pid={conn.pid} conn={conn.conn_id} tls={int(conn.tls)} ex={ex_id}"
 
         def emit() -> None:
-            write = self.out.write
+            assert self.pcap is not None  # declared by _open
+            write, when = self.pcap.writepkt, _ts(ts)
             for from_client, flags, seq, pieces in packets:
                 ack = conn.s_acked if from_client else conn.c_acked
                 if not pieces:
                     frame = conn.frame(from_client, flags, seq, ack, b"")
-                    write(_epb(conn.iface, ts, frame, comment, from_client))
+                    write(_epb(conn.iface, frame, comment, from_client), when)
                     conn.sent(from_client, flags, seq, 0)
                     continue
-                for payload, pad in _segments(pieces):
+                for payload, pad in segments(pieces):
                     frame = conn.frame(from_client, flags, seq, ack, payload)
                     note = f"{comment} pad={pad}" if pad else comment
-                    write(_epb(conn.iface, ts, frame, note, from_client))
+                    write(_epb(conn.iface, frame, note, from_client), when)
                     conn.sent(from_client, flags, seq, len(payload))
                     seq += len(payload)
 
@@ -393,10 +281,10 @@ class _Writer:
     def _send(self, conn: _Conn, from_client: bool, pieces: list[Piece], out: list[Packet]) -> None:
         if from_client:
             out.append((True, ACK | PSH, conn.cseq, pieces))
-            conn.cseq += _length(pieces)
+            conn.cseq += piece_length(pieces)
         else:
             out.append((False, ACK | PSH, conn.sseq, pieces))
-            conn.sseq += _length(pieces)
+            conn.sseq += piece_length(pieces)
 
     def add(self, ex: Exchange) -> None:
         while self.heap and self.heap[0][0] <= ex.start:
@@ -406,13 +294,14 @@ class _Writer:
         first: list[Packet] = []
         if conn is None:
             conn = self.conns[key] = self._open(ex, key)
-            first += [
-                (True, SYN, conn.cseq, []),
-                (False, SYN | ACK, conn.sseq, []),
-                (True, ACK, conn.cseq + 1, []),
-            ]
-            conn.cseq += 1
-            conn.sseq += 1
+            if not self._wire(ex, conn):  # no real handshake kept: a synthetic one
+                first += [
+                    (True, SYN, conn.cseq, []),
+                    (False, SYN | ACK, conn.sseq, []),
+                    (True, ACK, conn.cseq + 1, []),
+                ]
+                conn.cseq += 1
+                conn.sseq += 1
         if ex.is_tcp:
             self._add_tcp(ex, conn, key, first)
             return
@@ -420,21 +309,21 @@ class _Writer:
         resp_head = b""
         resp_body: list[Piece] = []
         if status is not None:
-            resp_head = _head(f"HTTP/1.1 {status} {ex.reason}".rstrip(" "), ex.response_headers)
-            resp_body = _body(
-                ex.response_body, _response_body_len(ex, status), _is_chunked(ex.response_headers)
+            resp_head = head_bytes(f"HTTP/1.1 {status} {ex.reason}".rstrip(" "), ex.response_headers)
+            resp_body = body_pieces(
+                ex.response_body, response_body_len(ex, status), is_chunked(ex.response_headers)
             )
         if ex.method:
             version = ex.version if ex.version.startswith("HTTP/1.") else "HTTP/1.1"
             target = ex.target or "/"
-            self._send(conn, True, [_head(f"{ex.method} {target} {version}", ex.request_headers)], first)
-            body = _body(ex.request_body, _request_body_len(ex), _is_chunked(ex.request_headers))
+            self._send(conn, True, [head_bytes(f"{ex.method} {target} {version}", ex.request_headers)], first)
+            body = body_pieces(ex.request_body, request_body_len(ex), is_chunked(ex.request_headers))
             expect = (header(ex.request_headers, "Expect") or "").lower() == "100-continue"
             if expect and status is not None and (
-                ex.response_bytes - len(resp_head) - _length(resp_body) == len(CONTINUE)
+                ex.response_bytes - len(resp_head) - piece_length(resp_body) == len(CONTINUE)
             ):
                 self._send(conn, False, [CONTINUE], first)
-            if _length(body):
+            if piece_length(body):
                 self._send(conn, True, body, first)
         elif ex.request_body:
             self._send(conn, True, [ex.request_body], first)
@@ -446,14 +335,74 @@ class _Writer:
             self._send(conn, False, [ex.response_body], last)
         self._end_exchange(ex, conn, key, last)
 
+    def _wire(self, ex: Exchange, conn: _Conn | None) -> bool:
+        """Write the connection's real packets (`Exchange.wire_packets`) as the socket filter
+        cut them, each at its time; with `conn`, its synthetic stream then goes on from their
+        sequence numbers. False (nothing written) unless they hold the SYN and SYN-ACK."""
+        segs = [(w, parse_frame(w.ts, w.frame)) for w in ex.wire_packets]
+        kept = [(w, s) for w, s in segs if s is not None and {s.src, s.dst} == {ex.client, ex.server}]
+        if conn is not None:
+            # before the HTTP: the handshakes only (SYNs, the handshake ACK, TLS records); the
+            # FIN / RST and bare retransmissions belong after it, where the export puts its own
+            handshake: list[tuple[WireFrame, Segment]] = []
+            acked = False
+            for w, seg in kept:
+                if seg.flags & SYN or seg.payload:
+                    handshake.append((w, seg))
+                elif not acked and seg.src == ex.client and not seg.flags & (FIN | RST):
+                    handshake.append((w, seg))
+                    acked = True
+            kept = handshake
+        if conn is not None and not (any(s.flags & SYN and s.src == ex.client for _w, s in kept)
+                                     and any(s.flags & SYN and s.src == ex.server for _w, s in kept)):
+            return False
+        if not kept:
+            return False
+        iface = self.iface(ex.pid)
+        comment = f"pid={ex.pid} conn={ex.conn_id} tls={int(ex.tls)} ex={ex.id} wire=1"
+        nxt = {True: 0, False: 0}
+
+        def advance(from_client: bool, end: int) -> None:
+            if not nxt[from_client] or 0 < ((end - nxt[from_client]) & 0xFFFFFFFF) < 0x80000000:
+                nxt[from_client] = end & 0xFFFFFFFF
+
+        for w, seg in kept:
+            from_client = seg.src == ex.client
+            length = max(seg.length, len(seg.payload))
+            advance(from_client, seg.seq + length + (1 if seg.flags & (SYN | FIN) else 0))
+            if seg.flags & ACK and seg.ack:  # bytes the peer sent that the filter did not pass
+                advance(not from_client, seg.ack)
+            epb = _CutPacketBlock(iface_id=iface, pkt_data=w.frame, opts=_epb(iface, b"", comment, from_client).opts)
+            epb.orig_len = len(w.frame) + length - len(seg.payload)  # as long as it was
+
+            def emit(epb: pcapng.EnhancedPacketBlockLE = epb, ts: float = w.ts) -> None:
+                self._declared().writepkt(epb, _ts(ts))
+
+            self.order += 1
+            heappush(self.heap, (w.ts, self.order, emit))
+        if conn is not None:
+            conn.cseq = conn.c_acked = nxt[True]
+            conn.sseq = conn.s_acked = nxt[False]
+        return True
+
+    def _declared(self) -> pcapng.Writer:
+        assert self.pcap is not None  # an interface was declared first
+        return self.pcap
+
+    def add_record(self, ex: Exchange) -> None:
+        """A connection that never became a request: its real packets, if kept."""
+        while self.heap and self.heap[0][0] <= ex.start:
+            heappop(self.heap)[2]()
+        self._wire(ex, None)
+
     def _add_tcp(self, ex: Exchange, conn: _Conn, key: str, first: list[Packet]) -> None:
         """A TCP proxy session: the client's bytes at its start, nginx's at its end."""
         if ex.request_bytes:
-            self._send(conn, True, _body(ex.request_body, ex.request_bytes, False), first)
+            self._send(conn, True, body_pieces(ex.request_body, ex.request_bytes, False), first)
         self._push(ex.start, conn, ex.id, first)
         last: list[Packet] = []
         if ex.response_bytes:
-            self._send(conn, False, _body(ex.response_body, ex.response_bytes, False), last)
+            self._send(conn, False, body_pieces(ex.response_body, ex.response_bytes, False), last)
         self._end_exchange(ex, conn, key, last)
 
     def _end_exchange(self, ex: Exchange, conn: _Conn, key: str, last: list[Packet]) -> None:
@@ -497,15 +446,17 @@ def write_pcapng(
     connection be closed right after its last exchange, else all close at the end.
     """
     writer = _Writer(out, conn_counts)
-    for pid in pids:
-        writer.iface(pid)
+    if pids:
+        writer.declare(list(pids))
     n = 0
     last_ts = 0.0
     for ex in exchanges:
         if ex.conn_outcome is not None:
-            continue  # a connection that never became a request: no HTTP to show
+            writer.add_record(ex)  # no HTTP to show: the packets the filter kept, if any
+            continue
         writer.add(ex)
         last_ts = max(last_ts, ex.end, ex.start)
         n += 1
     writer.finish(last_ts)
+    writer.close()
     return n

@@ -31,7 +31,7 @@ from binascii import a2b_base64
 from dataclasses import fields
 from typing import Any
 
-from ngxscope.model import Exchange, UpstreamAttempt
+from ngxscope.model import Exchange, UpstreamAttempt, WireFrame
 from ngxscope.store.codec import Record, parse_record
 from ngxscope.store.compat import CURRENT_VERSION
 
@@ -54,7 +54,7 @@ _MAX_SIGNATURES = 4096  # distinct type signatures remembered (nullable fields v
 _ANY = frozenset({object})
 # Fields whose contents are checked apart (items, base64); only these may be lists or bytes.
 _APART = {"request_headers": list, "response_headers": list, "upstream": list,
-          "request_body": str, "response_body": str}
+          "request_body": str, "response_body": str, "wire_packets": list}
 
 
 def _json_types(hint: Any) -> frozenset[type] | None:
@@ -137,6 +137,10 @@ def check_exchange(data: Any) -> bool:
     body = data["response_body"]
     if body and _b64_match(body) is None:
         return False
+    for w in data["wire_packets"]:
+        if (type(w) is not dict or tuple(w) != ("ts", "frame") or type(w["ts"]) not in (float, int)
+                or type(w["frame"]) is not str or (w["frame"] and _b64_match(w["frame"]) is None)):
+            return False
     known = _ATTEMPT_SIGS.known
     for a in data["upstream"]:
         if type(a) is not dict or tuple(a) != _ATTEMPT_KEYS:
@@ -156,6 +160,9 @@ def build_exchange(data: dict[str, Any]) -> Exchange:
     for name in ("request_headers", "response_headers"):
         data[name] = [(str(k), str(v)) for k, v in data[name]]
     data["upstream"] = [UpstreamAttempt(**a) for a in data["upstream"]]
+    if data["wire_packets"]:
+        data["wire_packets"] = [WireFrame(float(w["ts"]), a2b_base64(w["frame"]) if w["frame"] else b"")
+                                for w in data["wire_packets"]]
     return Exchange(**data)
 
 

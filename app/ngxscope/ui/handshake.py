@@ -164,7 +164,7 @@ def handshake_text(ex: Exchange) -> str:
     if ex.alpn:
         bits.append(f"ALPN {ex.alpn}")
     if ex.retransmits:
-        bits.append(f"{ex.retransmits} retransmits")
+        bits.append(f"{ex.retransmits} retransmission{'s' if ex.retransmits != 1 else ''}")
     if ex.reset_by:
         bits.append(f"reset by the {ex.reset_by}")
     return " · ".join(bits) or DASH

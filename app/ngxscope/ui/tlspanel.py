@@ -54,21 +54,25 @@ def summary_text(t: ConnTally) -> str:
     ct = t.connect.percentiles((0.5, 0.95))
     never = sum(t.outcomes.values())
     rate = t.resumption_rate
-    parts = [
+    counts = [
         f"<b>{t.connections:,}</b> connections",
         f"TLS {_pct(t.tls, t.connections)}",
         f"resumed <b>{DASH if rate is None else f'{100 * rate:.0f} %'}</b>",
-        f"TLS handshake p50 <b>{_ms(hs[0])}</b> · p95 {_ms(hs[1])} · p99 {_ms(hs[2])}",
-        f"TCP connect p50 {_ms(ct[0])} · p95 {_ms(ct[1])}",
         f"resets {t.resets:,}",
-        f"no request: <b>{never:,}</b>"
+        f"without a request <b>{never:,}</b>"
         + (f" ({', '.join(f'{k} {v:,}' for k, v in sorted(t.outcomes.items()))})" if never else ""),
     ]
-    return " &nbsp;│&nbsp; ".join(parts)
+    times = [
+        f"TLS handshake p50 <b>{_ms(hs[0])}</b> · p95 {_ms(hs[1])} · p99 {_ms(hs[2])}",
+        f"TCP connect p50 {_ms(ct[0])} · p95 {_ms(ct[1])}",
+    ]
+    sep = " &nbsp;│&nbsp; "
+    return sep.join(counts) + "<br>" + sep.join(times)
 
 
 def _table() -> QTableWidget:
-    t = panel_table(["", "Connections", "%"], alternate=False, row_height=20)
+    t = panel_table(["", "Conns", "%"], alternate=False, row_height=20)
+    t.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # no current-cell frame: a click filters
     t.horizontalHeader().setStretchLastSection(False)
     t.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
     t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

@@ -299,10 +299,18 @@ def v5_records() -> list[dict[str, Any]]:
     return out
 
 
+V6_FRAMES = [
+    # a SYN and nginx's SYN-ACK on loopback (Ethernet + IPv4 + TCP, as the filter cut them)
+    {"ts": 1700000000.4975, "frame": "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAAZ2UIPsAAAPoAAAAAKAC//9xYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc="},
+    {"ts": 1700000000.49752, "frame": "AAAAAAAAAAAAAAAACABFAAA8AABAAEAGPLp/AAABfwAAASD7nZQAABOIAAAD6aAS//9VYAAAAgQ/2AQCCAoAAAAAAAAAAAEDAwc="},
+]
+
+
 def v6_records() -> list[dict[str, Any]]:
     """Version 6 added location_via (how the location was known: "nginx" read from its
-    memory, "config" matched on its configuration) and kept_by (why a row while the capture
-    sampled) to exchanges."""
+    memory, "config" matched on its configuration), kept_by (why a row while the capture
+    sampled) and wire_packets (the connection's packets as the socket filter passed them, on
+    the TLS exchange here, [] on the others) to exchanges."""
     out = []
     for rec in v5_records():
         rec = dict(rec)
@@ -314,7 +322,9 @@ def v6_records() -> list[dict[str, Any]]:
             at = keys.index("answer") + 1
             keys[at:at] = ["location_via"]
             rec["kept_by"] = {1: "sample", 2: "error,slow"}.get(rec["id"])
-            keys.append("kept_by")
+            rec["wire_packets"] = V6_FRAMES if rec["tls"] else []
+            at = keys.index("conn_outcome") + 1
+            keys[at:at] = ["kept_by", "wire_packets"]
             rec = {k: rec[k] for k in keys}
         out.append(rec)
     return out
