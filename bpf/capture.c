@@ -534,6 +534,7 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
         return;
     l->h = *h;
     l->h.kind = EV_REQ_LOG;
+    l->h.rid = (u32)r;   /* which request: its upstream events name the same (a subrequest's others) */
     l->request_length = 0;
     l->sent = 0;
     l->status = 0;

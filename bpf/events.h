@@ -131,7 +131,8 @@ struct ev_done {
  * them (ngx_str_t: len, data address), `line` the bytes at line_addr: the request line nginx
  * stored, or (when it stored none: a request it rejected) what it read from the request's
  * start (r->request_start) up to the end of its buffer (r->header_in->last). The record's
- * length says how many bytes of `line` follow. */
+ * length says how many bytes of `line` follow. Its header is its EV_REQ_DONE's but for the
+ * kind and `rid`, which names the request (low 32 bits of r) as upstream events do. */
 #define REQLOG_LINE_CAP 512
 
 struct ev_reqlog {

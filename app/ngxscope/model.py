@@ -140,7 +140,8 @@ class Exchange:
     error: str | None = None
     """Why the exchange is incomplete or malformed; None when it is whole."""
     upstream: list[UpstreamAttempt] = field(default_factory=list)
-    """Upstream attempts in order, retries included."""
+    """Upstream attempts in order, retries included: the request's own, what nginx logs as
+    `$upstream_addr`."""
     server_block: str | None = None
     """The `server { }` block that handled the request (its first server_name), from nginx's
     configuration; None when unknown."""
@@ -197,6 +198,10 @@ class Exchange:
     """For a connection that never became a request (then method, target and status are
     empty): "tls-failed" (fatal alert or no ServerHello; `error` says which), "reset" or
     "closed" before a request. None for an exchange."""
+    subrequest_upstream: list[UpstreamAttempt] = field(default_factory=list)
+    """Upstream attempts made by the request's subrequests (auth_request, SSI include,
+    slice, mirror, addition...), in order: nginx leaves them out of the request's
+    `$upstream_addr`, so they are kept apart from `upstream`."""
 
     @property
     def duration_ms(self) -> float:
@@ -220,6 +225,7 @@ class Exchange:
         out["request_headers"] = [[k, v] for k, v in self.request_headers]
         out["response_headers"] = [[k, v] for k, v in self.response_headers]
         out["upstream"] = [a.to_dict() for a in self.upstream]
+        out["subrequest_upstream"] = [a.to_dict() for a in self.subrequest_upstream]
         out["duration_ms"] = round(self.duration_ms, 3)
         return out
 
@@ -234,8 +240,9 @@ class Exchange:
             for name in ("request_headers", "response_headers"):
                 if name in data:
                     data[name] = [(str(k), str(v)) for k, v in data[name]]
-            if "upstream" in data:
-                data["upstream"] = [UpstreamAttempt.from_dict(a) for a in data["upstream"]]
+            for name in ("upstream", "subrequest_upstream"):
+                if name in data:
+                    data[name] = [UpstreamAttempt.from_dict(a) for a in data[name]]
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad exchange record: {exc}") from None
         return _strict(cls, data)

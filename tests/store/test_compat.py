@@ -22,6 +22,7 @@ from ngxscope.store.compat import (
     convert_1_2,
     convert_3_4,
     convert_4_5,
+    convert_5_6,
     migrate,
 )
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
@@ -36,8 +37,9 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
+    "session-v6.ngxs": "9b22ac3015ee12e0320c14bd5dc869d68c83c59359d57ff25eacffee00d1f830",
 }
-LATEST_SAMPLE = "session-v5.ngxs"
+LATEST_SAMPLE = "session-v6.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -200,6 +202,15 @@ EXPECTED_V5 = [
     for ex in _V5_USER
 ]
 
+# Version 6 added subrequest_upstream (older files read it as []).
+EXPECTED_V6 = [
+    replace(EXPECTED_V5[0], subrequest_upstream=[UpstreamAttempt(
+        addr="127.0.0.1:9000", status=200, connect_ms=0.1, header_ms=0.9, duration_ms=1.0, request_bytes=60,
+        response_bytes=90, reused=False, start=1700000000.2502, request_head="GET /auth HTTP/1.0\r\nHost: auth\r\n",
+        response_head="HTTP/1.1 200 OK\r\nContent-Length: 0", group="auth")]),
+    *EXPECTED_V5[1:],
+]
+
 
 @pytest.mark.parametrize(
     ("name", "version", "tool", "expected"),
@@ -210,6 +221,7 @@ EXPECTED_V5 = [
         ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
         ("session-v5.ngxs", 5, "ngxscope 0.1.0", EXPECTED_V5),
+        ("session-v6.ngxs", 6, "ngxscope 0.1.0", EXPECTED_V6),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -244,7 +256,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V5:  # the newest sample's exchanges
+        for ex in EXPECTED_V6:  # the newest sample's exchanges
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -292,7 +304,7 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS}
+                               "note": "", **_V5_NULLS, "subrequest_upstream": []}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -394,3 +406,11 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     ex.summary_only = summary_only
     ex.upstream = ex.upstream[:attempts]
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
+
+
+def test_convert_5_6_adds_subrequest_upstream() -> None:
+    assert convert_5_6({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "subrequest_upstream": []}
+    kept = {"t": "exchange", "subrequest_upstream": [{"addr": "a"}]}
+    assert convert_5_6(kept) == kept
+    event = {"t": "event", "ts": 1.0}
+    assert convert_5_6(event) is event

@@ -202,6 +202,10 @@ class NginxLog:
     """$request_uri (the target as sent; None: not within the bytes read)."""
     protocol: str | None
     """$server_protocol ("" for HTTP/0.9; None: not within the bytes read)."""
+    rid: int = 0
+    """The request, as the low 32 bits of its address (0: unknown): upstream events with
+    another `RawEvent.rid` on the same client connection served its subrequests
+    (auth_request, SSI, slice...), whose attempts nginx leaves out of its $upstream_addr."""
 
 
 @dataclass(slots=True)
@@ -309,12 +313,18 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
         cut = line.find(stop)
         if cut >= 0:
             line = line[:cut]
+    method = _nginx_str(raw, base, strs[10], strs[11])
+    if method is None and base and strs[1] == base and strs[10] == 3:
+        # method_name no longer points into the request line nginx read: nginx replaced it,
+        # and the only replacement it makes is its "GET" constant (an error_page redirect of
+        # a non-HEAD request: ngx_http_core_get_method), which $request_method then logs
+        method = "GET"
     return NginxLog(
         status=err_status or status,
         request_length=request_length,
         bytes_sent=sent,
         request=line,
-        method=_nginx_str(raw, base, strs[10], strs[11]),
+        method=method,
         uri=_nginx_str(raw, base, strs[8], strs[9]),
         protocol=_nginx_str(raw, base, strs[12], strs[13]),
     )
@@ -366,6 +376,7 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
             if flags & EVF_H2STREAM:
                 ev.rid = tid
             ev.log = parse_reqlog(buf)
+            ev.log.rid = tid
         else:
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..capture.events import RawEvent, nginx_msec
 from ..model import UpstreamAttempt
-from .http1 import HeadError, parse_head
+from .cgihead import non_http_status
+from .http1 import HeadError, find_head_end, parse_head
 
 __all__ = ["UpstreamTracker"]
 
@@ -188,26 +189,34 @@ class UpstreamTracker:
 
     def _try_head(self, att: _Attempt, clock: float) -> None:
         buf = bytes(att.resp_head)
+        other = non_http_status(bytes(att.req_head), buf)
+        if other is not None:  # FastCGI, SCGI, uwsgi, memcached, HTTP/0.9: no status line
+            att.head_done = True
+            att.out.status, att.out.response_head = other
+            att.out.header_ms = float(_ms(clock) - _ms(att.start_clock))
+            return
         pos = 0
         while True:
-            end = buf.find(b"\r\n\r\n", pos)
-            if end < 0:
+            # nginx takes a bare LF as a line end in an upstream's head too
+            past = find_head_end(buf, pos)
+            if past < 0:
                 return
+            head = buf[pos:past].rstrip(b"\r\n")
             try:
-                parts, _headers = parse_head(buf[pos:end])
+                parts, _headers = parse_head(head)
                 status = int(parts[1])
             except (HeadError, ValueError, IndexError):
                 att.head_done = True
                 att.failed = "malformed upstream response"
                 return
             if 100 <= status < 200 and status != 101:
-                pos = end + 4
+                pos = past
                 continue
             att.head_done = True
             att.tunnel = status == 101
             att.out.status = status
             att.out.header_ms = float(_ms(clock) - _ms(att.start_clock))
-            att.out.response_head = buf[pos:end].decode("latin-1")
+            att.out.response_head = head.decode("latin-1")
             return
 
     # -- hand-out --------------------------------------------------------------------------
@@ -220,6 +229,20 @@ class UpstreamTracker:
             atts = [a for a in atts if a.rid == rid]
             if rest:
                 self._by_client[(pid, conn_ts)] = rest
+        return self._hand_out(atts)
+
+    def take_request(self, pid: int, conn_ts: int, request: int) -> tuple[list[UpstreamAttempt],
+                                                                         list[UpstreamAttempt]]:
+        """Every attempt made for the HTTP/1 request that just finished on (pid, conn_ts),
+        split into the request's own (what nginx logs as $upstream_addr) and those of its
+        subrequests (auth_request, SSI, slice...: another `rid`), which nginx logs nowhere in
+        the main request's line. `request`: its rid (0: unknown, all are its own)."""
+        atts = self._by_client.pop((pid, conn_ts), [])
+        own = [a for a in atts if not request or not a.rid or a.rid == request]
+        sub = [a for a in atts if request and a.rid and a.rid != request]
+        return self._hand_out(own), self._hand_out(sub)
+
+    def _hand_out(self, atts: list[_Attempt]) -> list[UpstreamAttempt]:
         out = []
         for i, att in enumerate(atts):
             a = att.out

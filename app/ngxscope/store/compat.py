@@ -53,12 +53,13 @@ __all__ = [
     "convert_2_3",
     "convert_3_4",
     "convert_4_5",
+    "convert_5_6",
     "migrate",
 ]
 
 RawRecord = dict[str, Any]
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -135,12 +136,21 @@ def convert_4_5(record: RawRecord) -> RawRecord:
     return {"mark": "", "note": "", **{name: None for name in _V5_NULL_FIELDS}, **record}
 
 
+def convert_5_6(record: RawRecord) -> RawRecord:
+    """Version 5 → 6: exchanges get `subrequest_upstream` (version 5 put the attempts of
+    subrequests among `upstream`, indistinguishable: none apart)."""
+    if record.get("t") != "exchange":
+        return record
+    return {"subrequest_upstream": [], **record}
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
     2: convert_2_3,
     3: convert_3_4,
     4: convert_4_5,
+    5: convert_5_6,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

@@ -299,8 +299,35 @@ def v5_records() -> list[dict[str, Any]]:
     return out
 
 
+def v6_records() -> list[dict[str, Any]]:
+    """Version 6 added subrequest_upstream (the attempts of the request's subrequests, apart
+    from its own): exchange 1 has one (an auth_request subrequest), the others none."""
+    out = []
+    for rec in v5_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 6
+        elif rec["t"] == "exchange":
+            rec["subrequest_upstream"] = [{
+                "addr": "127.0.0.1:9000",
+                "status": 200,
+                "connect_ms": 0.1,
+                "header_ms": 0.9,
+                "duration_ms": 1.0,
+                "request_bytes": 60,
+                "response_bytes": 90,
+                "reused": False,
+                "start": 1700000000.2502,
+                "request_head": "GET /auth HTTP/1.0\r\nHost: auth\r\n",
+                "response_head": "HTTP/1.1 200 OK\r\nContent-Length: 0",
+                "group": "auth",
+            }] if rec["id"] == 1 else []
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
     for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(),
-                                       v4_records(), v5_records()]):
+                                       v4_records(), v5_records(), v6_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)

@@ -33,6 +33,7 @@ def emit_h1(
     summary_only: bool = False,
     ngx: NginxLog | None = None,
     tunnel_bytes: int = 0,
+    subrequests: list[UpstreamAttempt] | None = None,
 ) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
@@ -40,7 +41,8 @@ def emit_h1(
     for when the response head was not captured; summary_only: the exchange is counted
     from the kernel summary (see `Exchange.summary_only`); ngx what nginx logged for it (its
     values win once they proved right: decode.nginxlog); tunnel_bytes what nginx relayed to
-    the client after a 101 response (counted in the response's bytes, not its body)."""
+    the client after a 101 response (counted in the response's bytes, not its body);
+    subrequests the attempts of its subrequests (`Exchange.subrequest_upstream`)."""
     start = req.start_ts
     start_clock = req.start_clock
     if conn.last_done_ts and start < conn.last_done_ts:
@@ -68,6 +70,8 @@ def emit_h1(
         ex.summary_only = True
     if upstream:
         ex.upstream = upstream
+    if subrequests:
+        ex.subrequest_upstream = subrequests
     if resp_len is not None:
         prefix = bytearray()
         for data, length in conn.segments:

@@ -214,9 +214,11 @@ class Http1Handler(ProtocolHandler):
         if req.body_size and not conn.proxied:
             # nginx discards bodies it does not use and leaves them out of $request_length
             req.body_discarded = True
-        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        # the request's own attempts, and its subrequests' (another request: not in its log line)
+        attempts, subrequests = self.upstreams.take_request(conn.pid, conn.key[2], ev.log.rid if ev.log else 0)
         emit_h1(emit, conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
-                upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log)
+                upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log,
+                subrequests=subrequests)
         conn.requests.settle()
         _completed(conn, ev)
 

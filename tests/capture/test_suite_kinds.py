@@ -1,0 +1,171 @@
+"""The kinds of disagreement nginx's own test suite showed (bench/nginx_suite.py), each
+reproduced on our own configuration, the JSON access log as the truth, field by field:
+
+- request heads whose lines end in a bare LF and whose blank line is CRLF ("\\n\\r\\n"): a
+  WebDAV PUT written that way was called malformed;
+- an upstream answering with bare-LF line ends: nginx takes its status, the capture did not;
+- a POST sent to an error_page redirect: nginx logs $request_method GET (it turns the
+  method into GET for the redirect);
+- auth_request subrequests proxied to an upstream: their attempts are not in the main
+  request's $upstream_addr (kept apart in the exchange).
+
+Both I/O modes (syscall tracepoints, uprobes only).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ngxscope.lab.config import nginx_addr
+from ngxscope.lab.nginx import LabNginx, free_port
+from ngxscope.model import Exchange
+
+pytestmark = pytest.mark.capture
+
+_SERVER = """
+    server {{
+        listen 127.0.0.1:{port};
+        server_name kinds;
+        location /dav/ {{
+            root {prefix}/davroot;
+            dav_methods PUT DELETE MKCOL;
+            create_full_put_path on;
+        }}
+        location /lf/ {{
+            proxy_pass http://127.0.0.1:{lf_port};
+        }}
+        location = /redirected {{
+            proxy_pass http://app/api/status/404;
+            proxy_intercept_errors on;
+            error_page 404 = /fallback;
+        }}
+        location = /fallback {{
+            default_type text/plain;
+            return 200 "fallback\\n";
+        }}
+        location = /authed {{
+            auth_request /auth;
+            empty_gif;
+        }}
+        location = /authed-proxied {{
+            auth_request /auth;
+            proxy_pass http://app/api/echo;
+        }}
+        location = /auth {{
+            internal;
+            proxy_pass http://app/api/status/200;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }}
+    }}
+"""
+
+_REQUESTS: dict[str, bytes] = {
+    "lf-put": b"PUT /dav/file HTTP/1.1\nHost: localhost\nConnection: close\nContent-Length: 10\n\r\n0123456789",
+    "lf-put-extra": (b"PUT /dav/a/b HTTP/1.1\nHost: localhost\nConnection: close\nContent-Length: 10\n\r\n"
+                     b"0123456789extra"),
+    "lf-delete": b"DELETE /dav/file HTTP/1.1\nHost: localhost\nConnection: close\n\r\n",
+    "lf-upstream": b"GET /lf/ HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    "lf-upstream-head": b"HEAD /lf/ HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    "post-redirected": (b"POST /redirected HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                        b"Content-Length: 5\r\n\r\nhello"),
+    "auth-static": b"GET /authed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    "auth-proxied": b"GET /authed-proxied HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+}
+
+
+def _lf_backend(server: socket.socket, stop: threading.Event) -> None:
+    """An upstream whose response head ends its lines with a bare LF (nginx accepts it)."""
+    server.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\nConnection: close\nX-Lf: yes\n\n"
+                         + (b"" if head.startswith(b"HEAD") else b"TEST-OK-IF-YOU-SEE-THIS"))
+
+
+def _send(port: int, data: bytes) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        host, cport = sock.getsockname()[:2]
+        sock.sendall(data)
+        while sock.recv(65536):
+            pass
+    return f"{host}:{cport}"
+
+
+def _upstream(value: str) -> str:
+    return "" if value in ("", "-") else value
+
+
+@pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
+def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, syscall_io: bool) -> None:
+    prefix = tmp_path / "lab"
+    port = free_port()
+    backend = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=_lf_backend, args=(backend, stop), daemon=True)
+    thread.start()
+    lab = LabNginx(workers=1, prefix=prefix,
+                   extra_http=_SERVER.format(port=port, prefix=prefix, lf_port=backend.getsockname()[1]))
+    lab.start()
+    (prefix / "davroot").mkdir()
+    try:
+        cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
+        names = {_send(port, data): name for name, data in _REQUESTS.items()}
+        log = [line for line in lab.wait_log_lines(len(names), timeout=15.0) if line["client"] in names]
+        assert len(log) == len(names), f"{len(log)} of {len(names)} requests logged"
+        exchanges = cap.wait_for(len(names))
+        cap.stop()
+    finally:
+        lab.stop()
+        stop.set()
+        thread.join(5)
+        backend.close()
+    by_client: dict[str, list[Exchange]] = {}
+    for ex in exchanges:
+        by_client.setdefault(nginx_addr(ex.client), []).append(ex)
+    problems = []
+    for line in log:
+        name = names[line["client"]]
+        found = by_client.get(line["client"], [])
+        if len(found) != 1:
+            problems.append(f"{name}: {len(found)} exchanges for {line['request']!r}")
+            continue
+        ex = found[0]
+        checks = {
+            "method": (ex.method, line["method"]),
+            "target": (ex.target, line["uri"]),
+            "version": (ex.version, line["protocol"]),
+            "status": (ex.status, line["status"]),
+            "request_bytes": (ex.request_bytes, line["request_length"]),
+            "response_bytes": (ex.response_bytes, line["bytes_sent"]),
+            "error": (ex.error, None),
+            "upstream_addr": (", ".join(a.addr for a in ex.upstream), _upstream(line["upstream_addr"])),
+            "upstream_status": (", ".join(str(a.status) for a in ex.upstream), _upstream(line["upstream_status"])),
+        }
+        problems += [f"{name}: {field} {got!r} != log {want!r}" for field, (got, want) in checks.items()
+                     if got != want]
+        print(f"  {name}: {line['request']!r} -> {line['status']} {line['request_length']}/{line['bytes_sent']}"
+              f" upstream {line['upstream_addr']!r}; subrequest attempts {[a.addr for a in ex.subrequest_upstream]}")
+    assert not problems, "\n".join(problems)
+    by_name = {names[nginx_addr(ex.client)]: ex for ex in exchanges if nginx_addr(ex.client) in names}
+    # the auth subrequests' attempts are kept, apart from the request's own
+    for name in ("auth-static", "auth-proxied"):
+        subs = by_name[name].subrequest_upstream
+        assert len(subs) == 1 and subs[0].status == 200, f"{name}: {subs}"
+    assert by_name["post-redirected"].method == "GET"
+    assert by_name["lf-upstream"].upstream[0].status == 200
