@@ -157,12 +157,14 @@ def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
     want_ms = float(line["request_time"]) * 1000
     checks: dict[str, tuple[Any, Any]] = {
         "method": (ex.method, line["method"]),
-        "uri": (ex.target, line["uri"]),
+        "uri": (ex.target, line["uri"].encode("utf-8", "surrogateescape").decode("latin-1")),
         "protocol": (ex.version, line["protocol"]),
         "status": (ex.status, int(line["status"])),
         "request_length": (ex.request_bytes, int(line["request_length"])),
         "bytes_sent": (ex.response_bytes, int(line["bytes_sent"])),
         "pid": (ex.pid, int(line["pid"])),
+        "client": (nginx_addr(ex.remote or ex.client), line["client"]),
+        "server": (nginx_addr(ex.server), line["server"]),
         "https": (ex.tls, line["https"] == "on"),
     }
     diff = {k: f"{got!r} != log {want!r}" for k, (got, want) in checks.items() if got != want}
@@ -204,10 +206,15 @@ def compare(args: argparse.Namespace) -> int:
     except SessionError as exc:
         print(f"nginx_suite: {exc}", file=sys.stderr)
         return 1
-    groups: dict[tuple[str, str], list[Exchange]] = defaultdict(list)
+    # joined by the client's address and port (unique while its connection lasts); a line
+    # whose client nginx rewrote (realip: X-Real-IP, X-Forwarded-For, PROXY protocol) by the
+    # server, worker and request line instead
+    groups: dict[str, list[Exchange]] = defaultdict(list)
+    by_request: dict[tuple[str, int, str], list[Exchange]] = defaultdict(list)
     for ex in session.exchanges:
         if ex.conn_outcome is None:
-            groups[(nginx_addr(ex.client), nginx_addr(ex.server))].append(ex)
+            groups[nginx_addr(ex.remote or ex.client)].append(ex)
+            by_request[(nginx_addr(ex.server), ex.pid, f"{ex.method} {ex.target}")].append(ex)
     used: set[int] = set()
     total = found = equal = 0
     kinds: Counter[str] = Counter()
@@ -222,7 +229,11 @@ def compare(args: argparse.Namespace) -> int:
             if "unparsable" in line:
                 kinds["unparsable log line"] += 1
                 continue
-            cands = [ex for ex in groups.get((line["client"], line["server"]), []) if id(ex) not in used]
+            cands = [ex for ex in groups.get(line["client"], []) if id(ex) not in used]
+            if not cands:
+                key = (line["server"], int(line["pid"]), f"{line['method']} {line['uri']}")
+                cands = [ex for ex in by_request.get(key, []) if id(ex) not in used
+                         and abs(ex.end - float(line["msec"])) < 2.0]
             if not cands:
                 kinds["not found"] += 1
                 examples["not found"].append(f"{t}: {line['request']!r} {line['status']} {line['client']}")

@@ -143,6 +143,8 @@ struct ev_reqlog {
     __u64 err_status;
     __u64 line_addr;
     __u64 strs[14];
+    __u32 remote_len;              /* r->connection->sockaddr as nginx logs it ($remote_addr, */
+    __u8  remote[SOCKADDR_MAX];    /* $remote_port): the realip module's client, if it set one */
     __u8  line[REQLOG_LINE_CAP];
 };
 

@@ -91,7 +91,9 @@ class Exchange:
     start: float
     """Unix time nginx read the first byte of the request."""
     end: float
-    """Unix time nginx wrote the last byte of the response."""
+    """Unix time nginx finished the request (when it logs it, `$msec`): usually its last
+    write of the response; later when it still waited for an upstream to end its answer,
+    or lingered before closing."""
     pid: int
     """The nginx worker process that handled the request."""
     client: str
@@ -198,6 +200,11 @@ class Exchange:
     """For a connection that never became a request (then method, target and status are
     empty): "tls-failed" (fatal alert or no ServerHello; `error` says which), "reset" or
     "closed" before a request. None for an exchange."""
+    remote: str | None = None
+    """The client nginx logged (`$remote_addr:$remote_port`) when its realip module replaced
+    the socket's peer with one named by X-Real-IP, X-Forwarded-For or a PROXY protocol
+    header ("ip:port", or "ip" when the header named no port); None when nginx logged the
+    peer itself (`client`)."""
     subrequest_upstream: list[UpstreamAttempt] = field(default_factory=list)
     """Upstream attempts made by the request's subrequests (auth_request, SSI include,
     slice, mirror, addition...), in order: nginx leaves them out of the request's

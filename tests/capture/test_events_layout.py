@@ -148,3 +148,8 @@ def test_format_sockaddr() -> None:
               + socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1") + bytes(4))
     assert events.format_sockaddr(mapped, 28) == "127.0.0.1:80"
     assert events.format_sockaddr(b"\x00" * 16, 0) == ""
+    unnamed = struct.pack("<H", socket.AF_UNIX) + bytes(26)
+    assert events.format_sockaddr(unnamed, 2) == "unix:"  # nginx's $remote_addr of a unix client
+    named = struct.pack("<H", socket.AF_UNIX) + b"/run/a.sock".ljust(26, b"\0")
+    assert events.format_sockaddr(named, 2 + 12) == "unix:/run/a.sock"
+    assert events.format_sockaddr(named, 110) == "unix:"  # path longer than captured: unknown

@@ -7,7 +7,9 @@ reproduced on our own configuration, the JSON access log as the truth, field by 
 - a POST sent to an error_page redirect: nginx logs $request_method GET (it turns the
   method into GET for the redirect);
 - auth_request subrequests proxied to an upstream: their attempts are not in the main
-  request's $upstream_addr (kept apart in the exchange).
+  request's $upstream_addr (kept apart in the exchange);
+- realip (X-Real-IP from a trusted peer): nginx logs the header's client as $remote_addr
+  (the exchange's `remote`, beside the socket peer in `client`).
 
 Both I/O modes (syscall tracepoints, uprobes only).
 """
@@ -48,6 +50,11 @@ _SERVER = """
             default_type text/plain;
             return 200 "fallback\\n";
         }}
+        location = /realip {{
+            set_real_ip_from 127.0.0.1;
+            real_ip_header X-Real-IP;
+            empty_gif;
+        }}
         location = /authed {{
             auth_request /auth;
             empty_gif;
@@ -74,6 +81,7 @@ _REQUESTS: dict[str, bytes] = {
     "lf-upstream-head": b"HEAD /lf/ HTTP/1.0\r\nHost: localhost\r\n\r\n",
     "post-redirected": (b"POST /redirected HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                         b"Content-Length: 5\r\n\r\nhello"),
+    "realip": b"GET /realip HTTP/1.1\r\nHost: localhost\r\nX-Real-IP: 192.0.2.7\r\nConnection: close\r\n\r\n",
     "auth-static": b"GET /authed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     "auth-proxied": b"GET /authed-proxied HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
 }
@@ -126,7 +134,8 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
     try:
         cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
         names = {_send(port, data): name for name, data in _REQUESTS.items()}
-        log = [line for line in lab.wait_log_lines(len(names), timeout=15.0) if line["client"] in names]
+        log = [line for line in lab.wait_log_lines(len(names), timeout=15.0)
+               if line["client"] in names or line["request"].startswith("GET /realip ")]
         assert len(log) == len(names), f"{len(log)} of {len(names)} requests logged"
         exchanges = cap.wait_for(len(names))
         cap.stop()
@@ -137,10 +146,10 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
         backend.close()
     by_client: dict[str, list[Exchange]] = {}
     for ex in exchanges:
-        by_client.setdefault(nginx_addr(ex.client), []).append(ex)
+        by_client.setdefault(nginx_addr(ex.remote or ex.client), []).append(ex)
     problems = []
     for line in log:
-        name = names[line["client"]]
+        name = names.get(line["client"], "realip")
         found = by_client.get(line["client"], [])
         if len(found) != 1:
             problems.append(f"{name}: {len(found)} exchanges for {line['request']!r}")
@@ -169,3 +178,5 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
         assert len(subs) == 1 and subs[0].status == 200, f"{name}: {subs}"
     assert by_name["post-redirected"].method == "GET"
     assert by_name["lf-upstream"].upstream[0].status == 200
+    assert by_name["realip"].remote == "192.0.2.7" and by_name["realip"].client.startswith("127.0.0.1:")
+    assert all(ex.remote is None for name, ex in by_name.items() if name != "realip")

@@ -37,7 +37,7 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
-    "session-v6.ngxs": "9b22ac3015ee12e0320c14bd5dc869d68c83c59359d57ff25eacffee00d1f830",
+    "session-v6.ngxs": "dbce1df1c0132472106f82962d9284a06e143698f1660244fbd665a525cf59bf",
 }
 LATEST_SAMPLE = "session-v6.ngxs"
 
@@ -202,13 +202,14 @@ EXPECTED_V5 = [
     for ex in _V5_USER
 ]
 
-# Version 6 added subrequest_upstream (older files read it as []).
+# Version 6 added subrequest_upstream (older files read it as []) and remote (None).
 EXPECTED_V6 = [
     replace(EXPECTED_V5[0], subrequest_upstream=[UpstreamAttempt(
         addr="127.0.0.1:9000", status=200, connect_ms=0.1, header_ms=0.9, duration_ms=1.0, request_bytes=60,
         response_bytes=90, reused=False, start=1700000000.2502, request_head="GET /auth HTTP/1.0\r\nHost: auth\r\n",
         response_head="HTTP/1.1 200 OK\r\nContent-Length: 0", group="auth")]),
-    *EXPECTED_V5[1:],
+    replace(EXPECTED_V5[1], remote="198.51.100.4"),
+    *EXPECTED_V5[2:],
 ]
 
 
@@ -304,7 +305,8 @@ def test_migrate_chains_up_to_current() -> None:
     rec = {"t": "exchange", "req_headers": {"A": "b"}}
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
-                               "note": "", **_V5_NULLS, "subrequest_upstream": []}
+                               "note": "", **_V5_NULLS, "remote": None,
+                               "subrequest_upstream": []}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -408,9 +410,10 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
 
 
-def test_convert_5_6_adds_subrequest_upstream() -> None:
-    assert convert_5_6({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "subrequest_upstream": []}
-    kept = {"t": "exchange", "subrequest_upstream": [{"addr": "a"}]}
+def test_convert_5_6_adds_subrequest_upstream_and_remote() -> None:
+    assert convert_5_6({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "remote": None,
+                                                       "subrequest_upstream": []}
+    kept = {"t": "exchange", "remote": "10.0.0.1", "subrequest_upstream": [{"addr": "a"}]}
     assert convert_5_6(kept) == kept
     event = {"t": "event", "ts": 1.0}
     assert convert_5_6(event) is event

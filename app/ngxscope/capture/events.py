@@ -174,6 +174,8 @@ class EvReqLog(ctypes.Structure):
         ("err_status", ctypes.c_uint64),
         ("line_addr", ctypes.c_uint64),
         ("strs", ctypes.c_uint64 * 14),
+        ("remote_len", ctypes.c_uint32),
+        ("remote", ctypes.c_uint8 * SOCKADDR_MAX),
         ("line", ctypes.c_uint8 * REQLOG_LINE_CAP),
     ]
 
@@ -202,6 +204,10 @@ class NginxLog:
     """$request_uri (the target as sent; None: not within the bytes read)."""
     protocol: str | None
     """$server_protocol ("" for HTTP/0.9; None: not within the bytes read)."""
+    remote: str = ""
+    """$remote_addr:$remote_port as nginx logs them ("ip:port", IPv6 bracketed; "" unknown):
+    the socket's peer, or the client the realip module took from X-Real-IP,
+    X-Forwarded-For or a PROXY protocol header."""
     rid: int = 0
     """The request, as the low 32 bits of its address (0: unknown): upstream events with
     another `RawEvent.rid` on the same client connection served its subrequests
@@ -269,9 +275,16 @@ def format_sockaddr(raw: bytes, length: int) -> str:
     """struct sockaddr_in / sockaddr_in6 bytes → "ip:port" / "[ip6]:port" ("" if unknown)."""
     import socket
 
-    if length < 8 or len(raw) < 8:
+    if length < 2 or len(raw) < 2:
         return ""
     family = int.from_bytes(raw[0:2], "little")
+    if family == socket.AF_UNIX:
+        # as nginx's $remote_addr/$server_addr: "unix:" for an unnamed peer, else its path
+        # (a path longer than the bytes captured stays unknown: "unix:")
+        path = raw[2:length].split(b"\0", 1)[0] if length <= len(raw) else b""
+        return "unix:" + path.decode("utf-8", "replace")
+    if length < 8 or len(raw) < 8:
+        return ""
     port = int.from_bytes(raw[2:4], "big")
     if family == socket.AF_INET:
         return f"{socket.inet_ntop(socket.AF_INET, raw[4:8])}:{port}"
@@ -280,15 +293,13 @@ def format_sockaddr(raw: bytes, length: int) -> str:
         if addr.startswith("::ffff:") and "." in addr:
             return f"{addr[7:]}:{port}"
         return f"[{addr}]:{port}"
-    if family == socket.AF_UNIX:
-        return "unix:"
     return ""
 
 
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
-_REQLOG_TAIL = struct.Struct("<qQQQQ14Q")
+_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QI{SOCKADDR_MAX}s")
 _REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
 assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + REQLOG_LINE_CAP
 
@@ -304,9 +315,15 @@ def _nginx_str(line: bytes, base: int, length: int, addr: int) -> str | None:
     return line[off : off + length].decode("latin-1")
 
 
+def _without_port_0(addr: str) -> str:
+    """realip's client from X-Real-IP/X-Forwarded-For has no port: nginx logs $remote_port ""."""
+    return addr[:-2] if addr.endswith(":0") else addr
+
+
 def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
     """The tail of an EV_REQ_LOG record."""
-    request_length, sent, status, err_status, base, *strs = _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
+    request_length, sent, status, err_status, base, *strs, remote_len, remote = _REQLOG_TAIL.unpack_from(
+        buf, HEADER_SIZE)
     raw = bytes(buf[_REQLOG_LINE : _REQLOG_LINE + REQLOG_LINE_CAP])
     line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
     for stop in (b"\r", b"\n"):
@@ -325,6 +342,7 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
         bytes_sent=sent,
         request=line,
         method=method,
+        remote=_without_port_0(format_sockaddr(remote, remote_len)),
         uri=_nginx_str(raw, base, strs[8], strs[9]),
         protocol=_nginx_str(raw, base, strs[12], strs[13]),
     )

@@ -78,6 +78,8 @@ class NginxValues:
             ex.status = ngx.status
         ex.request_bytes = ngx.request_length
         ex.response_bytes = ngx.bytes_sent
+        if ngx.remote and ngx.remote != ex.client:
+            ex.remote = ngx.remote  # realip's client
         # the request line as nginx understood it (None: not within the bytes it read, e.g.
         # HTTP/2's, or past REQLOG_LINE_CAP: the parsed one stays)
         if ngx.method is not None and ngx.uri is not None and ngx.protocol is not None:

@@ -138,10 +138,11 @@ def convert_4_5(record: RawRecord) -> RawRecord:
 
 def convert_5_6(record: RawRecord) -> RawRecord:
     """Version 5 → 6: exchanges get `subrequest_upstream` (version 5 put the attempts of
-    subrequests among `upstream`, indistinguishable: none apart)."""
+    subrequests among `upstream`, indistinguishable: none apart) and `remote` (realip's
+    client; unknown in version 5: null)."""
     if record.get("t") != "exchange":
         return record
-    return {"subrequest_upstream": [], **record}
+    return {"remote": None, "subrequest_upstream": [], **record}
 
 
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {

@@ -301,13 +301,15 @@ def v5_records() -> list[dict[str, Any]]:
 
 def v6_records() -> list[dict[str, Any]]:
     """Version 6 added subrequest_upstream (the attempts of the request's subrequests, apart
-    from its own): exchange 1 has one (an auth_request subrequest), the others none."""
+    from its own): exchange 1 has one (an auth_request subrequest), the others none; and
+    remote (the client nginx's realip module logged): exchange 2's, from X-Real-IP."""
     out = []
     for rec in v5_records():
         rec = dict(rec)
         if rec["t"] == "header":
             rec["version"] = 6
         elif rec["t"] == "exchange":
+            rec["remote"] = {2: "198.51.100.4"}.get(rec["id"])
             rec["subrequest_upstream"] = [{
                 "addr": "127.0.0.1:9000",
                 "status": 200,

@@ -93,7 +93,9 @@ def emit_h1(
         ex.truncated = ex.truncated or conn.send_hole or (
             len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
         )
-        ex.end = max(conn.send_last_ts or ts, start)
+        # when nginx finished (and logged) the request: its last write, or later when it still
+        # waited for the upstream to end its answer, or for a lingering close
+        ex.end = max(ts, conn.send_last_ts, start)
         if start_clock and end_clock:
             # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
             ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
