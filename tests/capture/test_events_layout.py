@@ -152,4 +152,6 @@ def test_format_sockaddr() -> None:
     assert events.format_sockaddr(unnamed, 2) == "unix:"  # nginx's $remote_addr of a unix client
     named = struct.pack("<H", socket.AF_UNIX) + b"/run/a.sock".ljust(26, b"\0")
     assert events.format_sockaddr(named, 2 + 12) == "unix:/run/a.sock"
-    assert events.format_sockaddr(named, 110) == "unix:"  # path longer than captured: unknown
+    cut = struct.pack("<H", socket.AF_UNIX) + b"/tmp/nginx-test-0123456789/unix.sock"[:26]
+    assert events.format_sockaddr(cut, 2 + 37) == "unix:/tmp/nginx-test-0123456789…"  # cut: said so
+    assert events.format_sockaddr(named, 110) == "unix:/run/a.sock"

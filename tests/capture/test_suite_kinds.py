@@ -8,6 +8,9 @@ reproduced on our own configuration, the JSON access log as the truth, field by 
   method into GET for the redirect);
 - auth_request subrequests proxied to an upstream: their attempts are not in the main
   request's $upstream_addr (kept apart in the exchange);
+- a peer that timed out (504), a client that went away while the peer worked (499: the
+  attempt has no status, "-"), each attempt lasting until nginx let go of the peer; an
+  HTTP/0.9 request's $request_time;
 - realip (X-Real-IP from a trusted peer): nginx logs the header's client as $remote_addr
   (the exchange's `remote`, beside the socket peer in `client`).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,13 @@ _SERVER = """
         location = /fallback {{
             default_type text/plain;
             return 200 "fallback\\n";
+        }}
+        location = /slow-up {{
+            proxy_pass http://slow/slow/slow?ms=1500;
+        }}
+        location = /timeout-up {{
+            proxy_pass http://slow/slow/slow?ms=1500;
+            proxy_read_timeout 300ms;
         }}
         location = /realip {{
             set_real_ip_from 127.0.0.1;
@@ -82,9 +93,16 @@ _REQUESTS: dict[str, bytes] = {
     "post-redirected": (b"POST /redirected HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                         b"Content-Length: 5\r\n\r\nhello"),
     "realip": b"GET /realip HTTP/1.1\r\nHost: localhost\r\nX-Real-IP: 192.0.2.7\r\nConnection: close\r\n\r\n",
+    "http09": b"GET /fallback\r\n",
+    "timeout-504": b"GET /timeout-up HTTP/1.0\r\n\r\n",
+    "client-gone-499": b"GET /slow-up HTTP/1.0\r\n\r\n",
     "auth-static": b"GET /authed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     "auth-proxied": b"GET /authed-proxied HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
 }
+
+
+_FLAGGED = {"http09", "client-gone-499", "timeout-504"}
+"""Exchanges flagged in nginx's words (HTTP/0.9, no response sent...): their error is a note."""
 
 
 def _lf_backend(server: socket.socket, stop: threading.Event) -> None:
@@ -106,13 +124,21 @@ def _lf_backend(server: socket.socket, stop: threading.Event) -> None:
                          + (b"" if head.startswith(b"HEAD") else b"TEST-OK-IF-YOU-SEE-THIS"))
 
 
-def _send(port: int, data: bytes) -> str:
+def _send(port: int, data: bytes, wait: float | None = None) -> str:
+    """One request on its own connection, read to the end (or closed after `wait` s)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         host, cport = sock.getsockname()[:2]
         sock.sendall(data)
-        while sock.recv(65536):
-            pass
+        if wait is not None:
+            time.sleep(wait)
+        else:
+            while sock.recv(65536):
+                pass
     return f"{host}:{cport}"
+
+
+def _ms_close(got: float | None, want: str, slack: float = 1.0) -> bool:
+    return got is not None and abs(got - float(want) * 1000) <= slack
 
 
 def _upstream(value: str) -> str:
@@ -133,7 +159,8 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
     (prefix / "davroot").mkdir()
     try:
         cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
-        names = {_send(port, data): name for name, data in _REQUESTS.items()}
+        names = {_send(port, data, 0.5 if name == "client-gone-499" else None): name
+                 for name, data in _REQUESTS.items()}
         log = [line for line in lab.wait_log_lines(len(names), timeout=15.0)
                if line["client"] in names or line["request"].startswith("GET /realip ")]
         assert len(log) == len(names), f"{len(log)} of {len(names)} requests logged"
@@ -162,9 +189,14 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
             "status": (ex.status, line["status"]),
             "request_bytes": (ex.request_bytes, line["request_length"]),
             "response_bytes": (ex.response_bytes, line["bytes_sent"]),
-            "error": (ex.error, None),
+            "error": (ex.error if name not in _FLAGGED else None, None),
             "upstream_addr": (", ".join(a.addr for a in ex.upstream), _upstream(line["upstream_addr"])),
-            "upstream_status": (", ".join(str(a.status) for a in ex.upstream), _upstream(line["upstream_status"])),
+            "upstream_status": (", ".join("-" if a.status is None else str(a.status) for a in ex.upstream),
+                                line["upstream_status"] if _upstream(line["upstream_addr"]) else ""),
+            # nginx's clock: $request_time and the last attempt's $upstream_response_time
+            "request_time": (_ms_close(ex.nginx_ms, line["request_time"]), True),
+            "upstream_response_time": (not ex.upstream or _ms_close(
+                ex.upstream[-1].duration_ms, line["upstream_response_time"].split(", ")[-1], 2.0), True),
         }
         problems += [f"{name}: {field} {got!r} != log {want!r}" for field, (got, want) in checks.items()
                      if got != want]
@@ -178,5 +210,7 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
         assert len(subs) == 1 and subs[0].status == 200, f"{name}: {subs}"
     assert by_name["post-redirected"].method == "GET"
     assert by_name["lf-upstream"].upstream[0].status == 200
+    assert by_name["timeout-504"].upstream[0].status == 504
+    assert by_name["client-gone-499"].status == 499 and by_name["client-gone-499"].upstream[0].status is None
     assert by_name["realip"].remote == "192.0.2.7" and by_name["realip"].client.startswith("127.0.0.1:")
     assert all(ex.remote is None for name, ex in by_name.items() if name != "realip")

@@ -279,10 +279,11 @@ def format_sockaddr(raw: bytes, length: int) -> str:
         return ""
     family = int.from_bytes(raw[0:2], "little")
     if family == socket.AF_UNIX:
-        # as nginx's $remote_addr/$server_addr: "unix:" for an unnamed peer, else its path
-        # (a path longer than the bytes captured stays unknown: "unix:")
-        path = raw[2:length].split(b"\0", 1)[0] if length <= len(raw) else b""
-        return "unix:" + path.decode("utf-8", "replace")
+        # as nginx's $remote_addr/$server_addr: "unix:" for an unnamed peer, else its path;
+        # a path longer than the bytes captured ends in "…" where it was cut
+        path = raw[2:length].split(b"\0", 1)[0]
+        cut = "…" if length > len(raw) and len(path) == len(raw) - 2 else ""
+        return "unix:" + path.decode("utf-8", "replace") + cut
     if length < 8 or len(raw) < 8:
         return ""
     port = int.from_bytes(raw[2:4], "big")

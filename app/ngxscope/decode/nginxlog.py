@@ -80,6 +80,11 @@ class NginxValues:
         ex.response_bytes = ngx.bytes_sent
         if ngx.remote and ngx.remote != ex.client:
             ex.remote = ngx.remote  # realip's client
+        if ex.upstream and ex.upstream[-1].response_head is None and ngx.status in (499, 502, 504):
+            # the last peer gave no answer: nginx's status says why it gave up on it (the
+            # bytes cannot tell a timeout from a peer that closed): 504 timed out; the client
+            # went away first: no status ("-"); 502 for a head nginx could not parse too
+            ex.upstream[-1].status = {499: None, 502: 502, 504: 504}[ngx.status]
         # the request line as nginx understood it (None: not within the bytes it read, e.g.
         # HTTP/2's, or past REQLOG_LINE_CAP: the parsed one stays)
         if ngx.method is not None and ngx.uri is not None and ngx.protocol is not None:

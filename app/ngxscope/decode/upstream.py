@@ -118,12 +118,17 @@ class UpstreamTracker:
 
     def closing(self, ev: RawEvent) -> None:
         """nginx closes an upstream connection: a raw attempt ends here ($upstream_session_time;
-        a peer that sent nothing had its first "byte", the end of stream, now too)."""
+        a peer that sent nothing had its first "byte", the end of stream, now too). An HTTP
+        attempt still in progress ends here too: nginx lets go of the peer when its answer
+        ended, it timed out, the client went away or a tunnel closed ($upstream_response_time)."""
         conn = self._conns.get(ev.conn_key)
         att = conn.current if conn is not None else None
-        if att is None or not att.raw:
+        if att is None:
             return
         out = att.out
+        if not att.raw:
+            out.duration_ms = float(max(out.duration_ms or 0.0, _ms(ev.clock or ev.ts) - _ms(att.start_clock)))
+            return
         out.duration_ms = float(_ms(ev.clock or ev.ts) - _ms(att.start_clock))
         if out.header_ms is None and out.connect_ms is not None:
             out.header_ms = out.duration_ms

@@ -200,7 +200,10 @@ class Http1Handler(ProtocolHandler):
         resp_len = ev.aux - conn.done_send_off
         if req is None:
             raw = conn.requests.pending_raw()
-            req = ParsedRequest(start_ts=conn.send_first_ts or ev.ts, end_ts=ev.ts)
+            # begun but never whole (HTTP/0.9, a line nginx rejected): it began at its first byte
+            cur = conn.requests.current
+            req = ParsedRequest(start_ts=cur.start_ts if cur else (conn.send_first_ts or ev.ts),
+                                start_clock=cur.start_clock if cur else 0.0, end_ts=ev.ts)
             if conn.requests.joined_midway:
                 req.error = "joined mid-connection: request not seen"
             elif raw:
