@@ -170,10 +170,11 @@ def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
     diff = {k: f"{got!r} != log {want!r}" for k, (got, want) in checks.items() if got != want}
     if ex.nginx_ms is None or abs(ex.nginx_ms - want_ms) > 1.0:
         diff["request_time"] = f"nginx_ms {ex.nginx_ms} vs log {want_ms:.0f} ms"
-    if abs(ex.end - float(line["msec"])) > 0.05:
+    if ex.nginx_end is not None:  # nginx's own clock: equal to the millisecond
+        if abs(ex.nginx_end - float(line["msec"])) > 0.0005:
+            diff["msec"] = f"nginx_end {ex.nginx_end:.3f} vs log {line['msec']}"
+    elif abs(ex.end - float(line["msec"])) > 0.05:
         diff["msec"] = f"end {ex.end:.3f} vs log {line['msec']}"
-    if abs(ex.duration_ms - want_ms) > max(20.0, 0.3 * want_ms):
-        diff["duration"] = f"duration {ex.duration_ms:.1f} ms vs log {want_ms:.0f} ms"
     want_addr = line["upstream_addr"] if line["upstream_addr"] not in ("", "-") else ""
     addrs = ", ".join(a.addr for a in ex.upstream)
     if addrs != want_addr.replace(" : ", ", "):
@@ -218,6 +219,7 @@ def compare(args: argparse.Namespace) -> int:
     used: set[int] = set()
     total = found = equal = 0
     kinds: Counter[str] = Counter()
+    apart: Counter[str] = Counter()
     per_file: dict[str, list[int]] = {}
     examples: dict[str, list[str]] = defaultdict(list)
     for path in sorted((out / "logs").glob("*.json")):
@@ -244,6 +246,11 @@ def compare(args: argparse.Namespace) -> int:
             found += 1
             stats[1] += 1
             diff = differences(line, ex)
+            # not a logged field: the kernel clock's duration against nginx's cached clock,
+            # which stops while one event-loop turn runs (counted apart, for information)
+            want_ms = float(line["request_time"]) * 1000
+            if abs(ex.duration_ms - want_ms) > max(20.0, 0.3 * want_ms):
+                apart["true duration beyond max(20 ms, 30 %) of $request_time"] += 1
             if not diff:
                 equal += 1
                 stats[2] += 1
@@ -265,6 +272,8 @@ def compare(args: argparse.Namespace) -> int:
         print(f"  {kind:24} {n}")
         for ex_line in examples[kind][: args.limit if args.show in (None, kind) else 0]:
             print(f"      {ex_line[:300]}")
+    for what, n in apart.items():
+        print(f"  (not a field) {what}: {n} lines")
     print("\nfiles with unequal lines (lines / found / equal):")
     for t, (n, f, e) in sorted(per_file.items()):
         if e < n:

@@ -205,6 +205,9 @@ class Exchange:
     the socket's peer with one named by X-Real-IP, X-Forwarded-For or a PROXY protocol
     header ("ip:port", or "ip" when the header named no port); None when nginx logged the
     peer itself (`client`)."""
+    nginx_end: float | None = None
+    """When nginx finished the request on its own cached clock (`$msec`, whole ms): it
+    caches the time once per event-loop turn, so it can trail `end`; None when unknown."""
     subrequest_upstream: list[UpstreamAttempt] = field(default_factory=list)
     """Upstream attempts made by the request's subrequests (auth_request, SSI include,
     slice, mirror, addition...), in order: nginx leaves them out of the request's

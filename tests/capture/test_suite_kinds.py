@@ -195,6 +195,7 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
                                 line["upstream_status"] if _upstream(line["upstream_addr"]) else ""),
             # nginx's clock: $request_time and the last attempt's $upstream_response_time
             "request_time": (_ms_close(ex.nginx_ms, line["request_time"]), True),
+            "msec": (ex.nginx_end is not None and abs(ex.nginx_end - float(line["msec"])) < 0.0005, True),
             "upstream_response_time": (not ex.upstream or _ms_close(
                 ex.upstream[-1].duration_ms, line["upstream_response_time"].split(", ")[-1], 2.0), True),
         }

@@ -37,7 +37,7 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
-    "session-v6.ngxs": "dbce1df1c0132472106f82962d9284a06e143698f1660244fbd665a525cf59bf",
+    "session-v6.ngxs": "0114d6e45003da1beff17b6c04ed85eb1ca14995ff6249a393b643690338d13b",
 }
 LATEST_SAMPLE = "session-v6.ngxs"
 
@@ -202,13 +202,13 @@ EXPECTED_V5 = [
     for ex in _V5_USER
 ]
 
-# Version 6 added subrequest_upstream (older files read it as []) and remote (None).
+# Version 6 added subrequest_upstream (older files read it as []), remote and nginx_end (None).
 EXPECTED_V6 = [
     replace(EXPECTED_V5[0], subrequest_upstream=[UpstreamAttempt(
         addr="127.0.0.1:9000", status=200, connect_ms=0.1, header_ms=0.9, duration_ms=1.0, request_bytes=60,
         response_bytes=90, reused=False, start=1700000000.2502, request_head="GET /auth HTTP/1.0\r\nHost: auth\r\n",
-        response_head="HTTP/1.1 200 OK\r\nContent-Length: 0", group="auth")]),
-    replace(EXPECTED_V5[1], remote="198.51.100.4"),
+        response_head="HTTP/1.1 200 OK\r\nContent-Length: 0", group="auth")], nginx_end=1700000000.262),
+    replace(EXPECTED_V5[1], remote="198.51.100.4", nginx_end=1700000000.5),
     *EXPECTED_V5[2:],
 ]
 
@@ -306,7 +306,7 @@ def test_migrate_chains_up_to_current() -> None:
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
                                "note": "", **_V5_NULLS, "remote": None,
-                               "subrequest_upstream": []}
+                               "nginx_end": None, "subrequest_upstream": []}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -412,8 +412,8 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
 
 def test_convert_5_6_adds_subrequest_upstream_and_remote() -> None:
     assert convert_5_6({"t": "exchange", "id": 1}) == {"t": "exchange", "id": 1, "remote": None,
-                                                       "subrequest_upstream": []}
-    kept = {"t": "exchange", "remote": "10.0.0.1", "subrequest_upstream": [{"addr": "a"}]}
+                                                       "nginx_end": None, "subrequest_upstream": []}
+    kept = {"t": "exchange", "remote": "10.0.0.1", "nginx_end": 1.5, "subrequest_upstream": [{"addr": "a"}]}
     assert convert_5_6(kept) == kept
     event = {"t": "event", "ts": 1.0}
     assert convert_5_6(event) is event

@@ -138,11 +138,11 @@ def convert_4_5(record: RawRecord) -> RawRecord:
 
 def convert_5_6(record: RawRecord) -> RawRecord:
     """Version 5 → 6: exchanges get `subrequest_upstream` (version 5 put the attempts of
-    subrequests among `upstream`, indistinguishable: none apart) and `remote` (realip's
-    client; unknown in version 5: null)."""
+    subrequests among `upstream`, indistinguishable: none apart), `remote` (realip's client)
+    and `nginx_end` (nginx's $msec), both unknown in version 5: null."""
     if record.get("t") != "exchange":
         return record
-    return {"remote": None, "subrequest_upstream": [], **record}
+    return {"remote": None, "nginx_end": None, "subrequest_upstream": [], **record}
 
 
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {

@@ -302,7 +302,8 @@ def v5_records() -> list[dict[str, Any]]:
 def v6_records() -> list[dict[str, Any]]:
     """Version 6 added subrequest_upstream (the attempts of the request's subrequests, apart
     from its own): exchange 1 has one (an auth_request subrequest), the others none; and
-    remote (the client nginx's realip module logged): exchange 2's, from X-Real-IP."""
+    remote (the client nginx's realip module logged): exchange 2's, from X-Real-IP; and
+    nginx_end (nginx's $msec) for exchanges 1 and 2."""
     out = []
     for rec in v5_records():
         rec = dict(rec)
@@ -310,6 +311,7 @@ def v6_records() -> list[dict[str, Any]]:
             rec["version"] = 6
         elif rec["t"] == "exchange":
             rec["remote"] = {2: "198.51.100.4"}.get(rec["id"])
+            rec["nginx_end"] = {1: 1700000000.262, 2: 1700000000.5}.get(rec["id"])
             rec["subrequest_upstream"] = [{
                 "addr": "127.0.0.1:9000",
                 "status": 200,

@@ -96,9 +96,6 @@ def emit_h1(
         # when nginx finished (and logged) the request: its last write, or later when it still
         # waited for the upstream to end its answer, or for a lingering close
         ex.end = max(ts, conn.send_last_ts, start)
-        if start_clock and end_clock:
-            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
-            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
         if resp.error and not ex.error:
             ex.error = resp.error
         if ngx is not None:
@@ -109,6 +106,11 @@ def emit_h1(
         ex.end = max(ts, start)
         if ngx is not None:
             emit.nginx.apply(ex, ngx, None, None)
+    if end_clock:
+        ex.nginx_end = nginx_msec(end_clock) / 1000
+        if start_clock:
+            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
+            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
     emit.emit(conn, ex)
     return ex
 
@@ -146,6 +148,8 @@ def emit_summary(
     ex.truncated = conn.send_hole or body_size > conn.sendfile_bytes
     ex.summary_only = True
     ex.upstream = upstream
+    if ev.clock:
+        ex.nginx_end = nginx_msec(ev.clock) / 1000
     if start_clock and ev.clock:
         ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))
     if ev.log is not None:
