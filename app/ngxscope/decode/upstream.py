@@ -57,6 +57,9 @@ class _Attempt:
     """The request it serves (`RawEvent.rid`; 0: unknown)."""
     raw: bool = False
     """For a TCP proxy session (stream module): bytes are counted, never parsed."""
+    instant: bool = False
+    """connect(2) returned 0 at once (a UDP socket does; nginx sends a request on a TCP one
+    in the same turn)."""
 
 
 @dataclass(slots=True)
@@ -89,8 +92,10 @@ class UpstreamTracker:
         ret = _signed(ev.offset)
         if ret not in (0, _EINPROGRESS):
             att.failed = f"connect failed: {errno.errorcode.get(-ret, str(ret))}"
-        elif ret == 0 and att.raw:
-            att.out.connect_ms = 0.0  # connected at once: nginx goes on in the same turn
+        elif ret == 0:
+            att.instant = True
+            if att.raw:
+                att.out.connect_ms = 0.0  # connected at once: nginx goes on in the same turn
         self._by_client.setdefault(client, []).append(att)
         self.pending[(ev.pid, ev.fd)] = att
 
@@ -248,6 +253,9 @@ class UpstreamTracker:
         return self._hand_out(own), self._hand_out(sub)
 
     def _hand_out(self, atts: list[_Attempt]) -> list[UpstreamAttempt]:
+        # a socket connected at once that never carried a byte of the request: a resolver's or
+        # syslog's UDP socket opened while the worker served it, not a peer ($upstream_addr)
+        atts = [a for a in atts if a.raw or not a.instant or a.sent_any or a.received_any]
         out = []
         for i, att in enumerate(atts):
             a = att.out
