@@ -155,3 +155,20 @@ def test_format_sockaddr() -> None:
     cut = struct.pack("<H", socket.AF_UNIX) + b"/tmp/nginx-test-0123456789/unix.sock"[:26]
     assert events.format_sockaddr(cut, 2 + 37) == "unix:/tmp/nginx-test-0123456789…"  # cut: said so
     assert events.format_sockaddr(named, 110) == "unix:/run/a.sock"
+
+
+def test_cut_unix_path_completed_from_bound_sockets() -> None:
+    """A unix path longer than the 26 bytes the probes copy is completed from the one bound
+    socket whose path begins so (the listener nginx accepted on, or connected to)."""
+    import socket
+    import struct
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ngxscope-unix-path-", dir="/tmp") as tmp:
+        path = f"{tmp}/unix.sock"
+        assert len(path) > 26
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+            srv.bind(path)
+            srv.listen(1)
+            raw = struct.pack("<H", socket.AF_UNIX) + path.encode()[:26]
+            assert events.format_sockaddr(raw, 2 + len(path) + 1) == "unix:" + path
