@@ -241,7 +241,9 @@ def compare(args: argparse.Namespace) -> int:
                 examples["not found"].append(f"{t}: {line['request']!r} {line['status']} {line['client']}")
                 continue
             req = f"{line['method']} {line['uri']}"
-            ex = min(cands, key=lambda e: (f"{e.method} {e.target}" != req, abs(e.end - float(line["msec"]))))
+            # a client port may be reused by another test's nginx running alongside: same server first
+            ex = min(cands, key=lambda e: (nginx_addr(e.server) != line["server"], f"{e.method} {e.target}" != req,
+                                           abs(e.end - float(line["msec"]))))
             used.add(id(ex))
             found += 1
             stats[1] += 1
