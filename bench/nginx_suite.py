@@ -15,8 +15,15 @@ compared field by field as the capture tests do (tests/capture/test_capture_vs_a
     PYTHONPATH=$PWD/app .venv/bin/python bench/nginx_suite.py compare /tmp/suite [--show KIND]
 
 Needs root (eBPF). The nginx binary is copied into OUT (``--nginx``, default
-/usr/sbin/nginx) so that only the suite's nginx processes are followed. Tests whose Perl
-modules or nginx modules are missing skip; that is fine (the figures count log lines).
+/usr/sbin/nginx) so that only the suite's nginx processes are followed; it runs as
+``user root`` (the test directories are root's). Tests whose Perl modules or nginx modules
+are missing skip; that is fine (the figures count log lines). Test::Nginx loads every
+dynamic module the binary was built with from TEST_NGINX_MODULES (default here
+/usr/lib/nginx/modules), so for Debian's nginx the libnginx-mod-* packages of those modules
+must be installed (http-geoip, http-image-filter, http-perl, http-xslt-filter, mail,
+stream-geoip; stream is already). Perl modules some tests use, by Debian package:
+libprotocol-websocket-perl libfcgi-perl libcache-memcached-perl libscgi-perl
+libcryptx-perl libgd-perl (IO::Socket::SSL and Net::SSLeay are there already).
 """
 
 from __future__ import annotations
