@@ -139,10 +139,8 @@ static __always_inline void read_sockaddr(u8 *dst, u32 *dst_len, u64 ptr, u64 le
     if (!ptr)
         return;
     bpf_probe_read_user(&len, sizeof(len), (void *)len_ptr);
-    if (len > SOCKADDR_MAX)
-        len = SOCKADDR_MAX;
     bpf_probe_read_user(dst, SOCKADDR_MAX, (void *)ptr);
-    *dst_len = len;
+    *dst_len = len;   /* the true length: above SOCKADDR_MAX, a unix path was cut */
 }
 
 /* Send EV_OPEN for a connection: its addresses, read from nginx's ngx_connection_t. When

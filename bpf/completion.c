@@ -237,6 +237,7 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
         return;
     l->h = *h;
     l->h.kind = EV_REQ_LOG;
+    l->h.rid = (u32)r;   /* which request: its upstream events name the same (a subrequest's others) */
     l->request_length = 0;
     l->sent = 0;
     l->status = 0;
@@ -247,6 +248,11 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
     bpf_probe_read_user(&l->err_status, sizeof(l->err_status), (void *)(r + OFF_R_ERR_STATUS));
     if (bpf_probe_read_user(l->strs, sizeof(l->strs), (void *)(r + OFF_R_REQUEST_LINE)) < 0)
         __builtin_memset(l->strs, 0, sizeof(l->strs));
+    /* the client as nginx logs it: realip (X-Real-IP, X-Forwarded-For, PROXY protocol) swaps
+     * c->sockaddr for the request, and restores it only when the request's pool is freed */
+    u64 sa = 0;
+    bpf_probe_read_user(&sa, sizeof(sa), (void *)(c + OFF_SOCKADDR));
+    read_sockaddr(l->remote, &l->remote_len, sa, c + OFF_SOCKLEN);
     u64 addr = l->strs[1], n = l->strs[0];
     if (!addr || !n) {
         /* no request line stored (nginx rejected it): $request is what was read from its start */

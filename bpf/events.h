@@ -183,7 +183,8 @@ struct ev_done {
  * them (ngx_str_t: len, data address), `line` the bytes at line_addr: the request line nginx
  * stored, or (when it stored none: a request it rejected) what it read from the request's
  * start (r->request_start) up to the end of its buffer (r->header_in->last). The record's
- * length says how many bytes of `line` follow. */
+ * length says how many bytes of `line` follow. Its header is its EV_REQ_DONE's but for the
+ * kind and `rid`, which names the request (low 32 bits of r) as upstream events do. */
 #define REQLOG_LINE_CAP 512
 
 /* The location nginx chose (r->loc_conf[0]: ngx_http_core_module's loc conf, whose ctx_index
@@ -209,6 +210,8 @@ struct ev_reqlog {
     __u32 loc_name_len;
     __u32 loc_flags;
     __u8  loc_name[LOC_NAME_CAP];
+    __u32 remote_len;              /* r->connection->sockaddr as nginx logs it ($remote_addr, */
+    __u8  remote[SOCKADDR_MAX];    /* $remote_port): the realip module's client, if it set one */
     __u8  line[REQLOG_LINE_CAP];
 };
 

@@ -171,11 +171,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
             return 0;   /* for a sampled-out exchange: its payload is not followed either */
         o->h.rid = o->h.owner ? (u32)*r : 0;   /* the request (or stream session) it is for */
     }
-    u32 len = a.len;
-    if (len > SOCKADDR_MAX)
-        len = SOCKADDR_MAX;
     bpf_probe_read_user(o->peer, SOCKADDR_MAX, (void *)a.addr);
-    o->peer_len = len;
+    o->peer_len = a.len;   /* the true length: above SOCKADDR_MAX, a unix path was cut */
     o->local_len = 0;
     submit(o, sizeof(*o));
     return 0;

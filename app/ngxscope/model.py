@@ -114,7 +114,9 @@ class Exchange:
     start: float
     """Unix time nginx read the first byte of the request."""
     end: float
-    """Unix time nginx wrote the last byte of the response."""
+    """Unix time nginx finished the request (when it logs it, `$msec`): usually its last
+    write of the response; later when it still waited for an upstream to end its answer,
+    or lingered before closing."""
     pid: int
     """The nginx worker process that handled the request."""
     client: str
@@ -163,7 +165,8 @@ class Exchange:
     error: str | None = None
     """Why the exchange is incomplete or malformed; None when it is whole."""
     upstream: list[UpstreamAttempt] = field(default_factory=list)
-    """Upstream attempts in order, retries included."""
+    """Upstream attempts in order, retries included: the request's own, what nginx logs as
+    `$upstream_addr`."""
     server_block: str | None = None
     """The `server { }` block that handled the request (its first server_name), from nginx's
     configuration; None when unknown."""
@@ -238,6 +241,18 @@ class Exchange:
     the handshake ACK, ClientHello, ServerHello, alerts; and FIN / RST for a connection that
     never became a request), on the connection's first exchange and on connection records
     only; the pcapng export writes them as they were."""
+    remote: str | None = None
+    """The client nginx logged (`$remote_addr:$remote_port`) when its realip module replaced
+    the socket's peer with one named by X-Real-IP, X-Forwarded-For or a PROXY protocol
+    header ("ip:port", or "ip" when the header named no port); None when nginx logged the
+    peer itself (`client`)."""
+    nginx_end: float | None = None
+    """When nginx finished the request on its own cached clock (`$msec`, whole ms): it
+    caches the time once per event-loop turn, so it can trail `end`; None when unknown."""
+    subrequest_upstream: list[UpstreamAttempt] = field(default_factory=list)
+    """Upstream attempts made by the request's subrequests (auth_request, SSI include,
+    slice, mirror, addition...), in order: nginx leaves them out of the request's
+    `$upstream_addr`, so they are kept apart from `upstream`."""
 
     @property
     def duration_ms(self) -> float:
@@ -262,6 +277,7 @@ class Exchange:
         out["response_headers"] = [[k, v] for k, v in self.response_headers]
         out["upstream"] = [a.to_dict() for a in self.upstream]
         out["wire_packets"] = [w.to_dict() for w in self.wire_packets]
+        out["subrequest_upstream"] = [a.to_dict() for a in self.subrequest_upstream]
         out["duration_ms"] = round(self.duration_ms, 3)
         return out
 
@@ -276,8 +292,9 @@ class Exchange:
             for name in ("request_headers", "response_headers"):
                 if name in data:
                     data[name] = [(str(k), str(v)) for k, v in data[name]]
-            if "upstream" in data:
-                data["upstream"] = [UpstreamAttempt.from_dict(a) for a in data["upstream"]]
+            for name in ("upstream", "subrequest_upstream"):
+                if name in data:
+                    data[name] = [UpstreamAttempt.from_dict(a) for a in data[name]]
             if "wire_packets" in data:
                 data["wire_packets"] = [WireFrame.from_dict(w) for w in data["wire_packets"]]
         except (TypeError, ValueError) as exc:

@@ -3,6 +3,7 @@ capture.events.parse_reqlog: the EV_REQ_LOG record's request line and strings.""
 
 from __future__ import annotations
 
+import socket
 import struct
 
 from ngxscope.capture.events import (
@@ -11,11 +12,12 @@ from ngxscope.capture.events import (
     LOC_NAME_CAP,
     LOCF_EXACT,
     LOCF_NAMED,
+    SOCKADDR_MAX,
     NginxLog,
     parse_event,
 )
 from ngxscope.decode.nginxlog import NginxValues
-from ngxscope.model import Exchange
+from ngxscope.model import Exchange, UpstreamAttempt
 
 
 def _log(status: int = 200, length: int = 80, sent: int = 150) -> NginxLog:
@@ -82,7 +84,9 @@ def _record(line: bytes, base: int, strs: list[int], stored: bool, loc: tuple[in
     if stored:
         strs = [len(line.split(b"\r")[0]), base, *strs[2:]]
     clcf, name, flags = loc
-    tail = struct.pack(f"<qQQQQ14QQII{LOC_NAME_CAP}s", 77, 99, 200, 0, base, *strs, clcf, len(name), flags, name)
+    peer = struct.pack("<HH4s", socket.AF_INET, socket.htons(8080), socket.inet_aton("192.0.2.9"))
+    tail = struct.pack(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}s", 77, 99, 200, 0, base, *strs, clcf, len(name),
+                       flags, name, 16, peer)
     return head + tail + line
 
 
@@ -95,6 +99,8 @@ def test_parse_reqlog_strings_within_line() -> None:
     assert (ev.log.status, ev.log.request_length, ev.log.bytes_sent) == (200, 77, 99)
     assert (ev.log.method, ev.log.uri, ev.log.protocol, ev.log.request) == ("GET", "/a?b", "HTTP/1.1", line)
     assert ev.log.location is None  # no loc_conf read
+    assert ev.log.remote == "192.0.2.9:8080"
+    assert ev.log.rid == 6  # the record's rid slot names the request
 
 
 def test_parse_reqlog_location() -> None:
@@ -106,6 +112,27 @@ def test_parse_reqlog_location() -> None:
     ex = _ex()
     NginxValues().apply(ex, NginxLog(200, 10, 150, b"", None, None, None, location="/api/"), None, None)
     assert (ex.location, ex.location_via) == ("/api/", "nginx")
+
+
+def test_parse_reqlog_method_replaced_by_nginx() -> None:
+    """error_page turned a POST into nginx's own "GET" (outside the line): $request_method GET."""
+    line = b"POST /a HTTP/1.1"
+    base = 0x1000
+    strs = [0, 0, 2, base + 5, 0, 0, 0, 0, 2, base + 5, 3, 0x55550000, 8, base + 8]
+    ev = parse_event(_record(line, base, strs, True), 0.0)
+    assert ev.log is not None and ev.log.method == "GET" and ev.log.uri == "/a"
+
+
+def test_remote_and_last_attempt_status_applied() -> None:
+    nv = NginxValues()
+    ex = _ex()
+    ex.upstream = [UpstreamAttempt(addr="127.0.0.1:1", status=502)]
+    nv.apply(ex, NginxLog(499, 10, 0, b"GET / HTTP/1.1", "GET", "/", "HTTP/1.1", remote="10.0.0.1"), None, None)
+    assert ex.remote == "10.0.0.1" and ex.upstream[0].status is None  # the client went away: "-"
+    ex = _ex()
+    ex.upstream = [UpstreamAttempt(addr="127.0.0.1:1", status=502)]
+    nv.apply(ex, NginxLog(504, 10, 0, b"GET / HTTP/1.1", "GET", "/", "HTTP/1.1", remote=ex.client), None, None)
+    assert ex.remote is None and ex.upstream[0].status == 504
 
 
 def test_parse_reqlog_rejected_line_cut_at_eol() -> None:

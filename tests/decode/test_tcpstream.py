@@ -88,3 +88,22 @@ def test_attempts_are_handed_to_their_own_request() -> None:
     assert [(a.addr, a.request_bytes) for a in second] == [("127.0.0.1:8", 20)]
     assert [(a.addr, a.request_bytes) for a in first] == [("127.0.0.1:7", 20)]
     assert tr.take(PID, CONN) == []
+
+
+def test_subrequest_and_udp_sockets_kept_out_of_the_requests_attempts() -> None:
+    """take_request: the request's own attempts ($upstream_addr), its subrequests' apart; a
+    socket connected at once that never carried the request (a resolver's UDP socket opened
+    while the worker served it) is no attempt at all."""
+    tr = UpstreamTracker()
+    resp = b"HTTP/1.1 200 OK\nContent-Length: 0\n\n"  # bare LF: nginx takes it
+    tr.on_connect(ev(EV_CONNECT, 0.0, 5, 0, peer="127.0.0.1:53", aux=CONN, rid=11, offset=0))  # UDP: ret 0
+    for fd, up, rid in ((7, UP, 33), (8, UP + 1, 11)):  # 33: the auth subrequest, 11: the request
+        tr.on_connect(ev(EV_CONNECT, 0.001, fd, 0, peer=f"127.0.0.1:{fd}", aux=CONN, rid=rid,
+                         offset=(1 << 64) - 115))  # -EINPROGRESS
+        tr.on_open(ev(EV_OPEN, 0.001, fd, up), "")
+        tr.on_data(ev(EV_SEND, 0.002, fd, up, length=18, aux=CONN, rid=rid, data=b"GET / HTTP/1.1\r\n\r\n"),
+                   sending=True)
+        tr.on_data(ev(EV_RECV, 0.003, fd, up, length=len(resp), aux=CONN, rid=rid, data=resp), sending=False)
+    own, sub = tr.take_request(PID, CONN, 11)
+    assert [(a.addr, a.status) for a in own] == [("127.0.0.1:8", 200)]
+    assert [(a.addr, a.status) for a in sub] == [("127.0.0.1:7", 200)]

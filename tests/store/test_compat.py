@@ -38,7 +38,7 @@ FROZEN = {
     "session-v3.ngxs": "dca726c4246757458b346e146b2c735ec3d9c2281b934ba090fbb070695ec292",
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
-    "session-v6.ngxs": "dc325518b63e4b10727631e4bc4392148c6467c57af1453d35d6c256f2fcb92b",
+    "session-v6.ngxs": "160ca4721a36ad14451e96165cdd828f84e88f57da2564fe60b6e01486af7cd3",
 }
 LATEST_SAMPLE = "session-v6.ngxs"
 
@@ -212,9 +212,18 @@ V6_FRAMES = [
 ]
 # Version 6 added location_via (older files read "config" where they name a location),
 # kept_by (older files read it as None) and wire_packets (older files read them as []).
-EXPECTED_V6 = [replace(ex, location_via="nginx" if ex.id == 1 else ex.location_via,
+_V6_NEW = [replace(ex, location_via="nginx" if ex.id == 1 else ex.location_via,
                        kept_by={1: "sample", 2: "error,slow"}.get(ex.id),
                        wire_packets=V6_FRAMES if ex.tls else []) for ex in EXPECTED_V5]
+# ... subrequest_upstream (older files read it as []), remote and nginx_end (None).
+EXPECTED_V6 = [
+    replace(_V6_NEW[0], subrequest_upstream=[UpstreamAttempt(
+        addr="127.0.0.1:9000", status=200, connect_ms=0.1, header_ms=0.9, duration_ms=1.0, request_bytes=60,
+        response_bytes=90, reused=False, start=1700000000.2502, request_head="GET /auth HTTP/1.0\r\nHost: auth\r\n",
+        response_head="HTTP/1.1 200 OK\r\nContent-Length: 0", group="auth")], nginx_end=1700000000.262),
+    replace(_V6_NEW[1], remote="198.51.100.4", nginx_end=1700000000.5),
+    *_V6_NEW[2:],
+]
 
 
 @pytest.mark.parametrize(
@@ -310,7 +319,7 @@ def test_migrate_chains_up_to_current() -> None:
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
                                "note": "", **_V5_NULLS, "location_via": None, "kept_by": None,
-                               "wire_packets": []}
+                               "wire_packets": [], "remote": None, "nginx_end": None, "subrequest_upstream": []}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -424,8 +433,13 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
 
 
-def test_convert_5_6_adds_no_wire_packets() -> None:
+def test_convert_5_6_adds_the_version_6_fields() -> None:
     rec = {"t": "exchange", "id": 1}
     assert migrate(rec, 5) == {"t": "exchange", "id": 1, "location_via": None, "kept_by": None,
-                               "wire_packets": []}
+                               "wire_packets": [], "remote": None, "nginx_end": None, "subrequest_upstream": []}
     assert migrate({"t": "stats", "ts": 1.0}, 5) == {"t": "stats", "ts": 1.0}
+    kept = {"t": "exchange", "remote": "10.0.0.1", "nginx_end": 1.5, "subrequest_upstream": [{"addr": "a"}],
+            "location_via": None, "kept_by": None, "wire_packets": []}
+    assert convert_5_6(kept) == kept
+    event = {"t": "event", "ts": 1.0}
+    assert convert_5_6(event) is event

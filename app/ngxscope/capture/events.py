@@ -228,6 +228,8 @@ class EvReqLog(ctypes.Structure):
         ("loc_name_len", ctypes.c_uint32),
         ("loc_flags", ctypes.c_uint32),
         ("loc_name", ctypes.c_uint8 * LOC_NAME_CAP),
+        ("remote_len", ctypes.c_uint32),
+        ("remote", ctypes.c_uint8 * SOCKADDR_MAX),
         ("line", ctypes.c_uint8 * REQLOG_LINE_CAP),
     ]
 
@@ -283,6 +285,14 @@ class NginxLog:
     """The location nginx chose, as read from r->loc_conf, written as the window labels
     locations ("= /x", "^~ /x", "~ REGEX" for ~ and ~* alike, "@name", "/x"; "" at the
     server level; a name longer than LOC_NAME_CAP ends in "…"); None when not read."""
+    remote: str = ""
+    """$remote_addr:$remote_port as nginx logs them ("ip:port", IPv6 bracketed; "" unknown):
+    the socket's peer, or the client the realip module took from X-Real-IP,
+    X-Forwarded-For or a PROXY protocol header."""
+    rid: int = 0
+    """The request, as the low 32 bits of its address (0: unknown): upstream events with
+    another `RawEvent.rid` on the same client connection served its subrequests
+    (auth_request, SSI, slice...), whose attempts nginx leaves out of its $upstream_addr."""
 
 
 @dataclass(slots=True)
@@ -345,13 +355,48 @@ class RawEvent:
         return (self.pid, self.fd, self.conn_ts)
 
 
+_UNIX_PATHS: dict[str, str] = {}
+
+
+def unix_path_with_prefix(prefix: str) -> str | None:
+    """The one bound unix socket path (/proc/net/unix, this network namespace) that begins
+    with `prefix`: a path longer than the sockaddr bytes the probes copy is completed so
+    (a listener's own path, or the peer nginx connected to). None: none or several."""
+    known = _UNIX_PATHS.get(prefix)
+    if known is not None:
+        return known
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    paths = {parts[7] for parts in (line.split(None, 7) for line in lines)
+             if len(parts) == 8 and parts[7].startswith(prefix)}
+    if len(paths) != 1:
+        return None
+    if len(_UNIX_PATHS) > 256:
+        _UNIX_PATHS.clear()
+    found = _UNIX_PATHS[prefix] = paths.pop()
+    return found
+
+
 def format_sockaddr(raw: bytes, length: int) -> str:
     """struct sockaddr_in / sockaddr_in6 bytes → "ip:port" / "[ip6]:port" ("" if unknown)."""
     import socket
 
-    if length < 8 or len(raw) < 8:
+    if length < 2 or len(raw) < 2:
         return ""
     family = int.from_bytes(raw[0:2], "little")
+    if family == socket.AF_UNIX:
+        # as nginx's $remote_addr/$server_addr: "unix:" for an unnamed peer, else its path;
+        # a path longer than the bytes captured ends in "…" where it was cut
+        path = raw[2:length].split(b"\0", 1)[0]
+        text = path.decode("utf-8", "replace")
+        if length > len(raw) and len(path) == len(raw) - 2:
+            return "unix:" + (unix_path_with_prefix(text) or text + "…")
+        return "unix:" + text
+    if length < 8 or len(raw) < 8:
+        return ""
     port = int.from_bytes(raw[2:4], "big")
     if family == socket.AF_INET:
         return f"{socket.inet_ntop(socket.AF_INET, raw[4:8])}:{port}"
@@ -360,15 +405,13 @@ def format_sockaddr(raw: bytes, length: int) -> str:
         if addr.startswith("::ffff:") and "." in addr:
             return f"{addr[7:]}:{port}"
         return f"[{addr}]:{port}"
-    if family == socket.AF_UNIX:
-        return "unix:"
     return ""
 
 
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
-_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}s")
+_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}s")
 _REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
 assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + REQLOG_LINE_CAP
 
@@ -384,9 +427,14 @@ def _nginx_str(line: bytes, base: int, length: int, addr: int) -> str | None:
     return line[off : off + length].decode("latin-1")
 
 
+def _without_port_0(addr: str) -> str:
+    """realip's client from X-Real-IP/X-Forwarded-For has no port: nginx logs $remote_port ""."""
+    return addr[:-2] if addr.endswith(":0") else addr
+
+
 def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
     """The tail of an EV_REQ_LOG record."""
-    request_length, sent, status, err_status, base, *strs, clcf, name_len, flags, name = \
+    request_length, sent, status, err_status, base, *strs, clcf, name_len, flags, name, remote_len, remote = \
         _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
     raw = bytes(buf[_REQLOG_LINE : _REQLOG_LINE + REQLOG_LINE_CAP])
     line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
@@ -394,12 +442,19 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
         cut = line.find(stop)
         if cut >= 0:
             line = line[:cut]
+    method = _nginx_str(raw, base, strs[10], strs[11])
+    if method is None and base and strs[1] == base and strs[10] == 3:
+        # method_name no longer points into the request line nginx read: nginx replaced it,
+        # and the only replacement it makes is its "GET" constant (an error_page redirect of
+        # a non-HEAD request: ngx_http_core_get_method), which $request_method then logs
+        method = "GET"
     return NginxLog(
         status=err_status or status,
         request_length=request_length,
         bytes_sent=sent,
         request=line,
-        method=_nginx_str(raw, base, strs[10], strs[11]),
+        method=method,
+        remote=_without_port_0(format_sockaddr(remote, remote_len)),
         uri=_nginx_str(raw, base, strs[8], strs[9]),
         protocol=_nginx_str(raw, base, strs[12], strs[13]),
         location=location_label(name[: min(name_len, LOC_NAME_CAP)], name_len, flags) if clcf else None,
@@ -469,6 +524,7 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
             if flags & EVF_H2STREAM:
                 ev.rid = tid
             ev.log = parse_reqlog(buf)
+            ev.log.rid = tid
         else:
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)

@@ -23,12 +23,15 @@ __all__ = [
     "ParsedRequest",
     "ParsedResponse",
     "RequestStream",
+    "find_head_end",
     "parse_head",
     "parse_head_py",
     "parse_response",
     "parse_response_py",
     "request_line_of",
 ]
+
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 MAX_HEAD = 64 * 1024
 """Longest request/response head accepted (nginx's default large buffers are 4 x 8k)."""
@@ -101,15 +104,12 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-def _find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
-    """Index just past the blank line ending a head, or -1."""
-    i = buf.find(b"\r\n\r\n", start)
-    j = buf.find(b"\n\n", start)
-    if i < 0:
-        return j + 2 if j >= 0 else -1
-    if 0 <= j < i:
-        return j + 2
-    return i + 4
+def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """Index just past the blank line ending a head, or -1. As nginx does, a line ends at
+    LF with or without a CR before it, so "\\n\\r\\n" ends a head too (LF header lines then
+    a CRLF blank line, as many hand-written clients send)."""
+    m = _HEAD_END.search(buf, start)
+    return m.end() if m else -1
 
 
 @dataclass(slots=True)
@@ -280,7 +280,7 @@ class RequestStream:
                 self.current.truncated = True
         req = self.current
         req.end_ts = self._ts
-        end = _find_head_end(buf)
+        end = find_head_end(buf)
         if end < 0:
             nl = buf.find(b"\n")
             if (self._first and self.allow_midway and nl > 0
@@ -493,7 +493,7 @@ def parse_response_py(prefix: bytes) -> ParsedResponse:
     out = ParsedResponse()
     pos = 0
     while True:
-        end = _find_head_end(prefix, pos)
+        end = find_head_end(prefix, pos)
         if end < 0:
             out.error = "response head not captured" if prefix else "no response bytes captured"
             return out

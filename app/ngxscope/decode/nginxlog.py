@@ -51,7 +51,10 @@ class NginxValues:
         if self.distrusted:
             return False
         why = ""
-        if not 0 <= ngx.status < 1000 or not 0 <= ngx.request_length < 1 << 48 or not 0 <= ngx.bytes_sent < 1 << 48:
+        # $request_length can be negative: nginx 1.22 subtracts what it discarded of a chunked
+        # body from it (logged so, e.g. -3598): nginx's word, not a wrong offset
+        if (not 0 <= ngx.status < 1000 or not -(1 << 48) < ngx.request_length < 1 << 48
+                or not 0 <= ngx.bytes_sent < 1 << 48):
             why = f"implausible values (status {ngx.status}, request_length {ngx.request_length})"
         elif self.agreed < _CHECKS and status is not None and resp_len is not None:
             if ngx.status != status or ngx.bytes_sent != resp_len:
@@ -79,6 +82,13 @@ class NginxValues:
             ex.location, ex.location_via = ngx.location or None, "nginx"
         ex.request_bytes = ngx.request_length
         ex.response_bytes = ngx.bytes_sent
+        if ngx.remote and ngx.remote != ex.client:
+            ex.remote = ngx.remote  # realip's client
+        if ex.upstream and ex.upstream[-1].response_head is None and ngx.status in (499, 502, 504):
+            # the last peer gave no answer: nginx's status says why it gave up on it (the
+            # bytes cannot tell a timeout from a peer that closed): 504 timed out; the client
+            # went away first: no status ("-"); 502 for a head nginx could not parse too
+            ex.upstream[-1].status = {499: None, 502: 502, 504: 504}[ngx.status]
         # the request line as nginx understood it (None: not within the bytes it read, e.g.
         # HTTP/2's, or past REQLOG_LINE_CAP: the parsed one stays)
         if ngx.method is not None and ngx.uri is not None and ngx.protocol is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .http1 import HeadError, _find_head_end, _header, parse_head
+from .http1 import HeadError, _header, find_head_end, parse_head
 
 __all__ = ["ResponseFramer"]
 
@@ -103,7 +103,7 @@ class ResponseFramer:
                 return None
             if st == HEAD:
                 buf, hole = self._contig()
-                end = _find_head_end(buf)
+                end = find_head_end(buf)
                 if end < 0:
                     if hole or len(buf) >= _SCAN_LIMIT:
                         self._lose()

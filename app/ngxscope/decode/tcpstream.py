@@ -65,6 +65,8 @@ def tcp_exchange(sess: TcpSession, ex_id: int, conn_seq: int, pid: int, client: 
     ex.request_bytes = ex.request_body_size = done.offset
     ex.response_bytes = ex.response_body_size = done.aux
     ex.truncated = (sess.hole or len(sess.inbound) < done.offset or len(sess.outbound) < done.aux)
+    if done.clock:
+        ex.nginx_end = nginx_msec(done.clock) / 1000
     if sess.start_clock and done.clock:
         ex.nginx_ms = float(nginx_msec(done.clock) - nginx_msec(sess.start_clock))
     if sess.joined:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..capture.events import RawEvent, nginx_msec
 from ..model import UpstreamAttempt
-from .http1 import HeadError, parse_head
+from .cgihead import non_http_status
+from .http1 import HeadError, find_head_end, parse_head
 
 __all__ = ["UpstreamTracker"]
 
@@ -56,6 +57,9 @@ class _Attempt:
     """The request it serves (`RawEvent.rid`; 0: unknown)."""
     raw: bool = False
     """For a TCP proxy session (stream module): bytes are counted, never parsed."""
+    instant: bool = False
+    """connect(2) returned 0 at once (a UDP socket does; nginx sends a request on a TCP one
+    in the same turn)."""
 
 
 @dataclass(slots=True)
@@ -88,8 +92,10 @@ class UpstreamTracker:
         ret = _signed(ev.offset)
         if ret not in (0, _EINPROGRESS):
             att.failed = f"connect failed: {errno.errorcode.get(-ret, str(ret))}"
-        elif ret == 0 and att.raw:
-            att.out.connect_ms = 0.0  # connected at once: nginx goes on in the same turn
+        elif ret == 0:
+            att.instant = True
+            if att.raw:
+                att.out.connect_ms = 0.0  # connected at once: nginx goes on in the same turn
         self._by_client.setdefault(client, []).append(att)
         self.pending[(ev.pid, ev.fd)] = att
 
@@ -117,12 +123,17 @@ class UpstreamTracker:
 
     def closing(self, ev: RawEvent) -> None:
         """nginx closes an upstream connection: a raw attempt ends here ($upstream_session_time;
-        a peer that sent nothing had its first "byte", the end of stream, now too)."""
+        a peer that sent nothing had its first "byte", the end of stream, now too). An HTTP
+        attempt still in progress ends here too: nginx lets go of the peer when its answer
+        ended, it timed out, the client went away or a tunnel closed ($upstream_response_time)."""
         conn = self._conns.get(ev.conn_key)
         att = conn.current if conn is not None else None
-        if att is None or not att.raw:
+        if att is None:
             return
         out = att.out
+        if not att.raw:
+            out.duration_ms = float(max(out.duration_ms or 0.0, _ms(ev.clock or ev.ts) - _ms(att.start_clock)))
+            return
         out.duration_ms = float(_ms(ev.clock or ev.ts) - _ms(att.start_clock))
         if out.header_ms is None and out.connect_ms is not None:
             out.header_ms = out.duration_ms
@@ -188,26 +199,34 @@ class UpstreamTracker:
 
     def _try_head(self, att: _Attempt, clock: float) -> None:
         buf = bytes(att.resp_head)
+        other = non_http_status(bytes(att.req_head), buf)
+        if other is not None:  # FastCGI, SCGI, uwsgi, memcached, HTTP/0.9: no status line
+            att.head_done = True
+            att.out.status, att.out.response_head = other
+            att.out.header_ms = float(_ms(clock) - _ms(att.start_clock))
+            return
         pos = 0
         while True:
-            end = buf.find(b"\r\n\r\n", pos)
-            if end < 0:
+            # nginx takes a bare LF as a line end in an upstream's head too
+            past = find_head_end(buf, pos)
+            if past < 0:
                 return
+            head = buf[pos:past].rstrip(b"\r\n")
             try:
-                parts, _headers = parse_head(buf[pos:end])
+                parts, _headers = parse_head(head)
                 status = int(parts[1])
             except (HeadError, ValueError, IndexError):
                 att.head_done = True
                 att.failed = "malformed upstream response"
                 return
             if 100 <= status < 200 and status != 101:
-                pos = end + 4
+                pos = past
                 continue
             att.head_done = True
             att.tunnel = status == 101
             att.out.status = status
             att.out.header_ms = float(_ms(clock) - _ms(att.start_clock))
-            att.out.response_head = buf[pos:end].decode("latin-1")
+            att.out.response_head = head.decode("latin-1")
             return
 
     # -- hand-out --------------------------------------------------------------------------
@@ -220,6 +239,23 @@ class UpstreamTracker:
             atts = [a for a in atts if a.rid == rid]
             if rest:
                 self._by_client[(pid, conn_ts)] = rest
+        return self._hand_out(atts)
+
+    def take_request(self, pid: int, conn_ts: int, request: int) -> tuple[list[UpstreamAttempt],
+                                                                         list[UpstreamAttempt]]:
+        """Every attempt made for the HTTP/1 request that just finished on (pid, conn_ts),
+        split into the request's own (what nginx logs as $upstream_addr) and those of its
+        subrequests (auth_request, SSI, slice...: another `rid`), which nginx logs nowhere in
+        the main request's line. `request`: its rid (0: unknown, all are its own)."""
+        atts = self._by_client.pop((pid, conn_ts), [])
+        own = [a for a in atts if not request or not a.rid or a.rid == request]
+        sub = [a for a in atts if request and a.rid and a.rid != request]
+        return self._hand_out(own), self._hand_out(sub)
+
+    def _hand_out(self, atts: list[_Attempt]) -> list[UpstreamAttempt]:
+        # a socket connected at once that never carried a byte of the request: a resolver's or
+        # syslog's UDP socket opened while the worker served it, not a peer ($upstream_addr)
+        atts = [a for a in atts if a.raw or not a.instant or a.sent_any or a.received_any]
         out = []
         for i, att in enumerate(atts):
             a = att.out

@@ -157,6 +157,12 @@ def nginx_addr(addr: str) -> str:
         host, sep, port = addr[1:].partition("]:")
         if sep:
             return f"{host}:{port}"
+    if addr.startswith("unix:"):
+        return addr + ":"  # a unix socket has no port: nginx logs "unix:" and ""
+    if addr.startswith("[") and addr.endswith("]"):
+        return addr[1:-1] + ":"  # no port (realip's client from a header): $remote_port ""
+    if addr and ":" not in addr:
+        return addr + ":"
     return addr
 
 

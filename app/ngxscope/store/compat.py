@@ -39,7 +39,10 @@ Format history:
   "aborted", "upstream", "malformed", "slow" comma-separated; null when not sampling, as
   always before); and `wire_packets`: the connection's packets as the socket filter passed
   them (`[{"ts": float, "frame": base64}]`), on a connection's first exchange and on
-  connection records; [] elsewhere and in older files.
+  connection records; [] elsewhere and in older files; `remote` (the client nginx logged
+  when its realip module replaced the socket's peer; null otherwise and in older files),
+  `nginx_end` (nginx's own $msec; null: unknown) and `subrequest_upstream` (the attempts of
+  the request's subrequests, which version 5 mixed into `upstream`: [] in older files).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -147,10 +150,12 @@ def convert_4_5(record: RawRecord) -> RawRecord:
 def convert_5_6(record: RawRecord) -> RawRecord:
     """Version 5 → 6: exchanges get `location_via`: "config" where they have a location
     (version 5 only ever matched the configuration), else null; `kept_by` null (version 5
-    did not sample rows by rules); `wire_packets` [] (version 5 kept no packets)."""
+    did not sample rows by rules); `wire_packets` [] (version 5 kept no packets);
+    `subrequest_upstream` [] (version 5 put the attempts of subrequests among `upstream`,
+    indistinguishable), `remote` and `nginx_end` null (unknown in version 5)."""
     if record.get("t") != "exchange":
         return record
-    out = dict(record)
+    out = {"remote": None, "nginx_end": None, "subrequest_upstream": [], **record}
     if "location_via" not in out:
         out["location_via"] = "config" if out.get("location") is not None else None
     out.setdefault("kept_by", None)

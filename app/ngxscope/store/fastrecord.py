@@ -53,7 +53,7 @@ _MAX_SIGNATURES = 4096  # distinct type signatures remembered (nullable fields v
 
 _ANY = frozenset({object})
 # Fields whose contents are checked apart (items, base64); only these may be lists or bytes.
-_APART = {"request_headers": list, "response_headers": list, "upstream": list,
+_APART = {"request_headers": list, "response_headers": list, "upstream": list, "subrequest_upstream": list,
           "request_body": str, "response_body": str, "wire_packets": list}
 
 
@@ -142,7 +142,7 @@ def check_exchange(data: Any) -> bool:
                 or type(w["frame"]) is not str or (w["frame"] and _b64_match(w["frame"]) is None)):
             return False
     known = _ATTEMPT_SIGS.known
-    for a in data["upstream"]:
+    for a in (*data["upstream"], *data["subrequest_upstream"]):
         if type(a) is not dict or tuple(a) != _ATTEMPT_KEYS:
             return False
         sig = tuple(map(type, a.values()))
@@ -163,6 +163,7 @@ def build_exchange(data: dict[str, Any]) -> Exchange:
     if data["wire_packets"]:
         data["wire_packets"] = [WireFrame(float(w["ts"]), a2b_base64(w["frame"]) if w["frame"] else b"")
                                 for w in data["wire_packets"]]
+    data["subrequest_upstream"] = [UpstreamAttempt(**a) for a in data["subrequest_upstream"]]
     return Exchange(**data)
 
 

@@ -307,10 +307,13 @@ V6_FRAMES = [
 
 
 def v6_records() -> list[dict[str, Any]]:
-    """Version 6 added location_via (how the location was known: "nginx" read from its
-    memory, "config" matched on its configuration), kept_by (why a row while the capture
-    sampled) and wire_packets (the connection's packets as the socket filter passed them, on
-    the TLS exchange here, [] on the others) to exchanges."""
+    """Version 6 added to exchanges: location_via (how the location was known: "nginx" read
+    from its memory, "config" matched on its configuration); kept_by (why a row while the
+    capture sampled); wire_packets (the connection's packets as the socket filter passed
+    them, on the TLS exchange here, [] on the others); remote (the client nginx's realip
+    module logged): exchange 2's, from X-Real-IP; nginx_end (nginx's $msec) for exchanges 1
+    and 2; subrequest_upstream (the attempts of the request's subrequests, apart from its
+    own): exchange 1 has one (an auth_request subrequest), the others none."""
     out = []
     for rec in v5_records():
         rec = dict(rec)
@@ -323,8 +326,24 @@ def v6_records() -> list[dict[str, Any]]:
             keys[at:at] = ["location_via"]
             rec["kept_by"] = {1: "sample", 2: "error,slow"}.get(rec["id"])
             rec["wire_packets"] = V6_FRAMES if rec["tls"] else []
+            rec["remote"] = {2: "198.51.100.4"}.get(rec["id"])
+            rec["nginx_end"] = {1: 1700000000.262, 2: 1700000000.5}.get(rec["id"])
+            rec["subrequest_upstream"] = [{
+                "addr": "127.0.0.1:9000",
+                "status": 200,
+                "connect_ms": 0.1,
+                "header_ms": 0.9,
+                "duration_ms": 1.0,
+                "request_bytes": 60,
+                "response_bytes": 90,
+                "reused": False,
+                "start": 1700000000.2502,
+                "request_head": "GET /auth HTTP/1.0\r\nHost: auth\r\n",
+                "response_head": "HTTP/1.1 200 OK\r\nContent-Length: 0",
+                "group": "auth",
+            }] if rec["id"] == 1 else []
             at = keys.index("conn_outcome") + 1
-            keys[at:at] = ["kept_by", "wire_packets"]
+            keys[at:at] = ["kept_by", "wire_packets", "remote", "nginx_end", "subrequest_upstream"]
             rec = {k: rec[k] for k in keys}
         out.append(rec)
     return out

@@ -33,6 +33,7 @@ def emit_h1(
     summary_only: bool = False,
     ngx: NginxLog | None = None,
     tunnel_bytes: int = 0,
+    subrequests: list[UpstreamAttempt] | None = None,
 ) -> Exchange:
     """Hand out the exchange of `req`, answered by the resp_len bytes nginx wrote since the
     previous completion (None: no response). parse=False when those bytes are not one whole
@@ -40,7 +41,8 @@ def emit_h1(
     for when the response head was not captured; summary_only: the exchange is counted
     from the kernel summary (see `Exchange.summary_only`); ngx what nginx logged for it (its
     values win once they proved right: decode.nginxlog); tunnel_bytes what nginx relayed to
-    the client after a 101 response (counted in the response's bytes, not its body)."""
+    the client after a 101 response (counted in the response's bytes, not its body);
+    subrequests the attempts of its subrequests (`Exchange.subrequest_upstream`)."""
     start = req.start_ts
     start_clock = req.start_clock
     if conn.last_done_ts and start < conn.last_done_ts:
@@ -68,6 +70,8 @@ def emit_h1(
         ex.summary_only = True
     if upstream:
         ex.upstream = upstream
+    if subrequests:
+        ex.subrequest_upstream = subrequests
     if resp_len is not None:
         prefix = bytearray()
         for data, length in conn.segments:
@@ -89,10 +93,9 @@ def emit_h1(
         ex.truncated = ex.truncated or conn.send_hole or (
             len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
         )
-        ex.end = max(conn.send_last_ts or ts, start)
-        if start_clock and end_clock:
-            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
-            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
+        # when nginx finished (and logged) the request: its last write, or later when it still
+        # waited for the upstream to end its answer, or for a lingering close
+        ex.end = max(ts, conn.send_last_ts, start)
         if resp.error and not ex.error:
             ex.error = resp.error
         if ngx is not None:
@@ -103,6 +106,11 @@ def emit_h1(
         ex.end = max(ts, start)
         if ngx is not None:
             emit.nginx.apply(ex, ngx, None, None)
+    if end_clock:
+        ex.nginx_end = nginx_msec(end_clock) / 1000
+        if start_clock:
+            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
+            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
     emit.emit(conn, ex)
     return ex
 
@@ -140,6 +148,8 @@ def emit_summary(
     ex.truncated = conn.send_hole or body_size > conn.sendfile_bytes
     ex.summary_only = True
     ex.upstream = upstream
+    if ev.clock:
+        ex.nginx_end = nginx_msec(ev.clock) / 1000
     if start_clock and ev.clock:
         ex.nginx_ms = float(nginx_msec(ev.clock) - nginx_msec(start_clock))
     if ev.log is not None:

@@ -203,7 +203,10 @@ class Http1Handler(ProtocolHandler):
         resp_len = ev.aux - conn.done_send_off
         if req is None:
             raw = conn.requests.pending_raw()
-            req = ParsedRequest(start_ts=conn.send_first_ts or ev.ts, end_ts=ev.ts)
+            # begun but never whole (HTTP/0.9, a line nginx rejected): it began at its first byte
+            cur = conn.requests.current
+            req = ParsedRequest(start_ts=cur.start_ts if cur else (conn.send_first_ts or ev.ts),
+                                start_clock=cur.start_clock if cur else 0.0, end_ts=ev.ts)
             if conn.requests.joined_midway:
                 req.error = "joined mid-connection: request not seen"
             elif raw:
@@ -217,9 +220,11 @@ class Http1Handler(ProtocolHandler):
         if req.body_size and not conn.proxied:
             # nginx discards bodies it does not use and leaves them out of $request_length
             req.body_discarded = True
-        attempts = self.upstreams.take(conn.pid, conn.key[2])
+        # the request's own attempts, and its subrequests' (another request: not in its log line)
+        attempts, subrequests = self.upstreams.take_request(conn.pid, conn.key[2], ev.log.rid if ev.log else 0)
         emit_h1(emit, conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
-                upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log)
+                upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log,
+                subrequests=subrequests)
         conn.requests.settle()
         conn.kept_by = None
         _completed(conn, ev)

@@ -127,6 +127,8 @@ class Http2Handler(ProtocolHandler):
         if conn.h2 is not None and conn.h2.hpack_broken and not ex.error and not st.request_headers:
             ex.error = f"headers unknown: {conn.h2.hpack_broken}"
         ex.end = max(st.end_ts or ts, ex.start)
+        if end_clock:
+            ex.nginx_end = nginx_msec(end_clock) / 1000
         if st.start_clock and end_clock:
             ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(st.start_clock))
         if ngx is not None:

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""What the EV_REQ_LOG record (nginx's own $status, $request_length, $bytes_sent and request
+line, read at ngx_http_free_request) costs per request: A/B in one run.
+
+The lab nginx (1 worker) is captured twice, A with the record (the default on a build whose
+request-struct offsets are known), B without it (Layout.request_log off: the probe is
+compiled without it), under the same keep-alive load from a client process. Per request:
+
+- kernel: the free_request probe's run time (bpf_stats: run_time_ns / run_cnt of
+  free_request_enter, read with bpftool), A minus B;
+- ring buffer: bytes of records per request (the record is 216 bytes + the request line);
+- user space: the capturing process's CPU time per request (ring reading, parsing, decoding,
+  the check and apply of nginx's values), A minus B; and, apart from the noise of the whole
+  capture, the parse + apply of one record in a loop.
+
+    sudo PYTHONPATH=$PWD/app .venv/bin/python bench/reqlog_cost.py [--requests 20000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import ngxscope.pipeline.recorder as recorder_mod
+from ngxscope.capture import events as ev
+from ngxscope.decode.nginxlog import NginxValues
+from ngxscope.lab.nginx import LabNginx
+from ngxscope.model import Exchange
+from ngxscope.pipeline.recorder import Recorder
+from ngxscope.pipeline.target import RecordOptions
+
+CLIENT = textwrap.dedent("""
+    import http.client, sys
+    port, n = int(sys.argv[1]), int(sys.argv[2])
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(n):
+        conn.request("GET", f"/health?i={i}")
+        conn.getresponse().read()
+""")
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write_exchange(self, ex: Exchange) -> None:
+        self.n += 1
+
+    def write_event(self, e: Any) -> None:
+        pass
+
+    def write_stats(self, d: dict[str, Any]) -> None:
+        pass
+
+
+def _prog_stats() -> tuple[int, int]:
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
+    ns = cnt = 0
+    for p in json.loads(out):
+        if p.get("name", "").startswith("free_request_en"):
+            ns += p.get("run_time_ns", 0)
+            cnt += p.get("run_cnt", 0)
+    return ns, cnt
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def one(lab: LabNginx, with_log: bool, requests: int) -> dict[str, float]:
+    real = recorder_mod.layout_for_binary
+    if not with_log:
+        recorder_mod.layout_for_binary = (  # type: ignore[assignment]
+            lambda path, version: dataclasses.replace(real(path, version), request_log=False))
+    try:
+        sink = _Count()
+        rec = Recorder(RecordOptions(pid=lab.master_pid, cpu_budget=0), [sink])
+        rec.start()
+    finally:
+        recorder_mod.layout_for_binary = real  # type: ignore[assignment]
+    assert rec.tracer.config.layout.request_log is with_log
+    ns0, cnt0 = _prog_stats()
+    events0 = rec.counters()["events"]
+    cpu0, t0 = _cpu(), time.monotonic()
+    subprocess.run([sys.executable, "-c", CLIENT, str(lab.plain_port), str(requests)], check=True)
+    deadline = time.monotonic() + 30
+    while sink.n < requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cpu1, t1 = _cpu(), time.monotonic()
+    ns1, cnt1 = _prog_stats()
+    events1 = rec.counters()["events"]
+    rec.stop("bench done")
+    rec.join()
+    runs = max(1, cnt1 - cnt0)
+    return {"probe_ns": (ns1 - ns0) / runs, "records_per_request": (events1 - events0) / requests,
+            "cpu_us_per_request": (cpu1 - cpu0) * 1e6 / requests, "seconds": t1 - t0,
+            "exchanges": sink.n}
+
+
+def parse_apply_us(loops: int = 200_000) -> float:
+    """One EV_REQ_LOG record parsed and its values applied to an exchange, in µs."""
+    line = b"GET /health?i=1 HTTP/1.1"
+    base = 0x7F0000001000
+    head = ev.HEADER_SIZE + 5 * 8 + 14 * 8 + 4 + ev.SOCKADDR_MAX
+    rec = bytearray(head + len(line))
+    strs = [len(line), base, 7, base + 4, 3, base + 12, 0, 0, 11, base + 4, 3, base, 8, base + 16]
+    tail = [28, 180, 200, 0, base, *strs]
+    struct.pack_into(f"<qQQQQ14QI{ev.SOCKADDR_MAX}s", rec, ev.HEADER_SIZE, *tail, 16, b"\x02\x00\x1f\x90\x7f\x00\x00\x01")
+    rec[head:] = line
+    buf = bytes(rec)
+    values = NginxValues()
+    ex = Exchange(id=1, start=0.0, end=0.0, pid=1, client="", server="", tls=False)
+    t = time.perf_counter()
+    for _ in range(loops):
+        log = ev.parse_reqlog(buf)
+        values.apply(ex, log, 200, 180)
+    return (time.perf_counter() - t) * 1e6 / loops
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("reqlog_cost: needs root (eBPF)", file=sys.stderr)
+        return 2
+    lab = LabNginx(workers=1)
+    lab.start()
+    results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
+    try:
+        for _ in range(args.rounds):
+            for name, with_log in (("A", True), ("B", False)):
+                results[name].append(one(lab, with_log, args.requests))
+    finally:
+        lab.stop()
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    print(f"{args.requests} keep-alive requests x {args.rounds} rounds, 1 worker (median of rounds)")
+    print(f"{'':28} {'A: with EV_REQ_LOG':>20} {'B: without':>12} {'A - B':>10}")
+    for key, label in (("probe_ns", "free_request probe, ns/call"), ("records_per_request", "ring records / request"),
+                       ("cpu_us_per_request", "capture CPU, us/request"), ("seconds", "wall seconds")):
+        a, b = med("A", key), med("B", key)
+        print(f"{label:28} {a:20.2f} {b:12.2f} {a - b:10.2f}")
+    print(f"parse + apply of one record (loop): {parse_apply_us():.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

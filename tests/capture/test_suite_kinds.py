@@ -1,0 +1,217 @@
+"""The kinds of disagreement nginx's own test suite showed (bench/nginx_suite.py), each
+reproduced on our own configuration, the JSON access log as the truth, field by field:
+
+- request heads whose lines end in a bare LF and whose blank line is CRLF ("\\n\\r\\n"): a
+  WebDAV PUT written that way was called malformed;
+- an upstream answering with bare-LF line ends: nginx takes its status, the capture did not;
+- a POST sent to an error_page redirect: nginx logs $request_method GET (it turns the
+  method into GET for the redirect);
+- auth_request subrequests proxied to an upstream: their attempts are not in the main
+  request's $upstream_addr (kept apart in the exchange);
+- a peer that timed out (504), a client that went away while the peer worked (499: the
+  attempt has no status, "-"), each attempt lasting until nginx let go of the peer; an
+  HTTP/0.9 request's $request_time;
+- realip (X-Real-IP from a trusted peer): nginx logs the header's client as $remote_addr
+  (the exchange's `remote`, beside the socket peer in `client`).
+
+Both I/O modes (syscall tracepoints, uprobes only).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ngxscope.lab.config import nginx_addr
+from ngxscope.lab.nginx import LabNginx, free_port
+from ngxscope.model import Exchange
+
+pytestmark = pytest.mark.capture
+
+_SERVER = """
+    server {{
+        listen 127.0.0.1:{port};
+        server_name kinds;
+        location /dav/ {{
+            root {prefix}/davroot;
+            dav_methods PUT DELETE MKCOL;
+            create_full_put_path on;
+        }}
+        location /lf/ {{
+            proxy_pass http://127.0.0.1:{lf_port};
+        }}
+        location = /redirected {{
+            proxy_pass http://app/api/status/404;
+            proxy_intercept_errors on;
+            error_page 404 = /fallback;
+        }}
+        location = /fallback {{
+            default_type text/plain;
+            return 200 "fallback\\n";
+        }}
+        location = /slow-up {{
+            proxy_pass http://slow/slow/slow?ms=1500;
+        }}
+        location = /timeout-up {{
+            proxy_pass http://slow/slow/slow?ms=1500;
+            proxy_read_timeout 300ms;
+        }}
+        location = /realip {{
+            set_real_ip_from 127.0.0.1;
+            real_ip_header X-Real-IP;
+            empty_gif;
+        }}
+        location = /authed {{
+            auth_request /auth;
+            empty_gif;
+        }}
+        location = /authed-proxied {{
+            auth_request /auth;
+            proxy_pass http://app/api/echo;
+        }}
+        location = /auth {{
+            internal;
+            proxy_pass http://app/api/status/200;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }}
+    }}
+"""
+
+_REQUESTS: dict[str, bytes] = {
+    "lf-put": b"PUT /dav/file HTTP/1.1\nHost: localhost\nConnection: close\nContent-Length: 10\n\r\n0123456789",
+    "lf-put-extra": (b"PUT /dav/a/b HTTP/1.1\nHost: localhost\nConnection: close\nContent-Length: 10\n\r\n"
+                     b"0123456789extra"),
+    "lf-delete": b"DELETE /dav/file HTTP/1.1\nHost: localhost\nConnection: close\n\r\n",
+    "lf-upstream": b"GET /lf/ HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    "lf-upstream-head": b"HEAD /lf/ HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    "post-redirected": (b"POST /redirected HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                        b"Content-Length: 5\r\n\r\nhello"),
+    "realip": b"GET /realip HTTP/1.1\r\nHost: localhost\r\nX-Real-IP: 192.0.2.7\r\nConnection: close\r\n\r\n",
+    "http09": b"GET /fallback\r\n",
+    "timeout-504": b"GET /timeout-up HTTP/1.0\r\n\r\n",
+    "client-gone-499": b"GET /slow-up HTTP/1.0\r\n\r\n",
+    "auth-static": b"GET /authed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    "auth-proxied": b"GET /authed-proxied HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+}
+
+
+_FLAGGED = {"http09", "client-gone-499", "timeout-504"}
+"""Exchanges flagged in nginx's words (HTTP/0.9, no response sent...): their error is a note."""
+
+
+def _lf_backend(server: socket.socket, stop: threading.Event) -> None:
+    """An upstream whose response head ends its lines with a bare LF (nginx accepts it)."""
+    server.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\nConnection: close\nX-Lf: yes\n\n"
+                         + (b"" if head.startswith(b"HEAD") else b"TEST-OK-IF-YOU-SEE-THIS"))
+
+
+def _send(port: int, data: bytes, wait: float | None = None) -> str:
+    """One request on its own connection, read to the end (or closed after `wait` s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        host, cport = sock.getsockname()[:2]
+        sock.sendall(data)
+        if wait is not None:
+            time.sleep(wait)
+        else:
+            while sock.recv(65536):
+                pass
+    return f"{host}:{cport}"
+
+
+def _ms_close(got: float | None, want: str, slack: float = 1.0) -> bool:
+    return got is not None and abs(got - float(want) * 1000) <= slack
+
+
+def _upstream(value: str) -> str:
+    return "" if value in ("", "-") else value
+
+
+@pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
+def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, syscall_io: bool) -> None:
+    prefix = tmp_path / "lab"
+    port = free_port()
+    backend = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=_lf_backend, args=(backend, stop), daemon=True)
+    thread.start()
+    lab = LabNginx(workers=1, prefix=prefix,
+                   extra_http=_SERVER.format(port=port, prefix=prefix, lf_port=backend.getsockname()[1]))
+    lab.start()
+    (prefix / "davroot").mkdir()
+    try:
+        cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
+        names = {_send(port, data, 0.5 if name == "client-gone-499" else None): name
+                 for name, data in _REQUESTS.items()}
+        log = [line for line in lab.wait_log_lines(len(names), timeout=15.0)
+               if line["client"] in names or line["request"].startswith("GET /realip ")]
+        assert len(log) == len(names), f"{len(log)} of {len(names)} requests logged"
+        exchanges = cap.wait_for(len(names))
+        cap.stop()
+    finally:
+        lab.stop()
+        stop.set()
+        thread.join(5)
+        backend.close()
+    by_client: dict[str, list[Exchange]] = {}
+    for ex in exchanges:
+        by_client.setdefault(nginx_addr(ex.remote or ex.client), []).append(ex)
+    problems = []
+    for line in log:
+        name = names.get(line["client"], "realip")
+        found = by_client.get(line["client"], [])
+        if len(found) != 1:
+            problems.append(f"{name}: {len(found)} exchanges for {line['request']!r}")
+            continue
+        ex = found[0]
+        checks = {
+            "method": (ex.method, line["method"]),
+            "target": (ex.target, line["uri"]),
+            "version": (ex.version, line["protocol"]),
+            "status": (ex.status, line["status"]),
+            "request_bytes": (ex.request_bytes, line["request_length"]),
+            "response_bytes": (ex.response_bytes, line["bytes_sent"]),
+            "error": (ex.error if name not in _FLAGGED else None, None),
+            "upstream_addr": (", ".join(a.addr for a in ex.upstream), _upstream(line["upstream_addr"])),
+            "upstream_status": (", ".join("-" if a.status is None else str(a.status) for a in ex.upstream),
+                                line["upstream_status"] if _upstream(line["upstream_addr"]) else ""),
+            # nginx's clock: $request_time and the last attempt's $upstream_response_time
+            "request_time": (_ms_close(ex.nginx_ms, line["request_time"]), True),
+            "msec": (ex.nginx_end is not None and abs(ex.nginx_end - float(line["msec"])) < 0.0005, True),
+            "upstream_response_time": (not ex.upstream or _ms_close(
+                ex.upstream[-1].duration_ms, line["upstream_response_time"].split(", ")[-1], 2.0), True),
+        }
+        problems += [f"{name}: {field} {got!r} != log {want!r}" for field, (got, want) in checks.items()
+                     if got != want]
+        print(f"  {name}: {line['request']!r} -> {line['status']} {line['request_length']}/{line['bytes_sent']}"
+              f" upstream {line['upstream_addr']!r}; subrequest attempts {[a.addr for a in ex.subrequest_upstream]}")
+    assert not problems, "\n".join(problems)
+    by_name = {names[nginx_addr(ex.client)]: ex for ex in exchanges if nginx_addr(ex.client) in names}
+    # the auth subrequests' attempts are kept, apart from the request's own
+    for name in ("auth-static", "auth-proxied"):
+        subs = by_name[name].subrequest_upstream
+        assert len(subs) == 1 and subs[0].status == 200, f"{name}: {subs}"
+    assert by_name["post-redirected"].method == "GET"
+    assert by_name["lf-upstream"].upstream[0].status == 200
+    assert by_name["timeout-504"].upstream[0].status == 504
+    assert by_name["client-gone-499"].status == 499 and by_name["client-gone-499"].upstream[0].status is None
+    assert by_name["realip"].remote == "192.0.2.7" and by_name["realip"].client.startswith("127.0.0.1:")
+    assert all(ex.remote is None for name, ex in by_name.items() if name != "realip")
