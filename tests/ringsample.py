@@ -4,7 +4,11 @@ capture/samples/ring-records.bin.gz: 1,500 records `bench/decoder.py --record` c
 nginx (the end of the plain run: the lab's traffic mix with upstreams, request bodies,
 chunked and pipelined requests; the start of the TLS run), each a 4-byte little-endian
 length then the record. Payloads over 1 KiB were cut to 1 KiB (their `cap` lowered to
-match, as a smaller payload cap would), to keep the file small.
+match, as a smaller payload cap would), to keep the file small. Its EV_REQ_LOG records were
+recorded before struct ev_reqlog gained the location (loc_conf, loc_name_len, loc_flags,
+loc_name) and realip's client (remote_len, remote): those 144 bytes were inserted as zeros
+before `line` (no location read, no client), which is what the kernel writes when it reads
+neither.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def test_compiled_path_differs_from_pure_in_nothing_but_code() -> None:
 
 values = st.tuples(st.integers(), st.floats(allow_nan=False), st.floats(allow_nan=False), st.integers(),
                    st.text(max_size=5), st.text(max_size=5), st.booleans(), st.text(max_size=5), st.integers(),
-                   st.one_of(st.none(), st.text(max_size=5)))
+                   st.one_of(st.none(), st.text(max_size=5)), st.one_of(st.none(), st.text(max_size=5)))
 
 
 @given(values)

@@ -141,20 +141,15 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     return result;
 }
 
-/* decode.http1._find_head_end: index just past the blank line ending a head at or after
- * `start`, or -1 */
+/* decode.http1.find_head_end: index just past the blank line ending a head at or after
+ * `start`, or -1; as nginx, a line ends at LF with or without CR (the regex \n\r?\n) */
 static Py_ssize_t find_head_end(const unsigned char *p, Py_ssize_t n, Py_ssize_t start) {
-    Py_ssize_t i = -1, j = -1;
     for (Py_ssize_t k = start; k + 1 < n; k++) {
         if (p[k] != '\n') continue;
-        if (j < 0 && p[k + 1] == '\n') j = k;
-        if (i < 0 && k >= start + 1 && p[k - 1] == '\r' && k + 2 < n && p[k + 1] == '\r' && p[k + 2] == '\n')
-            i = k - 1;
-        if (i >= 0 || j >= 0) break;
+        if (p[k + 1] == '\n') return k + 2;
+        if (p[k + 1] == '\r' && k + 2 < n && p[k + 2] == '\n') return k + 3;
     }
-    if (i < 0) return j >= 0 ? j + 2 : -1;
-    if (j >= 0 && j < i) return j + 2;
-    return i + 4;
+    return -1;
 }
 
 /* decode.http1.parse_response_py, returning (status, reason, version, headers, head_bytes,
