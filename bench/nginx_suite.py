@@ -43,30 +43,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ngxscope.lab.config import nginx_addr
+from ngxscope.lab.config import LOG_FIELDS, nginx_addr
 from ngxscope.model import Exchange
 from ngxscope.store.session import SessionError, SessionReader
 
-FIELDS = {
-    "client": "$remote_addr:$remote_port",
-    "server": "$server_addr:$server_port",
-    "request": "$request",
-    "method": "$request_method",
-    "uri": "$request_uri",
-    "protocol": "$server_protocol",
-    "status": "$status",
-    "bytes_sent": "$bytes_sent",
-    "request_length": "$request_length",
-    "request_time": "$request_time",
-    "msec": "$msec",
-    "pid": "$pid",
-    "https": "$https",
-    "connection": "$connection",
-    "connection_requests": "$connection_requests",
-    "upstream_addr": "$upstream_addr",
-    "upstream_status": "$upstream_status",
-    "upstream_response_time": "$upstream_response_time",
-}
+FIELDS = {name: LOG_FIELDS[name] for name in (
+    "client", "server", "request", "method", "uri", "protocol", "status", "bytes_sent", "request_length",
+    "request_time", "msec", "pid", "https", "connection", "connection_requests", "upstream_addr",
+    "upstream_status", "upstream_response_time")}
 FORMAT = "ngxscope_suite"
 
 

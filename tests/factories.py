@@ -16,7 +16,7 @@ from typing import Any
 
 from ngxscope.model import Exchange, LifecycleEvent, UpstreamAttempt
 
-__all__ = ["BASE_TIME", "make_event", "make_exchange", "one_shot_server", "reset_counter"]
+__all__ = ["BASE_TIME", "keepalive_health", "make_event", "make_exchange", "one_shot_server", "reset_counter"]
 
 BASE_TIME = 1_700_000_000.0
 """Unix time of the first default exchange (2023-11-14T22:13:20Z)."""
@@ -153,3 +153,18 @@ def one_shot_server(answer: bytes) -> tuple[int, list[bytes]]:
 
     threading.Thread(target=serve, daemon=True).start()
     return srv.getsockname()[1], got
+
+
+def keepalive_health(s: socket.socket, lab_ids: list[str]) -> None:
+    """`GET /health` once per lab id on the connection `s` (keep-alive; the last one asks to
+    close), each answer read to its end (the lab's /health answers "ok\\n")."""
+    for i, lab_id in enumerate(lab_ids):
+        close = "close" if i == len(lab_ids) - 1 else "keep-alive"
+        s.sendall(f"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Lab: {lab_id}\r\n"
+                  f"Connection: {close}\r\n\r\n".encode())
+        buf = b""
+        while not buf.endswith(b"ok\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk

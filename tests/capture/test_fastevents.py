@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ngxscope.capture import _fastevents, compiled
 from ngxscope.capture import events as E
+from ngxscope.capture import ring as ringread
 from ringsample import load_sample, sockaddr
 
 OFFSET = 1_700_000_000.25
@@ -207,7 +208,7 @@ def ring(draw: st.DrawFn) -> tuple[bytes, int, int, int]:
 def test_drain(r: tuple[bytes, int, int, int]) -> None:
     data, start, end, size = r
     try:
-        ref: Any = E.drain_py(memoryview(data), start, end, 64, size - 1)
+        ref: Any = ringread.drain_py(memoryview(data), start, end, 64, size - 1)
     except struct.error:
         ref = struct.error
     try:

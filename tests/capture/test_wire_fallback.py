@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from factories import keepalive_health
 from ngxscope.capture.binary import METHOD_BUILTIN_SSL, METHOD_LIBSSL_SYSCALLS, METHOD_SYSCALLS_ONLY
 from ngxscope.capture.sslfind import SslSearch
 from ngxscope.lab.nginx import LabNginx
@@ -50,16 +51,7 @@ def _plain(port: int, ids: list[str]) -> str:
     """Keep-alive plain requests on one connection; returns the client address."""
     with socket.create_connection(("127.0.0.1", port)) as s:
         client = f"127.0.0.1:{s.getsockname()[1]}"
-        for i, lab_id in enumerate(ids):
-            close = "close" if i == len(ids) - 1 else "keep-alive"
-            s.sendall(f"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Lab: {lab_id}\r\n"
-                      f"Connection: {close}\r\n\r\n".encode())
-            buf = b""
-            while not buf.endswith(b"ok\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
+        keepalive_health(s, ids)
     return client
 
 

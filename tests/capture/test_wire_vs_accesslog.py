@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from factories import keepalive_health
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.model import Exchange
 from ngxscope.pipeline.errorlog import parse_failure
@@ -48,16 +49,7 @@ def _requests(port: int, ctx: ssl.SSLContext, sni: str | None, lab_ids: list[str
     """Requests on one connection (keep-alive, the last one closes); returns the session."""
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=sni,
                          session=session) as s:
-        for i, lab_id in enumerate(lab_ids):
-            close = "close" if i == len(lab_ids) - 1 else "keep-alive"
-            s.sendall(f"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Lab: {lab_id}\r\n"
-                      f"Connection: {close}\r\n\r\n".encode())
-            buf = b""
-            while not buf.endswith(b"ok\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
+        keepalive_health(s, lab_ids)
         return s.session
 
 

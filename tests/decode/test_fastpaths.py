@@ -18,6 +18,7 @@ import struct
 import tempfile
 
 from ngxscope.capture import events as E
+from ngxscope.capture import ring
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
 from ngxscope.store.codec import encode_record
@@ -96,10 +97,10 @@ def _ring_file(size: int, records: list[tuple[bytes, int]], start: int = 0) -> t
 
 def test_ring_reader_reads_records_in_order() -> None:
     size = 4096
-    recs = [(b"a" * 5, 0), (b"b" * 64, 0), (b"skip", E._DISCARD), (b"c" * 13, 0), (b"busy", E._BUSY), (b"d", 0)]
+    recs = [(b"a" * 5, 0), (b"b" * 64, 0), (b"skip", ring._DISCARD), (b"c" * 13, 0), (b"busy", ring._BUSY), (b"d", 0)]
     fd, path = _ring_file(size, recs, start=size - 16)  # the second record wraps around the end
     try:
-        r = E.RingReader(fd, size)
+        r = ring.RingReader(fd, size)
         assert r.drain() == [b"a" * 5, b"b" * 64, b"c" * 13]  # discarded skipped, stops at busy
         consumed = struct.unpack("<Q", os.pread(fd, 8, 0))[0]
         assert consumed == r.consumed == size - 16 + 16 + 72 + 16 + 24

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .events import COUNTER_NAMES, RB_CONSUMED, RawEvent, RingReader, parse_batch
+from .events import COUNTER_NAMES, RB_CONSUMED, RawEvent, parse_batch
 from .layout import Layout
 from .nginxclock import cached_time_address
+from .ring import RingReader
 
 __all__ = ["PROBES", "CaptureError", "Tracer", "TracerConfig", "bpf_source", "verifier_reason"]
 
