@@ -395,6 +395,17 @@ class Tracer:
         table[ctypes.c_int(0)] = ctypes.c_uint32(max(1, one_in))
         return True
 
+    def counts_in_kernel(self) -> bool:
+        """Whether the loaded program counts sampled-out exchanges (bpf/completion.c): the
+        fallback methods' programs do not."""
+        if self.bpf is None:
+            return False
+        try:
+            self.bpf["agg_ctl"]
+        except KeyError:
+            return False
+        return True
+
     def set_kernel_counts(self, on: bool) -> None:
         """Keep rules on (counting sampled-out exchanges in the kernel) or, off, keep every
         rule: each sampled-out exchange is sent as its summary (agg_ctl[1])."""

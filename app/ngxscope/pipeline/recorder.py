@@ -246,7 +246,8 @@ class Recorder:
         """Sampled-out exchanges no rule keeps are counted in the kernel (needs nginx's own
         access-log values: the request struct's layout)."""
         tracer = self.tracer
-        if self.opts.kernel_counts and isinstance(tracer, Tracer) and tracer.config.layout.request_log:
+        if (self.opts.kernel_counts and isinstance(tracer, Tracer) and tracer.config.layout.request_log
+                and tracer.counts_in_kernel()):
             cmap = self.config
 
             def name(server_name: str) -> str:
