@@ -165,10 +165,10 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
     u64 *r = current_req.lookup(&tgid);
     o->h.rid = 0;
     if (r) {
-        u8 drop = 0;
-        o->h.owner = request_client_drop(tgid, *r, &drop);
-        if (drop)
-            return 0;   /* for a sampled-out exchange: its payload is not followed either */
+        /* sent even for a sampled-out exchange: the decoder must learn every upstream
+         * socket's peer, or a later sampled-in request on the same (kept-alive) socket would
+         * be given the peer of an earlier socket that had the same fd */
+        o->h.owner = request_client(tgid, *r);
         o->h.rid = o->h.owner ? (u32)*r : 0;   /* the request (or stream session) it is for */
     }
     bpf_probe_read_user(o->peer, SOCKADDR_MAX, (void *)a.addr);
