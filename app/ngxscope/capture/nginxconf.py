@@ -45,6 +45,9 @@ class ConfigMap:
     path: str = ""
     groups: dict[str, list[str]] = field(default_factory=dict)
     """Peer "ip:port" (as $upstream_addr prints it) → the upstream groups listing it."""
+    tries: dict[str, int] = field(default_factory=dict)
+    """`upstream NAME { }` → how many peers nginx tries for a request at most: its servers'
+    addresses that are not `down`, backups included (nginx's ngx_http_upstream_tries)."""
     locations: list[tuple[str, str, str]] = field(default_factory=list)
     """(modifier, pattern, proxied group or address) of each location that proxies."""
     servers: list[ServerBlock] = field(default_factory=list)
@@ -115,6 +118,25 @@ class ConfigMap:
                 return found, "nginx"
         loc = self.resolve(block, path, attempts)
         return loc, "config" if loc is not None else None
+
+    def nolive_group(self, loc: Location | None, status: int | None, tried: int, last_failed: bool) -> str | None:
+        """The name nginx logs as the last `$upstream_addr` (status 502) when it found no live
+        peer ("no live upstreams": every peer down, failed or at max_conns) and so made an
+        attempt the capture cannot see: the group `loc` proxies to, or None. `tried`: the
+        attempts seen; `last_failed`: the last one got nothing from its peer (an error or a
+        timeout, which proxy_next_upstream passes to the next peer by default)."""
+        if status != 502 or loc is None or loc.proxy is None or loc.proxy not in self.tries:
+            return None  # a peer named directly is a single peer: nginx never finds it busy
+        if tried == 0:
+            return loc.proxy
+        tries = self.tries[loc.proxy]
+        limit = loc.inherited("next_upstream_tries")
+        if limit:
+            tries = min(tries, limit)
+        nxt = loc.inherited("next_upstream") or ["error", "timeout"]
+        if not last_failed or tried >= tries or "off" in nxt or not {"error", "timeout"} & set(nxt):
+            return None
+        return loc.proxy
 
     def block_of(self, local: str, host: str) -> ServerBlock | None:
         """The server block nginx chose (see `server_of`)."""
@@ -255,9 +277,13 @@ def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap, http: list[dict[str, An
     for d in blocks:
         name, args, block = d.get("directive"), d.get("args", []), d.get("block")
         if name == "upstream" and block is not None and args:
+            cmap.tries.setdefault(args[0], 0)
             for s in block:
                 if s.get("directive") == "server" and s.get("args"):
-                    for addr in _norm_addr(s["args"][0]):
+                    addrs = _norm_addr(s["args"][0])
+                    if "down" not in s["args"][1:]:
+                        cmap.tries[args[0]] += max(1, len(addrs))  # nginx resolved it
+                    for addr in addrs:
                         names = cmap.groups.setdefault(addr, [])
                         if args[0] not in names:
                             names.append(args[0])

@@ -31,7 +31,7 @@ from ..capture.selfanswer import CacheTracker
 from ..capture.tracer import Tracer, TracerConfig
 from ..capture.wire import WireError
 from ..decode.assembler import Assembler
-from ..model import Exchange, LifecycleEvent
+from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .lifecycle import LifecycleWatch, alive
 from .sinks import RecordSink
 from .target import RecordOptions, Target, preflight, resolve
@@ -338,8 +338,14 @@ class Recorder:
                                                    ex.location, ex.location_via == "nginx")
                 ex.location = loc.label if loc is not None else None
                 ex.answer = self.cache.answer(ex, loc)
+                last = ex.upstream[-1] if ex.upstream else None
+                nolive = cmap.nolive_group(loc, ex.status, len(ex.upstream),
+                                           last is not None and last.response_head is None and not last.response_bytes)
+                if nolive is not None:
+                    # nginx logs the group's name for the attempt it found no peer for
+                    ex.upstream.append(UpstreamAttempt(nolive, status=502, duration_ms=0.0, start=ex.end))
             for att in ex.upstream:
-                att.group = cmap.group_of(att.addr, ex.path)
+                att.group = att.addr if att.addr in cmap.tries else cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:
             sink.write_exchange(ex)
 
