@@ -97,3 +97,15 @@ def test_no_live_upstreams_attempt(tmp_path: Path) -> None:
     assert nolive("/once/x", 502, 1) is None, "proxy_next_upstream_tries 1"
     assert nolive("/off/x", 502, 1) is None and nolive("/off/x", 502, 0) == "pair"
     assert nolive("/direct/x", 502, 0) is None, "a peer named directly is never busy"
+
+
+def test_unix_listener_completed_from_config(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n server { listen unix:/run/ngx/http-a.sock; server_name a; }\n"
+                    " server { listen unix:/run/ngx/other.sock; server_name b; }\n}\n"
+                    "stream { server { listen unix:/run/ngx/http-s.sock; return x; } }\n")
+    cmap = load_config(str(conf))
+    assert cmap.unix_listener("unix:/run/ngx/http") == "unix:/run/ngx/http-a.sock", "stream listeners aside"
+    assert cmap.unix_listener("unix:/run/ngx/") is None, "two http listeners fit"
+    assert cmap.unix_listener("unix:/elsewhere") is None
+    assert cmap.server_of("unix:/run/ngx/other.sock", "") == "b"

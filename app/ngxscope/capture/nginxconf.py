@@ -138,14 +138,24 @@ class ConfigMap:
             return None
         return loc.proxy
 
+    def unix_listener(self, prefix: str) -> str | None:
+        """The one http `listen unix:PATH` that begins with `prefix` ("unix:/run/ng"): a
+        listener path cut where the probes stopped copying, completed from the configuration
+        when other bound sockets share the prefix. None: none or several."""
+        found = {a for sb in self.servers for a, _p, _d in sb.listens if a.startswith("unix:") and a.startswith(prefix)}
+        return found.pop() if len(found) == 1 else None
+
     def block_of(self, local: str, host: str) -> ServerBlock | None:
         """The server block nginx chose (see `server_of`)."""
-        try:
-            addr, port_s = local.rsplit(":", 1)
-            port = int(port_s)
-        except ValueError:
-            return None
-        addr = addr.strip("[]")
+        if local.startswith("unix:"):  # a unix listener: its path, no port
+            addr, port = local, 0
+        else:
+            try:
+                addr, port_s = local.rsplit(":", 1)
+                port = int(port_s)
+            except ValueError:
+                return None
+            addr = addr.strip("[]")
         host = host.split(":", 1)[0].lower() if host else ""
         candidates = [s for s in self.servers
                       if any(p == port and (a in ("*", "0.0.0.0", "::") or a == addr) for a, p, _ in s.listens)]

@@ -331,6 +331,12 @@ class Recorder:
             self.wire.annotate(ex)
         cmap = self.config
         if cmap is not None:
+            if ex.server.startswith("unix:") and (ex.server == "unix:" or ex.server.endswith("\u2026")) \
+                    and not ex.is_tcp:
+                # a unix listener's path not read whole (cut short where /proc/net/unix could not
+                # complete it, other sockets sharing the prefix; or not read at all): the
+                # configuration's http listeners name it when one alone fits
+                ex.server = cmap.unix_listener(ex.server.rstrip("\u2026")) or ex.server
             block = cmap.block_of(ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
