@@ -1,8 +1,7 @@
 """An http listener on a unix socket whose path is longer than the sockaddr bytes the probes
 copy, with another bound socket sharing the copied prefix (nginx-tests'
 proxy_protocol_unix.t): /proc/net/unix cannot complete the path, nginx's configuration can.
-(Here the probes read no listener path at all, "unix:"; in the suite, a cut one: both are
-completed from the configuration's one http unix listener.) nginx's $server_addr is the
+(A path not read at all, "unix:", is completed the same way.) nginx's $server_addr is the
 truth, as in every capture test."""
 
 from __future__ import annotations
