@@ -109,3 +109,14 @@ def test_unix_listener_completed_from_config(tmp_path: Path) -> None:
     assert cmap.unix_listener("unix:/run/ngx/") is None, "two http listeners fit"
     assert cmap.unix_listener("unix:/elsewhere") is None
     assert cmap.server_of("unix:/run/ngx/other.sock", "") == "b"
+
+
+def test_server_name_regex_python_cannot_compile(tmp_path: Path) -> None:
+    """nginx-tests' http_server_name.t: a PCRE-only server_name regex (\\Q…\\E) stopped the
+    capture; it matches nothing here, the other names still do."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n server { listen 80; server_name ~^\\Qwww.\\E(.+)$; }\n"
+                    " server { listen 80; server_name ~^b\\.; }\n}\n")
+    cmap = load_config(str(conf))
+    assert cmap.server_of("10.0.0.1:80", "www.example.com") == "~^\\Qwww.\\E(.+)$", "the default (first)"
+    assert cmap.server_of("10.0.0.1:80", "b.example.com") == "~^b\\."

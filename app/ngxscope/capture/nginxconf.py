@@ -168,12 +168,21 @@ class ConfigMap:
             for n in s.names:
                 if n.startswith("*.") and host.endswith(n[1:].lower()):
                     return s
-                if n.startswith("~") and host and re.search(n[1:], host):
+                if n.startswith("~") and host and _search(n[1:], host):
                     return s
         for s in candidates:
             if any(d for a, p, d in s.listens if p == port):
                 return s
         return candidates[0]
+
+
+def _search(pattern: str, text: str) -> bool:
+    """A server_name regex (PCRE) on `text`; one Python cannot compile (\\Q…\\E, …) matches
+    nothing rather than stopping the capture."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
 
 
 def config_path_of(cmdline: str, binary_conf_path: str = "/etc/nginx/nginx.conf") -> tuple[str, str]:
