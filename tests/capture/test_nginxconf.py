@@ -94,6 +94,7 @@ def test_no_live_upstreams_attempt(tmp_path: Path) -> None:
     assert nolive("/pair/x", 502, 2) is None, "every try used: nginx gave up, no extra attempt"
     assert nolive("/pair/x", 502, 1, failed=False) is None, "a peer answered (its own 502)"
     assert nolive("/pair/x", 504, 0) is None and nolive("/pair/x", 200, 0) is None
+    assert cmap.nolive_group(cmap.resolve(block, "/pair/x"), 502, 1, True, "POST") is None, "non-idempotent"
     assert nolive("/once/x", 502, 1) is None, "proxy_next_upstream_tries 1"
     assert nolive("/off/x", 502, 1) is None and nolive("/off/x", 502, 0) == "pair"
     assert nolive("/direct/x", 502, 0) is None, "a peer named directly is never busy"

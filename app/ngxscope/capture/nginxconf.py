@@ -119,7 +119,8 @@ class ConfigMap:
         loc = self.resolve(block, path, attempts)
         return loc, "config" if loc is not None else None
 
-    def nolive_group(self, loc: Location | None, status: int | None, tried: int, last_failed: bool) -> str | None:
+    def nolive_group(self, loc: Location | None, status: int | None, tried: int, last_failed: bool,
+                     method: str = "GET") -> str | None:
         """The name nginx logs as the last `$upstream_addr` (status 502) when it found no live
         peer ("no live upstreams": every peer down, failed or at max_conns) and so made an
         attempt the capture cannot see: the group `loc` proxies to, or None. `tried`: the
@@ -136,6 +137,8 @@ class ConfigMap:
         nxt = loc.inherited("next_upstream") or ["error", "timeout"]
         if not last_failed or tried >= tries or "off" in nxt or not {"error", "timeout"} & set(nxt):
             return None
+        if method in ("POST", "LOCK", "PATCH") and "non_idempotent" not in nxt:
+            return None  # nginx passes a non-idempotent request to no second peer
         return loc.proxy
 
     def unix_listener(self, prefix: str) -> str | None:

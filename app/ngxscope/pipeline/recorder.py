@@ -351,7 +351,8 @@ class Recorder:
                 ex.answer = self.cache.answer(ex, loc)
                 last = ex.upstream[-1] if ex.upstream else None
                 nolive = cmap.nolive_group(loc, ex.status, len(ex.upstream),
-                                           last is not None and last.response_head is None and not last.response_bytes)
+                                           last is not None and last.response_head is None and not last.response_bytes,
+                                           ex.method)
                 if nolive is not None:
                     # nginx logs the group's name for the attempt it found no peer for
                     ex.upstream.append(UpstreamAttempt(nolive, status=502, duration_ms=0.0, start=ex.end))
