@@ -82,6 +82,10 @@ addresses = st.sampled_from(["10.0.0.7:51234", "127.0.0.1:80", "[::1]:443", "[20
                              "[::ffff:10.1.2.3]:8080"])
 
 
+unix_addresses = st.sampled_from([b"\x01\x00" + b"\0" * 26, (b"\x01\x00/run/ngx.sock").ljust(28, b"\0"),
+                                  b"\x01\x00/tmp/nginx-test-abcdefghij0123"])
+
+
 @st.composite
 def record_bytes(draw: st.DrawFn) -> bytes:
     head = draw(header())
@@ -90,6 +94,10 @@ def record_bytes(draw: st.DrawFn) -> bytes:
         # a plausible sockaddr pair with lengths that may lie
         st.builds(lambda p, lo, a, b: sockaddr(p) + sockaddr(lo) + struct.pack("<II", a, b),
                   addresses, addresses, st.sampled_from([0, 7, 8, 16, 28, 2**32 - 1]), st.sampled_from([0, 16, 28])),
+        # unix sockets (unnamed, a short path, a path cut at the copied bytes): the compiled
+        # parser hands them to the reference's formatting
+        st.builds(lambda p, lo, a, b: p + lo + struct.pack("<II", a, b),
+                  unix_addresses, unix_addresses, st.sampled_from([2, 20, 28, 110]), st.sampled_from([2, 20, 110])),
         # a REQ_LOG tail whose string addresses point into, around and outside its line
         st.builds(lambda base, strs, line: struct.pack("<qQQQQ14Q", -1, 5, 200, 0, base, *strs) + line,
                   st.sampled_from([0, 4096]),
@@ -216,3 +224,15 @@ def test_drain(r: tuple[bytes, int, int, int]) -> None:
     except struct.error:
         fast = struct.error
     assert fast == ref
+
+
+def test_unix_socket_addresses_as_the_reference() -> None:
+    """A connection on a unix listener: its path (and an unnamed peer's "unix:") as the
+    reference gives them, not a bare "unix:" for every unix socket (nginx-tests' *_unix.t)."""
+    path = b"\x01\x00/run/ngx.sock".ljust(28, b"\0")
+    unnamed = b"\x01\x00" + b"\0" * 26
+    head = E._HEADER.pack(1, 2, 3, 0, 0, 42, 0, 7, 0, 0, E.EV_OPEN, 0, 0)
+    rec = head + unnamed + path + struct.pack("<II", 2, 110)
+    ref, fast = both([rec])
+    assert isinstance(ref, list) and ref == fast
+    assert (fast[0].peer, fast[0].local) == ("unix:", "unix:/run/ngx.sock")

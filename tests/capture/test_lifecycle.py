@@ -265,6 +265,9 @@ def test_restart_under_binary_mode(nginx_copy: Path, capture_factory: Any) -> No
         kinds = [e.kind for e in _events(cap)]
         assert kinds.index("nginx-exit") < kinds.index("nginx-start"), kinds
         assert _events(cap, "nginx-start")[0].pid == second != first
+        # each master's configuration names the server block (read per master under --binary)
+        unnamed = [ex for ex in exchanges if ex.server_block is None]
+        assert not unnamed, f"{len(unnamed)} exchanges without a server block, e.g. {unnamed[0].server}"
         print(f"\nnginx stopped and started again under --binary: {len(log)} logged, "
               f"{len(exchanges)} captured, 0 mismatches; events {kinds}")
     finally:

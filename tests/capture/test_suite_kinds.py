@@ -28,12 +28,32 @@ from typing import Any
 import pytest
 
 from ngxscope.lab.config import nginx_addr
-from ngxscope.lab.nginx import LabNginx, free_port
+from ngxscope.lab.nginx import LabNginx, free_ports
 from ngxscope.model import Exchange
 
 pytestmark = pytest.mark.capture
 
 _SERVER = """
+    upstream half {{
+        server 127.0.0.1:{c1} max_fails=1 fail_timeout=60s;
+        server 127.0.0.1:{c2} max_fails=1 fail_timeout=60s;
+    }}
+    upstream downs {{
+        server 127.0.0.1:{c1} down;
+    }}
+    server {{
+        listen 127.0.0.1:{c1};
+        listen 127.0.0.1:{c2};
+        location / {{
+            if ($server_port = {c1}) {{
+                return 444;
+            }}
+            return 200 "ok\n";
+        }}
+        location /close {{
+            return 444;
+        }}
+    }}
     server {{
         listen 127.0.0.1:{port};
         server_name kinds;
@@ -60,6 +80,12 @@ _SERVER = """
         location = /timeout-up {{
             proxy_pass http://slow/slow/slow?ms=1500;
             proxy_read_timeout 300ms;
+        }}
+        location /half/ {{
+            proxy_pass http://half/;
+        }}
+        location /down/ {{
+            proxy_pass http://downs/;
         }}
         location = /realip {{
             set_real_ip_from 127.0.0.1;
@@ -98,6 +124,11 @@ _REQUESTS: dict[str, bytes] = {
     "client-gone-499": b"GET /slow-up HTTP/1.0\r\n\r\n",
     "auth-static": b"GET /authed HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     "auth-proxied": b"GET /authed-proxied HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    # "no live upstreams": nginx logs the group's name for an attempt it never made
+    "half-retried": b"GET /half/ok HTTP/1.0\r\n\r\n",  # c1 closes (now failed), c2 answers
+    "half-busy": b"GET /half/close HTTP/1.0\r\n\r\n",  # c2 closes; no live peer: "half"
+    "half-none": b"GET /half/ok HTTP/1.0\r\n\r\n",  # both failed: only "half"
+    "all-down": b"GET /down/ HTTP/1.0\r\n\r\n",  # the group's one server is down
 }
 
 
@@ -148,23 +179,25 @@ def _upstream(value: str) -> str:
 @pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
 def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, syscall_io: bool) -> None:
     prefix = tmp_path / "lab"
-    port = free_port()
+    port, c1, c2 = free_ports(3)
     backend = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
     thread = threading.Thread(target=_lf_backend, args=(backend, stop), daemon=True)
     thread.start()
     lab = LabNginx(workers=1, prefix=prefix,
-                   extra_http=_SERVER.format(port=port, prefix=prefix, lf_port=backend.getsockname()[1]))
+                   extra_http=_SERVER.format(port=port, prefix=prefix, lf_port=backend.getsockname()[1],
+                                             c1=c1, c2=c2))
     lab.start()
     (prefix / "davroot").mkdir()
     try:
         cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
         names = {_send(port, data, 0.5 if name == "client-gone-499" else None): name
                  for name, data in _REQUESTS.items()}
-        log = [line for line in lab.wait_log_lines(len(names), timeout=15.0)
+        inner = 3  # the half-* requests' own requests to nginx's c1/c2 listeners, logged too
+        log = [line for line in lab.wait_log_lines(len(names) + inner, timeout=15.0)
                if line["client"] in names or line["request"].startswith("GET /realip ")]
         assert len(log) == len(names), f"{len(log)} of {len(names)} requests logged"
-        exchanges = cap.wait_for(len(names))
+        exchanges = cap.wait_for(len(names) + inner)
         cap.stop()
     finally:
         lab.stop()
@@ -215,3 +248,5 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
     assert by_name["client-gone-499"].status == 499 and by_name["client-gone-499"].upstream[0].status is None
     assert by_name["realip"].remote == "192.0.2.7" and by_name["realip"].client.startswith("127.0.0.1:")
     assert all(ex.remote is None for name, ex in by_name.items() if name != "realip")
+    assert [a.addr for a in by_name["half-busy"].upstream] == [f"127.0.0.1:{c2}", "half"]
+    assert [(a.addr, a.status, a.group) for a in by_name["all-down"].upstream] == [("downs", 502, "downs")]

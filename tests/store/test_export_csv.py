@@ -29,7 +29,8 @@ def rows(path: Path) -> list[list[str]]:
 def test_columns_values_and_order(tmp_path: Path) -> None:
     exs = [
         make_exchange(id=2, start=2.0, end=2.0421, target="/b?x=1,2", tls=True, upstream=[
-            UpstreamAttempt(addr="10.0.0.1:80", status=502), UpstreamAttempt(addr="10.0.0.2:80")]),
+            UpstreamAttempt(addr="10.0.0.1:80", status=502), UpstreamAttempt(addr="10.0.0.2:80")],
+            remote="192.0.2.7", nginx_end=2.042, subrequest_upstream=[UpstreamAttempt(addr="10.0.0.9:80")]),
         make_exchange(id=1, start=1.0, end=1.5, host='we"ird', status=None, error="timed out"),
     ]
     src = write_session(tmp_path / "s.ngxs", exs)
@@ -47,6 +48,9 @@ def test_columns_values_and_order(tmp_path: Path) -> None:
     assert second[COLUMNS.index("tls")] == "1" and second[COLUMNS.index("status")] == "200"
     assert second[COLUMNS.index("duration_ms")] == "42.100"
     assert int(second[COLUMNS.index("request_bytes")]) == exs[0].request_bytes
+    assert second[COLUMNS.index("remote")] == "192.0.2.7" and first[COLUMNS.index("remote")] == ""
+    assert second[COLUMNS.index("nginx_msec")] == "2.042" and first[COLUMNS.index("nginx_msec")] == ""
+    assert second[COLUMNS.index("subrequest_upstream")] == "10.0.0.9:80"
     assert b'"we""ird"' in out.read_bytes() and b'"/b?x=1,2"' in out.read_bytes()
 
 

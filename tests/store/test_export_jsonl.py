@@ -168,3 +168,17 @@ def test_memory_stays_bounded(tmp_path: Path) -> None:
     assert peak < 5_000_000
     starts = [json.loads(line)["start"] for line in out.read_bytes().splitlines()]
     assert starts == sorted(starts)
+
+
+def test_nginx_fields_are_exported(tmp_path: Path) -> None:
+    """realip's client, nginx's $msec and the subrequests' attempts are in the line."""
+    from ngxscope.model import UpstreamAttempt
+
+    ex = make_exchange(remote="192.0.2.7", nginx_end=1733530000.123,
+                       subrequest_upstream=[UpstreamAttempt(addr="10.0.0.9:80", status=200)])
+    src = session(tmp_path / "s.ngxs", [ex])
+    out = tmp_path / "out.jsonl"
+    assert export_jsonl(src, out) == 1
+    (line,) = read_jsonl(out.read_bytes())
+    assert line["remote"] == "192.0.2.7" and line["nginx_end"] == 1733530000.123
+    assert [a["addr"] for a in line["subrequest_upstream"]] == ["10.0.0.9:80"]

@@ -144,7 +144,8 @@ def test_own_export_round_trips(tmp_path: Path) -> None:
     exs = [
         make_exchange(upstream=[UpstreamAttempt(addr="10.0.0.1:80", status=502, group="app"),
                                 UpstreamAttempt(addr="10.0.0.2:80", status=200, header_ms=3.0)],
-                      server_block="shop.example.test"),
+                      server_block="shop.example.test", remote="192.0.2.7", nginx_end=1733530000.123,
+                      subrequest_upstream=[UpstreamAttempt(addr="10.0.0.9:80", status=200, group="auth")]),
         make_exchange(method="POST", target="/up", request_body=bytes(range(256)), host="h",
                       request_headers=[("Host", "h"), ("Content-Type", "application/octet-stream")],
                       tls=True, error="something"),
@@ -161,7 +162,7 @@ def test_own_export_round_trips(tmp_path: Path) -> None:
                      "version", "host", "status", "reason", "request_headers", "response_headers",
                      "request_body", "response_body", "request_body_size", "response_body_size",
                      "upstream", "error", "nginx_ms", "server_block", "request_bytes",
-                     "response_bytes"):
+                     "response_bytes", "remote", "nginx_end", "subrequest_upstream"):
             assert getattr(a, name) == getattr(b, name), name
         assert b.start == pytest.approx(a.start, abs=0.001)
         assert b.duration_ms == pytest.approx(a.duration_ms, abs=0.002)

@@ -180,3 +180,42 @@ def test_proxy_protocol_client_beside_the_socket_peer(qtbot, shots: Path) -> Non
     pane.setCurrentIndex(4)
     qtbot.wait(50)
     assert pane.grab().save(str(shots / "detail-proxy-client.png"))
+
+
+def test_realip_clock_and_subrequest_attempts_shown(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """realip's client beside the socket peer, nginx's $msec, the subrequests' attempts apart
+    from the request's own, and a "no live upstreams" attempt named by its group."""
+    from dataclasses import replace
+
+    from ngxscope.model import UpstreamAttempt
+
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    base = sample_exchange()
+    own = [replace(base.upstream[0], status=502, response_head=None, response_bytes=0),
+           UpstreamAttempt("backend", status=502, duration_ms=0.0, group="backend")]
+    sub = UpstreamAttempt("10.0.0.9:9000", status=200, duration_ms=3.0, group="auth",
+                          request_head="GET /auth HTTP/1.0\r\nHost: auth", response_head="HTTP/1.1 200 OK")
+    ex = replace(base, client="127.0.0.1:51234", remote="192.0.2.7", nginx_end=round(base.end, 3) - 0.001,
+                 nginx_ms=12.0, upstream=own, subrequest_upstream=[sub], status=502)
+    pane.related_lookup = lambda _c: [ex]
+    pane.resize(1000, 620)
+    pane.show()
+    pane.show_exchange(ex)
+    lab = pane.conn_labels
+    assert lab["Client"].text().startswith("192.0.2.7 ") and "socket peer 127.0.0.1:51234" in lab["Client"].text()
+    assert f"$msec {ex.nginx_end:.3f}" in lab["nginx clock"].text()
+    assert "$request_time 0.012 s" in lab["nginx clock"].text()
+    assert pane.tabText(pane.upstream_tab) == "Upstream (2 + 1 sub)"
+    text = pane.upstream.toPlainText()
+    assert "No live upstreams" in text and "Subrequests' attempts (1)" in text
+    assert text.index("#2 backend") < text.index("Subrequests") < text.index("#1 10.0.0.9:9000")
+    pane.setCurrentIndex(4)
+    qtbot.wait(50)
+    assert pane.grab().save(str(shots / "detail-realip-clock.png"))
+    pane.setCurrentIndex(pane.upstream_tab)
+    qtbot.wait(50)
+    assert pane.grab().save(str(shots / "detail-upstream-subrequests.png"))
+    pane.show_exchange(replace(ex, remote=None, nginx_end=None, nginx_ms=None, subrequest_upstream=[]))
+    assert lab["Client"].text() == "127.0.0.1:51234" and lab["nginx clock"].text() == "\u2013"
+    assert pane.tabText(pane.upstream_tab) == "Upstream (2)"

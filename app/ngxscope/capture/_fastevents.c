@@ -69,9 +69,24 @@ static inline int put_ref(PyObject *obj, int field, PyObject *value) {
     return put(obj, field, value);
 }
 
+/* A unix socket's address: the reference's own answer (its path, completed from
+ * /proc/net/unix when cut), so both paths agree; unix sockets are rare, so the call is too. */
+static PyObject *format_unix(const unsigned char *raw, uint32_t length) {
+    static PyObject *reference = NULL;
+    if (reference == NULL) {
+        PyObject *mod = PyImport_ImportModule("ngxscope.capture.events");
+        if (mod == NULL) return NULL;
+        reference = PyObject_GetAttrString(mod, "format_sockaddr");
+        Py_DECREF(mod);
+        if (reference == NULL) return NULL;
+    }
+    return PyObject_CallFunction(reference, "y#I", (const char *)raw, (Py_ssize_t)SOCKADDR_MAX, length);
+}
+
 /* capture.events.format_sockaddr, for the 28 bytes of a sockaddr and its length */
 static PyObject *format_sockaddr(const unsigned char *raw, uint32_t length) {
     char addr[INET6_ADDRSTRLEN + 1];
+    if (length >= 2 && (raw[0] | (raw[1] << 8)) == AF_UNIX) return format_unix(raw, length);
     if (length < 8) return Py_NewRef(empty_str);
     unsigned family = raw[0] | (raw[1] << 8);
     unsigned port = (raw[2] << 8) | raw[3];
@@ -85,7 +100,6 @@ static PyObject *format_sockaddr(const unsigned char *raw, uint32_t length) {
             return PyUnicode_FromFormat("%s:%u", addr + 7, port);
         return PyUnicode_FromFormat("[%s]:%u", addr, port);
     }
-    if (family == AF_UNIX) return PyUnicode_FromString("unix:");
     return Py_NewRef(empty_str);
 }
 

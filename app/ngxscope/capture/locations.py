@@ -85,6 +85,10 @@ class Location:
     the http level, where nginx declares them."""
     cache_key: str | None = None
     """proxy_cache_key (None: inherited; nginx's default $scheme$proxy_host$request_uri)."""
+    next_upstream: list[str] | None = None
+    """proxy_next_upstream's arguments (None: inherited; nginx's default "error timeout")."""
+    next_upstream_tries: int | None = None
+    """proxy_next_upstream_tries (None: inherited; 0, nginx's default, is no limit)."""
     regex: re.Pattern[str] | None = None
     """The compiled pattern of a regex location (None when Python cannot compile it)."""
 
@@ -188,6 +192,12 @@ def _set_directive(loc: Location, name: str, args: list[str], proxy_directives: 
         loc.cache_use_stale = list(args)
     elif name in ("proxy_cache_key", "fastcgi_cache_key", "uwsgi_cache_key", "scgi_cache_key") and args:
         loc.cache_key = args[0]
+    elif name in ("proxy_next_upstream", "fastcgi_next_upstream", "uwsgi_next_upstream",
+                  "scgi_next_upstream", "grpc_next_upstream") and args:
+        loc.next_upstream = list(args)
+    elif name in ("proxy_next_upstream_tries", "fastcgi_next_upstream_tries", "uwsgi_next_upstream_tries",
+                  "scgi_next_upstream_tries", "grpc_next_upstream_tries") and args and args[0].isdigit():
+        loc.next_upstream_tries = int(args[0])
     elif name in ("root", "alias") and args:
         loc.root = args[0] if name == "root" else None
 

@@ -45,6 +45,9 @@ class ConfigMap:
     path: str = ""
     groups: dict[str, list[str]] = field(default_factory=dict)
     """Peer "ip:port" (as $upstream_addr prints it) → the upstream groups listing it."""
+    tries: dict[str, int] = field(default_factory=dict)
+    """`upstream NAME { }` → how many peers nginx tries for a request at most: its servers'
+    addresses that are not `down`, backups included (nginx's ngx_http_upstream_tries)."""
     locations: list[tuple[str, str, str]] = field(default_factory=list)
     """(modifier, pattern, proxied group or address) of each location that proxies."""
     servers: list[ServerBlock] = field(default_factory=list)
@@ -116,14 +119,46 @@ class ConfigMap:
         loc = self.resolve(block, path, attempts)
         return loc, "config" if loc is not None else None
 
+    def nolive_group(self, loc: Location | None, status: int | None, tried: int, last_failed: bool,
+                     method: str = "GET") -> str | None:
+        """The name nginx logs as the last `$upstream_addr` (status 502) when it found no live
+        peer ("no live upstreams": every peer down, failed or at max_conns) and so made an
+        attempt the capture cannot see: the group `loc` proxies to, or None. `tried`: the
+        attempts seen; `last_failed`: the last one got nothing from its peer (an error or a
+        timeout, which proxy_next_upstream passes to the next peer by default)."""
+        if status != 502 or loc is None or loc.proxy is None or loc.proxy not in self.tries:
+            return None  # a peer named directly is a single peer: nginx never finds it busy
+        if tried == 0:
+            return loc.proxy
+        tries = self.tries[loc.proxy]
+        limit = loc.inherited("next_upstream_tries")
+        if limit:
+            tries = min(tries, limit)
+        nxt = loc.inherited("next_upstream") or ["error", "timeout"]
+        if not last_failed or tried >= tries or "off" in nxt or not {"error", "timeout"} & set(nxt):
+            return None
+        if method in ("POST", "LOCK", "PATCH") and "non_idempotent" not in nxt:
+            return None  # nginx passes a non-idempotent request to no second peer
+        return loc.proxy
+
+    def unix_listener(self, prefix: str) -> str | None:
+        """The one http `listen unix:PATH` that begins with `prefix` ("unix:/run/ng"): a
+        listener path cut where the probes stopped copying, completed from the configuration
+        when other bound sockets share the prefix. None: none or several."""
+        found = {a for sb in self.servers for a, _p, _d in sb.listens if a.startswith("unix:") and a.startswith(prefix)}
+        return found.pop() if len(found) == 1 else None
+
     def block_of(self, local: str, host: str) -> ServerBlock | None:
         """The server block nginx chose (see `server_of`)."""
-        try:
-            addr, port_s = local.rsplit(":", 1)
-            port = int(port_s)
-        except ValueError:
-            return None
-        addr = addr.strip("[]")
+        if local.startswith("unix:"):  # a unix listener: its path, no port
+            addr, port = local, 0
+        else:
+            try:
+                addr, port_s = local.rsplit(":", 1)
+                port = int(port_s)
+            except ValueError:
+                return None
+            addr = addr.strip("[]")
         host = host.split(":", 1)[0].lower() if host else ""
         candidates = [s for s in self.servers
                       if any(p == port and (a in ("*", "0.0.0.0", "::") or a == addr) for a, p, _ in s.listens)]
@@ -136,12 +171,21 @@ class ConfigMap:
             for n in s.names:
                 if n.startswith("*.") and host.endswith(n[1:].lower()):
                     return s
-                if n.startswith("~") and host and re.search(n[1:], host):
+                if n.startswith("~") and host and _search(n[1:], host):
                     return s
         for s in candidates:
             if any(d for a, p, d in s.listens if p == port):
                 return s
         return candidates[0]
+
+
+def _search(pattern: str, text: str) -> bool:
+    """A server_name regex (PCRE) on `text`; one Python cannot compile (\\Q…\\E, …) matches
+    nothing rather than stopping the capture."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
 
 
 def config_path_of(cmdline: str, binary_conf_path: str = "/etc/nginx/nginx.conf") -> tuple[str, str]:
@@ -255,9 +299,13 @@ def _walk(blocks: list[dict[str, Any]], cmap: ConfigMap, http: list[dict[str, An
     for d in blocks:
         name, args, block = d.get("directive"), d.get("args", []), d.get("block")
         if name == "upstream" and block is not None and args:
+            cmap.tries.setdefault(args[0], 0)
             for s in block:
                 if s.get("directive") == "server" and s.get("args"):
-                    for addr in _norm_addr(s["args"][0]):
+                    addrs = _norm_addr(s["args"][0])
+                    if "down" not in s["args"][1:]:
+                        cmap.tries[args[0]] += max(1, len(addrs))  # nginx resolved it
+                    for addr in addrs:
                         names = cmap.groups.setdefault(addr, [])
                         if args[0] not in names:
                             names.append(args[0])

@@ -127,6 +127,20 @@ class LifecycleWatch:
                 continue
             self._files.append((out, (st.st_dev, st.st_ino)))
 
+    def master_of(self, pid: int) -> int | None:
+        """The master an nginx process belongs to (itself for a master or a single process):
+        from the forks seen, else from /proc (a worker the scan has not met yet)."""
+        owner = self.parent.get(pid)
+        if owner is not None:
+            return owner[0]
+        if pid in self.masters_ever:
+            return pid
+        for candidate in (_ppid(pid), pid):
+            title = _title(candidate) if candidate else ""
+            if "master process" in title or "single process" in title:
+                return candidate
+        return None
+
     def _add_master(self, pid: int) -> None:
         self.masters.add(pid)
         self.masters_ever.add(pid)

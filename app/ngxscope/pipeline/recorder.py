@@ -31,7 +31,7 @@ from ..capture.selfanswer import CacheTracker
 from ..capture.tracer import Tracer, TracerConfig
 from ..capture.wire import WireError
 from ..decode.assembler import Assembler
-from ..model import Exchange, LifecycleEvent
+from ..model import Exchange, LifecycleEvent, UpstreamAttempt
 from .lifecycle import LifecycleWatch, alive
 from .sinks import RecordSink
 from .target import RecordOptions, Target, preflight, resolve
@@ -67,6 +67,11 @@ class Recorder:
         self.watch = LifecycleWatch(emit=self.emit_event, fail=self.fail,
                                     stopping=lambda: self.stopping, files=watch_files)
         self.config: ConfigMap | None = None
+        self._configs: dict[int, ConfigMap] = {}
+        self._masters: dict[int, int | None] = {}
+        """--binary: worker pid → its master (None: not an nginx process of a master)."""
+        """--binary: each master's configuration (master pid → map), read when its first
+        exchange is delivered."""
         self.governor: CpuGovernor | None = None
         self.wire: WireJoin | None = None
         self._wire_flushed = 0.0
@@ -330,8 +335,14 @@ class Recorder:
         self.exchanges += 1
         if self.wire is not None:
             self.wire.annotate(ex)
-        cmap = self.config
+        cmap = self._config_of(ex.pid)
         if cmap is not None:
+            if ex.server.startswith("unix:") and (ex.server == "unix:" or ex.server.endswith("\u2026")) \
+                    and not ex.is_tcp:
+                # a unix listener's path not read whole (cut short where /proc/net/unix could not
+                # complete it, other sockets sharing the prefix; or not read at all): the
+                # configuration's http listeners name it when one alone fits
+                ex.server = cmap.unix_listener(ex.server.rstrip("\u2026")) or ex.server
             block = cmap.block_of(ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
@@ -339,10 +350,37 @@ class Recorder:
                                                    ex.location, ex.location_via == "nginx")
                 ex.location = loc.label if loc is not None else None
                 ex.answer = self.cache.answer(ex, loc)
+                last = ex.upstream[-1] if ex.upstream else None
+                nolive = cmap.nolive_group(loc, ex.status, len(ex.upstream),
+                                           last is not None and last.response_head is None and not last.response_bytes,
+                                           ex.method)
+                if nolive is not None:
+                    # nginx logs the group's name for the attempt it found no peer for
+                    ex.upstream.append(UpstreamAttempt(nolive, status=502, duration_ms=0.0, start=ex.end))
             for att in ex.upstream:
-                att.group = cmap.group_of(att.addr, ex.path)
+                att.group = att.addr if att.addr in cmap.tries else cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:
             sink.write_exchange(ex)
+
+    def _config_of(self, pid: int) -> ConfigMap | None:
+        """The configuration of the nginx a worker belongs to: following every process of a
+        binary (--binary), each master its own, read once (as nginx reads it at start)."""
+        target = self.target
+        if target is None or not target.follow_all:
+            return self.config
+        if pid not in self._masters:
+            if len(self._masters) >= 65536:
+                self._masters.clear()
+            self._masters[pid] = self.watch.master_of(pid)
+        master = self._masters[pid]
+        if master is None:
+            return self.config
+        cmap = self._configs.get(master)
+        if cmap is None:
+            if len(self._configs) >= 1024:
+                self._configs.clear()
+            cmap = self._configs[master] = config_for_master(master, target.binary)
+        return cmap
 
     def emit_event(self, ev: LifecycleEvent) -> None:
         """Hand a lifecycle event to every sink (the decoder's, the watcher's, our own)."""

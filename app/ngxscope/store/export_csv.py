@@ -2,7 +2,10 @@
 
 Columns: time (ISO 8601 UTC, ms), worker, client, method, host, path (the target, query
 included, as the table shows it), status, duration_ms, upstream (peer addresses in
-attempt order, joined by " > "), request_bytes, response_bytes, tls (1/0), error.
+attempt order, joined by " > "), request_bytes, response_bytes, tls (1/0), error, then
+nginx's own: remote (the client realip named, nginx's $remote_addr, when it replaced the
+socket's peer), nginx_msec ($msec on nginx's clock) and subrequest_upstream (the peers
+of the request's subrequests, auth_request and the like, which $upstream_addr leaves out).
 RFC 4180: comma separated, CRLF line ends, fields quoted when they hold a comma, quote or
 line break, UTF-8 without a byte order mark. Text cells that a spreadsheet would take for
 a formula (starting with = + - @, tab or carriage return) are prefixed with a single quote,
@@ -35,6 +38,9 @@ COLUMNS = [
     "response_bytes",
     "tls",
     "error",
+    "remote",
+    "nginx_msec",
+    "subrequest_upstream",
 ]
 """The header row."""
 
@@ -62,6 +68,9 @@ def csv_row(ex: Exchange) -> list[str | int]:
         ex.response_bytes,
         1 if ex.tls else 0,
         safe_cell(ex.error or ""),
+        safe_cell(ex.remote or ""),
+        "" if ex.nginx_end is None else f"{ex.nginx_end:.3f}",
+        safe_cell(" > ".join(a.addr for a in ex.subrequest_upstream)),
     ]
 
 

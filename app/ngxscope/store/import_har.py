@@ -159,8 +159,15 @@ def _entry(e: Any, i: int) -> Exchange:
             upstream.append(UpstreamAttempt.from_dict(a))
         except (ModelError, TypeError) as exc:
             raise _Bad(f"{where}._upstream[{j}]: {exc}") from None
+    subrequest = []
+    for j, a in enumerate(e.get("_subrequestUpstream") or []):
+        try:
+            subrequest.append(UpstreamAttempt.from_dict(a))
+        except (ModelError, TypeError) as exc:
+            raise _Bad(f"{where}._subrequestUpstream[{j}]: {exc}") from None
     pid = e.get("_pid", 0)
     nginx_ms = e.get("_nginxMs")
+    nginx_end = e.get("_nginxEnd")
     return Exchange(
         id=int(e["_id"]) if isinstance(e.get("_id"), int) else i + 1,
         start=start,
@@ -190,6 +197,9 @@ def _entry(e: Any, i: int) -> Exchange:
         error=str(e["_error"]) if e.get("_error") else None,
         upstream=upstream,
         nginx_ms=float(nginx_ms) if isinstance(nginx_ms, int | float) else None,
+        nginx_end=float(nginx_end) if isinstance(nginx_end, int | float) and not isinstance(nginx_end, bool) else None,
+        remote=str(e["_remote"]) if e.get("_remote") else None,
+        subrequest_upstream=subrequest,
         server_block=str(e["_serverBlock"]) if e.get("_serverBlock") else None,
         summary_only=e.get("_summaryOnly") is True,
         mark=str(e["_mark"]) if e.get("_mark") in MARKS else "",

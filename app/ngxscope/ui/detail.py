@@ -37,7 +37,7 @@ from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 from .upstreamdetail import UpstreamView
 from .waterfall import WaterfallWidget
 
-__all__ = ["DetailPane", "MessageView"]
+__all__ = ["DetailPane", "MessageView", "client_text", "nginx_clock_text"]
 
 PLACEHOLDER = ("Select a request to see its headers and body, its timing (client, nginx and "
                "upstream), the upstream attempts nginx made and its connection.\n\n"
@@ -114,6 +114,29 @@ _SUMMARY_ONLY = ("none; payload not captured (shed or sampled out): method, targ
 
 def _ts(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def client_text(ex: Exchange) -> str:
+    """The client as nginx logged it ($remote_addr: realip's, or the PROXY header's) beside
+    the socket's peer."""
+    if ex.remote:
+        return f"{ex.remote}  (realip: nginx's $remote_addr; socket peer {ex.client})"
+    if ex.proxy_client is not None:
+        return f"{ex.proxy_client or 'not named'}  (PROXY protocol header; socket peer {ex.client})"
+    return ex.client
+
+
+def nginx_clock_text(ex: Exchange) -> str:
+    """When nginx says it finished ($msec) and how long it says it took ($request_time), on its
+    cached clock."""
+    if ex.nginx_end is None and ex.nginx_ms is None:
+        return DASH
+    parts = []
+    if ex.nginx_end is not None:
+        parts.append(f"$msec {ex.nginx_end:.3f} ({_ts(ex.nginx_end)})")
+    if ex.nginx_ms is not None:
+        parts.append(f"$request_time {ex.nginx_ms / 1000.0:.3f} s")
+    return "  ·  ".join(parts) + "  — nginx's cached clock, can trail the capture's"
 
 
 class DetailPane(QTabWidget):
@@ -236,7 +259,7 @@ class DetailPane(QTabWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         self.conn_labels: dict[str, QLabel] = {}
         for key in ("Client", "Server", "TLS", "Worker", "Connection", "Request #", "Started",
-                    "Ended", "Error", "Note", "Location", "Trace", "Handshake"):
+                    "Ended", "nginx clock", "Error", "Note", "Location", "Trace", "Handshake"):
             label = QLabel()
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.conn_labels[key] = label
@@ -289,7 +312,9 @@ class DetailPane(QTabWidget):
         self.timing.set_exchange(ex)
         self.upstream.show_exchange(ex)
         n = len(ex.upstream) if ex is not None else 0
-        self.setTabText(self.upstream_tab, f"Upstream ({n})" if n else "Upstream")
+        subs = len(ex.subrequest_upstream) if ex is not None else 0
+        self.setTabText(self.upstream_tab, (f"Upstream ({n}" + (f" + {subs} sub" if subs else "") + ")")
+                        if n or subs else "Upstream")
         self.placeholder.setVisible(ex is None)
         self.copy_button.setEnabled(ex is not None and bool(ex.method) and not ex.is_tcp)
         self.replay_button.setEnabled(self.copy_button.isEnabled())
@@ -319,8 +344,7 @@ class DetailPane(QTabWidget):
         color = STATUS_COLORS[_status_cls(ex.status)].name()
         self.response.start_line.setStyleSheet(f"color: {color}; font-weight: bold;")
         lab = self.conn_labels
-        lab["Client"].setText(ex.client if ex.proxy_client is None else
-                              f"{ex.proxy_client or 'not named'} (PROXY protocol header; socket peer {ex.client})")
+        lab["Client"].setText(client_text(ex))
         lab["Server"].setText(ex.server)
         lab["TLS"].setText("yes (decrypted plaintext shown)" if ex.tls else "no")
         lab["Worker"].setText(f"pid {ex.pid}")
@@ -333,6 +357,7 @@ class DetailPane(QTabWidget):
         lab["Ended"].setText(f"{_ts(ex.end)}  ({fmt_ms(ex.duration_ms)}, "
                              f"{fmt_bytes(ex.request_bytes)} in, "
                              f"{fmt_bytes(ex.response_bytes)} out)")
+        lab["nginx clock"].setText(nginx_clock_text(ex))
         lab["Error"].setText(ex.error or (_SUMMARY_ONLY if ex.summary_only else DASH))
         lab["Note"].setText((f"[{ex.mark}] " if ex.mark else "") + (ex.note or DASH))
         via = _LOCATION_VIA.get(ex.location_via or "", "")

@@ -16,7 +16,7 @@ from ngxscope.model import Exchange, UpstreamAttempt
 
 from .tablemodel import DASH, STATUS_COLORS, _status_cls, fmt_bytes, fmt_ms
 
-__all__ = ["UpstreamView", "attempt_html", "head_changes"]
+__all__ = ["UpstreamView", "attempt_html", "head_changes", "is_nolive", "upstream_html"]
 
 ADDED, CHANGED, REMOVED = "#2e9d4f", "#d9822b", "#d64545"
 
@@ -62,12 +62,17 @@ def _head_html(head: str, marks: dict[str, str] | None = None) -> str:
     return "<pre style='margin:2px 0 8px 12px'>" + "<br>".join(out) + "</pre>"
 
 
-def attempt_html(ex: Exchange, i: int, a: UpstreamAttempt) -> str:
-    """One attempt as an HTML section."""
+def is_nolive(a: UpstreamAttempt) -> bool:
+    """nginx found no live peer in the group for this attempt (it logs the group's name)."""
+    return a.group is not None and a.addr == a.group and a.request_head is None and not a.response_bytes
+
+
+def attempt_html(ex: Exchange, i: int, a: UpstreamAttempt, attempts: list[UpstreamAttempt] | None = None) -> str:
+    """One attempt (the `i`-th, from 1, of `attempts`: the request's own by default) as HTML."""
     group = getattr(a, "group", None) or getattr(ex, "upstream_group", None)
     color = STATUS_COLORS[_status_cls(a.status)].name()
     status = str(a.status) if a.status is not None else "no answer"
-    last = i == len(ex.upstream)
+    last = i == len(ex.upstream if attempts is None else attempts)
     verdict = "" if last else " — nginx moved on to the next peer"
     title = (f"<h3 style='margin:8px 0 2px 0'>#{i} {html.escape(a.addr)}"
              f"<span style='font-weight:normal'> in upstream "
@@ -81,7 +86,11 @@ def attempt_html(ex: Exchange, i: int, a: UpstreamAttempt) -> str:
              ("connection", "keepalive (reused)" if a.reused else "new")]
     table = " &nbsp;·&nbsp; ".join(f"{k} <b>{html.escape(v)}</b>" for k, v in facts)
     parts = [title, f"<div style='margin-left:12px'>{table}</div>"]
-    if a.request_head:
+    if is_nolive(a):
+        parts.append("<div style='margin:6px 0 0 12px'><i>No live upstreams: every peer of this "
+                     "group was down, failed or at max_conns, so nginx tried none and logged the "
+                     "group's name as $upstream_addr (status 502).</i></div>")
+    elif a.request_head:
         marks, dropped = head_changes(ex, a.request_head)
         parts.append("<div style='margin:6px 0 0 12px'><b>Request head as nginx sent it</b>"
                      " (compared with the client's request)</div>")
@@ -117,13 +126,27 @@ class UpstreamView(QTextBrowser):
         if ex is None:
             self.clear()
             return
-        if not ex.upstream:
-            self.setHtml("<p><i>nginx answered this request itself (static file, return, "
-                         "cache …): no upstream attempt.</i></p>")
-            return
-        n = len(ex.upstream)
-        head = (f"<p style='margin:0'><b>{n}</b> upstream attempt{'s' if n != 1 else ''}"
-                + (f", <b>{n - 1}</b> retr{'y' if n == 2 else 'ies'}" if n > 1 else "")
-                + f" for <b>{html.escape(ex.method)} {html.escape(ex.target)}</b></p>")
-        self.setHtml(head + "".join(attempt_html(ex, i, a)
-                                    for i, a in enumerate(ex.upstream, 1)))
+        self.setHtml(upstream_html(ex))
+
+
+def upstream_html(ex: Exchange) -> str:
+    """The Upstream tab of `ex`: its own attempts ($upstream_addr), then its subrequests'."""
+    subs = ex.subrequest_upstream
+    if not ex.upstream and not subs:
+        return ("<p><i>nginx answered this request itself (static file, return, "
+                "cache …): no upstream attempt.</i></p>")
+    n = len(ex.upstream)
+    out = []
+    if n:
+        out.append(f"<p style='margin:0'><b>{n}</b> upstream attempt{'s' if n != 1 else ''}"
+                   + (f", <b>{n - 1}</b> retr{'y' if n == 2 else 'ies'}" if n > 1 else "")
+                   + f" for <b>{html.escape(ex.method)} {html.escape(ex.target)}</b></p>")
+        out += [attempt_html(ex, i, a) for i, a in enumerate(ex.upstream, 1)]
+    else:
+        out.append("<p style='margin:0'><i>No upstream attempt of the request itself.</i></p>")
+    if subs:
+        out.append(f"<h3 style='margin:14px 0 2px 0'>Subrequests' attempts ({len(subs)})</h3>"
+                   "<div style='margin-left:12px'><i>made by auth_request, SSI include, slice, "
+                   "mirror…: nginx leaves them out of this request's $upstream_addr</i></div>")
+        out += [attempt_html(ex, i, a, subs) for i, a in enumerate(subs, 1)]
+    return "".join(out)
