@@ -378,7 +378,9 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
                 }
                 st->keep = why;
                 flush_counted(st, fd, pid_tgid);
-                if (stage_flush(st, fd, pid_tgid))
+                /* kept by a rule while counting is on (with KEEP_ALL, record
+                 * --no-kernel-counts, a sampled-out exchange stays its summary) */
+                if (!(why & KEEP_ALL) && stage_flush(st, fd, pid_tgid))
                     st->shed = 0;   /* whole (up to STAGE_CAP): an ordinary exchange */
             } else if (st->sampling) {
                 st->keep = KEEP_SAMPLE;
