@@ -5,12 +5,13 @@ one keep-alive connection sends the requests the keep rules are about, each with
 X-Lab header. The kernel holds the first bytes of each sampled-out exchange (bpf/capture.c
 `staged`) and sends them only when a rule keeps it: every kept access-log line must be a
 row with kept_by set, its request headers as sent (X-Lab included) and its response status
-line and headers exactly as the client received them.
+line and headers exactly as the client received them, over plain HTTP and TLS.
 """
 
 from __future__ import annotations
 
 import http.client
+import ssl
 import subprocess
 import threading
 from typing import Any
@@ -23,15 +24,21 @@ from .test_kcounts import SLOW_MS, kept_by
 Received = dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]]]]
 
 
-def _client(port: int, stop: threading.Event, received: Received) -> None:
+def _client(port: int, tls: bool, stop: threading.Event, received: Received) -> None:
     """Requests the keep rules are about (and others), each named by its X-Lab header; what
     came back for each: status, response headers, the request headers sent."""
     paths = ["/fail/500", "/fail/503", "/slow/x?ms=60", "/flaky/a", "/api/x", "/fail/404", "/fail/502"]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     i = 0
-    while not stop.is_set() and i < 300:
+    while not stop.is_set() and i < 200:
         path = paths[i % len(paths)]
-        lab_id = f"kw-{i}"
+        lab_id = f"kw-{'tls' if tls else 'plain'}-{i}"
         sent = [("Host", f"127.0.0.1:{port}"), ("Accept-Encoding", "identity"), ("X-Lab", lab_id),
                 ("User-Agent", "kept-whole-test")]
         conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
@@ -51,12 +58,15 @@ def test_kept_rows_are_whole(lab_nginx: LabNginx, capture_factory: Any) -> None:
     assert cap.recorder.kcounts is not None, "the lab nginx's request layout is known: counting must be on"
     assert cap.recorder.tracer.set_sampling(1 << 30)
     stop, received = threading.Event(), {}
-    side = threading.Thread(target=_client, args=(lab_nginx.plain_port, stop, received))
-    side.start()
+    sides = [threading.Thread(target=_client, args=(port, tls, stop, received))
+             for port, tls in ((lab_nginx.plain_port, False), (lab_nginx.tls_port, True))]
+    for side in sides:
+        side.start()
     url = f"http://127.0.0.1:{lab_nginx.plain_port}/health"
     subprocess.run(["wrk", "-t1", "-c8", "-d3s", url], check=True, capture_output=True, timeout=60)
     stop.set()
-    side.join()
+    for side in sides:
+        side.join()
     total = lab_nginx.log_line_count() - start
     log = lab_nginx.wait_log_lines(total, start=start)
     kept_lines = [ln for ln in log if kept_by(ln, SLOW_MS)]
@@ -66,6 +76,7 @@ def test_kept_rows_are_whole(lab_nginx: LabNginx, capture_factory: Any) -> None:
     assert cap.recorder.counters()["lost"] == 0
     mine = [ln for ln in kept_lines if str(ln.get("lab_id") or "").startswith("kw-")]
     assert total > 2000 and len(mine) > 20, (total, len(mine))
+    assert {ln["https"] for ln in mine} == {"on", ""}, "kept rows over TLS and plain"
     assert len(rows) == len(kept_lines), (len(rows), len(kept_lines))
 
     # every kept row is whole: a request head with headers, a response head with headers
@@ -84,7 +95,7 @@ def test_kept_rows_are_whole(lab_nginx: LabNginx, capture_factory: Any) -> None:
         ex = by_id.get(ln["lab_id"])
         assert ex is not None, f"kept log line {ln['lab_id']} {ln['request']} {ln['status']} is not a whole row"
         status, resp_headers, sent = received[ln["lab_id"]]
-        assert ex.status == status == ln["status"]
+        assert ex.status == status == ln["status"] and ex.tls == (ln["https"] == "on")
         assert sorted(ex.kept_by.split(",")) == sorted(kept_by(ln, SLOW_MS))
         assert ex.request_headers == sent
         assert ex.response_headers == resp_headers
