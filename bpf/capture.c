@@ -374,7 +374,7 @@ static __always_inline u32 copy_chain(struct data_event *e, u64 chain, u64 n)
 static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind);
 
 /* A sampled-out exchange begins on st: its staging starts empty. */
-static __always_inline void stage_begin(struct conn_state *st, s32 fd, u32 tgid)
+static __always_inline struct stage *stage_begin(struct conn_state *st, s32 fd, u32 tgid)
 {
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct stage *sg = staged.lookup(&key);
@@ -382,11 +382,11 @@ static __always_inline void stage_begin(struct conn_state *st, s32 fd, u32 tgid)
         int zero = 0;
         struct stage *init = stage_init.lookup(&zero);
         if (!init)
-            return;
+            return 0;
         staged.update(&key, init);
         sg = staged.lookup(&key);
         if (!sg)
-            return;
+            return 0;
     }
     sg->req_start = st->req_start;
     sg->req_off = st->recvd;
@@ -394,6 +394,7 @@ static __always_inline void stage_begin(struct conn_state *st, s32 fd, u32 tgid)
     sg->req_len = 0;
     sg->resp_len = 0;
     sg->resp_started = 0;
+    return sg;
 }
 
 /* Append up to what is left of STAGE_CAP of len bytes at user address src to the staged
@@ -413,10 +414,13 @@ static __always_inline void stage_copy(struct stage *sg, u32 base, u32 *have, u6
 }
 
 /* Stage the bytes a call moved on st's sampled-out exchange (before st's counters move). */
-static __always_inline void stage_io(struct conn_state *st, struct call_args *a, long ret, int fn, u8 kind, u32 tgid)
+static __always_inline void stage_io(struct conn_state *st, struct stage *sg, struct call_args *a, long ret,
+                                     int fn, u8 kind, u32 tgid)
 {
-    struct conn_key key = {.pid = tgid, .fd = a->fd};
-    struct stage *sg = staged.lookup(&key);
+    if (!sg) {   /* one lookup per call: stage_begin's when it just began */
+        struct conn_key key = {.pid = tgid, .fd = a->fd};
+        sg = staged.lookup(&key);
+    }
     if (!sg || sg->req_start != st->req_start)
         return;
     u32 base = kind == EV_RECV ? 0 : STAGE_CAP;
@@ -425,7 +429,9 @@ static __always_inline void stage_io(struct conn_state *st, struct call_args *a,
         sg->resp_started = 1;
         sg->resp_off = st->sent;
     }
-    if (kind == EV_RECV && st->recvd != sg->req_off + sg->req_len && sg->req_len < STAGE_CAP)
+    if (*have >= STAGE_CAP)
+        return;   /* full: only the counters move on */
+    if (kind == EV_RECV && st->recvd != sg->req_off + sg->req_len)
         return;   /* bytes were read that it does not hold: the rest would not follow them */
     if (fn == F_WRITEV) {
         u64 iovs = 0, cnt = 0, left = ret;
@@ -480,6 +486,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
     int shed = under_pressure();
     int dropped = 0;
     int want_status = 0;
+    struct stage *sg = 0;
     if (st) {
         if (a.tls)   /* announced at accept time, before nginx knew it would be TLS */
             st->flags |= EVF_TLS;
@@ -498,7 +505,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
                 st->shed = under_pressure();   /* not what a pipelined predecessor left */
                 st->drop = sampled_out(&st->sampling);
                 if (st->drop)
-                    stage_begin(st, a.fd, pid_tgid >> 32);
+                    sg = stage_begin(st, a.fd, pid_tgid >> 32);
                 /* its first bytes (the request line when the read began with it) */
                 st->line_len = 0;
                 if (fn == F_RECV && bpf_probe_read_user(st->line, LINE_CAP, (void *)a.arg) == 0)
@@ -511,7 +518,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
             dropped = st->drop;
         }
         if (dropped && (st->flags & EVF_CLIENT))
-            stage_io(st, &a, ret, fn, kind, pid_tgid >> 32);
+            stage_io(st, sg, &a, ret, fn, kind, pid_tgid >> 32);
         if (kind == EV_RECV) {
             e->h.offset = st->recvd;
             st->recvd += ret;
