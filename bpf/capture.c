@@ -87,6 +87,21 @@ BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_ARRAY(done_scratch, struct ev_done, MAX_CPUS);
 BPF_ARRAY(reqlog_scratch, struct ev_reqlog, MAX_CPUS);
 BPF_HASH(current_req, u32, u64, 4096);
+/* The first bytes of a sampled-out exchange, each direction (STAGE_CAP), held until its
+ * completion: sent as its RECV/SEND records (EVF_STAGED) only when a keep rule holds
+ * (bpf/completion.c), so kept rows are whole. buf: the request at 0, the response at
+ * STAGE_CAP, room behind each for the verifier's view of a masked offset. */
+struct stage {
+    __u64 req_start;   /* conn_state.req_start of the exchange it holds */
+    __u64 req_off;     /* the connection's read counter at its first read */
+    __u64 resp_off;    /* its write counter at its first write */
+    __u32 req_len;
+    __u32 resp_len;
+    __u8  resp_started;
+    __u8  buf[3 * STAGE_CAP];
+};
+BPF_TABLE("lru_hash", struct conn_key, struct stage, staged, 4096);
+BPF_ARRAY(stage_init, struct stage, 1);   /* what a new entry is created from */
 /* Payload sampling set by user space while the capture is over its CPU budget: 0 or 1 =
  * every exchange with its payload, N = one exchange in N (at random), the others counted
  * from the kernel summary only. Decided once per exchange, at its first read. */
@@ -358,6 +373,88 @@ static __always_inline u32 copy_chain(struct data_event *e, u64 chain, u64 n)
 
 static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind);
 
+/* A sampled-out exchange begins on st: its staging starts empty. */
+static __always_inline struct stage *stage_begin(struct conn_state *st, s32 fd, u32 tgid)
+{
+    struct conn_key key = {.pid = tgid, .fd = fd};
+    struct stage *sg = staged.lookup(&key);
+    if (!sg) {
+        int zero = 0;
+        struct stage *init = stage_init.lookup(&zero);
+        if (!init)
+            return 0;
+        staged.update(&key, init);
+        sg = staged.lookup(&key);
+        if (!sg)
+            return 0;
+    }
+    sg->req_start = st->req_start;
+    sg->req_off = st->recvd;
+    sg->resp_off = 0;
+    sg->req_len = 0;
+    sg->resp_len = 0;
+    sg->resp_started = 0;
+    return sg;
+}
+
+/* Append up to what is left of STAGE_CAP of len bytes at user address src to the staged
+ * direction at base (0: request, STAGE_CAP: response) holding *have bytes. */
+static __always_inline void stage_copy(struct stage *sg, u32 base, u32 *have, u64 len, u64 src)
+{
+    u64 o = *have;
+    if (o >= STAGE_CAP || !len)
+        return;
+    u64 room = STAGE_CAP - o;
+    u64 n = len < room ? len : room;
+    opaque(o);
+    o &= (STAGE_CAP - 1);
+    u64 cl = capped(n, STAGE_CAP);
+    if (bpf_probe_read_user(&sg->buf[base + o], cl, (void *)src) == 0)
+        *have += cl;
+}
+
+/* Stage the bytes a call moved on st's sampled-out exchange (before st's counters move). */
+static __always_inline void stage_io(struct conn_state *st, struct stage *sg, struct call_args *a, long ret,
+                                     int fn, u8 kind, u32 tgid)
+{
+    if (!sg) {   /* one lookup per call: stage_begin's when it just began */
+        struct conn_key key = {.pid = tgid, .fd = a->fd};
+        sg = staged.lookup(&key);
+    }
+    if (!sg || sg->req_start != st->req_start)
+        return;
+    u32 base = kind == EV_RECV ? 0 : STAGE_CAP;
+    u32 *have = kind == EV_RECV ? &sg->req_len : &sg->resp_len;
+    if (kind != EV_RECV && !sg->resp_started) {
+        sg->resp_started = 1;
+        sg->resp_off = st->sent;
+    }
+    if (*have >= STAGE_CAP)
+        return;   /* full: only the counters move on */
+    if (kind == EV_RECV && st->recvd != sg->req_off + sg->req_len)
+        return;   /* bytes were read that it does not hold: the rest would not follow them */
+    if (fn == F_WRITEV) {
+        u64 iovs = 0, cnt = 0, left = ret;
+        bpf_probe_read_user(&iovs, sizeof(iovs), (void *)a->arg);
+        bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(a->arg + 8));
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            if (i >= cnt || !left || *have >= STAGE_CAP)
+                break;
+            struct iovec iov = {};
+            bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + i * sizeof(struct iovec)));
+            u64 chunk = iov.iov_len < left ? iov.iov_len : left;
+            u32 before = *have;
+            stage_copy(sg, STAGE_CAP, have, chunk, (u64)iov.iov_base);
+            if (*have - before != chunk && *have < STAGE_CAP)
+                break;   /* a read failed: what follows would not be contiguous */
+            left -= chunk;
+        }
+    } else if (fn == F_RECV || fn == F_SEND) {
+        stage_copy(sg, base, have, ret, a->arg);
+    }
+}
+
 static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -389,6 +486,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
     int shed = under_pressure();
     int dropped = 0;
     int want_status = 0;
+    struct stage *sg = 0;
     if (st) {
         if (a.tls)   /* announced at accept time, before nginx knew it would be TLS */
             st->flags |= EVF_TLS;
@@ -406,6 +504,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
                 st->req_start_clock = e->h.clock;
                 st->shed = under_pressure();   /* not what a pipelined predecessor left */
                 st->drop = sampled_out(&st->sampling);
+                if (st->drop)
+                    sg = stage_begin(st, a.fd, pid_tgid >> 32);
                 /* its first bytes (the request line when the read began with it) */
                 st->line_len = 0;
                 if (fn == F_RECV && bpf_probe_read_user(st->line, LINE_CAP, (void *)a.arg) == 0)
@@ -417,6 +517,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
                 want_status = 1;
             dropped = st->drop;
         }
+        if (dropped && (st->flags & EVF_CLIENT))
+            stage_io(st, sg, &a, ret, fn, kind, pid_tgid >> 32);
         if (kind == EV_RECV) {
             e->h.offset = st->recvd;
             st->recvd += ret;

@@ -174,6 +174,50 @@ static __always_inline void count_exchange(struct completion *v, u32 tgid)
     }
 }
 
+/* Send one direction of a kept exchange's staging as an ordinary payload record (EVF_STAGED):
+ * from stream offset off, `moved` bytes, of which the first `have` are held at buf[base]. */
+static __always_inline int stage_send(struct stage *sg, struct conn_state *st, u8 kind, u32 base, u32 have,
+                                      u64 off, u64 moved, s32 fd, u64 pid_tgid)
+{
+    u32 cpu = bpf_get_smp_processor_id();
+    struct data_event *e = scratch.lookup(&cpu);
+    if (!e)
+        return 0;
+    fill_header(&e->h, kind, bpf_ktime_get_ns(), pid_tgid, fd);
+    e->h.conn_ts = st->conn_ts;
+    e->h.flags = st->flags | EVF_STAGED;
+    e->h.offset = off;
+    e->h.len = moved;
+    u64 n = have < moved ? have : moved;
+    n = capped(n, STAGE_CAP);
+    e->h.cap = n;
+    if (n < moved)
+        e->h.flags |= EVF_TRUNCATED;
+    if (n && bpf_probe_read_kernel(e->data, n, &sg->buf[base ? STAGE_CAP : 0]) < 0)
+        return 0;
+    return submit(e, sizeof(struct ev_header) + n);
+}
+
+/* A sampled-out exchange on st that a rule keeps: send what was staged of it, so its row is
+ * whole up to STAGE_CAP per direction. Returns 1 when all of it reached the ring buffer. */
+static __always_inline int stage_flush(struct conn_state *st, s32 fd, u64 pid_tgid)
+{
+    struct conn_key key = {.pid = pid_tgid >> 32, .fd = fd};
+    struct stage *sg = staged.lookup(&key);
+    if (!sg || !st->req_start || sg->req_start != st->req_start)
+        return 0;
+    sg->req_start = 0;   /* sent once */
+    u64 moved = st->recvd - sg->req_off;
+    if (moved && !stage_send(sg, st, EV_RECV, 0, sg->req_len, sg->req_off, moved, fd, pid_tgid))
+        return 0;
+    if (sg->resp_started) {
+        moved = st->sent - sg->resp_off;
+        if (moved && !stage_send(sg, st, EV_SEND, 1, sg->resp_len, sg->resp_off, moved, fd, pid_tgid))
+            return 0;
+    }
+    return 1;
+}
+
 /* The request is finished: the summary starts over. The sampling decision stays until the
  * next request's first read: a pipelined request read together with this one (it has no
  * read of its own) shares its fate, and is summary-only if this one's read was dropped. */
@@ -333,6 +377,11 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
                     return 0;
                 }
                 st->keep = why;
+                flush_counted(st, fd, pid_tgid);
+                /* kept by a rule while counting is on (with KEEP_ALL, record
+                 * --no-kernel-counts, a sampled-out exchange stays its summary) */
+                if (!(why & KEEP_ALL) && stage_flush(st, fd, pid_tgid))
+                    st->shed = 0;   /* whole (up to STAGE_CAP): an ordinary exchange */
             } else if (st->sampling) {
                 st->keep = KEEP_SAMPLE;
             }

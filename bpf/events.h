@@ -42,6 +42,11 @@
 #define EVF_SAMPLED    0x40  /* REQ_DONE (with EVF_SHED): the payload was skipped on purpose, the
                               * exchange being sampled out while the capture is over its CPU
                               * budget (user space sets 1-in-N in sample_ctl) */
+#define EVF_STAGED     0x80  /* RECV/SEND of a sampled-out exchange a rule kept at completion:
+                              * its first bytes, held in the kernel (STAGE_CAP per direction)
+                              * while it was sampled out; len: all the bytes moved then */
+#define STAGE_CAP      2048  /* bytes of each direction of a sampled-out exchange held in the
+                              * kernel until its completion decides (power of two) */
 
 /* REQ_DONE of an HTTP/1 exchange: bits 16..23 of `status` say why it is a row while the
  * capture samples (0: sampling was off, every exchange is a row). A sampled-out exchange is

@@ -25,6 +25,7 @@ __all__ = [
     "EVF_NOMARK",
     "EVF_SAMPLED",
     "EVF_SHED",
+    "EVF_STAGED",
     "EVF_TLS",
     "EVF_TRUNCATED",
     "EV_CLOSE",
@@ -62,6 +63,7 @@ __all__ = [
     "RB_PRODUCED",
     "REQLOG_LINE_CAP",
     "SOCKADDR_MAX",
+    "STAGE_CAP",
     "AggKey",
     "AggVal",
     "EvDone",
@@ -102,6 +104,8 @@ EVF_SHED = 0x08
 EVF_H2STREAM = 0x10
 EVF_NOMARK = 0x20
 EVF_SAMPLED = 0x40
+EVF_STAGED = 0x80
+STAGE_CAP = 2048
 
 KEEP_SAMPLE = 0x01
 KEEP_ERROR = 0x02

@@ -81,6 +81,9 @@ class Conn:
     kept_by: str | None = None
     """Why the exchange being completed is a row while the capture samples (REQ_DONE's keep
     rules, `Exchange.kept_by`); None when not sampling."""
+    staged_cut: bool = False
+    """The kernel held the current exchange's payload while it was sampled out (EVF_STAGED)
+    and cut it at STAGE_CAP bytes per direction."""
     framer: ResponseFramer | None = None
     """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
     tcp: TcpSession | None = None

@@ -19,7 +19,9 @@ from ...capture.events import (
     EVF_NOMARK,
     EVF_SAMPLED,
     EVF_SHED,
+    EVF_STAGED,
     KEEP_NAMES,
+    STAGE_CAP,
     RawEvent,
 )
 from ..connstate import Conn, Upgrade
@@ -31,7 +33,11 @@ from ..websocket import WsDirection, WsTunnel
 from .base import ProtocolHandler
 from .h1exchange import emit_h1, emit_summary
 
-__all__ = ["Http1Handler"]
+__all__ = ["STAGED_CUT", "Http1Handler"]
+
+STAGED_CUT = f"payload kept in the kernel up to {STAGE_CAP} bytes each way (sampled out, kept at completion)"
+"""Exchange.error of a row a keep rule held whose payload the kernel staged and cut (the
+sizes stay exact; its upstream attempts were not followed while it was sampled out)."""
 
 
 class Http1Handler(ProtocolHandler):
@@ -60,6 +66,8 @@ class Http1Handler(ProtocolHandler):
             conn.requests.allow_midway = ev.ts - self.attach_ts < self.midway_window
         conn.requests.feed(ev.data, ev.length, ev.ts, ev.clock)
         conn.recv_off = ev.offset + ev.length
+        if ev.flags & EVF_STAGED and len(ev.data) < ev.length:
+            conn.staged_cut = True
 
     def on_send(self, conn: Conn, ev: RawEvent) -> None:
         if (ev.offset == conn.done_send_off and ev.data.startswith((b"HTTP/1.1 101 ", b"HTTP/1.0 101 "))
@@ -73,6 +81,8 @@ class Http1Handler(ProtocolHandler):
         if not conn.send_first_ts:
             conn.send_first_ts = ev.ts
         conn.send_last_ts = ev.ts
+        if ev.flags & EVF_STAGED and len(ev.data) < ev.length:
+            conn.staged_cut = True
         if ev.kind == EV_SENDFILE:
             conn.sendfile_bytes += ev.length
             conn.segments.append((b"", ev.length))
@@ -222,6 +232,9 @@ class Http1Handler(ProtocolHandler):
             req.body_discarded = True
         # the request's own attempts, and its subrequests' (another request: not in its log line)
         attempts, subrequests = self.upstreams.take_request(conn.pid, conn.key[2], ev.log.rid if ev.log else 0)
+        if conn.staged_cut and not error and not req.error:
+            error = STAGED_CUT
+        conn.staged_cut = False
         emit_h1(emit, conn, req, resp_len, ev.ts, error=error, end_clock=ev.clock, parse=not merged,
                 upstream=attempts, kstatus=0 if merged else ev.status, ngx=None if merged else ev.log,
                 subrequests=subrequests)
