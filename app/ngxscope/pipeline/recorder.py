@@ -68,10 +68,10 @@ class Recorder:
                                     stopping=lambda: self.stopping, files=watch_files)
         self.config: ConfigMap | None = None
         self._configs: dict[int, ConfigMap] = {}
-        self._masters: dict[int, int | None] = {}
-        """--binary: worker pid → its master (None: not an nginx process of a master)."""
         """--binary: each master's configuration (master pid → map), read when its first
         exchange is delivered."""
+        self._masters: dict[int, int | None] = {}
+        """--binary: worker pid → its master (None: not an nginx process of a master)."""
         self.governor: CpuGovernor | None = None
         self.wire: WireJoin | None = None
         self._wire_flushed = 0.0
@@ -351,7 +351,10 @@ class Recorder:
                 ex.location = loc.label if loc is not None else None
                 ex.answer = self.cache.answer(ex, loc)
                 last = ex.upstream[-1] if ex.upstream else None
-                nolive = cmap.nolive_group(loc, ex.status, len(ex.upstream),
+                # only where the upstream side was followed: not for a summary-only exchange
+                # nor a sampled-out one a keep rule held (their attempts were not seen)
+                followed = not ex.summary_only and ex.kept_by in (None, "sample", "all")
+                nolive = None if not followed else cmap.nolive_group(loc, ex.status, len(ex.upstream),
                                            last is not None and last.response_head is None and not last.response_bytes,
                                            ex.method)
                 if nolive is not None:
