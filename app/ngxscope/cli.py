@@ -15,7 +15,8 @@ import sys
 from typing import Any, NoReturn
 
 from . import __version__
-from .capture.procs import find_instances, format_instances
+from .capture.listing import format_instances
+from .capture.procs import find_instances
 from .capture.tracer import Tracer, TracerConfig, bpf_source
 from .demo import run_demo
 from .doctor import run_doctor
