@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ngxscope.model import Exchange
 from ngxscope.store.bodysearch import (
@@ -57,231 +56,26 @@ from ngxscope.store.bodysearch import (
     header_predicate,
     header_presence,
 )
+from ngxscope.store.filterlex import (
+    CASELESS,
+    FIELDS,
+    FLAGS,
+    NUMBER_FIELDS,
+    SEARCH_RE,
+    STRING_FIELDS,
+    FilterError,
+    Predicate,
+    Token,
+    lex,
+)
 
-__all__ = ["FIELDS", "FLAGS", "FilterError", "Predicate", "compile_filter", "quote_value",
-           "search_patterns"]
-
-Predicate = Callable[[Exchange], bool]
+__all__ = ["FilterError", "Predicate", "compile_filter", "search_patterns"]
 
 MAX_DEPTH = 64
-
-
-class FilterError(ValueError):
-    """The filter text is not valid; `column` is 1-based (0 when unknown)."""
-
-    def __init__(self, message: str, column: int = 0) -> None:
-        self.message = message
-        self.column = column
-        super().__init__(f"{message} (column {column})" if column else message)
-
-
-STRING_FIELDS = {
-    "method": lambda e: e.method,
-    "host": lambda e: e.host,
-    "path": lambda e: e.path,
-    "target": lambda e: e.target,
-    "url": lambda e: e.host + e.target,
-    "client": lambda e: e.client,
-    "server": lambda e: e.server,
-    "conn": lambda e: e.conn_id,
-    "error": lambda e: e.error or "",
-    "note": lambda e: e.note,
-    "mark": lambda e: e.mark,
-    "block": lambda e: e.server_block or "",
-    "location": lambda e: e.location or "",
-    "answer": lambda e: e.answer or "",
-    "sni": lambda e: e.sni or "",
-    "alpn": lambda e: e.alpn or "",
-    "cipher": lambda e: e.tls_cipher or "",
-    "outcome": lambda e: e.conn_outcome or "",
-}
-"""Fields compared as text."""
-
-NUMBER_FIELDS = {
-    "status": lambda e: e.status,
-    "worker": lambda e: e.pid,
-    "pid": lambda e: e.pid,
-    "duration": lambda e: e.duration_ms,
-    "size": lambda e: e.response_bytes,
-    "reqsize": lambda e: e.request_bytes,
-    "handshake": lambda e: e.tls_handshake_ms,
-    "connect": lambda e: e.tcp_connect_ms,
-    "retransmits": lambda e: e.retransmits,
-    "tls_version": lambda e: _tls_number(e.tls_version),
-}
-"""Fields compared as numbers (duration in ms)."""
-
-MULTI_FIELDS = {"upstream", "upstream_status"}
-"""Fields with one value per upstream attempt: true when any attempt matches."""
-
-FIELDS = sorted([*STRING_FIELDS, *NUMBER_FIELDS, *MULTI_FIELDS])
-
-FLAGS: dict[str, Predicate] = {
-    "tls": lambda e: e.tls,
-    "error": lambda e: e.error is not None,
-    "truncated": lambda e: e.truncated,
-    "upstream": lambda e: bool(e.upstream),
-    "sendfile": lambda e: e.sendfile_bytes > 0,
-    "summary": lambda e: e.summary_only,
-    "marked": lambda e: bool(e.mark),
-    "noted": lambda e: bool(e.note),
-    "resumed": lambda e: e.tls_resumed is True,
-    "reset": lambda e: e.reset_by is not None,
-    "tls_failed": lambda e: e.conn_outcome == "tls-failed",
-}
-
-CASELESS = {"method", "host", "mark"}
-OPS = ("!~*", "~*", "==", "!=", ">=", "<=", "!~", "=", "~", ">", "<")
-_COND_RE = re.compile(
-    r"((?:req\.|resp\.)?(?:header\.[A-Za-z0-9_-]+|body)|[A-Za-z_][A-Za-z0-9_]*)"
-    r"\s*(!~\*|~\*|==|!=|>=|<=|!~|=|~|>|<)")
-_SEARCH_RE = re.compile(r"(?:(req|resp)\.)?(?:header\.([a-z0-9_-]+)|(body))")
-"""Header and body fields: an optional side, then `header.NAME` or `body`."""
-_BAD_SEARCH_RE = re.compile(r"((?:req|resp|header)\.[^\s=~!<>()]*)\s*[=~!<>]", re.IGNORECASE)
-"""Something like a header/body field that is none (a typo, not a bare word to search)."""
-_WORD_STOP = set(" \t\r\n\f\v()\"'")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m)?$", re.IGNORECASE)
 _DURATION_UNITS = {None: 1.0, "us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d*)?)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
 _STATUS_CLASS_RE = re.compile(r"^([1-5])xx$", re.IGNORECASE)
-
-
-@dataclass(slots=True)
-class _Tok:
-    kind: str  # "(" ")" "and" "or" "not" "cond" "word" "string" "flag" "eof"
-    col: int  # 1-based
-    text: str = ""
-    field: str = ""
-    op: str = ""
-    value: str = ""
-    value_col: int = 0
-
-
-def quote_value(value: str) -> str:
-    """Render `value` so the lexer reads it back as one value (quoted when needed)."""
-    if value and not any(c in _WORD_STOP for c in value) and value.lower() not in (
-        "and",
-        "or",
-        "not",
-    ):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _read_string(text: str, pos: int) -> tuple[str, int]:
-    """Read a quoted string starting at `pos` (the quote). Returns (value, end)."""
-    quote = text[pos]
-    out: list[str] = []
-    i = pos + 1
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
-            i += 2
-            continue
-        if c == quote:
-            return "".join(out), i + 1
-        out.append(c)
-        i += 1
-    raise FilterError("unterminated string", pos + 1)
-
-
-def _read_value(text: str, pos: int) -> tuple[str, int]:
-    """An unquoted value: up to whitespace or an unbalanced ')'."""
-    depth = 0
-    i = pos
-    while i < len(text):
-        c = text[i]
-        if c.isspace():
-            break
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            if depth == 0:
-                break
-            depth -= 1
-        i += 1
-    return text[pos:i], i
-
-
-def _lex(text: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            i += 1
-            continue
-        col = i + 1
-        if c in "()":
-            toks.append(_Tok(c, col))
-            i += 1
-        elif text.startswith("&&", i):
-            toks.append(_Tok("and", col, "&&"))
-            i += 2
-        elif text.startswith("||", i):
-            toks.append(_Tok("or", col, "||"))
-            i += 2
-        elif c == "!":
-            toks.append(_Tok("not", col, "!"))
-            i += 1
-        elif c in "\"'":
-            value, i = _read_string(text, i)
-            toks.append(_Tok("string", col, value))
-        else:
-            m = _COND_RE.match(text, i)
-            if m:
-                name = m.group(1).lower()
-                if name not in FIELDS and not _SEARCH_RE.fullmatch(name):
-                    raise FilterError(
-                        f"unknown field '{m.group(1)}' (fields: {', '.join(FIELDS)})", col
-                    )
-                j = m.end()
-                while j < n and text[j] in " \t":
-                    j += 1
-                vcol = j + 1
-                if j < n and text[j] in "\"'":
-                    value, i = _read_string(text, j)
-                else:
-                    value, i = _read_value(text, j)
-                    if not value:
-                        raise FilterError(f"missing value after '{m.group(0).strip()}'", vcol)
-                toks.append(_Tok("cond", col, m.group(0), name, m.group(2), value, vcol))
-                continue
-            bad = _BAD_SEARCH_RE.match(text, i)
-            if bad:
-                raise FilterError(f"unknown field '{bad.group(1)}' (header.NAME, req.header.NAME, "
-                                  "resp.header.NAME, body, req.body, resp.body)", col)
-            j = i
-            while j < n and text[j] not in _WORD_STOP:
-                if text.startswith("&&", j) or text.startswith("||", j):
-                    break
-                j += 1
-            word = text[i:j]
-            low = word.lower()
-            if low in ("and", "or", "not"):
-                toks.append(_Tok(low, col, word))
-            elif low in FLAGS:
-                toks.append(_Tok("flag", col, low))
-            elif (hm := _SEARCH_RE.fullmatch(low)) and hm.group(2):
-                toks.append(_Tok("has", col, low, low))
-            else:
-                toks.append(_Tok("word", col, word))
-            i = j
-    toks.append(_Tok("eof", n + 1))
-    return toks
-
-
-def _tls_number(version: str | None) -> float | None:
-    """"TLSv1.2" -> 1.2 ("TLSv1" -> 1.0, "SSLv3" -> 0.3), for `tls_version<1.2`."""
-    if not version:
-        return None
-    m = re.match(r"^(TLS|SSL)v(\d+(?:\.\d+)?)$", version)
-    if not m:
-        return None
-    number = float(m.group(2))
-    return number / 10 if m.group(1) == "SSL" else number
 
 
 def _parse_number(field: str, value: str, col: int) -> float:
@@ -323,7 +117,7 @@ def _compare(op: str, a: float, b: float) -> bool:
     return a <= b
 
 
-def _number_test(tok: _Tok) -> Callable[[float | None], bool]:
+def _number_test(tok: Token) -> Callable[[float | None], bool]:
     """A test on one numeric value (None = absent: only `!=` matches it)."""
     op, field = tok.op, tok.field
     if "~" in op:
@@ -346,7 +140,7 @@ def _number_test(tok: _Tok) -> Callable[[float | None], bool]:
     return lambda v: v is not None and _compare(op, v, ref)
 
 
-def _text_test(tok: _Tok, caseless: bool) -> Callable[[str], bool]:
+def _text_test(tok: Token, caseless: bool) -> Callable[[str], bool]:
     op, value = tok.op, tok.value
     if op in ("~", "!~", "~*", "!~*"):
         try:
@@ -368,9 +162,9 @@ def _text_test(tok: _Tok, caseless: bool) -> Callable[[str], bool]:
     return lambda s: s == value
 
 
-def _search(tok: _Tok) -> Predicate:
+def _search(tok: Token) -> Predicate:
     """A header or body condition (store/bodysearch.py)."""
-    m = _SEARCH_RE.fullmatch(tok.field)
+    m = SEARCH_RE.fullmatch(tok.field)
     assert m is not None
     side, name = m.group(1) or "", m.group(2)
     if tok.op not in ("=", "==", "!=", "~", "!~", "~*", "!~*"):
@@ -387,7 +181,7 @@ def _search(tok: _Tok) -> Predicate:
     return body_predicate(side, matcher, negative)
 
 
-def _condition(tok: _Tok) -> Predicate:
+def _condition(tok: Token) -> Predicate:
     field = tok.field
     if field not in FIELDS:
         return _search(tok)
@@ -402,7 +196,7 @@ def _condition(tok: _Tok) -> Predicate:
     negative = tok.op in ("!=", "!~")
     if field == "upstream":
         # "upstream!=X": no attempt went to X. Test positively, then negate.
-        pos = _Tok(tok.kind, tok.col, tok.text, field, {"!=": "=", "!~": "~"}.get(tok.op, tok.op),
+        pos = Token(tok.kind, tok.col, tok.text, field, {"!=": "=", "!~": "~"}.get(tok.op, tok.op),
                    tok.value, tok.value_col)
         utest = _text_test(pos, False)
         if negative:
@@ -421,15 +215,15 @@ def _word(text: str) -> Predicate:
 
 
 class _Parser:
-    def __init__(self, toks: list[_Tok]) -> None:
+    def __init__(self, toks: list[Token]) -> None:
         self.toks = toks
         self.i = 0
         self.depth = 0
 
-    def peek(self) -> _Tok:
+    def peek(self) -> Token:
         return self.toks[self.i]
 
-    def take(self) -> _Tok:
+    def take(self) -> Token:
         tok = self.toks[self.i]
         self.i += 1
         return tok
@@ -491,7 +285,7 @@ class _Parser:
         if tok.kind == "flag":
             return FLAGS[tok.text]
         if tok.kind == "has":
-            hm = _SEARCH_RE.fullmatch(tok.field)
+            hm = SEARCH_RE.fullmatch(tok.field)
             assert hm is not None
             return header_presence(hm.group(1) or "", hm.group(2))
         if tok.kind in ("word", "string"):
@@ -509,14 +303,14 @@ def compile_filter(text: str) -> Predicate:
     """Compile filter `text` into a predicate over exchanges. Raises `FilterError`."""
     if not text or not text.strip():
         return _match_all
-    return _Parser(_lex(text)).parse()
+    return _Parser(lex(text)).parse()
 
 
 def search_patterns(text: str) -> list[re.Pattern[str]]:
     """The text patterns of the header and body terms of filter `text` (for highlighting
     what they matched); [] for a filter that does not compile."""
     try:
-        toks = _lex(text)
+        toks = lex(text)
     except FilterError:
         return []
     out = []
