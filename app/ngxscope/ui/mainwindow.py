@@ -1,8 +1,9 @@
 """The main window: live request table, filter bar, detail pane, graphs and side panels.
 
-Data flow: a 20 Hz QTimer polls the `ExchangeSource` and appends the batch to the store
-through the table model (one insert signal per batch) and to the aggregates; graphs and
-panels are redrawn from the aggregates by slower timers. Nothing here blocks on I/O.
+Data flow: one frame timer (`_tick`) polls the `ExchangeSource` (`ui.livefeed`) and appends
+the batch to the store through the table model (one insert signal per batch) and to the
+aggregates; graphs and panels are redrawn from the aggregates on other frames. Nothing here
+blocks on I/O.
 
 Hooks for the lead (session files): the signals `open_session_requested(path)`,
 `save_requested(path)`, `export_requested(path)` and `attach_requested(pid)`; `load()`
@@ -11,9 +12,7 @@ shows a whole session; `source_factory(pid)` makes the source for Capture → At
 
 from __future__ import annotations
 
-import gc
 import itertools
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,16 +35,16 @@ from ngxscope.store.memory import ExchangeStore
 
 from ..pipeline.source import ExchangeSource, StreamSource, helper_argv
 from .detail import DetailPane
-from .docks import DockedPanels
 from .filterbar import FilterBar
 from .findbar import FindBar
 from .icon import app_icon
+from .livefeed import LiveFeed
 from .menus import build_menus, cell_menu, columns_menu
 from .recent import DropOpener
 from .replaydialog import ReplayDialog, ReplayManyDialog
 from .statusbar import CaptureStatusBar
-from .tablemodel import COLUMN_KEYS, COLUMNS, ExchangeFilterProxy, ExchangeTableModel
-from .tableview import build_table, fit_upstream_column
+from .tablemodel import COLUMN_KEYS, ExchangeFilterProxy, ExchangeTableModel
+from .tableview import build_table
 
 __all__ = ["MainWindow"]
 
@@ -66,7 +65,7 @@ def default_source_factory(pid: int) -> ExchangeSource:
     return StreamSource(helper_argv(pid))
 
 
-class MainWindow(DropOpener, DockedPanels):
+class MainWindow(DropOpener, LiveFeed):
     """The ngxscope window. Give it a source (or attach / open later). Its signals are
     declared in `WindowBase` (open_session_requested, save_requested, export_requested,
     attach_requested)."""
@@ -89,20 +88,10 @@ class MainWindow(DropOpener, DockedPanels):
         self.events: list[LifecycleEvent] = []
         self.agg = Aggregator()
         self.counted = CountedGraphs(self.agg)
-        self.source: ExchangeSource | None = None
+        self._init_feed()
         self.source_factory: Callable[[int], ExchangeSource] = default_source_factory
         self.session_path: str | None = None
-        self.paused = False
         self.autoscroll = True
-        self._pending: list[Exchange] = []
-        """Exchanges polled but not yet in the table (paused or sorted)."""
-        self._pending_agg: list[Exchange] = []
-        """Exchanges polled but not yet in the aggregates (paused)."""
-        self._died_reported = False
-        self._redaction_header: dict | None = None
-        self._last_stats: dict[str, Any] | None = None
-        self._upstream_fit = 0
-        """Most upstream attempts of one exchange the Upstream column was fitted to."""
         self.filter_text = ""
 
         self.model = ExchangeTableModel(self.store, self)
@@ -163,37 +152,15 @@ class MainWindow(DropOpener, DockedPanels):
         t.selectionModel().currentRowChanged.connect(self._current_changed)
         t.verticalScrollBar().valueChanged.connect(self._scrolled)
 
-    # -- sources ---------------------------------------------------------------------
-
-    def set_source(self, source: ExchangeSource | None) -> None:
-        """Stop the current source (if any) and start `source`."""
-        if self.source is not None:
-            self.source.stop()
-        self.source = source
-        self._died_reported = False
-        if source is None:
-            self.agg.clock = None
-            self.status.set_state("stopped", "stopped")
-            return
-        self.agg.clock = time.time  # live: graphs and rates follow the wall clock
-        # the Node column only means something when several hosts feed one table
-        self.table.horizontalHeader().setSectionHidden(COLUMN_KEYS.index("node"),
-                                                       not hasattr(source, "host_of"))
-        source.start()
-        self.session_path = None
-        self.status.set_source(source.describe())
-        self.status.set_state("live", "● live")
-        self.events_log.note(f"capturing: {source.describe()}")
-        self.setWindowTitle(f"{self.base_title} — {source.describe()}")
-
-    def stop_capture(self) -> None:
-        """Stop the source; what was captured stays on screen."""
-        if self.source is not None:
+    def _tick(self) -> None:
+        """One frame: ingest on even frames; graphs or panels on some odd frames."""
+        k = self._frame = self._frame + 1
+        if k % INGEST_EVERY == 0:
             self.ingest()
-            self.source.stop()
-            self.events_log.note("capture stopped")
-        self.agg.clock = None  # graphs freeze on what was captured
-        self.status.set_state("stopped", "■ stopped")
+        elif k % GRAPH_EVERY == GRAPH_PHASE:
+            self.refresh_graphs()
+        elif k % PANEL_EVERY == PANEL_PHASE:
+            self.refresh_panels()
 
     def attach(self, pid: int) -> None:
         """Attach to nginx `pid` with `source_factory` (after `attach_requested`)."""
@@ -229,124 +196,6 @@ class MainWindow(DropOpener, DockedPanels):
         self.setWindowTitle(f"{self.base_title} — {description or path or 'session'}")
         self.refresh_graphs()
         self.refresh_panels()
-
-    # -- the live feed ---------------------------------------------------------------
-
-    def _tick(self) -> None:
-        """One frame: ingest on even frames; graphs or panels on some odd frames."""
-        k = self._frame = self._frame + 1
-        if k % INGEST_EVERY == 0:
-            self.ingest()
-        elif k % GRAPH_EVERY == GRAPH_PHASE:
-            self.refresh_graphs()
-        elif k % PANEL_EVERY == PANEL_PHASE:
-            self.refresh_panels()
-
-    def ingest(self) -> None:
-        """Drain the source: append the batch, feed the aggregates, log events."""
-        src = self.source
-        if src is None:
-            return
-        exchanges, events, stats = src.poll()
-        header = getattr(src, "header", None)
-        if header is not None and header is not self._redaction_header:
-            self._redaction_header = header
-            self.status.set_redaction(header.get("target"))
-        if events:
-            self.show_events(events)
-        if stats is not None:
-            self._last_stats = stats
-            self.counted.take(stats)
-        if exchanges:
-            if self.paused:  # a frozen view: table and graphs wait
-                self._pending.extend(exchanges)
-                self._pending_agg.extend(exchanges)
-            elif self.model.sorted:  # graphs stay live, the sorted table waits
-                self.agg.feed(exchanges)
-                self._pending.extend(exchanges)
-            else:
-                self._append(exchanges)
-            for held in (self._pending, self._pending_agg):
-                excess = len(held) - self.store.capacity
-                if excess > 0:
-                    del held[:excess]
-        if not src.alive() and not self._died_reported and self.status.state_kind == "live":
-            self._died_reported = True
-            self.agg.clock = None
-            err = src.error()
-            if err:
-                why = err if err.startswith("not authorized") else f"helper died: {err}"
-                self.status.set_state("died", f"✖ {why}")
-                self.events_log.note(f"capture ended: {err}")
-            else:
-                self.status.set_state("stopped", "■ stopped")
-
-    def _append(self, exchanges: list[Exchange], *, feed: bool = True) -> None:
-        sb = self.table.verticalScrollBar()
-        follow = self.autoscroll and sb.value() >= sb.maximum() - 2
-        self.model.append_batch(exchanges)
-        self._upstream_fit = fit_upstream_column(self.table, exchanges, self._upstream_fit)
-        if feed:
-            self.agg.feed(exchanges)
-        # The store holds millions of objects with no cycles: keep the cyclic GC from
-        # re-scanning them (a full collection over 200k exchanges stalls the loop for
-        # ~100 ms+). Evicted exchanges are still freed by reference counting.
-        gc.freeze()
-        if follow:
-            self.table.scrollToBottom()
-
-    def _scrolled(self, _value: int) -> None:
-        pass  # auto-scroll is decided per batch from the scroll position
-
-    def set_paused(self, paused: bool) -> None:
-        """Freeze the view (data keeps arriving and is shown on resume)."""
-        if paused == self.paused:
-            return
-        self.paused = paused
-        self.pause_action.setChecked(paused)
-        self._flush_pending()
-        self._show_state()
-
-    def _sort_changed(self, column: int, _order: Qt.SortOrder) -> None:
-        """Sorted views hold live rows back; arrival order shows them again."""
-        if column < 0 or column >= len(COLUMNS):
-            self._flush_pending()
-            self.table.scrollToBottom()
-        self._show_state()
-
-    def _flush_pending(self) -> None:
-        """Show what was held back, as far as the pause/sort state allows."""
-        if self.paused:
-            return
-        held_agg, self._pending_agg = self._pending_agg, []
-        if held_agg:
-            self.agg.feed(held_agg)
-        if self.model.sorted:
-            return
-        pending, self._pending = self._pending, []
-        if pending:
-            self._append(pending, feed=False)
-
-    def _show_state(self) -> None:
-        if self.paused:
-            extra = f" ({len(self._pending):,} waiting)" if self._pending else ""
-            self.status.set_state("paused", f"❚❚ paused{extra}")
-        elif self.model.sorted:
-            name = COLUMNS[self.model.sort_column][1]
-            self.status.set_state(
-                "paused", f"sorted by {name}: {len(self._pending):,} new held "
-                "(click the header until unsorted to go live)")
-        elif self.source is not None and self.source.alive():
-            self.status.set_state("live", "● live")
-        elif self.source is not None:
-            if self.status.state_kind != "died":
-                self.status.set_state("stopped", "■ stopped")
-        else:
-            self.status.set_state("session" if self.session_path else "idle",
-                                  "session file" if self.session_path else "no capture")
-
-    def toggle_pause(self) -> None:
-        self.set_paused(not self.paused)
 
     def clear(self) -> None:
         """Forget every exchange shown (the capture continues)."""
