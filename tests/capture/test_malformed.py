@@ -67,14 +67,18 @@ def test_malformed_requests_match_nginx_400(lab_nginx: LabNginx, capture_factory
     assert cap.recorder.assembler is not None
     cap.recorder.assembler.midway_window = 0.0  # these connections start after the attach
     traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
-    normal = threading.Thread(target=traffic.run_mix, kwargs={"rounds": 2, "concurrency": 2})
+    ordinary_sent: list[int] = []
+    normal = threading.Thread(target=lambda: ordinary_sent.append(traffic.run_mix(rounds=2, concurrency=2)))
     normal.start()
     sent: dict[str, tuple[str, bytes]] = {}
     for name, data in CASES.items():
         sent[name] = _send_raw(lab_nginx.plain_port, data)
         time.sleep(0.05)
     normal.join(60)
-    time.sleep(0.3)
+    assert ordinary_sent, "the ordinary traffic did not finish"
+    # nginx writes a line when it is done with a request, which can be well after the client
+    # saw the answer (a lingering close on a 400, a loaded box): wait for all of them
+    lab_nginx.wait_log_lines(ordinary_sent[0] + len(CASES), timeout=30)
     # nginx's escape=json passes bytes >= 0x80 through raw: not UTF-8 (LabNginx.read_access_log
     # would raise), so parse the lines as latin-1 here
     raw = lab_nginx.access_log_path.read_bytes().decode("latin-1")
