@@ -12,11 +12,14 @@ from __future__ import annotations
 import itertools
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ngxscope.model import Exchange, LifecycleEvent, UpstreamAttempt
 
-__all__ = ["BASE_TIME", "keepalive_health", "make_event", "make_exchange", "one_shot_server", "reset_counter"]
+__all__ = ["BASE_TIME", "keepalive_health", "make_event", "make_exchange", "one_shot_server", "reset_counter",
+           "synthetic_history"]
 
 BASE_TIME = 1_700_000_000.0
 """Unix time of the first default exchange (2023-11-14T22:13:20Z)."""
@@ -168,3 +171,17 @@ def keepalive_health(s: socket.socket, lab_ids: list[str]) -> None:
             if not chunk:
                 break
             buf += chunk
+
+
+def synthetic_history(seconds: int, per_second: int | Callable[[int], int], seed: int) -> list[Exchange]:
+    """The lab's synthetic traffic over the last `seconds` (oldest first, `per_second(k)`
+    exchanges in the second `k` seconds ago, or a constant), for a window to show."""
+    from ngxscope.pipeline.synthetic import SyntheticSource
+
+    src = SyntheticSource(seed=seed, threaded=False)
+    now = time.time()
+    rate = per_second if callable(per_second) else (lambda _k: per_second)
+    history: list[Exchange] = []
+    for k in range(seconds, 0, -1):
+        history += src.generate(rate(k), now=now - k + 1, spread=1.0)
+    return history

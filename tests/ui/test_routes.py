@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from factories import synthetic_history
 from ngxscope.pipeline.synthetic import SyntheticSource
 from ngxscope.store.routes import RouteTemplater
 from ngxscope.ui.mainwindow import MainWindow
@@ -19,11 +20,7 @@ def test_routes_panel_rows_click_and_screenshot(qtbot, settings: QSettings, shot
     win.routes.templater = RouteTemplater(["/category/{name}"])  # a user template
     win.resize(1500, 900)
     win.show()
-    src = SyntheticSource(seed=5, threaded=False)
-    now = time.time()
-    history = []
-    for k in range(90, 0, -1):
-        history += src.generate(200, now=now - k, spread=1.0)
+    history = synthetic_history(90, 200, seed=5)
     win.model.append_batch(history)
     win.agg.feed(history)
     win.docks["routes"].raise_()

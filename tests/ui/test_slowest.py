@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-from ngxscope.pipeline.synthetic import SyntheticSource
+from factories import synthetic_history
 from ngxscope.ui.mainwindow import MainWindow
 
 
@@ -16,11 +15,7 @@ def test_slowest_panel_rows_click_and_screenshot(qtbot, settings: QSettings, sho
     qtbot.addWidget(win)
     win.resize(1500, 900)
     win.show()
-    src = SyntheticSource(seed=9, threaded=False)
-    now = time.time()
-    history = []
-    for k in range(120, 0, -1):
-        history += src.generate(120, now=now - k, spread=1.0)
+    history = synthetic_history(120, 120, seed=9)
     win.model.append_batch(history)
     win.agg.feed(history)
     win.docks["slowest"].raise_()

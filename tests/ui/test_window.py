@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import QModelIndex, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
+from factories import synthetic_history
 from ngxscope import gui
 from ngxscope.pipeline.synthetic import SyntheticSource, sample_exchange
 from ngxscope.store.filterexpr import compile_filter
@@ -196,12 +197,7 @@ def test_screenshot_main_window(qtbot, settings: QSettings, shots: Path, theme: 
     win.resize(1600, 1000)
     win.show()
     # 5 minutes of history so the graphs have shape, then a few seconds live
-    past = SyntheticSource(seed=11, threaded=False)
-    now = time.time()
-    history = []
-    for k in range(300, 0, -1):
-        history += past.generate(int(260 + 160 * (k % 60 < 12) + 60 * (k % 7 == 0)),
-                                 now=now - k + 1, spread=1.0)
+    history = synthetic_history(300, lambda k: int(260 + 160 * (k % 60 < 12) + 60 * (k % 7 == 0)), seed=11)
     win.model.append_batch(history)
     win.agg.feed(history)
     win.set_source(SyntheticSource(330, threaded=False))
@@ -252,11 +248,7 @@ def test_screenshot_dark_and_help(qtbot, settings: QSettings, shots: Path) -> No
         qtbot.addWidget(win)
         win.resize(1600, 1000)
         win.show()
-        past = SyntheticSource(seed=5, threaded=False)
-        now = time.time()
-        history = []
-        for k in range(60, 0, -1):
-            history += past.generate(300, now=now - k + 1, spread=1.0)
+        history = synthetic_history(60, 300, seed=5)
         win.model.append_batch(history)
         win.agg.feed(history)
         win.set_source(SyntheticSource(300, threaded=False))
