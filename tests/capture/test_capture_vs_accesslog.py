@@ -11,77 +11,10 @@ from typing import Any
 
 import pytest
 
-from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
-from ngxscope.model import Exchange
 
-CLOCK_SLACK = 0.001
-"""Seconds: nginx logs whole ms (truncated), and kernel time becomes Unix time through an
-offset sampled once at attach."""
-
-
-def _lab_id(ex: Exchange) -> str | None:
-    for k, v in ex.request_headers:
-        if k.lower() == "x-lab":
-            return v
-    return None
-
-
-def compare(log: list[dict[str, Any]], exchanges: list[Exchange]) -> list[str]:
-    """Field-by-field differences between log lines and captured exchanges."""
-    by_id: dict[str, list[Exchange]] = {}
-    for ex in exchanges:
-        lid = _lab_id(ex)
-        if lid is not None:
-            by_id.setdefault(lid, []).append(ex)
-    problems = []
-    for line in log:
-        lid = line.get("lab_id")
-        found = by_id.get(lid, [])
-        if len(found) != 1:
-            problems.append(f"{line['request']!r} (lab {lid}): {len(found)} captured exchanges")
-            continue
-        ex = found[0]
-        want_ms = float(line["request_time"]) * 1000
-        checks = {
-            "method": (ex.method, line["method"]),
-            "target": (ex.target, line["uri"]),
-            "status": (ex.status, line["status"]),
-            "request_bytes": (ex.request_bytes, line["request_length"]),
-            "response_bytes": (ex.response_bytes, line["bytes_sent"]),
-            "client": (nginx_addr(ex.client), line["client"]),  # IPv6: "[::1]:p" is "::1:p" there
-            "server": (nginx_addr(ex.server), line["server"]),
-            "pid": (ex.pid, int(line["pid"])),
-            "tls": (ex.tls, line["https"] == "on"),
-            "version": (ex.version, line["protocol"]),
-        }
-        for field, (got, want) in checks.items():
-            if got != want:
-                problems.append(f"{line['request']!r} (lab {lid}): {field} {got!r} != log {want!r}")
-        # nginx's own clock read at the exchange's first and last events, as it computes
-        # $request_time: must agree to its 1 ms resolution (the right events were chosen)
-        if ex.nginx_ms is None or abs(ex.nginx_ms - want_ms) > 1.0:
-            problems.append(f"{line['request']!r} (lab {lid}): nginx_ms {ex.nginx_ms} vs log {want_ms:.0f} ms")
-        # the true times (kernel clock at the I/O calls) against nginx's: nginx reads the
-        # clock once per event-loop turn, before the calls of that turn, so its times are
-        # never later than the true ones; how much earlier is how long the turn had run (on a
-        # loaded box, tens of ms: no bound on that is load-independent)
-        msec = float(line["msec"])
-        nginx_start = msec - float(line["request_time"])
-        if ex.start < nginx_start - CLOCK_SLACK:
-            problems.append(f"{line['request']!r} (lab {lid}): start {ex.start:.4f} before nginx's "
-                            f"$msec - $request_time {nginx_start:.3f}")
-        if ex.end < msec - CLOCK_SLACK:
-            problems.append(f"{line['request']!r} (lab {lid}): end {ex.end:.4f} before nginx's $msec {msec:.3f}")
-        if ex.error:
-            problems.append(f"{line['request']!r} (lab {lid}): error {ex.error}")
-    return problems
-
-
-def _pairs(log: list[dict[str, Any]], exchanges: list[Exchange]) -> list[tuple[dict[str, Any], Exchange]]:
-    by_id = {_lab_id(ex): ex for ex in exchanges}
-    return [(line, by_id[line["lab_id"]]) for line in log if line.get("lab_id") in by_id]
+from .truth import by_lab_id, compare
 
 
 @pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
@@ -99,7 +32,7 @@ def test_capture_matches_access_log(lab_nginx: LabNginx, capture_factory: Any, s
     stats = cap.recorder.counters()
     cap.stop()
     problems = compare(log, exchanges)
-    pairs = _pairs(log, exchanges)
+    pairs, _unpaired = by_lab_id(log, exchanges)
     diffs = [abs(ex.duration_ms - float(line["request_time"]) * 1000) for line, ex in pairs]
     within = sum(
         1 for (line, ex), d in zip(pairs, diffs, strict=True) if d <= max(3.0, 0.15 * float(line["request_time"]) * 1000)

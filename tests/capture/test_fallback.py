@@ -32,6 +32,8 @@ from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
 
+from .truth import by_lab_id, lab_id, request_fields, request_label, unequal
+
 NGINX = "/usr/sbin/nginx"
 FIELDS = ("method", "target", "status", "request_bytes", "response_bytes")
 
@@ -60,50 +62,24 @@ def renamed_lab(tmp_path: Path) -> Iterator[LabNginx]:
         lab.stop()
 
 
-def _lab_id(ex: Exchange) -> str | None:
-    return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
-
-
 def compare_fields(log: list[dict[str, Any]], exchanges: list[Exchange]) -> tuple[list[str], list[str]]:
     """(mismatches of FIELDS, mismatches of the other fields the uprobe capture matches)."""
-    by_id: dict[str, list[Exchange]] = {}
-    for ex in exchanges:
-        lid = _lab_id(ex)
-        if lid is not None:
-            by_id.setdefault(lid, []).append(ex)
-    problems: list[str] = []
+    pairs, problems = by_lab_id(log, exchanges)
     others: list[str] = []
-    for line in log:
-        lid = line.get("lab_id")
-        found = by_id.get(lid, [])
-        if len(found) != 1:
-            problems.append(f"{line['request']!r} (lab {lid}): {len(found)} captured exchanges")
-            continue
-        ex = found[0]
-        checks = {
-            "method": (ex.method, line["method"]),
-            "target": (ex.target, line["uri"]),
-            "status": (ex.status, line["status"]),
-            "request_bytes": (ex.request_bytes, line["request_length"]),
-            "response_bytes": (ex.response_bytes, line["bytes_sent"]),
-        }
-        for name, (got, want) in checks.items():
-            if got != want:
-                problems.append(f"{line['request']!r} (lab {lid}): {name} {got!r} != log {want!r}")
-        extra = {
+    for line, ex in pairs:
+        label = request_label(line)
+        problems += unequal(label, request_fields(ex, line))
+        others += unequal(label, {
             "client": (ex.client, line["client"]),
             "server": (ex.server, line["server"]),
             "pid": (ex.pid, int(line["pid"])),
             "tls": (ex.tls, line["https"] == "on"),
             "version": (ex.version, line["protocol"]),
             "error": (ex.error, None),
-        }
-        for name, (got, want) in extra.items():
-            if got != want:
-                others.append(f"{line['request']!r} (lab {lid}): {name} {got!r} != log {want!r}")
+        })
         want_ms = float(line["request_time"]) * 1000
         if ex.nginx_ms is None or abs(ex.nginx_ms - want_ms) > 1.0:
-            others.append(f"{line['request']!r} (lab {lid}): nginx_ms {ex.nginx_ms} vs log {want_ms:.0f}")
+            others.append(f"{label}: nginx_ms {ex.nginx_ms} vs log {want_ms:.0f}")
     return problems, others
 
 
@@ -199,13 +175,13 @@ def test_fallback_capture_matches_access_log(renamed_lab: LabNginx, capture_fact
     exchanges = cap.wait_for(sent)
     wanted = {line["lab_id"] for line in log}
     deadline = time.monotonic() + 15  # count alone can be reached early by an extra exchange
-    while not wanted <= {_lab_id(ex) for ex in exchanges} and time.monotonic() < deadline:
+    while not wanted <= {lab_id(ex) for ex in exchanges} and time.monotonic() < deadline:
         exchanges = cap.wait_for(sent, timeout=0.5)
     stats = cap.recorder.counters()
     cap.stop()
-    extras = [ex for ex in exchanges if _lab_id(ex) not in wanted]
+    extras = [ex for ex in exchanges if lab_id(ex) not in wanted]
     print(f"\nextra exchanges not in the log: {[(ex.method, ex.target, ex.error) for ex in extras][:5]}")
-    by_id = {_lab_id(ex): ex for ex in exchanges}
+    by_id = {lab_id(ex): ex for ex in exchanges}
     for line in [ln for ln in log if ln["lab_id"] in discarded]:
         log.remove(line)
         got = by_id[line["lab_id"]].request_bytes

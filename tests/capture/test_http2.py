@@ -17,8 +17,8 @@ from typing import Any
 from ngxscope.lab.h2client import H2Client, h2_exchange
 from ngxscope.lab.nginx import LabNginx
 
-from .test_capture_vs_accesslog import _pairs, compare
 from .test_upstreams import compare_upstreams
+from .truth import by_lab_id, compare
 
 PATHS = ["/static/small.txt", "/health", "/api/x", "/static/big.bin", "/static/page.html", "/204",
          "/nope", "/fail/503", "/api/chunked?n=5", "/static/data.json"]
@@ -46,7 +46,7 @@ def _check(lab: LabNginx, cap: Any, sent: int) -> list[Any]:
           f"captured {len(exchanges)} exchanges, mismatches {len(problems)}")
     assert not problems, "\n".join(problems[:40])
     assert stats["lost"] == 0
-    return _pairs(log, exchanges)
+    return by_lab_id(log, exchanges)[0]
 
 
 def test_curl_multiplexed_streams_match_access_log(lab_nginx: LabNginx, capture_factory: Any) -> None:

@@ -13,14 +13,11 @@ import pytest
 
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
-from ngxscope.model import Exchange
 from ngxscope.store.foreign import read_foreign
 
+from .truth import lab_id
+
 pytestmark = pytest.mark.capture
-
-
-def _lab_id(ex: Exchange) -> str | None:
-    return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
 
 
 def _dumpcap(port: int, path: Path, pcap: bool) -> subprocess.Popen[bytes]:
@@ -43,7 +40,7 @@ def test_pcap_equals_capture(lab_nginx: LabNginx, capture_factory: Any, tmp_path
     traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
     sent = traffic.round(False) + traffic.round(True)  # the TLS half is not in the pcap
     lab_nginx.wait_log_lines(sent)
-    captured = {_lab_id(ex): ex for ex in cap.wait_for(sent) if not ex.tls}
+    captured = {lab_id(ex): ex for ex in cap.wait_for(sent) if not ex.tls}
     cap.stop()
     time.sleep(0.5)
     for proc in dumps:
@@ -53,15 +50,15 @@ def test_pcap_equals_capture(lab_nginx: LabNginx, capture_factory: Any, tmp_path
     for kind, path in files.items():
         session = read_foreign(str(path))
         assert session is not None and session.header["format"] == kind
-        opened = {_lab_id(ex): ex for ex in session.exchanges}
+        opened = {lab_id(ex): ex for ex in session.exchanges}
         assert set(opened) == set(captured), kind
         problems = []
-        for lab_id, want in captured.items():
-            got = opened[lab_id]
+        for lid, want in captured.items():
+            got = opened[lid]
             for f in ("method", "target", "version", "status", "request_bytes", "response_bytes",
                       "request_body_size", "client", "server"):
                 if getattr(got, f) != getattr(want, f):
-                    problems.append(f"{kind} {want.method} {want.target} (lab {lab_id}): {f} "
+                    problems.append(f"{kind} {want.method} {want.target} (lab {lid}): {f} "
                                     f"{getattr(got, f)!r} != captured {getattr(want, f)!r}")
             whole = want.response_body and not want.truncated and not want.sendfile_bytes
             if whole and got.response_body != want.response_body:

@@ -26,7 +26,7 @@ from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic, TrafficError
 from ngxscope.model import LifecycleEvent
 
-from .test_capture_vs_accesslog import compare
+from .truth import compare
 
 
 class Background:

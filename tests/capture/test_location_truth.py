@@ -7,6 +7,7 @@ then rewrite ... last/break and `if`, which only the location read from nginx's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from ngxscope.capture.nginxconf import ConfigMap
 from ngxscope.lab.nginx import LabNginx, free_port
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
+
+from .truth import by_lab_id
 
 pytestmark = pytest.mark.capture
 
@@ -90,24 +93,32 @@ def _server(prefix: Path, port: int) -> str:
 """
 
 
-def test_every_location_equals_nginx_s(tmp_path: Path, capture_factory: Any) -> None:
+def _serve_twice(tmp_path: Path, capture_factory: Any, server: Callable[[Path, int], str], paths: list[str],
+                 log_name: str) -> tuple[list[dict[str, Any]], list[Exchange], ConfigMap | None]:
+    """A lab nginx with `server(prefix, port)` added, captured while each path is asked
+    twice: (its log lines from logs/`log_name`, the exchanges, the configuration read)."""
     port = free_port()
-    nginx = LabNginx(workers=2, prefix=tmp_path, extra_http=_server(tmp_path, port))
+    nginx = LabNginx(workers=2, prefix=tmp_path, extra_http=server(tmp_path, port))
     nginx.start()
     try:
         cap = capture_factory(pid=nginx.master_pid)
         traffic = Traffic(port, nginx.tls_port)
         for _round in range(2):
-            for path in PATHS:
+            for path in paths:
                 traffic.request(False, "GET", path)
-        sent = 2 * len(PATHS)
-        log = nginx.wait_log_lines(sent, path=tmp_path / "logs" / "loc.log")
+        sent = 2 * len(paths)
+        log = nginx.wait_log_lines(sent, path=tmp_path / "logs" / log_name)
         exchanges = cap.wait_for(sent)
         cap.stop()
     finally:
         nginx.stop()
     assert len(log) == sent
-    problems, matcher_wrong, seen = _compare(log, exchanges, LOCATIONS, cap.recorder.config, "loclab.test")
+    return log, exchanges, cap.recorder.config
+
+
+def test_every_location_equals_nginx_s(tmp_path: Path, capture_factory: Any) -> None:
+    log, exchanges, cmap = _serve_twice(tmp_path, capture_factory, _server, PATHS, "loc.log")
+    problems, matcher_wrong, seen = _compare(log, exchanges, LOCATIONS, cmap, "loclab.test")
     print(f"\n{len(log)} log lines, {len(exchanges)} exchanges, {len(seen)} locations, {len(problems)} mismatches "
           f"(read from nginx's memory), the configuration matcher alone: {len(matcher_wrong)} mismatches")
     assert not problems, "\n".join(problems)
@@ -120,14 +131,10 @@ def _compare(log: list[dict[str, Any]], exchanges: list[Exchange], names: dict[s
              server: str) -> tuple[list[str], list[str], set[str]]:
     """(mismatches of the captured location, of the configuration matcher alone, locations seen)."""
     assert cmap is not None
-    by_id = {dict(ex.request_headers).get("X-Lab"): ex for ex in exchanges}
+    pairs, problems = by_lab_id(log, exchanges, label=lambda line: line["request_uri"])
     seen: set[str] = set()
-    problems, matcher_wrong = [], []
-    for line in log:
-        ex = by_id.get(line["lab_id"])
-        if ex is None:
-            problems.append(f"{line['request_uri']}: not captured")
-            continue
+    matcher_wrong: list[str] = []
+    for line, ex in pairs:
         want = names[line["loc"]]
         seen.add(line["loc"])
         what = f"{line['request_uri']} (uri {line['uri']}, status {line['status']})"
@@ -198,23 +205,8 @@ def _rewrite_server(prefix: Path, port: int) -> str:
 
 
 def test_rewrite_and_if_read_from_nginx_s_memory(tmp_path: Path, capture_factory: Any) -> None:
-    port = free_port()
-    nginx = LabNginx(workers=2, prefix=tmp_path, extra_http=_rewrite_server(tmp_path, port))
-    nginx.start()
-    try:
-        cap = capture_factory(pid=nginx.master_pid)
-        traffic = Traffic(port, nginx.tls_port)
-        for _round in range(2):
-            for path in REWRITE_PATHS:
-                traffic.request(False, "GET", path)
-        sent = 2 * len(REWRITE_PATHS)
-        log = nginx.wait_log_lines(sent, path=tmp_path / "logs" / "rw.log")
-        exchanges = cap.wait_for(sent)
-        cap.stop()
-    finally:
-        nginx.stop()
-    assert len(log) == sent
-    problems, matcher_wrong, seen = _compare(log, exchanges, REWRITES, cap.recorder.config, "rwlab.test")
+    log, exchanges, cmap = _serve_twice(tmp_path, capture_factory, _rewrite_server, REWRITE_PATHS, "rw.log")
+    problems, matcher_wrong, seen = _compare(log, exchanges, REWRITES, cmap, "rwlab.test")
     print(f"\n{len(log)} log lines over {len(seen)} locations: {len(problems)} mismatches read from nginx's "
           f"memory; the configuration matcher alone would have {len(matcher_wrong)}")
     assert not problems, "\n".join(problems)

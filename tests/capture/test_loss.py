@@ -21,7 +21,7 @@ from ngxscope.capture.tracer import Tracer
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic, TrafficError
 
-from .test_capture_vs_accesslog import _lab_id, compare
+from .truth import compare, lab_id
 
 
 def _slowed(sink: Callable[[RawEvent], None], every: int = 16, pause: float = 0.002) -> Callable[[RawEvent], None]:
@@ -83,7 +83,7 @@ def test_drops_are_counted_and_never_mispair(lab_nginx: LabNginx, capture_factor
     clean = [ex for ex in exchanges if ex.error is None and not ex.truncated and not ex.summary_only]
     flagged = [ex for ex in exchanges if ex.error is not None or ex.truncated or ex.summary_only]
     # 1. nothing unflagged is wrong, field by field (compare() also checks the timing)
-    clean_ids = [_lab_id(ex) for ex in clean]
+    clean_ids = [lab_id(ex) for ex in clean]
     assert None not in clean_ids, "an unflagged exchange without its request"
     assert len(set(clean_ids)) == len(clean_ids), "a request captured twice"
     problems = compare([by_lab[i] for i in clean_ids if i in by_lab], clean)
@@ -95,7 +95,7 @@ def test_drops_are_counted_and_never_mispair(lab_nginx: LabNginx, capture_factor
     # 2. no exchange, flagged or not, carries a different request's line or response
     wrong = []
     for ex in exchanges:
-        lid = _lab_id(ex)
+        lid = lab_id(ex)
         line = by_lab.get(lid or "")
         if line is None:
             continue
@@ -105,9 +105,13 @@ def test_drops_are_counted_and_never_mispair(lab_nginx: LabNginx, capture_factor
             wrong.append(f"lab {lid}: status {ex.status} vs log {line['status']}")
     assert not wrong, "\n".join(wrong[:30])
     assert flagged, "drops must show up as flagged exchanges"
+    # how far nginx's cached clock trailed the kernel's at a clean exchange's first event
+    lag = max((ex.start - float(by_lab[i]["msec"]) + float(by_lab[i]["request_time"])) * 1000
+              for ex, i in zip(clean, clean_ids, strict=True) if i in by_lab)
     print(f"\nring buffer 1 MiB, slowed consumer, shedding {'on' if shedding else 'off'}: "
           f"{stats.get('shed', 0)} payload events shed, {stats['lost']} events lost of "
           f"{stats['lost'] + stats['events']}; access log {len(log)} lines, captured {len(exchanges)} "
           f"exchanges: {len(clean)} unflagged (all equal to the log), {len(flagged)} flagged, "
-          f"{len(log) - len({_lab_id(ex) for ex in exchanges} & set(by_lab))} logged requests without a captured request head (lost or shed; flagged, or not captured at all); "
-          f"0 mis-paired; {len(unknown)} unflagged with addresses unknown (their EV_OPEN was lost)")
+          f"{len(log) - len({lab_id(ex) for ex in exchanges} & set(by_lab))} logged requests without a captured request head (lost or shed; flagged, or not captured at all); "
+          f"0 mis-paired; {len(unknown)} unflagged with addresses unknown (their EV_OPEN was lost); "
+          f"nginx's clock behind the kernel's at a request's first read: up to {lag:.1f} ms")

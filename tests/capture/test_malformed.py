@@ -19,7 +19,7 @@ from ngxscope.lab.config import parse_log_line
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 
-from .test_capture_vs_accesslog import compare
+from .truth import compare
 
 
 def _client_hello() -> bytes:

@@ -19,7 +19,8 @@ import pytest
 
 from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx, free_port
-from ngxscope.model import Exchange
+
+from .truth import by_client, request_fields, unequal
 
 pytestmark = pytest.mark.capture
 
@@ -141,29 +142,15 @@ def _run(binary: str, tmp_path: Path, capture_factory: Any, syscall_io: bool, au
         cap.stop()
     finally:
         lab.stop()
-    by_client: dict[str, list[Exchange]] = {}
-    for ex in exchanges:
-        by_client.setdefault(nginx_addr(ex.client), []).append(ex)
-    problems = []
-    for line in log:
+    pairs, problems = by_client(log, exchanges, label=lambda line: str(names[line["client"]]))
+    for line, ex in pairs:
         name = names[line["client"]]
-        found = by_client.get(line["client"], [])
-        if len(found) != 1:
-            problems.append(f"{name}: {len(found)} exchanges for {line['request']!r}")
-            continue
-        ex = found[0]
-        checks = {
-            "method": (ex.method, line["method"]),
-            "target": (ex.target, line["uri"]),
+        problems += unequal(name, {
+            **request_fields(ex, line),
             "version": (ex.version, line["protocol"]),
-            "status": (ex.status, line["status"]),
-            "request_bytes": (ex.request_bytes, line["request_length"]),
-            "response_bytes": (ex.response_bytes, line["bytes_sent"]),
             "server": (nginx_addr(ex.server), line["server"]),
             "tls": (ex.tls, line["https"] == "on"),
-        }
-        problems += [f"{name}: {field} {got!r} != log {want!r}" for field, (got, want) in checks.items()
-                     if got != want]
+        })
         print(f"  {name}: {line['request']!r} -> {line['status']} {line['request_length']}/{line['bytes_sent']}"
               f"; flagged: {ex.error!r}")
     print(f"\n{binary}: {len(log)} log lines, {len(log) - len({p.split(':')[0] for p in problems})} equal; "

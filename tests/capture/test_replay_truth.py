@@ -13,15 +13,12 @@ import pytest
 
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
-from ngxscope.model import Exchange
 from ngxscope.store.replay import is_replay, tag_bytes
 from ngxscope.store.session import SessionWriter
 
+from .truth import lab_id
+
 pytestmark = pytest.mark.capture
-
-
-def _lab_id(ex: Exchange) -> str | None:
-    return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
 
 
 def _replay(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,11 +41,11 @@ def test_replay_to_nginx_and_to_a_peer(lab_nginx: LabNginx, capture_factory: Any
         for ex in exchanges:
             w.write_exchange(ex)
     originals = {line["lab_id"]: line for line in log}
-    by_lab = {_lab_id(ex): ex for ex in exchanges}
+    by_lab = {lab_id(ex): ex for ex in exchanges}
 
     # to nginx, tagged and untagged
-    for lab_id, want in originals.items():
-        ex = by_lab[lab_id]
+    for lid, want in originals.items():
+        ex = by_lab[lid]
         for extra, tagged in ((["--yes"], True), (["--yes", "--no-tag"], False)):
             before = lab_nginx.log_line_count()
             proc = _replay(path, "--id", str(ex.id), *extra)

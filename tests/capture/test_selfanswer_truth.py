@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ import pytest
 
 from ngxscope.lab.nginx import LabNginx, free_port
 from ngxscope.lab.traffic import Traffic
+from ngxscope.model import Exchange
+
+from .truth import lab_id
 
 pytestmark = pytest.mark.capture
 
@@ -49,6 +53,23 @@ def _want(line: dict[str, Any]) -> str | None:
     return None
 
 
+def _check_answers(log: list[dict[str, Any]], exchanges: list[Exchange],
+                   want_of: Callable[[dict[str, Any]], str | None],
+                   describe: Callable[[dict[str, Any]], str]) -> tuple[list[str], dict[str | None, int]]:
+    """(each line whose exchange's `answer` is not the one nginx's variables say, how many
+    lines said each answer)."""
+    by_id = {lab_id(ex): ex for ex in exchanges}
+    problems: list[str] = []
+    kinds: dict[str | None, int] = {}
+    for line in log:
+        ex = by_id.get(line["lab_id"])
+        want = want_of(line)
+        kinds[want] = kinds.get(want, 0) + 1
+        if ex is None or ex.answer != want:
+            problems.append(f"{describe(line)}: captured {ex.answer if ex else 'nothing'!r}, nginx says {want!r}")
+    return problems, kinds
+
+
 def test_cache_and_limits_match_nginx_s_variables(tmp_path: Path, capture_factory: Any) -> None:
     port = free_port()
     nginx = LabNginx(workers=2, prefix=tmp_path, extra_http=_conf(tmp_path, port))
@@ -67,15 +88,8 @@ def test_cache_and_limits_match_nginx_s_variables(tmp_path: Path, capture_factor
         cap.stop()
     finally:
         nginx.stop()
-    by_id = {dict(ex.request_headers).get("X-Lab"): ex for ex in exchanges}
-    problems, kinds = [], {}
-    for line in log:
-        ex = by_id.get(line["lab_id"])
-        want = _want(line)
-        kinds[want] = kinds.get(want, 0) + 1
-        if ex is None or ex.answer != want:
-            problems.append(f"{line['uri']} (status {line['status']}, cache {line['cache']!r}, limit "
-                            f"{line['limit']!r}): captured {ex.answer if ex else 'nothing'!r}, nginx says {want!r}")
+    problems, kinds = _check_answers(log, exchanges, _want, lambda line: (
+        f"{line['uri']} (status {line['status']}, cache {line['cache']!r}, limit {line['limit']!r})"))
     print(f"\n{len(log)} lines: {kinds}; {len(problems)} mismatches")
     assert not problems, "\n".join(problems)
     assert kinds.get("cache-hit", 0) >= 2 and kinds.get("cache-miss", 0) >= 2
@@ -161,16 +175,9 @@ def test_cache_statuses_and_http_level_limits_match_nginx_s(tmp_path: Path, capt
     finally:
         nginx.stop()
     mine = [ex for ex in exchanges if ex.server_block == "cachelab.test"]
-    by_id = {dict(ex.request_headers).get("X-Lab"): ex for ex in mine}
-    problems, kinds = [], {}
-    for line in log:
-        ex = by_id.get(line["lab_id"])
-        want = _cache_want(line)
-        kinds[want] = kinds.get(want, 0) + 1
-        if ex is None or ex.answer != want:
-            problems.append(f"{line['uri']} (status {line['status']}, cache {line['cache']!r}, upstream "
-                            f"{line['upstream_status']!r}, limit {line['limit']!r}/{line['conn']!r}): captured "
-                            f"{ex.answer if ex else 'nothing'!r}, nginx says {want!r}")
+    problems, kinds = _check_answers(log, mine, _cache_want, lambda line: (
+        f"{line['uri']} (status {line['status']}, cache {line['cache']!r}, upstream "
+        f"{line['upstream_status']!r}, limit {line['limit']!r}/{line['conn']!r})"))
     print(f"\n{len(log)} lines: {kinds}; {len(problems)} mismatches")
     assert not problems, "\n".join(problems)
     assert set(kinds) >= {*_CACHE_KINDS.values(), "limit-req:httpwho", "limit-conn:httpconn"}, kinds

@@ -37,10 +37,9 @@ from ngxscope.capture.procs import resolve_target
 from ngxscope.capture.sslfind import SslSearch, find_ssl_functions
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
-from ngxscope.model import Exchange
 
-from .test_capture_vs_accesslog import compare
 from .test_fallback import FIELDS, compare_fields, drive, renamed_nginx
+from .truth import compare, lab_id
 
 BUILDS = Path(os.environ.get("NGXSCOPE_BUILDS", "/var/cache/ngxscope/nginx-builds"))
 
@@ -69,10 +68,6 @@ def lab_of(tmp_path: Path) -> Iterator[Any]:
         lab.stop()
 
 
-def _lab_id(ex: Exchange) -> str | None:
-    return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
-
-
 def fallback_vs_log(lab: LabNginx, cap: Any) -> None:
     """Drive traffic through *lab* under the fallback capture *cap*; every log line matched."""
     traffic = Traffic(lab.plain_port, lab.tls_port)
@@ -82,11 +77,11 @@ def fallback_vs_log(lab: LabNginx, cap: Any) -> None:
     wanted = {line["lab_id"] for line in log}
     exchanges = cap.wait_for(sent)
     deadline = time.monotonic() + 15  # the count alone can be reached early by an extra one
-    while not wanted <= {_lab_id(ex) for ex in exchanges} and time.monotonic() < deadline:
+    while not wanted <= {lab_id(ex) for ex in exchanges} and time.monotonic() < deadline:
         exchanges = cap.wait_for(sent, timeout=0.5)
     stats = cap.recorder.counters()
     cap.stop()
-    by_id = {_lab_id(ex): ex for ex in exchanges}
+    by_id = {lab_id(ex): ex for ex in exchanges}
     for line in [ln for ln in log if ln["lab_id"] in discarded]:
         log.remove(line)
         got = by_id[line["lab_id"]].request_bytes
@@ -99,7 +94,7 @@ def fallback_vs_log(lab: LabNginx, cap: Any) -> None:
           f"in client/server/pid/tls/version/nginx_ms: {len(others)}; lost {stats['lost']}")
     for p in others[:10]:
         print("  other:", p)
-    extras = [ex for ex in exchanges if _lab_id(ex) not in wanted]
+    extras = [ex for ex in exchanges if lab_id(ex) not in wanted]
     for ex in extras[:5]:
         print("  extra exchange:", ex.method, ex.target, ex.status, ex.tls, ex.error,
               ex.request_bytes, ex.response_bytes, ex.request_headers[:2])
@@ -240,5 +235,5 @@ def test_syscalls_only_when_ssl_is_not_located(lab_of: Any, capture_factory: Any
     problems, _others = compare_fields(plain_log, exchanges)
     assert not problems, "\n".join(problems[:20])
     tls_ids = {line["lab_id"] for line in log if line["https"] == "on"}
-    assert not [ex for ex in exchanges if _lab_id(ex) in tls_ids or ex.tls]
-    assert all(_lab_id(ex) is not None for ex in exchanges), "an exchange decoded from TLS bytes"
+    assert not [ex for ex in exchanges if lab_id(ex) in tls_ids or ex.tls]
+    assert all(lab_id(ex) is not None for ex in exchanges), "an exchange decoded from TLS bytes"

@@ -19,6 +19,8 @@ from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
 
+from .truth import lab_id
+
 
 def _mix_through(lab: LabNginx, cap: Any, rounds: int = 2) -> tuple[list[dict[str, Any]], list[Exchange], dict[str, Any]]:
     """Run the lab mix with `cap` attached: (its access-log lines, the exchanges, the
@@ -77,10 +79,6 @@ def _lines_of_log(log: list[dict[str, Any]]) -> Counter[tuple[str, str, int, int
     return out
 
 
-def _lab_id(ex: Any) -> str | None:
-    return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
-
-
 def test_sampled_out_exchanges_are_counted_from_the_summary(lab_nginx: LabNginx, capture_factory: Any) -> None:
     """With kernel counting off (record --no-kernel-counts), every sampled-out exchange is a
     summary row (tests/capture/test_kcounts.py: with it on)."""
@@ -110,7 +108,7 @@ def test_half_sampled_exchanges_are_whole_or_summaries(lab_nginx: LabNginx, capt
     _assert_lines_match(exchanges, log)
     by_id = {line["lab_id"]: line for line in log if line.get("lab_id")}
     for ex in whole:   # exchanges that kept their payload: paired by id, upstreams included
-        line = by_id[_lab_id(ex)]
+        line = by_id[lab_id(ex)]
         assert (ex.status, ex.response_bytes, ex.request_bytes) == (
             line["status"], line["bytes_sent"], line["request_length"]), ex.target
         logged = line["upstream_addr"] if line["upstream_addr"] not in ("", "-") else ""

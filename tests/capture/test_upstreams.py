@@ -9,7 +9,7 @@ from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.traffic import Traffic
 from ngxscope.model import Exchange
 
-from .test_capture_vs_accesslog import _pairs
+from .truth import by_lab_id
 
 
 def _times(value: str) -> list[float | None]:
@@ -58,7 +58,7 @@ def test_upstream_attempts_match_access_log(lab_nginx: LabNginx, capture_factory
     log = lab_nginx.wait_log_lines(sent)
     exchanges = cap.wait_for(sent)
     cap.stop()
-    pairs = _pairs(log, exchanges)
+    pairs = by_lab_id(log, exchanges)[0]
     assert len(pairs) == sent
     proxied, problems = compare_upstreams(pairs)
     print(f"\nproxied requests {proxied}, upstream mismatches {len(problems)}")

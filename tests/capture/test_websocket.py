@@ -16,7 +16,7 @@ from ngxscope.decode.websocket import WsTunnel
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.lab.wsclient import ws_session
 
-from .test_capture_vs_accesslog import _pairs
+from .truth import by_lab_id
 
 
 def test_websocket_upgrade_and_tunnel_match_access_log(lab_nginx: LabNginx, capture_factory: Any) -> None:
@@ -31,7 +31,7 @@ def test_websocket_upgrade_and_tunnel_match_access_log(lab_nginx: LabNginx, capt
     log = lab_nginx.wait_log_lines(2)
     exchanges = cap.wait_for(2)
     cap.stop()
-    pairs = _pairs(log, exchanges)
+    pairs = by_lab_id(log, exchanges)[0]
     assert len(pairs) == 2 and len(exchanges) == 2, "one exchange per upgrade, no junk from the frames"
     by_id = {ws.exchange_id: (ws, ts) for ws, ts in tunnels}
     sent = {"w1": plain, "w2": tls}
@@ -113,7 +113,7 @@ def test_other_upgrade_protocol_large_tunnel(lab_nginx: LabNginx, capture_factor
         log = lab_nginx.wait_log_lines(1, start=before)
         exchanges = cap.wait_for(1)
         cap.stop()
-        pairs = _pairs(log, exchanges)
+        pairs = by_lab_id(log, exchanges)[0]
         assert len(pairs) == 1 and len(exchanges) == 1
         line, ex = pairs[0]
         assert (ex.status, line["status"]) == (101, 101)

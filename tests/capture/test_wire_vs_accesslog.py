@@ -24,6 +24,8 @@ from ngxscope.lab.nginx import LabNginx
 from ngxscope.model import Exchange
 from ngxscope.pipeline.errorlog import parse_failure
 
+from .truth import by_lab_id, unequal
+
 pytestmark = pytest.mark.capture
 
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -53,33 +55,22 @@ def _requests(port: int, ctx: ssl.SSLContext, sni: str | None, lab_ids: list[str
         return s.session
 
 
-def _lab_id(ex: Exchange) -> str | None:
-    return next((v for k, v in ex.request_headers if k.lower() == "x-lab"), None)
-
-
 def compare_tls(log: list[dict[str, Any]], exchanges: list[Exchange]) -> list[str]:
-    by_id = {_lab_id(ex): ex for ex in exchanges}
-    problems = []
-    for line in log:
-        ex = by_id.get(line["lab_id"])
-        if ex is None:
-            problems.append(f"lab {line['lab_id']}: not captured")
-            continue
-        checks = {
+    pairs, problems = by_lab_id(log, exchanges, label=lambda line: f"lab {line['lab_id']}")
+    for line, ex in pairs:
+        label = f"lab {line['lab_id']}"
+        problems += unequal(label, {
             "tls_version": (ex.tls_version, line["ssl_protocol"] or None),
             "tls_cipher": (ex.tls_cipher, line["ssl_cipher"] or None),
             "sni": (ex.sni, line["ssl_server_name"] or None),
             "alpn": (ex.alpn, line["ssl_alpn_protocol"] or None),
             "tls_resumed": (ex.tls_resumed, line["ssl_session_reused"] == "r"),
             "connection_requests": (ex.conn_seq + 1, line["connection_requests"]),
-        }
-        for name, (got, want) in checks.items():
-            if got != want:
-                problems.append(f"lab {line['lab_id']}: {name} {got!r} != log {want!r}")
+        })
         if ex.tcp_connect_ms is None or not 0 <= ex.tcp_connect_ms < 1000:
-            problems.append(f"lab {line['lab_id']}: tcp_connect_ms {ex.tcp_connect_ms}")
+            problems.append(f"{label}: tcp_connect_ms {ex.tcp_connect_ms}")
         if ex.tls_handshake_ms is None or not 0 < ex.tls_handshake_ms < 5000:
-            problems.append(f"lab {line['lab_id']}: tls_handshake_ms {ex.tls_handshake_ms}")
+            problems.append(f"{label}: tls_handshake_ms {ex.tls_handshake_ms}")
     return problems
 
 
