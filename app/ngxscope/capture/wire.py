@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 from .netns import NetnsError, entered
+from .packetsock import open_packet_socket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -242,16 +243,13 @@ class WireCapture:
             key.family = family
             table[key] = table.Leaf(1)
         for dev in self.interfaces:
-            try:
-                BPF.attach_raw_socket(fn, dev)
-            except Exception as exc:
+            try:  # filter and options on before the first frame (capture.packetsock)
+                sock = open_packet_socket(fn.fd, dev, [(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)])
+            except OSError as exc:
                 self.stop()
                 raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
-            sock = socket.socket(fileno=os.dup(fn.sock))
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
             self._socks.append(sock)
-            os.close(fn.sock)  # each attach opens a new socket; ours is the dup
         return list(self.interfaces)
 
     def read(self, timeout: float = 0.05, limit: int = 4096) -> list[WirePacket]:
