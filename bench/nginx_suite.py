@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ngxscope.lab.config import LOG_FIELDS, nginx_addr
-from ngxscope.model import Exchange
+from ngxscope.model import Exchange, nginx_list
 from ngxscope.store.session import SessionError, SessionReader
 
 FIELDS = {name: LOG_FIELDS[name] for name in (
@@ -143,6 +143,10 @@ def _times(value: str) -> list[float | None]:
     return [None if v.strip() in ("-", "") else float(v) * 1000 for v in value.replace(" : ", ", ").split(",")]
 
 
+def _ms_text(ms: float | None) -> str:
+    return "-" if ms is None else f"{int(ms) // 1000}.{int(ms) % 1000:03d}"
+
+
 def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
     """Every field of one log line that its exchange does not equal: {kind: detail}."""
     want_ms = float(line["request_time"]) * 1000
@@ -167,16 +171,22 @@ def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
     elif abs(ex.end - float(line["msec"])) > 0.05:
         diff["msec"] = f"end {ex.end:.3f} vs log {line['msec']}"
     want_addr = line["upstream_addr"] if line["upstream_addr"] not in ("", "-") else ""
-    addrs = ", ".join(a.addr for a in ex.upstream)
-    if addrs != want_addr.replace(" : ", ", "):
+    # nginx's own lists, " : " between the groups of an internal redirect included
+    addrs = nginx_list(ex.upstream, [a.addr for a in ex.upstream])
+    if addrs != want_addr:
         diff["upstream_addr"] = f"{addrs!r} != log {line['upstream_addr']!r}"
     elif want_addr:
-        statuses = ", ".join("-" if a.status is None else str(a.status) for a in ex.upstream)
-        if statuses != line["upstream_status"].replace(" : ", ", "):
+        statuses = nginx_list(ex.upstream, ["-" if a.status is None else str(a.status) for a in ex.upstream])
+        if statuses != line["upstream_status"]:
             diff["upstream_status"] = f"{statuses!r} != log {line['upstream_status']!r}"
-        for att, want in zip(ex.upstream, _times(line["upstream_response_time"]), strict=False):
-            if want is not None and (att.duration_ms is None or abs(att.duration_ms - want) > max(2.0, 0.1 * want)):
-                diff["upstream_response_time"] = f"{att.addr} {att.duration_ms} vs log {want}"
+        if ex.upstream_via == "nginx":  # nginx's own times: equal to the millisecond
+            times = nginx_list(ex.upstream, [_ms_text(a.duration_ms) for a in ex.upstream])
+            if times != line["upstream_response_time"]:
+                diff["upstream_response_time"] = f"{times!r} != log {line['upstream_response_time']!r}"
+        else:
+            for att, want in zip(ex.upstream, _times(line["upstream_response_time"]), strict=False):
+                if want is not None and (att.duration_ms is None or abs(att.duration_ms - want) > max(2.0, 0.1 * want)):
+                    diff["upstream_response_time"] = f"{att.addr} {att.duration_ms} vs log {want}"
     return diff
 
 

@@ -270,6 +270,51 @@ static __always_inline void loc_of(struct ev_reqlog *l, u64 r)
 }
 #endif
 
+/* r->upstream_states as nginx logs them ($upstream_addr, _status, _*_time: see struct
+ * ev_upstate), the first UPSTATES_MAX into l->tail; returns how many. */
+static __always_inline u32 read_states(struct ev_reqlog *l, u64 r)
+{
+    u64 states = 0, arr[2] = {};   /* ngx_array_t: elts, nelts */
+    l->nstates = 0;
+    if (bpf_probe_read_user(&states, sizeof(states), (void *)(r + OFF_R_UPSTREAM_STATES)) < 0)
+        return 0;
+    if (states && bpf_probe_read_user(arr, sizeof(arr), (void *)states) < 0)
+        return 0;
+    l->rflags |= REQLOGF_STATES;
+    if (!states || !arr[0])
+        return 0;   /* no upstream: nginx logs "-" */
+    l->nstates = arr[1] > 0xFFFF ? 0xFFFF : (u32)arr[1];
+    u32 n = 0;
+#pragma unroll
+    for (int i = 0; i < UPSTATES_MAX; i++) {
+        if (i >= arr[1])
+            break;
+        struct ev_upstate *u = (struct ev_upstate *)(l->tail + i * sizeof(struct ev_upstate));
+        u64 st[9] = {};   /* status, response/connect/header/queue_time, 3 counts, peer */
+        if (bpf_probe_read_user(st, sizeof(st), (void *)(arr[0] + i * STATE_SIZE)) < 0)
+            break;
+        u->status = (u32)st[0];
+        u->response_ms = (s64)st[1];
+        u->connect_ms = (s64)st[2];
+        u->header_ms = (s64)st[3];
+        u->peer_len = UPSTATE_GROUP;
+        u64 name[2] = {};   /* ngx_str_t: len, data */
+        if (st[8] && bpf_probe_read_user(name, sizeof(name), (void *)st[8]) == 0) {
+            u64 len = name[0] > 0xFFFF ? 0xFFFF : name[0];
+            u->peer_len = (u32)len;
+            if (len > UPSTATE_PEER_CAP)
+                len = UPSTATE_PEER_CAP;
+            len = capped(len, UPSTATE_PEER_CAP);
+            if (len && name[1] && bpf_probe_read_user(u->peer, len, (void *)name[1]) < 0)
+                u->peer_len = 0;
+        } else if (st[8]) {
+            u->peer_len = 0;
+        }
+        n = i + 1;
+    }
+    return n;
+}
+
 /* EV_REQ_LOG for request r on connection c (r->connection): what nginx logs for it (see
  * events.h), with the header `h` of the EV_REQ_DONE that follows it. */
 static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
@@ -310,12 +355,27 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
     }
     l->line_addr = addr;
     loc_of(l, r);
+    /* $msec and $request_time: nginx's clock read now (it may have moved since the turn
+     * began: nginx updates it after slow work too), as its log handler reads it next */
+    l->rflags = 0;
+    struct loop_clock_t *lc = loop_clock.lookup(&l->h.pid);
+    struct ngx_time_head t = {};
+    if (lc && ngx_time_now(lc, &t) &&
+        bpf_probe_read_user(&l->start_sec, 2 * sizeof(u64), (void *)(r + OFF_R_START_SEC)) == 0) {
+        l->now_sec = t.sec;
+        l->now_msec = t.msec;
+        l->rflags |= REQLOGF_CLOCK;
+    }
+    u64 off = read_states(l, r);
+    if (off > UPSTATES_MAX)
+        off = UPSTATES_MAX;
+    off *= sizeof(struct ev_upstate);
     if (n > REQLOG_LINE_CAP)
         n = REQLOG_LINE_CAP;
     n = capped(n, REQLOG_LINE_CAP);
-    if (n && bpf_probe_read_user(l->line, n, (void *)addr) < 0)
+    if (n && bpf_probe_read_user(l->tail + off, n, (void *)addr) < 0)
         n = 0;
-    submit(l, sizeof(struct ev_reqlog) - REQLOG_LINE_CAP + n);
+    submit(l, __builtin_offsetof(struct ev_reqlog, tail) + off + n);
 #endif
 }
 
