@@ -315,9 +315,29 @@ static __always_inline u32 read_states(struct ev_reqlog *l, u64 r)
     return n;
 }
 
+/* A process whose ngx_cached_time address user space has not written yet (a worker that
+ * started a moment ago, followed with --binary before the /proc scan found it): derived from
+ * where this probe hit, ngx_http_free_request's run-time address `ip` (its load bias is
+ * page-aligned; ip may be one past the probed byte), and kept only when it reads a clock
+ * within 2 s of the kernel's. Else $msec would come from the epoll_wait return's time. */
+static __always_inline void learn_clock_at(struct loop_clock_t *lc, u64 ip)
+{
+#if defined(CACHED_TIME_LINK) && defined(FREE_REQUEST_LINK)
+    if (lc->at || !WALL_NS_OFFSET || ip < FREE_REQUEST_LINK)
+        return;
+    struct loop_clock_t guess = {.at = ((ip - FREE_REQUEST_LINK) & ~0xfffULL) + CACHED_TIME_LINK};
+    struct ngx_time_head t = {};
+    if (!ngx_time_now(&guess, &t))
+        return;
+    s64 d = (s64)(t.sec * 1000000000ULL + t.msec * 1000000ULL) - (s64)(bpf_ktime_get_ns() + (u64)WALL_NS_OFFSET);
+    if (d > -2000000000LL && d < 2000000000LL)
+        lc->at = guess.at;
+#endif
+}
+
 /* EV_REQ_LOG for request r on connection c (r->connection): what nginx logs for it (see
- * events.h), with the header `h` of the EV_REQ_DONE that follows it. */
-static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
+ * events.h), with the header `h` of the EV_REQ_DONE that follows it; ip: where the probe hit. */
+static __always_inline void req_log(struct ev_header *h, u64 r, u64 c, u64 ip)
 {
 #if REQ_LOG
     u32 cpu = bpf_get_smp_processor_id();
@@ -360,6 +380,8 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c)
     l->rflags = 0;
     struct loop_clock_t *lc = loop_clock.lookup(&l->h.pid);
     struct ngx_time_head t = {};
+    if (lc)
+        learn_clock_at(lc, ip);
     if (lc && ngx_time_now(lc, &t) &&
         bpf_probe_read_user(&l->start_sec, 2 * sizeof(u64), (void *)(r + OFF_R_START_SEC)) == 0) {
         l->now_sec = t.sec;
@@ -413,7 +435,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             bpf_probe_read_user(&sent, sizeof(sent), (void *)(c + OFF_SENT));
             h.sent = sent;
             h.rid = (u32)r;   /* which stream: its upstream events carry the same */
-            req_log(&h, r, c);
+            req_log(&h, r, c, PT_REGS_IP(ctx));
         }
     } else if (st && st->cptr == c) {
         h.conn_ts = st->conn_ts;
@@ -456,7 +478,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             if (st->req_start_clock && h.clock >= st->req_start_clock)
                 h.clock_span_us = (h.clock - st->req_start_clock) / 1000 + 1;
             h.seq = st->requests;
-            req_log(&h, r, c);
+            req_log(&h, r, c, PT_REGS_IP(ctx));
             if (st->shed) {
                 /* the summary of a shed exchange also carries the request's first bytes */
                 h.flags |= EVF_SHED | (st->drop ? EVF_SAMPLED : 0);

@@ -25,6 +25,7 @@ Both I/O modes (syscall tracepoints, uprobes only).
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import socket
 import tempfile
@@ -330,3 +331,44 @@ def test_suite_kinds_match_access_log(tmp_path: Path, capture_factory: Any, sysc
     assert [(a.status, a.redirected) for a in two] == [(404, False), (200, True)] and two[1].addr == f"unix:{unix_a}"
     assert two[0].response_head is not None and two[1].response_head is not None  # the wire's details kept
     assert [a.addr for a in by_name["unix-peer"].upstream] == [f"unix:{unix_a}"]
+
+
+@pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
+def test_clock_found_before_user_space_names_it(tmp_path: Path, capture_factory: Any, syscall_io: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """$msec and $request_time come from nginx's clock, read where it keeps it; a worker user
+    space has not yet told the probes about (under --binary: started a moment before the
+    /proc scan finds it) gets the clock's address from the completion probe itself, so its
+    first requests' $msec are exact too (the suite's 1 ms misses)."""
+    from ngxscope.capture import tracer as tracer_mod
+
+    real = tracer_mod.cached_time_address
+    monkeypatch.setattr(tracer_mod, "cached_time_address", lambda *_a: None)  # user space never tells
+    lab = LabNginx(workers=1, prefix=tmp_path / "lab")
+    lab.start()
+    paths = ["/health", "/api/items", "/slow/x?ms=30", "/health", "/api/items?page=2"]
+    try:
+        cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
+        clients = {}
+        for path in paths:
+            clients[_send(lab.plain_port, f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())] = path
+        log = lab.wait_log_lines(len(paths), timeout=15.0)
+        exchanges = cap.wait_for(len(paths))
+        tracer = cap.recorder.tracer
+        pids = {ex.pid for ex in exchanges}
+        table = tracer.bpf["loop_clock"]
+        learned = {pid: table[ctypes.c_uint32(pid)].at for pid in pids}
+        want = {pid: real(pid, tracer.config.binary, tracer._cached_time_symbol()) for pid in pids}
+        cap.stop()
+    finally:
+        lab.stop()
+    assert learned == want and None not in want.values()
+    by_client = {nginx_addr(ex.client): ex for ex in exchanges}
+    problems = []
+    for line in log:
+        ex = by_client[line["client"]]
+        got = (f"{ex.nginx_end:.3f}" if ex.nginx_end else None, f"{(ex.nginx_ms or 0) / 1000:.3f}")
+        if got != (f"{float(line['msec']):.3f}", f"{float(line['request_time']):.3f}"):
+            problems.append(f"{clients[line['client']]}: $msec/$request_time {got} != log {line['msec']}/"
+                            f"{line['request_time']}")
+    assert not problems, "\n".join(problems)
