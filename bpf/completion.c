@@ -392,6 +392,25 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c, u64 ip)
     if (off > UPSTATES_MAX)
         off = UPSTATES_MAX;
     off *= sizeof(struct ev_upstate);
+    /* a unix listener's whole path ($server_addr): the connection's first sighting copied
+     * only SOCKADDR_MAX bytes of it, and its socket may be gone before user space looks */
+    u64 lsa = 0;
+    u32 lsl = 0;
+    u16 family = 0;
+    bpf_probe_read_user(&lsa, sizeof(lsa), (void *)(c + OFF_LOCAL_SOCKADDR));
+    bpf_probe_read_user(&lsl, sizeof(lsl), (void *)(c + OFF_LOCAL_SOCKLEN));
+    if (lsa && lsl > SOCKADDR_MAX && bpf_probe_read_user(&family, sizeof(family), (void *)lsa) == 0 &&
+        family == 1 /* AF_UNIX */) {
+        u64 len = lsl > REQLOG_UNIX_CAP ? REQLOG_UNIX_CAP : lsl;
+        len = capped(len, 128);
+        if (len > REQLOG_UNIX_CAP)
+            len = REQLOG_UNIX_CAP;
+        __builtin_memset(l->tail + off, 0, REQLOG_UNIX_CAP);
+        if (len && bpf_probe_read_user(l->tail + off, len, (void *)lsa) == 0) {
+            l->rflags |= REQLOGF_UNIX;
+            off += REQLOG_UNIX_CAP;
+        }
+    }
     if (n > REQLOG_LINE_CAP)
         n = REQLOG_LINE_CAP;
     n = capped(n, REQLOG_LINE_CAP);

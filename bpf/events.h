@@ -224,6 +224,9 @@ struct ev_upstate {
 
 #define REQLOGF_CLOCK  0x01   /* now_* and start_* were read */
 #define REQLOGF_STATES 0x02   /* r->upstream_states was read: nstates (0: none, no upstream) */
+#define REQLOGF_UNIX   0x04   /* a unix listener's sockaddr (c->local_sockaddr, whole: $server_addr)
+                               * follows the states in `tail`: REQLOG_UNIX_CAP bytes */
+#define REQLOG_UNIX_CAP 112   /* sizeof(struct sockaddr_un), rounded up to 8 */
 
 struct ev_reqlog {
     struct ev_header h;
@@ -245,8 +248,8 @@ struct ev_reqlog {
     __u64 start_msec;
     __u32 rflags;                  /* REQLOGF_* */
     __u32 nstates;                 /* r->upstream_states->nelts: the first (up to UPSTATES_MAX) */
-    /* follow as ev_upstate, then the variable-length line */
-    __u8  tail[UPSTATES_MAX * sizeof(struct ev_upstate) + REQLOG_LINE_CAP];
+    /* follow as ev_upstate, then (REQLOGF_UNIX) the listener's sockaddr, then the line */
+    __u8  tail[UPSTATES_MAX * sizeof(struct ev_upstate) + REQLOG_UNIX_CAP + REQLOG_LINE_CAP];
 };
 
 /* The socket filter (bpf/wire.c) on a packet socket: it passes up packets themselves, cut in

@@ -12,8 +12,10 @@ from ngxscope.capture.events import (
     LOC_NAME_CAP,
     LOCF_EXACT,
     LOCF_NAMED,
+    REQLOG_UNIX_CAP,
     REQLOGF_CLOCK,
     REQLOGF_STATES,
+    REQLOGF_UNIX,
     SOCKADDR_MAX,
     UPSTATE_GROUP,
     UPSTATE_PEER_CAP,
@@ -85,7 +87,8 @@ def test_rejected_line_takes_nginx_strings() -> None:
 
 def _record(line: bytes, base: int, strs: list[int], stored: bool, loc: tuple[int, bytes, int] = (0, b"", 0),
             clock: tuple[int, int, int, int] | None = None,
-            states: list[tuple[int, bytes | None, int, int, int]] | None = None, nstates: int = -1) -> bytes:
+            states: list[tuple[int, bytes | None, int, int, int]] | None = None, nstates: int = -1,
+            unix: bytes | None = None) -> bytes:
     head = struct.pack("<QQQQQIIiIIBBH", 1, 2, 3, 4, 0, 5, 6, 7, 0, 0, EV_REQ_LOG, 0, 1)
     assert len(head) == HEADER_SIZE
     if stored:
@@ -94,13 +97,16 @@ def _record(line: bytes, base: int, strs: list[int], stored: bool, loc: tuple[in
     peer = struct.pack("<HH4s", socket.AF_INET, socket.htons(8080), socket.inet_aton("192.0.2.9"))
     tail = struct.pack(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}s", 77, 99, 200, 0, base, *strs, clcf, len(name),
                        flags, name, 16, peer)
-    rflags = (REQLOGF_CLOCK if clock else 0) | (REQLOGF_STATES if states is not None else 0)
+    rflags = ((REQLOGF_CLOCK if clock else 0) | (REQLOGF_STATES if states is not None else 0)
+              | (REQLOGF_UNIX if unix is not None else 0))
     tail += struct.pack("<QQQQII", *(clock or (0, 0, 0, 0)), rflags,
                         len(states or []) if nstates < 0 else nstates)
     for status, peer_name, response, connect, header in states or []:
         peer_len = UPSTATE_GROUP if peer_name is None else len(peer_name)
         tail += struct.pack(f"<IIqqq{UPSTATE_PEER_CAP}s", status, peer_len, response, connect, header,
                             (peer_name or b"")[:UPSTATE_PEER_CAP])
+    if unix is not None:
+        tail += struct.pack("<H", socket.AF_UNIX) + unix.ljust(REQLOG_UNIX_CAP - 2, b"\0")
     return head + tail + line
 
 
@@ -246,3 +252,16 @@ def test_nginx_list_joins_as_nginx_does() -> None:
     atts = [UpstreamAttempt(addr="a"), UpstreamAttempt(addr="b"), UpstreamAttempt(addr="c", redirected=True)]
     assert nginx_list(atts, ["a", "b", "c"]) == "a, b : c"
     assert nginx_list([], []) == ""
+
+
+def test_unix_listener_path_whole() -> None:
+    """A unix listener's $server_addr, whole: it replaces the path the first sighting cut."""
+    line = b"GET /u HTTP/1.0"
+    path = b"/tmp/" + b"d" * 60 + b"/http.sock"
+    ev = parse_event(_record(line, 0x1000, [0] * 14, True, states=[(200, b"127.0.0.1:1", 1, 0, 1)], unix=path), 0.0)
+    assert ev.log is not None and ev.log.server == "unix:" + path.decode() and ev.log.request == line
+    assert ev.log.upstream is not None and len(ev.log.upstream) == 1
+    ex = _ex()
+    ex.server = "unix:/tmp/ddddd\u2026"
+    NginxValues().apply(ex, ev.log, None, None)
+    assert ex.server == "unix:" + path.decode()

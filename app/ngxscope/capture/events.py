@@ -63,7 +63,9 @@ __all__ = [
     "RB_PRODUCED",
     "REQLOGF_CLOCK",
     "REQLOGF_STATES",
+    "REQLOGF_UNIX",
     "REQLOG_LINE_CAP",
+    "REQLOG_UNIX_CAP",
     "SOCKADDR_MAX",
     "STAGE_CAP",
     "UPSTATES_MAX",
@@ -145,6 +147,8 @@ UPSTATE_PEER_CAP = 128
 UPSTATE_GROUP = 0xFFFFFFFF
 REQLOGF_CLOCK = 0x01
 REQLOGF_STATES = 0x02
+REQLOGF_UNIX = 0x04
+REQLOG_UNIX_CAP = 112
 
 COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 """The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
@@ -260,7 +264,7 @@ class EvReqLog(ctypes.Structure):
         ("start_msec", ctypes.c_uint64),
         ("rflags", ctypes.c_uint32),
         ("nstates", ctypes.c_uint32),
-        ("tail", ctypes.c_uint8 * (UPSTATES_MAX * ctypes.sizeof(EvUpstate) + REQLOG_LINE_CAP)),
+        ("tail", ctypes.c_uint8 * (UPSTATES_MAX * ctypes.sizeof(EvUpstate) + REQLOG_UNIX_CAP + REQLOG_LINE_CAP)),
     ]
 
 
@@ -351,6 +355,8 @@ class NginxLog:
     request that went to no upstream); None when not read."""
     upstream_count: int = 0
     """How many states nginx had (more than `upstream` holds when over UPSTATES_MAX)."""
+    server: str = ""
+    """$server_addr of a unix listener, its whole path ("unix:/run/x.sock"); "" otherwise."""
 
 
 @dataclass(slots=True)
@@ -473,7 +479,7 @@ _REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}sQQQQII
 _REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
 _UPSTATE = struct.Struct(f"<IIqqq{UPSTATE_PEER_CAP}s")
 assert _UPSTATE.size == ctypes.sizeof(EvUpstate)
-assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + UPSTATES_MAX * _UPSTATE.size + REQLOG_LINE_CAP
+assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + UPSTATES_MAX * _UPSTATE.size + REQLOG_UNIX_CAP + REQLOG_LINE_CAP
 
 
 def _ms_or_none(value: int) -> int | None:
@@ -516,6 +522,11 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
      now_sec, now_msec, start_sec, start_msec, rflags, nstates) = _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
     held = min(nstates, UPSTATES_MAX) if rflags & REQLOGF_STATES else 0
     at = _REQLOG_LINE + held * _UPSTATE.size
+    server = ""
+    if rflags & REQLOGF_UNIX:
+        path = bytes(buf[at + 2 : at + REQLOG_UNIX_CAP]).split(b"\0", 1)[0]
+        server = "unix:" + path.decode("utf-8", "replace")
+        at += REQLOG_UNIX_CAP
     raw = bytes(buf[at : at + REQLOG_LINE_CAP])
     line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
     for stop in (b"\r", b"\n"):
@@ -545,6 +556,7 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
     if rflags & REQLOGF_STATES:
         out.upstream = _upstream_states(buf, held)
         out.upstream_count = nstates
+    out.server = server
     return out
 
 

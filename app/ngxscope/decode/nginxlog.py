@@ -84,6 +84,8 @@ class NginxValues:
             ex.location, ex.location_via = ngx.location or None, "nginx"
         ex.request_bytes = ngx.request_length
         ex.response_bytes = ngx.bytes_sent
+        if ngx.server and ex.server.startswith("unix:") and ex.server != ngx.server:
+            ex.server = ngx.server  # a unix listener's path, whole
         if ngx.remote and ngx.remote != ex.client:
             ex.remote = ngx.remote  # realip's client
         if ngx.msec is not None and ngx.request_ms is not None:
