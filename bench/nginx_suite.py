@@ -50,7 +50,7 @@ from ngxscope.store.session import SessionError, SessionReader
 FIELDS = {name: LOG_FIELDS[name] for name in (
     "client", "server", "request", "method", "uri", "protocol", "status", "bytes_sent", "request_length",
     "request_time", "msec", "pid", "https", "connection", "connection_requests", "upstream_addr",
-    "upstream_status", "upstream_response_time")}
+    "upstream_status", "upstream_connect_time", "upstream_header_time", "upstream_response_time")}
 FORMAT = "ngxscope_suite"
 
 
@@ -180,9 +180,11 @@ def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
         if statuses != line["upstream_status"]:
             diff["upstream_status"] = f"{statuses!r} != log {line['upstream_status']!r}"
         if ex.upstream_via == "nginx":  # nginx's own times: equal to the millisecond
-            times = nginx_list(ex.upstream, [_ms_text(a.duration_ms) for a in ex.upstream])
-            if times != line["upstream_response_time"]:
-                diff["upstream_response_time"] = f"{times!r} != log {line['upstream_response_time']!r}"
+            for name, key in (("upstream_connect_time", "connect_ms"), ("upstream_header_time", "header_ms"),
+                              ("upstream_response_time", "duration_ms")):
+                times = nginx_list(ex.upstream, [_ms_text(getattr(a, key)) for a in ex.upstream])
+                if name in line and times != line[name]:  # (runs before this had no connect/header times)
+                    diff[name] = f"{times!r} != log {line[name]!r}"
         else:
             for att, want in zip(ex.upstream, _times(line["upstream_response_time"]), strict=False):
                 if want is not None and (att.duration_ms is None or abs(att.duration_ms - want) > max(2.0, 0.1 * want)):
@@ -268,6 +270,9 @@ def compare(args: argparse.Namespace) -> int:
     print(f"\nexchanges {len(session.exchanges)} ({len(used)} joined); session complete: {session.complete}")
     stats_rec = session.stats or {}
     print(f"events {stats_rec.get('events')}, lost {stats_rec.get('lost')}, truncated {stats_rec.get('truncated')}")
+    via = Counter(ex.upstream_via for ex in session.exchanges if ex.upstream)
+    print(f"exchanges with upstream attempts: {sum(via.values())} (nginx's own list {via['nginx']}, "
+          f"rebuilt from the wire {via['wire']})")
     print(f"access-log lines {total}: found {found} ({100 * found / total:.2f} %), "
           f"every field equal {equal} ({100 * equal / total:.2f} %)")
     print("\nfields that differ (lines):")

@@ -64,14 +64,18 @@ class _Count:
         pass
 
 
-def _prog_stats() -> tuple[int, int]:
+def _free_request_progs() -> dict[int, tuple[int, int]]:
+    """Every loaded free_request program: id -> (run_time_ns, run_cnt)."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    ns = cnt = 0
-    for p in json.loads(out):
-        if p.get("name", "").startswith("free_request_en"):
-            ns += p.get("run_time_ns", 0)
-            cnt += p.get("run_cnt", 0)
-    return ns, cnt
+    return {p["id"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out)
+            if p.get("name", "").startswith("free_request_en")}
+
+
+def _prog_stats(ours: set[int]) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of this capture's own program(s): other captures running on the
+    machine load programs of the same name."""
+    progs = _free_request_progs()
+    return sum(progs[i][0] for i in ours if i in progs), sum(progs[i][1] for i in ours if i in progs)
 
 
 def _cpu() -> float:
@@ -84,6 +88,7 @@ def one(lab: LabNginx, with_log: bool, requests: int, path: str) -> dict[str, fl
     if not with_log:
         recorder_mod.layout_for_binary = (  # type: ignore[assignment]
             lambda path, version: dataclasses.replace(real(path, version), request_log=False))
+    before = set(_free_request_progs())
     try:
         sink = _Count()
         rec = Recorder(RecordOptions(pid=lab.master_pid, cpu_budget=0), [sink])
@@ -91,7 +96,8 @@ def one(lab: LabNginx, with_log: bool, requests: int, path: str) -> dict[str, fl
     finally:
         recorder_mod.layout_for_binary = real  # type: ignore[assignment]
     assert rec.tracer.config.layout.request_log is with_log
-    ns0, cnt0 = _prog_stats()
+    ours = set(_free_request_progs()) - before
+    ns0, cnt0 = _prog_stats(ours)
     events0 = rec.counters()["events"]
     cpu0, t0 = _cpu(), time.monotonic()
     subprocess.run([sys.executable, "-c", CLIENT, str(lab.plain_port), str(requests), path], check=True)
@@ -99,7 +105,7 @@ def one(lab: LabNginx, with_log: bool, requests: int, path: str) -> dict[str, fl
     while sink.n < requests and time.monotonic() < deadline:
         time.sleep(0.05)
     cpu1, t1 = _cpu(), time.monotonic()
-    ns1, cnt1 = _prog_stats()
+    ns1, cnt1 = _prog_stats(ours)
     events1 = rec.counters()["events"]
     rec.stop("bench done")
     rec.join()
