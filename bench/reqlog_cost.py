@@ -8,8 +8,8 @@ compiled without it), under the same keep-alive load from a client process. Per 
 
 - kernel: the free_request probe's run time (bpf_stats: run_time_ns / run_cnt of
   free_request_enter, read with bpftool), A minus B;
-- ring buffer: records per request (the record is 400 bytes + 160 per upstream attempt + the
-  request line);
+- ring buffer: records per request (the record is 400 bytes, + 160 per upstream attempt, + 112
+  for a unix listener, + the request line);
 - user space: the capturing process's CPU time per request (ring reading, parsing, decoding,
   the check and apply of nginx's values), A minus B; and, apart from the noise of the whole
   capture, the parse + apply of one record in a loop.

@@ -375,8 +375,9 @@ static __always_inline void req_log(struct ev_header *h, u64 r, u64 c, u64 ip)
     }
     l->line_addr = addr;
     loc_of(l, r);
-    /* $msec and $request_time: nginx's clock read now (it may have moved since the turn
-     * began: nginx updates it after slow work too), as its log handler reads it next */
+    /* $msec and $request_time: nginx's clock read where its log handler reads it next, and
+     * r->start_sec/start_msec (not the turn's copy in loop_clock, which is the epoll_wait
+     * return's kernel time while the process's clock address is not known) */
     l->rflags = 0;
     struct loop_clock_t *lc = loop_clock.lookup(&l->h.pid);
     struct ngx_time_head t = {};
