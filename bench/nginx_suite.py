@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from ngxscope.lab.config import LOG_FIELDS, nginx_addr
-from ngxscope.model import Exchange
+from ngxscope.model import Exchange, nginx_list
 from ngxscope.store.session import SessionError, SessionReader
 
 FIELDS = {name: LOG_FIELDS[name] for name in (
     "client", "server", "request", "method", "uri", "protocol", "status", "bytes_sent", "request_length",
     "request_time", "msec", "pid", "https", "connection", "connection_requests", "upstream_addr",
-    "upstream_status", "upstream_response_time")}
+    "upstream_status", "upstream_connect_time", "upstream_header_time", "upstream_response_time")}
 FORMAT = "ngxscope_suite"
 
 
@@ -143,6 +143,10 @@ def _times(value: str) -> list[float | None]:
     return [None if v.strip() in ("-", "") else float(v) * 1000 for v in value.replace(" : ", ", ").split(",")]
 
 
+def _ms_text(ms: float | None) -> str:
+    return "-" if ms is None else f"{int(ms) // 1000}.{int(ms) % 1000:03d}"
+
+
 def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
     """Every field of one log line that its exchange does not equal: {kind: detail}."""
     want_ms = float(line["request_time"]) * 1000
@@ -167,16 +171,24 @@ def differences(line: dict[str, Any], ex: Exchange) -> dict[str, str]:
     elif abs(ex.end - float(line["msec"])) > 0.05:
         diff["msec"] = f"end {ex.end:.3f} vs log {line['msec']}"
     want_addr = line["upstream_addr"] if line["upstream_addr"] not in ("", "-") else ""
-    addrs = ", ".join(a.addr for a in ex.upstream)
-    if addrs != want_addr.replace(" : ", ", "):
+    # nginx's own lists, " : " between the groups of an internal redirect included
+    addrs = nginx_list(ex.upstream, [a.addr for a in ex.upstream])
+    if addrs != want_addr:
         diff["upstream_addr"] = f"{addrs!r} != log {line['upstream_addr']!r}"
     elif want_addr:
-        statuses = ", ".join("-" if a.status is None else str(a.status) for a in ex.upstream)
-        if statuses != line["upstream_status"].replace(" : ", ", "):
+        statuses = nginx_list(ex.upstream, ["-" if a.status is None else str(a.status) for a in ex.upstream])
+        if statuses != line["upstream_status"]:
             diff["upstream_status"] = f"{statuses!r} != log {line['upstream_status']!r}"
-        for att, want in zip(ex.upstream, _times(line["upstream_response_time"]), strict=False):
-            if want is not None and (att.duration_ms is None or abs(att.duration_ms - want) > max(2.0, 0.1 * want)):
-                diff["upstream_response_time"] = f"{att.addr} {att.duration_ms} vs log {want}"
+        if ex.upstream_via == "nginx":  # nginx's own times: equal to the millisecond
+            for name, key in (("upstream_connect_time", "connect_ms"), ("upstream_header_time", "header_ms"),
+                              ("upstream_response_time", "duration_ms")):
+                times = nginx_list(ex.upstream, [_ms_text(getattr(a, key)) for a in ex.upstream])
+                if name in line and times != line[name]:  # (runs before this had no connect/header times)
+                    diff[name] = f"{times!r} != log {line[name]!r}"
+        else:
+            for att, want in zip(ex.upstream, _times(line["upstream_response_time"]), strict=False):
+                if want is not None and (att.duration_ms is None or abs(att.duration_ms - want) > max(2.0, 0.1 * want)):
+                    diff["upstream_response_time"] = f"{att.addr} {att.duration_ms} vs log {want}"
     return diff
 
 
@@ -258,6 +270,9 @@ def compare(args: argparse.Namespace) -> int:
     print(f"\nexchanges {len(session.exchanges)} ({len(used)} joined); session complete: {session.complete}")
     stats_rec = session.stats or {}
     print(f"events {stats_rec.get('events')}, lost {stats_rec.get('lost')}, truncated {stats_rec.get('truncated')}")
+    via = Counter(ex.upstream_via for ex in session.exchanges if ex.upstream)
+    print(f"exchanges with upstream attempts: {sum(via.values())} (nginx's own list {via['nginx']}, "
+          f"rebuilt from the wire {via['wire']})")
     print(f"access-log lines {total}: found {found} ({100 * found / total:.2f} %), "
           f"every field equal {equal} ({100 * equal / total:.2f} %)")
     print("\nfields that differ (lines):")

@@ -8,12 +8,14 @@ compiled without it), under the same keep-alive load from a client process. Per 
 
 - kernel: the free_request probe's run time (bpf_stats: run_time_ns / run_cnt of
   free_request_enter, read with bpftool), A minus B;
-- ring buffer: bytes of records per request (the record is 216 bytes + the request line);
+- ring buffer: records per request (the record is 400 bytes, + 160 per upstream attempt, + 112
+  for a unix listener, + the request line);
 - user space: the capturing process's CPU time per request (ring reading, parsing, decoding,
   the check and apply of nginx's values), A minus B; and, apart from the noise of the whole
   capture, the parse + apply of one record in a loop.
 
-    sudo PYTHONPATH=$PWD/app .venv/bin/python bench/reqlog_cost.py [--requests 20000] [--rounds 2]
+    sudo PYTHONPATH=$PWD/app .venv/bin/python bench/reqlog_cost.py [--requests 20000] [--rounds 2] \
+        [--path /api/items]   # a proxied path: nginx's upstream states are read too
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import json
 import os
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import textwrap
@@ -41,10 +42,10 @@ from ngxscope.pipeline.target import RecordOptions
 
 CLIENT = textwrap.dedent("""
     import http.client, sys
-    port, n = int(sys.argv[1]), int(sys.argv[2])
+    port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     conn = http.client.HTTPConnection("127.0.0.1", port)
     for i in range(n):
-        conn.request("GET", f"/health?i={i}")
+        conn.request("GET", f"{path}?i={i}")
         conn.getresponse().read()
 """)
 
@@ -63,14 +64,18 @@ class _Count:
         pass
 
 
-def _prog_stats() -> tuple[int, int]:
+def _free_request_progs() -> dict[int, tuple[int, int]]:
+    """Every loaded free_request program: id -> (run_time_ns, run_cnt)."""
     out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True, check=True).stdout
-    ns = cnt = 0
-    for p in json.loads(out):
-        if p.get("name", "").startswith("free_request_en"):
-            ns += p.get("run_time_ns", 0)
-            cnt += p.get("run_cnt", 0)
-    return ns, cnt
+    return {p["id"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out)
+            if p.get("name", "").startswith("free_request_en")}
+
+
+def _prog_stats(ours: set[int]) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of this capture's own program(s): other captures running on the
+    machine load programs of the same name."""
+    progs = _free_request_progs()
+    return sum(progs[i][0] for i in ours if i in progs), sum(progs[i][1] for i in ours if i in progs)
 
 
 def _cpu() -> float:
@@ -78,11 +83,12 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one(lab: LabNginx, with_log: bool, requests: int) -> dict[str, float]:
+def one(lab: LabNginx, with_log: bool, requests: int, path: str) -> dict[str, float]:
     real = recorder_mod.layout_for_binary
     if not with_log:
         recorder_mod.layout_for_binary = (  # type: ignore[assignment]
             lambda path, version: dataclasses.replace(real(path, version), request_log=False))
+    before = set(_free_request_progs())
     try:
         sink = _Count()
         rec = Recorder(RecordOptions(pid=lab.master_pid, cpu_budget=0), [sink])
@@ -90,15 +96,16 @@ def one(lab: LabNginx, with_log: bool, requests: int) -> dict[str, float]:
     finally:
         recorder_mod.layout_for_binary = real  # type: ignore[assignment]
     assert rec.tracer.config.layout.request_log is with_log
-    ns0, cnt0 = _prog_stats()
+    ours = set(_free_request_progs()) - before
+    ns0, cnt0 = _prog_stats(ours)
     events0 = rec.counters()["events"]
     cpu0, t0 = _cpu(), time.monotonic()
-    subprocess.run([sys.executable, "-c", CLIENT, str(lab.plain_port), str(requests)], check=True)
+    subprocess.run([sys.executable, "-c", CLIENT, str(lab.plain_port), str(requests), path], check=True)
     deadline = time.monotonic() + 30
     while sink.n < requests and time.monotonic() < deadline:
         time.sleep(0.05)
     cpu1, t1 = _cpu(), time.monotonic()
-    ns1, cnt1 = _prog_stats()
+    ns1, cnt1 = _prog_stats(ours)
     events1 = rec.counters()["events"]
     rec.stop("bench done")
     rec.join()
@@ -108,17 +115,18 @@ def one(lab: LabNginx, with_log: bool, requests: int) -> dict[str, float]:
             "exchanges": sink.n}
 
 
-def parse_apply_us(loops: int = 200_000) -> float:
-    """One EV_REQ_LOG record parsed and its values applied to an exchange, in µs."""
+def parse_apply_us(states: int, loops: int = 200_000) -> float:
+    """One EV_REQ_LOG record (with nginx's clock and `states` upstream states) parsed and its
+    values applied to an exchange, in µs."""
     line = b"GET /health?i=1 HTTP/1.1"
     base = 0x7F0000001000
-    head = ev.HEADER_SIZE + 5 * 8 + 14 * 8 + 4 + ev.SOCKADDR_MAX
-    rec = bytearray(head + len(line))
     strs = [len(line), base, 7, base + 4, 3, base + 12, 0, 0, 11, base + 4, 3, base, 8, base + 16]
-    tail = [28, 180, 200, 0, base, *strs]
-    struct.pack_into(f"<qQQQQ14QI{ev.SOCKADDR_MAX}s", rec, ev.HEADER_SIZE, *tail, 16, b"\x02\x00\x1f\x90\x7f\x00\x00\x01")
-    rec[head:] = line
-    buf = bytes(rec)
+    peer = b"\x02\x00\x1f\x90\x7f\x00\x00\x01".ljust(ev.SOCKADDR_MAX, b"\0")
+    tail = ev._REQLOG_TAIL.pack(28, 180, 200, 0, base, *strs, 0x5000, 1, 0, b"/".ljust(ev.LOC_NAME_CAP, b"\0"),
+                                16, peer, 1700000000, 250, 1700000000, 249,
+                                ev.REQLOGF_CLOCK | ev.REQLOGF_STATES, states)
+    ups = b"".join(ev._UPSTATE.pack(200, 14, 1, 0, 1, b"127.0.0.1:8081") for _ in range(states))
+    buf = bytes(ev.HEADER_SIZE) + tail + ups + line
     values = NginxValues()
     ex = Exchange(id=1, start=0.0, end=0.0, pid=1, client="", server="", tls=False)
     t = time.perf_counter()
@@ -132,6 +140,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--path", default="/health", help="what the client asks for (/api/items: proxied)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("reqlog_cost: needs root (eBPF)", file=sys.stderr)
@@ -142,20 +151,21 @@ def main() -> int:
     try:
         for _ in range(args.rounds):
             for name, with_log in (("A", True), ("B", False)):
-                results[name].append(one(lab, with_log, args.requests))
+                results[name].append(one(lab, with_log, args.requests, args.path))
     finally:
         lab.stop()
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
-    print(f"{args.requests} keep-alive requests x {args.rounds} rounds, 1 worker (median of rounds)")
+    print(f"{args.requests} keep-alive requests of {args.path} x {args.rounds} rounds, 1 worker (median of rounds)")
     print(f"{'':28} {'A: with EV_REQ_LOG':>20} {'B: without':>12} {'A - B':>10}")
     for key, label in (("probe_ns", "free_request probe, ns/call"), ("records_per_request", "ring records / request"),
                        ("cpu_us_per_request", "capture CPU, us/request"), ("seconds", "wall seconds")):
         a, b = med("A", key), med("B", key)
         print(f"{label:28} {a:20.2f} {b:12.2f} {a - b:10.2f}")
-    print(f"parse + apply of one record (loop): {parse_apply_us():.2f} us")
+    print(f"parse + apply of one record (loop): {parse_apply_us(0):.2f} us; with one upstream state "
+          f"{parse_apply_us(1):.2f} us")
     return 0
 
 

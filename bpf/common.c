@@ -50,6 +50,14 @@ struct ngx_time_head {   /* the start of nginx's ngx_time_t */
     u64 msec;
 };
 
+/* nginx's clock now, read in its memory (*ngx_cached_time); 0 when unknown. */
+static __always_inline int ngx_time_now(struct loop_clock_t *lc, struct ngx_time_head *t)
+{
+    u64 p = 0;
+    return lc->at && bpf_probe_read_user(&p, sizeof(p), (void *)lc->at) == 0 && p &&
+           bpf_probe_read_user(t, sizeof(*t), (void *)p) == 0 && t->msec < 1000;
+}
+
 static __always_inline u64 process_clock(u32 tgid)
 {
     struct loop_clock_t *lc = loop_clock.lookup(&tgid);
@@ -57,10 +65,8 @@ static __always_inline u64 process_clock(u32 tgid)
         return 0;
     if (lc->ngx_clock)
         return lc->ngx_clock;
-    u64 p = 0;
     struct ngx_time_head t = {};
-    if (lc->at && WALL_NS_OFFSET && bpf_probe_read_user(&p, sizeof(p), (void *)lc->at) == 0 && p &&
-        bpf_probe_read_user(&t, sizeof(t), (void *)p) == 0 && t.msec < 1000) {
+    if (WALL_NS_OFFSET && ngx_time_now(lc, &t)) {
         u64 unix_ns = t.sec * 1000000000ULL + t.msec * 1000000ULL;
         if (unix_ns > (u64)WALL_NS_OFFSET) {
             lc->ngx_clock = unix_ns - (u64)WALL_NS_OFFSET;

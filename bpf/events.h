@@ -189,7 +189,8 @@ struct ev_done {
  * stored, or (when it stored none: a request it rejected) what it read from the request's
  * start (r->request_start) up to the end of its buffer (r->header_in->last). The record's
  * length says how many bytes of `line` follow. Its header is its EV_REQ_DONE's but for the
- * kind and `rid`, which names the request (low 32 bits of r) as upstream events do. */
+ * kind and `rid`, which names the request (low 32 bits of r) as upstream events do. The
+ * line sits in `tail`, after the record's min(nstates, UPSTATES_MAX) upstream states. */
 #define REQLOG_LINE_CAP 512
 
 /* The location nginx chose (r->loc_conf[0]: ngx_http_core_module's loc conf, whose ctx_index
@@ -202,6 +203,30 @@ struct ev_done {
 #define LOCF_EXACT    0x08   /* location = URI */
 #define LOCF_NOREGEX  0x10   /* location ^~ URI */
 #define LOCF_REGEX    0x100  /* location ~ / ~* REGEX (clcf->regex set) */
+
+/* One of r->upstream_states (ngx_http_upstream_state_t, stable since nginx 1.13.10) as nginx
+ * logs it: $upstream_status (0: "-"), $upstream_response_time, $upstream_connect_time,
+ * $upstream_header_time (ngx_msec_t as signed: -1 is "-"), and $upstream_addr's name
+ * (*peer: the peer's address, or the group's name when nginx found no live peer). A state
+ * with no peer (peer_len UPSTATE_GROUP) is where nginx went on to another group after an
+ * internal redirect: its lists write " : " there instead of ", ". */
+#define UPSTATES_MAX     8
+#define UPSTATE_PEER_CAP 128
+#define UPSTATE_GROUP    0xFFFFFFFF
+struct ev_upstate {
+    __u32 status;
+    __u32 peer_len;                /* the name's whole length (UPSTATE_GROUP: no peer) */
+    __s64 response_ms;
+    __s64 connect_ms;
+    __s64 header_ms;
+    __u8  peer[UPSTATE_PEER_CAP];  /* its first bytes */
+};
+
+#define REQLOGF_CLOCK  0x01   /* now_* and start_* were read */
+#define REQLOGF_STATES 0x02   /* r->upstream_states was read: nstates (0: none, no upstream) */
+#define REQLOGF_UNIX   0x04   /* a unix listener's sockaddr (c->local_sockaddr, whole: $server_addr)
+                               * follows the states in `tail`: REQLOG_UNIX_CAP bytes */
+#define REQLOG_UNIX_CAP 112   /* sizeof(struct sockaddr_un), rounded up to 8 */
 
 struct ev_reqlog {
     struct ev_header h;
@@ -217,7 +242,14 @@ struct ev_reqlog {
     __u8  loc_name[LOC_NAME_CAP];
     __u32 remote_len;              /* r->connection->sockaddr as nginx logs it ($remote_addr, */
     __u8  remote[SOCKADDR_MAX];    /* $remote_port): the realip module's client, if it set one */
-    __u8  line[REQLOG_LINE_CAP];
+    __u64 now_sec;                 /* nginx's clock (*ngx_cached_time) as it logs the request: */
+    __u64 now_msec;                /* $msec; $request_time is it minus r->start_sec/start_msec */
+    __u64 start_sec;
+    __u64 start_msec;
+    __u32 rflags;                  /* REQLOGF_* */
+    __u32 nstates;                 /* r->upstream_states->nelts: the first (up to UPSTATES_MAX) */
+    /* follow as ev_upstate, then (REQLOGF_UNIX) the listener's sockaddr, then the line */
+    __u8  tail[UPSTATES_MAX * sizeof(struct ev_upstate) + REQLOG_UNIX_CAP + REQLOG_LINE_CAP];
 };
 
 /* The socket filter (bpf/wire.c) on a packet socket: it passes up packets themselves, cut in

@@ -8,7 +8,9 @@ match, as a smaller payload cap would), to keep the file small. Its EV_REQ_LOG r
 recorded before struct ev_reqlog gained the location (loc_conf, loc_name_len, loc_flags,
 loc_name) and realip's client (remote_len, remote): those 144 bytes were inserted as zeros
 before `line` (no location read, no client), which is what the kernel writes when it reads
-neither.
+neither. Then struct ev_reqlog gained nginx's clock and upstream states (now_sec, now_msec,
+start_sec, start_msec, rflags, nstates: 40 bytes) before its `tail`: inserted as zeros too
+(rflags 0: neither read, so no state precedes the line in `tail`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ __all__ = [
     "ModelError",
     "UpstreamAttempt",
     "WireFrame",
+    "nginx_list",
 ]
 
 Headers = list[tuple[str, str]]
@@ -74,6 +75,9 @@ class UpstreamAttempt:
     group: str | None = None
     """The `upstream NAME { }` block the peer belongs to (from nginx's configuration), or the
     proxy_pass address for a peer named directly; None when unknown."""
+    redirected: bool = False
+    """nginx went on to another upstream group for this attempt, after an internal redirect
+    (error_page, X-Accel-Redirect): its `$upstream_*` lists write " : " before it, not ", "."""
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
@@ -253,6 +257,10 @@ class Exchange:
     """Upstream attempts made by the request's subrequests (auth_request, SSI include,
     slice, mirror, addition...), in order: nginx leaves them out of the request's
     `$upstream_addr`, so they are kept apart from `upstream`."""
+    upstream_via: str | None = None
+    """How `upstream` was known: "nginx" (its own list, r->upstream_states, read at the
+    request's completion: names, statuses and times as its `$upstream_*` variables print
+    them) or "wire" (rebuilt from the connects and bytes); None when there is no attempt."""
 
     @property
     def duration_ms(self) -> float:
@@ -300,6 +308,17 @@ class Exchange:
         except (TypeError, ValueError) as exc:
             raise ModelError(f"bad exchange record: {exc}") from None
         return _strict(cls, data)
+
+
+def nginx_list(attempts: list[UpstreamAttempt], values: list[str]) -> str:
+    """One value per attempt joined as nginx's `$upstream_*` variables join them: ", ", and
+    " : " before an attempt in another group (`UpstreamAttempt.redirected`)."""
+    out = []
+    for i, (att, value) in enumerate(zip(attempts, values, strict=True)):
+        if i:
+            out.append(" : " if att.redirected else ", ")
+        out.append(value)
+    return "".join(out)
 
 
 _ATTEMPT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UpstreamAttempt))

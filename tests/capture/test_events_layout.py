@@ -12,7 +12,7 @@ from pathlib import Path
 from ngxscope.capture import events, wire
 
 STRUCTS = {"ev_header": events.EvHeader, "ev_open": events.EvOpen, "ev_done": events.EvDone,
-           "ev_reqlog": events.EvReqLog, **events.AGG_STRUCTS}
+           "ev_reqlog": events.EvReqLog, "ev_upstate": events.EvUpstate, **events.AGG_STRUCTS}
 
 
 def _header_path() -> Path:

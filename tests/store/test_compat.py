@@ -24,6 +24,7 @@ from ngxscope.store.compat import (
     convert_3_4,
     convert_4_5,
     convert_5_6,
+    convert_6_7,
     migrate,
 )
 from ngxscope.store.session import SessionError, SessionReader, SessionWriter
@@ -39,8 +40,9 @@ FROZEN = {
     "session-v4.ngxs": "07861db553077db9242183bef8f1bb6b0240c3bdf915b03ff337986012ab5783",
     "session-v5.ngxs": "9b851eac555591b003acf2d5e47b17675198b985cc0101ce737c3c81e44946eb",
     "session-v6.ngxs": "160ca4721a36ad14451e96165cdd828f84e88f57da2564fe60b6e01486af7cd3",
+    "session-v7.ngxs": "619ba34438efd5327a028aab06a66e5713ccac7ba69aedbfbd74832694d1dd95",
 }
-LATEST_SAMPLE = "session-v6.ngxs"
+LATEST_SAMPLE = "session-v7.ngxs"
 
 TARGET = {"pid": 4100, "binary": "/usr/sbin/nginx", "method": "uprobes", "workers": [4101, 4102]}
 
@@ -224,18 +226,31 @@ EXPECTED_V6 = [
     replace(_V6_NEW[1], remote="198.51.100.4", nginx_end=1700000000.5),
     *_V6_NEW[2:],
 ]
+# Version 7 added upstream_via (older files read "wire" where there are attempts) and the
+# attempts' redirected (older files read False).
+EXPECTED_V7 = [
+    replace(EXPECTED_V6[0], upstream_via="nginx",
+            upstream=[replace(a, redirected=i == 1) for i, a in enumerate(EXPECTED_V6[0].upstream)]),
+    *EXPECTED_V6[1:],
+]
+
+
+def _as_v7(expected: list[Exchange]) -> list[Exchange]:
+    """Exchanges of an older file as version 7 reads them: attempts known from the wire."""
+    return [replace(ex, upstream_via="wire" if ex.upstream else None) for ex in expected]
 
 
 @pytest.mark.parametrize(
     ("name", "version", "tool", "expected"),
     [
-        ("session-v0.ngxs", 0, "ngxscope 0.0.1", EXPECTED_EXCHANGES),
-        ("session-v1.ngxs", 1, "ngxscope 0.1.0", EXPECTED_EXCHANGES),
-        ("session-v2.ngxs", 2, "ngxscope 0.1.0", EXPECTED_V2),
-        ("session-v3.ngxs", 3, "ngxscope 0.1.0", EXPECTED_V3),
-        ("session-v4.ngxs", 4, "ngxscope 0.1.0", EXPECTED_V3),
-        ("session-v5.ngxs", 5, "ngxscope 0.1.0", EXPECTED_V5),
-        ("session-v6.ngxs", 6, "ngxscope 0.1.0", EXPECTED_V6),
+        ("session-v0.ngxs", 0, "ngxscope 0.0.1", _as_v7(EXPECTED_EXCHANGES)),
+        ("session-v1.ngxs", 1, "ngxscope 0.1.0", _as_v7(EXPECTED_EXCHANGES)),
+        ("session-v2.ngxs", 2, "ngxscope 0.1.0", _as_v7(EXPECTED_V2)),
+        ("session-v3.ngxs", 3, "ngxscope 0.1.0", _as_v7(EXPECTED_V3)),
+        ("session-v4.ngxs", 4, "ngxscope 0.1.0", _as_v7(EXPECTED_V3)),
+        ("session-v5.ngxs", 5, "ngxscope 0.1.0", _as_v7(EXPECTED_V5)),
+        ("session-v6.ngxs", 6, "ngxscope 0.1.0", _as_v7(EXPECTED_V6)),
+        ("session-v7.ngxs", 7, "ngxscope 0.1.0", EXPECTED_V7),
     ],
 )
 def test_sample_reads_exactly(name: str, version: int, tool: str, expected: list[Exchange]) -> None:
@@ -270,7 +285,7 @@ def test_writer_writes_the_latest_sample_records(tmp_path: Path) -> None:
     path = tmp_path / "s.ngxs"
     with SessionWriter(path, TARGET) as w:
         w.write_event(EXPECTED_EVENTS[0])
-        for ex in EXPECTED_V6:  # the newest sample's exchanges
+        for ex in EXPECTED_V7:  # the newest sample's exchanges
             w.write_exchange(ex)
         w.write_stats({k: v for k, v in EXPECTED_STATS.items() if k != "t"})
     ours = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
@@ -319,7 +334,8 @@ def test_migrate_chains_up_to_current() -> None:
     assert migrate(rec, 0) == {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": None,
                                "server_block": None, "summary_only": False, "mark": "",
                                "note": "", **_V5_NULLS, "location_via": None, "kept_by": None,
-                               "wire_packets": [], "remote": None, "nginx_end": None, "subrequest_upstream": []}
+                               "wire_packets": [], "remote": None, "nginx_end": None, "subrequest_upstream": [],
+                               "upstream_via": None}
     assert migrate({"t": "event", "ts": 1}, 0) == {"t": "event", "ts": 1}
     current = {"t": "exchange", "request_headers": [["A", "b"]], "nginx_ms": 1.0}
     assert migrate(current, CURRENT_VERSION) is current
@@ -436,10 +452,21 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
 def test_convert_5_6_adds_the_version_6_fields() -> None:
     rec = {"t": "exchange", "id": 1}
     assert migrate(rec, 5) == {"t": "exchange", "id": 1, "location_via": None, "kept_by": None,
-                               "wire_packets": [], "remote": None, "nginx_end": None, "subrequest_upstream": []}
+                               "wire_packets": [], "remote": None, "nginx_end": None, "subrequest_upstream": [],
+                               "upstream_via": None}
     assert migrate({"t": "stats", "ts": 1.0}, 5) == {"t": "stats", "ts": 1.0}
     kept = {"t": "exchange", "remote": "10.0.0.1", "nginx_end": 1.5, "subrequest_upstream": [{"addr": "a"}],
             "location_via": None, "kept_by": None, "wire_packets": []}
     assert convert_5_6(kept) == kept
     event = {"t": "event", "ts": 1.0}
     assert convert_5_6(event) is event
+
+
+def test_convert_6_7_adds_the_version_7_fields() -> None:
+    rec = {"t": "exchange", "id": 1, "upstream": [{"addr": "a", "status": 200}], "subrequest_upstream": []}
+    assert convert_6_7(rec) == {"t": "exchange", "id": 1, "upstream": [{"addr": "a", "status": 200, "redirected": False}],
+                                "subrequest_upstream": [], "upstream_via": "wire"}
+    assert rec["upstream"] == [{"addr": "a", "status": 200}]  # input left alone
+    assert convert_6_7({"t": "exchange", "upstream": []})["upstream_via"] is None
+    event = {"t": "event", "ts": 1.0}
+    assert convert_6_7(event) is event

@@ -394,11 +394,11 @@ def test_garbage_files(tmp_path: Path, content: bytes, message: str) -> None:
 
 
 def test_newer_version(tmp_path: Path) -> None:
-    path = records_file(tmp_path / "new.ngxs", [header(version=7), b'{"t":"futuristic"}\n'])
+    path = records_file(tmp_path / "new.ngxs", [header(version=8), b'{"t":"futuristic"}\n'])
     with pytest.raises(SessionError) as info:
         SessionReader(path)
     assert str(info.value) == (
-        f"{path} was written by a newer ngxscope (format version 7);"
+        f"{path} was written by a newer ngxscope (format version 8);"
         f" this version reads up to {CURRENT_VERSION}"
     )
 

@@ -219,3 +219,34 @@ def test_realip_clock_and_subrequest_attempts_shown(qtbot, shots: Path) -> None:
     pane.show_exchange(replace(ex, remote=None, nginx_end=None, nginx_ms=None, subrequest_upstream=[]))
     assert lab["Client"].text() == "127.0.0.1:51234" and lab["nginx clock"].text() == "\u2013"
     assert pane.tabText(pane.upstream_tab) == "Upstream (2)"
+
+
+def test_nginx_attempts_and_redirect_shown(qtbot, shots: Path) -> None:  # type: ignore[no-untyped-def]
+    """Attempts from nginx's own list say so, and an internal redirect to another group (" : "
+    in nginx's lists) is marked where it happened; the table cell joins them as nginx does."""
+    from dataclasses import replace
+
+    from ngxscope.model import UpstreamAttempt
+    from ngxscope.ui.tablemodel import _upstream
+
+    pane = DetailPane()
+    qtbot.addWidget(pane)
+    base = sample_exchange()
+    first = replace(base.upstream[0], status=404)
+    second = UpstreamAttempt("unix:/run/app/fallback.sock", status=200, connect_ms=0.0, header_ms=1.0,
+                             duration_ms=1.0, group="fallback", redirected=True,
+                             request_head="GET /fallback HTTP/1.0\r\nHost: app", response_head="HTTP/1.1 200 OK")
+    ex = replace(base, upstream=[first, second], upstream_via="nginx")
+    pane.resize(1000, 620)
+    pane.show()
+    pane.show_exchange(ex)
+    text = pane.upstream.toPlainText()
+    assert "nginx's own list" in text and "then an internal redirect to another group" in text
+    assert text.index("internal redirect (error_page") < text.index("#2 unix:/run/app/fallback.sock")
+    assert _upstream(ex) == f"{first.addr} : unix:/run/app/fallback.sock"
+    assert "rebuilt from the connections" in (pane.show_exchange(replace(ex, upstream_via="wire"))
+                                               or pane.upstream.toPlainText())
+    pane.show_exchange(ex)
+    pane.setCurrentIndex(pane.upstream_tab)
+    qtbot.wait(50)
+    assert pane.grab().save(str(shots / "detail-upstream-redirect.png"))

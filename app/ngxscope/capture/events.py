@@ -61,18 +61,27 @@ __all__ = [
     "LOC_NAME_CAP",
     "RB_CONSUMED",
     "RB_PRODUCED",
+    "REQLOGF_CLOCK",
+    "REQLOGF_STATES",
+    "REQLOGF_UNIX",
     "REQLOG_LINE_CAP",
+    "REQLOG_UNIX_CAP",
     "SOCKADDR_MAX",
     "STAGE_CAP",
+    "UPSTATES_MAX",
+    "UPSTATE_GROUP",
+    "UPSTATE_PEER_CAP",
     "AggKey",
     "AggVal",
     "EvDone",
     "EvHeader",
     "EvOpen",
     "EvReqLog",
+    "EvUpstate",
     "HistKey",
     "NginxLog",
     "RawEvent",
+    "UpstreamState",
     "format_sockaddr",
     "location_label",
     "nginx_msec",
@@ -133,6 +142,13 @@ LOCF_NAMED = 0x04
 LOCF_EXACT = 0x08
 LOCF_NOREGEX = 0x10
 LOCF_REGEX = 0x100
+UPSTATES_MAX = 8
+UPSTATE_PEER_CAP = 128
+UPSTATE_GROUP = 0xFFFFFFFF
+REQLOGF_CLOCK = 0x01
+REQLOGF_STATES = 0x02
+REQLOGF_UNIX = 0x04
+REQLOG_UNIX_CAP = 112
 
 COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 """The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
@@ -216,6 +232,17 @@ class EvDone(ctypes.Structure):
     ]
 
 
+class EvUpstate(ctypes.Structure):
+    _fields_ = [
+        ("status", ctypes.c_uint32),
+        ("peer_len", ctypes.c_uint32),
+        ("response_ms", ctypes.c_int64),
+        ("connect_ms", ctypes.c_int64),
+        ("header_ms", ctypes.c_int64),
+        ("peer", ctypes.c_uint8 * UPSTATE_PEER_CAP),
+    ]
+
+
 class EvReqLog(ctypes.Structure):
     _fields_ = [
         ("h", EvHeader),
@@ -231,7 +258,13 @@ class EvReqLog(ctypes.Structure):
         ("loc_name", ctypes.c_uint8 * LOC_NAME_CAP),
         ("remote_len", ctypes.c_uint32),
         ("remote", ctypes.c_uint8 * SOCKADDR_MAX),
-        ("line", ctypes.c_uint8 * REQLOG_LINE_CAP),
+        ("now_sec", ctypes.c_uint64),
+        ("now_msec", ctypes.c_uint64),
+        ("start_sec", ctypes.c_uint64),
+        ("start_msec", ctypes.c_uint64),
+        ("rflags", ctypes.c_uint32),
+        ("nstates", ctypes.c_uint32),
+        ("tail", ctypes.c_uint8 * (UPSTATES_MAX * ctypes.sizeof(EvUpstate) + REQLOG_UNIX_CAP + REQLOG_LINE_CAP)),
     ]
 
 
@@ -259,6 +292,25 @@ AGG_STRUCTS = {"agg_key": AggKey, "agg_val": AggVal, "hist_key": HistKey}
 """The C names of the aggregate maps' structs (checked against events.h by a test)."""
 
 HEADER_SIZE = ctypes.sizeof(EvHeader)
+
+
+@dataclass(slots=True)
+class UpstreamState:
+    """One of nginx's r->upstream_states (struct ev_upstate), as its $upstream_* variables
+    print it."""
+
+    peer: str | None
+    """$upstream_addr's entry: the peer's address, or the group's name when nginx found no
+    live peer in it; None: no peer, where nginx went on to another group after an internal
+    redirect (its lists write " : " there)."""
+    status: int | None
+    """$upstream_status (None: "-", no answer)."""
+    response_ms: int | None
+    """$upstream_response_time in ms (None: "-")."""
+    connect_ms: int | None
+    """$upstream_connect_time in ms (None: "-", never connected)."""
+    header_ms: int | None
+    """$upstream_header_time in ms (None: "-", no header read)."""
 
 
 @dataclass(slots=True)
@@ -294,6 +346,17 @@ class NginxLog:
     """The request, as the low 32 bits of its address (0: unknown): upstream events with
     another `RawEvent.rid` on the same client connection served its subrequests
     (auth_request, SSI, slice...), whose attempts nginx leaves out of its $upstream_addr."""
+    msec: int | None = None
+    """$msec in whole milliseconds: nginx's clock as it logged the request (None: not read)."""
+    request_ms: int | None = None
+    """$request_time in milliseconds, as nginx computes it (None: not read)."""
+    upstream: list[UpstreamState] | None = None
+    """r->upstream_states in order, as nginx logs them (the first UPSTATES_MAX; [] for a
+    request that went to no upstream); None when not read."""
+    upstream_count: int = 0
+    """How many states nginx had (more than `upstream` holds when over UPSTATES_MAX)."""
+    server: str = ""
+    """$server_addr of a unix listener, its whole path ("unix:/run/x.sock"); "" otherwise."""
 
 
 @dataclass(slots=True)
@@ -412,9 +475,29 @@ def format_sockaddr(raw: bytes, length: int) -> str:
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
-_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}s")
+_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}sQQQQII")
 _REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
-assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + REQLOG_LINE_CAP
+_UPSTATE = struct.Struct(f"<IIqqq{UPSTATE_PEER_CAP}s")
+assert _UPSTATE.size == ctypes.sizeof(EvUpstate)
+assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + UPSTATES_MAX * _UPSTATE.size + REQLOG_UNIX_CAP + REQLOG_LINE_CAP
+
+
+def _ms_or_none(value: int) -> int | None:
+    return None if value == -1 else max(value, 0)
+
+
+def _upstream_states(buf: bytes | memoryview, count: int) -> list[UpstreamState]:
+    out = []
+    for i in range(count):
+        status, peer_len, response, connect, header, name = _UPSTATE.unpack_from(buf, _REQLOG_LINE + i * _UPSTATE.size)
+        if peer_len == UPSTATE_GROUP:
+            peer = None
+        else:
+            text = name[: min(peer_len, UPSTATE_PEER_CAP)].decode("utf-8", "backslashreplace")
+            peer = text + "\u2026" if peer_len > UPSTATE_PEER_CAP else text
+        out.append(UpstreamState(peer, status or None, _ms_or_none(response), _ms_or_none(connect),
+                                 _ms_or_none(header)))
+    return out
 
 
 def _nginx_str(line: bytes, base: int, length: int, addr: int) -> str | None:
@@ -435,9 +518,16 @@ def _without_port_0(addr: str) -> str:
 
 def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
     """The tail of an EV_REQ_LOG record."""
-    request_length, sent, status, err_status, base, *strs, clcf, name_len, flags, name, remote_len, remote = \
-        _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
-    raw = bytes(buf[_REQLOG_LINE : _REQLOG_LINE + REQLOG_LINE_CAP])
+    (request_length, sent, status, err_status, base, *strs, clcf, name_len, flags, name, remote_len, remote,
+     now_sec, now_msec, start_sec, start_msec, rflags, nstates) = _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
+    held = min(nstates, UPSTATES_MAX) if rflags & REQLOGF_STATES else 0
+    at = _REQLOG_LINE + held * _UPSTATE.size
+    server = ""
+    if rflags & REQLOGF_UNIX:
+        path = bytes(buf[at + 2 : at + REQLOG_UNIX_CAP]).split(b"\0", 1)[0]
+        server = "unix:" + path.decode("utf-8", "replace")
+        at += REQLOG_UNIX_CAP
+    raw = bytes(buf[at : at + REQLOG_LINE_CAP])
     line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
     for stop in (b"\r", b"\n"):
         cut = line.find(stop)
@@ -449,7 +539,7 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
         # and the only replacement it makes is its "GET" constant (an error_page redirect of
         # a non-HEAD request: ngx_http_core_get_method), which $request_method then logs
         method = "GET"
-    return NginxLog(
+    out = NginxLog(
         status=err_status or status,
         request_length=request_length,
         bytes_sent=sent,
@@ -460,6 +550,14 @@ def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
         protocol=_nginx_str(raw, base, strs[12], strs[13]),
         location=location_label(name[: min(name_len, LOC_NAME_CAP)], name_len, flags) if clcf else None,
     )
+    if rflags & REQLOGF_CLOCK:
+        out.msec = now_sec * 1000 + now_msec
+        out.request_ms = max(0, out.msec - (start_sec * 1000 + start_msec))
+    if rflags & REQLOGF_STATES:
+        out.upstream = _upstream_states(buf, held)
+        out.upstream_count = nstates
+    out.server = server
+    return out
 
 
 def location_label(name: bytes, length: int, flags: int) -> str:

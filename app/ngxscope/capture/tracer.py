@@ -186,7 +186,23 @@ class Tracer:
             f"-DSYSCALL_IO={1 if self.syscall_io else 0}",
             f"-DWALL_NS_OFFSET={round(self._clock_offset * 1e9)}ULL",
             *cfg.layout.cflags(),
+            *self._clock_link_flags(),
         ]
+
+    def _clock_link_flags(self) -> list[str]:
+        """Link-time addresses of ngx_cached_time and ngx_http_free_request: the completion
+        probe finds nginx's clock with them in a process user space has not told it of yet
+        (bpf/completion.c learn_clock_at)."""
+        from .binary import BinaryError, inspect_binary
+
+        try:
+            info = inspect_binary(self.config.binary)
+        except (BinaryError, OSError):
+            return []
+        free_request = info.symbols.get("ngx_http_free_request")
+        if info.cached_time is None or free_request is None:
+            return []
+        return [f"-DCACHED_TIME_LINK={info.cached_time}ULL", f"-DFREE_REQUEST_LINK={free_request}ULL"]
 
     def io_mode(self) -> tuple[bool, str]:
         """(see plaintext I/O at syscall tracepoints, why): they need the tracepoints and

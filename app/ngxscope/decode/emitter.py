@@ -116,6 +116,8 @@ class Emitter:
         """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""
         self.next_id += 1
         conn.seq += 1
+        if ex.upstream and ex.upstream_via is None:
+            ex.upstream_via = "wire"
         stats = self.stats
         if not ex.method and (ex.error or ex.summary_only):
             stats.malformed += 1

@@ -17,6 +17,7 @@ import logging
 
 from ..capture.events import NginxLog
 from ..model import Exchange
+from .upstates import attempts_from_states
 
 __all__ = ["NginxValues"]
 
@@ -71,8 +72,9 @@ class NginxValues:
 
     def apply(self, ex: Exchange, ngx: NginxLog, checked_status: int | None, checked_len: int | None) -> None:
         """Give `ex` nginx's $status, $request_length, $bytes_sent, the location nginx chose
-        (`location_via` "nginx") and, when its request line
-        was not understood from the bytes, nginx's method, URI and protocol."""
+        (`location_via` "nginx"), $msec and $request_time, its upstream attempts
+        (`upstream_via` "nginx") and, when its request line was not understood from the
+        bytes, nginx's method, URI and protocol."""
         if not self.check(ngx, checked_status, checked_len):
             return
         if ngx.status:
@@ -82,9 +84,19 @@ class NginxValues:
             ex.location, ex.location_via = ngx.location or None, "nginx"
         ex.request_bytes = ngx.request_length
         ex.response_bytes = ngx.bytes_sent
+        if ngx.server and ex.server.startswith("unix:") and ex.server != ngx.server:
+            ex.server = ngx.server  # a unix listener's path, whole
         if ngx.remote and ngx.remote != ex.client:
             ex.remote = ngx.remote  # realip's client
-        if ex.upstream and ex.upstream[-1].response_head is None and ngx.status in (499, 502, 504):
+        if ngx.msec is not None and ngx.request_ms is not None:
+            # nginx's clock as it logged the request, read then: $msec and $request_time
+            ex.nginx_end = ngx.msec / 1000
+            ex.nginx_ms = float(ngx.request_ms)
+        if ngx.upstream is not None and len(ngx.upstream) == ngx.upstream_count:
+            # nginx's own list of attempts (r->upstream_states): what it logs
+            ex.upstream = attempts_from_states(ngx.upstream, ex.upstream)
+            ex.upstream_via = "nginx" if ex.upstream else None
+        elif ex.upstream and ex.upstream[-1].response_head is None and ngx.status in (499, 502, 504):
             # the last peer gave no answer: nginx's status says why it gave up on it (the
             # bytes cannot tell a timeout from a peer that closed): 504 timed out; the client
             # went away first: no status ("-"); 502 for a head nginx could not parse too

@@ -353,13 +353,16 @@ class Recorder:
                 last = ex.upstream[-1] if ex.upstream else None
                 # only where the upstream side was followed: not for a summary-only exchange
                 # nor a sampled-out one a keep rule held (their attempts were not seen)
-                followed = not ex.summary_only and ex.kept_by in (None, "sample", "all")
+                # nor where nginx's own list of attempts was read (it names the group itself)
+                followed = (not ex.summary_only and ex.kept_by in (None, "sample", "all")
+                            and ex.upstream_via != "nginx")
                 nolive = None if not followed else cmap.nolive_group(loc, ex.status, len(ex.upstream),
                                            last is not None and last.response_head is None and not last.response_bytes,
                                            ex.method)
                 if nolive is not None:
                     # nginx logs the group's name for the attempt it found no peer for
                     ex.upstream.append(UpstreamAttempt(nolive, status=502, duration_ms=0.0, start=ex.end))
+                    ex.upstream_via = "wire"
             for att in ex.upstream:
                 att.group = att.addr if att.addr in cmap.tries else cmap.group_of(att.addr, ex.path)
         for sink in self.sinks:

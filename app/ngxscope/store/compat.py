@@ -43,6 +43,11 @@ Format history:
   when its realip module replaced the socket's peer; null otherwise and in older files),
   `nginx_end` (nginx's own $msec; null: unknown) and `subrequest_upstream` (the attempts of
   the request's subrequests, which version 5 mixed into `upstream`: [] in older files).
+- 7: exchanges gain `upstream_via` ("nginx": the attempts are nginx's own list, read from
+  its memory at the request's completion; "wire": rebuilt from connects and bytes, all
+  that older files knew; null without attempts), and upstream attempts gain `redirected`
+  (nginx went on to another upstream group after an internal redirect: " : " in its
+  `$upstream_*` lists; false in older files).
 
 Any change to what `Exchange.to_dict()` / `LifecycleEvent.to_dict()` emit (a new field
 included) is a format change: bump `CURRENT_VERSION`, add the converter, and freeze a new
@@ -65,12 +70,13 @@ __all__ = [
     "convert_3_4",
     "convert_4_5",
     "convert_5_6",
+    "convert_6_7",
     "migrate",
 ]
 
 RawRecord = dict[str, Any]
 
-CURRENT_VERSION = 6
+CURRENT_VERSION = 7
 """The record format version this ngxscope writes, and the newest it reads."""
 
 
@@ -163,6 +169,21 @@ def convert_5_6(record: RawRecord) -> RawRecord:
     return out
 
 
+def convert_6_7(record: RawRecord) -> RawRecord:
+    """Version 6 → 7: exchanges get `upstream_via` ("wire" where they have attempts: the only
+    method version 6 had; else null) and their attempts `redirected` false (version 6 wrote
+    no group boundaries)."""
+    if record.get("t") != "exchange":
+        return record
+    out = dict(record)
+    for name in ("upstream", "subrequest_upstream"):
+        atts = out.get(name)
+        if isinstance(atts, list):
+            out[name] = [{**a, "redirected": a.get("redirected", False)} if isinstance(a, dict) else a for a in atts]
+    out.setdefault("upstream_via", "wire" if out.get("upstream") else None)
+    return out
+
+
 CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     0: convert_0_1,
     1: convert_1_2,
@@ -170,6 +191,7 @@ CONVERTERS: dict[int, Callable[[RawRecord], RawRecord]] = {
     3: convert_3_4,
     4: convert_4_5,
     5: convert_5_6,
+    6: convert_6_7,
 }
 """`CONVERTERS[n]` turns a record of version n into version n + 1."""
 

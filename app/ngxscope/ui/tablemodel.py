@@ -19,7 +19,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QFont
 
-from ngxscope.model import Exchange
+from ngxscope.model import Exchange, nginx_list
 from ngxscope.store.filterlex import quote_value
 from ngxscope.store.memory import ExchangeStore
 
@@ -81,12 +81,13 @@ def _status_cls(status: int | None) -> int:
 
 
 def _upstream(e: Exchange) -> str:
-    """The peers tried, as nginx's $upstream_addr prints them ("a, b" for a retry)."""
+    """The peers tried, as nginx's $upstream_addr prints them ("a, b" for a retry, "a : b"
+    across an internal redirect)."""
     if not e.upstream:
         return ""
     if len(e.upstream) == 1:
         return e.upstream[0].addr
-    return ", ".join(a.addr for a in e.upstream)
+    return nginx_list(e.upstream, [a.addr for a in e.upstream])
 
 
 def upstream_tooltip(e: Exchange) -> str:

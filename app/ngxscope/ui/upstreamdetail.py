@@ -72,8 +72,10 @@ def attempt_html(ex: Exchange, i: int, a: UpstreamAttempt, attempts: list[Upstre
     group = getattr(a, "group", None) or getattr(ex, "upstream_group", None)
     color = STATUS_COLORS[_status_cls(a.status)].name()
     status = str(a.status) if a.status is not None else "no answer"
-    last = i == len(ex.upstream if attempts is None else attempts)
-    verdict = "" if last else " — nginx moved on to the next peer"
+    atts = ex.upstream if attempts is None else attempts
+    last = i == len(atts)
+    verdict = ("" if last else " — then an internal redirect to another group" if atts[i].redirected
+               else " — nginx moved on to the next peer")
     title = (f"<h3 style='margin:8px 0 2px 0'>#{i} {html.escape(a.addr)}"
              f"<span style='font-weight:normal'> in upstream "
              f"<b>{html.escape(group) if group else '(unknown group)'}</b></span>"
@@ -86,6 +88,9 @@ def attempt_html(ex: Exchange, i: int, a: UpstreamAttempt, attempts: list[Upstre
              ("connection", "keepalive (reused)" if a.reused else "new")]
     table = " &nbsp;·&nbsp; ".join(f"{k} <b>{html.escape(v)}</b>" for k, v in facts)
     parts = [title, f"<div style='margin-left:12px'>{table}</div>"]
+    if a.redirected:
+        parts.insert(0, "<div style='margin:10px 0 0 0'><i>― internal redirect (error_page, X-Accel-Redirect): "
+                        "another upstream group; nginx's $upstream_* lists write \" : \" here ―</i></div>")
     if is_nolive(a):
         parts.append("<div style='margin:6px 0 0 12px'><i>No live upstreams: every peer of this "
                      "group was down, failed or at max_conns, so nginx tried none and logged the "
@@ -138,9 +143,15 @@ def upstream_html(ex: Exchange) -> str:
     n = len(ex.upstream)
     out = []
     if n:
+        redirects = sum(1 for a in ex.upstream[1:] if a.redirected)
+        retries = n - 1 - redirects
         out.append(f"<p style='margin:0'><b>{n}</b> upstream attempt{'s' if n != 1 else ''}"
-                   + (f", <b>{n - 1}</b> retr{'y' if n == 2 else 'ies'}" if n > 1 else "")
-                   + f" for <b>{html.escape(ex.method)} {html.escape(ex.target)}</b></p>")
+                   + (f", <b>{retries}</b> retr{'y' if retries == 1 else 'ies'}" if retries > 0 else "")
+                   + (f", <b>{redirects}</b> internal redirect{'s' if redirects > 1 else ''}" if redirects else "")
+                   + f" for <b>{html.escape(ex.method)} {html.escape(ex.target)}</b>"
+                   + {"nginx": " <i>(nginx's own list: names, statuses and times as it logs them)</i>",
+                      "wire": " <i>(rebuilt from the connections and bytes seen)</i>"}.get(ex.upstream_via or "", "")
+                   + "</p>")
         out += [attempt_html(ex, i, a) for i, a in enumerate(ex.upstream, 1)]
     else:
         out.append("<p style='margin:0'><i>No upstream attempt of the request itself.</i></p>")

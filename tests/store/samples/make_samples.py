@@ -349,8 +349,26 @@ def v6_records() -> list[dict[str, Any]]:
     return out
 
 
+def v7_records() -> list[dict[str, Any]]:
+    """Version 7 added upstream_via to exchanges (how the attempts were known: "nginx" read
+    from its memory, "wire" rebuilt from the bytes; null without attempts) and redirected to
+    attempts (another group after an internal redirect): exchange 1's attempts are nginx's,
+    its second in another group."""
+    out = []
+    for rec in v6_records():
+        rec = dict(rec)
+        if rec["t"] == "header":
+            rec["version"] = 7
+        elif rec["t"] == "exchange":
+            rec["upstream"] = [{**a, "redirected": rec["id"] == 1 and i == 1} for i, a in enumerate(rec["upstream"])]
+            rec["subrequest_upstream"] = [{**a, "redirected": False} for a in rec["subrequest_upstream"]]
+            rec["upstream_via"] = "nginx" if rec["id"] == 1 else ("wire" if rec["upstream"] else None)
+        out.append(rec)
+    return out
+
+
 if __name__ == "__main__":
     for version, records in enumerate([v0_records(), v1_records(), v2_records(), v3_records(),
-                                       v4_records(), v5_records(), v6_records()]):
+                                       v4_records(), v5_records(), v6_records(), v7_records()]):
         if not (HERE / f"session-v{version}.ngxs").exists():
             write(f"session-v{version}.ngxs", records)

@@ -72,6 +72,11 @@ def emit_h1(
         ex.upstream = upstream
     if subrequests:
         ex.subrequest_upstream = subrequests
+    if end_clock:
+        ex.nginx_end = nginx_msec(end_clock) / 1000
+        if start_clock:
+            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
+            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
     if resp_len is not None:
         prefix = bytearray()
         for data, length in conn.segments:
@@ -106,11 +111,6 @@ def emit_h1(
         ex.end = max(ts, start)
         if ngx is not None:
             emit.nginx.apply(ex, ngx, None, None)
-    if end_clock:
-        ex.nginx_end = nginx_msec(end_clock) / 1000
-        if start_clock:
-            # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
-            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
     emit.emit(conn, ex)
     return ex
 
