@@ -47,6 +47,7 @@ from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 from _heads import heads_table
 
 from ngxscope.capture import events as evmod
+from ngxscope.capture import ring as ringmod
 from ngxscope.decode import http1 as h1mod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
@@ -147,7 +148,7 @@ def replay(raw: list[bytes], path: str = "compiled") -> dict[str, float]:
     parse_batch = evmod.parse_batch_py if pure else evmod.parse_batch
     clock = time.time() - time.monotonic()
     image, cap = ring_image(raw)
-    drain = evmod.drain_py if pure else evmod._fast.drain  # type: ignore[union-attr]
+    drain = ringmod.drain_py if pure else ringmod._fast.drain  # type: ignore[union-attr]
     data = memoryview(image) if pure else image
     td = time.process_time()
     drained = 0

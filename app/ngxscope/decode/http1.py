@@ -270,10 +270,11 @@ class RequestStream:
         buf = self._buf
         if self.current is None:
             # blank lines between requests are skipped, as nginx does (a lone CR may be half of one)
-            while buf[:1] in (b"\r", b"\n") and bytes(buf[:2]) != b"\r":
-                del buf[: 2 if buf[:2] == b"\r\n" else 1]
-            if not buf or bytes(buf) == b"\r":
-                return False
+            if buf[0] in (10, 13):   # (indexed, not copied: this runs for every request)
+                while buf and buf[0] in (10, 13) and not (len(buf) == 1 and buf[0] == 13):
+                    del buf[: 2 if buf[:2] == b"\r\n" else 1]
+                if not buf or (len(buf) == 1 and buf[0] == 13):
+                    return False
             self.current = ParsedRequest(start_ts=self._ts, start_clock=self._clock)
             if self.uncertain:
                 self.current.error = "pairing uncertain (capture gap)"
@@ -317,8 +318,14 @@ class RequestStream:
         req.method, req.target, req.version = parts[0], parts[1], parts[2]
         req.headers = headers
         req.head_bytes = end
-        te = _header(headers, "Transfer-Encoding")
-        cl = _header(headers, "Content-Length")
+        te = cl = None
+        for k, v in headers:   # the first of each, as _header finds them (one pass)
+            low = k.lower()
+            if low == "transfer-encoding":
+                if te is None:
+                    te = v
+            elif low == "content-length" and cl is None:
+                cl = v
         if te is not None and "chunked" in te.lower():
             self._state = _CHUNK_SIZE
         elif cl is not None:

@@ -73,12 +73,20 @@ def emit_h1(
     if subrequests:
         ex.subrequest_upstream = subrequests
     if resp_len is not None:
-        prefix = bytearray()
-        for data, length in conn.segments:
-            prefix += data
-            if len(data) < length:
-                break
-        resp = parse_response(bytes(prefix)) if parse else ParsedResponse()
+        segments = conn.segments
+        prefix: bytes
+        if len(segments) == 1:   # the usual response: one write (no copy)
+            prefix = segments[0][0]
+            if type(prefix) is not bytes:
+                prefix = bytes(prefix)
+        else:
+            joined = bytearray()
+            for data, length in segments:
+                joined += data
+                if len(data) < length:
+                    break
+            prefix = bytes(joined)
+        resp = parse_response(prefix) if parse else ParsedResponse()
         if resp.status is None and kstatus:
             # payload lost or shed: the status the kernel read from the response's first bytes
             resp.status = kstatus
@@ -88,7 +96,7 @@ def emit_h1(
         ex.response_headers = resp.headers
         ex.response_bytes = resp_len + tunnel_bytes
         ex.response_body_size = max(0, resp_len - resp.head_bytes)
-        ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + emit.body_limit])
+        ex.response_body = prefix[resp.body_offset : resp.body_offset + emit.body_limit]
         ex.sendfile_bytes = conn.sendfile_bytes
         ex.truncated = ex.truncated or conn.send_hole or (
             len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
