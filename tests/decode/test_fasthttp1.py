@@ -91,6 +91,10 @@ def same_response(prefix: bytes) -> None:
     ref = http1.parse_response_py(prefix)
     assert compiled_response(prefix) == ref, prefix
     assert http1.parse_response(prefix) == ref
+    # the tuple emit_h1 takes: the same fields, the body where the heads end
+    assert ref.body_offset == ref.head_bytes
+    assert http1.parse_response_fields(prefix) == (ref.status, ref.reason, ref.version, ref.headers,
+                                                   ref.head_bytes, ref.error)
 
 
 def test_parse_response_known() -> None:

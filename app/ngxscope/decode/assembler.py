@@ -133,10 +133,10 @@ class Assembler:
                 handler.on_send(conn, ev)
         elif kind == EV_REQ_LOG:
             if ev.conn_ts:
-                self._logs[(ev.conn_key, ev.rid)] = ev
+                self._logs[((ev.pid, ev.fd, ev.conn_ts), ev.rid)] = ev
         elif kind == EV_REQ_DONE:
             if self._logs:
-                paired = self._logs.pop((ev.conn_key, ev.rid), None)
+                paired = self._logs.pop(((ev.pid, ev.fd, ev.conn_ts), ev.rid), None)
                 if paired is not None and paired.ts == ev.ts:
                     ev.log = paired.log
                 if len(self._logs) > 1024:  # their EV_REQ_DONE was lost

@@ -27,6 +27,7 @@ __all__ = [
     "parse_head",
     "parse_head_py",
     "parse_response",
+    "parse_response_fields",
     "parse_response_py",
     "request_line_of",
 ]
@@ -492,6 +493,21 @@ def parse_response(prefix: bytes) -> ParsedResponse:
         return parse_response_py(prefix)
     status, reason, version, headers, head_bytes, error = _fast.parse_response(prefix)
     return ParsedResponse(status, reason, version, headers, head_bytes, head_bytes, error)
+
+
+ResponseFields = tuple[int | None, str, str, list[tuple[str, str]], int, str | None]
+"""(status, reason, version, headers, head_bytes, error) of a `ParsedResponse` (its
+body_offset is head_bytes)."""
+
+
+def parse_response_fields(prefix: bytes) -> ResponseFields:
+    """`parse_response` as a tuple, without the object (every exchange's response passes
+    here)."""
+    if _fast is None or parse_head is not _parse_head_compiled:
+        r = parse_response_py(prefix)
+        return r.status, r.reason, r.version, r.headers, r.head_bytes, r.error
+    out: ResponseFields = _fast.parse_response(prefix)
+    return out
 
 
 def parse_response_py(prefix: bytes) -> ParsedResponse:

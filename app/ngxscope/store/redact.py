@@ -232,6 +232,11 @@ def redact_exchange(ex: Exchange, policy: RedactPolicy) -> Exchange:
     if not (ex.request_headers or ex.response_headers or ex.request_body or ex.response_body
             or ex.upstream) and (not policy.params or "?" not in ex.target):
         return ex   # e.g. a summary-only exchange: nothing in it can hold a secret
+    if (not policy.params and not ex.upstream and (ex.method or not ex.request_body)
+            and not (ex.status is None and ex.response_body.startswith(b"HTTP/"))
+            and _headers(ex.request_headers, policy) is ex.request_headers
+            and _headers(ex.response_headers, policy) is ex.response_headers):
+        return ex   # no parameter to mask and no secret header: what most exchanges are
     request_body = ex.request_body
     if not ex.method and request_body:  # unparsed request: the raw bytes hold its head
         request_body = _raw_head(request_body, policy)
