@@ -106,7 +106,8 @@ class Recorder:
             self._deliver, self.emit_event, body_limit=self.opts.body_limit, attach_ts=self.started,
             peer_of=socket_peer,
         )
-        self.tracer.start(self._collect)
+        # every record lands here: the list's own append, not a Python method per record
+        self.tracer.start(self._batch.append)
         if target.master:
             # workers forked between the scan and the attach
             try:
@@ -179,12 +180,10 @@ class Recorder:
             while not self._stop.is_set():
                 self.tracer.poll(50)
                 if self._batch:
-                    batch, self._batch = self._batch, []
-                    self._hand_over(batch)
+                    self._hand_over(self._take_batch())
             self.tracer.poll(0)  # what arrived before the stop
             if self._batch:
-                self._hand_over(self._batch)
-                self._batch = []
+                self._hand_over(self._take_batch())
         except Exception as exc:  # surface to the main thread instead of dying silently
             self.decode_error = exc
             self.end_reason = f"capture failed: {exc}"
@@ -329,8 +328,12 @@ class Recorder:
             emitter.next_id = rec.id + 1
             self._deliver(rec)
 
-    def _collect(self, ev: RawEvent) -> None:
-        self._batch.append(ev)
+    def _take_batch(self) -> list[RawEvent]:
+        """The events collected since the last call (the tracer keeps appending to
+        `_batch` itself: it is emptied, never replaced)."""
+        batch = self._batch[:]
+        self._batch.clear()
+        return batch
 
     # -- output ---------------------------------------------------------------------------
     def _deliver(self, ex: Exchange) -> None:

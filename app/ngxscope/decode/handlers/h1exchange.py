@@ -119,10 +119,11 @@ def emit_h1(
         if ngx is not None:
             emit.nginx.apply(ex, ngx, None, None)
     if end_clock:
-        ex.nginx_end = nginx_msec(end_clock) / 1000
+        end_ms = nginx_msec(end_clock)
+        ex.nginx_end = end_ms / 1000
         if start_clock:
             # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
-            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
+            ex.nginx_ms = float(end_ms - nginx_msec(start_clock))
     emit.emit(conn, ex)
     return ex
 
