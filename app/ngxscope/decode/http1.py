@@ -276,6 +276,9 @@ class RequestStream:
                     del buf[: 2 if buf[:2] == b"\r\n" else 1]
                 if not buf or (len(buf) == 1 and buf[0] == 13):
                     return False
+            if (_fast is not None and parse_head is _parse_head_compiled and not (self._first and self.allow_midway)
+                    and self._whole_head()):
+                return True
             self.current = ParsedRequest(start_ts=self._ts, start_clock=self._clock)
             if self.uncertain:
                 self.current.error = "pairing uncertain (capture gap)"
@@ -340,6 +343,38 @@ class RequestStream:
             else:
                 self._state = _BODY_CL
                 self._remaining = length
+        else:
+            self._finish(req)
+        return True
+
+    def _whole_head(self) -> bool:
+        """The common case of `_parse_head` in one compiled call: a whole, good request head
+        starts the buffer (its framing headers valid). False, nothing consumed, for anything
+        else: the rest of `_parse_head` takes it (and says what is wrong)."""
+        assert _fast is not None
+        got = _fast.request_head(self._buf, MAX_HEAD)
+        if got is None:
+            return False
+        method, target, version, headers, end, te, cl = got
+        chunked = te is not None and "chunked" in te.lower()
+        length = 0
+        if not chunked and cl is not None:
+            cl = cl.strip()
+            if not _CONTENT_LENGTH_RE.fullmatch(cl):
+                return False
+            length = int(cl)
+        ts = self._ts
+        req = self.current = ParsedRequest(ts, self._clock, ts, method, target, version, headers, end)
+        if self.uncertain:
+            req.error = "pairing uncertain (capture gap)"
+            req.truncated = True
+        self._first = False
+        del self._buf[:end]
+        if chunked:
+            self._state = _CHUNK_SIZE
+        elif length:
+            self._state = _BODY_CL
+            self._remaining = length
         else:
             self._finish(req)
         return True
