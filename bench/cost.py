@@ -11,11 +11,14 @@ worker on CPU 0, wrk on CPU 1; fixed rates via a wrk Lua delay()):
     from bpftool) with hits per request.
 
     .venv/bin/python bench/cost.py [--rates 1000 10000 0] [--seconds 8] [--modes plain tls]
-                                   [--variant NAME=APPDIR] [--paths compiled pure] [--rounds N]
+                                   [--variant NAME=APPDIR] [--paths compiled pure variant] [--rounds N]
+                                   [--workers N]
 
 Rate 0 means saturation (wrk, 50 connections, no delay). Writes bench/results/cost.json.
 --paths compiled pure: B is measured once per path and round, alternating: `compiled` (the
-C extensions, when built) and `pure` (NGXSCOPE_PURE_PYTHON=1, the pure-Python reference).
+C extensions, when built) and `pure` (NGXSCOPE_PURE_PYTHON=1, the pure-Python reference);
+`variant` (with --variant): the other tree's compiled path, alternating with this tree's.
+--workers N: the lab nginx's worker count (all pinned to CPU 0; worker CPU is their sum).
 """
 
 from __future__ import annotations
@@ -56,12 +59,12 @@ def load(url: str, rate: float, seconds: float) -> dict[str, float]:
 
 
 def measure(lab: Any, url: str, rate: float, seconds: float, rec_pid: int | None) -> dict[str, Any]:
-    worker = lab.worker_pids()[0]
-    l0, w0 = lab.log_line_count(), cpu_seconds(worker)
+    workers = lab.worker_pids()
+    l0, w0 = lab.log_line_count(), sum(cpu_seconds(w) for w in workers)
     c0 = cpu_seconds(rec_pid) if rec_pid else 0.0
     p0 = prog_stats(rec_pid) if rec_pid else {}
     r = load(url, rate, seconds)
-    w1 = cpu_seconds(worker)
+    w1 = sum(cpu_seconds(w) for w in workers)
     time.sleep(1.0)  # let the capture drain
     n = max(1, lab.log_line_count() - l0)
     out: dict[str, Any] = {"offered": rate or "saturation", "rps": r["rps"], "requests": n,
@@ -109,16 +112,23 @@ def main() -> int:
     ap.add_argument("--variant", default="", metavar="NAME=APPDIR", help="record from another source tree")
     ap.add_argument("--record-args", nargs="*", default=[])
     ap.add_argument("--out", default="cost")
-    ap.add_argument("--paths", nargs="+", default=["compiled"], choices=["compiled", "pure"],
+    ap.add_argument("--paths", nargs="+", default=["compiled"], choices=["compiled", "pure", "variant"],
                     help="measure B with the compiled hot path and/or the pure-Python one, alternating")
     ap.add_argument("--rounds", type=int, default=1, help="B measurements per path and rate")
+    ap.add_argument("--workers", type=int, default=1, help="nginx worker processes of the lab")
     args = ap.parse_args()
     base_env: dict[str, str] = {}
+    variant_env: dict[str, str] = {}
     if args.variant:
-        base_env["PYTHONPATH"] = args.variant.partition("=")[2]
+        variant_env["PYTHONPATH"] = args.variant.partition("=")[2]
+        if "variant" not in args.paths:
+            base_env = variant_env   # every B from the other tree
+    elif "variant" in args.paths:
+        ap.error("--paths variant needs --variant NAME=APPDIR")
     res: dict[str, Any] = {"machine": machine(), "seconds": args.seconds, "variant": args.variant,
+                           "workers": args.workers,
                            "paths": args.paths, "load_before": os.getloadavg(), "modes": {}}
-    with LabNginx(workers=1) as lab, bpf_stats():
+    with LabNginx(workers=args.workers) as lab, bpf_stats():
         pin_lab(lab)
         for mode in args.modes:
             url = urls(lab)[mode]
@@ -128,7 +138,8 @@ def main() -> int:
                 a = measure(lab, url, rate, args.seconds, None)
                 for _ in range(args.rounds):
                     for path in args.paths:
-                        env = {**base_env, "NGXSCOPE_PURE_PYTHON": "1" if path == "pure" else "0"}
+                        env = {**(variant_env if path == "variant" else base_env),
+                               "NGXSCOPE_PURE_PYTHON": "1" if path == "pure" else "0"}
                         rows.append(measure_b(lab, url, rate, args, mode, a, env, path))
             res["modes"][mode] = rows
     print("per 1,000 requests: multiply the per-request figures by 1,000 (µs -> ms).")

@@ -16,6 +16,10 @@ timing CPU (time.process_time) per stage:
   streamed parse + assemble + encode as the capture runs them: 512 records at a time, each
            exchange encoded and dropped (the stages above keep every event and exchange
            alive, which adds the cyclic GC's walks over them)
+  all-in   streamed, but each exchange through what `record -o FILE` does with it: the
+           Recorder's delivery (server block, location, answer kind named from the lab
+           nginx's configuration, the recorded listeners added to its first server block)
+           and the session sink (redaction, encoding, gzip to a file)
 
 Each stream runs twice per round, alternating: `pure` (the pure-Python reference, what
 NGXSCOPE_PURE_PYTHON=1 selects) and `compiled` (the C extensions of capture._fastevents and
@@ -47,6 +51,7 @@ from _common import RESULTS, machine, pin_lab, urls, write_result, wrk
 from _heads import heads_table
 
 from ngxscope.capture import events as evmod
+from ngxscope.capture import ring as ringmod
 from ngxscope.decode import http1 as h1mod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
@@ -141,13 +146,13 @@ def ring_image(raw: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
     return bytes(image), spans
 
 
-def replay(raw: list[bytes], path: str = "compiled") -> dict[str, float]:
+def replay(raw: list[bytes], path: str = "compiled", cmap: Any = None) -> dict[str, float]:
     pure = path == "pure"
     h1mod.parse_head = h1mod.parse_head_py if pure else COMPILED_PARSE_HEAD  # type: ignore[assignment]
     parse_batch = evmod.parse_batch_py if pure else evmod.parse_batch
     clock = time.time() - time.monotonic()
     image, cap = ring_image(raw)
-    drain = evmod.drain_py if pure else evmod._fast.drain  # type: ignore[union-attr]
+    drain = ringmod.drain_py if pure else ringmod._fast.drain  # type: ignore[union-attr]
     data = memoryview(image) if pure else image
     td = time.process_time()
     drained = 0
@@ -179,12 +184,14 @@ def replay(raw: list[bytes], path: str = "compiled") -> dict[str, float]:
     t4 = time.process_time()
     n = max(1, len(exchanges))
     streamed = streamed_us(raw, parse_batch, clock)
+    allin = allin_us(raw, parse_batch, clock, cmap)
     cpu = (t0 - td) + (t1 - t0) + (t2 - t1b) + (t3 - t2) + (t4 - t3)
     return {"events": len(raw), "exchanges": len(exchanges), "gzip_bytes": size,
             "drain_us": (t0 - td) / n * 1e6, "parse_us": (t1 - t0) / n * 1e6,
             "assemble_us": (t2 - t1b) / n * 1e6, "encode_us": (t3 - t2) / n * 1e6, "gzip_us": (t4 - t3) / n * 1e6,
             "total_us": cpu / n * 1e6, "exchanges_per_s": n / cpu,
-            "decode_only_per_s": n / ((t0 - td) + (t1 - t0) + (t2 - t1b)), "streamed_us": streamed}
+            "decode_only_per_s": n / ((t0 - td) + (t1 - t0) + (t2 - t1b)), "streamed_us": streamed,
+            "allin_us": allin}
 
 
 def streamed_us(raw: list[bytes], parse_batch: Any, clock: float) -> float:
@@ -204,6 +211,43 @@ def streamed_us(raw: list[bytes], parse_batch: Any, clock: float) -> float:
             feed(ev)
     asm.finish(time.time())
     return (time.process_time() - t) / max(1, count[0]) * 1e6
+
+
+def allin_us(raw: list[bytes], parse_batch: Any, clock: float, cmap: Any) -> float:
+    """µs of CPU per exchange for everything the capture's decode thread does with a record
+    batch under `record -o FILE` (see the module doc): parse, assemble, the Recorder's
+    naming, the session sink."""
+    from ngxscope.pipeline.recorder import Recorder
+    from ngxscope.pipeline.sinks import Outputs, open_sinks
+    from ngxscope.pipeline.target import RecordOptions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sinks = open_sinks(Outputs(session=os.path.join(tmp, "s.ngxs")))
+        rec = Recorder(RecordOptions(pid=1), sinks.sinks)
+        rec.config = cmap
+        asm = Assembler(rec._deliver, rec.emit_event, attach_ts=0.0)
+        feed = asm.feed
+        t = time.process_time()
+        for i in range(0, len(raw), BATCH):
+            for ev in parse_batch(raw[i : i + BATCH], clock):
+                feed(ev)
+        asm.finish(time.time())
+        sinks.close()
+        return (time.process_time() - t) / max(1, rec.exchanges) * 1e6
+
+
+def lab_config(raws: list[list[bytes]]) -> Any:
+    """The lab nginx's configuration, its first server block also listening where the
+    recorded streams' connections arrived (they were recorded on another lab instance)."""
+    from ngxscope.capture.nginxconf import load_config
+    from ngxscope.lab.nginx import LabNginx
+
+    with LabNginx(workers=1) as lab:
+        cmap = load_config(str(lab.conf_path))
+    ports = {int(ev.local.rsplit(":", 1)[1]) for raw in raws for ev in evmod.parse_batch_py(raw[:5000], 0.0)
+             if ev.kind == evmod.EV_OPEN and ev.flags & evmod.EVF_CLIENT and ":" in ev.local}
+    cmap.servers[0].listens.extend(("127.0.0.1", port, False) for port in sorted(ports))
+    return cmap
 
 
 def summary_stream(connections: int = 2000, per_conn: int = 10) -> list[bytes]:
@@ -255,20 +299,23 @@ def decode_modes(args: argparse.Namespace, res: dict[str, Any]) -> None:
         record(args.seconds)
     res["uptime"] = os.getloadavg()
     print(f"{'mode':7} {'path':8} {'events':>8} {'exch':>7} {'drain':>7} {'parse':>7} {'assem':>7} {'encode':>7} {'gzip':>7} "
-          f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13} {'streamed':>8}")
+          f"{'total us':>8} {'exch/s/core':>11} {'decode-only/s':>13} {'streamed':>8} {'all-in':>7}")
+    streams = {mode: summary_stream() if mode == "summary" else load(RESULTS / f"events-{mode}.bin")
+               for mode in ("plain", "tls", "summary")}
+    cmap = lab_config([streams["plain"], streams["tls"]])
     for mode in ("plain", "tls", "summary"):
-        raw = summary_stream() if mode == "summary" else load(RESULTS / f"events-{mode}.bin")
+        raw = streams[mode]
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeat):
             for path in paths():  # alternating within each round
-                r = replay(raw, path)
+                r = replay(raw, path, cmap)
                 if path not in best or r["total_us"] < best[path]["total_us"]:
                     best[path] = r
         res["modes"][mode] = best
         for path, b in best.items():
             print(f"{mode:7} {path:8} {b['events']:8.0f} {b['exchanges']:7.0f} {b['drain_us']:7.2f} {b['parse_us']:7.2f} "
                   f"{b['assemble_us']:7.2f} {b['encode_us']:7.2f} {b['gzip_us']:7.2f} "
-                  f"{b['total_us']:8.2f} {b['exchanges_per_s']:11.0f} {b['decode_only_per_s']:13.0f} {b['streamed_us']:8.2f}")
+                  f"{b['total_us']:8.2f} {b['exchanges_per_s']:11.0f} {b['decode_only_per_s']:13.0f} {b['streamed_us']:8.2f} {b['allin_us']:7.2f}")
     print(f"(µs of CPU per exchange, best of {args.repeat}; load average {os.getloadavg()[0]:.2f})")
 
 

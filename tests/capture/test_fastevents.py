@@ -25,7 +25,7 @@ def both(bufs: list[Any], offset: float = OFFSET) -> tuple[Any, Any]:
     """(reference, compiled): a list of RawEvents or the exception's type."""
     out = []
     for parse in (lambda: E.parse_batch_py(bufs, offset),
-                  lambda: _fastevents.parse_batch(bufs, offset, E._parse_one_py)):
+                  lambda: _fastevents.parse_batch(bufs, offset, E._parse_one_py, E._reqlog_tail)):
         try:
             out.append(parse())
         except Exception as exc:
@@ -51,6 +51,24 @@ def test_recorded_records() -> None:
     assert any(ev.log is not None and ev.log.method for ev in ref)
     # memoryviews (what a zero-copy reader would hand over) parse the same
     assert both([memoryview(r) for r in recs])[1] == ref
+
+
+def test_req_log_without_its_tail_function_goes_to_the_reference() -> None:
+    """parse_batch(bufs, offset, slow): EV_REQ_LOG records whole through `slow`; with
+    reqlog_tail, their header in C and their tail through it: the same events either way."""
+    recs = [r for r in load_sample() if r[60] == E.EV_REQ_LOG]
+    assert len(recs) > 10
+    seen: list[bytes] = []
+
+    def slow(buf: Any, off: float) -> E.RawEvent:
+        seen.append(bytes(buf))
+        return E._parse_one_py(buf, off)
+
+    ref = E.parse_batch_py(recs, OFFSET)
+    assert _fastevents.parse_batch(recs, OFFSET, slow) == ref and len(seen) == len(recs)
+    seen.clear()
+    assert _fastevents.parse_batch(recs, OFFSET, slow, E._reqlog_tail) == ref and not seen
+    assert any(ev.log is not None and ev.log.rid for ev in ref)
 
 
 def test_recorded_records_cut_and_mutated() -> None:

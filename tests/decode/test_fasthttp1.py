@@ -91,6 +91,10 @@ def same_response(prefix: bytes) -> None:
     ref = http1.parse_response_py(prefix)
     assert compiled_response(prefix) == ref, prefix
     assert http1.parse_response(prefix) == ref
+    # the tuple emit_h1 takes: the same fields, the body where the heads end
+    assert ref.body_offset == ref.head_bytes
+    assert http1.parse_response_fields(prefix) == (ref.status, ref.reason, ref.version, ref.headers,
+                                                   ref.head_bytes, ref.error)
 
 
 def test_parse_response_known() -> None:
@@ -126,3 +130,50 @@ def test_generated_responses(heads: list[tuple[str, list[tuple[str, str]], str]]
 def test_garbage_responses(prefix: bytes) -> None:
     same_response(prefix)
     same_response(b"HTTP/1.1 200 OK\r\n" + prefix)
+
+
+_FRAMING = st.sampled_from(["Content-Length: 3", "content-length: 0", "Content-Length: 03", "CONTENT-LENGTH:  5 ",
+                            "Content-Length: x", "Content-Length: -1", "Content-Length: 99999999999999999999",
+                            "Transfer-Encoding: chunked", "transfer-encoding: gzip, Chunked",
+                            "Transfer-Encoding: gzip", "Host: a", "X: \xe9", "Bad Name: v", " folded"])
+_START = st.sampled_from(["GET / HTTP/1.1", "POST /p?q=1 HTTP/1.0", "GET /x", "GET / FTP/1.0", "PURGE /a b HTTP/1.1",
+                          "\r\nGET / HTTP/1.1", "GET  HTTP/1.1", "G\x00T / HTTP/1.1"])
+
+
+def frame(data: bytes, cuts: list[int], pure: bool, midway: bool) -> list[tuple[object, ...]]:
+    """The requests RequestStream frames from `data` fed in pieces, with the compiled head
+    path or the reference's (parse_head swapped as tests/decode/test_compiled.py does)."""
+    compiled_head_fn = http1.parse_head
+    if pure:
+        http1.parse_head = http1.parse_head_py  # type: ignore[assignment]
+    try:
+        rs = http1.RequestStream(body_limit=8)
+        rs.allow_midway = midway   # a connection first seen right after attaching
+        at = 0
+        for cut in [*sorted(cuts), len(data)]:
+            piece = data[at:max(at, cut)]
+            at = max(at, cut)
+            if piece:
+                rs.feed(piece, len(piece), float(at), float(at))
+        out = []
+        while (req := rs.take()) is not None:
+            out.append((req.method, req.target, req.version, req.headers, req.head_bytes, bytes(req.body),
+                        req.body_size, req.complete, req.truncated, req.error, req.raw, req.start_ts, req.end_ts))
+        cur = rs.current
+        out.append(("current", cur.method if cur else None, rs.pending_raw(), rs.idle(), rs.uncertain))
+        return out
+    finally:
+        http1.parse_head = compiled_head_fn  # type: ignore[assignment]
+
+
+@settings(max_examples=400)
+@given(st.lists(st.tuples(_START, st.lists(_FRAMING, max_size=4), st.binary(max_size=12)), min_size=1, max_size=4),
+       st.lists(st.integers(0, 300), max_size=4), st.booleans())
+def test_request_stream_compiled_head_path_frames_as_the_reference(
+        requests: list[tuple[str, list[str], bytes]], cuts: list[int], midway: bool) -> None:
+    """RequestStream's compiled common case (_fasthttp1.request_head: a whole good head in
+    one call) frames what the reference frames: same requests, errors, bodies and leftovers,
+    whatever the framing headers (valid, bad, chunked, duplicated) and however cut."""
+    data = b"".join(f"{start}\r\n{''.join(h + chr(13) + chr(10) for h in hdrs)}\r\n".encode("latin-1") + body
+                    for start, hdrs, body in requests)
+    assert frame(data, cuts, True, midway) == frame(data, cuts, False, midway)

@@ -449,6 +449,17 @@ def test_encode_exchange_equals_encode_record(method: str, target: str, status: 
     assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
 
 
+@given(start=st.floats(0, 2e9) | st.sampled_from([0.0, 1e300]),
+       length=st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1e-6) | st.floats(1e9, 1e20))
+@settings(max_examples=300, deadline=None)
+def test_encode_exchange_duration_as_orjson_writes_it(start: float, length: float) -> None:
+    """duration_ms is written with repr (orjson's own text for finite floats, without a second
+    call): tiny, huge, infinite and NaN durations give the dict path's bytes."""
+    ex = make_exchange(start=start)
+    ex.end = start + length
+    assert encode_exchange(ex) == encode_record({"t": "exchange", **ex.to_dict()})
+
+
 def test_convert_5_6_adds_the_version_6_fields() -> None:
     rec = {"t": "exchange", "id": 1}
     assert migrate(rec, 5) == {"t": "exchange", "id": 1, "location_via": None, "kept_by": None,

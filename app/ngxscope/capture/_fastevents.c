@@ -7,9 +7,10 @@
  * both the same records (recorded, generated, garbage) and wants equal RawEvents.
  *
  * Only the kinds whose layout is known here (EV_OPEN .. EV_CONNECTED) are parsed in C; every
- * other kind (0, EV_REQ_LOG whose struct grows with what is read from nginx, kinds added
- * after this file) goes to the Python function passed in as `slow`, so a new record kind or
- * field needs no change here to be parsed right (only to be fast).
+ * other kind (0, kinds added after this file) goes to the Python function passed in as
+ * `slow`, so a new record kind or field needs no change here to be parsed right (only to be
+ * fast). EV_REQ_LOG, whose struct grows with what is read from nginx: its header here, its
+ * tail by the reference's function passed in as `reqlog_tail` (or all of it by `slow`).
  *
  * RawEvent is a slots dataclass: its instances are allocated directly and each slot set at
  * the offset its member descriptor names (what the dataclass __init__ does, without running
@@ -189,6 +190,8 @@ static PyObject *parse_one(const unsigned char *p, Py_ssize_t n, double clock_of
         rid = tid;
         if (kind == EV_STREAM_DONE) status = length;
     }
+    /* EV_REQ_LOG: the header only (as its REQ_DONE's, length 0); the caller has the
+     * reference's reqlog_tail read the rest */
     if (put(ev, F_STATUS, PyLong_FromUnsignedLong(status)) || put(ev, F_RID, PyLong_FromUnsignedLong(rid)))
         goto fail;
     return ev;
@@ -202,12 +205,27 @@ fail:
  * are parsed by the reference, capture.events._parse_one_py */
 static inline int known_kind(unsigned kind) { return kind >= EV_OPEN && kind < EV_REQ_LOG; }
 
+/* EV_REQ_LOG, given the reference's capture.events._reqlog_tail(ev, buf, tid): the header
+ * parsed here, the struct's tail (which grows with what is read from nginx) there. */
+static PyObject *parse_reqlog(PyObject *buf, const unsigned char *p, Py_ssize_t n, double clock_offset,
+                              PyObject *tail) {
+    PyObject *ev = parse_one(p, n, clock_offset);
+    if (ev == NULL) return NULL;
+    PyObject *tid = PyLong_FromUnsignedLong(u32(p + 44));
+    PyObject *res = tid ? PyObject_CallFunctionObjArgs(tail, ev, buf, tid, NULL) : NULL;
+    Py_XDECREF(tid);
+    if (res == NULL) { Py_DECREF(ev); return NULL; }
+    Py_DECREF(res);
+    return ev;
+}
+
 static PyObject *parse_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "parse_batch(bufs, clock_offset, slow)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_batch(bufs, clock_offset, slow[, reqlog_tail])");
         return NULL;
     }
+    PyObject *tail = nargs == 4 && args[3] != Py_None ? args[3] : NULL;
     if (event_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "prepare(RawEvent) was not called");
         return NULL;
@@ -227,6 +245,10 @@ static PyObject *parse_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (PyBytes_CheckExact(buf) && PyBytes_GET_SIZE(buf) > 60
             && known_kind((unsigned char)PyBytes_AS_STRING(buf)[60])) {
             ev = parse_one((const unsigned char *)PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), clock_offset);
+        } else if (tail != NULL && PyBytes_CheckExact(buf) && PyBytes_GET_SIZE(buf) >= HEADER_SIZE
+                   && (unsigned char)PyBytes_AS_STRING(buf)[60] == EV_REQ_LOG) {
+            ev = parse_reqlog(buf, (const unsigned char *)PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf),
+                              clock_offset, tail);
         } else {
             Py_buffer view;
             int fast = 0;
@@ -366,7 +388,7 @@ static PyMethodDef methods[] = {
     {"drain", (PyCFunction)(void (*)(void))drain, METH_FASTCALL,
      "drain(data, cons, end, base, mask) -> (list[bytes], new consumer position)"},
     {"parse_batch", (PyCFunction)(void (*)(void))parse_batch, METH_FASTCALL,
-     "parse_batch(bufs, clock_offset, slow) -> list[RawEvent]"},
+     "parse_batch(bufs, clock_offset, slow[, reqlog_tail]) -> list[RawEvent]"},
     {"prepare", (PyCFunction)(void (*)(void))prepare, METH_FASTCALL,
      "prepare(RawEvent, NginxLog, extra_defaults): the classes to build"},
     {NULL, NULL, 0, NULL}};

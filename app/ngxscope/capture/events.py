@@ -620,10 +620,7 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
         elif kind == EV_REQ_LOG:   # as its REQ_DONE's header, then struct ev_reqlog's tail
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)
-            if flags & EVF_H2STREAM:
-                ev.rid = tid
-            ev.log = parse_reqlog(buf)
-            ev.log.rid = tid
+            _reqlog_tail(ev, buf, tid)
         else:
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)
@@ -641,6 +638,16 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
                 ev.length = length
         append(ev)
     return out
+
+
+def _reqlog_tail(ev: RawEvent, buf: bytes | memoryview, tid: int) -> None:
+    """An EV_REQ_LOG event `ev`, its header read (as its REQ_DONE's, length 0): the rest from
+    the record `buf` (the compiled parser calls this too: the struct grows with what is read
+    from nginx)."""
+    if ev.flags & EVF_H2STREAM:
+        ev.rid = tid
+    ev.log = parse_reqlog(buf)
+    ev.log.rid = tid
 
 
 def _parse_one_py(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
@@ -672,4 +679,5 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
     `parse_batch_py`. Both give equal RawEvents and raise struct.error on a short record."""
     if _fast is None:
         return parse_batch_py(bufs, clock_offset)
-    return _fast.parse_batch(bufs if isinstance(bufs, list | tuple) else list(bufs), clock_offset, _parse_one_py)
+    return _fast.parse_batch(bufs if isinstance(bufs, list | tuple) else list(bufs), clock_offset, _parse_one_py,
+                             _reqlog_tail)

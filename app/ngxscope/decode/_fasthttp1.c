@@ -12,10 +12,13 @@
  * start line split at its first two spaces, obsolete line folding joined with one space,
  * names up to the first ":" (no byte <= 0x20, no 0x7f), values stripped of what str.strip()
  * strips (Py_UNICODE_ISSPACE). A bad head returns the error message (a str), not a tuple:
- * the caller raises HeadError with it.
+ * the caller raises HeadError with it. request_head: RequestStream's common case (a whole,
+ * good request head at the buffer's start) in one call; anything else is left to Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+static PyObject *http_slash = NULL;   /* "HTTP/" */
 
 static inline int is_space(unsigned char c) { return Py_UNICODE_ISSPACE((Py_UCS4)c); }
 
@@ -152,6 +155,68 @@ static Py_ssize_t find_head_end(const unsigned char *p, Py_ssize_t n, Py_ssize_t
     return -1;
 }
 
+/* ASCII-case-insensitive: is the latin-1 str `s` `lower` (lower-case ASCII)? As s.lower() ==
+ * lower: no latin-1 letter but A-Z lowers to ASCII. */
+static int name_is(PyObject *s, const char *lower, Py_ssize_t n) {
+    if (PyUnicode_GET_LENGTH(s) != n || PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) return 0;
+    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS1 ch = c[i] >= 'A' && c[i] <= 'Z' ? c[i] + 32 : c[i];
+        if (ch != (Py_UCS1)lower[i]) return 0;
+    }
+    return 1;
+}
+
+/* The common case of decode.http1.RequestStream._parse_head: `buf` (the stream's buffer)
+ * starts with a whole request head of at most `max_head` bytes that parses (three start
+ * line parts, an "HTTP/" version): (method, target, version, headers, head_end, te, cl),
+ * te and cl the first Transfer-Encoding and Content-Length values (None: none). None for
+ * anything else (no head end yet, too large, malformed): the Python code takes those. */
+static PyObject *request_head(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "request_head(buf, max_head)"); return NULL; }
+    Py_ssize_t max_head = PyLong_AsSsize_t(args[1]);
+    if (max_head == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *p = view.buf;
+    PyObject *out = NULL, *parsed = NULL;
+    Py_ssize_t end = find_head_end(p, view.len, 0);
+    if (end < 0 || end > max_head) goto none;
+    Py_ssize_t m = end;   /* head.rstrip(b"\r\n") */
+    while (m > 0 && (p[m - 1] == '\r' || p[m - 1] == '\n')) m--;
+    parsed = head_of(p, m);
+    if (parsed == NULL) goto fail;
+    if (!PyTuple_Check(parsed)) goto none;   /* an error message: the slow path says it */
+    PyObject *parts = PyTuple_GET_ITEM(parsed, 0), *headers = PyTuple_GET_ITEM(parsed, 1);
+    if (PyList_GET_SIZE(parts) != 3) goto none;
+    PyObject *version = PyList_GET_ITEM(parts, 2);
+    Py_ssize_t http = PyUnicode_Tailmatch(version, http_slash, 0, PY_SSIZE_T_MAX, -1);
+    if (http < 0) goto fail;
+    if (!http) goto none;
+    PyObject *te = Py_None, *cl = Py_None;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+        PyObject *pair = PyList_GET_ITEM(headers, i), *name = PyTuple_GET_ITEM(pair, 0);
+        if (name_is(name, "transfer-encoding", 17)) {
+            if (te == Py_None) te = PyTuple_GET_ITEM(pair, 1);
+        } else if (cl == Py_None && name_is(name, "content-length", 14)) {
+            cl = PyTuple_GET_ITEM(pair, 1);
+        }
+    }
+    out = Py_BuildValue("(OOOOnOO)", PyList_GET_ITEM(parts, 0), PyList_GET_ITEM(parts, 1), version,
+                        headers, end, te, cl);
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+    goto done;
+fail:
+    out = NULL;
+done:
+    Py_XDECREF(parsed);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* decode.http1.parse_response_py, returning (status, reason, version, headers, head_bytes,
  * error): the final response head at the start of a response's captured bytes (1xx
  * skipped). */
@@ -226,6 +291,8 @@ static PyObject *parse_response(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"parse_head", parse_head, METH_O,
      "parse_head(head) -> (parts, headers), or the error message (str) of a bad head"},
+    {"request_head", (PyCFunction)(void (*)(void))request_head, METH_FASTCALL,
+     "request_head(buf, max_head) -> (method, target, version, headers, head_end, te, cl) or None"},
     {"parse_response", parse_response, METH_O,
      "parse_response(prefix) -> (status, reason, version, headers, head_bytes, error)"},
     {NULL, NULL, 0, NULL}};
@@ -234,4 +301,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fasthttp1",
                                     "Compiled HTTP/1 head parser (see decode.http1).", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__fasthttp1(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fasthttp1(void) {
+    if (http_slash == NULL && (http_slash = PyUnicode_InternFromString("HTTP/")) == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -50,11 +50,15 @@ from .handlers.http2 import Http2Handler
 from .handlers.tcpstream import TcpStreamHandler
 from .handlers.upstream import UpstreamHandler
 from .handlers.websocket import WebSocketHandler
+from .http2 import PREFACE
 from .proxyproto import ProxyHeader, parse_proxy_header
 from .upstream import UpstreamTracker
 from .websocket import WsTunnel
 
 __all__ = ["Assembler"]
+
+_PREFACE_START = PREFACE[:14]
+"""What Http2Handler.is_preface compares a connection's first bytes read with."""
 
 
 class Assembler:
@@ -100,7 +104,10 @@ class Assembler:
         self.stats.events += 1
         kind = ev.kind
         if kind in (EV_RECV, EV_SEND, EV_SENDFILE):
-            conn = self._conn_for(ev)
+            # every event of an exchange passes here: the known connection looked up inline
+            conn = self._conns.get((ev.pid, ev.fd, ev.conn_ts))
+            if conn is None or (ev.flags & EVF_TLS and not conn.tls):
+                conn = self._conn_for(ev)
             handler: ProtocolHandler
             if conn.tcp is not None:
                 handler = self.tcp
@@ -112,7 +119,7 @@ class Assembler:
                     if not ev.length:
                         return
                 if (kind == EV_RECV and conn.h2 is None and ev.offset == conn.recv_off == conn.done_recv_off
-                        and Http2Handler.is_preface(ev.data)):
+                        and ev.data[:14] == _PREFACE_START):   # Http2Handler.is_preface
                     self.http2.start(conn)
                 if conn.h2 is not None:
                     handler = self.http2
@@ -126,16 +133,18 @@ class Assembler:
                 handler.on_send(conn, ev)
         elif kind == EV_REQ_LOG:
             if ev.conn_ts:
-                self._logs[(ev.conn_key, ev.rid)] = ev
+                self._logs[((ev.pid, ev.fd, ev.conn_ts), ev.rid)] = ev
         elif kind == EV_REQ_DONE:
             if self._logs:
-                paired = self._logs.pop((ev.conn_key, ev.rid), None)
+                paired = self._logs.pop(((ev.pid, ev.fd, ev.conn_ts), ev.rid), None)
                 if paired is not None and paired.ts == ev.ts:
                     ev.log = paired.log
                 if len(self._logs) > 1024:  # their EV_REQ_DONE was lost
                     self._logs.clear()
             if ev.conn_ts:
-                conn = self._conn_for(ev)
+                conn = self._conns.get((ev.pid, ev.fd, ev.conn_ts))
+                if conn is None or (ev.flags & EVF_TLS and not conn.tls):
+                    conn = self._conn_for(ev)
                 if not conn.client:
                     return
                 if ev.flags & EVF_H2STREAM:

@@ -88,3 +88,5 @@ class Conn:
     """EVF_NOMARK connections (no completion markers): responses framed from HTTP/1."""
     tcp: TcpSession | None = None
     """A stream-module (TCP proxy) session runs on this connection: bytes are not HTTP."""
+    conn_id: str = ""
+    """`Exchange.conn_id` of its exchanges, "pid:fd:conn_ts" (made at its first exchange)."""

@@ -109,8 +109,11 @@ class Emitter:
         of it (worker, addresses, TLS, identity, place on the connection) filled in; the
         caller sets the rest (attribute stores: faster than a long keyword call, on a path
         every exchange takes)."""
+        conn_id = conn.conn_id
+        if not conn_id:
+            conn_id = conn.conn_id = f"{conn.pid}:{conn.fd}:{conn.key[2]}"
         return new_exchange(self.next_id, start, end, conn.pid, conn.peer, conn.local, conn.tls,
-                            f"{conn.pid}:{conn.fd}:{conn.key[2]}", conn.seq, conn.proxy_client, conn.kept_by)
+                            conn_id, conn.seq, conn.proxy_client, conn.kept_by)
 
     def emit(self, conn: Conn, ex: Exchange) -> None:
         """Hand out `ex`, made by :meth:`exchange` on `conn`, and count it."""

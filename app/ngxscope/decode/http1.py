@@ -27,6 +27,7 @@ __all__ = [
     "parse_head",
     "parse_head_py",
     "parse_response",
+    "parse_response_fields",
     "parse_response_py",
     "request_line_of",
 ]
@@ -270,10 +271,14 @@ class RequestStream:
         buf = self._buf
         if self.current is None:
             # blank lines between requests are skipped, as nginx does (a lone CR may be half of one)
-            while buf[:1] in (b"\r", b"\n") and bytes(buf[:2]) != b"\r":
-                del buf[: 2 if buf[:2] == b"\r\n" else 1]
-            if not buf or bytes(buf) == b"\r":
-                return False
+            if buf[0] in (10, 13):   # (indexed, not copied: this runs for every request)
+                while buf and buf[0] in (10, 13) and not (len(buf) == 1 and buf[0] == 13):
+                    del buf[: 2 if buf[:2] == b"\r\n" else 1]
+                if not buf or (len(buf) == 1 and buf[0] == 13):
+                    return False
+            if (_fast is not None and parse_head is _parse_head_compiled and not (self._first and self.allow_midway)
+                    and self._whole_head()):
+                return True
             self.current = ParsedRequest(start_ts=self._ts, start_clock=self._clock)
             if self.uncertain:
                 self.current.error = "pairing uncertain (capture gap)"
@@ -317,8 +322,14 @@ class RequestStream:
         req.method, req.target, req.version = parts[0], parts[1], parts[2]
         req.headers = headers
         req.head_bytes = end
-        te = _header(headers, "Transfer-Encoding")
-        cl = _header(headers, "Content-Length")
+        te = cl = None
+        for k, v in headers:   # the first of each, as _header finds them (one pass)
+            low = k.lower()
+            if low == "transfer-encoding":
+                if te is None:
+                    te = v
+            elif low == "content-length" and cl is None:
+                cl = v
         if te is not None and "chunked" in te.lower():
             self._state = _CHUNK_SIZE
         elif cl is not None:
@@ -332,6 +343,38 @@ class RequestStream:
             else:
                 self._state = _BODY_CL
                 self._remaining = length
+        else:
+            self._finish(req)
+        return True
+
+    def _whole_head(self) -> bool:
+        """The common case of `_parse_head` in one compiled call: a whole, good request head
+        starts the buffer (its framing headers valid). False, nothing consumed, for anything
+        else: the rest of `_parse_head` takes it (and says what is wrong)."""
+        assert _fast is not None
+        got = _fast.request_head(self._buf, MAX_HEAD)
+        if got is None:
+            return False
+        method, target, version, headers, end, te, cl = got
+        chunked = te is not None and "chunked" in te.lower()
+        length = 0
+        if not chunked and cl is not None:
+            cl = cl.strip()
+            if not _CONTENT_LENGTH_RE.fullmatch(cl):
+                return False
+            length = int(cl)
+        ts = self._ts
+        req = self.current = ParsedRequest(ts, self._clock, ts, method, target, version, headers, end)
+        if self.uncertain:
+            req.error = "pairing uncertain (capture gap)"
+            req.truncated = True
+        self._first = False
+        del self._buf[:end]
+        if chunked:
+            self._state = _CHUNK_SIZE
+        elif length:
+            self._state = _BODY_CL
+            self._remaining = length
         else:
             self._finish(req)
         return True
@@ -485,6 +528,21 @@ def parse_response(prefix: bytes) -> ParsedResponse:
         return parse_response_py(prefix)
     status, reason, version, headers, head_bytes, error = _fast.parse_response(prefix)
     return ParsedResponse(status, reason, version, headers, head_bytes, head_bytes, error)
+
+
+ResponseFields = tuple[int | None, str, str, list[tuple[str, str]], int, str | None]
+"""(status, reason, version, headers, head_bytes, error) of a `ParsedResponse` (its
+body_offset is head_bytes)."""
+
+
+def parse_response_fields(prefix: bytes) -> ResponseFields:
+    """`parse_response` as a tuple, without the object (every exchange's response passes
+    here)."""
+    if _fast is None or parse_head is not _parse_head_compiled:
+        r = parse_response_py(prefix)
+        return r.status, r.reason, r.version, r.headers, r.head_bytes, r.error
+    out: ResponseFields = _fast.parse_response(prefix)
+    return out
 
 
 def parse_response_py(prefix: bytes) -> ParsedResponse:

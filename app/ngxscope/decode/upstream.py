@@ -247,7 +247,9 @@ class UpstreamTracker:
         split into the request's own (what nginx logs as $upstream_addr) and those of its
         subrequests (auth_request, SSI, slice...: another `rid`), which nginx logs nowhere in
         the main request's line. `request`: its rid (0: unknown, all are its own)."""
-        atts = self._by_client.pop((pid, conn_ts), [])
+        atts = self._by_client.pop((pid, conn_ts), None)
+        if not atts:
+            return [], []   # most requests: no upstream (the lists are the callers' own)
         own = [a for a in atts if not request or not a.rid or a.rid == request]
         sub = [a for a in atts if request and a.rid and a.rid != request]
         return self._hand_out(own), self._hand_out(sub)

@@ -25,7 +25,7 @@ from ..capture.fallback import (
 )
 from ..capture.kcounts import KernelCounts
 from ..capture.layout import layout_for_binary
-from ..capture.nginxconf import ConfigMap, config_for_master
+from ..capture.nginxconf import ConfigMap, ServerBlock, config_for_master
 from ..capture.procs import resolve_target, socket_peer
 from ..capture.selfanswer import CacheTracker
 from ..capture.tracer import Tracer, TracerConfig
@@ -67,6 +67,8 @@ class Recorder:
         self.watch = LifecycleWatch(emit=self.emit_event, fail=self.fail,
                                     stopping=lambda: self.stopping, files=watch_files)
         self.config: ConfigMap | None = None
+        self._blocks: dict[tuple[int, str, str], ServerBlock | None] = {}
+        """`_block_of`'s answers."""
         self._configs: dict[int, ConfigMap] = {}
         """--binary: each master's configuration (master pid → map), read when its first
         exchange is delivered."""
@@ -104,7 +106,8 @@ class Recorder:
             self._deliver, self.emit_event, body_limit=self.opts.body_limit, attach_ts=self.started,
             peer_of=socket_peer,
         )
-        self.tracer.start(self._collect)
+        # every record lands here: the list's own append, not a Python method per record
+        self.tracer.start(self._batch.append)
         if target.master:
             # workers forked between the scan and the attach
             try:
@@ -177,12 +180,10 @@ class Recorder:
             while not self._stop.is_set():
                 self.tracer.poll(50)
                 if self._batch:
-                    batch, self._batch = self._batch, []
-                    self._hand_over(batch)
+                    self._hand_over(self._take_batch())
             self.tracer.poll(0)  # what arrived before the stop
             if self._batch:
-                self._hand_over(self._batch)
-                self._batch = []
+                self._hand_over(self._take_batch())
         except Exception as exc:  # surface to the main thread instead of dying silently
             self.decode_error = exc
             self.end_reason = f"capture failed: {exc}"
@@ -327,8 +328,12 @@ class Recorder:
             emitter.next_id = rec.id + 1
             self._deliver(rec)
 
-    def _collect(self, ev: RawEvent) -> None:
-        self._batch.append(ev)
+    def _take_batch(self) -> list[RawEvent]:
+        """The events collected since the last call (the tracer keeps appending to
+        `_batch` itself: it is emptied, never replaced)."""
+        batch = self._batch[:]
+        self._batch.clear()
+        return batch
 
     # -- output ---------------------------------------------------------------------------
     def _deliver(self, ex: Exchange) -> None:
@@ -343,7 +348,7 @@ class Recorder:
                 # complete it, other sockets sharing the prefix; or not read at all): the
                 # configuration's http listeners name it when one alone fits
                 ex.server = cmap.unix_listener(ex.server.rstrip("\u2026")) or ex.server
-            block = cmap.block_of(ex.server, ex.host or ex.sni or "")
+            block = self._block_of(cmap, ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
                 loc, ex.location_via = cmap.locate(block, ex.path, [(a.addr, a.status) for a in ex.upstream],
@@ -368,6 +373,19 @@ class Recorder:
         for sink in self.sinks:
             sink.write_exchange(ex)
 
+    def _block_of(self, cmap: ConfigMap, server: str, host: str) -> ServerBlock | None:
+        """`cmap.block_of`, remembered per (configuration, listener, Host): a configuration
+        is read once and never changes, and a capture sees few such pairs (every exchange
+        asks)."""
+        key = (id(cmap), server, host)
+        blocks = self._blocks
+        if key in blocks:
+            return blocks[key]
+        if len(blocks) >= 4096:
+            blocks.clear()
+        block = blocks[key] = cmap.block_of(server, host)
+        return block
+
     def _config_of(self, pid: int) -> ConfigMap | None:
         """The configuration of the nginx a worker belongs to: following every process of a
         binary (--binary), each master its own, read once (as nginx reads it at start)."""
@@ -385,6 +403,7 @@ class Recorder:
         if cmap is None:
             if len(self._configs) >= 1024:
                 self._configs.clear()
+            self._blocks.clear()   # ids of configurations let go may come back
             cmap = self._configs[master] = config_for_master(master, target.binary)
         return cmap
 

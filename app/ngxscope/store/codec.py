@@ -99,7 +99,9 @@ def encode_exchange(ex: Exchange) -> bytes:
     if _orjson_dumps is not None:
         try:
             data = _orjson_dumps(ex, default=_body)
-            duration = _orjson_dumps(round(ex.duration_ms, 3))
+            ms = round(ex.duration_ms, 3)
+            # orjson writes a finite float as repr does (tests/store/test_compat.py checks)
+            duration = repr(ms).encode() if type(ms) is float and -1e300 < ms < 1e300 else _orjson_dumps(ms)
         except TypeError:
             pass
         else:

@@ -21,6 +21,7 @@ configured parameters are masked.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 import re
 from collections.abc import Iterable
@@ -159,7 +160,14 @@ def redact_header(name: str, value: str, policy: RedactPolicy) -> str:
     return value
 
 
+_name = operator.itemgetter(0)
+
+
 def _headers(headers: list[tuple[str, str]], policy: RedactPolicy) -> list[tuple[str, str]]:
+    """The headers as the policy shows them: `headers` itself when none is masked (every
+    exchange passes here; most hold no secret, and a new list cost more than the look)."""
+    if not policy.params and policy.headers.isdisjoint(map(str.lower, map(str.strip, map(_name, headers)))):
+        return headers
     return [(k, redact_header(k, v, policy)) for k, v in headers]
 
 
@@ -199,8 +207,10 @@ def _raw_head(data: bytes, policy: RedactPolicy) -> bytes:
 
 
 def _form_body(ex: Exchange, policy: RedactPolicy) -> bytes:
+    if not policy.params or not ex.request_body:
+        return ex.request_body
     ctype = next((v for k, v in ex.request_headers if k.lower() == "content-type"), "")
-    if not policy.params or "x-www-form-urlencoded" not in ctype.lower() or not ex.request_body:
+    if "x-www-form-urlencoded" not in ctype.lower():
         return ex.request_body
     text = ex.request_body.decode("latin-1")
     return _redact_pairs(text, "&", policy.params).encode("latin-1", "replace")
@@ -222,6 +232,11 @@ def redact_exchange(ex: Exchange, policy: RedactPolicy) -> Exchange:
     if not (ex.request_headers or ex.response_headers or ex.request_body or ex.response_body
             or ex.upstream) and (not policy.params or "?" not in ex.target):
         return ex   # e.g. a summary-only exchange: nothing in it can hold a secret
+    if (not policy.params and not ex.upstream and (ex.method or not ex.request_body)
+            and not (ex.status is None and ex.response_body.startswith(b"HTTP/"))
+            and _headers(ex.request_headers, policy) is ex.request_headers
+            and _headers(ex.response_headers, policy) is ex.response_headers):
+        return ex   # no parameter to mask and no secret header: what most exchanges are
     request_body = ex.request_body
     if not ex.method and request_body:  # unparsed request: the raw bytes hold its head
         request_body = _raw_head(request_body, policy)
@@ -241,8 +256,9 @@ def redact_exchange(ex: Exchange, policy: RedactPolicy) -> Exchange:
     return dataclasses.replace(
         ex,
         target=target,
-        request_headers=request_headers,
-        response_headers=response_headers,
+        # the copy owns its lists, as when every header went through redact_header
+        request_headers=list(request_headers) if request_headers is ex.request_headers else request_headers,
+        response_headers=list(response_headers) if response_headers is ex.response_headers else response_headers,
         request_body=request_body,
         response_body=response_body,
         upstream=upstream,

@@ -14,7 +14,7 @@ from ...capture.events import NginxLog, RawEvent, nginx_msec
 from ...model import Exchange, UpstreamAttempt
 from ..connstate import Conn
 from ..emitter import Emitter
-from ..http1 import ParsedRequest, ParsedResponse, parse_response
+from ..http1 import ParsedRequest, parse_response_fields
 
 __all__ = ["emit_h1", "emit_summary"]
 
@@ -73,40 +73,53 @@ def emit_h1(
     if subrequests:
         ex.subrequest_upstream = subrequests
     if end_clock:
-        ex.nginx_end = nginx_msec(end_clock) / 1000
+        end_ms = nginx_msec(end_clock)
+        ex.nginx_end = end_ms / 1000
         if start_clock:
             # nginx: (end.sec - start.sec) * 1000 + (end.msec - start.msec) on its cached clock
-            ex.nginx_ms = float(nginx_msec(end_clock) - nginx_msec(start_clock))
+            ex.nginx_ms = float(end_ms - nginx_msec(start_clock))
     if resp_len is not None:
-        prefix = bytearray()
-        for data, length in conn.segments:
-            prefix += data
-            if len(data) < length:
-                break
-        resp = parse_response(bytes(prefix)) if parse else ParsedResponse()
-        if resp.status is None and kstatus:
+        segments = conn.segments
+        prefix: bytes
+        if len(segments) == 1:   # the usual response: one write (no copy)
+            prefix = segments[0][0]
+            if type(prefix) is not bytes:
+                prefix = bytes(prefix)
+        else:
+            joined = bytearray()
+            for data, length in segments:
+                joined += data
+                if len(data) < length:
+                    break
+            prefix = bytes(joined)
+        if parse:
+            status, reason, _version, headers, head_bytes, resp_error = parse_response_fields(prefix)
+        else:
+            status, reason, headers, head_bytes, resp_error = None, "", [], 0, None
+        if status is None and kstatus:
             # payload lost or shed: the status the kernel read from the response's first bytes
-            resp.status = kstatus
-            resp.error = None
-        ex.status = resp.status
-        ex.reason = resp.reason
-        ex.response_headers = resp.headers
+            status = kstatus
+            resp_error = None
+        ex.status = status
+        ex.reason = reason
+        ex.response_headers = headers
         ex.response_bytes = resp_len + tunnel_bytes
-        ex.response_body_size = max(0, resp_len - resp.head_bytes)
-        ex.response_body = bytes(prefix[resp.body_offset : resp.body_offset + emit.body_limit])
+        ex.response_body_size = max(0, resp_len - head_bytes)
+        # the body starts right after the heads (ParsedResponse.body_offset == head_bytes)
+        ex.response_body = prefix[head_bytes : head_bytes + emit.body_limit]
         ex.sendfile_bytes = conn.sendfile_bytes
         ex.truncated = ex.truncated or conn.send_hole or (
-            len(prefix) - resp.body_offset < ex.response_body_size - conn.sendfile_bytes
+            len(prefix) - head_bytes < ex.response_body_size - conn.sendfile_bytes
         )
         # when nginx finished (and logged) the request: its last write, or later when it still
         # waited for the upstream to end its answer, or for a lingering close
         ex.end = max(ts, conn.send_last_ts, start)
-        if resp.error and not ex.error:
-            ex.error = resp.error
+        if resp_error and not ex.error:
+            ex.error = resp_error
         if ngx is not None:
             # nginx's values checked against a response captured whole and cleanly parsed
-            clean = parse and not resp.error and not conn.send_hole and resp.status not in (None, 101)
-            emit.nginx.apply(ex, ngx, resp.status if clean else None, resp_len if clean else None)
+            clean = parse and not resp_error and not conn.send_hole and status not in (None, 101)
+            emit.nginx.apply(ex, ngx, status if clean else None, resp_len if clean else None)
     else:
         ex.end = max(ts, start)
         if ngx is not None:
