@@ -511,7 +511,9 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
     struct data_event *e = scratch.lookup(&cpu);
     if (!e)
         return 0;
-    fill_header(&e->h, kind, ts, pid_tgid, a.fd);
+    /* nginx's clock (a hash lookup) only where it is used: a sampled-out call's record is
+     * never sent, and only a request's first read keeps the clock */
+    fill_header_clock(&e->h, kind, ts, pid_tgid, a.fd, 0);
     e->h.len = ret;
     int shed = under_pressure();
     int dropped = 0;
@@ -531,6 +533,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         } else if (kind == EV_RECV) {
             if (!st->req_start) {   /* the summary: when the request's first byte was read */
                 st->req_start = ts;
+                e->h.clock = process_clock(pid_tgid >> 32);
                 st->req_start_clock = e->h.clock;
                 st->shed = under_pressure();   /* not what a pipelined predecessor left */
                 st->drop = sampled_out(&st->sampling);
@@ -575,6 +578,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         count(shed ? CNT_SHED : CNT_SAMPLED, 1);
         return 0;
     }
+    if (!e->h.clock)
+        e->h.clock = process_clock(pid_tgid >> 32);
     if (st && (st->flags & EVF_CLIENT))
         flush_counted(st, a.fd, pid_tgid);
 
