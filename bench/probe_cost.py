@@ -6,7 +6,10 @@ A small C program (built here with cc) calls a non-inlined function with a `push
 prologue, like nginx's ngx_* functions, N times, then makes N getppid(2) syscalls, and
 prints the nanoseconds per iteration of each loop. It runs once bare and once per probe
 kind; the difference is the cost of a hit. This is the floor under any uprobe design:
-the capture cannot cost nginx less than (hits per request x cost per hit).
+the capture cannot cost nginx less than (hits per request x cost per hit). The two "pair"
+rows are a uprobe + uretprobe keeping the call's arguments from entry to return in a hash
+as bpf/capture.c does: updated at the entry and deleted at the return, or a slot per thread
+written in place (call_save / call_slot).
 
     .venv/bin/python bench/probe_cost.py [--iterations 2000000] [--repeat 3]
 
@@ -80,7 +83,60 @@ int on_return(struct pt_regs *ctx) { return hit(); }
 TRACEPOINT_PROBE(syscalls, sys_exit_getppid) { return hit(); }
 """
 
-KINDS = ("bare", "uprobe", "uprobe+uretprobe", "tracepoint (syscall exit)")
+# A call's arguments kept from entry to return, as bpf/capture.c does (its `calls` map):
+# a hash update at the entry and a lookup + delete at the return (before issue 15's kernel
+# pass), or the thread's slot written in place and emptied by a flag (call_save/call_slot).
+ARGS_TEXT = r"""
+struct args { u64 c; u64 arg; s32 fd; u8 tls; u8 live; };
+BPF_HASH(calls, u64, struct args, 16384);
+static __always_inline int mine(void) { return (bpf_get_current_pid_tgid() >> 32) == TARGET; }
+int save_update(struct pt_regs *ctx)
+{
+    if (!mine())
+        return 0;
+    u64 key = bpf_get_current_pid_tgid() ^ (1ULL << 56);
+    struct args a = {.c = PT_REGS_PARM1(ctx), .live = 1};
+    calls.update(&key, &a);
+    return 0;
+}
+int take_delete(struct pt_regs *ctx)
+{
+    u64 key = bpf_get_current_pid_tgid() ^ (1ULL << 56);
+    struct args *ap = calls.lookup(&key);
+    if (!ap)
+        return 0;
+    struct args a = *ap;
+    calls.delete(&key);
+    return a.c == (u64)-1 ? 0 : hit();
+}
+int save_slot(struct pt_regs *ctx)
+{
+    if (!mine())
+        return 0;
+    u64 key = bpf_get_current_pid_tgid() ^ (1ULL << 56);
+    struct args a = {.c = PT_REGS_PARM1(ctx), .live = 1};
+    struct args *slot = calls.lookup(&key);
+    if (slot)
+        *slot = a;
+    else
+        calls.update(&key, &a);
+    return 0;
+}
+int take_slot(struct pt_regs *ctx)
+{
+    u64 key = bpf_get_current_pid_tgid() ^ (1ULL << 56);
+    struct args *ap = calls.lookup(&key);
+    if (!ap || !ap->live)
+        return 0;
+    struct args a = *ap;
+    ap->live = 0;
+    return a.c == (u64)-1 ? 0 : hit();
+}
+"""
+
+PAIR_UPDATE = "pair, args update+delete"
+PAIR_SLOT = "pair, args slot in place"
+KINDS = ("bare", "uprobe", "uprobe+uretprobe", PAIR_UPDATE, PAIR_SLOT, "tracepoint (syscall exit)")
 
 
 def build(tmp: Path) -> Path:
@@ -100,7 +156,13 @@ def run_once(exe: Path, kind: str, n: int) -> tuple[float, float, int]:
     try:
         if kind != "bare":
             text = BPF_TEXT if kind.startswith("tracepoint") else BPF_TEXT.split("TRACEPOINT_PROBE")[0]
+            if kind.startswith("pair"):
+                text += ARGS_TEXT
             bpf = BPF(text=text, cflags=[f"-DTARGET={proc.pid}"])
+            if kind.startswith("pair"):
+                slot = kind == PAIR_SLOT
+                bpf.attach_uprobe(name=str(exe), sym="probed_work", fn_name="save_slot" if slot else "save_update")
+                bpf.attach_uretprobe(name=str(exe), sym="probed_work", fn_name="take_slot" if slot else "take_delete")
             if kind.startswith("uprobe"):
                 bpf.attach_uprobe(name=str(exe), sym="probed_work", fn_name="on_entry")
             if kind == "uprobe+uretprobe":

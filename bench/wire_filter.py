@@ -10,7 +10,13 @@ Prints per mode (plain / TLS, keep-alive / a new connection per request):
   for the reader as it is (`B`: header-only frames read with struct) and with every frame
   decoded by dpkt (`Bdpkt`: the reader before), alternating in the same run.
 
-Run as root: `.venv/bin/python bench/wire_filter.py --pairs 2 --seconds 5 [--dpkt]`
+`--before APPDIR` adds `Bbefore`: the filter as another source tree has it (its bpf/wire.c) on
+a loopback socket that also gets the sent copy of every packet (no PACKET_IGNORE_OUTGOING, as
+before issue 15's kernel pass), alternating with `B` in the same run. Every row also gives
+the nginx worker's CPU per request (the packet tap's clone and filter run partly in nginx's
+sends).
+
+Run as root: `.venv/bin/python bench/wire_filter.py --pairs 2 --seconds 5 [--dpkt] [--before DIR]`
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, bpf_stats, pin_lab, prog_stats
+from _common import RESULTS, bpf_stats, cpu_seconds, pin_lab, prog_stats
 
+from ngxscope.capture import wire as wire_mod
 from ngxscope.decode.wire import parse_frame_dpkt
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.pipeline.wirejoin import WireJoin
@@ -45,11 +52,37 @@ def wrk(url: str, seconds: float, close: bool) -> float:
     raise RuntimeError(out)
 
 
-def measure_b(lab: LabNginx, url: str, seconds: float, close: bool, dpkt_only: bool = False) -> dict[str, Any]:
+_IGNORE_OUTGOING = wire_mod.WireCapture.__dict__["_ignore_outgoing"]
+
+
+def measure_a(lab: LabNginx, url: str, seconds: float, close: bool) -> tuple[float, float]:
+    """req/s and the worker's CPU µs per request with no filter."""
+    worker = lab.worker_pids()[0]
+    w0 = cpu_seconds(worker)
+    rps = wrk(url, seconds, close)
+    return rps, (cpu_seconds(worker) - w0) / (rps * seconds) * 1e6
+
+
+def measure_b(lab: LabNginx, url: str, seconds: float, close: bool, dpkt_only: bool = False,
+              before_tree: str | None = None) -> dict[str, Any]:
     join = WireJoin([f"127.0.0.1:{lab.plain_port}", f"127.0.0.1:{lab.tls_port}"])
     if dpkt_only:
         join.parse = parse_frame_dpkt
-    join.start()
+    source = wire_mod._bpf_source
+    if before_tree:
+        bpf_dir = Path(before_tree) / "ngxscope" / "bpf"
+        text = (bpf_dir / "wire.c").read_text()
+        if "wire_ports" not in text:  # the map today's WireCapture fills: unused there
+            text += "\nBPF_ARRAY(wire_ports, __u64, 1024);\n"
+        wire_mod._bpf_source = lambda: (text, str(bpf_dir))
+        wire_mod.WireCapture._ignore_outgoing = staticmethod(lambda sock: None)  # type: ignore[method-assign]
+    try:
+        join.start()
+    finally:
+        wire_mod._bpf_source = source
+        wire_mod.WireCapture._ignore_outgoing = _IGNORE_OUTGOING  # type: ignore[method-assign]
+    worker = lab.worker_pids()[0]
+    w0 = cpu_seconds(worker)
     stop = threading.Event()
 
     def drain() -> None:
@@ -64,6 +97,7 @@ def measure_b(lab: LabNginx, url: str, seconds: float, close: bool, dpkt_only: b
     stop.set()
     reader.join()
     cpu = time.process_time() - t0
+    worker_cpu = cpu_seconds(worker) - w0
     after = prog_stats(os.getpid())
     c = join.capture.counters()
     join.stop()
@@ -73,7 +107,7 @@ def measure_b(lab: LabNginx, url: str, seconds: float, close: bool, dpkt_only: b
     return {"rps": rps, "ns_per_packet": run_ns / run_cnt if run_cnt else 0.0,
             "filter_runs_per_req": run_cnt / requests, "passed_per_req": c["passed"] / requests,
             "seen": c["seen"], "passed": c["passed"], "retrans": c["retrans"],
-            "reader_cpu_us_per_req": cpu / requests * 1e6}
+            "reader_cpu_us_per_req": cpu / requests * 1e6, "worker_us_per_req": worker_cpu / requests * 1e6}
 
 
 def main() -> int:
@@ -82,6 +116,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--dpkt", action="store_true", help="also B with every frame decoded by dpkt (before)")
     ap.add_argument("--modes", default="plain,tls", help="plain,tls")
+    ap.add_argument("--before", metavar="APPDIR", help="also B with that tree's filter, loopback's sent copies seen")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("wire_filter.py: needs root (eBPF)", file=sys.stderr)
@@ -96,14 +131,19 @@ def main() -> int:
             for close in (False, True):
                 mode = f"{'tls' if scheme == 'https' else 'plain'}, {'close' if close else 'keep-alive'}"
                 for _ in range(args.pairs):
-                    a = wrk(url, args.seconds, close)
-                    for reader in ("Bdpkt", "B") if args.dpkt else ("B",):
-                        b = measure_b(lab, url, args.seconds, close, dpkt_only=reader == "Bdpkt")
-                        rows.append({"mode": mode, "reader": reader, "a_rps": a, **b})
-                        print(f"{mode:18} A {a:8.0f} req/s  {reader:5} {b['rps']:8.0f} req/s ({b['rps'] / a:4.0%})  "
+                    a, a_worker = measure_a(lab, url, args.seconds, close)
+                    readers = ["Bdpkt"] if args.dpkt else []
+                    readers += ["Bbefore"] if args.before else []
+                    for reader in [*readers, "B"]:
+                        b = measure_b(lab, url, args.seconds, close, dpkt_only=reader == "Bdpkt",
+                                      before_tree=args.before if reader == "Bbefore" else None)
+                        rows.append({"mode": mode, "reader": reader, "a_rps": a, "a_worker_us_per_req": a_worker, **b})
+                        print(f"{mode:18} A {a:8.0f} req/s  {reader:7} {b['rps']:8.0f} req/s ({b['rps'] / a:4.0%})  "
                               f"filter {b['ns_per_packet']:6.0f} ns/packet  "
                               f"{b['filter_runs_per_req']:5.1f} runs/req  {b['passed_per_req']:5.2f} passed/req  "
-                              f"reader {b['reader_cpu_us_per_req']:6.2f} us/req", flush=True)
+                              f"reader {b['reader_cpu_us_per_req']:6.2f} us/req  "
+                              f"worker {a_worker:5.1f} -> {b['worker_us_per_req']:5.1f} us/req  "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"wire_filter-{int(time.time())}.json"
     out.write_text(json.dumps(rows, indent=1))

@@ -78,10 +78,14 @@ struct call_args {
     __u64 arg;      /* buffer, ngx_iovec_t *, or ngx_chain_t * */
     __s32 fd;
     __u8  tls;
+    __u8  live;     /* saved by the call's entry, not yet taken by its return */
 };
 
 BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
+/* A call's arguments from its entry to its return, per thread and function (call_save,
+ * call_slot): each thread's slot stays (bpf/processes.c removes it when the thread exits). */
 BPF_HASH(calls, u64, struct call_args, 16384);
+#define HAVE_CALL_SLOTS 1
 BPF_ARRAY(scratch, struct data_event, MAX_CPUS);
 BPF_ARRAY(open_scratch, struct ev_open, MAX_CPUS);
 BPF_ARRAY(done_scratch, struct ev_done, MAX_CPUS);
@@ -106,6 +110,29 @@ BPF_ARRAY(stage_init, struct stage, 1);   /* what a new entry is created from */
  * every exchange with its payload, N = one exchange in N (at random), the others counted
  * from the kernel summary only. Decided once per exchange, at its first read. */
 BPF_ARRAY(sample_ctl, u32, 1);
+
+/* Keep a call's arguments for its return. The thread's slot is written in place once it
+ * exists: a hash update takes a new element and frees the old one, a lookup does not, so a
+ * call costs two lookups instead of an update, a lookup and a delete. */
+static __always_inline void call_save(u64 key, struct call_args *a)
+{
+    a->live = 1;
+    struct call_args *slot = calls.lookup(&key);
+    if (slot) {
+        *slot = *a;
+        return;
+    }
+    if (calls.update(&key, a) < 0)
+        count(CNT_ARGS_FULL, 1);
+}
+
+/* The arguments its entry saved, or 0 (not a call the entry kept). The caller empties
+ * the slot (live = 0) once it takes them. */
+static __always_inline struct call_args *call_slot(u64 key)
+{
+    struct call_args *slot = calls.lookup(&key);
+    return slot && slot->live ? slot : 0;
+}
 
 static __always_inline u8 sampled_out(u8 *sampling)
 {
@@ -309,9 +336,7 @@ static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
     a.tls = tls;
     if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
         return 0;
-    u64 key = pid_tgid ^ ((u64)fn << 56);
-    if (calls.update(&key, &a) < 0)
-        count(CNT_ARGS_FULL, 1);
+    call_save(pid_tgid ^ ((u64)fn << 56), &a);
     return 0;
 }
 
@@ -371,7 +396,8 @@ static __always_inline u32 copy_chain(struct data_event *e, u64 chain, u64 n)
     return off;
 }
 
-static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind);
+static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind,
+                                   struct conn_state *known);
 
 /* A sampled-out exchange begins on st: its staging starts empty. */
 static __always_inline struct stage *stage_begin(struct conn_state *st, s32 fd, u32 tgid)
@@ -458,30 +484,36 @@ static __always_inline void stage_io(struct conn_state *st, struct stage *sg, st
 static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 key = pid_tgid ^ ((u64)fn << 56);
-    struct call_args *ap = calls.lookup(&key);
+    struct call_args *ap = call_slot(pid_tgid ^ ((u64)fn << 56));
     if (!ap)
         return 0;
     struct call_args a = *ap;
-    calls.delete(&key);
+    ap->live = 0;
     long ret = PT_REGS_RC(ctx);
     if (ret <= 0)   /* NGX_AGAIN, NGX_ERROR, EOF: nothing moved */
         return 0;
-    return io_done(pid_tgid, a, ret, fn, kind);
+    return io_done(pid_tgid, a, ret, fn, kind, 0);
 }
 
 
-/* A call on connection a.c moved ret bytes: account for them and send the payload. */
-static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind)
+/* A call on connection a.c moved ret bytes: account for them and send the payload.
+ * `known`: its state, when the caller already looked it up. */
+static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind,
+                                   struct conn_state *known)
 {
-
     u64 ts = bpf_ktime_get_ns();
-    struct conn_state *st = get_conn(a.c, a.fd, a.tls, ts, pid_tgid);
+    struct conn_state *st = known;
+    if (!st)
+        st = get_conn(a.c, a.fd, a.tls, ts, pid_tgid);
+    else if (!st->announced)   /* as get_conn does: its EV_OPEN was lost to a full ring */
+        announce(st, a.fd, ts, pid_tgid);
     u32 cpu = bpf_get_smp_processor_id();
     struct data_event *e = scratch.lookup(&cpu);
     if (!e)
         return 0;
-    fill_header(&e->h, kind, ts, pid_tgid, a.fd);
+    /* nginx's clock (a hash lookup) only where it is used: a sampled-out call's record is
+     * never sent, and only a request's first read keeps the clock */
+    fill_header_clock(&e->h, kind, ts, pid_tgid, a.fd, 0);
     e->h.len = ret;
     int shed = under_pressure();
     int dropped = 0;
@@ -501,6 +533,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         } else if (kind == EV_RECV) {
             if (!st->req_start) {   /* the summary: when the request's first byte was read */
                 st->req_start = ts;
+                e->h.clock = process_clock(pid_tgid >> 32);
                 st->req_start_clock = e->h.clock;
                 st->shed = under_pressure();   /* not what a pipelined predecessor left */
                 st->drop = sampled_out(&st->sampling);
@@ -545,6 +578,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         count(shed ? CNT_SHED : CNT_SAMPLED, 1);
         return 0;
     }
+    if (!e->h.clock)
+        e->h.clock = process_clock(pid_tgid >> 32);
     if (st && (st->flags & EVF_CLIENT))
         flush_counted(st, a.fd, pid_tgid);
 

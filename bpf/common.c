@@ -100,14 +100,17 @@ static __always_inline int is_target(u32 tgid)
 #endif
 }
 
-static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd)
+/* The header with nginx's clock given (0: not read yet; a record that may never be sent
+ * need not pay for the lookup). */
+static __always_inline void fill_header_clock(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd,
+                                              u64 clock)
 {
     h->ts = ts;
     h->conn_ts = 0;
     h->offset = 0;   /* each union slot zeroed once, by its first member's name */
     h->owner = 0;
     u32 tgid = pid_tgid >> 32;
-    h->clock = process_clock(tgid);
+    h->clock = clock;
     h->pid = tgid;
     h->tid = (u32)pid_tgid;
     h->fd = fd;
@@ -116,6 +119,11 @@ static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u6
     h->kind = kind;
     h->flags = 0;
     h->seq = 0;
+}
+
+static __always_inline void fill_header(struct ev_header *h, u8 kind, u64 ts, u64 pid_tgid, s32 fd)
+{
+    fill_header_clock(h, kind, ts, pid_tgid, fd, process_clock(pid_tgid >> 32));
 }
 
 /* Returns 1 when the record is in the ring buffer, 0 when it was lost (counted). */

@@ -46,6 +46,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
+#ifdef HAVE_CALL_SLOTS
+    /* the thread's call slots (bpf/capture.c: they outlive each call); a thread of a
+     * captured process may exit after its process left `targets`, so every thread asks */
+#pragma unroll
+    for (int fn = F_RECV; fn <= F_SENDFILE; fn++) {
+        u64 key = pid_tgid ^ ((u64)fn << 56);
+        calls.delete(&key);
+    }
+#endif
     if ((u32)pid_tgid != tgid || !targets.lookup(&tgid))
         return 0;
     struct ev_header h = {};

@@ -18,33 +18,32 @@ TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
         return 0;
     if (args->flags & 2)   /* MSG_PEEK: nginx peeks at a new connection to tell TLS from plain */
         return 0;
-    struct conn_key ck = {.pid = tgid, .fd = (s32)args->fd};
-    struct conn_state *st = conns.lookup(&ck);
-    if (!st || (st->flags & EVF_TLS))
-        return 0;
+    /* whether the socket is a connection is asked at the exit, once, and only when bytes
+     * were read (about half of nginx's recv calls return EAGAIN) */
     struct call_args a = {};
-    a.c = st->cptr;
     a.arg = (u64)args->ubuf;
-    a.fd = ck.fd;
-    u64 key = pid_tgid ^ ((u64)F_RECV << 56);
-    if (calls.update(&key, &a) < 0)
-        count(CNT_ARGS_FULL, 1);
+    a.fd = (s32)args->fd;
+    call_save(pid_tgid ^ ((u64)F_RECV << 56), &a);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 key = pid_tgid ^ ((u64)F_RECV << 56);
-    struct call_args *ap = calls.lookup(&key);
+    struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_RECV << 56));
     if (!ap)
         return 0;
     struct call_args a = *ap;
-    calls.delete(&key);
+    ap->live = 0;
     long ret = args->ret;
     if (ret <= 0)
         return 0;
-    return io_done(pid_tgid, a, ret, F_RECV, EV_RECV);
+    struct conn_key ck = {.pid = pid_tgid >> 32, .fd = a.fd};
+    struct conn_state *st = conns.lookup(&ck);
+    if (!st || (st->flags & EVF_TLS))
+        return 0;
+    a.c = st->cptr;
+    return io_done(pid_tgid, a, ret, F_RECV, EV_RECV, st);
 }
 
 /* ngx_writev's result at its writev(2)'s exit rather than with a uretprobe (~0.6 us less per
@@ -53,18 +52,17 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
 TRACEPOINT_PROBE(syscalls, sys_exit_writev)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 key = pid_tgid ^ ((u64)F_WRITEV << 56);
-    struct call_args *ap = calls.lookup(&key);
+    struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_WRITEV << 56));
     if (!ap)
         return 0;
     long ret = args->ret;
     if (ret == -4)   /* EINTR: ngx_writev calls writev(2) again */
         return 0;
     struct call_args a = *ap;
-    calls.delete(&key);
+    ap->live = 0;
     if (ret <= 0)
         return 0;
-    return io_done(pid_tgid, a, ret, F_WRITEV, EV_SEND);
+    return io_done(pid_tgid, a, ret, F_WRITEV, EV_SEND, 0);
 }
 #endif
 
@@ -77,20 +75,18 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
         return 0;
     struct call_args a = {};
     a.fd = args->out_fd;
-    u64 key = pid_tgid ^ ((u64)F_SENDFILE << 56);
-    calls.update(&key, &a);
+    call_save(pid_tgid ^ ((u64)F_SENDFILE << 56), &a);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 key = pid_tgid ^ ((u64)F_SENDFILE << 56);
-    struct call_args *ap = calls.lookup(&key);
+    struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_SENDFILE << 56));
     if (!ap)
         return 0;
     s32 fd = ap->fd;
-    calls.delete(&key);
+    ap->live = 0;
     long ret = args->ret;
     if (ret <= 0)
         return 0;

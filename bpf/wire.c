@@ -14,8 +14,15 @@
  * Drops everything else, application data above all. The return value of a socket filter is
  * how many bytes of the packet to keep, so the cut happens before any copy to user space.
  *
- * Only Ethernet-framed interfaces (loopback included). On loopback every packet is seen
- * twice by a packet socket (as sent and as received): the sent copy is dropped.
+ * Only Ethernet-framed interfaces (loopback included). On loopback every packet crosses a
+ * packet socket twice (as sent and as received): capture/wire.py sets PACKET_IGNORE_OUTGOING
+ * on the loopback socket, so the kernel neither clones the sent copy nor runs this filter on
+ * it; the check below only covers a kernel without that option.
+ *
+ * Cost: the filter runs for every packet of its interface (on loopback: every local
+ * connection of the machine), so what is not nginx's is rejected first, with the port
+ * bitmap `wire_ports` (an array lookup the JIT inlines) before any hash lookup, and the
+ * Ethernet type, IPv4 and TCP headers are read with one helper call.
  *
  * cflags: -DLOOPBACK_IFINDEX=<ifindex of lo>
  */
@@ -33,6 +40,9 @@
 BPF_HASH(wire_listen, struct wire_listen, __u8, 256);
 BPF_TABLE("lru_hash", struct wire_flow_key, struct wire_flow, wire_flows, WIRE_FLOWS);
 BPF_PERCPU_ARRAY(wire_counts, __u64, WIRE_COUNTERS);
+/* bit (port % 64) of word (port / 64): some listening address has this port (capture/wire.py) */
+#define WIRE_PORT_WORDS 1024
+BPF_ARRAY(wire_ports, __u64, WIRE_PORT_WORDS);
 
 struct tcp_start {
     __be16 sport;
@@ -62,6 +72,23 @@ static __always_inline int listening(const __u8 *addr, __u16 port, __u8 family)
     return wire_listen.lookup(&k) != 0;
 }
 
+static __always_inline int port_listened(__u16 port)
+{
+    int word = port >> 6;
+    __u64 *bits = wire_ports.lookup(&word);
+    return bits && (*bits >> (port & 63)) & 1;
+}
+
+/* the connection's key, oriented client -> nginx */
+static __always_inline void make_key(struct wire_flow_key *key, const __u8 *src, const __u8 *dst,
+                                     int to_server, __u16 sport, __u16 dport)
+{
+    __builtin_memcpy(key->client, to_server ? src : dst, WIRE_ADDR_LEN);
+    __builtin_memcpy(key->server, to_server ? dst : src, WIRE_ADDR_LEN);
+    key->client_port = to_server ? sport : dport;
+    key->server_port = to_server ? dport : sport;
+}
+
 static __always_inline int pass(__u32 keep)
 {
     count(WIRE_PASSED);
@@ -74,52 +101,60 @@ int wire_filter(struct __sk_buff *skb)
     if (skb->pkt_type == PACKET_OUTGOING && skb->ifindex == LOOPBACK_IFINDEX)
         return 0;
 
-    __be16 eth_type;
-    if (bpf_skb_load_bytes(skb, 12, &eth_type, 2))
-        return 0;
+    /* the Ethernet type, an IPv4 header without options and the start of TCP: one read */
+    struct {
+        __be16 eth_type;
+        __u8 ip[20];
+        struct tcp_start th;
+    } __attribute__((packed)) h4;
+    if (bpf_skb_load_bytes(skb, 12, &h4, sizeof(h4)))
+        return 0;  /* shorter than any TCP/IPv4 frame */
     __u32 l3 = ETH_HLEN, l4, ip_end;
     __u8 family;
-    /* filled as if the packet went to nginx (src = client), swapped below if not */
+    struct tcp_start th;
+    int to_port, from_port;   /* the destination / source port is one nginx listens on */
+    __u8 src[WIRE_ADDR_LEN] __attribute__((aligned(8))) = {};
+    __u8 dst[WIRE_ADDR_LEN] __attribute__((aligned(8))) = {};
     struct wire_flow_key key __attribute__((aligned(8))) = {};
-    __u8 *src = key.client, *dst = key.server;
-    if (eth_type == __builtin_bswap16(ETH_P_IP)) {
-        __u8 ip[20];
-        if (bpf_skb_load_bytes(skb, l3, ip, 20))
-            return 0;
+    if (h4.eth_type == __builtin_bswap16(ETH_P_IP)) {
+        __u8 *ip = h4.ip;
         __u32 ihl = (ip[0] & 0x0f) * 4;
         if (ihl < 20 || ip[9] != IPPROTO_TCP || ((ip[6] & 0x3f) | ip[7]))
             return 0;  /* not TCP, or a fragment */
+        l4 = l3 + ihl;
+        if (ihl == 20)
+            __builtin_memcpy(&th, &h4.th, sizeof(th));
+        else if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th)))
+            return 0;
+        to_port = port_listened(__builtin_bswap16(th.dport));
+        from_port = port_listened(__builtin_bswap16(th.sport));
+        if (!to_port && !from_port)
+            return 0;
         ip_end = l3 + (((__u32)ip[2] << 8) | ip[3]);
         src[10] = src[11] = dst[10] = dst[11] = 0xff;
         __builtin_memcpy(src + 12, ip + 12, 4);
         __builtin_memcpy(dst + 12, ip + 16, 4);
-        l4 = l3 + ihl;
         family = 4;
-    } else if (eth_type == __builtin_bswap16(ETH_P_IPV6)) {
-        __u8 ip6[8];
-        if (bpf_skb_load_bytes(skb, l3, ip6, 8) || ip6[6] != IPPROTO_TCP)
+    } else if (h4.eth_type == __builtin_bswap16(ETH_P_IPV6)) {
+        __u8 *ip6 = h4.ip;
+        if (ip6[6] != IPPROTO_TCP)
             return 0;  /* extension headers are not followed */
-        ip_end = l3 + 40 + (((__u32)ip6[4] << 8) | ip6[5]);
+        l4 = l3 + 40;
+        if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th)))
+            return 0;
+        to_port = port_listened(__builtin_bswap16(th.dport));
+        from_port = port_listened(__builtin_bswap16(th.sport));
+        if (!to_port && !from_port)
+            return 0;
+        ip_end = l4 + (((__u32)ip6[4] << 8) | ip6[5]);
         if (bpf_skb_load_bytes(skb, l3 + 8, src, 16) || bpf_skb_load_bytes(skb, l3 + 24, dst, 16))
             return 0;
-        l4 = l3 + 40;
         family = 6;
     } else {
         return 0;
     }
 
-    struct tcp_start th;
-    if (bpf_skb_load_bytes(skb, l4, &th, sizeof(th)))
-        return 0;
     __u16 sport = __builtin_bswap16(th.sport), dport = __builtin_bswap16(th.dport);
-    int to_server;
-    if (listening(dst, dport, family))
-        to_server = 1;
-    else if (listening(src, sport, family))
-        to_server = 0;
-    else
-        return 0;
-
     __u32 thl = (th.off >> 4) * 4;
     if (thl < 20)
         return 0;
@@ -128,30 +163,42 @@ int wire_filter(struct __sk_buff *skb)
     __u32 seq = __builtin_bswap32(th.seq);
     __u8 fl = th.flags;
 
-    key.client_port = sport;
-    key.server_port = dport;
-    if (!to_server) {
-        __u64 *c = (__u64 *)key.client, *v = (__u64 *)key.server;
-        __u64 t0 = c[0], t1 = c[1];
-        c[0] = v[0];
-        c[1] = v[1];
-        v[0] = t0;
-        v[1] = t1;
-        key.client_port = dport;
-        key.server_port = sport;
+    /* Which way it goes: when only one of its ports is a listening port, that says it, and
+     * a connection already in wire_flows (entered at its SYN, to a listening address) is
+     * nginx's without asking wire_listen: one hash lookup per segment of a followed
+     * connection. Otherwise (its SYN, a connection older than the capture, both ports
+     * listening ports) the addresses decide. */
+    int to_server = to_port;
+    struct wire_flow *f = 0;
+    if (to_port != from_port) {
+        if (!to_server && payload == 0 && !(fl & (TH_SYN | TH_FIN | TH_RST)))
+            return 0;  /* nginx's bare ACK or window update */
+        make_key(&key, src, dst, to_server, sport, dport);
+        f = wire_flows.lookup(&key);
+    }
+    if (!f) {
+        int was = to_server;
+        if (to_port && listening(dst, dport, family))
+            to_server = 1;
+        else if (from_port && listening(src, sport, family))
+            to_server = 0;
+        else
+            return 0;
+        if (to_port == from_port || to_server != was) {
+            make_key(&key, src, dst, to_server, sport, dport);
+            f = wire_flows.lookup(&key);
+        }
     }
 
     if (fl & (TH_SYN | TH_FIN | TH_RST)) {
         if ((fl & TH_SYN) && !(fl & TH_ACK) && to_server) {
-            struct wire_flow *old = wire_flows.lookup(&key);
-            if (old && old->client_next == seq + 1)
+            if (f && f->client_next == seq + 1)
                 return pass(hdr_end);  /* the same SYN again: the flow goes on as it was */
             struct wire_flow nf = {};
             nf.client_next = seq + 1;
             nf.state = WIRE_SYN_SEEN;
             wire_flows.update(&key, &nf);
         } else if ((fl & TH_SYN) && !to_server) {
-            struct wire_flow *f = wire_flows.lookup(&key);
             if (f && f->state == WIRE_SYN_SEEN) {  /* a retransmitted SYN-ACK changes nothing:
                                                     * the client's duplicate ACKs are no
                                                     * handshake ACK */
@@ -164,7 +211,6 @@ int wire_filter(struct __sk_buff *skb)
         return pass(hdr_end);  /* a FIN's data, if any, is application data: cut */
     }
 
-    struct wire_flow *f = wire_flows.lookup(&key);
     if (f && to_server && f->state == WIRE_SYNACK_SEEN && (fl & TH_ACK)) {
         f->state = WIRE_ESTABLISHED;
         if (payload == 0)

@@ -65,6 +65,7 @@ WIRE_ESTABLISHED = 3
 _SIOCGIFFLAGS = 0x8913
 _IFF_UP, _IFF_RUNNING = 0x1, 0x40
 _SO_TIMESTAMPNS = 35
+_SOL_PACKET, _PACKET_IGNORE_OUTGOING = 263, 23
 _TIMESPEC = struct.Struct("qq")
 _SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
 
@@ -242,15 +243,34 @@ class WireCapture:
             key.port = port
             key.family = family
             table[key] = table.Leaf(1)
+        ports = self.bpf["wire_ports"]
+        words: dict[int, int] = {}
+        for _raw, port, _family in entries:
+            words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
+        for word, bits in words.items():
+            ports[ctypes.c_int(word)] = ctypes.c_uint64(bits)
         for dev in self.interfaces:
             try:  # filter and options on before the first frame (capture.packetsock)
                 sock = open_packet_socket(fn.fd, dev, [(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)])
             except OSError as exc:
                 self.stop()
                 raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
+            if dev == "lo":
+                self._ignore_outgoing(sock)
             sock.setblocking(False)
             self._socks.append(sock)
         return list(self.interfaces)
+
+    @staticmethod
+    def _ignore_outgoing(sock: socket.socket) -> None:
+        """On loopback every packet is sent and received on the same interface: its sent
+        copy tells nothing its received one does not, and without this option the kernel
+        clones each one and runs the filter on it (dev_queue_xmit_nit) only to drop it.
+        Kernels before 4.20 lack the option: the filter drops the copy itself."""
+        try:
+            sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        except OSError:
+            pass
 
     def read(self, timeout: float = 0.05, limit: int = 4096) -> list[WirePacket]:
         """What the filter passed since the last call (waits up to `timeout` for the first)."""
