@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from .netns import NetnsError, entered
-from .packetsock import open_packet_socket
+from .packetsock import open_filtered, start_receiving
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -243,13 +243,19 @@ class WireCapture:
             key.family = family
             table[key] = table.Leaf(1)
         for dev in self.interfaces:
-            try:  # filter and options on before the first frame (capture.packetsock)
-                sock = open_packet_socket(fn.fd, dev, [(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)])
+            try:  # the filter and options on before it receives anything (capture.packetsock)
+                sock = open_filtered(fn.fd)
             except OSError as exc:
                 self.stop()
                 raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
             self._socks.append(sock)
+            try:
+                start_receiving(sock, dev)
+            except OSError as exc:
+                self.stop()
+                raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
         return list(self.interfaces)
 
     def read(self, timeout: float = 0.05, limit: int = 4096) -> list[WirePacket]:
