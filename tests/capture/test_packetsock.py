@@ -12,12 +12,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from ngxscope.capture.packetsock import open_packet_socket
+from ngxscope.capture.packetsock import open_filtered, start_receiving
 
 pytestmark = pytest.mark.capture
 
@@ -68,8 +68,17 @@ def bulk_loopback() -> Iterator[None]:
     srv.close()
 
 
+def open_packet_socket(prog_fd: int, interface: str, options: Sequence[tuple[int, int, int]] = ()) -> socket.socket:
+    """What capture.wire does: filter, options, then the bind."""
+    sock = open_filtered(prog_fd)
+    for level, option, value in options:
+        sock.setsockopt(level, option, value)
+    start_receiving(sock, interface)
+    return sock
+
+
 def _drain(sock: socket.socket) -> list[tuple[bytes, list[Any]]]:
-    out = []
+    out: list[tuple[bytes, list[Any]]] = []
     while True:
         try:
             data, anc, _flags, _addr = sock.recvmsg(65536, 64, socket.MSG_DONTWAIT)
@@ -119,5 +128,5 @@ def test_unknown_interface_is_an_oserror(programs: Any) -> None:
     from bcc import BPF
 
     none = programs.load_func("none", BPF.SOCKET_FILTER)
-    with pytest.raises(OSError):
-        open_packet_socket(none.fd, "nosuchif0")
+    with open_filtered(none.fd) as sock, pytest.raises(OSError):
+        start_receiving(sock, "nosuchif0")

@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from .netns import NetnsError, entered
-from .packetsock import open_packet_socket
+from .packetsock import open_filtered, start_receiving
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -250,15 +250,21 @@ class WireCapture:
         for word, bits in words.items():
             ports[ctypes.c_int(word)] = ctypes.c_uint64(bits)
         for dev in self.interfaces:
-            try:  # filter and options on before the first frame (capture.packetsock)
-                sock = open_packet_socket(fn.fd, dev, [(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)])
+            try:  # the filter and options on before it receives anything (capture.packetsock)
+                sock = open_filtered(fn.fd)
             except OSError as exc:
                 self.stop()
                 raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             if dev == "lo":
                 self._ignore_outgoing(sock)
             sock.setblocking(False)
             self._socks.append(sock)
+            try:
+                start_receiving(sock, dev)
+            except OSError as exc:
+                self.stop()
+                raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
         return list(self.interfaces)
 
     @staticmethod

@@ -67,9 +67,10 @@ from ngxscope.store.filterlex import (
     Predicate,
     Token,
     lex,
+    quote_value,
 )
 
-__all__ = ["FilterError", "Predicate", "compile_filter", "search_patterns"]
+__all__ = ["FilterError", "Predicate", "compile_filter", "quote_value", "search_patterns"]
 
 MAX_DEPTH = 64
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m)?$", re.IGNORECASE)

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ngxscope.store.diff import DiffRow
-from ngxscope.store.filterlex import quote_value
+from ngxscope.store.filterexpr import quote_value
 from ngxscope.store.memory import ExchangeStore
 from ngxscope.store.routes import (
     RouteError,

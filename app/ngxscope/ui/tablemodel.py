@@ -20,7 +20,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont
 
 from ngxscope.model import Exchange, nginx_list
-from ngxscope.store.filterlex import quote_value
+from ngxscope.store.filterexpr import quote_value
 from ngxscope.store.memory import ExchangeStore
 
 __all__ = [
