@@ -19,6 +19,7 @@ from ringsample import REQLOG_SAMPLE, load_sample, reqlog_fields, reqlog_record,
 
 OFFSET = 1_700_000_000.25
 _fastevents.prepare(E.RawEvent, E.NginxLog, {})  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
+_fastevents.prepare_reqlog(E.NginxLog, E.UpstreamState, E._REQLOG_TAIL.format, E._UPSTATE.format, E.REQLOG_LAYOUT)
 
 
 def both(bufs: list[Any], offset: float = OFFSET) -> tuple[Any, Any]:
