@@ -15,17 +15,18 @@ from hypothesis import strategies as st
 from ngxscope.capture import _fastevents, compiled
 from ngxscope.capture import events as E
 from ngxscope.capture import ring as ringread
-from ringsample import load_sample, sockaddr
+from ringsample import REQLOG_SAMPLE, load_sample, reqlog_fields, reqlog_record, sockaddr
 
 OFFSET = 1_700_000_000.25
 _fastevents.prepare(E.RawEvent, E.NginxLog, {})  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
+_fastevents.prepare_reqlog(E.NginxLog, E.UpstreamState, E._REQLOG_TAIL.format, E._UPSTATE.format, E.REQLOG_LAYOUT)
 
 
 def both(bufs: list[Any], offset: float = OFFSET) -> tuple[Any, Any]:
     """(reference, compiled): a list of RawEvents or the exception's type."""
     out = []
     for parse in (lambda: E.parse_batch_py(bufs, offset),
-                  lambda: _fastevents.parse_batch(bufs, offset, E._parse_one_py, E._reqlog_tail)):
+                  lambda: _fastevents.parse_batch(bufs, offset, E._parse_one_py)):
         try:
             out.append(parse())
         except Exception as exc:
@@ -53,11 +54,13 @@ def test_recorded_records() -> None:
     assert both([memoryview(r) for r in recs])[1] == ref
 
 
-def test_req_log_without_its_tail_function_goes_to_the_reference() -> None:
-    """parse_batch(bufs, offset, slow): EV_REQ_LOG records whole through `slow`; with
-    reqlog_tail, their header in C and their tail through it: the same events either way."""
-    recs = [r for r in load_sample() if r[60] == E.EV_REQ_LOG]
-    assert len(recs) > 10
+def test_req_log_records_are_parsed_in_c() -> None:
+    """EV_REQ_LOG records whole in C (none handed to `slow`) once prepare_reqlog knows their
+    layout, which capture.events does whenever the compiled parser is used: a struct ev_reqlog
+    or NginxLog changed without _fastevents.c fails here (its records would go to `slow`)."""
+    recs = [r for r in load_sample() if r[60] == E.EV_REQ_LOG] + load_sample(REQLOG_SAMPLE)
+    assert len(recs) > 100
+    assert E.fast_reqlog is (E._fast is not None)
     seen: list[bytes] = []
 
     def slow(buf: Any, off: float) -> E.RawEvent:
@@ -65,10 +68,96 @@ def test_req_log_without_its_tail_function_goes_to_the_reference() -> None:
         return E._parse_one_py(buf, off)
 
     ref = E.parse_batch_py(recs, OFFSET)
-    assert _fastevents.parse_batch(recs, OFFSET, slow) == ref and len(seen) == len(recs)
-    seen.clear()
-    assert _fastevents.parse_batch(recs, OFFSET, slow, E._reqlog_tail) == ref and not seen
+    assert _fastevents.parse_batch(recs, OFFSET, slow) == ref and not seen
     assert any(ev.log is not None and ev.log.rid for ev in ref)
+
+
+def test_prepare_reqlog_refuses_another_layout() -> None:
+    """Another struct format, constant or class shape: TypeError (capture.events then leaves
+    REQ_LOG records to the reference), and what was prepared before stays."""
+    args = (E.NginxLog, E.UpstreamState, E._REQLOG_TAIL.format, E._UPSTATE.format, E.REQLOG_LAYOUT)
+    with pytest.raises(TypeError):
+        _fastevents.prepare_reqlog(*args[:2], args[2].replace("II", "IIQ", 1), *args[3:])
+    with pytest.raises(TypeError):
+        _fastevents.prepare_reqlog(*args[:4], (*E.REQLOG_LAYOUT[:-1], 0x200))
+    with pytest.raises(TypeError):
+        _fastevents.prepare_reqlog(E.UpstreamState, E.NginxLog, *args[2:])
+    _fastevents.prepare_reqlog(*args)
+    recs = load_sample(REQLOG_SAMPLE)
+    assert _fastevents.parse_batch(recs, OFFSET, None) == E.parse_batch_py(recs, OFFSET)
+
+
+def test_recorded_req_log_records_with_upstream_states() -> None:
+    """Real records of struct ev_reqlog as it is now: nginx's clock, upstream states (one and
+    two attempts), locations, plain and TLS."""
+    recs = load_sample(REQLOG_SAMPLE)
+    ref, fast = both(recs)
+    assert isinstance(ref, list) and ref == fast
+    logs = [ev.log for ev in ref if ev.log is not None]
+    assert len(logs) == len(recs)
+    tried = [log for log in logs if log.upstream]
+    assert len(tried) > 100 and any(len(log.upstream) == 2 for log in tried)
+    assert all(log.upstream_count == len(log.upstream) for log in tried)
+    assert all(s.peer and s.peer.startswith("127.0.0.1:") for log in tried for s in log.upstream)
+    assert {log.status for log in logs} >= {200, 404, 502} and all(log.msec and log.remote for log in logs)
+    assert memoryview_parse(recs) == ref
+    for i, rec in enumerate(recs[::7]):
+        for n in {399, 400, 401, 559, 560, 561, 720, 721, len(rec) - 1, len(rec) + 1}:
+            r, f = both([rec[:n]])
+            assert r == f, (i, n)
+        flipped = bytearray(rec)
+        flipped[(i * 37) % len(rec)] ^= 0x5A
+        r, f = both([bytes(flipped)])
+        assert r == f, i
+
+
+def memoryview_parse(recs: list[bytes]) -> list[E.RawEvent]:
+    return _fastevents.parse_batch([memoryview(r) for r in recs], OFFSET, E._parse_one_py)
+
+
+DONE = E.RawEvent(E.EV_REQ_DONE, 1_796_612_820.5, 4242, 9, 1_000_001, 90, 240, 0, E.EVF_CLIENT, seq=3)
+
+
+def test_req_log_values() -> None:
+    """A record with what the generated ones mix: more attempts than the record holds, a
+    group boundary, a peer name longer than its copy, times nginx prints as "-", a regex
+    location cut short, realip's client without a port, a unix listener."""
+    line = b"GET /api/items?id=7 HTTP/1.1\r\nHost: x\r\n"
+    states = [(502, 14, 3, 1, -1, b"127.0.0.1:8081"), (0, E.UPSTATE_GROUP, -1, -1, -1, b""),
+              (200, 300, 12, 0, 11, b"b" * E.UPSTATE_PEER_CAP)] + [(200, 5, 1, 0, 1, b"x:1/2")] * 6
+    rec = reqlog_record(DONE, line=line, status=200, request_length=57, sent=438,
+                        location=(0x55D0_0000_2000, 200, E.LOCF_REGEX, b"r" * E.LOC_NAME_CAP),
+                        remote=(16, sockaddr("192.0.2.1:0")), clock=(1_796_612_820, 224, 1_796_612_820, 151),
+                        states=states[: E.UPSTATES_MAX], nstates=len(states), unix=b"\x01\x00/run/ngx.sock")
+    ref, fast = both([rec])
+    assert isinstance(ref, list) and ref == fast == _fastevents.parse_batch([rec], OFFSET, None)   # all in C
+    log = fast[0].log
+    assert log is not None
+    assert (log.request, log.method, log.uri, log.protocol) == (b"GET /api/items?id=7 HTTP/1.1", "GET",
+                                                                "/api/items?id=7", "HTTP/1.1")
+    assert (log.status, log.request_length, log.bytes_sent, log.msec, log.request_ms) == (
+        200, 57, 438, 1_796_612_820_224, 73)
+    assert log.location == "~ " + "r" * E.LOC_NAME_CAP + "\u2026" and log.remote == "192.0.2.1"
+    assert log.server == "unix:/run/ngx.sock" and log.upstream_count == 9
+    assert log.upstream == [E.UpstreamState("127.0.0.1:8081", 502, 3, 1, None), E.UpstreamState(None, None, None, None, None),
+                            E.UpstreamState("b" * E.UPSTATE_PEER_CAP + "\u2026", 200, 12, 0, 11)] + [
+        E.UpstreamState("x:1/2", 200, 1, 0, 1)] * 5
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(reqlog_fields(), st.one_of(st.none(), st.integers(0, 3000))), min_size=1, max_size=6),
+       st.integers(0, 2**32 - 1), st.sampled_from([0, E.EVF_H2STREAM | E.EVF_CLIENT, E.EVF_CLIENT | E.EVF_TLS]))
+def test_generated_req_log_records(specs: list[tuple[dict[str, Any], int | None]], rid: int, flags: int) -> None:
+    """Generated EV_REQ_LOG records, whole or cut anywhere: the same events or exception type."""
+    done = E.RawEvent(E.EV_REQ_DONE, DONE.ts, 4242, 9, 1_000_001, 90, 240, 0, flags, seq=3, rid=rid)
+    recs = []
+    for kw, cut in specs:
+        rec = reqlog_record(done, **kw)
+        recs.append(rec if cut is None else rec[:cut])
+    ref, fast = both(recs)
+    assert ref == fast
+    if isinstance(ref, list):
+        assert memoryview_parse(recs) == ref
 
 
 def test_recorded_records_cut_and_mutated() -> None:

@@ -4,7 +4,8 @@ decode._fasthttp1 or parse_head_py) -> exchanges, lifecycle events, decoder coun
 session lines (store.codec.encode_exchange), compared byte for byte. Streams: the recorded
 sample, generated connections (keep-alive, pipelined, chunked bodies, 100-continue,
 malformed requests, garbage, payload caps, lost events), summary-only records (the kernel's
-EV_REQ_DONE with the request's first bytes) and cut or flipped records."""
+EV_REQ_DONE with the request's first bytes), nginx's own values (EV_REQ_LOG ahead of its
+EV_REQ_DONE: upstream attempts, locations, clock) and cut or flipped records."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ngxscope.decode import _fastmodel, emitter, http1
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange, LifecycleEvent
 from ngxscope.store.codec import encode_exchange
-from ringsample import load_sample, record
+from ringsample import load_sample, record, reqlog_fields, reqlog_record
 
 from . import streams as S
 
@@ -160,6 +161,25 @@ def test_generated_streams(data: st.DataObject) -> None:
     for fd in range(10, 10 + data.draw(st.integers(0, 2))):
         records += data.draw(summary_connection(fd))
     same(records)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_generated_streams_with_nginx_logs(data: st.DataObject) -> None:
+    """Most exchanges' EV_REQ_LOG ahead of their EV_REQ_DONE (as the kernel writes them), some
+    cut short: what they tell the exchanges (attempts, location, $status...) the same."""
+    conns = [data.draw(connection(fd)) for fd in range(data.draw(st.integers(1, 2)))]
+    order = data.draw(st.permutations([k for k, evs in enumerate(conns) for _ in evs]))
+    records = [record(ev) for ev in S.interleave(conns, order)]
+    records += data.draw(summary_connection(10))
+    out = []
+    for rec in records:
+        if rec[60] == E.EV_REQ_DONE and data.draw(st.integers(0, 3)):
+            (done,) = E.parse_batch_py([rec], 0.0)
+            log = reqlog_record(done, **data.draw(reqlog_fields()))
+            out.append(log[: data.draw(st.integers(0, len(log)))] if data.draw(st.integers(0, 9)) == 0 else log)
+        out.append(rec)
+    same(out)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

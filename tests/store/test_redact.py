@@ -162,3 +162,20 @@ def test_headers_masked_as_header_by_header(req: list[tuple[str, str]], resp: li
     assert ex.request_headers == req and ex.response_headers == resp
     if out is not ex:
         assert out.request_headers is not ex.request_headers and out.response_headers is not ex.response_headers
+
+
+def test_a_name_found_safe_under_one_policy_is_masked_under_another() -> None:
+    """Header names found not masked are remembered per set of masked names (every exchange
+    asks): X-Api-Key seen harmless by the default policy is still masked by one naming it,
+    and a flood of distinct names (the client's to choose) changes no answer."""
+    default, keyed = RedactPolicy.make(), RedactPolicy.make(headers=["X-Api-Key"])
+    headers = [("Host", "a"), ("X-Api-Key", SECRET)]
+    for _ in range(3):
+        assert redact_exchange(make_exchange(request_headers=list(headers)), default).request_headers == headers
+        out = redact_exchange(make_exchange(request_headers=list(headers)), keyed)
+        assert out.request_headers == [("Host", "a"), ("X-Api-Key", MASK)]
+    for i in range(5000):
+        assert redact_header(f"X-{i}", "v", default) == "v"
+        redact_exchange(make_exchange(response_headers=[(f"X-{i}", "v")]), default)
+    out = redact_exchange(make_exchange(response_headers=[("X-1", "v"), ("Set-Cookie", "s=1; Path=/")]), default)
+    assert out.response_headers[0] == ("X-1", "v") and "s=1" not in out.response_headers[1][1]

@@ -620,7 +620,10 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
         elif kind == EV_REQ_LOG:   # as its REQ_DONE's header, then struct ev_reqlog's tail
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)
-            _reqlog_tail(ev, buf, tid)
+            if flags & EVF_H2STREAM:
+                ev.rid = tid
+            ev.log = parse_reqlog(buf)
+            ev.log.rid = tid
         else:
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
                           clock / 1e9 + clock_offset if clock else 0.0, seq)
@@ -638,16 +641,6 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
                 ev.length = length
         append(ev)
     return out
-
-
-def _reqlog_tail(ev: RawEvent, buf: bytes | memoryview, tid: int) -> None:
-    """An EV_REQ_LOG event `ev`, its header read (as its REQ_DONE's, length 0): the rest from
-    the record `buf` (the compiled parser calls this too: the struct grows with what is read
-    from nginx)."""
-    if ev.flags & EVF_H2STREAM:
-        ev.rid = tid
-    ev.log = parse_reqlog(buf)
-    ev.log.rid = tid
 
 
 def _parse_one_py(buf: bytes | memoryview, clock_offset: float) -> RawEvent:
@@ -672,6 +665,20 @@ if _fast is not None:
     except TypeError:  # such a field, or NginxLog changed: the reference parses
         _fast = None
 
+REQLOG_LAYOUT = (UPSTATES_MAX, UPSTATE_PEER_CAP, UPSTATE_GROUP, REQLOGF_CLOCK, REQLOGF_STATES, REQLOGF_UNIX,
+                 REQLOG_UNIX_CAP, REQLOG_LINE_CAP, LOC_NAME_CAP, LOCF_NAMED, LOCF_EXACT, LOCF_NOREGEX, LOCF_REGEX)
+"""What the compiled parser must know of struct ev_reqlog, with _REQLOG_TAIL's and _UPSTATE's
+formats, to parse EV_REQ_LOG records itself."""
+fast_reqlog = False
+"""Whether the compiled parser parses EV_REQ_LOG records (else it hands them to the reference:
+struct ev_reqlog or NginxLog changed since _fastevents.c was written)."""
+if _fast is not None:
+    try:
+        _fast.prepare_reqlog(NginxLog, UpstreamState, _REQLOG_TAIL.format, _UPSTATE.format, REQLOG_LAYOUT)
+        fast_reqlog = True
+    except TypeError:  # another layout: the reference parses these records
+        pass
+
 
 def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list[RawEvent]:
     """Decode many ring-buffer records at once: the compiled parser when built (records of a
@@ -679,5 +686,4 @@ def parse_batch(bufs: Iterable[bytes | memoryview], clock_offset: float) -> list
     `parse_batch_py`. Both give equal RawEvents and raise struct.error on a short record."""
     if _fast is None:
         return parse_batch_py(bufs, clock_offset)
-    return _fast.parse_batch(bufs if isinstance(bufs, list | tuple) else list(bufs), clock_offset, _parse_one_py,
-                             _reqlog_tail)
+    return _fast.parse_batch(bufs if isinstance(bufs, list | tuple) else list(bufs), clock_offset, _parse_one_py)

@@ -163,11 +163,28 @@ def redact_header(name: str, value: str, policy: RedactPolicy) -> str:
 _name = operator.itemgetter(0)
 
 
+_SAFE_NAMES: dict[frozenset[str], set[str]] = {}
+"""Per set of masked header names: header names, as written, found not masked by it. Every
+exchange passes _headers twice and repeats the same few names: one look in this set costs
+a third of lowering and comparing them again."""
+_SAFE_MAX = 4096   # names are the client's to choose: remember a bounded number
+
+
 def _headers(headers: list[tuple[str, str]], policy: RedactPolicy) -> list[tuple[str, str]]:
     """The headers as the policy shows them: `headers` itself when none is masked (every
     exchange passes here; most hold no secret, and a new list cost more than the look)."""
-    if not policy.params and policy.headers.isdisjoint(map(str.lower, map(str.strip, map(_name, headers)))):
-        return headers
+    if not policy.params:
+        safe = _SAFE_NAMES.get(policy.headers)
+        if safe is None:
+            if len(_SAFE_NAMES) >= 64:
+                _SAFE_NAMES.clear()
+            safe = _SAFE_NAMES[policy.headers] = set()
+        if safe.issuperset(map(_name, headers)):
+            return headers
+        if policy.headers.isdisjoint(map(str.lower, map(str.strip, map(_name, headers)))):
+            if len(safe) < _SAFE_MAX:
+                safe.update(map(_name, headers))
+            return headers
     return [(k, redact_header(k, v, policy)) for k, v in headers]
 
 
