@@ -34,6 +34,7 @@ from typing import Any
 
 import ngxscope.pipeline.recorder as recorder_mod
 from ngxscope.capture import events as ev
+from ngxscope.capture import reqlog
 from ngxscope.decode.nginxlog import NginxValues
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.model import Exchange
@@ -122,16 +123,16 @@ def parse_apply_us(states: int, loops: int = 200_000) -> float:
     base = 0x7F0000001000
     strs = [len(line), base, 7, base + 4, 3, base + 12, 0, 0, 11, base + 4, 3, base, 8, base + 16]
     peer = b"\x02\x00\x1f\x90\x7f\x00\x00\x01".ljust(ev.SOCKADDR_MAX, b"\0")
-    tail = ev._REQLOG_TAIL.pack(28, 180, 200, 0, base, *strs, 0x5000, 1, 0, b"/".ljust(ev.LOC_NAME_CAP, b"\0"),
+    tail = reqlog._REQLOG_TAIL.pack(28, 180, 200, 0, base, *strs, 0x5000, 1, 0, b"/".ljust(reqlog.LOC_NAME_CAP, b"\0"),
                                 16, peer, 1700000000, 250, 1700000000, 249,
-                                ev.REQLOGF_CLOCK | ev.REQLOGF_STATES, states)
-    ups = b"".join(ev._UPSTATE.pack(200, 14, 1, 0, 1, b"127.0.0.1:8081") for _ in range(states))
+                                reqlog.REQLOGF_CLOCK | reqlog.REQLOGF_STATES, states)
+    ups = b"".join(reqlog._UPSTATE.pack(200, 14, 1, 0, 1, b"127.0.0.1:8081") for _ in range(states))
     buf = bytes(ev.HEADER_SIZE) + tail + ups + line
     values = NginxValues()
     ex = Exchange(id=1, start=0.0, end=0.0, pid=1, client="", server="", tls=False)
     t = time.perf_counter()
     for _ in range(loops):
-        log = ev.parse_reqlog(buf)
+        log = reqlog.parse_reqlog(buf, ev.HEADER_SIZE)
         values.apply(ex, log, 200, 180)
     return (time.perf_counter() - t) * 1e6 / loops
 

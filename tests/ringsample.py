@@ -34,6 +34,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from ngxscope.capture import events as E
+from ngxscope.capture import reqlog as R
 
 __all__ = ["REQLOG_SAMPLE", "load_sample", "record", "reqlog_fields", "reqlog_record", "request_strs", "sockaddr"]
 
@@ -120,32 +121,32 @@ def reqlog_record(done: E.RawEvent, *, line: bytes = b"", base: int = 0x55D0_000
                           E.EV_REQ_LOG, done.flags, done.seq)
     if strs is None:
         strs = request_strs(line, base)
-    flags = (E.REQLOGF_CLOCK if clock else 0) | (E.REQLOGF_STATES if states is not None else 0) | (
-        E.REQLOGF_UNIX if unix is not None else 0)
+    flags = (R.REQLOGF_CLOCK if clock else 0) | (R.REQLOGF_STATES if states is not None else 0) | (
+        R.REQLOGF_UNIX if unix is not None else 0)
     rflags = flags if rflags is None else rflags
     states = states or []
     nstates = len(states) if nstates is None else nstates
     loc_conf, name_len, loc_flags, name = location
-    tail = E._REQLOG_TAIL.pack(request_length, sent, status, err_status, base, *strs, loc_conf, name_len, loc_flags,
+    tail = R._REQLOG_TAIL.pack(request_length, sent, status, err_status, base, *strs, loc_conf, name_len, loc_flags,
                                name, remote[0], remote[1], *(clock or (0, 0, 0, 0)), rflags, nstates)
-    held = b"".join(E._UPSTATE.pack(*s) for s in states)
-    place = unix.ljust(E.REQLOG_UNIX_CAP, b"\0")[: E.REQLOG_UNIX_CAP] if unix is not None else b""
-    return head + tail + held + place + line[: E.REQLOG_LINE_CAP]
+    held = b"".join(R._UPSTATE.pack(*s) for s in states)
+    place = unix.ljust(R.REQLOG_UNIX_CAP, b"\0")[: R.REQLOG_UNIX_CAP] if unix is not None else b""
+    return head + tail + held + place + line[: R.REQLOG_LINE_CAP]
 
 
 _LINES = [b"GET /static/small.txt HTTP/1.1\r\nHost: x\r\n\r\n", b"POST /api/items?id=7&x=%20 HTTP/1.0\r\n",
           b"HEAD / HTTP/1.1", b"GET /a.b/c HTTP/1.1\n", b"GARBAGE\x00\xff\r\n", b"", b"GET /" + b"x" * 600 + b" HTTP/1.1",
           b"OPTIONS * HTTP/1.1\r\n"]
 _PEERS = [b"127.0.0.1:8081", b"[::1]:9000", b"backend_group", b"unix:/run/app.sock", b"\xff\xfe bad utf-8",
-          b"p" * E.UPSTATE_PEER_CAP]
+          b"p" * R.UPSTATE_PEER_CAP]
 _MS = st.one_of(st.sampled_from([-1, 0, 1, 30, 74, -5]), st.integers(-(2**63), 2**63 - 1))
 
 
 @st.composite
 def _state(draw: st.DrawFn) -> tuple[int, int, int, int, int, bytes]:
-    peer = draw(st.one_of(st.sampled_from(_PEERS), st.binary(max_size=E.UPSTATE_PEER_CAP)))
-    peer_len = draw(st.one_of(st.just(len(peer)), st.just(E.UPSTATE_GROUP),   # a group boundary
-                              st.sampled_from([0, E.UPSTATE_PEER_CAP, E.UPSTATE_PEER_CAP + 1, 300]),
+    peer = draw(st.one_of(st.sampled_from(_PEERS), st.binary(max_size=R.UPSTATE_PEER_CAP)))
+    peer_len = draw(st.one_of(st.just(len(peer)), st.just(R.UPSTATE_GROUP),   # a group boundary
+                              st.sampled_from([0, R.UPSTATE_PEER_CAP, R.UPSTATE_PEER_CAP + 1, 300]),
                               st.integers(0, 2**32 - 1)))
     status = draw(st.one_of(st.sampled_from([0, 200, 404, 502, 504]), st.integers(0, 2**32 - 1)))
     return status, peer_len, draw(_MS), draw(_MS), draw(_MS), peer
@@ -167,13 +168,13 @@ def reqlog_fields(draw: st.DrawFn) -> dict[str, Any]:
                           "sent": draw(st.integers(0, 2**64 - 1))}
     if draw(st.booleans()):
         name = draw(st.one_of(st.sampled_from([b"/static/", b"/api/", b"@fallback", b"\\.php$", b"", b"/\xff"]),
-                              st.binary(max_size=E.LOC_NAME_CAP)))
+                              st.binary(max_size=R.LOC_NAME_CAP)))
         kw["location"] = (draw(st.sampled_from([0, 0x55D0_0000_2000])),
-                          draw(st.one_of(st.just(len(name)), st.sampled_from([E.LOC_NAME_CAP + 1, 2**32 - 1]))),
-                          draw(st.one_of(st.sampled_from([0, E.LOCF_NAMED, E.LOCF_EXACT, E.LOCF_NOREGEX, E.LOCF_REGEX,
-                                                          E.LOCF_REGEX | E.LOCF_EXACT, E.LOCF_NONAME]),
+                          draw(st.one_of(st.just(len(name)), st.sampled_from([R.LOC_NAME_CAP + 1, 2**32 - 1]))),
+                          draw(st.one_of(st.sampled_from([0, R.LOCF_NAMED, R.LOCF_EXACT, R.LOCF_NOREGEX, R.LOCF_REGEX,
+                                                          R.LOCF_REGEX | R.LOCF_EXACT, R.LOCF_NONAME]),
                                          st.integers(0, 2**32 - 1))),
-                          name.ljust(E.LOC_NAME_CAP, b"\0"))
+                          name.ljust(R.LOC_NAME_CAP, b"\0"))
     if draw(st.booleans()):
         addr = draw(st.sampled_from(["10.0.0.7:51234", "192.0.2.1:0", "[2001:db8::5]:0", "[::1]:443"]))
         kw["remote"] = (draw(st.sampled_from([16, 28, 7, 2**32 - 1])), sockaddr(addr))
@@ -183,7 +184,7 @@ def reqlog_fields(draw: st.DrawFn) -> dict[str, Any]:
                       st.integers(0, 999)),
             st.tuples(*(st.integers(0, 2**64 - 1),) * 4)))
     if draw(st.booleans()):
-        kw["states"] = draw(st.lists(_state(), max_size=E.UPSTATES_MAX))
+        kw["states"] = draw(st.lists(_state(), max_size=R.UPSTATES_MAX))
         if draw(st.booleans()):   # more than the record holds (nginx had more), or lies
             kw["nstates"] = draw(st.one_of(st.integers(len(kw["states"]), 20), st.integers(0, 2**32 - 1)))
     if draw(st.integers(0, 5)) == 0:

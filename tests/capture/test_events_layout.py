@@ -1,4 +1,4 @@
-"""The ctypes mirror in capture/events.py must match bpf/events.h byte for byte, and its
+"""The ctypes mirror in capture/events.py (and capture/reqlog.py) must match bpf/events.h byte for byte, and its
 constants (event kinds, flags, counter indices, ring-buffer positions) the header's #defines."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from ngxscope.capture import events, wire
+from ngxscope.capture import events, reqlog, sockaddr, wire
 
 STRUCTS = {"ev_header": events.EvHeader, "ev_open": events.EvOpen, "ev_done": events.EvDone,
-           "ev_reqlog": events.EvReqLog, "ev_upstate": events.EvUpstate, **events.AGG_STRUCTS}
+           "ev_reqlog": events.EvReqLog, "ev_upstate": reqlog.EvUpstate, **events.AGG_STRUCTS}
 
 
 def _header_path() -> Path:
@@ -91,8 +91,9 @@ def test_constants_match_header() -> None:
     for name, value in defines.items():
         if name.startswith("CNT_"):
             continue
-        # the socket filter's constants are mirrored by its own module (capture.wire)
-        mirror = wire if name.startswith("WIRE_") else events
+        # the socket filter's constants are mirrored by its own module (capture.wire), the
+        # REQ_LOG record's by capture.reqlog, the sockaddr size by capture.sockaddr
+        mirror = next((m for m in (wire, reqlog, sockaddr) if name in m.__all__), events)
         assert getattr(mirror, name) == value, name
     # COUNTER_NAMES[i] is the lower-case name of CNT_<NAME> = i; CNT_MAX their number
     cnt_max = counters.pop("CNT_MAX")
@@ -133,42 +134,3 @@ def test_parse_event_reads_each_kind_by_its_names() -> None:
     fork = events.EvHeader(ts=1, pid=10, parent=10, child=11, tid=10, fd=-1, kind=events.EV_FORK)
     ev = events.parse_event(bytes(fork), clock_offset=0.0)
     assert (ev.aux, ev.pid, ev.fd) == (11, 10, -1)
-
-
-def test_format_sockaddr() -> None:
-    import socket
-    import struct
-
-    v4 = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 8080) + socket.inet_aton("10.1.2.3") + bytes(8)
-    assert events.format_sockaddr(v4, 16) == "10.1.2.3:8080"
-    v6 = (struct.pack("<H", socket.AF_INET6) + struct.pack(">H", 443) + bytes(4)
-          + socket.inet_pton(socket.AF_INET6, "::1") + bytes(4))
-    assert events.format_sockaddr(v6, 28) == "[::1]:443"
-    mapped = (struct.pack("<H", socket.AF_INET6) + struct.pack(">H", 80) + bytes(4)
-              + socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1") + bytes(4))
-    assert events.format_sockaddr(mapped, 28) == "127.0.0.1:80"
-    assert events.format_sockaddr(b"\x00" * 16, 0) == ""
-    unnamed = struct.pack("<H", socket.AF_UNIX) + bytes(26)
-    assert events.format_sockaddr(unnamed, 2) == "unix:"  # nginx's $remote_addr of a unix client
-    named = struct.pack("<H", socket.AF_UNIX) + b"/run/a.sock".ljust(26, b"\0")
-    assert events.format_sockaddr(named, 2 + 12) == "unix:/run/a.sock"
-    cut = struct.pack("<H", socket.AF_UNIX) + b"/tmp/nginx-test-0123456789/unix.sock"[:26]
-    assert events.format_sockaddr(cut, 2 + 37) == "unix:/tmp/nginx-test-0123456789…"  # cut: said so
-    assert events.format_sockaddr(named, 110) == "unix:/run/a.sock"
-
-
-def test_cut_unix_path_completed_from_bound_sockets() -> None:
-    """A unix path longer than the 26 bytes the probes copy is completed from the one bound
-    socket whose path begins so (the listener nginx accepted on, or connected to)."""
-    import socket
-    import struct
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="ngxscope-unix-path-", dir="/tmp") as tmp:
-        path = f"{tmp}/unix.sock"
-        assert len(path) > 26
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
-            srv.bind(path)
-            srv.listen(1)
-            raw = struct.pack("<H", socket.AF_UNIX) + path.encode()[:26]
-            assert events.format_sockaddr(raw, 2 + len(path) + 1) == "unix:" + path

@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from ngxscope.capture import _fastevents, compiled
 from ngxscope.capture import events as E
+from ngxscope.capture import reqlog as R
 from ngxscope.capture import ring as ringread
 from ringsample import REQLOG_SAMPLE, load_sample, reqlog_fields, reqlog_record, sockaddr
 
 OFFSET = 1_700_000_000.25
-_fastevents.prepare(E.RawEvent, E.NginxLog, {})  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
-_fastevents.prepare_reqlog(E.NginxLog, E.UpstreamState, E._REQLOG_TAIL.format, E._UPSTATE.format, E.REQLOG_LAYOUT)
+_fastevents.prepare(E.RawEvent, R.NginxLog, {})  # done by capture.events unless NGXSCOPE_PURE_PYTHON=1
+_fastevents.prepare_reqlog(R.NginxLog, R.UpstreamState, R._REQLOG_TAIL.format, R._UPSTATE.format, R.REQLOG_LAYOUT)
 
 
 def both(bufs: list[Any], offset: float = OFFSET) -> tuple[Any, Any]:
@@ -75,13 +76,13 @@ def test_req_log_records_are_parsed_in_c() -> None:
 def test_prepare_reqlog_refuses_another_layout() -> None:
     """Another struct format, constant or class shape: TypeError (capture.events then leaves
     REQ_LOG records to the reference), and what was prepared before stays."""
-    args = (E.NginxLog, E.UpstreamState, E._REQLOG_TAIL.format, E._UPSTATE.format, E.REQLOG_LAYOUT)
+    args = (R.NginxLog, R.UpstreamState, R._REQLOG_TAIL.format, R._UPSTATE.format, R.REQLOG_LAYOUT)
     with pytest.raises(TypeError):
         _fastevents.prepare_reqlog(*args[:2], args[2].replace("II", "IIQ", 1), *args[3:])
     with pytest.raises(TypeError):
-        _fastevents.prepare_reqlog(*args[:4], (*E.REQLOG_LAYOUT[:-1], 0x200))
+        _fastevents.prepare_reqlog(*args[:4], (*R.REQLOG_LAYOUT[:-1], 0x200))
     with pytest.raises(TypeError):
-        _fastevents.prepare_reqlog(E.UpstreamState, E.NginxLog, *args[2:])
+        _fastevents.prepare_reqlog(R.UpstreamState, R.NginxLog, *args[2:])
     _fastevents.prepare_reqlog(*args)
     recs = load_sample(REQLOG_SAMPLE)
     assert _fastevents.parse_batch(recs, OFFSET, None) == E.parse_batch_py(recs, OFFSET)
@@ -123,12 +124,12 @@ def test_req_log_values() -> None:
     group boundary, a peer name longer than its copy, times nginx prints as "-", a regex
     location cut short, realip's client without a port, a unix listener."""
     line = b"GET /api/items?id=7 HTTP/1.1\r\nHost: x\r\n"
-    states = [(502, 14, 3, 1, -1, b"127.0.0.1:8081"), (0, E.UPSTATE_GROUP, -1, -1, -1, b""),
-              (200, 300, 12, 0, 11, b"b" * E.UPSTATE_PEER_CAP)] + [(200, 5, 1, 0, 1, b"x:1/2")] * 6
+    states = [(502, 14, 3, 1, -1, b"127.0.0.1:8081"), (0, R.UPSTATE_GROUP, -1, -1, -1, b""),
+              (200, 300, 12, 0, 11, b"b" * R.UPSTATE_PEER_CAP)] + [(200, 5, 1, 0, 1, b"x:1/2")] * 6
     rec = reqlog_record(DONE, line=line, status=200, request_length=57, sent=438,
-                        location=(0x55D0_0000_2000, 200, E.LOCF_REGEX, b"r" * E.LOC_NAME_CAP),
+                        location=(0x55D0_0000_2000, 200, R.LOCF_REGEX, b"r" * R.LOC_NAME_CAP),
                         remote=(16, sockaddr("192.0.2.1:0")), clock=(1_796_612_820, 224, 1_796_612_820, 151),
-                        states=states[: E.UPSTATES_MAX], nstates=len(states), unix=b"\x01\x00/run/ngx.sock")
+                        states=states[: R.UPSTATES_MAX], nstates=len(states), unix=b"\x01\x00/run/ngx.sock")
     ref, fast = both([rec])
     assert isinstance(ref, list) and ref == fast == _fastevents.parse_batch([rec], OFFSET, None)   # all in C
     log = fast[0].log
@@ -137,11 +138,11 @@ def test_req_log_values() -> None:
                                                                 "/api/items?id=7", "HTTP/1.1")
     assert (log.status, log.request_length, log.bytes_sent, log.msec, log.request_ms) == (
         200, 57, 438, 1_796_612_820_224, 73)
-    assert log.location == "~ " + "r" * E.LOC_NAME_CAP + "\u2026" and log.remote == "192.0.2.1"
+    assert log.location == "~ " + "r" * R.LOC_NAME_CAP + "\u2026" and log.remote == "192.0.2.1"
     assert log.server == "unix:/run/ngx.sock" and log.upstream_count == 9
-    assert log.upstream == [E.UpstreamState("127.0.0.1:8081", 502, 3, 1, None), E.UpstreamState(None, None, None, None, None),
-                            E.UpstreamState("b" * E.UPSTATE_PEER_CAP + "\u2026", 200, 12, 0, 11)] + [
-        E.UpstreamState("x:1/2", 200, 1, 0, 1)] * 5
+    assert log.upstream == [R.UpstreamState("127.0.0.1:8081", 502, 3, 1, None), R.UpstreamState(None, None, None, None, None),
+                            R.UpstreamState("b" * R.UPSTATE_PEER_CAP + "\u2026", 200, 12, 0, 11)] + [
+        R.UpstreamState("x:1/2", 200, 1, 0, 1)] * 5
 
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
@@ -254,10 +255,10 @@ def test_prepare_refuses_another_shape() -> None:
         kind: int
 
     with pytest.raises(TypeError):
-        _fastevents.prepare(Other, E.NginxLog, {})
+        _fastevents.prepare(Other, R.NginxLog, {})
     with pytest.raises(TypeError):
-        _fastevents.prepare(E.RawEvent, E.NginxLog, {"kind": 0})  # a slot too many
-    _fastevents.prepare(E.RawEvent, E.NginxLog, {})
+        _fastevents.prepare(E.RawEvent, R.NginxLog, {"kind": 0})  # a slot too many
+    _fastevents.prepare(E.RawEvent, R.NginxLog, {})
 
 
 def test_a_field_added_to_raw_event_gets_its_default() -> None:
@@ -284,18 +285,18 @@ def test_a_field_added_to_raw_event_gets_its_default() -> None:
         span: float = -1.0
         clock_span: float = -1.0
         rid: int = 0
-        log: E.NginxLog | None = None
+        log: R.NginxLog | None = None
         keep: int = 0
         kept_by: str = "sample"
 
     assert len(fields(Wider)) == len(fields(E.RawEvent)) + 1
     try:
-        _fastevents.prepare(Wider, E.NginxLog, {"kept_by": "sample"})
+        _fastevents.prepare(Wider, R.NginxLog, {"kept_by": "sample"})
         rec = E._HEADER.pack(1, 2, 0, 0, 0, 6, 7, 8, 3, 3, E.EV_RECV, 2, 0) + b"GET"
         (ev,) = _fastevents.parse_batch([rec], 0.0, E._parse_one_py)
         assert type(ev) is Wider and ev.kept_by == "sample" and ev.data == b"GET"
     finally:
-        _fastevents.prepare(E.RawEvent, E.NginxLog, {})
+        _fastevents.prepare(E.RawEvent, R.NginxLog, {})
 
 
 @st.composite

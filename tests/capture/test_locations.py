@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ngxscope.capture.events import (
+from ngxscope.capture.locations import normalize_uri
+from ngxscope.capture.nginxconf import ConfigMap, load_config
+from ngxscope.capture.reqlog import (
     LOCF_EXACT,
     LOCF_NAMED,
     LOCF_NONAME,
@@ -17,8 +19,6 @@ from ngxscope.capture.events import (
     LOCF_REGEX,
     location_label,
 )
-from ngxscope.capture.locations import normalize_uri
-from ngxscope.capture.nginxconf import ConfigMap, load_config
 
 CONF = r"""
 events {}

@@ -19,6 +19,7 @@ import tempfile
 
 from ngxscope.capture import events as E
 from ngxscope.capture import ring
+from ngxscope.capture.sockaddr import format_sockaddr
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
 from ngxscope.store.codec import encode_record
@@ -45,8 +46,8 @@ def _slow_parse(buf: bytes, off: float) -> dict[str, object]:
         d["status"] = h.status
     if h.kind in (E.EV_OPEN, E.EV_CONNECT):
         o = E.EvOpen.from_buffer_copy(buf, 0)
-        d["peer"] = E.format_sockaddr(bytes(o.peer), o.peer_len)
-        d["local"] = E.format_sockaddr(bytes(o.local), o.local_len)
+        d["peer"] = format_sockaddr(bytes(o.peer), o.peer_len)
+        d["local"] = format_sockaddr(bytes(o.local), o.local_len)
     elif h.kind in (E.EV_RECV, E.EV_SEND, E.EV_SENDFILE):
         d["data"] = buf[E.HEADER_SIZE : E.HEADER_SIZE + h.cap]
     return d

@@ -1,14 +1,13 @@
 """decode.nginxlog: nginx's logged values replace the byte-derived ones only once proved right;
-capture.events.parse_reqlog: the EV_REQ_LOG record's request line and strings."""
+capture.reqlog.parse_reqlog: the EV_REQ_LOG record's request line and strings."""
 
 from __future__ import annotations
 
 import socket
 import struct
 
-from ngxscope.capture.events import (
-    EV_REQ_LOG,
-    HEADER_SIZE,
+from ngxscope.capture.events import EV_REQ_LOG, HEADER_SIZE, SOCKADDR_MAX, parse_event
+from ngxscope.capture.reqlog import (
     LOC_NAME_CAP,
     LOCF_EXACT,
     LOCF_NAMED,
@@ -16,12 +15,10 @@ from ngxscope.capture.events import (
     REQLOGF_CLOCK,
     REQLOGF_STATES,
     REQLOGF_UNIX,
-    SOCKADDR_MAX,
     UPSTATE_GROUP,
     UPSTATE_PEER_CAP,
     NginxLog,
     UpstreamState,
-    parse_event,
 )
 from ngxscope.decode.nginxlog import NginxValues
 from ngxscope.model import Exchange, UpstreamAttempt, nginx_list

@@ -38,7 +38,7 @@ enum { EV_OPEN = 1, EV_RECV = 2, EV_SEND = 3, EV_SENDFILE = 4, EV_CLOSE = 5, EV_
 #define OPEN_TAIL (2 * SOCKADDR_MAX + 8)
 #define LINE_CAP 128
 
-/* struct ev_reqlog (bpf/events.h) after its header: capture.events' _REQLOG_TAIL and _UPSTATE
+/* struct ev_reqlog (bpf/events.h) after its header: capture.reqlog's _REQLOG_TAIL and _UPSTATE
  * formats, and the constants below, are what prepare_reqlog checks against these. */
 #define REQLOG_TAIL_FORMAT "<qQQQQ14QQII96sI28sQQQQII"
 #define UPSTATE_FORMAT "<IIqqq128s"
@@ -113,7 +113,7 @@ static inline int put_ref(PyObject *obj, int field, PyObject *value) {
 static PyObject *format_unix(const unsigned char *raw, uint32_t length) {
     static PyObject *reference = NULL;
     if (reference == NULL) {
-        PyObject *mod = PyImport_ImportModule("ngxscope.capture.events");
+        PyObject *mod = PyImport_ImportModule("ngxscope.capture.sockaddr");
         if (mod == NULL) return NULL;
         reference = PyObject_GetAttrString(mod, "format_sockaddr");
         Py_DECREF(mod);
@@ -122,7 +122,7 @@ static PyObject *format_unix(const unsigned char *raw, uint32_t length) {
     return PyObject_CallFunction(reference, "y#I", (const char *)raw, (Py_ssize_t)SOCKADDR_MAX, length);
 }
 
-/* capture.events.format_sockaddr, for the 28 bytes of a sockaddr and its length */
+/* capture.sockaddr.format_sockaddr, for the 28 bytes of a sockaddr and its length */
 static PyObject *format_sockaddr(const unsigned char *raw, uint32_t length) {
     char addr[INET6_ADDRSTRLEN + 1];
     if (length >= 2 && (raw[0] | (raw[1] << 8)) == AF_UNIX) return format_unix(raw, length);
@@ -247,7 +247,7 @@ static inline int slot_put(PyObject *obj, Py_ssize_t offset, PyObject *value) {
     return 0;
 }
 
-/* capture.events._ms_or_none */
+/* capture.reqlog._ms_or_none */
 static inline PyObject *ms_or_none(int64_t v) {
     return v == -1 ? Py_NewRef(Py_None) : PyLong_FromLongLong(v < 0 ? 0 : v);
 }
@@ -262,7 +262,7 @@ static PyObject *cut_name(const unsigned char *name, uint32_t length, uint32_t c
     return out;
 }
 
-/* capture.events.location_label */
+/* capture.reqlog.location_label */
 static PyObject *location_label(const unsigned char *name, uint32_t length, uint32_t flags) {
     PyObject *text = cut_name(name, length, LOC_NAME_CAP);
     if (text == NULL || PyUnicode_GET_LENGTH(text) == 0 || flags & LOCF_NAMED) return text;
@@ -273,7 +273,7 @@ static PyObject *location_label(const unsigned char *name, uint32_t length, uint
     return out;
 }
 
-/* capture.events._nginx_str: an ngx_str_t (length, address) within `raw` (read from `base`);
+/* capture.reqlog._nginx_str: an ngx_str_t (length, address) within `raw` (read from `base`);
  * "" when unset, None when outside */
 static PyObject *nginx_str(const unsigned char *raw, Py_ssize_t rawlen, uint64_t base, uint64_t length,
                            uint64_t addr) {
@@ -284,7 +284,7 @@ static PyObject *nginx_str(const unsigned char *raw, Py_ssize_t rawlen, uint64_t
     return PyUnicode_DecodeLatin1((const char *)raw + off, (Py_ssize_t)length, NULL);
 }
 
-/* One ev_upstate as capture.events.UpstreamState */
+/* One ev_upstate as capture.reqlog.UpstreamState */
 static PyObject *upstream_state(const unsigned char *s) {
     uint32_t status = u32(s), peer_len = u32(s + 4);
     PyObject *st = upstate_type->tp_alloc(upstate_type, 0);
@@ -317,7 +317,7 @@ static int reqlog_fits(const unsigned char *p, Py_ssize_t n) {
     return 1;
 }
 
-/* capture.events.parse_reqlog, for a record reqlog_fits took */
+/* capture.reqlog.parse_reqlog, for a record reqlog_fits took */
 static PyObject *nginx_log(const unsigned char *p, Py_ssize_t n) {
     uint64_t base = u64(p + RL_BASE), strs[14];
     for (int i = 0; i < 14; i++) strs[i] = u64(p + RL_STRS + 8 * i);
@@ -530,7 +530,7 @@ static PyObject *prepare(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 /* prepare_reqlog(NginxLog, UpstreamState, tail_format, upstate_format, constants): the classes
- * EV_REQ_LOG records become, once their shape and the record's layout (capture.events'
+ * EV_REQ_LOG records become, once their shape and the record's layout (capture.reqlog's
  * struct formats and the constants tuple below) are the ones this file knows; TypeError
  * otherwise, and REQ_LOG records keep going to the reference. */
 static PyObject *prepare_reqlog(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

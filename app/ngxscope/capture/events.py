@@ -3,7 +3,8 @@
 The ctypes structures must match the C header byte for byte, union members included;
 tests/capture/test_events_layout.py compiles the header with the system C compiler and
 compares sizes and offsets, and parses its #defines against the constants here (event
-kinds, flags, counter indices, ring-buffer positions).
+kinds, flags, counter indices, ring-buffer positions). The EV_REQ_LOG record's own part
+(nginx's logged values and their parser) is capture.reqlog's; addresses, capture.sockaddr's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from dataclasses import MISSING, dataclass, fields
 from types import ModuleType
 
 from . import compiled
+from .reqlog import (
+    _REQLOG_TAIL,
+    _UPSTATE,
+    LOC_NAME_CAP,
+    REQLOG_LAYOUT,
+    REQLOG_LINE_CAP,
+    REQLOG_UNIX_CAP,
+    UPSTATES_MAX,
+    EvUpstate,
+    NginxLog,
+    UpstreamState,
+    parse_reqlog,
+)
+from .sockaddr import SOCKADDR_MAX, format_sockaddr
 
 __all__ = [
     "AGG_STRUCTS",
@@ -53,37 +68,18 @@ __all__ = [
     "KEEP_SLOW",
     "KEEP_UPSTREAM",
     "LINE_CAP",
-    "LOCF_EXACT",
-    "LOCF_NAMED",
-    "LOCF_NONAME",
-    "LOCF_NOREGEX",
-    "LOCF_REGEX",
-    "LOC_NAME_CAP",
     "RB_CONSUMED",
     "RB_PRODUCED",
-    "REQLOGF_CLOCK",
-    "REQLOGF_STATES",
-    "REQLOGF_UNIX",
-    "REQLOG_LINE_CAP",
-    "REQLOG_UNIX_CAP",
     "SOCKADDR_MAX",
     "STAGE_CAP",
-    "UPSTATES_MAX",
-    "UPSTATE_GROUP",
-    "UPSTATE_PEER_CAP",
     "AggKey",
     "AggVal",
     "EvDone",
     "EvHeader",
     "EvOpen",
     "EvReqLog",
-    "EvUpstate",
     "HistKey",
-    "NginxLog",
     "RawEvent",
-    "UpstreamState",
-    "format_sockaddr",
-    "location_label",
     "nginx_msec",
     "parse_batch",
     "parse_batch_py",
@@ -133,22 +129,7 @@ HIST_SIZE = 4096
 HIST_REQUEST = 0
 HIST_UPSTREAM = 1
 
-SOCKADDR_MAX = 28
 LINE_CAP = 128
-REQLOG_LINE_CAP = 512
-LOC_NAME_CAP = 96
-LOCF_NONAME = 0x01
-LOCF_NAMED = 0x04
-LOCF_EXACT = 0x08
-LOCF_NOREGEX = 0x10
-LOCF_REGEX = 0x100
-UPSTATES_MAX = 8
-UPSTATE_PEER_CAP = 128
-UPSTATE_GROUP = 0xFFFFFFFF
-REQLOGF_CLOCK = 0x01
-REQLOGF_STATES = 0x02
-REQLOGF_UNIX = 0x04
-REQLOG_UNIX_CAP = 112
 
 COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
 """The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
@@ -232,17 +213,6 @@ class EvDone(ctypes.Structure):
     ]
 
 
-class EvUpstate(ctypes.Structure):
-    _fields_ = [
-        ("status", ctypes.c_uint32),
-        ("peer_len", ctypes.c_uint32),
-        ("response_ms", ctypes.c_int64),
-        ("connect_ms", ctypes.c_int64),
-        ("header_ms", ctypes.c_int64),
-        ("peer", ctypes.c_uint8 * UPSTATE_PEER_CAP),
-    ]
-
-
 class EvReqLog(ctypes.Structure):
     _fields_ = [
         ("h", EvHeader),
@@ -292,71 +262,6 @@ AGG_STRUCTS = {"agg_key": AggKey, "agg_val": AggVal, "hist_key": HistKey}
 """The C names of the aggregate maps' structs (checked against events.h by a test)."""
 
 HEADER_SIZE = ctypes.sizeof(EvHeader)
-
-
-@dataclass(slots=True)
-class UpstreamState:
-    """One of nginx's r->upstream_states (struct ev_upstate), as its $upstream_* variables
-    print it."""
-
-    peer: str | None
-    """$upstream_addr's entry: the peer's address, or the group's name when nginx found no
-    live peer in it; None: no peer, where nginx went on to another group after an internal
-    redirect (its lists write " : " there)."""
-    status: int | None
-    """$upstream_status (None: "-", no answer)."""
-    response_ms: int | None
-    """$upstream_response_time in ms (None: "-")."""
-    connect_ms: int | None
-    """$upstream_connect_time in ms (None: "-", never connected)."""
-    header_ms: int | None
-    """$upstream_header_time in ms (None: "-", no header read)."""
-
-
-@dataclass(slots=True)
-class NginxLog:
-    """What nginx itself logs for a request, read from its request struct when it finished
-    the request (EV_REQ_LOG): the truth the access log shows, where the bytes on the wire
-    tell another story (444, 499, $request_length after large_client_header_buffers...)."""
-
-    status: int
-    """$status: r->err_status, else r->headers_out.status (0: none)."""
-    request_length: int
-    """$request_length."""
-    bytes_sent: int
-    """$bytes_sent (r->connection->sent)."""
-    request: bytes
-    """$request: the request line nginx stored, or what it read from the request's start
-    (cut at CR/LF) when it rejected the line; at most REQLOG_LINE_CAP bytes."""
-    method: str | None
-    """$request_method (None: not within the bytes read, e.g. HTTP/2)."""
-    uri: str | None
-    """$request_uri (the target as sent; None: not within the bytes read)."""
-    protocol: str | None
-    """$server_protocol ("" for HTTP/0.9; None: not within the bytes read)."""
-    location: str | None = None
-    """The location nginx chose, as read from r->loc_conf, written as the window labels
-    locations ("= /x", "^~ /x", "~ REGEX" for ~ and ~* alike, "@name", "/x"; "" at the
-    server level; a name longer than LOC_NAME_CAP ends in "…"); None when not read."""
-    remote: str = ""
-    """$remote_addr:$remote_port as nginx logs them ("ip:port", IPv6 bracketed; "" unknown):
-    the socket's peer, or the client the realip module took from X-Real-IP,
-    X-Forwarded-For or a PROXY protocol header."""
-    rid: int = 0
-    """The request, as the low 32 bits of its address (0: unknown): upstream events with
-    another `RawEvent.rid` on the same client connection served its subrequests
-    (auth_request, SSI, slice...), whose attempts nginx leaves out of its $upstream_addr."""
-    msec: int | None = None
-    """$msec in whole milliseconds: nginx's clock as it logged the request (None: not read)."""
-    request_ms: int | None = None
-    """$request_time in milliseconds, as nginx computes it (None: not read)."""
-    upstream: list[UpstreamState] | None = None
-    """r->upstream_states in order, as nginx logs them (the first UPSTATES_MAX; [] for a
-    request that went to no upstream); None when not read."""
-    upstream_count: int = 0
-    """How many states nginx had (more than `upstream` holds when over UPSTATES_MAX)."""
-    server: str = ""
-    """$server_addr of a unix listener, its whole path ("unix:/run/x.sock"); "" otherwise."""
 
 
 @dataclass(slots=True)
@@ -419,160 +324,11 @@ class RawEvent:
         return (self.pid, self.fd, self.conn_ts)
 
 
-_UNIX_PATHS: dict[str, str] = {}
-
-
-def unix_path_with_prefix(prefix: str) -> str | None:
-    """The one bound unix socket path (/proc/net/unix, this network namespace) that begins
-    with `prefix`: a path longer than the sockaddr bytes the probes copy is completed so
-    (a listener's own path, or the peer nginx connected to). None: none or several."""
-    known = _UNIX_PATHS.get(prefix)
-    if known is not None:
-        return known
-    try:
-        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()[1:]
-    except OSError:
-        return None
-    paths = {parts[7] for parts in (line.split(None, 7) for line in lines)
-             if len(parts) == 8 and parts[7].startswith(prefix)}
-    if len(paths) != 1:
-        return None
-    if len(_UNIX_PATHS) > 256:
-        _UNIX_PATHS.clear()
-    found = _UNIX_PATHS[prefix] = paths.pop()
-    return found
-
-
-def format_sockaddr(raw: bytes, length: int) -> str:
-    """struct sockaddr_in / sockaddr_in6 bytes → "ip:port" / "[ip6]:port" ("" if unknown)."""
-    import socket
-
-    if length < 2 or len(raw) < 2:
-        return ""
-    family = int.from_bytes(raw[0:2], "little")
-    if family == socket.AF_UNIX:
-        # as nginx's $remote_addr/$server_addr: "unix:" for an unnamed peer, else its path;
-        # a path longer than the bytes captured ends in "…" where it was cut
-        path = raw[2:length].split(b"\0", 1)[0]
-        text = path.decode("utf-8", "replace")
-        if length > len(raw) and len(path) == len(raw) - 2:
-            return "unix:" + (unix_path_with_prefix(text) or text + "…")
-        return "unix:" + text
-    if length < 8 or len(raw) < 8:
-        return ""
-    port = int.from_bytes(raw[2:4], "big")
-    if family == socket.AF_INET:
-        return f"{socket.inet_ntop(socket.AF_INET, raw[4:8])}:{port}"
-    if family == socket.AF_INET6 and len(raw) >= 24:
-        addr = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-        if addr.startswith("::ffff:") and "." in addr:
-            return f"{addr[7:]}:{port}"
-        return f"[{addr}]:{port}"
-    return ""
-
-
 _HEADER = struct.Struct("<QQQQQIIiIIBBH")
 _OPEN_TAIL = struct.Struct(f"<{SOCKADDR_MAX}s{SOCKADDR_MAX}sII")
 assert _HEADER.size == HEADER_SIZE and HEADER_SIZE + _OPEN_TAIL.size == ctypes.sizeof(EvOpen)
-_REQLOG_TAIL = struct.Struct(f"<qQQQQ14QQII{LOC_NAME_CAP}sI{SOCKADDR_MAX}sQQQQII")
-_REQLOG_LINE = HEADER_SIZE + _REQLOG_TAIL.size
-_UPSTATE = struct.Struct(f"<IIqqq{UPSTATE_PEER_CAP}s")
-assert _UPSTATE.size == ctypes.sizeof(EvUpstate)
-assert ctypes.sizeof(EvReqLog) == _REQLOG_LINE + UPSTATES_MAX * _UPSTATE.size + REQLOG_UNIX_CAP + REQLOG_LINE_CAP
-
-
-def _ms_or_none(value: int) -> int | None:
-    return None if value == -1 else max(value, 0)
-
-
-def _upstream_states(buf: bytes | memoryview, count: int) -> list[UpstreamState]:
-    out = []
-    for i in range(count):
-        status, peer_len, response, connect, header, name = _UPSTATE.unpack_from(buf, _REQLOG_LINE + i * _UPSTATE.size)
-        if peer_len == UPSTATE_GROUP:
-            peer = None
-        else:
-            text = name[: min(peer_len, UPSTATE_PEER_CAP)].decode("utf-8", "backslashreplace")
-            peer = text + "\u2026" if peer_len > UPSTATE_PEER_CAP else text
-        out.append(UpstreamState(peer, status or None, _ms_or_none(response), _ms_or_none(connect),
-                                 _ms_or_none(header)))
-    return out
-
-
-def _nginx_str(line: bytes, base: int, length: int, addr: int) -> str | None:
-    """An ngx_str_t of nginx's (length, address) as text when its bytes are within `line`
-    (read from address `base`); "" when nginx left it unset."""
-    if not addr or not length:
-        return ""
-    off = addr - base
-    if base == 0 or off < 0 or off + length > len(line):
-        return None
-    return line[off : off + length].decode("latin-1")
-
-
-def _without_port_0(addr: str) -> str:
-    """realip's client from X-Real-IP/X-Forwarded-For has no port: nginx logs $remote_port ""."""
-    return addr[:-2] if addr.endswith(":0") else addr
-
-
-def parse_reqlog(buf: bytes | memoryview) -> NginxLog:
-    """The tail of an EV_REQ_LOG record."""
-    (request_length, sent, status, err_status, base, *strs, clcf, name_len, flags, name, remote_len, remote,
-     now_sec, now_msec, start_sec, start_msec, rflags, nstates) = _REQLOG_TAIL.unpack_from(buf, HEADER_SIZE)
-    held = min(nstates, UPSTATES_MAX) if rflags & REQLOGF_STATES else 0
-    at = _REQLOG_LINE + held * _UPSTATE.size
-    server = ""
-    if rflags & REQLOGF_UNIX:
-        path = bytes(buf[at + 2 : at + REQLOG_UNIX_CAP]).split(b"\0", 1)[0]
-        server = "unix:" + path.decode("utf-8", "replace")
-        at += REQLOG_UNIX_CAP
-    raw = bytes(buf[at : at + REQLOG_LINE_CAP])
-    line = raw[: strs[0]] if strs[0] and strs[1] == base else raw
-    for stop in (b"\r", b"\n"):
-        cut = line.find(stop)
-        if cut >= 0:
-            line = line[:cut]
-    method = _nginx_str(raw, base, strs[10], strs[11])
-    if method is None and base and strs[1] == base and strs[10] == 3:
-        # method_name no longer points into the request line nginx read: nginx replaced it,
-        # and the only replacement it makes is its "GET" constant (an error_page redirect of
-        # a non-HEAD request: ngx_http_core_get_method), which $request_method then logs
-        method = "GET"
-    out = NginxLog(
-        status=err_status or status,
-        request_length=request_length,
-        bytes_sent=sent,
-        request=line,
-        method=method,
-        remote=_without_port_0(format_sockaddr(remote, remote_len)),
-        uri=_nginx_str(raw, base, strs[8], strs[9]),
-        protocol=_nginx_str(raw, base, strs[12], strs[13]),
-        location=location_label(name[: min(name_len, LOC_NAME_CAP)], name_len, flags) if clcf else None,
-    )
-    if rflags & REQLOGF_CLOCK:
-        out.msec = now_sec * 1000 + now_msec
-        out.request_ms = max(0, out.msec - (start_sec * 1000 + start_msec))
-    if rflags & REQLOGF_STATES:
-        out.upstream = _upstream_states(buf, held)
-        out.upstream_count = nstates
-    out.server = server
-    return out
-
-
-def location_label(name: bytes, length: int, flags: int) -> str:
-    """A location as nginx holds it (its name's bytes, whole length, LOCF_* bits) written
-    the way the window labels locations (see NginxLog.location)."""
-    text = name.decode("utf-8", "backslashreplace") + ("…" if length > len(name) else "")
-    if not text or flags & LOCF_NAMED:
-        return text
-    if flags & LOCF_REGEX:
-        return "~ " + text
-    if flags & LOCF_EXACT:
-        return "= " + text
-    if flags & LOCF_NOREGEX:
-        return "^~ " + text
-    return text
+assert ctypes.sizeof(EvReqLog) == (HEADER_SIZE + _REQLOG_TAIL.size + UPSTATES_MAX * _UPSTATE.size + REQLOG_UNIX_CAP
+                                   + REQLOG_LINE_CAP)
 
 
 def nginx_msec(clock: float) -> int:
@@ -622,7 +378,7 @@ def parse_batch_py(bufs: Iterable[bytes | memoryview], clock_offset: float) -> l
                           clock / 1e9 + clock_offset if clock else 0.0, seq)
             if flags & EVF_H2STREAM:
                 ev.rid = tid
-            ev.log = parse_reqlog(buf)
+            ev.log = parse_reqlog(buf, HEADER_SIZE)
             ev.log.rid = tid
         else:
             ev = RawEvent(kind, ts / 1e9 + clock_offset, pid, fd, conn_ts, offset, owner, 0, flags,
@@ -665,10 +421,6 @@ if _fast is not None:
     except TypeError:  # such a field, or NginxLog changed: the reference parses
         _fast = None
 
-REQLOG_LAYOUT = (UPSTATES_MAX, UPSTATE_PEER_CAP, UPSTATE_GROUP, REQLOGF_CLOCK, REQLOGF_STATES, REQLOGF_UNIX,
-                 REQLOG_UNIX_CAP, REQLOG_LINE_CAP, LOC_NAME_CAP, LOCF_NAMED, LOCF_EXACT, LOCF_NOREGEX, LOCF_REGEX)
-"""What the compiled parser must know of struct ev_reqlog, with _REQLOG_TAIL's and _UPSTATE's
-formats, to parse EV_REQ_LOG records itself."""
 fast_reqlog = False
 """Whether the compiled parser parses EV_REQ_LOG records (else it hands them to the reference:
 struct ev_reqlog or NginxLog changed since _fastevents.c was written)."""

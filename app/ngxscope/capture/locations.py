@@ -245,7 +245,7 @@ class LocationTree:
     # -- the location nginx named ---------------------------------------------------------------
     def find(self, label: str, prefer: Callable[[], Location | None] | None = None) -> Location | None:
         """The location of this server that `label` names, as read from nginx's memory
-        (capture.events.location_label: "~ REGEX" stands for ~ and ~* alike, a name cut short
+        (capture.reqlog.location_label: "~ REGEX" stands for ~ and ~* alike, a name cut short
         ends in "…"); when several locations have that name (nested ones), the one `prefer()`
         gives (the matcher's choice, asked only then) wins."""
         if label.startswith("@"):

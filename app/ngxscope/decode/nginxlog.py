@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from ..capture.events import NginxLog
+from ..capture.reqlog import NginxLog
 from ..model import Exchange
 from .upstates import attempts_from_states
 

@@ -13,7 +13,7 @@ and keep-alive reuse, matched by peer in order.
 
 from __future__ import annotations
 
-from ..capture.events import UpstreamState
+from ..capture.reqlog import UpstreamState
 from ..model import UpstreamAttempt
 
 __all__ = ["attempts_from_states"]

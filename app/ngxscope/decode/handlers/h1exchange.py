@@ -10,7 +10,8 @@ The exchange is numbered, counted and handed out through the emitter (decode.emi
 
 from __future__ import annotations
 
-from ...capture.events import NginxLog, RawEvent, nginx_msec
+from ...capture.events import RawEvent, nginx_msec
+from ...capture.reqlog import NginxLog
 from ...model import Exchange, UpstreamAttempt
 from ..connstate import Conn
 from ..emitter import Emitter

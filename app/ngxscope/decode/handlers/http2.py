@@ -7,7 +7,8 @@ $bytes_sent: that pairs it with the decoded stream and sizes its response exactl
 
 from __future__ import annotations
 
-from ...capture.events import EV_SENDFILE, NginxLog, RawEvent, nginx_msec
+from ...capture.events import EV_SENDFILE, RawEvent, nginx_msec
+from ...capture.reqlog import NginxLog
 from ...model import UpstreamAttempt
 from ..connstate import Conn
 from ..emitter import Emitter

@@ -10,7 +10,8 @@ every byte relayed to the client, as nginx's $bytes_sent counts them.
 
 from __future__ import annotations
 
-from ...capture.events import EV_SENDFILE, NginxLog, RawEvent
+from ...capture.events import EV_SENDFILE, RawEvent
+from ...capture.reqlog import NginxLog
 from ..connstate import Conn
 from ..emitter import Emitter
 from ..upstream import UpstreamTracker
