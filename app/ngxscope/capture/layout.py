@@ -7,7 +7,7 @@ before `ssl`, which moves `local_sockaddr` by 8 bytes. The decoder checks the ad
 gets back and flags nonsense.
 
 The access-log values read at a request's completion ($status, $request_length, the request
-line, see bpf/capture.c's EV_REQ_LOG) sit deep in `ngx_http_request_t`, after
+line, see bpf/reqlog.c's EV_REQ_LOG) sit deep in `ngx_http_request_t`, after
 `headers_in`, whose fields depend on how nginx was configured (`#if (NGX_HTTP_DAV)`...).
 :func:`request_offsets` computes them from the features the build's configure arguments
 (embedded in the binary: ``nginx -V``) turn on, with the per-feature sizes below. That model

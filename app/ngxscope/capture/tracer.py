@@ -96,7 +96,7 @@ def program_text(*names: str) -> str:
 
 def bpf_source() -> str:
     """The C text of the capture program (also what `--dump-bpf` prints)."""
-    return program_text("capture.c", "completion.c", "syscalls.c", "stream.c")
+    return program_text("capture.c", "reqlog.c", "completion.c", "syscalls.c", "stream.c")
 
 
 _LOG_NOISE = re.compile(
@@ -192,7 +192,7 @@ class Tracer:
     def _clock_link_flags(self) -> list[str]:
         """Link-time addresses of ngx_cached_time and ngx_http_free_request: the completion
         probe finds nginx's clock with them in a process user space has not told it of yet
-        (bpf/completion.c learn_clock_at)."""
+        (bpf/reqlog.c learn_clock_at)."""
         from .binary import BinaryError, inspect_binary
 
         try:
