@@ -40,7 +40,7 @@ def target(name: str) -> Path:
 def digest(ext: dict[str, object]) -> str:
     h = hashlib.sha256()
     h.update(f"{RECIPE}\n{sys.version}\n{sys.executable}\n{ext!r}\n".encode())
-    for src in ext["sources"]:  # type: ignore[attr-defined]
+    for src in [*ext["sources"], *ext.get("depends", [])]:  # type: ignore[attr-defined]
         h.update((ROOT / str(src)).read_bytes())
     return h.hexdigest()
 
@@ -50,6 +50,7 @@ def build(exts: list[dict[str, object]]) -> None:
     from setuptools.command.build_ext import build_ext
 
     modules = [Extension(str(e["name"]), [str(ROOT / str(s)) for s in e["sources"]],  # type: ignore[attr-defined]
+                         depends=[str(ROOT / str(d)) for d in e.get("depends", [])],  # type: ignore[attr-defined]
                          extra_compile_args=list(e.get("extra-compile-args", [])))  # type: ignore[call-overload]
                for e in exts]
     with tempfile.TemporaryDirectory() as tmp:
