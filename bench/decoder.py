@@ -194,6 +194,18 @@ def replay(raw: list[bytes], path: str = "compiled", cmap: Any = None) -> dict[s
             "allin_us": allin}
 
 
+def _feed_batches(asm: Assembler, raw: list[bytes], parse_batch: Any, clock: float) -> float:
+    """Parse `raw` in the capture's batches into `asm` and finish it; returns the CPU time
+    (process_time) at which feeding started."""
+    feed = asm.feed
+    t = time.process_time()
+    for i in range(0, len(raw), BATCH):
+        for ev in parse_batch(raw[i : i + BATCH], clock):
+            feed(ev)
+    asm.finish(time.time())
+    return t
+
+
 def streamed_us(raw: list[bytes], parse_batch: Any, clock: float) -> float:
     """µs of CPU per exchange for parse + assemble + encode as the capture runs them: a batch
     of records at a time, each exchange encoded and dropped (nothing kept alive)."""
@@ -204,12 +216,7 @@ def streamed_us(raw: list[bytes], parse_batch: Any, clock: float) -> float:
         count[0] += 1
 
     asm = Assembler(sink, None, attach_ts=0.0)
-    feed = asm.feed
-    t = time.process_time()
-    for i in range(0, len(raw), BATCH):
-        for ev in parse_batch(raw[i : i + BATCH], clock):
-            feed(ev)
-    asm.finish(time.time())
+    t = _feed_batches(asm, raw, parse_batch, clock)
     return (time.process_time() - t) / max(1, count[0]) * 1e6
 
 
@@ -226,12 +233,7 @@ def allin_us(raw: list[bytes], parse_batch: Any, clock: float, cmap: Any) -> flo
         rec = Recorder(RecordOptions(pid=1), sinks.sinks)
         rec.config = cmap
         asm = Assembler(rec._deliver, rec.emit_event, attach_ts=0.0)
-        feed = asm.feed
-        t = time.process_time()
-        for i in range(0, len(raw), BATCH):
-            for ev in parse_batch(raw[i : i + BATCH], clock):
-                feed(ev)
-        asm.finish(time.time())
+        t = _feed_batches(asm, raw, parse_batch, clock)
         sinks.close()
         return (time.process_time() - t) / max(1, rec.exchanges) * 1e6
 

@@ -28,6 +28,17 @@ _SERVER = """
 """
 
 
+def _get_u(paths: list[Path]) -> None:
+    """One `GET /u` (Host: unixed) over each unix socket path, read to the close."""
+    for path in paths:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(b"GET /u HTTP/1.0\r\nHost: unixed\r\n\r\n")
+            while sock.recv(65536):
+                pass
+
+
 @pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
 def test_cut_unix_listener_path_completed_from_config(tmp_path: Path, capture_factory: Any,
                                                        syscall_io: bool) -> None:
@@ -43,13 +54,7 @@ def test_cut_unix_listener_path_completed_from_config(tmp_path: Path, capture_fa
     try:
         cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
         before = lab.log_line_count()
-        for _ in range(2):
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(10)
-                sock.connect(str(path))
-                sock.sendall(b"GET /u HTTP/1.0\r\nHost: unixed\r\n\r\n")
-                while sock.recv(65536):
-                    pass
+        _get_u([path, path])
         log = lab.wait_log_lines(2, start=before, timeout=15.0)
         exchanges = [ex for ex in cap.wait_for(2) if ex.target == "/u"]
         cap.stop()
@@ -88,13 +93,7 @@ def test_unix_listener_path_read_from_nginx(tmp_path: Path, capture_factory: Any
     try:
         cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
         before = lab.log_line_count()
-        for path in paths:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(10)
-                sock.connect(str(path))
-                sock.sendall(b"GET /u HTTP/1.0\r\nHost: unixed\r\n\r\n")
-                while sock.recv(65536):
-                    pass
+        _get_u(paths)
         log = lab.wait_log_lines(2, start=before, timeout=15.0)
         exchanges = [ex for ex in cap.wait_for(2) if ex.target == "/u"]
         cap.stop()
