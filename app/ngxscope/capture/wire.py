@@ -252,15 +252,11 @@ class WireCapture:
         for dev in self.interfaces:
             try:  # the filter and options on before it receives anything (capture.packetsock)
                 sock = open_filtered(fn.fd)
-            except OSError as exc:
-                self.stop()
-                raise WireError(f"cannot attach the socket filter to {dev}: {exc}") from None
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            if dev == "lo":
-                self._ignore_outgoing(sock)
-            sock.setblocking(False)
-            self._socks.append(sock)
-            try:
+                self._socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                if dev == "lo":
+                    self._ignore_outgoing(sock)
+                sock.setblocking(False)
                 start_receiving(sock, dev)
             except OSError as exc:
                 self.stop()
