@@ -79,9 +79,11 @@ struct call_args {
     __s32 fd;
     __u8  tls;
     __u8  live;     /* saved by the call's entry, not yet taken by its return */
+    __u16 iovcnt;   /* a writev: arg is then the struct iovec array, iovcnt its length */
 };
 
 BPF_HASH(conns, struct conn_key, struct conn_state, 65536);
+BPF_ARRAY(conn_init, struct conn_state, 1);   /* what a new entry is created from */
 /* A call's arguments from its entry to its return, per thread and function (call_save,
  * call_slot): each thread's slot stays (bpf/processes.c removes it when the thread exits). */
 BPF_HASH(calls, u64, struct call_args, 16384);
@@ -217,32 +219,60 @@ static __always_inline void announce(struct conn_state *st, s32 fd, u64 ts, u64 
         st->announced = 1;
 }
 
+/* A new state for connection c on fd, not announced yet (get_conn announces it). */
+static __always_inline struct conn_state *new_conn(u64 c, s32 fd, u8 tls, u64 ts, u64 pid_tgid)
+{
+    struct conn_key key = {.pid = pid_tgid >> 32, .fd = fd};
+    u64 listening = 0;
+    bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
+    int zero = 0;
+    struct conn_state *init = conn_init.lookup(&zero);   /* zeros: not on the BPF stack */
+    if (!init)
+        return 0;
+    if (conns.update(&key, init) < 0) {
+        count(CNT_CONNS_FULL, 1);
+        return 0;
+    }
+    struct conn_state *st = conns.lookup(&key);
+    if (st) {
+        st->conn_ts = ts;
+        st->cptr = c;
+        st->flags = (tls ? EVF_TLS : 0) | (listening ? EVF_CLIENT : 0);
+    }
+    return st;
+}
+
 /* The connection's state, created (and announced with EV_OPEN) on first sight. */
 static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts, u64 pid_tgid)
 {
     struct conn_key key = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     if (st && st->cptr == c) {
-        if (!st->announced)
+        if (!st->announced) {
+            if (tls)   /* made at connect(2) (bpf/syscalls.c), before nginx's TLS handshake */
+                st->flags |= EVF_TLS;
             announce(st, fd, ts, pid_tgid);
+        }
         return st;
     }
-
-    u64 listening = 0;
-    bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
-    struct conn_state fresh = {};
-    fresh.conn_ts = ts;
-    fresh.cptr = c;
-    fresh.flags = (tls ? EVF_TLS : 0) | (listening ? EVF_CLIENT : 0);
-    if (conns.update(&key, &fresh) < 0) {
-        count(CNT_CONNS_FULL, 1);
-        return 0;
-    }
-    st = conns.lookup(&key);
+    st = new_conn(c, fd, tls, ts, pid_tgid);
     if (st)
         announce(st, fd, ts, pid_tgid);
     return st;
 }
+
+#if SYSCALL_IO
+/* An HTTP client connection nginx accepted before the capture started (no
+ * ngx_http_init_connection seen) is known from its first completion on (bpf/completion.c):
+ * its next exchanges are whole. Before, ngx_writev's uprobe made it known at its first write. */
+static __always_inline void adopt_client(u64 c, s32 fd, u64 pid_tgid)
+{
+    u64 listening = 0;
+    bpf_probe_read_user(&listening, sizeof(listening), (void *)(c + OFF_LISTENING));
+    if (listening)
+        get_conn(c, fd, 0, bpf_ktime_get_ns(), pid_tgid);
+}
+#endif
 
 /* Is c an HTTP/2 stream's fake connection on the real connection st->cptr? nginx makes it
  * with a memcpy of the real one (ngx_http_v2_create_stream): same fd, and the same sockaddr
@@ -460,9 +490,7 @@ static __always_inline void stage_io(struct conn_state *st, struct stage *sg, st
     if (kind == EV_RECV && st->recvd != sg->req_off + sg->req_len)
         return;   /* bytes were read that it does not hold: the rest would not follow them */
     if (fn == F_WRITEV) {
-        u64 iovs = 0, cnt = 0, left = ret;
-        bpf_probe_read_user(&iovs, sizeof(iovs), (void *)a->arg);
-        bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(a->arg + 8));
+        u64 iovs = a->arg, cnt = a->iovcnt, left = ret;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             if (i >= cnt || !left || *have >= STAGE_CAP)
@@ -566,11 +594,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         /* the payload goes, the summary stays: only the status line's first bytes are read */
         if (want_status && st) {
             u64 p = a.arg;
-            if (fn == F_WRITEV) {
-                u64 iovs = 0;
-                bpf_probe_read_user(&iovs, sizeof(iovs), (void *)a.arg);
-                bpf_probe_read_user(&p, sizeof(p), (void *)iovs);   /* iovs[0].iov_base */
-            }
+            if (fn == F_WRITEV)
+                bpf_probe_read_user(&p, sizeof(p), (void *)a.arg);   /* iovs[0].iov_base */
             u8 b[12] = {};
             if (ret >= 12 && bpf_probe_read_user(b, sizeof(b), (void *)p) == 0)
                 st->status = status_of(b);
@@ -585,10 +610,7 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
 
     u32 cap = 0;
     if (fn == F_WRITEV) {
-        u64 iovs = 0, cnt = 0;
-        bpf_probe_read_user(&iovs, sizeof(iovs), (void *)a.arg);        /* ngx_iovec_t.iovs */
-        bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(a.arg + 8));    /* ngx_iovec_t.count */
-        cap = copy_iovecs(e, iovs, cnt, ret);
+        cap = copy_iovecs(e, a.arg, a.iovcnt, ret);
     } else if (fn == F_READV) {
         cap = copy_chain(e, a.arg, ret);
     } else {
@@ -621,8 +643,24 @@ int recv_leave(struct pt_regs *ctx)      { return leave(ctx, F_RECV, EV_RECV); }
 /* ssize_t ngx_unix_send(ngx_connection_t *c, u_char *buf, size_t size) */
 int send_enter(struct pt_regs *ctx)      { return enter(ctx, F_SEND, 0); }
 int send_leave(struct pt_regs *ctx)      { return leave(ctx, F_SEND, EV_SEND); }
-/* ssize_t ngx_writev(ngx_connection_t *c, ngx_iovec_t *vec) */
-int writev_enter(struct pt_regs *ctx)    { return enter(ctx, F_WRITEV, 0); }
+/* ssize_t ngx_writev(ngx_connection_t *c, ngx_iovec_t *vec), with --no-syscall-io (else
+ * writev(2)'s tracepoints, bpf/syscalls.c): the iovec array and its length, as writev(2)'s */
+int writev_enter(struct pt_regs *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_target(pid_tgid >> 32))
+        return 0;
+    struct call_args a = {};
+    a.c = PT_REGS_PARM1(ctx);
+    u64 vec = PT_REGS_PARM2(ctx), cnt = 0;
+    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
+        return 0;
+    bpf_probe_read_user(&a.arg, sizeof(a.arg), (void *)vec);       /* ngx_iovec_t.iovs */
+    bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(vec + 8));     /* ngx_iovec_t.count */
+    a.iovcnt = cnt > 0xFFFF ? 0xFFFF : cnt;
+    call_save(pid_tgid ^ ((u64)F_WRITEV << 56), &a);
+    return 0;
+}
 int writev_leave(struct pt_regs *ctx)    { return leave(ctx, F_WRITEV, EV_SEND); }
 /* ssize_t ngx_readv_chain(ngx_connection_t *c, ngx_chain_t *chain, off_t limit) */
 int readv_enter(struct pt_regs *ctx)     { return enter(ctx, F_READV, 0); }
@@ -661,6 +699,11 @@ int close_enter(struct pt_regs *ctx)
     struct conn_state *st = conns.lookup(&key);
     if (!st || st->cptr != c)
         return 0;
+    if (!st->announced && !st->sent && !st->recvd) {
+        /* made at connect(2) and never used (the connect failed): user space never knew it */
+        conns.delete(&key);
+        return 0;
+    }
     flush_counted(st, fd, pid_tgid);
     struct ev_header h = {};
     fill_header(&h, EV_CLOSE, bpf_ktime_get_ns(), pid_tgid, fd);

@@ -328,6 +328,10 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
         h.seq = st->requests;
     }
     submit(&h, sizeof(h));
+#if SYSCALL_IO
+    if (!st && count_request)   /* accepted before the capture: known from now on */
+        adopt_client(c, fd, pid_tgid);
+#endif
     return 0;
 }
 

@@ -141,7 +141,7 @@ def test_sigkill_of_record_leaves_no_probes(private_nginx: LabNginx, tmp_path: P
     lab_nginx = private_nginx
     worker = lab_nginx.worker_pids()[0]
     exe = os.readlink(f"/proc/{worker}/exe")
-    before_mem, on_disk = _text_byte(worker, exe, "ngx_writev")
+    before_mem, on_disk = _text_byte(worker, exe, "ngx_http_free_request")
     assert before_mem == on_disk != 0xCC
     events_before = _uprobe_events()
     out = tmp_path / "s.ngxs"
@@ -154,7 +154,7 @@ def test_sigkill_of_record_leaves_no_probes(private_nginx: LabNginx, tmp_path: P
         progs, perf = _held_bpf(rec.pid)
         assert len(progs) >= 10 and perf >= 10, (progs, perf)
         assert all(_bpf_prog_exists(p) for p in progs)
-        live_mem, _ = _text_byte(worker, exe, "ngx_writev")
+        live_mem, _ = _text_byte(worker, exe, "ngx_http_free_request")
         assert live_mem == 0xCC, "a live uprobe is an int3 in nginx's text"
         traffic = Traffic(lab_nginx.plain_port, lab_nginx.tls_port)
         traffic.keepalive(False, ["/health", "/static/small.txt"])
@@ -169,7 +169,7 @@ def test_sigkill_of_record_leaves_no_probes(private_nginx: LabNginx, tmp_path: P
         time.sleep(0.05)  # the kernel frees programs once their last reference goes
     left = [p for p in progs if _bpf_prog_exists(p)]
     assert not left, f"BPF programs still loaded after SIGKILL: {left}"
-    after_mem, _ = _text_byte(worker, exe, "ngx_writev")
+    after_mem, _ = _text_byte(worker, exe, "ngx_http_free_request")
     assert after_mem == on_disk, "nginx's text is restored"
     assert _uprobe_events() == events_before
     assert f"_{rec.pid}" not in _uprobe_events()
@@ -179,7 +179,7 @@ def test_sigkill_of_record_leaves_no_probes(private_nginx: LabNginx, tmp_path: P
     log = lab_nginx.wait_log_lines(sent, start=start)
     assert len(log) == sent and all(line["status"] for line in log)
     print(f"\nrecord held {len(progs)} BPF programs and {perf} perf-event fds; after SIGKILL: 0 programs "
-          f"left, ngx_writev's first byte 0x{after_mem:02x} (file 0x{on_disk:02x}, 0xcc while live), "
+          f"left, ngx_http_free_request's first byte 0x{after_mem:02x} (file 0x{on_disk:02x}, 0xcc while live), "
           f"nginx served {sent} more requests")
 
 

@@ -73,6 +73,8 @@ class Layout:
     """ngx_http_request_t.request_start (where $request begins when request_line is unset)"""
     r_loc_conf: int = 40
     """ngx_http_request_t.loc_conf (void **: the chosen location's per-module configurations)"""
+    r_upstream: int = 72
+    """ngx_http_request_t.upstream (after r->cache, which only a build with NGX_HTTP_CACHE has)"""
     clcf_regex: int = -1
     """ngx_http_core_loc_conf_t.regex (-1: a build without PCRE has none)"""
     clcf_flags: int = 32
@@ -99,6 +101,7 @@ class Layout:
             f"-DOFF_R_ERR_STATUS={self.r_err_status}",
             f"-DOFF_R_REQUEST_START={self.r_request_start}",
             f"-DOFF_R_LOC_CONF={self.r_loc_conf}",
+            f"-DOFF_R_UPSTREAM={self.r_upstream}",
             f"-DOFF_CLCF_REGEX={self.clcf_regex}",
             f"-DOFF_CLCF_FLAGS={self.clcf_flags}",
         ]
@@ -210,6 +213,7 @@ def layout_for_binary(path: str | Path | None, version: str | None) -> Layout:
     if args is None:
         return conn
     feats = features_from_configure(args)
+    conn = replace(conn, r_upstream=64 + 8 * ("cache" in feats))
     offs = request_offsets(version, feats)
     if offs is None:
         return replace(conn, note=conn.note + "; access-log values from the bytes (request struct "

@@ -71,13 +71,14 @@ class TracerConfig:
     """Ring buffer size."""
     syscall_io: bool = True
     """See plaintext reads at the recv(2) tracepoints (no ngx_unix_recv uprobe) and
-    ngx_writev's result at writev(2)'s exit (no uretprobe), when the kernel has the syscall
+    ngx_writev's writes at writev(2)'s (no ngx_writev uprobe), when the kernel has the syscall
     tracepoints and the binary exports ngx_http_init_connection (see
     :meth:`Tracer.io_mode`)."""
 
 
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-_SYSCALL_TRACEPOINTS = ("events/syscalls/sys_enter_recvfrom", "events/syscalls/sys_exit_writev")
+_SYSCALL_TRACEPOINTS = ("events/syscalls/sys_enter_recvfrom", "events/syscalls/sys_enter_writev",
+                        "events/syscalls/sys_exit_writev")
 
 
 def _pow2(n: int) -> int:
@@ -221,8 +222,8 @@ class Tracer:
             return False, f"{uprobes}: {exc}"
         if not info.probeable.get(_INIT_SYMBOL):
             return False, f"{uprobes}: no {_INIT_SYMBOL} in the binary"
-        return True, ("plaintext reads via the recv(2) tracepoints and writes completed at writev(2)'s "
-                      "exit (fewer uprobe traps per request)")
+        return True, ("plaintext reads and writes via the recv(2) and writev(2) tracepoints "
+                      "(fewer uprobe traps per request)")
 
     def start(self, sink: Callable[[RawEvent], None]) -> list[str]:
         """Compile, load and attach; returns the attached symbol names. Raises CaptureError.
@@ -307,10 +308,8 @@ class Tracer:
         bpf = self.bpf
         attached = []
         for sym, entry, ret, required in PROBES:
-            if sym == _RECV_SYMBOL and self.syscall_io:
-                continue
-            if sym == _WRITEV_SYMBOL and self.syscall_io:
-                ret = None   # completed at writev(2)'s exit tracepoint instead
+            if sym in (_RECV_SYMBOL, _WRITEV_SYMBOL) and self.syscall_io:
+                continue   # seen at the syscall's tracepoints instead (bpf/syscalls.c)
             try:
                 bpf.attach_uprobe(name=path, sym=sym, fn_name=entry)
                 if ret:
