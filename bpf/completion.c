@@ -63,6 +63,7 @@ struct completion {
     u64 tries;
     u64 request_us;    /* $request_time in microseconds (whole ms on nginx's clock); ~0: unknown */
     u8  upstream_failed;
+    u8  client_gone;   /* c->error or c->timedout: nginx gave up on its client mid-exchange */
 };
 
 /* The fields of ngx_http_request_t the completion reads, in one read of its first R_SPAN
@@ -78,8 +79,16 @@ struct completion {
 #else
 #define R_SPAN_WORDS 0
 #endif
+/* and r->connection's fd, sent and bit-field word (c->timedout, c->error), read together */
+#ifndef OFF_C_BITS
+#define OFF_C_BITS (OFF_LOCAL_SOCKLEN + 56)
+#endif
+#define C_SPAN_LO (OFF_FD < OFF_SENT ? OFF_FD : OFF_SENT)
+#define C_SPAN_END (MAX2(MAX2(OFF_FD + 4, OFF_SENT + 8), OFF_C_BITS + 4))
+#define C_SPAN_BYTES (C_SPAN_END - C_SPAN_LO)
 struct rspan {
     u64 w[R_SPAN_WORDS ? R_SPAN_WORDS : 1];
+    u8 cb[C_SPAN_BYTES <= 512 ? C_SPAN_BYTES : 1];
 };
 BPF_ARRAY(rspan_scratch, struct rspan, MAX_CPUS);
 #define RW(rs, off) ((rs)->w[(off) / 8])
@@ -96,31 +105,35 @@ static __always_inline struct rspan *read_rspan(u64 r)
     return rs;
 }
 
-/* owner_conn (bpf/capture.c) for a request whose first bytes are in rs: r->connection, its
- * fd and c->sent read together (fd and sent are 48 bytes apart in every layout). */
-#define C_SPAN_LO (OFF_FD < OFF_SENT ? OFF_FD : OFF_SENT)
-#define C_SPAN_END (MAX2(OFF_FD + 4, OFF_SENT + 8))
-static __always_inline int owner_conn_span(struct rspan *rs, u64 *c, s32 *fd, u64 *sent)
+/* owner_conn (bpf/capture.c) for a request whose first bytes are in rs: r->connection, then
+ * its fd, c->sent and c's bit-field word in one read (rs->cb). */
+static __always_inline int owner_conn_span(struct rspan *rs, u64 *c, s32 *fd, u64 *sent, u32 *bits)
 {
     u32 sig = (u32)RW(rs, 0);
     if (sig != SIG_HTTP)
         return 0;
     *c = RW(rs, 8);
-#if C_SPAN_END - C_SPAN_LO <= 128
-    u8 cb[C_SPAN_END - C_SPAN_LO] = {};
-    if (bpf_probe_read_user(cb, sizeof(cb), (void *)(*c + C_SPAN_LO)) < 0)
+#if C_SPAN_BYTES <= 512
+    if (bpf_probe_read_user(rs->cb, C_SPAN_BYTES, (void *)(*c + C_SPAN_LO)) < 0)
         return -1;
-    __builtin_memcpy(fd, &cb[OFF_FD - C_SPAN_LO], sizeof(*fd));
-    __builtin_memcpy(sent, &cb[OFF_SENT - C_SPAN_LO], sizeof(*sent));
+    __builtin_memcpy(fd, &rs->cb[OFF_FD - C_SPAN_LO], sizeof(*fd));
+    __builtin_memcpy(sent, &rs->cb[OFF_SENT - C_SPAN_LO], sizeof(*sent));
+    __builtin_memcpy(bits, &rs->cb[OFF_C_BITS - C_SPAN_LO], sizeof(*bits));
     return 1;
 #else
     bpf_probe_read_user(sent, sizeof(*sent), (void *)(*c + OFF_SENT));
+    bpf_probe_read_user(bits, sizeof(*bits), (void *)(*c + OFF_C_BITS));
     return bpf_probe_read_user(fd, sizeof(*fd), (void *)(*c + OFF_FD)) < 0 ? -1 : 1;
 #endif
 }
 
+/* c->timedout (bit 11) or c->error (bit 12) of ngx_connection_t's first bit-field word:
+ * a send or read on the client failed or timed out (a client that went away in the middle
+ * of the response: nginx logs the status it began with, and no $request_completion) */
+#define C_GONE_BITS (3u << 11)
+
 static __always_inline void read_completion(struct completion *v, u64 r, u64 c, u64 clock, struct rspan *rs,
-                                            u64 sent)
+                                            u64 sent, u32 cbits)
 {
     u64 err = 0, states = 0;
     u64 start[2] = {};
@@ -136,6 +149,7 @@ static __always_inline void read_completion(struct completion *v, u64 r, u64 c, 
         have_start = 1;
         states = RW(rs, OFF_R_UPSTREAM_STATES);
     } else {
+        bpf_probe_read_user(&cbits, sizeof(cbits), (void *)(c + OFF_C_BITS));
         bpf_probe_read_user(&v->status, sizeof(v->status), (void *)(r + OFF_R_STATUS));
         bpf_probe_read_user(&err, sizeof(err), (void *)(r + OFF_R_ERR_STATUS));
         bpf_probe_read_user(&v->request_length, sizeof(v->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
@@ -147,6 +161,7 @@ static __always_inline void read_completion(struct completion *v, u64 r, u64 c, 
     }
     if (err)
         v->status = err;
+    v->client_gone = (cbits & C_GONE_BITS) != 0;
     /* $request_time: nginx's clock now minus r->start_sec/start_msec, as nginx computes it */
     v->request_us = ~0ULL;
     if (clock && WALL_NS_OFFSET && have_start) {
@@ -180,7 +195,7 @@ static __always_inline u32 keep_rules(struct completion *v)
     u64 s = v->status;
     if (s >= 500)
         why |= KEEP_ERROR;
-    if (s == 499 || s == 444 || s == 408)
+    if (s == 499 || s == 444 || s == 408 || (v->client_gone && s < 400))
         why |= KEEP_ABORTED;
     if (s == 400)
         why |= KEEP_MALFORMED;
@@ -322,6 +337,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
         return 0;
     u64 r = PT_REGS_PARM1(ctx);
     u64 c = 0, c_sent = 0;
+    u32 c_bits = 0;
     s32 fd = -1;
     struct rspan *rs = 0;
 #if REQ_LOG
@@ -329,7 +345,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
         rs = read_rspan(r);
 #endif
     if (rs) {
-        if (!owner_conn_span(rs, &c, &fd, &c_sent))
+        if (!owner_conn_span(rs, &c, &fd, &c_sent, &c_bits))
             return 0;
     } else if (!owner_conn(r, SIG_HTTP, SIG_HTTP, &c, &fd)) {
         return 0;
@@ -367,7 +383,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
 #if REQ_LOG
             if (st->drop && !(st->flags & EVF_NOMARK)) {
                 struct completion v = {};
-                read_completion(&v, r, c, h.clock, rs, c_sent);
+                read_completion(&v, r, c, h.clock, rs, c_sent, c_bits);
                 u32 why = v.status != 101 ? keep_rules(&v) : KEEP_ERROR;
                 if (!why) {   /* counted here, never sent */
                     count_exchange(&v, tgid);

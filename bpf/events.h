@@ -53,7 +53,8 @@
  * a row only when a rule kept it at its completion; else it is only counted (EV_COUNTED). */
 #define KEEP_SAMPLE    0x01  /* the uniform sample (payload captured) */
 #define KEEP_ERROR     0x02  /* $status >= 500 */
-#define KEEP_ABORTED   0x04  /* 499 (client closed), 444 (closed without response), 408 */
+#define KEEP_ABORTED   0x04  /* 499 (client closed), 444 (closed without response), 408, or a
+                               * client nginx gave up on mid-response (c->error, c->timedout) */
 #define KEEP_UPSTREAM  0x08  /* a failed upstream attempt (no status or >= 500, or a retry) */
 #define KEEP_MALFORMED 0x10  /* 400: a request nginx could not parse */
 #define KEEP_SLOW      0x20  /* $request_time above its server block's threshold (slow_us) */
