@@ -67,6 +67,7 @@ struct conn_state {
     __u8  line[LINE_CAP];   /* the current request's first bytes, for a shed exchange's summary */
     __u8  sampling;         /* the capture was sampling when the current exchange was decided */
     __u8  keep;             /* KEEP_* rules that make the current exchange a row */
+    __u8  line_staged;      /* line's bytes are the staging's first (copied from there if needed) */
     __u16 counted;          /* completions counted in the kernel since the last record (EV_COUNTED) */
     __u16 base_seq;         /* `requests` after the last of them */
     __u64 base_recvd;       /* `recvd` and `sent` then */
@@ -469,8 +470,10 @@ static __always_inline void stage_copy(struct stage *sg, u32 base, u32 *have, u6
         *have += cl;
 }
 
-/* Stage the bytes a call moved on st's sampled-out exchange (before st's counters move). */
-static __always_inline void stage_io(struct conn_state *st, struct stage *sg, struct call_args *a, long ret,
+/* Stage the bytes a call moved on st's sampled-out exchange (before st's counters move).
+ * Returns the stage when this call's bytes are the first its direction holds (the status
+ * line is then read there, not again in nginx's memory), else 0. */
+static __always_inline struct stage *stage_io(struct conn_state *st, struct stage *sg, struct call_args *a, long ret,
                                      int fn, u8 kind, u32 tgid)
 {
     if (!sg) {   /* one lookup per call: stage_begin's when it just began */
@@ -478,7 +481,7 @@ static __always_inline void stage_io(struct conn_state *st, struct stage *sg, st
         sg = staged.lookup(&key);
     }
     if (!sg || sg->req_start != st->req_start)
-        return;
+        return 0;
     u32 base = kind == EV_RECV ? 0 : STAGE_CAP;
     u32 *have = kind == EV_RECV ? &sg->req_len : &sg->resp_len;
     if (kind != EV_RECV && !sg->resp_started) {
@@ -486,9 +489,10 @@ static __always_inline void stage_io(struct conn_state *st, struct stage *sg, st
         sg->resp_off = st->sent;
     }
     if (*have >= STAGE_CAP)
-        return;   /* full: only the counters move on */
+        return 0;   /* full: only the counters move on */
+    u32 had = *have;
     if (kind == EV_RECV && st->recvd != sg->req_off + sg->req_len)
-        return;   /* bytes were read that it does not hold: the rest would not follow them */
+        return 0;   /* bytes were read that it does not hold: the rest would not follow them */
     if (fn == F_WRITEV) {
         u64 iovs = a->arg, cnt = a->iovcnt, left = ret;
 #pragma unroll
@@ -507,6 +511,7 @@ static __always_inline void stage_io(struct conn_state *st, struct stage *sg, st
     } else if (fn == F_RECV || fn == F_SEND) {
         stage_copy(sg, base, have, ret, a->arg);
     }
+    return had ? 0 : sg;
 }
 
 static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
@@ -545,8 +550,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
     e->h.len = ret;
     int shed = under_pressure();
     int dropped = 0;
-    int want_status = 0;
-    struct stage *sg = 0;
+    int want_status = 0, first_read = 0;
+    struct stage *sg = 0, *head_sg = 0;
     if (st) {
         if (a.tls)   /* announced at accept time, before nginx knew it would be TLS */
             st->flags |= EVF_TLS;
@@ -563,14 +568,16 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
                 st->req_start = ts;
                 e->h.clock = process_clock(pid_tgid >> 32);
                 st->req_start_clock = e->h.clock;
-                st->shed = under_pressure();   /* not what a pipelined predecessor left */
+                st->shed = shed;   /* not what a pipelined predecessor left */
                 st->drop = sampled_out(&st->sampling);
                 if (st->drop)
                     sg = stage_begin(st, a.fd, pid_tgid >> 32);
-                /* its first bytes (the request line when the read began with it) */
+                /* its first bytes (the request line when the read began with it): a
+                 * sampled-out one's are staged below, and copied from there only when a
+                 * summary needs them (bpf/completion.c line_from_stage) */
                 st->line_len = 0;
-                if (fn == F_RECV && bpf_probe_read_user(st->line, LINE_CAP, (void *)a.arg) == 0)
-                    st->line_len = ret < LINE_CAP ? ret : LINE_CAP;
+                st->line_staged = 0;
+                first_read = fn == F_RECV;
             }
             dropped = st->drop;
         } else {
@@ -579,7 +586,15 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
             dropped = st->drop;
         }
         if (dropped && (st->flags & EVF_CLIENT))
-            stage_io(st, sg, &a, ret, fn, kind, pid_tgid >> 32);
+            head_sg = stage_io(st, sg, &a, ret, fn, kind, pid_tgid >> 32);
+        if (first_read) {
+            u32 n = ret < LINE_CAP ? ret : LINE_CAP;
+            if (head_sg && head_sg->req_len >= n)
+                st->line_staged = 1;
+            else if (bpf_probe_read_user(st->line, LINE_CAP, (void *)a.arg) < 0)
+                n = 0;
+            st->line_len = n;
+        }
         if (kind == EV_RECV) {
             e->h.offset = st->recvd;
             st->recvd += ret;
@@ -591,6 +606,10 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
             st->shed = 1;
     }
     if (shed || dropped) {
+        if (want_status && st && head_sg && head_sg->resp_len >= 12) {   /* staged just now */
+            st->status = status_of(&head_sg->buf[STAGE_CAP]);
+            want_status = 0;
+        }
         /* the payload goes, the summary stays: only the status line's first bytes are read */
         if (want_status && st) {
             u64 p = a.arg;

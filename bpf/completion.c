@@ -63,29 +63,113 @@ struct completion {
     u64 tries;
     u64 request_us;    /* $request_time in microseconds (whole ms on nginx's clock); ~0: unknown */
     u8  upstream_failed;
+    u8  client_gone;   /* c->error or c->timedout: nginx gave up on its client mid-exchange */
 };
 
-static __always_inline void read_completion(struct completion *v, u64 r, u64 c, u64 clock)
+/* The fields of ngx_http_request_t the completion reads, in one read of its first R_SPAN
+ * bytes (a bpf_probe_read_user costs ~85 ns on this kind of VM whatever its size up to a
+ * few hundred bytes, a 1.3 KiB one ~180 ns: one read instead of eight). Every offset used is
+ * a multiple of 8 in the layouts capture/layout.py knows; another layout reads them apart. */
+#define MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define R_SPAN_END (MAX2(MAX2(MAX2(OFF_R_STATUS, OFF_R_ERR_STATUS), MAX2(OFF_R_REQUEST_LENGTH, OFF_R_START_SEC + 8)), \
+                         MAX2(OFF_R_UPSTREAM_STATES, OFF_R_SRV_CONF)) + 8)
+#if (OFF_R_STATUS % 8 == 0) && (OFF_R_ERR_STATUS % 8 == 0) && (OFF_R_REQUEST_LENGTH % 8 == 0) && \
+    (OFF_R_START_SEC % 8 == 0) && (OFF_R_UPSTREAM_STATES % 8 == 0) && R_SPAN_END <= 4096
+#define R_SPAN_WORDS (R_SPAN_END / 8)
+#else
+#define R_SPAN_WORDS 0
+#endif
+/* and r->connection's fd, sent and bit-field word (c->timedout, c->error), read together */
+#ifndef OFF_C_BITS
+#define OFF_C_BITS (OFF_LOCAL_SOCKLEN + 56)
+#endif
+#define C_SPAN_LO (OFF_FD < OFF_SENT ? OFF_FD : OFF_SENT)
+#define C_SPAN_END (MAX2(MAX2(OFF_FD + 4, OFF_SENT + 8), OFF_C_BITS + 4))
+#define C_SPAN_BYTES (C_SPAN_END - C_SPAN_LO)
+struct rspan {
+    u64 w[R_SPAN_WORDS ? R_SPAN_WORDS : 1];
+    u8 cb[C_SPAN_BYTES <= 512 ? C_SPAN_BYTES : 1];
+};
+BPF_ARRAY(rspan_scratch, struct rspan, MAX_CPUS);
+#define RW(rs, off) ((rs)->w[(off) / 8])
+
+/* r's first R_SPAN_END bytes (0: another layout, or unreadable: read field by field). */
+static __always_inline struct rspan *read_rspan(u64 r)
 {
-    u64 err = 0;
-    bpf_probe_read_user(&v->status, sizeof(v->status), (void *)(r + OFF_R_STATUS));
-    bpf_probe_read_user(&err, sizeof(err), (void *)(r + OFF_R_ERR_STATUS));
+    if (!R_SPAN_WORDS || !r)
+        return 0;
+    u32 cpu = bpf_get_smp_processor_id();
+    struct rspan *rs = rspan_scratch.lookup(&cpu);
+    if (!rs || bpf_probe_read_user(rs->w, R_SPAN_WORDS * 8, (void *)r) < 0)
+        return 0;
+    return rs;
+}
+
+/* owner_conn (bpf/capture.c) for a request whose first bytes are in rs: r->connection, then
+ * its fd, c->sent and c's bit-field word in one read (rs->cb). */
+static __always_inline int owner_conn_span(struct rspan *rs, u64 *c, s32 *fd, u64 *sent, u32 *bits)
+{
+    u32 sig = (u32)RW(rs, 0);
+    if (sig != SIG_HTTP)
+        return 0;
+    *c = RW(rs, 8);
+#if C_SPAN_BYTES <= 512
+    if (bpf_probe_read_user(rs->cb, C_SPAN_BYTES, (void *)(*c + C_SPAN_LO)) < 0)
+        return -1;
+    __builtin_memcpy(fd, &rs->cb[OFF_FD - C_SPAN_LO], sizeof(*fd));
+    __builtin_memcpy(sent, &rs->cb[OFF_SENT - C_SPAN_LO], sizeof(*sent));
+    __builtin_memcpy(bits, &rs->cb[OFF_C_BITS - C_SPAN_LO], sizeof(*bits));
+    return 1;
+#else
+    bpf_probe_read_user(sent, sizeof(*sent), (void *)(*c + OFF_SENT));
+    bpf_probe_read_user(bits, sizeof(*bits), (void *)(*c + OFF_C_BITS));
+    return bpf_probe_read_user(fd, sizeof(*fd), (void *)(*c + OFF_FD)) < 0 ? -1 : 1;
+#endif
+}
+
+/* c->timedout (bit 11) or c->error (bit 12) of ngx_connection_t's first bit-field word:
+ * a send or read on the client failed or timed out (a client that went away in the middle
+ * of the response: nginx logs the status it began with, and no $request_completion) */
+#define C_GONE_BITS (3u << 11)
+
+static __always_inline void read_completion(struct completion *v, u64 r, u64 c, u64 clock, struct rspan *rs,
+                                            u64 sent, u32 cbits)
+{
+    u64 err = 0, states = 0;
+    u64 start[2] = {};
+    int have_start = 0;
+    if (rs) {
+        v->status = RW(rs, OFF_R_STATUS);
+        err = RW(rs, OFF_R_ERR_STATUS);
+        v->request_length = (s64)RW(rs, OFF_R_REQUEST_LENGTH);
+        v->sent = sent;
+        v->srv = RW(rs, OFF_R_SRV_CONF);
+        start[0] = RW(rs, OFF_R_START_SEC);
+        start[1] = RW(rs, OFF_R_START_SEC + 8);
+        have_start = 1;
+        states = RW(rs, OFF_R_UPSTREAM_STATES);
+    } else {
+        bpf_probe_read_user(&cbits, sizeof(cbits), (void *)(c + OFF_C_BITS));
+        bpf_probe_read_user(&v->status, sizeof(v->status), (void *)(r + OFF_R_STATUS));
+        bpf_probe_read_user(&err, sizeof(err), (void *)(r + OFF_R_ERR_STATUS));
+        bpf_probe_read_user(&v->request_length, sizeof(v->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
+        bpf_probe_read_user(&v->sent, sizeof(v->sent), (void *)(c + OFF_SENT));
+        bpf_probe_read_user(&v->srv, sizeof(v->srv), (void *)(r + OFF_R_SRV_CONF));
+        if (clock && WALL_NS_OFFSET)
+            have_start = bpf_probe_read_user(start, sizeof(start), (void *)(r + OFF_R_START_SEC)) == 0;
+        bpf_probe_read_user(&states, sizeof(states), (void *)(r + OFF_R_UPSTREAM_STATES));
+    }
     if (err)
         v->status = err;
-    bpf_probe_read_user(&v->request_length, sizeof(v->request_length), (void *)(r + OFF_R_REQUEST_LENGTH));
-    bpf_probe_read_user(&v->sent, sizeof(v->sent), (void *)(c + OFF_SENT));
-    bpf_probe_read_user(&v->srv, sizeof(v->srv), (void *)(r + OFF_R_SRV_CONF));
+    v->client_gone = (cbits & C_GONE_BITS) != 0;
     /* $request_time: nginx's clock now minus r->start_sec/start_msec, as nginx computes it */
     v->request_us = ~0ULL;
-    u64 start[2] = {};
-    if (clock && WALL_NS_OFFSET && bpf_probe_read_user(start, sizeof(start), (void *)(r + OFF_R_START_SEC)) == 0) {
+    if (clock && WALL_NS_OFFSET && have_start) {
         u64 now_ms = (clock + (u64)WALL_NS_OFFSET) / 1000000;
         u64 start_ms = start[0] * 1000 + start[1];
         v->request_us = now_ms >= start_ms ? (now_ms - start_ms) * 1000 : 0;
     }
-    u64 states = 0;
     u64 arr[2] = {};   /* ngx_array_t: elts, nelts */
-    bpf_probe_read_user(&states, sizeof(states), (void *)(r + OFF_R_UPSTREAM_STATES));
     if (!states || bpf_probe_read_user(arr, sizeof(arr), (void *)states) < 0 || !arr[0])
         return;
     v->tries = arr[1];
@@ -95,13 +179,13 @@ static __always_inline void read_completion(struct completion *v, u64 r, u64 c, 
     for (int i = 0; i < MAX_STATES; i++) {
         if (i >= arr[1])
             break;
-        u64 st[2] = {};   /* status, response_time */
+        u64 st[9] = {};   /* status, response_time, ..., peer (at 64): one read per state */
         u64 base = arr[0] + i * STATE_SIZE;
         bpf_probe_read_user(st, sizeof(st), (void *)base);
         if (st[0] == 0 || st[0] >= 500)
             v->upstream_failed = 1;
         v->upstream_ms = st[1];
-        bpf_probe_read_user(&v->peer, sizeof(v->peer), (void *)(base + 64));
+        v->peer = st[8];
     }
 }
 
@@ -111,7 +195,7 @@ static __always_inline u32 keep_rules(struct completion *v)
     u64 s = v->status;
     if (s >= 500)
         why |= KEEP_ERROR;
-    if (s == 499 || s == 444 || s == 408)
+    if (s == 499 || s == 444 || s == 408 || (v->client_gone && s < 400))
         why |= KEEP_ABORTED;
     if (s == 400)
         why |= KEEP_MALFORMED;
@@ -216,6 +300,20 @@ static __always_inline int stage_flush(struct conn_state *st, s32 fd, u64 pid_tg
     return 1;
 }
 
+/* A sampled-out exchange's first bytes, for its summary: its first read's are the start of
+ * its staging (bpf/capture.c io_done), not read twice from nginx's memory. Called while the
+ * staging is still its own (before stage_flush). */
+static __always_inline void line_from_stage(struct conn_state *st, s32 fd, u32 tgid)
+{
+    if (!st->line_staged)
+        return;
+    st->line_staged = 0;
+    struct conn_key key = {.pid = tgid, .fd = fd};
+    struct stage *sg = staged.lookup(&key);
+    if (!sg || sg->req_start != st->req_start || bpf_probe_read_kernel(st->line, LINE_CAP, sg->buf) < 0)
+        st->line_len = 0;
+}
+
 /* The request is finished: the summary starts over. The sampling decision stays until the
  * next request's first read: a pipelined request read together with this one (it has no
  * read of its own) shares its fate, and is summary-only if this one's read was dropped. */
@@ -226,6 +324,7 @@ static __always_inline void next_exchange(struct conn_state *st)
     st->status = 0;
     st->shed = st->drop;
     st->line_len = 0;
+    st->line_staged = 0;
     st->keep = 0;
 }
 
@@ -237,10 +336,20 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
     if (!targets.lookup(&tgid))
         return 0;
     u64 r = PT_REGS_PARM1(ctx);
-    u64 c = 0;
+    u64 c = 0, c_sent = 0;
+    u32 c_bits = 0;
     s32 fd = -1;
-    if (!owner_conn(r, SIG_HTTP, SIG_HTTP, &c, &fd))
+    struct rspan *rs = 0;
+#if REQ_LOG
+    if (count_request)
+        rs = read_rspan(r);
+#endif
+    if (rs) {
+        if (!owner_conn_span(rs, &c, &fd, &c_sent, &c_bits))
+            return 0;
+    } else if (!owner_conn(r, SIG_HTTP, SIG_HTTP, &c, &fd)) {
         return 0;
+    }
     struct conn_key key = {.pid = tgid, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
     struct ev_header h = {};
@@ -274,7 +383,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
 #if REQ_LOG
             if (st->drop && !(st->flags & EVF_NOMARK)) {
                 struct completion v = {};
-                read_completion(&v, r, c, h.clock);
+                read_completion(&v, r, c, h.clock, rs, c_sent, c_bits);
                 u32 why = v.status != 101 ? keep_rules(&v) : KEEP_ERROR;
                 if (!why) {   /* counted here, never sent */
                     count_exchange(&v, tgid);
@@ -287,6 +396,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
                     return 0;
                 }
                 st->keep = why;
+                line_from_stage(st, fd, tgid);
                 flush_counted(st, fd, pid_tgid);
                 /* kept by a rule while counting is on (with KEEP_ALL, record
                  * --no-kernel-counts, a sampled-out exchange stays its summary) */
@@ -309,6 +419,7 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             req_log(&h, r, c, PT_REGS_IP(ctx));
             if (st->shed) {
                 /* the summary of a shed exchange also carries the request's first bytes */
+                line_from_stage(st, fd, tgid);
                 h.flags |= EVF_SHED | (st->drop ? EVF_SAMPLED : 0);
                 u32 cpu = bpf_get_smp_processor_id();
                 struct ev_done *d = done_scratch.lookup(&cpu);

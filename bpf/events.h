@@ -53,7 +53,8 @@
  * a row only when a rule kept it at its completion; else it is only counted (EV_COUNTED). */
 #define KEEP_SAMPLE    0x01  /* the uniform sample (payload captured) */
 #define KEEP_ERROR     0x02  /* $status >= 500 */
-#define KEEP_ABORTED   0x04  /* 499 (client closed), 444 (closed without response), 408 */
+#define KEEP_ABORTED   0x04  /* 499 (client closed), 444 (closed without response), 408, or a
+                               * client nginx gave up on mid-response (c->error, c->timedout) */
 #define KEEP_UPSTREAM  0x08  /* a failed upstream attempt (no status or >= 500, or a retry) */
 #define KEEP_MALFORMED 0x10  /* 400: a request nginx could not parse */
 #define KEEP_SLOW      0x20  /* $request_time above its server block's threshold (slow_us) */
@@ -286,12 +287,20 @@ struct wire_flow_key {
     __u16 server_port;
 };
 
+/* Each direction's sequence number is written by every data segment going that way, and
+ * on loopback the two directions are filtered on different CPUs (each in its sender's
+ * softirq): on one cache line, every segment would first take that line from the other
+ * CPU. So each `next` has a cache line of its own, away from the key and the state that
+ * both directions read. */
 struct wire_flow {
-    __u32 client_next;   /* sequence number after the highest byte the client sent */
-    __u32 server_next;   /* ... nginx sent */
     __u8  state;
     __u8  pad;
     __u16 hello_left;    /* bytes of the client's ClientHello still to come in later segments */
+    __u8  pad_client[64];
+    __u32 client_next;   /* sequence number after the highest byte the client sent */
+    __u8  pad_server[64];
+    __u32 server_next;   /* ... nginx sent */
+    __u8  pad_end[64];
 };
 
 #endif

@@ -90,3 +90,48 @@ def test_client_aborts_equal_nginx_s_log(tmp_path: Path, capture_factory: Any) -
         print(f"{line['uri']}: {line['status']} {line['bytes_sent']} bytes sent; captured: {ex.error}")
     assert not problems, "\n".join(problems)
     assert sum(1 for line in log if int(line["status"]) == 499) == 2 and len(log) == 5
+
+
+def test_mid_response_abort_is_kept_while_sampling(tmp_path: Path, capture_factory: Any) -> None:
+    """Every exchange sampled out: a client that goes away in the middle of a 200 is still a
+    whole row (kept in the kernel at its completion: c->error), answer client-abort, with the
+    status and bytes nginx logged; a whole 200 is only counted."""
+    port = free_port()
+    nginx = LabNginx(workers=1, prefix=tmp_path, extra_http=_conf(tmp_path, port))
+    nginx.start()
+    try:
+        cap = capture_factory(pid=nginx.master_pid, cpu_budget=0)
+        assert cap.recorder.kcounts is not None, "the lab nginx's request layout is known: counting must be on"
+        assert cap.recorder.tracer.set_sampling(1 << 30)
+        cases = [("m1", "/buffered/big?kb=8192", 20000), ("m2", "/streamed/big?kb=8192", 20000),
+                 ("m3", "/streamed/big?kb=8192", 300000)]
+        for lab_id, target, read in cases:
+            _abort(port, lab_id, target, read, 0)
+            time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port)) as s:   # whole: counted, not a row
+            s.sendall(b"GET /buffered/big?kb=4 HTTP/1.1\r\nHost: abort.test\r\nX-Lab: w1\r\nConnection: close\r\n\r\n")
+            while s.recv(65536):
+                pass
+        log = nginx.wait_log_lines(len(cases) + 1, path=tmp_path / "logs" / "abort.log", timeout=20)
+        cap.wait_for(len(cases), timeout=20)
+        time.sleep(1.5)   # a row the whole 200 should not be would come by now
+        cap.stop()
+    finally:
+        nginx.stop()
+    rows = {dict(ex.request_headers).get("X-Lab"): ex for ex in cap.sink.exchanges}
+    problems = []
+    for line in log:
+        if line["lab_id"] == "w1":
+            assert line["completion"] == "OK" and "w1" not in rows, (line, rows.get("w1"))
+            continue
+        assert int(line["status"]) == 200 and line["completion"] != "OK", line
+        ex = rows.get(line["lab_id"])
+        if ex is None:
+            problems.append(f"{line['uri']}: no row (counted only)")
+            continue
+        got = (ex.status, ex.response_bytes, ex.answer, ex.kept_by)
+        want = (200, int(line["bytes_sent"]), "client-abort", "aborted")
+        if got != want:
+            problems.append(f"{line['uri']}: captured status/bytes sent/answer/kept_by {got}, want {want} ({ex.error})")
+    assert not problems, "\n".join(problems)
+    assert cap.recorder.counters()["counted"]["requests"] == 1

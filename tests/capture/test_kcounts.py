@@ -37,8 +37,8 @@ def kept_by(line: dict[str, Any], slow_ms: float) -> set[str]:
     why = set()
     if status >= 500:
         why.add("error")
-    if status in (499, 444, 408):
-        why.add("aborted")
+    if status in (499, 444, 408) or (status < 400 and line.get("request_completion") != "OK"):
+        why.add("aborted")   # or a client that went away in the middle of the response
     if status == 400:
         why.add("malformed")
     if _failed_upstream(line):

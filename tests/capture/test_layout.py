@@ -14,6 +14,7 @@ from ngxscope.capture.layout import (
     configure_arguments,
     features_from_configure,
     layout_for_binary,
+    layout_for_version,
     request_offsets,
 )
 
@@ -64,3 +65,12 @@ def test_binary_configure_arguments(tmp_path: Path) -> None:
     plain.write_bytes(b"no such string")
     assert not layout_for_binary(plain, "1.22.1").request_log
     assert not layout_for_binary(exe, "1.26.0").request_log
+
+
+def test_connection_bits_word() -> None:
+    """c->error / c->timedout's word: local_socklen + 56 from 1.19.10 (c->start_time), + 48
+    before; 1.25's quic field moves both (offsetof in nginx's ngx_connection.h per release)."""
+    for version, bits in (("1.18.0", 216), ("1.19.10", 224), ("1.22.1", 224), (None, 224), ("1.26.2", 232)):
+        lay = layout_for_version(version)
+        assert lay.c_bits == bits and f"-DOFF_C_BITS={bits}" in lay.cflags(), version
+        assert lay.c_bits - lay.local_socklen in (48, 56)

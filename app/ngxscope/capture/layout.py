@@ -51,6 +51,10 @@ class Layout:
     """ngx_connection_t.local_sockaddr (NULL until nginx needs it)"""
     local_socklen: int = 168
     """ngx_connection_t.local_socklen"""
+    c_bits: int = 224
+    """ngx_connection_t's first bit-field word (buffered:8, log_error:3, timedout, error ...):
+    c->timedout and c->error are its bits 11 and 12 (local_socklen + 56 since 1.19.10, which
+    added start_time; + 48 before)"""
     listening_sockaddr: int = 8
     """ngx_listening_t.sockaddr"""
     listening_socklen: int = 16
@@ -91,6 +95,7 @@ class Layout:
             f"-DOFF_SOCKLEN={self.socklen}",
             f"-DOFF_LOCAL_SOCKADDR={self.local_sockaddr}",
             f"-DOFF_LOCAL_SOCKLEN={self.local_socklen}",
+            f"-DOFF_C_BITS={self.c_bits}",
             f"-DLISTENING_OFF_SOCKADDR={self.listening_sockaddr}",
             f"-DLISTENING_OFF_SOCKLEN={self.listening_socklen}",
             f"-DREQ_LOG={int(self.request_log)}",
@@ -119,7 +124,9 @@ def layout_for_version(version: str | None) -> Layout:
     """The connection layout for an nginx version string ("1.22.1"); unknown versions get
     1.22's. The request struct's offsets need the build's features: layout_for_binary."""
     if version and _version_tuple(version) >= (1, 25, 0):
-        return Layout(local_sockaddr=168, local_socklen=176, note=f"nginx {version}: quic field present")
+        return Layout(local_sockaddr=168, local_socklen=176, c_bits=232, note=f"nginx {version}: quic field present")
+    if version and _version_tuple(version) < (1, 19, 10):   # no c->start_time yet
+        return Layout(c_bits=216, note=f"nginx {version}: 1.17-1.24 layout")
     return Layout(note=f"nginx {version or 'unknown version'}: 1.17-1.24 layout")
 
 
