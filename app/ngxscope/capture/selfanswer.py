@@ -150,7 +150,11 @@ def went_away(ex: Exchange) -> str | None:
     one is not judged), a 499 (nginx never answered) or one counted from the summary."""
     if ex.summary_only or ex.status in (None, 499, 204, 304) or ex.method == "HEAD" or ex.is_tcp:
         return None
-    length = next((v for k, v in ex.response_headers if k.lower() == "content-length"), "")
+    length = ""
+    for k, v in ex.response_headers:   # every exchange passes here: lower() only what may match
+        if len(k) == 14 and k.lower() == "content-length":
+            length = v
+            break
     if not length.strip().isdigit() or ex.response_body_size >= int(length):
         return None
     whole = int(length)
