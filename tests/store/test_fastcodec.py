@@ -21,6 +21,7 @@ from ngxscope.model import Exchange, UpstreamAttempt, WireFrame
 from ngxscope.store import codec
 
 fast = pytest.importorskip("ngxscope.store._fastcodec", reason="compiled extensions not built")
+codec.prepare_fastcodec(fast)   # as codec does at import unless NGXSCOPE_PURE_PYTHON=1
 
 
 def both(ex: Exchange) -> tuple[bytes | None, bytes]:

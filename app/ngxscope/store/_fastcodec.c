@@ -215,7 +215,8 @@ static Py_ssize_t slot_at(PyTypeObject *cls, PyObject *name) {
 }
 
 static void schema_clear(Schema *sc) {
-    for (Py_ssize_t i = 0; i < sc->n; i++) Py_XDECREF(sc->keys[i]);
+    if (sc->keys != NULL)
+        for (Py_ssize_t i = 0; i < sc->n; i++) Py_XDECREF(sc->keys[i]);
     PyMem_Free(sc->keys);
     PyMem_Free(sc->at);
     Py_XDECREF(sc->cls);
@@ -299,7 +300,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcodec", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcodec", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__fastcodec(void) {
     for (int c = 0; c < 0x20; c++) ESCAPE[c] = 1;

@@ -138,10 +138,16 @@ def _compiled_line() -> Callable[[Exchange, float], bytes | None] | None:
         from . import _fastcodec
     except ImportError:  # not built: orjson does the work
         return None
-    _fastcodec.floats(_orjson_dumps)
+    return prepare_fastcodec(_fastcodec)
+
+
+def prepare_fastcodec(fast: types.ModuleType) -> Callable[[Exchange, float], bytes | None]:
+    """Teach store._fastcodec the model's dataclasses and orjson's float text; its
+    exchange_line."""
+    fast.floats(_orjson_dumps)
     for cls in (Exchange, UpstreamAttempt, WireFrame):
-        _fastcodec.register(cls, tuple(f.name for f in fields(cls)))
-    line: Callable[[Exchange, float], bytes | None] = _fastcodec.exchange_line
+        fast.register(cls, tuple(f.name for f in fields(cls)))
+    line: Callable[[Exchange, float], bytes | None] = fast.exchange_line
     return line
 
 
