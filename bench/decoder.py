@@ -22,8 +22,8 @@ timing CPU (time.process_time) per stage:
            and the session sink (redaction, encoding, gzip to a file)
 
 Each stream runs twice per round, alternating: `pure` (the pure-Python reference, what
-NGXSCOPE_PURE_PYTHON=1 selects) and `compiled` (the C extensions of capture._fastevents and
-decode._fasthttp1, when built: scripts/build_ext.py).
+NGXSCOPE_PURE_PYTHON=1 selects) and `compiled` (the C extensions of capture._fastevents,
+decode._fasthttp1, decode._fastmodel and store._fastcodec, when built: scripts/build_ext.py).
 
 Then, in the same run, HTTP/1 head parsing: today's parser against dpkt.http (speed on
 ordinary heads; tolerance on heads a real lab nginx accepts; bench/_heads.py).
@@ -52,9 +52,11 @@ from _heads import heads_table
 
 from ngxscope.capture import events as evmod
 from ngxscope.capture import ring as ringmod
+from ngxscope.decode import emitter as emmod
 from ngxscope.decode import http1 as h1mod
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange
+from ngxscope.store import codec as codecmod
 from ngxscope.store.codec import encode_exchange
 from ngxscope.store.session import SessionWriter
 
@@ -114,6 +116,8 @@ def load(path: Path) -> list[bytes]:
 
 
 COMPILED_PARSE_HEAD = h1mod.parse_head
+COMPILED_NEW = emmod.new_exchange
+COMPILED_LINE = getattr(codecmod, "_fast_line", None)  # store._fastcodec (None in older trees)
 
 
 def paths() -> list[str]:
@@ -149,6 +153,8 @@ def ring_image(raw: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
 def replay(raw: list[bytes], path: str = "compiled", cmap: Any = None) -> dict[str, float]:
     pure = path == "pure"
     h1mod.parse_head = h1mod.parse_head_py if pure else COMPILED_PARSE_HEAD  # type: ignore[assignment]
+    emmod.new_exchange = emmod.new_exchange_py if pure else COMPILED_NEW
+    codecmod._fast_line = None if pure else COMPILED_LINE  # encode_exchange's compiled line
     parse_batch = evmod.parse_batch_py if pure else evmod.parse_batch
     clock = time.time() - time.monotonic()
     image, cap = ring_image(raw)

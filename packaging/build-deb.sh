@@ -69,7 +69,7 @@ pip_q "$VENV/bin/python" -m pip install -q --no-compile --no-deps --force-reinst
 # the project's C extensions (the compiled hot path, pyproject's ext-modules) were built for
 # this interpreter by the install above; without them the package would run its slower
 # pure-Python path
-"$VENV/bin/python" -I -c 'from ngxscope.capture import _fastevents; from ngxscope.decode import _fasthttp1, _fastmodel' \
+"$VENV/bin/python" -I -c 'from ngxscope.capture import _fastevents; from ngxscope.decode import _fasthttp1, _fastmodel; from ngxscope.store import _fastcodec' \
   || die "the compiled hot path was not built (needs gcc and python3-dev)"
 pip_q "$VENV/bin/python" -m pip uninstall -q -y pip setuptools wheel
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -179,3 +179,24 @@ def test_a_name_not_in_the_configuration_falls_back_to_the_matcher(cmap: ConfigM
     assert cmap.locate(block, "/api/x", [], None, from_nginx=True) == (None, None)  # the server level
     loc, via = cmap.locate(block, "/api/x", [])
     assert (loc.label if loc else None, via) == ("/api/", "config")
+
+
+def test_a_built_tree_remembers_what_each_location_inherits_and_finds(cmap: ConfigMap) -> None:
+    """Naming asks the same questions for every exchange: once the tree is built, answers
+    are remembered, and they are what walking the parents (and matching the name) gives."""
+    block = cmap.block_of("127.0.0.1:80", "a.test")
+    assert block is not None and block.tree is not None
+    tree = block.tree
+    every = [tree.root, *tree._every(), *tree.named.values()]
+    for loc in every:
+        assert loc.memo == {}
+        for name in ("root", "proxy", "intercept", "cache", "limit_req", "next_upstream"):
+            assert loc.inherited(name) is loc._inherited(name)
+            assert loc.inherited(name) is loc._inherited(name)   # now from the memo
+        assert set(loc.memo) == {"root", "proxy", "intercept", "cache", "limit_req", "next_upstream"}
+    first = tree.find(r"~ \.png$")
+    assert first is tree.find(r"~ \.png$") and first is not None and first.label == r"~ \.png$"
+    assert r"~ \.png$" in tree._fits
+    # several candidates: the matcher's choice is asked each time, never remembered
+    picks = [tree.find("/exact", prefer=lambda: None), tree.find("/exact", prefer=lambda: every[2])]
+    assert picks[0] is tree._fits["/exact"][0]

@@ -89,11 +89,13 @@ def test_installed_package_runs_the_compiled_hot_path(installed: Path) -> None:
     """The .deb ships the C extensions built for its interpreter, and the app uses them."""
     res = run(["/usr/lib/ngxscope/bin/python3", "-I", "-c",
                "from ngxscope.capture import events; from ngxscope.decode import emitter, http1; "
-               "print(events._fast.__name__, http1._fast.__name__, type(emitter.new_exchange).__module__)"],
+               "from ngxscope.store import codec; "
+               "print(events._fast.__name__, http1._fast.__name__, type(emitter.new_exchange).__module__, "
+               "codec._fast_line.__module__)"],
               env={"PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["ngxscope.capture._fastevents", "ngxscope.decode._fasthttp1",
-                                  "ngxscope.decode._fastmodel"]
+                                  "ngxscope.decode._fastmodel", "ngxscope.store._fastcodec"]
 
 
 # -- as a normal user ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ngxscope.capture import events as E
 from ngxscope.decode import _fastmodel, emitter, http1
 from ngxscope.decode.assembler import Assembler
 from ngxscope.model import Exchange, LifecycleEvent
-from ngxscope.store.codec import encode_exchange
+from ngxscope.store.codec import encode_exchange, encode_exchange_py
 from ringsample import load_sample, record, reqlog_fields, reqlog_record
 
 from . import streams as S
@@ -56,7 +56,8 @@ def run(records: list[bytes], pure: bool) -> Any:
             asm.finish(S.BASE_TS + 1000)
         except Exception as exc:
             return type(exc).__name__, str(exc)
-    return [encode_exchange(x) for x in exchanges], exchanges, lifecycle, dataclasses.asdict(asm.stats)
+    encode = encode_exchange_py if pure else encode_exchange  # store._fastcodec when built
+    return [encode(x) for x in exchanges], exchanges, lifecycle, dataclasses.asdict(asm.stats)
 
 
 def same(records: list[bytes]) -> Any:

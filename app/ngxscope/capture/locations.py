@@ -91,6 +91,10 @@ class Location:
     """proxy_next_upstream_tries (None: inherited; 0, nginx's default, is no limit)."""
     regex: re.Pattern[str] | None = None
     """The compiled pattern of a regex location (None when Python cannot compile it)."""
+    memo: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """What `inherited` found, by directive, once the tree is built (`LocationTree.index`):
+    naming asks the same few directives of the same few locations for every exchange.
+    None while the tree is still being built (no memo)."""
 
     @property
     def label(self) -> str:
@@ -101,6 +105,16 @@ class Location:
         return f"{self.modifier} {self.pattern}" if self.modifier else self.pattern
 
     def inherited(self, name: str) -> Any:
+        memo = self.memo
+        if memo is not None:
+            try:
+                return memo[name]
+            except KeyError:
+                value = memo[name] = self._inherited(name)
+                return value
+        return self._inherited(name)
+
+    def _inherited(self, name: str) -> Any:
         node: Location | None = self
         while node is not None:
             value = getattr(node, name)
@@ -213,6 +227,8 @@ class LocationTree:
     fs_root: str = ""
     """Where nginx's files are seen from here ("/proc/PID/root" for a process in a container)."""
     _by_pattern: dict[str, list[Location]] = field(default_factory=dict)
+    _fits: dict[str, list[Location]] = field(default_factory=dict)
+    """`find`'s candidates by label (they depend on the tree only; bounded)."""
 
     # -- the first match ----------------------------------------------------------------------
     def match(self, uri: str) -> Location | None:
@@ -250,6 +266,19 @@ class LocationTree:
         gives (the matcher's choice, asked only then) wins."""
         if label.startswith("@"):
             return self.named.get(label[1:])
+        fits = self._fits.get(label)
+        if fits is None:
+            if len(self._fits) >= 1024:
+                self._fits.clear()
+            fits = self._fits[label] = self._candidates(label)
+        if len(fits) > 1 and prefer is not None:
+            chosen = prefer()
+            if chosen is not None and chosen in fits:
+                return chosen
+        return fits[0] if fits else None
+
+    def _candidates(self, label: str) -> list[Location]:
+        """The locations `label` (not a named one's) may stand for, the first the default."""
         mod, _, pattern = label.partition(" ") if label[:2] in ("= ", "~ ", "^~") else ("", "", label)
         cut = pattern.endswith("…")
         pattern = pattern[:-1] if cut else pattern
@@ -265,11 +294,7 @@ class LocationTree:
             # the matcher's choice among several
             anyhow = [loc for loc in named if loc.modifier != "@"]
             fits = fits if len(anyhow) == len(fits) else (anyhow if not fits else [*fits, *anyhow])
-        if len(fits) > 1 and prefer is not None:
-            chosen = prefer()
-            if chosen is not None and chosen in fits:
-                return chosen
-        return fits[0] if fits else None
+        return fits
 
     def _every(self) -> list[Location]:
         """Every location but the named ones, outer before inner, in configuration order."""
@@ -282,10 +307,15 @@ class LocationTree:
         return out
 
     def index(self) -> None:
-        """Index the locations by pattern (for `find`); call once the tree is built."""
+        """Index the locations by pattern (for `find`) and let each remember what it
+        inherits; call once the tree is built (it is not changed after)."""
         self._by_pattern = {}
-        for loc in self._every():
+        self._fits = {}
+        every = self._every()
+        for loc in every:
             self._by_pattern.setdefault(loc.pattern, []).append(loc)
+        for loc in (self.root, *every, *self.named.values()):
+            loc.memo = {}
 
     # -- internal redirects ---------------------------------------------------------------------
     def resolve(self, uri: str, attempts: Sequence[tuple[str, int | None]] = (),

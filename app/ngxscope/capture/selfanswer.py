@@ -50,16 +50,39 @@ _VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 def _limit(loc: Location, status: int | None, ex: Exchange | None = None) -> str | None:
     """limit-req:ZONE / limit-conn:ZONE when `status` is the one the location's limits answer
     with; with `ex`, zones whose key is empty for it (nginx never limits those) are passed over."""
+    limits = _limits(loc)
+    if not limits:
+        return None   # most locations limit nothing: every exchange asks
     keys = loc.inherited("limit_keys") or {}
-    for kind, directive in (("limit-req", "limit_req"), ("limit-conn", "limit_conn")):
-        zones = loc.inherited(directive)
-        if not zones or status != (loc.inherited(directive + "_status") or 503):
+    for kind, zones, limit_status in limits:
+        if status != limit_status:
             continue
         if ex is not None:
             zones = [z for z in zones if z not in keys or _expand(keys[z], ex, loc, unknown="?")]
         if zones:
             return f"{kind}:{zones[0]}"
     return None
+
+
+_LIMITS = " limits"   # the memo key of `_limits` (no directive has a space in its name)
+
+
+def _limits(loc: Location) -> tuple[tuple[str, list[str], int], ...]:
+    """(answer kind, zones, the status it answers with) of each kind of limit the location
+    has (inherited as nginx inherits them), remembered with what it inherits."""
+    memo = loc.memo
+    if memo is not None and _LIMITS in memo:
+        found: tuple[tuple[str, list[str], int], ...] = memo[_LIMITS]
+        return found
+    out = []
+    for kind, directive in (("limit-req", "limit_req"), ("limit-conn", "limit_conn")):
+        zones = loc.inherited(directive)
+        if zones:
+            out.append((kind, zones, loc.inherited(directive + "_status") or 503))
+    limits = tuple(out)
+    if memo is not None:
+        memo[_LIMITS] = limits
+    return limits
 
 
 def self_answer(loc: Location | None, status: int | None, upstream: bool, ex: Exchange | None = None) -> str | None:
@@ -150,7 +173,11 @@ def went_away(ex: Exchange) -> str | None:
     one is not judged), a 499 (nginx never answered) or one counted from the summary."""
     if ex.summary_only or ex.status in (None, 499, 204, 304) or ex.method == "HEAD" or ex.is_tcp:
         return None
-    length = next((v for k, v in ex.response_headers if k.lower() == "content-length"), "")
+    length = ""
+    for k, v in ex.response_headers:   # every exchange passes here: lower() only what may match
+        if len(k) == 14 and k.lower() == "content-length":
+            length = v
+            break
     if not length.strip().isdigit() or ex.response_body_size >= int(length):
         return None
     whole = int(length)

@@ -351,7 +351,8 @@ class Recorder:
             block = self._block_of(cmap, ex.server, ex.host or ex.sni or "")
             ex.server_block = block.label if block is not None else None
             if not ex.is_tcp:
-                loc, ex.location_via = cmap.locate(block, ex.path, [(a.addr, a.status) for a in ex.upstream],
+                loc, ex.location_via = cmap.locate(block, ex.path,
+                                                   [(a.addr, a.status) for a in ex.upstream] if ex.upstream else [],
                                                    ex.location, ex.location_via == "nginx")
                 ex.location = loc.label if loc is not None else None
                 ex.answer = self.cache.answer(ex, loc)

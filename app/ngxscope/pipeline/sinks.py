@@ -100,12 +100,24 @@ class LockedSink:
             try:
                 fn(*args)
             except Exception as exc:
-                self.error = exc
-                if self.on_error is not None:
-                    self.on_error(exc)
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self.error = exc
+        if self.on_error is not None:
+            self.on_error(exc)
 
     def write_exchange(self, ex: Exchange) -> None:
-        self._guard(self.writer.write_exchange, self.redactor(ex) if self.redactor is not None else ex)
+        # _guard written out: every exchange passes here
+        if self.redactor is not None:
+            ex = self.redactor(ex)
+        with self.lock:
+            if self.error is not None:
+                return
+            try:
+                self.writer.write_exchange(ex)
+            except Exception as exc:
+                self._failed(exc)
 
     def write_event(self, ev: LifecycleEvent) -> None:
         self._guard(self.writer.write_event, ev)

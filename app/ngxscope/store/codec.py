@@ -19,7 +19,8 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from ngxscope import __version__
-from ngxscope.model import Exchange, LifecycleEvent, ModelError
+from ngxscope.capture import compiled
+from ngxscope.model import Exchange, LifecycleEvent, ModelError, UpstreamAttempt, WireFrame
 from ngxscope.store.compat import CURRENT_VERSION, migrate
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "SessionError",
     "check_header",
     "encode_exchange",
+    "encode_exchange_py",
     "encode_record",
     "end_record",
     "header_record",
@@ -95,7 +97,18 @@ def encode_exchange(ex: Exchange) -> bytes:
     """`encode_record({"t": "exchange", **ex.to_dict()})`, byte for byte, without building the
     dict: orjson walks the dataclass itself (fields in declaration order, as to_dict), bodies
     go through its `default`, and `duration_ms` is appended as to_dict does. Every captured
-    exchange passes here: at saturation the dict alone cost more than the JSON."""
+    exchange passes here: at saturation the dict alone cost more than the JSON. Compiled
+    (store._fastcodec) when built: `encode_exchange_py` is its reference."""
+    if _fast_line is not None:
+        line = _fast_line(ex, round(ex.duration_ms, 3))
+        if line is not None:
+            return line
+    return encode_exchange_py(ex)
+
+
+def encode_exchange_py(ex: Exchange) -> bytes:
+    """`encode_exchange` without the compiled encoder (and what it falls back to for what
+    it does not write itself: non-ASCII text, exponent floats, big ints...)."""
     if _orjson_dumps is not None:
         try:
             data = _orjson_dumps(ex, default=_body)
@@ -114,6 +127,31 @@ try:
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - orjson is a dependency, json the fallback
     _orjson_dumps = None  # type: ignore[assignment]
+
+
+def _compiled_line() -> Callable[[Exchange, float], bytes | None] | None:
+    """store._fastcodec's exchange_line, taught Exchange's and its nested dataclasses' fields
+    (in declaration order, as orjson writes a dataclass); None when not built or not wanted."""
+    if _orjson_dumps is None or not compiled.wanted():
+        return None  # the compiled lines are orjson's bytes: without orjson, json's are
+    try:
+        from . import _fastcodec
+    except ImportError:  # not built: orjson does the work
+        return None
+    return prepare_fastcodec(_fastcodec)
+
+
+def prepare_fastcodec(fast: types.ModuleType) -> Callable[[Exchange, float], bytes | None]:
+    """Teach store._fastcodec the model's dataclasses and orjson's float text; its
+    exchange_line."""
+    fast.floats(_orjson_dumps)
+    for cls in (Exchange, UpstreamAttempt, WireFrame):
+        fast.register(cls, tuple(f.name for f in fields(cls)))
+    line: Callable[[Exchange, float], bytes | None] = fast.exchange_line
+    return line
+
+
+_fast_line = _compiled_line()
 
 
 try:  # faster than json on session records

@@ -50,8 +50,8 @@ def emit_h1(
         start = conn.last_done_ts  # pipelined: nginx starts it once the previous one is done
         start_clock = max(start_clock, conn.last_done_clock)
     host = ""
-    for k, v in req.headers:
-        if k.lower() == "host":
+    for k, v in req.headers:   # lower() only what may match: every exchange passes here
+        if len(k) == 4 and k.lower() == "host":
             host = v
             break
     if not host and req.target.startswith(("http://", "https://")):
