@@ -74,3 +74,15 @@ def test_connection_bits_word() -> None:
         lay = layout_for_version(version)
         assert lay.c_bits == bits and f"-DOFF_C_BITS={bits}" in lay.cflags(), version
         assert lay.c_bits - lay.local_socklen in (48, 56)
+
+
+def test_request_upstream_follows_the_cache_field(tmp_path: Path) -> None:
+    """r->upstream (where the writev tracepoint finds a reused upstream connection) comes
+    after r->cache, which only a build with the HTTP cache has; any nginx version."""
+    for version in ("1.22.1", "1.26.0"):
+        with_cache, without = tmp_path / "with", tmp_path / "without"
+        with_cache.write_bytes(b"configure arguments: " + DEBIAN.encode() + b"\n")
+        without.write_bytes(b"configure arguments: --without-http-cache " + STATIC.encode() + b"\n")
+        assert layout_for_binary(with_cache, version).r_upstream == 72
+        assert layout_for_binary(without, version).r_upstream == 64
+        assert "-DOFF_R_UPSTREAM=64" in layout_for_binary(without, version).cflags()
