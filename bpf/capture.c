@@ -335,10 +335,7 @@ static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
     a.c = PT_REGS_PARM1(ctx);
     a.arg = PT_REGS_PARM2(ctx);
     a.tls = tls;
-    /* c->fd is read at the return, only when bytes moved (about half of the calls say
-     * NGX_AGAIN): one read of nginx's memory fewer for those. ngx_writev's result is taken
-     * at writev(2)'s exit (bpf/syscalls.c), which needs it now. */
-    if (fn == F_WRITEV && bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
+    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
         return 0;
     call_save(pid_tgid ^ ((u64)fn << 56), &a);
     return 0;
@@ -499,8 +496,6 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     ap->live = 0;
     long ret = PT_REGS_RC(ctx);
     if (ret <= 0)   /* NGX_AGAIN, NGX_ERROR, EOF: nothing moved */
-        return 0;
-    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
         return 0;
     return io_done(pid_tgid, a, ret, fn, kind, 0);
 }
