@@ -287,20 +287,12 @@ struct wire_flow_key {
     __u16 server_port;
 };
 
-/* Each direction's sequence number is written by every data segment going that way, and
- * on loopback the two directions are filtered on different CPUs (each in its sender's
- * softirq): on one cache line, every segment would first take that line from the other
- * CPU. So each `next` has a cache line of its own, away from the key and the state that
- * both directions read. */
 struct wire_flow {
+    __u32 client_next;   /* sequence number after the highest byte the client sent */
+    __u32 server_next;   /* ... nginx sent */
     __u8  state;
     __u8  pad;
     __u16 hello_left;    /* bytes of the client's ClientHello still to come in later segments */
-    __u8  pad_client[64];
-    __u32 client_next;   /* sequence number after the highest byte the client sent */
-    __u8  pad_server[64];
-    __u32 server_next;   /* ... nginx sent */
-    __u8  pad_end[64];
 };
 
 #endif

@@ -94,14 +94,11 @@ class WireFlowKey(ctypes.Structure):
 
 class WireFlow(ctypes.Structure):
     _fields_ = [
+        ("client_next", ctypes.c_uint32),
+        ("server_next", ctypes.c_uint32),
         ("state", ctypes.c_uint8),
         ("pad", ctypes.c_uint8),
         ("hello_left", ctypes.c_uint16),
-        ("pad_client", ctypes.c_uint8 * 64),
-        ("client_next", ctypes.c_uint32),   # a cache line of its own per direction (events.h)
-        ("pad_server", ctypes.c_uint8 * 64),
-        ("server_next", ctypes.c_uint32),
-        ("pad_end", ctypes.c_uint8 * 64),
     ]
 
 
