@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "../_pyslots.h"
 
 typedef struct {
     PyObject_HEAD
@@ -32,16 +33,6 @@ static void builder_dealloc(Builder *self) {
     PyMem_Free(self->rest_value);
     Py_XDECREF(self->cls);
     Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static Py_ssize_t slot_at(PyTypeObject *cls, PyObject *name) {
-    PyObject *descr = PyDict_GetItemWithError(cls->tp_dict, name);
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)
-        || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-        if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "%s.%S is not an object slot", cls->tp_name, name);
-        return -1;
-    }
-    return ((PyMemberDescrObject *)descr)->d_member->offset;
 }
 
 /* Builder(cls, given: tuple[str], defaults: dict[str, object], factories: tuple[str]):

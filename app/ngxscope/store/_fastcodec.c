@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "../_pyslots.h"
 #include <math.h>
 #include <string.h>
 
@@ -202,16 +203,6 @@ static int put_value(Buf *b, PyObject *v, int depth) {
     const Schema *sc = schema_of(t);
     if (sc != NULL) return put_object(b, v, sc, depth, 1);
     return UNSUPPORTED;
-}
-
-static Py_ssize_t slot_at(PyTypeObject *cls, PyObject *name) {
-    PyObject *descr = PyDict_GetItemWithError(cls->tp_dict, name);
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)
-        || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-        if (!PyErr_Occurred()) PyErr_Format(PyExc_TypeError, "%s.%S is not an object slot", cls->tp_name, name);
-        return -1;
-    }
-    return ((PyMemberDescrObject *)descr)->d_member->offset;
 }
 
 static void schema_clear(Schema *sc) {
