@@ -18,7 +18,7 @@ The BPF run time per request comes from a second, shorter wrk run right after
 
     .venv/bin/python bench/peers.py [--rounds 3] [--seconds 8] [--modes plain tls]
                                     [--record-args ...] [--variant NAME=ARGS ...]
-                                    [--stats-seconds 3]
+                                    [--variant NAME@APPDIR=ARGS ...] [--stats-seconds 3]
 
 A tool that is not installed prints "not installed" and its column is skipped. Writes
 bench/results/peers.json. Needs root, wrk; tcpdump and bpfcc-tools for the peer columns.
@@ -135,9 +135,9 @@ class Sslsniff:
 
 
 class Record:
-    def __init__(self, tmp: Path, master: int, extra: list[str]) -> None:
+    def __init__(self, tmp: Path, master: int, extra: list[str], env: dict[str, str] | None = None) -> None:
         self.path = tmp / "rec.ngxs"
-        self.proc = start_record(master, self.path, extra)
+        self.proc = start_record(master, self.path, extra, env)
         self.pid = self.proc.pid
 
     def stop(self) -> dict[str, Any]:
@@ -157,12 +157,12 @@ class Record:
         return out
 
 
-def _attach(kind: str, lab: Any, tmp: Path, extra: list[str]) -> Any:
+def _attach(kind: str, lab: Any, tmp: Path, extra: list[str], env: dict[str, str] | None) -> Any:
     if kind == "tcpdump":
         return Tcpdump(tmp)
     if kind == "sslsniff":
         return Sslsniff(tmp, lab.worker_pids()[0])
-    return Record(tmp, lab.master_pid, extra)
+    return Record(tmp, lab.master_pid, extra, env)
 
 
 def _bpf_pass(lab: Any, url: str, seconds: float, pid: int) -> dict[str, float]:
@@ -179,10 +179,10 @@ def _bpf_pass(lab: Any, url: str, seconds: float, pid: int) -> dict[str, float]:
 
 
 def one_run(lab: Any, url: str, seconds: float, kind: str, tmp: Path, extra: list[str],
-            stats_seconds: float) -> dict[str, Any]:
+            stats_seconds: float, env: dict[str, str] | None = None) -> dict[str, Any]:
     worker = lab.worker_pids()[0]
     l_attach = lab.log_line_count()
-    tool = None if kind == "none" else _attach(kind, lab, tmp, extra)
+    tool = None if kind == "none" else _attach(kind, lab, tmp, extra, env)
     if tool is not None:
         time.sleep(1.0)   # attached and settled (the CPU governor's first second)
     l0, w0 = lab.log_line_count(), cpu_seconds(worker)
@@ -210,8 +210,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--modes", nargs="+", default=["plain", "tls"])
     ap.add_argument("--record-args", nargs="*", default=[])
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
-                    help="also run `record ARGS` as column NAME (e.g. 'nobudget=--cpu-budget 0')")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME[@APPDIR]=ARGS",
+                    help="also run `record ARGS` as column NAME (e.g. 'nobudget=--cpu-budget 0'); "
+                         "with @APPDIR, the record of another source tree (PYTHONPATH=APPDIR), "
+                         "e.g. 'before@/tmp/before/app=' for a before/after in one run")
     ap.add_argument("--stats-seconds", type=float, default=3,
                     help="after each record run, a wrk run this long with kernel.bpf_stats_enabled on "
                          "for the BPF run time per request (0: no BPF figure); throughput and CPU are "
@@ -222,9 +224,13 @@ def main() -> int:
     peers = {"plain": "tcpdump", "tls": "sslsniff"}
     installed = {"tcpdump": shutil.which("tcpdump") is not None, "sslsniff": os.path.exists(SSLSNIFF)}
     variants = {"record": args.record_args}
+    trees: dict[str, dict[str, str]] = {}
     for v in args.variant:
         name, _, extra = v.partition("=")
+        name, _, tree = name.partition("@")
         variants[name] = extra.split()
+        if tree:
+            trees[name] = {"PYTHONPATH": tree}
     res: dict[str, Any] = {"machine": machine(), "load_before": os.getloadavg(), "seconds": args.seconds,
                            "rounds": args.rounds, "modes": {}}
     with tempfile.TemporaryDirectory(prefix="ngxscope-peers-") as tmpdir, \
@@ -247,7 +253,8 @@ def main() -> int:
                     extra = variants.get(kind, [])
                     kind_ = "record" if kind in variants else kind
                     try:
-                        r = one_run(lab, url, args.seconds, kind_, tmp, extra, args.stats_seconds)
+                        r = one_run(lab, url, args.seconds, kind_, tmp, extra, args.stats_seconds,
+                                    trees.get(kind))
                     except RuntimeError as exc:
                         print(f"{mode} {kind}: {exc}", flush=True)
                         continue
