@@ -3,6 +3,26 @@
  * sendfile(2), and connect(2)/getsockopt(SO_ERROR) for upstream attempts. Joined after
  * bpf/capture.c, whose state and helpers it uses (capture/tracer.py). */
 
+#if SYSCALL_REGS
+/* A syscall's own arguments at its exit tracepoint, from the user registers its entry saved
+ * (x86-64: di, si, dx, r10). bpf_task_pt_regs gives a BTF pointer the verifier lets the
+ * program load from directly: four loads, no helper read. This replaces an entry tracepoint
+ * and a saved slot per call: the entry ran for every recvfrom, writev and sendfile of the
+ * machine, and for nginx's recv calls that end in EAGAIN. */
+struct sys_regs {
+    u64 di, si, dx, r10;
+};
+
+static __always_inline void sys_args(struct sys_regs *r)
+{
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    r->di = regs->di;
+    r->si = regs->si;
+    r->dx = regs->dx;
+    r->r10 = regs->r10;
+}
+#endif
+
 #if SYSCALL_IO
 /* Plaintext reads seen at the syscall instead of at ngx_unix_recv: a tracepoint costs the
  * worker ~0.1 us where a uprobe + uretprobe pair costs ~1.3 us (bench/probe_cost.py), and
@@ -10,6 +30,7 @@
  * already announced as connections count (ngx_http_init_connection, the first write of an
  * upstream connection, a stream session): the connection pointer comes from their state.
  * TLS connections read ciphertext with read(2), never recv(2), so nothing is seen twice. */
+#if !SYSCALL_REGS
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -26,18 +47,32 @@ TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
     call_save(pid_tgid ^ ((u64)F_RECV << 56), &a);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    long ret = args->ret;
+#if SYSCALL_REGS
+    if (ret <= 0)
+        return 0;
+    struct sys_regs r;
+    sys_args(&r);
+    if (r.r10 & 2)   /* MSG_PEEK: nginx peeks at a new connection to tell TLS from plain */
+        return 0;
+    struct call_args a = {};
+    a.arg = r.si;
+    a.fd = (s32)r.di;
+#else
     struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_RECV << 56));
     if (!ap)
         return 0;
     struct call_args a = *ap;
     ap->live = 0;
-    long ret = args->ret;
     if (ret <= 0)
         return 0;
+#endif
+    /* only a target's connections are in conns: no targets lookup needed */
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = a.fd};
     struct conn_state *st = conns.lookup(&ck);
     if (!st || (st->flags & EVF_TLS))
@@ -52,6 +87,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
  * before the capture, its first completion: adopt_client), an upstream connection's from its
  * connect(2) below, or, for one nginx opened before the capture and takes from its keepalive
  * cache, from the request it is written for (adopt_upstream). */
+#if !SYSCALL_REGS
 TRACEPOINT_PROBE(syscalls, sys_enter_writev)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -65,6 +101,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_writev)
     call_save(pid_tgid ^ ((u64)F_WRITEV << 56), &a);
     return 0;
 }
+#endif
 
 #ifndef OFF_R_UPSTREAM
 #define OFF_R_UPSTREAM 72   /* ngx_http_request_t.upstream (64 without NGX_HTTP_CACHE) */
@@ -107,18 +144,29 @@ static __always_inline struct conn_state *adopt_upstream(u64 pid_tgid, s32 fd)
 TRACEPOINT_PROBE(syscalls, sys_exit_writev)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    long ret = args->ret;
+#if SYSCALL_REGS
+    if (ret <= 0)
+        return 0;
+    struct sys_regs r;
+    sys_args(&r);
+    struct call_args a = {};
+    a.arg = r.si;
+    a.fd = (s32)r.di;
+    a.iovcnt = r.dx > 0xFFFF ? 0xFFFF : r.dx;
+#else
     struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_WRITEV << 56));
     if (!ap)
         return 0;
     struct call_args a = *ap;
     ap->live = 0;
-    long ret = args->ret;
     if (ret <= 0)
         return 0;
+#endif
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = a.fd};
     struct conn_state *st = conns.lookup(&ck);
     if (!st)
-        st = adopt_upstream(pid_tgid, a.fd);
+        st = adopt_upstream(pid_tgid, a.fd);   /* current_req: only a target's requests */
     if (!st || (st->flags & EVF_TLS))
         return 0;
     a.c = st->cptr;
@@ -127,6 +175,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_writev)
 #endif
 
 /* sendfile(2): file bytes reach the socket without passing through nginx's memory. */
+#if !SYSCALL_REGS
 TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -138,20 +187,35 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64)
     call_save(pid_tgid ^ ((u64)F_SENDFILE << 56), &a);
     return 0;
 }
-
+#endif
 TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    long ret = args->ret;
+#if SYSCALL_REGS
+    if (ret <= 0)
+        return 0;
+    struct sys_regs r;
+    sys_args(&r);
+    s32 fd = (s32)r.di;
+    struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
+    struct conn_state *st = conns.lookup(&ck);
+    if (!st) {   /* not a known connection: still reported for a target (a file to a pipe...) */
+        u32 tgid = pid_tgid >> 32;
+        if (!targets.lookup(&tgid))
+            return 0;
+    }
+#else
     struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_SENDFILE << 56));
     if (!ap)
         return 0;
     s32 fd = ap->fd;
     ap->live = 0;
-    long ret = args->ret;
     if (ret <= 0)
         return 0;
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&ck);
+#endif
     int pressure = under_pressure();
     if (pressure || (st && st->drop)) {
         if (st) {

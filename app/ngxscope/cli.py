@@ -85,10 +85,17 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--no-syscall-io", action="store_true",
                      help="see plaintext I/O with ngx_unix_recv/ngx_writev uprobes only, not the "
                           "recv(2)/writev(2) tracepoints (for comparisons)")
+    rec.add_argument("--no-syscall-regs", action="store_true",
+                     help="take recv(2)/writev(2)'s arguments at their entry tracepoints, as on "
+                          "kernels before 5.15, not from the saved registers at their exit (for "
+                          "comparisons)")
     rec.add_argument("--cpu-budget", type=float, default=None, metavar="PCT",
                      help="percent of one core the capture may use; above it, payloads are sampled and "
                           "the other requests counted from kernel summaries (default 25, or env "
-                          "NGXSCOPE_CPU_BUDGET; 0: never sample)")
+                          "NGXSCOPE_CPU_BUDGET; 0: never sample); while nginx's workers wait for "
+                          "a CPU, the capture keeps to 3%%")
+    rec.add_argument("--no-yield", action="store_true",
+                     help="hold the --cpu-budget even while nginx's workers wait for a CPU")
     rec.add_argument("--keep-slower-than", type=float, default=None, metavar="MS",
                      help="while sampling, keep whole every request slower than MS ($request_time); "
                           "default: slower than its server block's moving p99")
@@ -309,7 +316,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
         raise UsageError("record: --duration must be positive")
     opts = RecordOptions(pid=args.pid, binary=args.binary, payload_cap=args.payload_cap,
                          ringbuf_mb=args.ringbuf_mb, force=args.force, syscall_io=not args.no_syscall_io,
-                         wire=not args.no_wire)
+                         syscall_regs=not args.no_syscall_regs,
+                         wire=not args.no_wire, yield_cpu=not args.no_yield)
     if args.cpu_budget is not None:
         if not 0 <= args.cpu_budget <= 800:
             raise UsageError("record: --cpu-budget must be between 0 and 800 (percent of one core)")

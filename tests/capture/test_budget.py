@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from ngxscope.capture.budget import DEFAULT_BUDGET, MAX_ONE_IN, CpuGovernor, default_budget
+from ngxscope.capture.budget import (
+    DEFAULT_BUDGET,
+    MAX_ONE_IN,
+    YIELD_BUDGET,
+    YIELD_WAIT,
+    CpuContention,
+    CpuGovernor,
+    default_budget,
+)
 
 
 class Clocks:
@@ -17,9 +28,13 @@ class Clocks:
         self.cpu += fraction * seconds
 
 
-def make(budget: float = 0.25) -> tuple[CpuGovernor, Clocks, list[int]]:
+def make(budget: float = 0.25, waits: list[float] | None = None) -> tuple[CpuGovernor, Clocks, list[int]]:
+    """A governor on fake clocks; with `waits`, nginx's CPU wait is waits[0] each period
+    (change the list's first item to change it)."""
     clocks, applied = Clocks(), []
-    gov = CpuGovernor(budget, applied.append, cpu_clock=lambda: clocks.cpu, wall_clock=lambda: clocks.wall)
+    contention = (lambda: waits[0]) if waits is not None else None
+    gov = CpuGovernor(budget, applied.append, cpu_clock=lambda: clocks.cpu, wall_clock=lambda: clocks.wall,
+                      contention=contention)
     return gov, clocks, applied
 
 
@@ -93,3 +108,76 @@ def test_zero_budget_never_samples() -> None:
 def test_default_budget_from_environment(monkeypatch: pytest.MonkeyPatch, env: str, expected: float) -> None:
     monkeypatch.setenv("NGXSCOPE_CPU_BUDGET", env)
     assert default_budget() == pytest.approx(expected)
+
+
+def test_yields_while_nginx_waits_for_a_cpu() -> None:
+    waits = [0.20]
+    gov, clocks, applied = make(0.25, waits)
+    clocks.spend(0.20)  # under its own budget, but 20 % over nginx's shoulder: 0.20 / 0.03 → x8
+    step = gov.tick()
+    assert step is not None and step.one_in == 8 and gov.yielding
+    assert "waited for one 20%" in step.detail and f"{YIELD_BUDGET:.0%} of a core" in step.detail
+    for _ in range(4):  # well under even the yield budget, but nginx still waits: no relaxing
+        clocks.spend(0.005)
+        assert gov.tick() is None
+    waits[0] = YIELD_WAIT * 0.8  # under the threshold, not under half of it: still yielding
+    clocks.spend(0.005)
+    assert gov.tick() is None and gov.yielding
+    waits[0] = 0.0  # nginx has the CPUs it wants: the budget is back, sampling relaxes
+    clocks.spend(0.005)
+    assert gov.tick() is None and not gov.yielding
+    clocks.spend(0.005)
+    step = gov.tick()
+    assert step is not None and step.one_in == 4 and applied == [8, 4]
+
+
+def test_no_yield_without_waiting_or_under_the_yield_budget() -> None:
+    gov, clocks, applied = make(0.25, [0.0])
+    clocks.spend(0.20)
+    assert gov.tick() is None and applied == []
+    gov, clocks, applied = make(0.25, [0.5])
+    clocks.spend(0.02)  # nginx waits, but the capture takes less than the yield budget
+    assert gov.tick() is None and applied == [] and gov.yielding
+
+
+def fake_proc(root: Path, master: int, delays: dict[int, int], psi_us: int | None = None) -> None:
+    (root / str(master) / "task" / str(master)).mkdir(parents=True, exist_ok=True)
+    (root / str(master) / "task" / str(master) / "children").write_text(" ".join(map(str, delays)) + " \n")
+    for pid, delay in delays.items():
+        (root / str(pid)).mkdir(exist_ok=True)
+        (root / str(pid) / "schedstat").write_text(f"123456 {delay} 42\n")
+    if psi_us is not None:
+        (root / "pressure").mkdir(exist_ok=True)
+        (root / "pressure" / "cpu").write_text(
+            f"some avg10=1.00 avg60=2.00 avg300=3.00 total={psi_us}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+
+
+def test_contention_is_the_worst_workers_share_or_the_machines(tmp_path: Path) -> None:
+    now = [100.0]
+    fake_proc(tmp_path, 10, {11: 5_000_000_000, 12: 7_000_000_000}, psi_us=1_000_000)
+    wait = CpuContention(10, proc=str(tmp_path), clock=lambda: now[0])
+    now[0] += 2.0  # worker 11 waited 0.1 s of 2, worker 12 0.5 s of 2; the machine 0.2 s
+    fake_proc(tmp_path, 10, {11: 5_100_000_000, 12: 7_500_000_000}, psi_us=1_200_000)
+    assert wait() == pytest.approx(0.25)
+    assert (wait.nginx, wait.machine) == (pytest.approx(0.25), pytest.approx(0.1))
+    now[0] += 1.0  # a reload: 12 is gone, 13 is new (counted from its second sighting)
+    (tmp_path / "10" / "task" / "10" / "children").write_text("11 13\n")
+    fake_proc(tmp_path, 10, {11: 5_130_000_000, 13: 9_000_000_000}, psi_us=1_600_000)
+    assert wait() == pytest.approx(0.4)   # now the machine's 0.4 s of 1 is the larger
+    assert wait.nginx == pytest.approx(0.03)
+
+
+def test_contention_without_schedstat_or_psi_is_zero(tmp_path: Path) -> None:
+    wait = CpuContention(None, [4242], proc=str(tmp_path))
+    assert wait() == 0.0
+
+
+def test_contention_reads_this_kernel() -> None:
+    """The real /proc: this process's own schedstat and the machine's PSI parse (a burst of
+    busy work between two calls cannot make the share negative or above one)."""
+    wait = CpuContention(None, [os.getpid()])
+    sum(i * i for i in range(200_000))
+    share = wait()
+    assert 0.0 <= share <= 1.0
+    assert Path("/proc/self/schedstat").exists(), "the kernel has no schedstat: nginx's wait is unseen"
+    assert Path("/proc/pressure/cpu").exists(), "the kernel has no PSI: the machine's wait is unseen"

@@ -39,8 +39,9 @@ def _get(s: socket.socket, path: str, lab_id: str) -> None:
 
 
 @pytest.mark.capture
-@pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
-def test_connections_from_before_the_capture(capture_factory: Any, syscall_io: bool) -> None:
+@pytest.mark.parametrize(("syscall_io", "syscall_regs"), [(True, True), (True, False), (False, False)],
+                         ids=["syscall-regs", "syscall-entries", "uprobes-only"])
+def test_connections_from_before_the_capture(capture_factory: Any, syscall_io: bool, syscall_regs: bool) -> None:
     with LabNginx(workers=1) as lab:   # one worker: its upstream keepalive cache serves both sockets
         s = socket.create_connection(("127.0.0.1", lab.plain_port))
         try:
@@ -49,7 +50,10 @@ def test_connections_from_before_the_capture(capture_factory: Any, syscall_io: b
             for i in range(4):
                 _get(s, f"/api/before/{i}", f"before-{i}")
             start = lab.log_line_count()
-            cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io)
+            cap = capture_factory(pid=lab.master_pid, syscall_io=syscall_io, syscall_regs=syscall_regs)
+            # this kernel (5.15+, x86-64) reads the arguments from the registers unless told not to
+            tracer = cap.recorder.tracer
+            assert (tracer.syscall_io, tracer.syscall_regs) == (syscall_io, syscall_regs), tracer.io_reason
             # the first exchange after the attach makes the connection known (its first
             # completion, with syscall I/O): from the next one on it is captured whole
             _get(s, "/health", "first")

@@ -122,9 +122,11 @@ def _wait(cap: Any, n: int, timeout: float = 10.0) -> list[Exchange]:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("syscall_io", [True, False], ids=["syscall-io", "uprobes-only"])
-def test_wire_matches_logs(lab_nginx: LabNginx, capture_factory: Any, syscall_io: bool) -> None:
-    cap = capture_factory(pid=lab_nginx.master_pid, syscall_io=syscall_io)
+@pytest.mark.parametrize(("syscall_io", "syscall_regs"), [(True, True), (True, False), (False, False)],
+                         ids=["syscall-regs", "syscall-entries", "uprobes-only"])
+def test_wire_matches_logs(lab_nginx: LabNginx, capture_factory: Any, syscall_io: bool, syscall_regs: bool) -> None:
+    cap = capture_factory(pid=lab_nginx.master_pid, syscall_io=syscall_io, syscall_regs=syscall_regs)
+    assert cap.recorder.tracer.syscall_regs == syscall_regs
     assert cap.recorder.wire is not None, "the socket filter attached"
     port = lab_nginx.tls_port
     err_start = len(lab_nginx.error_log_path.read_text(errors="replace").splitlines())

@@ -49,7 +49,7 @@ class CountingSource:
             "hist": [{"pid": 4100, "server": "shop", "peer": None, "class": 2, "which": "request",
                       "buckets": {str(hist_bucket(4000)): n}}]}
         return rows, [], {"ts": time.time(), "events": 0, "lost": 0, "truncated": 0, "shed_exchanges": 3,
-                          "sample_one_in": 64, "counted": counted}
+                          "sample_one_in": 64, "yielding": True, "counted": counted}
 
 
 def test_window_counts_kernel_counts_and_says_they_are_not_rows(qtbot, settings: QSettings,  # type: ignore[no-untyped-def]
@@ -70,6 +70,7 @@ def test_window_counts_kernel_counts_and_says_they_are_not_rows(qtbot, settings:
     assert n == 2000 * src.polls + 40 and src.polls >= 3
     assert win.agg.total == 50 + n
     assert f"{n:,} counted in the kernel, not rows" in win.status.summary_only.text()
+    assert "sampling 1/64 (CPU is short: the capture yields)" in win.status.summary_only.text()
     workers = {w.pid: w.requests for w in win.agg.worker_rows()}
     assert workers[4100] - sum(ex.pid == 4100 for ex in rows) == n - 40
     qtbot.wait(200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -74,11 +75,26 @@ class TracerConfig:
     ngx_writev's writes at writev(2)'s (no ngx_writev uprobe), when the kernel has the syscall
     tracepoints and the binary exports ngx_http_init_connection (see
     :meth:`Tracer.io_mode`)."""
+    syscall_regs: bool = True
+    """With syscall_io: read recv(2)/writev(2)'s arguments at their exit from the registers
+    the syscall saved (no entry tracepoints) where the kernel can (x86-64, 5.15's
+    bpf_task_pt_regs); False: the entry tracepoints keep them for the exit."""
 
 
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _SYSCALL_TRACEPOINTS = ("events/syscalls/sys_enter_recvfrom", "events/syscalls/sys_enter_writev",
                         "events/syscalls/sys_exit_writev")
+
+
+def _has_task_pt_regs() -> bool:
+    """bpf_task_pt_regs (Linux 5.15) and the x86-64 register layout bpf/syscalls.c reads."""
+    if platform.machine() != "x86_64":
+        return False
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 15)
 
 
 def _pow2(n: int) -> int:
@@ -168,6 +184,9 @@ class Tracer:
         self.verifier_log = ""
         """What the kernel verifier (or the compiler) printed when loading failed."""
         self.syscall_io, self.io_reason = self.io_mode()
+        self.syscall_regs = self.syscall_io and config.syscall_regs and _has_task_pt_regs()
+        if self.syscall_regs:
+            self.io_reason += "; their arguments read at the exit from the syscall's saved registers"
 
     @property
     def attached(self) -> list[str]:
@@ -185,6 +204,7 @@ class Tracer:
             f"-DFOLLOW_ALL={1 if cfg.follow_all else 0}",
             f"-DMAX_CPUS={os.cpu_count() or 1}",
             f"-DSYSCALL_IO={1 if self.syscall_io else 0}",
+            f"-DSYSCALL_REGS={1 if self.syscall_regs else 0}",
             f"-DWALL_NS_OFFSET={round(self._clock_offset * 1e9)}ULL",
             *cfg.layout.cflags(),
             *self._clock_link_flags(),
@@ -234,7 +254,17 @@ class Tracer:
         """
         self._sink = sink
         log.info("%s", self.io_reason)
-        self._load(bpf_source(), PROBES + STREAM_PROBES)
+        try:
+            self._load(bpf_source(), PROBES + STREAM_PROBES)
+        except CaptureError as exc:
+            if not self.syscall_regs:
+                raise
+            # a kernel that refuses bpf_task_pt_regs in a tracepoint program: the entry
+            # tracepoints keep the arguments instead (one more program run per call)
+            log.warning("syscall arguments from the entry tracepoints: with registers at the "
+                        "exit the program failed to load (%s)", exc)
+            self.syscall_regs = False
+            self._load(bpf_source(), PROBES + STREAM_PROBES)
         try:
             self._stat_self_binary()
             self._attached = self._attach_all(self.config.binary)

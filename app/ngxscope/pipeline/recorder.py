@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..capture.budget import CpuGovernor
+from ..capture.budget import CpuContention, CpuGovernor
 from ..capture.events import EV_EXIT, EV_FORK, RawEvent
 from ..capture.fallback import (
     FALLBACK_METHODS,
@@ -96,6 +96,7 @@ class Recorder:
             payload_cap=self.opts.payload_cap,
             ringbuf_mb=self.opts.ringbuf_mb,
             syscall_io=self.opts.syscall_io,
+            syscall_regs=self.opts.syscall_regs,
         )
         if target.method in FALLBACK_METHODS:
             self.tracer = FallbackTracer(cfg, tls=target.method == METHOD_LIBSSL_SYSCALLS)
@@ -126,7 +127,9 @@ class Recorder:
         # compiling the socket filter: seconds of CPU) as the cost of watching
         if self.opts.cpu_budget > 0 and self.tracer.set_sampling(1):
             # every half second: at saturation the first seconds, before sampling, cost most
-            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling, period=0.5)
+            contention = CpuContention(target.master, target.workers) if self.opts.yield_cpu else None
+            self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling, period=0.5,
+                                        contention=contention)
         self._start_kcounts()
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
@@ -429,6 +432,8 @@ class Recorder:
             "sample_one_in": self.governor.one_in if self.governor else 1,
             "counted": self._counted(),
             "capture_cpu": round(self.governor.cpu, 3) if self.governor else None,
+            "cpu_wait": round(self.governor.wait, 3) if self.governor else None,
+            "yielding": self.governor.yielding if self.governor else False,
             "truncated": k.get("truncated", 0),
             "gaps": a.gaps if a else 0,
             "malformed": a.malformed if a else 0,

@@ -35,8 +35,14 @@ class RecordOptions:
     """Attach to a process that does not look like nginx."""
     cpu_budget: float = field(default_factory=default_budget)
     """Fraction of one core the capture may use before it samples payloads (0: never)."""
+    yield_cpu: bool = True
+    """While nginx's workers wait for a CPU, keep to the governor's YIELD_BUDGET instead of
+    `cpu_budget` (False: the budget holds whatever nginx waits)."""
     syscall_io: bool = True
     """Plaintext I/O at syscall tracepoints where possible (False: uprobes only)."""
+    syscall_regs: bool = True
+    """With syscall_io: recv/writev arguments from the exit's saved registers where the kernel
+    can (False: from the entry tracepoints, as on kernels before 5.15)."""
     wire: bool = True
     """The socket filter on nginx's listening addresses (TCP and TLS handshakes joined to the
     exchanges); a capture goes on without it when it cannot attach."""

@@ -134,10 +134,13 @@ class CaptureStatusBar(QStatusBar):
             in_kernel = int(counted.get("requests") or 0) if isinstance(counted, dict) else 0
             if shed or one_in > 1 or in_kernel:
                 sampling = f" · sampling 1/{one_in}" if one_in > 1 else ""
+                if one_in > 1 and stats.get("yielding"):
+                    sampling += " (CPU is short: the capture yields)"
                 not_rows = f" · {in_kernel:,} counted in the kernel, not rows" if in_kernel else ""
                 self.summary_only.setText(f" {shed:,} summary only{not_rows}{sampling} ")
                 self.summary_only.setToolTip(
-                    "Over its CPU budget the capture keeps the payload of one request in N. The others "
+                    "Over its CPU budget (3% of a core while nginx or another task waits for a CPU) the capture "
+                    "keeps the payload of one request in N. The others "
                     "that no rule keeps (errors, aborts, failed upstreams, slow) are counted in the kernel: "
                     "they are in the graphs and panels but not rows of the table.")
                 self.summary_only.setStyleSheet("color: black; background: #e0b040; border-radius: 3px;")
