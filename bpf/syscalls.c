@@ -23,6 +23,34 @@ static __always_inline void sys_args(struct sys_regs *r)
 }
 #endif
 
+/* The arguments of the call a recvfrom/writev/sendfile exit ends (fn: F_RECV, F_WRITEV or
+ * F_SENDFILE) into *a; 0 when there is nothing to do: the call failed or moved no bytes, it
+ * was a peek, or (entry tracepoints) no entry kept it. */
+static __always_inline int exit_args(u64 pid_tgid, long ret, u8 fn, struct call_args *a)
+{
+#if SYSCALL_REGS
+    if (ret <= 0)
+        return 0;
+    struct sys_regs r;
+    sys_args(&r);
+    if (fn == F_RECV && (r.r10 & 2))   /* MSG_PEEK: nginx peeks at a new connection to tell
+                                        * TLS from plain */
+        return 0;
+    a->arg = r.si;
+    a->fd = (s32)r.di;
+    if (fn == F_WRITEV)
+        a->iovcnt = r.dx > 0xFFFF ? 0xFFFF : r.dx;
+    return 1;
+#else
+    struct call_args *ap = call_slot(pid_tgid ^ ((u64)fn << 56));
+    if (!ap)
+        return 0;
+    *a = *ap;
+    ap->live = 0;
+    return ret > 0;
+#endif
+}
+
 #if SYSCALL_IO
 /* Plaintext reads seen at the syscall instead of at ngx_unix_recv: a tracepoint costs the
  * worker ~0.1 us where a uprobe + uretprobe pair costs ~1.3 us (bench/probe_cost.py), and
@@ -53,25 +81,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     long ret = args->ret;
-#if SYSCALL_REGS
-    if (ret <= 0)
-        return 0;
-    struct sys_regs r;
-    sys_args(&r);
-    if (r.r10 & 2)   /* MSG_PEEK: nginx peeks at a new connection to tell TLS from plain */
-        return 0;
     struct call_args a = {};
-    a.arg = r.si;
-    a.fd = (s32)r.di;
-#else
-    struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_RECV << 56));
-    if (!ap)
+    if (!exit_args(pid_tgid, ret, F_RECV, &a))
         return 0;
-    struct call_args a = *ap;
-    ap->live = 0;
-    if (ret <= 0)
-        return 0;
-#endif
     /* only a target's connections are in conns: no targets lookup needed */
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = a.fd};
     struct conn_state *st = conns.lookup(&ck);
@@ -145,24 +157,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_writev)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     long ret = args->ret;
-#if SYSCALL_REGS
-    if (ret <= 0)
-        return 0;
-    struct sys_regs r;
-    sys_args(&r);
     struct call_args a = {};
-    a.arg = r.si;
-    a.fd = (s32)r.di;
-    a.iovcnt = r.dx > 0xFFFF ? 0xFFFF : r.dx;
-#else
-    struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_WRITEV << 56));
-    if (!ap)
+    if (!exit_args(pid_tgid, ret, F_WRITEV, &a))
         return 0;
-    struct call_args a = *ap;
-    ap->live = 0;
-    if (ret <= 0)
-        return 0;
-#endif
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = a.fd};
     struct conn_state *st = conns.lookup(&ck);
     if (!st)
@@ -192,29 +189,18 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     long ret = args->ret;
-#if SYSCALL_REGS
-    if (ret <= 0)
+    struct call_args a = {};
+    if (!exit_args(pid_tgid, ret, F_SENDFILE, &a))
         return 0;
-    struct sys_regs r;
-    sys_args(&r);
-    s32 fd = (s32)r.di;
+    s32 fd = a.fd;
     struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&ck);
+#if SYSCALL_REGS
     if (!st) {   /* not a known connection: still reported for a target (a file to a pipe...) */
         u32 tgid = pid_tgid >> 32;
         if (!targets.lookup(&tgid))
             return 0;
     }
-#else
-    struct call_args *ap = call_slot(pid_tgid ^ ((u64)F_SENDFILE << 56));
-    if (!ap)
-        return 0;
-    s32 fd = ap->fd;
-    ap->live = 0;
-    if (ret <= 0)
-        return 0;
-    struct conn_key ck = {.pid = pid_tgid >> 32, .fd = fd};
-    struct conn_state *st = conns.lookup(&ck);
 #endif
     int pressure = under_pressure();
     if (pressure || (st && st->drop)) {

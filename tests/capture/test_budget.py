@@ -10,6 +10,7 @@ import pytest
 from ngxscope.capture.budget import (
     DEFAULT_BUDGET,
     MAX_ONE_IN,
+    MIN_SAMPLE_RATE,
     YIELD_BUDGET,
     YIELD_WAIT,
     CpuContention,
@@ -138,6 +139,30 @@ def test_no_yield_without_waiting_or_under_the_yield_budget() -> None:
     gov, clocks, applied = make(0.25, [0.5])
     clocks.spend(0.02)  # nginx waits, but the capture takes less than the yield budget
     assert gov.tick() is None and applied == [] and gov.yielding
+
+
+def test_too_few_exchanges_are_never_sampled_and_end_sampling() -> None:
+    """Over budget (and yielding) with a few hundred exchanges a second: the CPU is not theirs,
+    sampling them would only cost rows. Once the load drops under the floor, sampling ends
+    at once, yielding or not."""
+    clocks, applied, done = Clocks(), [], [0]
+    gov = CpuGovernor(0.25, applied.append, cpu_clock=lambda: clocks.cpu, wall_clock=lambda: clocks.wall,
+                      contention=lambda: 0.5, exchanges=lambda: done[0])
+    done[0] += int(MIN_SAMPLE_RATE * 0.4)
+    clocks.spend(0.9)
+    assert gov.tick() is None and applied == [] and gov.yielding
+    assert gov.rate == pytest.approx(MIN_SAMPLE_RATE * 0.4)
+    done[0] += int(MIN_SAMPLE_RATE * 5)   # a real load: sampling starts
+    clocks.spend(0.9)
+    assert gov.tick() is not None and gov.one_in == 16
+    done[0] += int(MIN_SAMPLE_RATE * 5 / 16)   # the same load, a sixteenth kept: estimated whole
+    clocks.spend(0.02)
+    assert gov.tick() is None and gov.rate == pytest.approx(MIN_SAMPLE_RATE * 5, rel=0.01)
+    done[0] += 10   # the load is gone (160 a second)
+    clocks.spend(0.02)
+    step = gov.tick()
+    assert step is not None and step.one_in == 1 and applied == [16, 1]
+    assert "too few for sampling" in step.detail
 
 
 def fake_proc(root: Path, master: int, delays: dict[int, int], psi_us: int | None = None) -> None:

@@ -135,7 +135,10 @@ def test_cpu_governor_samples_under_load_and_counts_everything(lab_nginx: LabNgi
     events = list(cap.sink.events)
     steps = [ev.detail for ev in events if ev.kind == "sampling"]
     assert steps and steps[0].startswith("payload sampling 1 in "), steps
-    assert stats["sample_one_in"] > 1 and stats["capture_cpu"] is not None
+    assert stats["capture_cpu"] is not None
+    # once wrk is done the load is gone: sampling ends at once rather than costing rows later
+    assert stats["sample_one_in"] == 1 or not steps[-1].startswith("payload sampling off"), steps
+    assert stats["sample_one_in"] > 1 or "too few for sampling" in steps[-1], steps
     assert len(exchanges) + stats["counted"]["requests"] == lines and stats["lost"] == 0
     assert stats["counted"]["requests"] > 0
     summaries = [ex for ex in exchanges if ex.summary_only]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_BUDGET",
     "MAX_ONE_IN",
+    "MIN_SAMPLE_RATE",
     "YIELD_BUDGET",
     "YIELD_WAIT",
     "CpuContention",
@@ -46,6 +47,12 @@ def default_budget() -> float:
 
 MAX_ONE_IN = 1024
 """The sparsest sampling: one exchange in this many keeps its payload."""
+
+MIN_SAMPLE_RATE = 1000.0
+"""Exchanges a second below which sampling is never started (and is given up): decoding
+fewer than this costs a few percent of a core, so the CPU over budget is going to something
+sampling does not reduce (the socket filter, the stream, the session file) and a sample
+would only cost the user rows."""
 
 YIELD_WAIT = 0.05
 """Share of a period an nginx worker (or any task of the machine) may spend runnable but
@@ -145,7 +152,9 @@ class CpuGovernor:
     for, up to 16), halves it after two periods well under it. With `contention` (a
     :class:`CpuContention`), the budget is :data:`YIELD_BUDGET` while something waits for a
     CPU more than :data:`YIELD_WAIT` of the time, and sampling is only relaxed once the wait
-    is under half of that."""
+    is under half of that. With `exchanges` (the count of exchanges delivered whole so far),
+    sampling waits for :data:`MIN_SAMPLE_RATE` of them a second, and ends when the load
+    drops under it."""
 
     def __init__(
         self,
@@ -156,6 +165,7 @@ class CpuGovernor:
         cpu_clock: Callable[[], float] = time.process_time,
         wall_clock: Callable[[], float] = time.monotonic,
         contention: Callable[[], float] | None = None,
+        exchanges: Callable[[], int] | None = None,
     ) -> None:
         self.budget = budget
         """Fraction of one core (0: never sample)."""
@@ -167,7 +177,12 @@ class CpuGovernor:
         """The CPU wait over the last full period (0 without `contention`)."""
         self.yielding = False
         """Whether the last period's budget was :data:`YIELD_BUDGET` (something waited for a CPU)."""
+        self.rate: float | None = None
+        """Exchanges a second over the last full period, estimated from those kept whole
+        times the sampling (None without `exchanges`)."""
         self._contention = contention
+        self._exchanges = exchanges
+        self._kept = exchanges() if exchanges is not None else 0
         self._apply = apply
         self._period = period
         self._cpu_clock = cpu_clock
@@ -183,6 +198,10 @@ class CpuGovernor:
             return None
         self.cpu = max(0.0, (cpu - self._last[1]) / wall)
         self._last = (now, cpu)
+        if self._exchanges is not None:
+            kept = self._exchanges()
+            self.rate = max(0, kept - self._kept) / wall * self.one_in
+            self._kept = kept
         if self.budget <= 0:
             return None
         if self._contention is not None:
@@ -193,7 +212,13 @@ class CpuGovernor:
                 self.yielding = False
         budget = min(self.budget, YIELD_BUDGET) if self.yielding else self.budget
         before = self.one_in
-        if self.cpu > budget:
+        few = self.rate is not None and self.rate < MIN_SAMPLE_RATE
+        if few and self.one_in > 1:
+            self._calm = 0
+            self.one_in = 1   # the load is gone: its sampling would only cost rows now
+        elif few:
+            pass
+        elif self.cpu > budget:
             self._calm = 0
             # the cost follows the kept share (the others are counted in the kernel): step by
             # the power of two that brings it under budget at once, at most 16 per period
@@ -212,7 +237,10 @@ class CpuGovernor:
             return None
         self._apply(self.one_in)
         pct, budget_pct = f"{self.cpu:.0%}", f"{self.budget:.0%}"
-        if self.one_in == 1:
+        if self.one_in == 1 and few:
+            detail = (f"payload sampling off: {self.rate:,.0f} exchanges a second, too few for "
+                      f"sampling to save CPU (capture CPU {pct} of a core)")
+        elif self.one_in == 1:
             detail = f"payload sampling off: capture CPU {pct} of a core, budget {budget_pct}"
         elif self.yielding:
             detail = (f"payload sampling 1 in {self.one_in}: CPU is short (nginx or another task waited "

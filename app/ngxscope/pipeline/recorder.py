@@ -129,7 +129,7 @@ class Recorder:
             # every half second: at saturation the first seconds, before sampling, cost most
             contention = CpuContention(target.master, target.workers) if self.opts.yield_cpu else None
             self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling, period=0.5,
-                                        contention=contention)
+                                        contention=contention, exchanges=lambda: self.exchanges)
         self._start_kcounts()
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
