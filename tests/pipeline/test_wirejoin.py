@@ -7,9 +7,11 @@ from pathlib import Path
 
 from factories import make_exchange
 from ngxscope.decode.tlswire import ClientHello, ServerHello, TlsAlert
-from ngxscope.decode.wire import ConnFacts
+from ngxscope.decode.wire import ConnFacts, Segment
 from ngxscope.pipeline.errorlog import HandshakeErrors, parse_failure
-from ngxscope.pipeline.wirejoin import apply_facts, record_for
+from ngxscope.pipeline.wirejoin import WireJoin, apply_facts, record_for
+
+_SYN, _ACK, _FIN = 0x02, 0x10, 0x01
 
 LINE = ("2026/12/06 20:31:12 [info] 8096#8096: *123 SSL_do_handshake() failed (SSL: error:0A000102:"
         "SSL routines::unsupported protocol) while SSL handshaking, client: 127.0.0.1, server: 127.0.0.1:8443")
@@ -93,3 +95,30 @@ def test_tls_connections_a_method_cannot_see_are_counted_not_recorded() -> None:
         assert got == want, visible
         assert join.counters()["wire_tls_unseen"] == (0 if visible else 1)
         join.stop()
+
+
+def _closed_conn(join: WireJoin, client: str, server: str, t: float) -> None:
+    """A connection's handshake and the client's FIN, as the filter passes them."""
+    for flags, src, dst in ((_SYN, client, server), (_SYN | _ACK, server, client), (_ACK, client, server),
+                            (_FIN | _ACK, client, server)):
+        join.tracker.feed(Segment(t, src, dst, 1, flags, b""))
+        t += 0.001
+
+
+def test_a_connection_counted_in_the_kernel_is_no_record() -> None:
+    """All requests of a connection sampled out and counted in the kernel: no exchange joins
+    it, yet it must not become a "closed before a request" record, whether the count comes
+    before or after its packets reached the tracker."""
+    join = WireJoin(["127.0.0.1:8080"], grace=1.0)
+    server = "127.0.0.1:8080"
+    _closed_conn(join, "127.0.0.1:5001", server, 10.0)   # counted after its packets were read
+    join.counted("127.0.0.1:5001", server)
+    join.counted("127.0.0.1:5002", server)               # counted before its packets were read
+    _closed_conn(join, "127.0.0.1:5002", server, 10.0)
+    _closed_conn(join, "127.0.0.1:5003", server, 10.0)   # no request at all
+    join.counted("10.0.0.9:7", server)                   # never followed: forgotten in time
+    recs = join.closed_records(1, now=20.0)
+    assert [(r.client, r.conn_outcome) for r in recs] == [("127.0.0.1:5003", "closed")]
+    assert join._counted == {("10.0.0.9:7", server): join._counted[("10.0.0.9:7", server)]}
+    join.closed_records(1, now=time.time() + 31 * join.grace)
+    assert join._counted == {}

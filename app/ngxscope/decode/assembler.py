@@ -158,6 +158,8 @@ class Assembler:
             conn_or_none = self._conns.get(ev.conn_key)
             if conn_or_none is not None and conn_or_none.client:
                 self.http1.on_counted(conn_or_none, ev)
+                if self.emitter.on_counted is not None:
+                    self.emitter.on_counted(conn_or_none.peer, conn_or_none.local)
         elif kind == EV_UPSTREAM:
             if ev.conn_ts:
                 conn = self._conn_for(ev)

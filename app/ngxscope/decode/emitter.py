@@ -84,7 +84,8 @@ class DecodeStats:
 class Emitter:
     """The sink the handlers emit into: exchanges, lifecycle events and tunnel summaries."""
 
-    __slots__ = ("body_limit", "next_id", "nginx", "on_event", "on_exchange", "on_websocket", "stats")
+    __slots__ = ("body_limit", "next_id", "nginx", "on_counted", "on_event", "on_exchange", "on_websocket",
+                 "stats")
 
     def __init__(
         self,
@@ -96,6 +97,9 @@ class Emitter:
         self.on_event = on_event
         self.on_websocket: Callable[[WsTunnel, float], None] | None = None
         """Called with each WebSocket tunnel that ended (tests and sinks may set it)."""
+        self.on_counted: Callable[[str, str], None] | None = None
+        """Called with (client, server) of a connection some of whose exchanges the kernel
+        counted instead of sending (EV_COUNTED): it had requests though no row may say so."""
         self.body_limit = body_limit
         """Payload bytes kept per message body."""
         self.stats = DecodeStats()

@@ -158,6 +158,8 @@ class ConnFacts:
     tls_errors: int = 0
     joined: int = 0
     """Exchanges joined to this connection (by the pipeline)."""
+    counted: bool = False
+    """Requests of it were counted in the kernel (sampled out, no row): it had requests."""
     _seen_seq: set[tuple[str, int]] = field(default_factory=set)
     frames: list[tuple[float, bytes]] = field(default_factory=list)
     """(time, frame) of the packets the filter passed for it, as cut, up to MAX_FRAMES (the

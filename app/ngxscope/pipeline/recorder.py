@@ -319,6 +319,8 @@ class Recorder:
             self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=f"socket filter off: {exc}"))
             return
         self.wire = wire
+        if self.assembler is not None:
+            self.assembler.emitter.on_counted = wire.counted
         self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=line))
 
     def _flush_wire(self, now: float | None = None) -> None:

@@ -96,6 +96,9 @@ class WireJoin:
         self._lock = threading.Lock()
         self.unmatched = 0
         """Exchanges whose connection the filter did not follow (opened before the capture)."""
+        self._counted: dict[tuple[str, str], float] = {}
+        """Connections the kernel counted requests of, not yet in the tracker: (client,
+        server) -> when we were told."""
 
     def start(self) -> str:
         """Attach; returns a line saying where. Raises capture.wire.WireError."""
@@ -136,15 +139,33 @@ class WireJoin:
             if facts.joined == 1:  # the connection's packets go with its first exchange
                 ex.wire_packets = [WireFrame(ts, frame) for ts, frame in facts.frames]
 
+    def counted(self, client: str, server: str) -> None:
+        """The kernel counted requests of this connection instead of sending them: it is not
+        one that "closed before a request", though no exchange may ever join it."""
+        with self._lock:
+            facts = self.tracker.get(client, server)
+            if facts is not None:
+                facts.counted = True
+            else:   # its packets may still be in the filter's queue: settled at expiry
+                self._counted[(client, server)] = time.time()
+
     def closed_records(self, next_id: int, now: float | None = None) -> list[Exchange]:
         """Connections that ended more than `grace` s ago without an exchange, as records
         numbered from `next_id` (forgets every connection that ended that long ago)."""
         now = time.time() if now is None else now
         with self._lock:
             gone = self.tracker.expire(now - self.grace)
+            counted = self._counted
+            for facts in gone:
+                if counted.pop((facts.client, facts.server), None) is not None:
+                    facts.counted = True
+            if counted:   # connections the filter never followed (opened before it)
+                stale = now - 30 * self.grace
+                for key in [k for k, ts in counted.items() if ts < stale]:
+                    del counted[key]
         out: list[Exchange] = []
         for facts in gone:
-            if facts.joined == 0 and facts.syn_ts is not None:
+            if facts.joined == 0 and not facts.counted and facts.syn_ts is not None:
                 if not self.tls_visible and facts.server_hello is not None and not facts.tls_failed:
                     self.tls_unseen += 1
                     continue
