@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import subprocess
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -149,3 +150,42 @@ def test_kernel_counts_equal_the_access_log(lab_nginx: LabNginx, capture_factory
     assert {c: n for c, n in summary.classes.items() if n} == dict(log_classes)
     assert summary.response_bytes == sum(ln["bytes_sent"] for ln in log)
     assert {w.pid: w.requests for w in summary.workers} == dict(Counter(ln["pid"] for ln in log))
+
+
+def test_counts_stay_exact_while_the_sampling_changes(lab_nginx: LabNginx, capture_factory: Any) -> None:
+    """The governor moves the sampling every half second; here it moves every 30 ms through
+    on, off and several rates while wrk's connections come and go (each wrk run ends with
+    requests in flight): every request is still a row or counted, once, plain and TLS, and
+    no connection that had requests becomes a "closed before a request" record."""
+    start = lab_nginx.log_line_count()
+    cap = capture_factory(pid=lab_nginx.master_pid, cpu_budget=0)
+    tracer = cap.recorder.tracer
+    stop = threading.Event()
+    moves: list[int] = []
+
+    def move() -> None:
+        rates = [1, 2, 16, 4, 1, 1024, 8]
+        while not stop.wait(0.03):
+            moves.append(rates[len(moves) % len(rates)])
+            tracer.set_sampling(moves[-1])
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    try:
+        for url in (f"http://127.0.0.1:{lab_nginx.plain_port}/static/small.txt",
+                    f"https://127.0.0.1:{lab_nginx.tls_port}/health") * 2:
+            subprocess.run(["wrk", "-t1", "-c16", "-d1s", url], check=True, capture_output=True, timeout=60)
+    finally:
+        stop.set()
+        mover.join()
+    total = lab_nginx.log_line_count() - start
+    log = lab_nginx.wait_log_lines(total, start=start)
+    time.sleep(0.5)
+    cap.stop()
+    stats = cap.recorder.counters()
+    rows = list(cap.sink.exchanges)
+    assert stats["lost"] == 0 and len(moves) > 50
+    assert total > 4000 and len(rows) > 100 and stats["counted"]["requests"] > 1000, (total, len(rows))
+    assert len(rows) + stats["counted"]["requests"] == len(log)
+    logged_clients = {ln["client"] for ln in log}
+    assert not [c.client for c in cap.sink.connections if c.client in logged_clients]
