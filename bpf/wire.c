@@ -205,9 +205,9 @@ int wire_filter(struct __sk_buff *skb)
                 f->server_next = seq + 1;
                 f->state = WIRE_SYNACK_SEEN;
             }
-        } else if (fl & TH_RST) {
-            wire_flows.delete(&key);
         }
+        /* a RST keeps the flow (the LRU map lets it go): a segment the other side still
+         * retransmits after it, its RST lost, is a retransmission like any other */
         return pass(hdr_end);  /* a FIN's data, if any, is application data: cut */
     }
 

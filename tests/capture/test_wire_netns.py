@@ -192,6 +192,19 @@ def _tshark_retransmissions(pcap: Path, port: int) -> dict[int, int]:
     return counts
 
 
+def _wait_closed(ns: Netns, port: int, timeout: float = 60.0) -> None:
+    """Until no socket on either end of `port`'s connections still retransmits (FIN-WAIT-1,
+    CLOSING, LAST-ACK)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = ns.exec("ss", "-Htn", "state", "fin-wait-1", "state", "closing", "state", "last-ack",
+                      f"( sport = :{port} or dport = :{port} )").stdout
+        if not out.strip():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"nginx's connections on {port} still closing after {timeout:g} s")
+
+
 def test_retransmissions_match_tshark(netns_lab: tuple[Netns, LabNginx, int], capture_factory: Any,
                                       tmp_path: Path) -> None:
     ns, lab, _port6 = netns_lab
@@ -217,7 +230,10 @@ def test_retransmissions_match_tshark(netns_lab: tuple[Netns, LabNginx, int], ca
             time.sleep(4.0)  # the last FINs, retransmitted too
         finally:
             ns.exec("nft", "delete", "table", "inet", "ngxscope_lossy", check=False)
-        time.sleep(1.0)
+        # a FIN still unanswered (the client's RSTs were dropped too) is sent again on a
+        # backed-off timer, seconds apart: both taps must stop after the last of them
+        _wait_closed(ns, lab.tls_port)
+        time.sleep(0.5)
     finally:
         dump.terminate()
         dump.wait(10)
