@@ -213,11 +213,9 @@ class CpuGovernor:
         budget = min(self.budget, YIELD_BUDGET) if self.yielding else self.budget
         before = self.one_in
         few = self.rate is not None and self.rate < MIN_SAMPLE_RATE
-        if few and self.one_in > 1:
+        if few:
             self._calm = 0
             self.one_in = 1   # the load is gone: its sampling would only cost rows now
-        elif few:
-            pass
         elif self.cpu > budget:
             self._calm = 0
             # the cost follows the kept share (the others are counted in the kernel): step by

@@ -59,6 +59,8 @@ class Recorder:
         self._threads: list[threading.Thread] = []
         self._batch: list[RawEvent] = []
         self.exchanges = 0
+        """Requests delivered as rows (connection records not included): the stats'
+        "requests" and the CPU governor's measure of the load."""
         self.cache = CacheTracker()
         """What the capture saw of nginx's caches: the answer kind of each exchange."""
         self.decode_error: BaseException | None = None
@@ -342,7 +344,8 @@ class Recorder:
 
     # -- output ---------------------------------------------------------------------------
     def _deliver(self, ex: Exchange) -> None:
-        self.exchanges += 1
+        if ex.conn_outcome is None:   # a connection that never became a request is no request
+            self.exchanges += 1
         if self.wire is not None:
             self.wire.annotate(ex)
         cmap = self._config_of(ex.pid)
