@@ -228,3 +228,21 @@ def test_nginx_addr_writes_ipv6_as_nginx_logs_it() -> None:
     assert nginx_addr("[2001:db8::7]:443") == "2001:db8::7:443"
     assert nginx_addr("127.0.0.1:80") == "127.0.0.1:80"
     assert nginx_addr("") == ""
+
+
+def test_log_line_count_reads_only_what_was_appended(tmp_path: Path) -> None:
+    lab = LabNginx(prefix=tmp_path)   # not started: only its log is used
+    log = lab.access_log_path
+    log.parent.mkdir(parents=True)
+    assert lab.log_line_count() == 0          # no log yet
+    log.write_bytes(b'{"a":1}\n{"a":2}\n{"a"')
+    assert lab.log_line_count() == 2          # a line being written is not one yet
+    with log.open("ab") as fh:
+        fh.write(b':3}\n{"a":4}\n')
+    assert lab.log_line_count() == 4
+    log.write_bytes(b'{"a":1}\n')             # truncated in place (same inode)
+    assert lab.log_line_count() == 1
+    log.rename(tmp_path / "old.log")          # rotated: a new file at the path
+    log.write_bytes(b'x\ny\nz\n')
+    assert lab.log_line_count() == 3
+    assert lab.log_line_count(tmp_path / "old.log") == 1

@@ -106,6 +106,9 @@ class LabNginx:
         self._proc: subprocess.Popen[bytes] | None = None
         self._backends: list[subprocess.Popen[bytes]] = []
         self._stderr: Any = None
+        self._line_counts: dict[Path, tuple[int, int, int]] = {}
+        """Per log path: (inode, bytes counted, lines in them), so a count reads only what
+        was appended since the last (benchmarks count a log of gigabytes between runs)."""
 
     # -- paths and addresses ----------------------------------------------------------------
     @property
@@ -181,10 +184,23 @@ class LabNginx:
 
     def log_line_count(self, path: Path | None = None) -> int:
         """Number of complete lines in the access log."""
+        path = path or self.access_log_path
         try:
-            return (path or self.access_log_path).read_bytes().count(b"\n")
+            with path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                ino, done, lines = self._line_counts.get(path, (st.st_ino, 0, 0))
+                if ino != st.st_ino or st.st_size < done:   # replaced or truncated: recount
+                    done = lines = 0
+                fh.seek(done)
+                tail = fh.read()
         except FileNotFoundError:
             return 0
+        # up to the last newline only: a line being written is counted once, when whole
+        end = tail.rfind(b"\n") + 1
+        lines += tail.count(b"\n", 0, end)
+        done += end
+        self._line_counts[path] = (st.st_ino, done, lines)
+        return lines
 
     def wait_stream_lines(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """`wait_log_lines` for the stream module's log (one line per TCP session)."""
