@@ -19,6 +19,10 @@ The BPF run time per request comes from a second, shorter wrk run right after
     .venv/bin/python bench/peers.py [--rounds 3] [--seconds 8] [--modes plain tls]
                                     [--record-args ...] [--variant NAME=ARGS ...]
                                     [--variant NAME@APPDIR=ARGS ...] [--stats-seconds 3]
+                                    [--floor]
+
+`--floor` adds a column of empty bpftrace programs at record's attach points (`FLOOR`):
+what the traps and program dispatch alone cost (needs bpftrace).
 
 A tool that is not installed prints "not installed" and its column is skipped. Writes
 bench/results/peers.json. Needs root, wrk; tcpdump and bpfcc-tools for the peer columns.
@@ -27,11 +31,14 @@ bench/results/peers.json. Needs root, wrk; tcpdump and bpfcc-tools for the peer 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -134,6 +141,62 @@ class Sslsniff:
         return {"bytes": size}
 
 
+# record's attach points per mode (app/ngxscope/capture/tracer.py, bpf/syscalls.c,
+# bpf/processes.c), each with an empty program: what the traps and program dispatch cost
+# before any of record's work; with a packet socket on lo whose filter drops everything
+# (what the socket filter costs before its own work: capture/wire.py's socket, same options)
+_FLOOR_COMMON = [
+    "tracepoint:syscalls:sys_exit_recvfrom", "tracepoint:syscalls:sys_exit_writev",
+    "tracepoint:syscalls:sys_exit_sendfile64", "tracepoint:syscalls:sys_exit_epoll_wait",
+    "uprobe:{nginx}:ngx_http_free_request", "uprobe:{nginx}:ngx_close_connection",
+    "uprobe:{nginx}:ngx_http_init_connection", "uprobe:{nginx}:ngx_http_upstream_init",
+]
+FLOOR = {
+    "plain": _FLOOR_COMMON,
+    "tls": [*_FLOOR_COMMON, "uprobe:{nginx}:ngx_ssl_recv", "uretprobe:{nginx}:ngx_ssl_recv",
+            "uprobe:{nginx}:ngx_ssl_write", "uretprobe:{nginx}:ngx_ssl_write"],
+}
+
+
+def _drop_all_packet_socket() -> socket.socket:
+    """AF_PACKET on lo, sent copies ignored (PACKET_IGNORE_OUTGOING), a classic BPF filter
+    `ret #0`: every received packet runs a filter and is dropped."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))   # ETH_P_ALL
+    sock.setsockopt(263, 23, 1)   # SOL_PACKET, PACKET_IGNORE_OUTGOING
+    insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))   # BPF_RET|BPF_K 0
+    sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HxxxxxxQ", 1, ctypes.addressof(insn)))  # SO_ATTACH_FILTER
+    sock.bind(("lo", 0))
+    return sock
+
+
+class Floor:
+    """bpftrace with an empty program at each of record's attach points (`FLOOR`), and a
+    packet socket on lo that drops every packet."""
+
+    def __init__(self, mode: str, binary: str) -> None:
+        self.sock = _drop_all_packet_socket()
+        script = " ".join(p.format(nginx=binary) + " {}" for p in FLOOR[mode])
+        self.proc = subprocess.Popen(["bpftrace", "-e", script], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("Attaching"):
+                time.sleep(0.5)   # "Attaching" is printed before the last attach
+                return
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError(f"bpftrace exited with {self.proc.returncode}")
+        raise RuntimeError("bpftrace did not attach in 60 s")
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=60)
+        self.sock.close()
+        return {}
+
+
 class Record:
     def __init__(self, tmp: Path, master: int, extra: list[str], env: dict[str, str] | None = None) -> None:
         self.path = tmp / "rec.ngxs"
@@ -158,6 +221,8 @@ class Record:
 
 
 def _attach(kind: str, lab: Any, tmp: Path, extra: list[str], env: dict[str, str] | None) -> Any:
+    if kind.startswith("floor-"):
+        return Floor(kind.removeprefix("floor-"), lab.nginx_bin)
     if kind == "tcpdump":
         return Tcpdump(tmp)
     if kind == "sslsniff":
@@ -218,6 +283,9 @@ def main() -> int:
                     help="after each record run, a wrk run this long with kernel.bpf_stats_enabled on "
                          "for the BPF run time per request (0: no BPF figure); throughput and CPU are "
                          "measured with the statistics off")
+    ap.add_argument("--floor", action="store_true",
+                    help="also a column of empty bpftrace programs at record's attach points: "
+                         "the traps' and dispatch's share of record's cost")
     ap.add_argument("--out", default="peers")
     args = ap.parse_args()
     os.environ.pop("NGXSCOPE_CPU_BUDGET", None)   # record's default budget, as a user runs it
@@ -241,6 +309,10 @@ def main() -> int:
             url = urls(lab, "/health")[mode]
             wrk(url, 2, 20)   # warm-up
             kinds = ["none", *variants]
+            if args.floor and shutil.which("bpftrace"):
+                kinds.append("floor")
+            elif args.floor:
+                print(f"{mode}: bpftrace not installed: the floor column is skipped", flush=True)
             peer = peers[mode]
             if installed[peer]:
                 kinds.append(peer)
@@ -251,7 +323,7 @@ def main() -> int:
                 order = kinds if rnd % 2 == 0 else [kinds[0], *reversed(kinds[1:])]
                 for kind in order:
                     extra = variants.get(kind, [])
-                    kind_ = "record" if kind in variants else kind
+                    kind_ = "record" if kind in variants else f"floor-{mode}" if kind == "floor" else kind
                     try:
                         r = one_run(lab, url, args.seconds, kind_, tmp, extra, args.stats_seconds,
                                     trees.get(kind))
