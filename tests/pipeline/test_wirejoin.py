@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from factories import make_exchange
 from ngxscope.decode.tlswire import ClientHello, ServerHello, TlsAlert
 from ngxscope.decode.wire import ConnFacts, Segment
+from ngxscope.pipeline import wirejoin
 from ngxscope.pipeline.errorlog import HandshakeErrors, parse_failure
 from ngxscope.pipeline.wirejoin import WireJoin, apply_facts, record_for
 
@@ -122,3 +124,15 @@ def test_a_connection_counted_in_the_kernel_is_no_record() -> None:
     assert join._counted == {("10.0.0.9:7", server): join._counted[("10.0.0.9:7", server)]}
     join.closed_records(1, now=time.time() + 31 * join.grace)
     assert join._counted == {}
+
+
+def test_connections_counted_before_their_packets_are_held_within_a_bound(monkeypatch: Any) -> None:
+    """A flood of counts for connections the tracker never sees cannot grow without end:
+    past the bound the oldest half goes, the newest stay."""
+    monkeypatch.setattr(wirejoin, "COUNTED_MAX", 8)
+    join = WireJoin(["127.0.0.1:8080"], grace=1.0)
+    for port in range(20):
+        join.counted(f"10.0.0.1:{port}", "127.0.0.1:8080")
+    assert 4 <= len(join._counted) <= 8
+    assert ("10.0.0.1:19", "127.0.0.1:8080") in join._counted
+    assert ("10.0.0.1:0", "127.0.0.1:8080") not in join._counted

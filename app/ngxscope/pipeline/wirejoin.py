@@ -13,6 +13,7 @@ reach the Recorder after its FIN reached the filter.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,10 @@ from ..model import Exchange, WireFrame
 from .errorlog import HandshakeErrors
 
 __all__ = ["WireJoin", "apply_facts", "record_for"]
+
+COUNTED_MAX = 65536
+"""Connections counted in the kernel held while their packets are awaited: past this, the
+oldest half is forgotten (each then risks only a false "closed before a request" record)."""
 
 
 def _alpn(facts: ConnFacts, ex: Exchange | None) -> str | None:
@@ -147,7 +152,11 @@ class WireJoin:
             if facts is not None:
                 facts.counted = True
             else:   # its packets may still be in the filter's queue: settled at expiry
-                self._counted[(client, server)] = time.time()
+                counted = self._counted
+                if len(counted) >= COUNTED_MAX:
+                    for key in list(itertools.islice(counted, COUNTED_MAX // 2)):
+                        del counted[key]
+                counted[(client, server)] = time.time()
 
     def closed_records(self, next_id: int, now: float | None = None) -> list[Exchange]:
         """Connections that ended more than `grace` s ago without an exchange, as records
