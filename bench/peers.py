@@ -21,8 +21,9 @@ The BPF run time per request comes from a second, shorter wrk run right after
                                     [--variant NAME@APPDIR=ARGS ...] [--stats-seconds 3]
                                     [--floor]
 
-`--floor` adds a column of empty bpftrace programs at record's attach points (`FLOOR`):
-what the traps and program dispatch alone cost (needs bpftrace).
+`--floor` adds a column of empty bpftrace programs at record's attach points (`FLOOR`) and a
+drop-all packet socket on lo: what the traps, program dispatch and packet delivery alone
+cost (needs bpftrace); `--floor-split` adds the same without the packet socket.
 
 A tool that is not installed prints "not installed" and its column is skipped. Writes
 bench/results/peers.json. Needs root, wrk; tcpdump and bpfcc-tools for the peer columns.
@@ -173,8 +174,8 @@ class Floor:
     """bpftrace with an empty program at each of record's attach points (`FLOOR`), and a
     packet socket on lo that drops every packet."""
 
-    def __init__(self, mode: str, binary: str) -> None:
-        self.sock = _drop_all_packet_socket()
+    def __init__(self, mode: str, binary: str, sock: bool = True) -> None:
+        self.sock = _drop_all_packet_socket() if sock else None
         script = " ".join(p.format(nginx=binary) + " {}" for p in FLOOR[mode])
         self.proc = subprocess.Popen(["bpftrace", "-e", script], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -193,7 +194,8 @@ class Floor:
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGINT)
         self.proc.communicate(timeout=60)
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
         return {}
 
 
@@ -222,7 +224,8 @@ class Record:
 
 def _attach(kind: str, lab: Any, tmp: Path, extra: list[str], env: dict[str, str] | None) -> Any:
     if kind.startswith("floor-"):
-        return Floor(kind.removeprefix("floor-"), lab.nginx_bin)
+        mode, _, nosock = kind.removeprefix("floor-").partition("-")
+        return Floor(mode, lab.nginx_bin, sock=not nosock)
     if kind == "tcpdump":
         return Tcpdump(tmp)
     if kind == "sslsniff":
@@ -286,6 +289,8 @@ def main() -> int:
     ap.add_argument("--floor", action="store_true",
                     help="also a column of empty bpftrace programs at record's attach points: "
                          "the traps' and dispatch's share of record's cost")
+    ap.add_argument("--floor-split", action="store_true",
+                    help="with --floor, also the floor without the packet socket (column floornosock)")
     ap.add_argument("--out", default="peers")
     args = ap.parse_args()
     os.environ.pop("NGXSCOPE_CPU_BUDGET", None)   # record's default budget, as a user runs it
@@ -310,7 +315,7 @@ def main() -> int:
             wrk(url, 2, 20)   # warm-up
             kinds = ["none", *variants]
             if args.floor and shutil.which("bpftrace"):
-                kinds.append("floor")
+                kinds += ["floor", "floornosock"] if args.floor_split else ["floor"]
             elif args.floor:
                 print(f"{mode}: bpftrace not installed: the floor column is skipped", flush=True)
             peer = peers[mode]
@@ -323,7 +328,8 @@ def main() -> int:
                 order = kinds if rnd % 2 == 0 else [kinds[0], *reversed(kinds[1:])]
                 for kind in order:
                     extra = variants.get(kind, [])
-                    kind_ = "record" if kind in variants else f"floor-{mode}" if kind == "floor" else kind
+                    kind_ = ("record" if kind in variants else f"floor-{mode}" if kind == "floor"
+                             else f"floor-{mode}-nosock" if kind == "floornosock" else kind)
                     try:
                         r = one_run(lab, url, args.seconds, kind_, tmp, extra, args.stats_seconds,
                                     trees.get(kind))
