@@ -62,6 +62,7 @@ from _common import (
     wrk,
 )
 
+from ngxscope.capture.wire import WireCapture
 from ngxscope.lab.nginx import LabNginx
 from ngxscope.model import Exchange
 from ngxscope.store.session import SessionReader
@@ -163,7 +164,7 @@ def _drop_all_packet_socket() -> socket.socket:
     """AF_PACKET on lo, sent copies ignored (PACKET_IGNORE_OUTGOING), a classic BPF filter
     `ret #0`: every received packet runs a filter and is dropped."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))   # ETH_P_ALL
-    sock.setsockopt(263, 23, 1)   # SOL_PACKET, PACKET_IGNORE_OUTGOING
+    WireCapture._ignore_outgoing(sock)   # as record's own loopback socket
     insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))   # BPF_RET|BPF_K 0
     sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HxxxxxxQ", 1, ctypes.addressof(insn)))  # SO_ATTACH_FILTER
     sock.bind(("lo", 0))
@@ -287,8 +288,9 @@ def main() -> int:
                          "for the BPF run time per request (0: no BPF figure); throughput and CPU are "
                          "measured with the statistics off")
     ap.add_argument("--floor", action="store_true",
-                    help="also a column of empty bpftrace programs at record's attach points: "
-                         "the traps' and dispatch's share of record's cost")
+                    help="also a column of empty bpftrace programs at record's attach points and a "
+                         "packet socket on lo that drops every packet: the traps', dispatch's and "
+                         "packet delivery's share of record's cost")
     ap.add_argument("--floor-split", action="store_true",
                     help="with --floor, also the floor without the packet socket (column floornosock)")
     ap.add_argument("--out", default="peers")
