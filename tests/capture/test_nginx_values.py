@@ -20,7 +20,7 @@ import pytest
 from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx, free_port
 
-from .truth import by_client, request_fields, unequal
+from .truth import by_client, client_socket, request_fields, unequal
 
 pytestmark = pytest.mark.capture
 
@@ -93,28 +93,9 @@ _TLS: list[tuple[str, bytes, float | None]] = [
 ]
 
 
-_CLIENT_PORTS: set[int] = set()
-"""Client ports used so far: requests are told apart by client address."""
-
-
-def _client_socket(host: str) -> socket.socket:
-    """A socket bound to a client port no earlier request used. Loopback lets connect()
-    take a port still in TIME_WAIT (net.ipv4.tcp_tw_reuse=2), so two requests could share a
-    client address; bound before connecting, a used port is let go with nothing sent."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    while True:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.bind((host, 0))
-        port = sock.getsockname()[1]
-        if port not in _CLIENT_PORTS:
-            _CLIENT_PORTS.add(port)
-            return sock
-        sock.close()
-
-
 def _send(port: int, data: bytes, wait: float | None, tls: bool, host: str = "127.0.0.1") -> str:
     """One request on its own connection; returns the client address as nginx logs it."""
-    raw = _client_socket(host)
+    raw = client_socket(host)
     raw.settimeout(10)
     raw.connect((host, port))
     sock: socket.socket = raw

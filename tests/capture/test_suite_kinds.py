@@ -40,6 +40,8 @@ from ngxscope.lab.config import nginx_addr
 from ngxscope.lab.nginx import LabNginx, free_ports
 from ngxscope.model import Exchange, nginx_list
 
+from .truth import client_socket
+
 pytestmark = pytest.mark.capture
 
 _SERVER = """
@@ -198,7 +200,9 @@ def _lf_backend(server: socket.socket, stop: threading.Event) -> None:
 
 def _send(port: int, data: bytes, wait: float | None = None) -> str:
     """One request on its own connection, read to the end (or closed after `wait` s)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with client_socket() as sock:
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
         host, cport = sock.getsockname()[:2]
         sock.sendall(data)
         if wait is not None:

@@ -8,13 +8,14 @@ fields that differ; `compare` is the whole check of the lab's standard log forma
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ngxscope.lab.config import nginx_addr
 from ngxscope.model import Exchange
 
-__all__ = ["CLOCK_SLACK", "by_client", "by_lab_id", "compare", "lab_id", "pair_lines", "request_fields",
+__all__ = ["CLOCK_SLACK", "by_client", "by_lab_id", "client_socket", "compare", "lab_id", "pair_lines", "request_fields",
            "request_label", "unequal"]
 
 Line = dict[str, Any]
@@ -114,3 +115,22 @@ def compare(log: list[Line], exchanges: list[Exchange]) -> list[str]:
         if ex.error:
             problems.append(f"{label}: error {ex.error}")
     return problems
+
+
+_CLIENT_PORTS: set[int] = set()
+"""Client ports used so far: requests are told apart by client address."""
+
+
+def client_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a client port no earlier request used. Loopback lets connect()
+    take a port still in TIME_WAIT (net.ipv4.tcp_tw_reuse=2), so two requests could share a
+    client address; bound before connecting, a used port is let go with nothing sent."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+        if port not in _CLIENT_PORTS:
+            _CLIENT_PORTS.add(port)
+            return sock
+        sock.close()
