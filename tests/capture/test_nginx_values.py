@@ -95,9 +95,7 @@ _TLS: list[tuple[str, bytes, float | None]] = [
 
 def _send(port: int, data: bytes, wait: float | None, tls: bool, host: str = "127.0.0.1") -> str:
     """One request on its own connection; returns the client address as nginx logs it."""
-    raw = client_socket(host)
-    raw.settimeout(10)
-    raw.connect((host, port))
+    raw = client_socket(host, port)
     sock: socket.socket = raw
     if tls:
         ctx = ssl.create_default_context()

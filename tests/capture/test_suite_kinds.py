@@ -200,9 +200,7 @@ def _lf_backend(server: socket.socket, stop: threading.Event) -> None:
 
 def _send(port: int, data: bytes, wait: float | None = None) -> str:
     """One request on its own connection, read to the end (or closed after `wait` s)."""
-    with client_socket() as sock:
-        sock.settimeout(10)
-        sock.connect(("127.0.0.1", port))
+    with client_socket("127.0.0.1", port) as sock:
         host, cport = sock.getsockname()[:2]
         sock.sendall(data)
         if wait is not None:

@@ -121,16 +121,18 @@ _CLIENT_PORTS: set[int] = set()
 """Client ports used so far: requests are told apart by client address."""
 
 
-def client_socket(host: str = "127.0.0.1") -> socket.socket:
-    """A socket bound to a client port no earlier request used. Loopback lets connect()
-    take a port still in TIME_WAIT (net.ipv4.tcp_tw_reuse=2), so two requests could share a
-    client address; bound before connecting, a used port is let go with nothing sent."""
+def client_socket(host: str, port: int, timeout: float = 10.0) -> socket.socket:
+    """A connection to host:port from a client port no earlier request used. Loopback lets
+    connect() take a port still in TIME_WAIT (net.ipv4.tcp_tw_reuse=2), so two requests could
+    share a client address; bound before connecting, a used port is let go with nothing sent."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.bind((host, 0))
-        port = sock.getsockname()[1]
-        if port not in _CLIENT_PORTS:
-            _CLIENT_PORTS.add(port)
+        mine = sock.getsockname()[1]
+        if mine not in _CLIENT_PORTS:
+            _CLIENT_PORTS.add(mine)
+            sock.settimeout(timeout)
+            sock.connect((host, port))
             return sock
         sock.close()
