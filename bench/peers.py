@@ -156,7 +156,7 @@ _FLOOR_COMMON = [
 FLOOR = {
     "plain": _FLOOR_COMMON,
     "tls": [*_FLOOR_COMMON, "uprobe:{nginx}:ngx_ssl_recv", "uretprobe:{nginx}:ngx_ssl_recv",
-            "uprobe:{nginx}:ngx_ssl_write", "uretprobe:{nginx}:ngx_ssl_write"],
+            "uprobe:{nginx}:ngx_ssl_write"],   # entry only (bpf/capture.c ssl_write_enter)
 }
 
 

@@ -72,6 +72,8 @@ struct conn_state {
     __u16 base_seq;         /* `requests` after the last of them */
     __u64 base_recvd;       /* `recvd` and `sent` then */
     __u64 base_sent;
+    __u64 tls_wbase;        /* nginx's c->sent at the last ngx_ssl_write entry */
+    __u64 tls_wsize;        /* the bytes that call was given, already sent to user space */
 };
 
 struct call_args {
@@ -653,9 +655,40 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
 /* ssize_t ngx_ssl_recv(ngx_connection_t *c, u_char *buf, size_t size) */
 int ssl_recv_enter(struct pt_regs *ctx)  { return enter(ctx, F_RECV, 1); }
 int ssl_recv_leave(struct pt_regs *ctx)  { return leave(ctx, F_RECV, EV_RECV); }
-/* ssize_t ngx_ssl_write(ngx_connection_t *c, u_char *data, size_t size) */
-int ssl_write_enter(struct pt_regs *ctx) { return enter(ctx, F_SEND, 1); }
-int ssl_write_leave(struct pt_regs *ctx) { return leave(ctx, F_SEND, EV_SEND); }
+/* ssize_t ngx_ssl_write(ngx_connection_t *c, u_char *data, size_t size), at its entry only:
+ * a return probe is a second trap per response for one fact, the byte count, and that is
+ * known here. nginx does not set SSL_MODE_ENABLE_PARTIAL_WRITE, so SSL_write writes all of
+ * `size` or fails; ngx_ssl_write adds n to c->sent only when it succeeds. A call that finds
+ * c->sent where the previous one left it is that call again (SSL_write said WANT_WRITE and
+ * OpenSSL requires the same buffer, which nginx may have filled further since): only its
+ * bytes past the previous call's size are new. What a failed last write was given (the
+ * connection then closes) is shown as sent: ngx_close_connection's c->sent tells the truth. */
+int ssl_write_enter(struct pt_regs *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (!is_target(pid_tgid >> 32))
+        return 0;
+    struct call_args a = {};
+    a.c = PT_REGS_PARM1(ctx);
+    a.arg = PT_REGS_PARM2(ctx);
+    a.tls = 1;
+    u64 size = PT_REGS_PARM3(ctx), sent = 0;
+    if ((s64)size <= 0 || bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
+        return 0;
+    bpf_probe_read_user(&sent, sizeof(sent), (void *)(a.c + OFF_SENT));
+    struct conn_state *st = get_conn(a.c, a.fd, 1, bpf_ktime_get_ns(), pid_tgid);
+    if (!st)
+        return io_done(pid_tgid, a, size, F_SEND, EV_SEND, 0);
+    u64 seen = st->tls_wsize && sent == st->tls_wbase ? st->tls_wsize : 0;
+    st->tls_wbase = sent;
+    st->tls_wsize = size > seen ? size : seen;
+    if (seen)
+        count(CNT_TLS_RETRIES, 1);
+    if (size <= seen)
+        return 0;
+    a.arg += seen;
+    return io_done(pid_tgid, a, size - seen, F_SEND, EV_SEND, st);
+}
 /* ssize_t ngx_unix_recv(ngx_connection_t *c, u_char *buf, size_t size) */
 int recv_enter(struct pt_regs *ctx)      { return enter(ctx, F_RECV, 0); }
 int recv_leave(struct pt_regs *ctx)      { return leave(ctx, F_RECV, EV_RECV); }
@@ -729,6 +762,12 @@ int close_enter(struct pt_regs *ctx)
     h.conn_ts = st->conn_ts;
     h.recvd = st->recvd;
     h.sent = st->sent;
+    if (st->tls_wsize) {   /* the last ngx_ssl_write failed (c->sent did not move): not sent */
+        u64 csent = 0;
+        bpf_probe_read_user(&csent, sizeof(csent), (void *)(c + OFF_SENT));
+        if (csent == st->tls_wbase && h.sent >= st->tls_wsize)
+            h.sent -= st->tls_wsize;
+    }
     h.flags = st->flags;
     conns.delete(&key);
     submit(&h, sizeof(h));

@@ -73,7 +73,8 @@
 #define CNT_CONNS_FULL  4   /* connections not followed: the connection map was full */
 #define CNT_SHED        5   /* payload events shed under ring-buffer pressure */
 #define CNT_SAMPLED     6   /* payload events skipped: their exchange was sampled out (CPU budget) */
-#define CNT_MAX         7
+#define CNT_TLS_RETRIES 7   /* ngx_ssl_write calls that repeat one SSL_write said WANT_WRITE to */
+#define CNT_MAX         8
 
 /* The ring buffer's accounting (BPF_ARRAY rbstate): the index of each position. */
 #define RB_PRODUCED   0   /* bytes of ring-buffer records written (headers and padding included) */

@@ -131,7 +131,8 @@ HIST_UPSTREAM = 1
 
 LINE_CAP = 128
 
-COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled"]
+COUNTER_NAMES = ["events", "lost", "truncated", "args_full", "conns_full", "shed", "sampled",
+                 "tls_retries"]
 """The kernel's per-CPU counters, by index: `CNT_<NAME>` in events.h."""
 CNT_MAX = len(COUNTER_NAMES)
 

@@ -38,7 +38,7 @@ PROBES: list[tuple[str, str, str | None, bool]] = [
     ("ngx_unix_send", "send_enter", "send_leave", False),
     ("ngx_readv_chain", "readv_enter", "readv_leave", False),
     ("ngx_ssl_recv", "ssl_recv_enter", "ssl_recv_leave", False),
-    ("ngx_ssl_write", "ssl_write_enter", "ssl_write_leave", False),
+    ("ngx_ssl_write", "ssl_write_enter", None, False),   # entry only (bpf/capture.c)
     ("ngx_http_upstream_init", "upstream_init_enter", None, False),
     ("ngx_http_init_connection", "http_init_enter", None, False),
 ]
