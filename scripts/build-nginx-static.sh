@@ -140,7 +140,7 @@ compile_nginx() {
 }
 
 check_static() {  # the binary must not need libssl/libcrypto at run time
-  if readelf -d "$1" | grep -Eq 'NEEDED.*lib(ssl|crypto)'; then die "$1 links libssl dynamically"; fi
+  if grep -Eq 'NEEDED.*lib(ssl|crypto)' <<<"$(readelf -d "$1")"; then die "$1 links libssl dynamically"; fi
 }
 
 install_variant() {  # $1 variant, $2 built binary, $3 description for openssl.txt (nosym only)
@@ -164,15 +164,20 @@ relink_nosym() {  # $1 variant, $2 description: the same objects, nothing export
   sed -i "s|-Wl,-E|-Wl,--version-script=$WORK/local.map -Wl,--exclude-libs,ALL|" objs/Makefile
   rm -f objs/nginx
   make -f objs/Makefile objs/nginx >>"$WORK/make.log" 2>&1 || { tail -30 "$WORK/make.log" >&2; die "relink failed"; }
-  if readelf --dyn-syms -W objs/nginx | awk '$7 != "UND"' | grep -Eq ' (ngx_|SSL_)'; then
+  if grep -Eq ' (ngx_|SSL_)' <<<"$(readelf --dyn-syms -W objs/nginx | awk '$7 != "UND"')"; then
     die "$1 still exports ngx_*/SSL_* symbols"
   fi
-  readelf -S -W objs/nginx | grep -q ' .symtab ' || die "$1: the unstripped link has no .symtab"
+  grep -q ' .symtab ' <<<"$(readelf -S -W objs/nginx)" || die "$1: the unstripped link has no .symtab"
   install_variant "$1" objs/nginx "$2"
 }
 
+# `cmd | grep -q` under pipefail fails when grep exits at its match before cmd has written
+# everything (cmd dies of SIGPIPE): CI once died here with the right version in the output.
+# So a command's whole output is taken first, then searched.
 built_with() {  # $1 nginx binary, $2 expected "OpenSSL x.y.z" prefix
-  "$1" -V 2>&1 | grep -q "built with $2" || die "$1: not built with $2 ($("$1" -V 2>&1 | grep -o 'built with [^(]*'))"
+  local v
+  v=$("$1" -V 2>&1)
+  grep -q "built with $2" <<<"$v" || die "$1: not built with $2 ($(grep -o 'built with [^(]*' <<<"$v"))"
 }
 
 # -- the installed libssl-dev ----------------------------------------------------------------
