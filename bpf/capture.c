@@ -358,17 +358,24 @@ static __always_inline void owner_of(u32 tgid, u64 c, struct ev_header *h, u8 *d
     }
 }
 
+/* A probed ngx_* call's connection (its first argument) and c->fd into *a: 0 when the
+ * process is not a target or the fd cannot be read. */
+static __always_inline int call_conn(struct pt_regs *ctx, u64 pid_tgid, struct call_args *a)
+{
+    if (!is_target(pid_tgid >> 32))
+        return 0;
+    a->c = PT_REGS_PARM1(ctx);
+    return bpf_probe_read_user(&a->fd, sizeof(a->fd), (void *)(a->c + OFF_FD)) == 0;
+}
+
 static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!is_target(pid_tgid >> 32))
-        return 0;
     struct call_args a = {};
-    a.c = PT_REGS_PARM1(ctx);
+    if (!call_conn(ctx, pid_tgid, &a))
+        return 0;
     a.arg = PT_REGS_PARM2(ctx);
     a.tls = tls;
-    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
-        return 0;
     call_save(pid_tgid ^ ((u64)fn << 56), &a);
     return 0;
 }
@@ -661,20 +668,18 @@ int ssl_recv_leave(struct pt_regs *ctx)  { return leave(ctx, F_RECV, EV_RECV); }
  * `size` or fails; ngx_ssl_write adds n to c->sent only when it succeeds. A call that finds
  * c->sent where the previous one left it is that call again (SSL_write said WANT_WRITE and
  * OpenSSL requires the same buffer, which nginx may have filled further since): only its
- * bytes past the previous call's size are new. What a failed last write was given (the
- * connection then closes) is shown as sent: ngx_close_connection's c->sent tells the truth. */
+ * bytes past the previous call's size are new. The bytes of a write that then fails for
+ * good (the connection closes) were sent to user space already: the completion and
+ * ngx_close_connection find c->sent unmoved and take them off the byte count. */
 int ssl_write_enter(struct pt_regs *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!is_target(pid_tgid >> 32))
-        return 0;
     struct call_args a = {};
-    a.c = PT_REGS_PARM1(ctx);
+    u64 size = PT_REGS_PARM3(ctx), sent = 0;
+    if ((s64)size <= 0 || !call_conn(ctx, pid_tgid, &a))
+        return 0;
     a.arg = PT_REGS_PARM2(ctx);
     a.tls = 1;
-    u64 size = PT_REGS_PARM3(ctx), sent = 0;
-    if ((s64)size <= 0 || bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
-        return 0;
     bpf_probe_read_user(&sent, sizeof(sent), (void *)(a.c + OFF_SENT));
     struct conn_state *st = get_conn(a.c, a.fd, 1, bpf_ktime_get_ns(), pid_tgid);
     if (!st)
@@ -700,13 +705,10 @@ int send_leave(struct pt_regs *ctx)      { return leave(ctx, F_SEND, EV_SEND); }
 int writev_enter(struct pt_regs *ctx)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!is_target(pid_tgid >> 32))
-        return 0;
     struct call_args a = {};
-    a.c = PT_REGS_PARM1(ctx);
-    u64 vec = PT_REGS_PARM2(ctx), cnt = 0;
-    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
+    if (!call_conn(ctx, pid_tgid, &a))
         return 0;
+    u64 vec = PT_REGS_PARM2(ctx), cnt = 0;
     bpf_probe_read_user(&a.arg, sizeof(a.arg), (void *)vec);       /* ngx_iovec_t.iovs */
     bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(vec + 8));     /* ngx_iovec_t.count */
     a.iovcnt = cnt > 0xFFFF ? 0xFFFF : cnt;

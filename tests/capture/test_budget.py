@@ -206,3 +206,30 @@ def test_contention_reads_this_kernel() -> None:
     assert 0.0 <= share <= 1.0
     assert Path("/proc/self/schedstat").exists(), "the kernel has no schedstat: nginx's wait is unseen"
     assert Path("/proc/pressure/cpu").exists(), "the kernel has no PSI: the machine's wait is unseen"
+
+
+def test_far_over_budget_steps_up_before_the_period_ends() -> None:
+    clocks, applied = Clocks(), []
+    gov = CpuGovernor(0.25, applied.append, period=0.5, fast=0.1, cpu_clock=lambda: clocks.cpu,
+                      wall_clock=lambda: clocks.wall)
+    clocks.spend(0.9, seconds=0.05)
+    assert gov.tick() is None   # too little of a period to judge
+    clocks.spend(0.9, seconds=0.05)
+    step = gov.tick()           # 0.1 s at 3.6x the budget: at once
+    assert step is not None and step.one_in == 4 and applied == [4]
+    clocks.spend(0.4, seconds=0.2)   # over budget, but not twice: waits for the whole period
+    assert gov.tick() is None
+    clocks.spend(0.4, seconds=0.3)
+    assert gov.tick() is not None and applied == [4, 8]
+    clocks.spend(0.01, seconds=0.1)  # under budget: nothing before the period's end
+    assert gov.tick() is None and applied == [4, 8]
+
+
+def test_fast_step_up_uses_the_yield_budget_while_yielding() -> None:
+    clocks, applied, waits = Clocks(), [], [0.5]
+    gov = CpuGovernor(0.25, applied.append, period=0.5, fast=0.1, cpu_clock=lambda: clocks.cpu,
+                      wall_clock=lambda: clocks.wall, contention=lambda: waits[0])
+    clocks.spend(0.6, seconds=0.5)
+    assert gov.tick() is not None and gov.yielding and applied == [16]
+    clocks.spend(0.1, seconds=0.2)   # 0.1 of a core: under 0.25, but over twice the yield budget
+    assert gov.tick() is not None and applied == [16, 64]

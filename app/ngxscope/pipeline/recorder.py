@@ -128,10 +128,11 @@ class Recorder:
         # the governor's first second must not count the set-up (reading nginx's configuration,
         # compiling the socket filter: seconds of CPU) as the cost of watching
         if self.opts.cpu_budget > 0 and self.tracer.set_sampling(1):
-            # every half second: at saturation the first seconds, before sampling, cost most
+            # every half second, and at once (0.1 s) when far over budget: at saturation the
+            # first moments, before sampling, cost most
             contention = CpuContention(target.master, target.workers) if self.opts.yield_cpu else None
             self.governor = CpuGovernor(self.opts.cpu_budget, self.tracer.set_sampling, period=0.5,
-                                        contention=contention, exchanges=lambda: self.exchanges)
+                                        contention=contention, exchanges=lambda: self.exchanges, fast=0.1)
         self._start_kcounts()
         self._threads = [
             threading.Thread(target=self._capture_loop, name="ngxscope-capture", daemon=True),
