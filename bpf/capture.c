@@ -358,6 +358,13 @@ static __always_inline void owner_of(u32 tgid, u64 c, struct ev_header *h, u8 *d
     }
 }
 
+/* The bytes st's last ngx_ssl_write was given when that write failed for good: c->sent
+ * (csent) has not moved since its entry (ssl_write_enter). 0 otherwise. */
+static __always_inline u64 tls_unsent(struct conn_state *st, u64 csent)
+{
+    return st->tls_wsize && csent == st->tls_wbase && st->sent >= st->tls_wsize ? st->tls_wsize : 0;
+}
+
 /* A probed ngx_* call's connection (its first argument) and c->fd into *a: 0 when the
  * process is not a target or the fd cannot be read. */
 static __always_inline int call_conn(struct pt_regs *ctx, u64 pid_tgid, struct call_args *a)
@@ -764,11 +771,10 @@ int close_enter(struct pt_regs *ctx)
     h.conn_ts = st->conn_ts;
     h.recvd = st->recvd;
     h.sent = st->sent;
-    if (st->tls_wsize) {   /* the last ngx_ssl_write failed (c->sent did not move): not sent */
+    if (st->tls_wsize) {
         u64 csent = 0;
         bpf_probe_read_user(&csent, sizeof(csent), (void *)(c + OFF_SENT));
-        if (csent == st->tls_wbase && h.sent >= st->tls_wsize)
-            h.sent -= st->tls_wsize;
+        h.sent -= tls_unsent(st, csent);
     }
     h.flags = st->flags;
     conns.delete(&key);

@@ -383,10 +383,9 @@ static __always_inline int request_event(struct pt_regs *ctx, u8 kind, int count
             if (st->tls_wsize) {   /* ngx_ssl_write is seen at its entry (bpf/capture.c) */
                 if (!rs)
                     bpf_probe_read_user(&c_sent, sizeof(c_sent), (void *)(c + OFF_SENT));
-                /* c->sent did not move since: that last write failed for good (nginx frees
-                 * no request with bytes still to write), its bytes were never sent */
-                if (c_sent == st->tls_wbase && st->sent >= st->tls_wsize)
-                    st->sent -= st->tls_wsize;
+                /* nginx frees no request with bytes still to write: a last write not
+                 * counted in c->sent failed for good, its bytes were never sent */
+                st->sent -= tls_unsent(st, c_sent);
                 st->tls_wsize = 0;
             }
 #if REQ_LOG
