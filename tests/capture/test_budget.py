@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,13 +30,13 @@ class Clocks:
         self.cpu += fraction * seconds
 
 
-def make(budget: float = 0.25, waits: list[float] | None = None) -> tuple[CpuGovernor, Clocks, list[int]]:
+def make(budget: float = 0.25, waits: list[float] | None = None, **opts: Any) -> tuple[CpuGovernor, Clocks, list[int]]:
     """A governor on fake clocks; with `waits`, nginx's CPU wait is waits[0] each period
-    (change the list's first item to change it)."""
+    (change the list's first item to change it); `opts` go to CpuGovernor (period, fast)."""
     clocks, applied = Clocks(), []
     contention = (lambda: waits[0]) if waits is not None else None
     gov = CpuGovernor(budget, applied.append, cpu_clock=lambda: clocks.cpu, wall_clock=lambda: clocks.wall,
-                      contention=contention)
+                      contention=contention, **opts)
     return gov, clocks, applied
 
 
@@ -209,9 +210,7 @@ def test_contention_reads_this_kernel() -> None:
 
 
 def test_far_over_budget_steps_up_before_the_period_ends() -> None:
-    clocks, applied = Clocks(), []
-    gov = CpuGovernor(0.25, applied.append, period=0.5, fast=0.1, cpu_clock=lambda: clocks.cpu,
-                      wall_clock=lambda: clocks.wall)
+    gov, clocks, applied = make(period=0.5, fast=0.1)
     clocks.spend(0.9, seconds=0.05)
     assert gov.tick() is None   # too little of a period to judge
     clocks.spend(0.9, seconds=0.05)
@@ -226,9 +225,7 @@ def test_far_over_budget_steps_up_before_the_period_ends() -> None:
 
 
 def test_fast_step_up_uses_the_yield_budget_while_yielding() -> None:
-    clocks, applied, waits = Clocks(), [], [0.5]
-    gov = CpuGovernor(0.25, applied.append, period=0.5, fast=0.1, cpu_clock=lambda: clocks.cpu,
-                      wall_clock=lambda: clocks.wall, contention=lambda: waits[0])
+    gov, clocks, applied = make(waits=[0.5], period=0.5, fast=0.1)
     clocks.spend(0.6, seconds=0.5)
     assert gov.tick() is not None and gov.yielding and applied == [16]
     clocks.spend(0.1, seconds=0.2)   # 0.1 of a core: under 0.25, but over twice the yield budget
