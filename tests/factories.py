@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ngxscope.decode.wire import ConnTracker, Segment
 from ngxscope.model import Exchange, LifecycleEvent, UpstreamAttempt
 
 __all__ = ["BASE_TIME", "keepalive_health", "make_event", "make_exchange", "one_shot_server", "reset_counter",
@@ -185,3 +186,13 @@ def synthetic_history(seconds: int, per_second: int | Callable[[int], int], seed
     for k in range(seconds, 0, -1):
         history += src.generate(rate(k), now=now - k + 1, spread=1.0)
     return history
+
+
+def closed_connection(tracker: ConnTracker, client: str, server: str, t: float) -> None:
+    """A connection's handshake and the client's FIN from `t` on, as the socket filter
+    passes them, fed to a wire tracker."""
+    syn, ack, fin = 0x02, 0x10, 0x01
+    for flags, src, dst in ((syn, client, server), (syn | ack, server, client), (ack, client, server),
+                            (fin | ack, client, server)):
+        tracker.feed(Segment(t, src, dst, 1, flags, b""))
+        t += 0.001

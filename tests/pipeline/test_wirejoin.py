@@ -6,14 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from factories import make_exchange
+from factories import closed_connection, make_exchange
 from ngxscope.decode.tlswire import ClientHello, ServerHello, TlsAlert
-from ngxscope.decode.wire import ConnFacts, Segment
+from ngxscope.decode.wire import ConnFacts
 from ngxscope.pipeline import wirejoin
 from ngxscope.pipeline.errorlog import HandshakeErrors, parse_failure
 from ngxscope.pipeline.wirejoin import WireJoin, apply_facts, record_for
-
-_SYN, _ACK, _FIN = 0x02, 0x10, 0x01
 
 LINE = ("2026/12/06 20:31:12 [info] 8096#8096: *123 SSL_do_handshake() failed (SSL: error:0A000102:"
         "SSL routines::unsupported protocol) while SSL handshaking, client: 127.0.0.1, server: 127.0.0.1:8443")
@@ -100,11 +98,7 @@ def test_tls_connections_a_method_cannot_see_are_counted_not_recorded() -> None:
 
 
 def _closed_conn(join: WireJoin, client: str, server: str, t: float) -> None:
-    """A connection's handshake and the client's FIN, as the filter passes them."""
-    for flags, src, dst in ((_SYN, client, server), (_SYN | _ACK, server, client), (_ACK, client, server),
-                            (_FIN | _ACK, client, server)):
-        join.tracker.feed(Segment(t, src, dst, 1, flags, b""))
-        t += 0.001
+    closed_connection(join.tracker, client, server, t)
 
 
 def test_a_connection_counted_in_the_kernel_is_no_record() -> None:

@@ -67,6 +67,9 @@ class RingReader:
         self._view = memoryview(self._data)
         self.consumed = _U64.unpack_from(self._cons, 0)[0]
         """The consumer position: bytes of records read so far (padding included)."""
+        self.caught_up = False
+        """The last drain read every record reserved before it (none left, none still
+        being written): whatever was produced before it started has been read."""
 
     def drain(self, limit: int = 1 << 30) -> list[bytes]:
         """Every committed record (up to `limit` bytes of them), oldest first, as bytes."""
@@ -81,6 +84,7 @@ class RingReader:
         if out or cons != self.consumed:
             _U64.pack_into(self._cons, 0, cons)
         self.consumed = cons
+        self.caught_up = cons == prod
         return out
 
     def close(self) -> None:

@@ -183,6 +183,9 @@ class Tracer:
         """(st_dev, st_ino) of every executable the probes are attached to."""
         self.verifier_log = ""
         """What the kernel verifier (or the compiler) printed when loading failed."""
+        self.read_until = 0.0
+        """Unix time before which every record the programs made has been handed to the
+        sink: the start of the last poll that left the ring buffer empty."""
         self.syscall_io, self.io_reason = self.io_mode()
         self.syscall_regs = self.syscall_io and config.syscall_regs and _has_task_pt_regs()
         if self.syscall_regs:
@@ -406,10 +409,14 @@ class Tracer:
         reader = self._reader  # opened with the programs, closed by stop()
         if reader is None:
             return
+        started = time.time()
         records = reader.drain(8 << 20)
         if not records and timeout_ms > 0:
             time.sleep(min(timeout_ms, 10) / 1000)
+            started = time.time()
             records = reader.drain(8 << 20)
+        if reader.caught_up:
+            self.read_until = started
         # tell the programs how far we have read (they shed payload when far behind)
         self._rbstate[ctypes.c_int(RB_CONSUMED)] = ctypes.c_uint64(reader.consumed)
         if records:

@@ -54,7 +54,11 @@ class Recorder:
         self.tracer: Tracer | None = None
         self.started = 0.0
         self.assembler: Assembler | None = None
-        self._raw: queue.Queue[list[RawEvent] | None] = queue.Queue(maxsize=4096)
+        self._raw: queue.Queue[tuple[float, list[RawEvent]] | None] = queue.Queue(maxsize=4096)
+        """Batches for the decode thread, each with the time before which every record the
+        programs made is in it or an earlier batch (0: no news; None: the end)."""
+        self._decoded_until = 0.0
+        """That time for the batches decoded so far."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._batch: list[RawEvent] = []
@@ -183,20 +187,23 @@ class Recorder:
     def _capture_loop(self) -> None:
         assert self.tracer is not None
         try:
+            tracer, told = self.tracer, 0.0
             while not self._stop.is_set():
-                self.tracer.poll(50)
-                if self._batch:
-                    self._hand_over(self._take_batch())
-            self.tracer.poll(0)  # what arrived before the stop
+                tracer.poll(50)
+                # an idle ring still tells the decoder how far the programs' records go
+                if self._batch or (tracer.read_until - told >= 0.2 and self._raw.empty()):
+                    told = tracer.read_until
+                    self._hand_over((told, self._take_batch()))
+            tracer.poll(0)  # what arrived before the stop
             if self._batch:
-                self._hand_over(self._take_batch())
+                self._hand_over((tracer.read_until, self._take_batch()))
         except Exception as exc:  # surface to the main thread instead of dying silently
             self.decode_error = exc
             self.end_reason = f"capture failed: {exc}"
         finally:
             self._hand_over(None)
 
-    def _hand_over(self, batch: list[RawEvent] | None) -> None:
+    def _hand_over(self, batch: tuple[float, list[RawEvent]] | None) -> None:
         # Blocks while the decoder catches up (the ring buffer absorbs the burst, and its
         # overflow is counted in the kernel); gives up only if the decoder has died.
         while True:
@@ -212,7 +219,7 @@ class Recorder:
         while not self._stop.wait(0.1):
             if self.wire is not None and time.time() - self._wire_flushed >= 0.5:
                 try:  # wake the decode thread: it emits the wire's connection records
-                    self._raw.put_nowait([])
+                    self._raw.put_nowait((0.0, []))
                 except queue.Full:
                     pass
             try:
@@ -233,9 +240,10 @@ class Recorder:
         feed = self.assembler.feed
         watch = self.watch
         while True:
-            batch = self._raw.get()
-            if batch is None:
+            item = self._raw.get()
+            if item is None:
                 return
+            read_until, batch = item
             try:
                 for ev in batch:
                     kind = ev.kind
@@ -244,6 +252,8 @@ class Recorder:
                     feed(ev)
                     if kind == EV_EXIT:
                         watch.on_exit(ev.pid, ev.ts)
+                if read_until:
+                    self._decoded_until = read_until
                 if self.wire is not None and time.time() - self._wire_flushed >= 0.5:
                     self._flush_wire()
             except Exception as exc:
@@ -327,11 +337,16 @@ class Recorder:
         self.emit_event(LifecycleEvent(ts=time.time(), kind="wire", detail=line))
 
     def _flush_wire(self, now: float | None = None) -> None:
-        """Records of the connections that ended without a request (decode thread: ids)."""
+        """Records of the connections that ended without a request (decode thread: ids).
+        Their grace runs on the decoder's time, not the wall clock's: a decoder behind by
+        more than the grace has not yet seen the EV_COUNTED of a connection whose requests
+        were all counted in the kernel, and would call it "closed before a request"."""
         assert self.wire is not None and self.assembler is not None
         self._wire_flushed = time.time()
         self.wire.pump(0.0)
         emitter = self.assembler.emitter
+        if now is None:
+            now = min(self._wire_flushed, self._decoded_until)
         for rec in self.wire.closed_records(emitter.next_id, now):
             emitter.next_id = rec.id + 1
             self._deliver(rec)
