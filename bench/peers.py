@@ -55,6 +55,7 @@ from _common import (
     machine,
     pin_lab,
     prog_delta,
+    prog_names,
     prog_stats,
     start_record,
     urls,
@@ -244,7 +245,12 @@ def _bpf_pass(lab: Any, url: str, seconds: float, pid: int) -> dict[str, float]:
     time.sleep(0.3)
     n = max(1, lab.log_line_count() - l0)
     d = prog_delta(p0, p1)
-    return {"bpf_us": sum(v["run_time_ns"] for v in d.values()) / n / 1000}
+    progs: dict[str, list[float]] = {}
+    for pid_, name in prog_names(list(d)).items():
+        us, runs = progs.setdefault(name, [0.0, 0.0])
+        progs[name] = [us + d[pid_]["run_time_ns"] / n / 1000, runs + d[pid_]["run_cnt"] / n]
+    return {"bpf_us": sum(v["run_time_ns"] for v in d.values()) / n / 1000,
+            "bpf_progs": {k: v for k, v in progs.items() if v[1]}}
 
 
 def one_run(lab: Any, url: str, seconds: float, kind: str, tmp: Path, extra: list[str],
@@ -363,6 +369,9 @@ def _summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                                    r["worker_us"] - a["worker_us"] for r, a in zip(rs, base, strict=False))}
         if "bpf_us" in rs[0]:
             col["bpf_us"] = statistics.median(r["bpf_us"] for r in rs)
+            names = {name for r in rs for name in r.get("bpf_progs", {})}
+            col["bpf_progs"] = {name: [statistics.median(r.get("bpf_progs", {}).get(name, [0, 0])[i] for r in rs)
+                                       for i in (0, 1)] for name in names}
         if "logged_while_attached" in rs[0]:
             col["counted_of_logged"] = [(r["tool"]["rows"] + r["tool"]["counted"], r["logged_while_attached"])
                                         for r in rs]
@@ -387,6 +396,11 @@ def _print(res: dict[str, Any]) -> None:
             ratio = f"{c['ratio']:>11.3f}" if c["ratio"] is not None else f"{'-':>11}"
             print(f"{mode:6}{kind:12}{ratio}{statistics.median(c['rps']):>10.0f}{bpf}"
                   f"{c['worker_growth_us']:>11.1f}{c['tool_us']:>9.1f}{total:>9.1f}  {done}")
+        for kind, c in m["columns"].items():
+            progs = sorted(c.get("bpf_progs", {}).items(), key=lambda kv: -kv[1][0])
+            if progs:   # where the BPF time goes: us per request (runs per request)
+                print(f"{'':6}{kind:12}BPF by program: " + ", ".join(
+                    f"{name} {us:.2f} ({runs:.1f})" for name, (us, runs) in progs if us >= 0.005))
 
 
 if __name__ == "__main__":

@@ -245,11 +245,16 @@ static __always_inline struct conn_state *new_conn(u64 c, s32 fd, u8 tls, u64 ts
     return st;
 }
 
-/* The connection's state, created (and announced with EV_OPEN) on first sight. */
+/* The connection's state, created (and announced with EV_OPEN) on first sight; ts 0: the
+ * time is read only if it is needed (a new or unannounced connection). */
 static __always_inline struct conn_state *get_conn(u64 c, s32 fd, u8 tls, u64 ts, u64 pid_tgid)
 {
     struct conn_key key = {.pid = pid_tgid >> 32, .fd = fd};
     struct conn_state *st = conns.lookup(&key);
+    if (st && st->cptr == c && st->announced)
+        return st;
+    if (!ts)
+        ts = bpf_ktime_get_ns();
     if (st && st->cptr == c) {
         if (!st->announced) {
             if (tls)   /* made at connect(2) (bpf/syscalls.c), before nginx's TLS handshake */
@@ -486,6 +491,8 @@ static __always_inline void stage_copy(struct stage *sg, u32 base, u32 *have, u6
         *have += cl;
 }
 
+#define STAGE_IOVS 4   /* a writev's first iovecs staged (power of two) */
+
 /* Stage the bytes a call moved on st's sampled-out exchange (before st's counters move).
  * Returns the stage when this call's bytes are the first its direction holds (the status
  * line is then read there, not again in nginx's memory), else 0. */
@@ -507,19 +514,25 @@ static __always_inline struct stage *stage_io(struct conn_state *st, struct stag
     if (*have >= STAGE_CAP)
         return 0;   /* full: only the counters move on */
     u32 had = *have;
-    if (kind == EV_RECV && st->recvd != sg->req_off + sg->req_len)
-        return 0;   /* bytes were read that it does not hold: the rest would not follow them */
+    if (kind == EV_RECV ? st->recvd != sg->req_off + sg->req_len : st->sent != sg->resp_off + sg->resp_len)
+        return 0;   /* bytes moved that it does not hold (a failed read of nginx's memory, a
+                     * writev of more than STAGE_IOVS buffers): the rest would not follow them */
     if (fn == F_WRITEV) {
         u64 iovs = a->arg, cnt = a->iovcnt, left = ret;
+        /* the iovecs it needs in one read (a read of nginx's memory costs about the same
+         * for 16 bytes as for 64): a response is mostly two, its header and its body */
+        struct iovec iov[STAGE_IOVS] = {};
+        u64 nv = cnt < STAGE_IOVS ? cnt : STAGE_IOVS;
+        u64 got = capped(nv * sizeof(struct iovec), STAGE_IOVS * sizeof(struct iovec));
+        if (!got || bpf_probe_read_user(iov, got, (void *)iovs) < 0)
+            return 0;
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            if (i >= cnt || !left || *have >= STAGE_CAP)
+        for (int i = 0; i < STAGE_IOVS; i++) {
+            if (i >= nv || !left || *have >= STAGE_CAP)
                 break;
-            struct iovec iov = {};
-            bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovs + i * sizeof(struct iovec)));
-            u64 chunk = iov.iov_len < left ? iov.iov_len : left;
+            u64 chunk = iov[i].iov_len < left ? iov[i].iov_len : left;
             u32 before = *have;
-            stage_copy(sg, STAGE_CAP, have, chunk, (u64)iov.iov_base);
+            stage_copy(sg, STAGE_CAP, have, chunk, (u64)iov[i].iov_base);
             if (*have - before != chunk && *have < STAGE_CAP)
                 break;   /* a read failed: what follows would not be contiguous */
             left -= chunk;
@@ -550,12 +563,14 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
 static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, int fn, u8 kind,
                                    struct conn_state *known)
 {
-    u64 ts = bpf_ktime_get_ns();
+    /* the time is read only where it is used (~60 ns): a sampled-out call on a known
+     * connection needs it only for a request's first read */
+    u64 ts = 0;
     struct conn_state *st = known;
     if (!st)
-        st = get_conn(a.c, a.fd, a.tls, ts, pid_tgid);
+        st = get_conn(a.c, a.fd, a.tls, 0, pid_tgid);
     else if (!st->announced)   /* as get_conn does: its EV_OPEN was lost to a full ring */
-        announce(st, a.fd, ts, pid_tgid);
+        announce(st, a.fd, ts = bpf_ktime_get_ns(), pid_tgid);
     u32 cpu = bpf_get_smp_processor_id();
     struct data_event *e = scratch.lookup(&cpu);
     if (!e)
@@ -581,6 +596,8 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
             }
         } else if (kind == EV_RECV) {
             if (!st->req_start) {   /* the summary: when the request's first byte was read */
+                if (!ts)
+                    ts = bpf_ktime_get_ns();
                 st->req_start = ts;
                 e->h.clock = process_clock(pid_tgid >> 32);
                 st->req_start_clock = e->h.clock;
@@ -638,6 +655,9 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
         count(shed ? CNT_SHED : CNT_SAMPLED, 1);
         return 0;
     }
+    if (!ts)
+        ts = bpf_ktime_get_ns();
+    e->h.ts = ts;
     if (!e->h.clock)
         e->h.clock = process_clock(pid_tgid >> 32);
     if (st && (st->flags & EVF_CLIENT))
@@ -688,7 +708,7 @@ int ssl_write_enter(struct pt_regs *ctx)
     a.arg = PT_REGS_PARM2(ctx);
     a.tls = 1;
     bpf_probe_read_user(&sent, sizeof(sent), (void *)(a.c + OFF_SENT));
-    struct conn_state *st = get_conn(a.c, a.fd, 1, bpf_ktime_get_ns(), pid_tgid);
+    struct conn_state *st = get_conn(a.c, a.fd, 1, 0, pid_tgid);
     if (!st)
         return io_done(pid_tgid, a, size, F_SEND, EV_SEND, 0);
     u64 seen = st->tls_wsize && sent == st->tls_wbase ? st->tls_wsize : 0;

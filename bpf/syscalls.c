@@ -231,12 +231,16 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64)
 }
 
 /* connect(2) by a captured process: where its upstream connections go, for which request,
- * and whether the connect failed at once (a refused peer nginx will retry). */
+ * and whether the connect failed at once (a refused peer nginx will retry). With
+ * SYSCALL_REGS its arguments are read at the exit: no sys_enter_* tracepoint is attached at
+ * all then, and every syscall of the machine (not only connect's) skips the enter side's
+ * perf_syscall_enter. */
 struct connect_args {
     u64 addr;
     s32 fd;
     u32 len;
 };
+#if !SYSCALL_REGS
 BPF_HASH(connects, u64, struct connect_args, 4096);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
@@ -252,16 +256,25 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
     connects.update(&pid_tgid, &a);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+#if SYSCALL_REGS
+    if (!targets.lookup(&tgid))
+        return 0;
+    struct sys_regs regs;
+    sys_args(&regs);
+    struct connect_args a = {.addr = regs.si, .fd = (s32)regs.di, .len = (u32)regs.dx};
+#else
     struct connect_args *ap = connects.lookup(&pid_tgid);
     if (!ap)
         return 0;
     struct connect_args a = *ap;
     connects.delete(&pid_tgid);
-    u32 tgid = pid_tgid >> 32;
+#endif
     u32 cpu = bpf_get_smp_processor_id();
     struct ev_open *o = open_scratch.lookup(&cpu);
     if (!o)
@@ -297,6 +310,7 @@ struct sockerr_args {
     u64 optval;
     s32 fd;
 };
+#if !SYSCALL_REGS
 BPF_HASH(sockerrs, u64, struct sockerr_args, 1024);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_getsockopt)
@@ -309,10 +323,21 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getsockopt)
     sockerrs.update(&pid_tgid, &a);
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
+#if SYSCALL_REGS
+    u32 tgid = pid_tgid >> 32;
+    if (args->ret != 0 || !targets.lookup(&tgid))
+        return 0;
+    struct sys_regs regs;
+    sys_args(&regs);
+    if (regs.si != 1 || regs.dx != 4)   /* SOL_SOCKET, SO_ERROR */
+        return 0;
+    struct sockerr_args a = {.optval = regs.r10, .fd = (s32)regs.di};
+#else
     struct sockerr_args *ap = sockerrs.lookup(&pid_tgid);
     if (!ap)
         return 0;
@@ -320,6 +345,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_getsockopt)
     sockerrs.delete(&pid_tgid);
     if (args->ret != 0)
         return 0;
+#endif
     s32 err = 0;
     bpf_probe_read_user(&err, sizeof(err), (void *)a.optval);
     struct ev_header h = {};

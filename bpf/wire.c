@@ -36,6 +36,7 @@
 #define TH_SYN 0x02
 #define TH_RST 0x04
 #define TH_ACK 0x10
+#define TCP_TS_HLEN 32   /* a TCP header with the timestamp option (and two NOPs) */
 
 BPF_HASH(wire_listen, struct wire_listen, __u8, 256);
 BPF_TABLE("lru_hash", struct wire_flow_key, struct wire_flow, wire_flows, WIRE_FLOWS);
@@ -101,13 +102,19 @@ int wire_filter(struct __sk_buff *skb)
     if (skb->pkt_type == PACKET_OUTGOING && skb->ifindex == LOOPBACK_IFINDEX)
         return 0;
 
-    /* the Ethernet type, an IPv4 header without options and the start of TCP: one read */
+    /* the Ethernet type, an IPv4 header without options and the start of TCP: one read;
+     * in a frame long enough, also the rest of a TCP header with timestamps (Linux's
+     * usual 32 bytes) and the first two payload bytes, the TLS record type and version a
+     * data segment is judged by (a second helper call per data segment otherwise) */
     struct {
         __be16 eth_type;
         __u8 ip[20];
         struct tcp_start th;
+        __u8 opts[TCP_TS_HLEN - sizeof(struct tcp_start)];
+        __u8 rec[2];
     } __attribute__((packed)) h4;
-    if (bpf_skb_load_bytes(skb, 12, &h4, sizeof(h4)))
+    int long_read = skb->len >= 12 + sizeof(h4);
+    if (bpf_skb_load_bytes(skb, 12, &h4, long_read ? sizeof(h4) : __builtin_offsetof(typeof(h4), opts)))
         return 0;  /* shorter than any TCP/IPv4 frame */
     __u32 l3 = ETH_HLEN, l4, ip_end;
     __u8 family;
@@ -236,7 +243,9 @@ int wire_filter(struct __sk_buff *skb)
     }
 
     __u8 rec[9];
-    if (bpf_skb_load_bytes(skb, hdr_end, rec, 2))
+    if (long_read && hdr_end == ETH_HLEN + 20 + TCP_TS_HLEN && h4.eth_type == __builtin_bswap16(ETH_P_IP))
+        __builtin_memcpy(rec, h4.rec, 2);
+    else if (bpf_skb_load_bytes(skb, hdr_end, rec, 2))
         return 0;
     if (rec[0] == 22 && rec[1] == 3 && to_server && payload >= 9
         && !bpf_skb_load_bytes(skb, hdr_end, rec, 9) && rec[5] == 1) {
