@@ -97,21 +97,17 @@ def test_tls_connections_a_method_cannot_see_are_counted_not_recorded() -> None:
         join.stop()
 
 
-def _closed_conn(join: WireJoin, client: str, server: str, t: float) -> None:
-    closed_connection(join.tracker, client, server, t)
-
-
 def test_a_connection_counted_in_the_kernel_is_no_record() -> None:
     """All requests of a connection sampled out and counted in the kernel: no exchange joins
     it, yet it must not become a "closed before a request" record, whether the count comes
     before or after its packets reached the tracker."""
     join = WireJoin(["127.0.0.1:8080"], grace=1.0)
     server = "127.0.0.1:8080"
-    _closed_conn(join, "127.0.0.1:5001", server, 10.0)   # counted after its packets were read
+    closed_connection(join.tracker, "127.0.0.1:5001", server, 10.0)   # counted after its packets were read
     join.counted("127.0.0.1:5001", server)
     join.counted("127.0.0.1:5002", server)               # counted before its packets were read
-    _closed_conn(join, "127.0.0.1:5002", server, 10.0)
-    _closed_conn(join, "127.0.0.1:5003", server, 10.0)   # no request at all
+    closed_connection(join.tracker, "127.0.0.1:5002", server, 10.0)
+    closed_connection(join.tracker, "127.0.0.1:5003", server, 10.0)   # no request at all
     join.counted("10.0.0.9:7", server)                   # never followed: forgotten in time
     recs = join.closed_records(1, now=20.0)
     assert [(r.client, r.conn_outcome) for r in recs] == [("127.0.0.1:5003", "closed")]
