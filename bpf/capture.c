@@ -115,6 +115,10 @@ BPF_ARRAY(stage_init, struct stage, 1);   /* what a new entry is created from */
  * every exchange with its payload, N = one exchange in N (at random), the others counted
  * from the kernel summary only. Decided once per exchange, at its first read. */
 BPF_ARRAY(sample_ctl, u32, 1);
+/* Counting sampled-out exchanges in the kernel (bpf/completion.c): [0]: the epoch being
+ * written; [1]: KEEP_* rules on (0: all); with KEEP_ALL, nothing is counted: every exchange
+ * is a row */
+BPF_ARRAY(agg_ctl, u32, 2);
 
 /* Keep a call's arguments for its return. The thread's slot is written in place once it
  * exists: a hash update takes a new element and frees the old one, a lookup does not, so a
@@ -599,10 +603,19 @@ static __always_inline int io_done(u64 pid_tgid, struct call_args a, long ret, i
                 if (!ts)
                     ts = bpf_ktime_get_ns();
                 st->req_start = ts;
-                e->h.clock = process_clock(pid_tgid >> 32);
-                st->req_start_clock = e->h.clock;
                 st->shed = shed;   /* not what a pipelined predecessor left */
                 st->drop = sampled_out(&st->sampling);
+#if REQ_LOG
+                /* while the kernel counts, a sampled-out exchange is counted at its
+                 * completion or, kept, has nginx's own $request_time in its EV_REQ_LOG: its
+                 * start on nginx's clock is not needed (a hash lookup, and nginx's clock read
+                 * if this turn had not read it yet) */
+                int one = 1;
+                u32 *rules = agg_ctl.lookup(&one);
+                if (!st->drop || !rules || (*rules & KEEP_ALL))
+#endif
+                    e->h.clock = process_clock(pid_tgid >> 32);
+                st->req_start_clock = e->h.clock;
                 if (st->drop)
                     sg = stage_begin(st, a.fd, pid_tgid >> 32);
                 /* its first bytes (the request line when the read began with it): a

@@ -35,9 +35,11 @@ BPF_ARRAY(rbstate, u64, 2);
  * epoll_wait return stands in (it trails nginx's clock when the worker is preempted
  * between the two). */
 struct loop_clock_t {
-    u64 epoll_ns;    /* ktime of the last epoll_wait return */
+    u64 epoll_ns;    /* ktime of the last epoll_wait return (0: not kept, nginx's clock is read) */
     u64 ngx_clock;   /* nginx's clock this turn as ktime (0: not read yet this turn) */
     u64 at;          /* run-time address of ngx_cached_time (0: unknown; capture/nginxclock.py) */
+    u64 at_ok;       /* nginx's clock was last read at `at`: the epoll_wait return's time is not
+                      * needed (0 in a new process: `at` may be its parent's, before an exec) */
 };
 BPF_HASH(loop_clock, u32, struct loop_clock_t, 4096);
 
@@ -70,10 +72,13 @@ static __always_inline u64 process_clock(u32 tgid)
         u64 unix_ns = t.sec * 1000000000ULL + t.msec * 1000000ULL;
         if (unix_ns > (u64)WALL_NS_OFFSET) {
             lc->ngx_clock = unix_ns - (u64)WALL_NS_OFFSET;
+            lc->at_ok = 1;
             return lc->ngx_clock;
         }
     }
-    return lc->epoll_ns;
+    lc->at_ok = 0;
+    /* no epoll_wait time kept this turn (nginx's clock had been read before): now stands in */
+    return lc->epoll_ns ? lc->epoll_ns : bpf_ktime_get_ns();
 }
 
 static __always_inline void count(int idx, u64 n)
@@ -94,6 +99,8 @@ static __always_inline int is_target(u32 tgid)
         return 0;
     u8 one = 1;
     targets.update(&tgid, &one);
+    struct loop_clock_t fresh = {};   /* every target has one (processes.c epoll_wait) */
+    loop_clock.insert(&tgid, &fresh);
     return 1;
 #else
     return 0;

@@ -14,8 +14,7 @@
 
 BPF_PERCPU_HASH(agg_counts, struct agg_key, struct agg_val, 4096);
 BPF_PERCPU_HASH(agg_hist, struct hist_key, u64, 32768);
-BPF_ARRAY(agg_ctl, u32, 2);   /* [0]: the epoch being written; [1]: KEEP_* rules on (0: all);
-                                * with KEEP_ALL, nothing is counted here: every exchange is a row */
+/* agg_ctl: bpf/capture.c */
 /* $request_time above which a sampled-out exchange is kept (KEEP_SLOW), in microseconds,
  * per server block (r->srv_conf, written by user space from a moving p99), key 0: for all */
 BPF_HASH(slow_us, u64, u64, 1024);

@@ -2,20 +2,20 @@
  * after the program's. HAVE_CURRENT_REQ: the program keeps current_req per process. */
 
 /* nginx caches the time once per event-loop turn, right after epoll_wait returns; its
- * $request_time and $msec use that clock. Keep it per process so events can carry it. */
+ * $request_time and $msec use that clock. Keep it per process so events can carry it.
+ * loop_clock has an entry for every target and for nothing else (made with the target: by
+ * user space, at a fork, by is_target; gone with it): one lookup tells both, as the targets
+ * lookup alone did for every other process of the machine. Once nginx's clock has been read
+ * in its memory, the kernel time is not needed here: ~110 ns less per turn of a worker's
+ * loop. */
 TRACEPOINT_PROBE(syscalls, sys_exit_epoll_wait)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!targets.lookup(&tgid))
-        return 0;
     struct loop_clock_t *lc = loop_clock.lookup(&tgid);
-    if (lc) {
-        lc->epoll_ns = bpf_ktime_get_ns();
-        lc->ngx_clock = 0;   /* nginx is about to update its clock: read it again */
-    } else {
-        struct loop_clock_t fresh = {.epoll_ns = bpf_ktime_get_ns()};
-        loop_clock.update(&tgid, &fresh);
-    }
+    if (!lc)
+        return 0;
+    lc->epoll_ns = lc->at_ok ? 0 : bpf_ktime_get_ns();
+    lc->ngx_clock = 0;   /* nginx is about to update its clock: read it again */
     return 0;
 }
 
@@ -30,10 +30,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     u8 one = 1;
     targets.update(&child, &one);
     struct loop_clock_t *lc = loop_clock.lookup(&tgid);   /* a fork maps the binary where its parent did */
-    if (lc && lc->at) {
-        struct loop_clock_t fresh = {.at = lc->at};
-        loop_clock.update(&child, &fresh);
-    }
+    struct loop_clock_t fresh = {.at = lc ? lc->at : 0};
+    loop_clock.update(&child, &fresh);
     struct ev_header h = {};
     fill_header(&h, EV_FORK, bpf_ktime_get_ns(), bpf_get_current_pid_tgid(), -1);
     h.child = child;

@@ -476,10 +476,19 @@ class Tracer:
         clock_at = self.bpf["loop_clock"]
         symbol = self._cached_time_symbol()
         for pid in pids:
+            # every target has a loop_clock entry, first: bpf/processes.c tells targets by it
             addr = cached_time_address(pid, self.config.binary, symbol)
-            if addr is not None:
-                clock_at[ctypes.c_uint32(pid)] = clock_at.Leaf(0, 0, addr)
+            if addr is not None or not self._has_key(clock_at, pid):   # not what the probes learned
+                clock_at[ctypes.c_uint32(pid)] = clock_at.Leaf(0, 0, addr or 0)
             targets[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    @staticmethod
+    def _has_key(table: Any, pid: int) -> bool:
+        try:
+            table[ctypes.c_uint32(pid)]
+        except KeyError:
+            return False
+        return True
 
     def _cached_time_symbol(self) -> int | None:
         """Link-time address of nginx's ngx_cached_time in the target binary (None: unknown)."""

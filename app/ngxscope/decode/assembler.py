@@ -160,6 +160,8 @@ class Assembler:
                 self.http1.on_counted(conn_or_none, ev)
                 if self.emitter.on_counted is not None:
                     self.emitter.on_counted(conn_or_none.peer, conn_or_none.local)
+            else:
+                self.stats.counted_unjoined += 1
         elif kind == EV_UPSTREAM:
             if ev.conn_ts:
                 conn = self._conn_for(ev)

@@ -79,6 +79,9 @@ class DecodeStats:
     """Of :attr:`shed`, those sampled out on purpose (the capture was over its CPU budget)."""
     counted: int = 0
     """Sampled-out exchanges no rule kept: counted in the kernel's aggregates, never rows."""
+    counted_unjoined: int = 0
+    """EV_COUNTED records of connections the decoder did not know (no EV_OPEN, or no client
+    address): their requests are in the counts, but no connection record learns of them."""
 
 
 class Emitter:

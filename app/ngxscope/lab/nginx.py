@@ -202,6 +202,19 @@ class LabNginx:
         self._line_counts[path] = (st.st_ino, done, lines)
         return lines
 
+    def settled_line_count(self, idle: float = 0.4, timeout: float = 15.0) -> int:
+        """The access log's line count once no line was added for `idle` seconds: a request
+        still in flight (a previous client's slow upstream, the end of a load run) is
+        logged before it, not after a count taken as the baseline or the total."""
+        deadline = time.monotonic() + timeout
+        count, since = self.log_line_count(), time.monotonic()
+        while time.monotonic() - since < idle and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.log_line_count()
+            if now != count:
+                count, since = now, time.monotonic()
+        return count
+
     def wait_stream_lines(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """`wait_log_lines` for the stream module's log (one line per TCP session)."""
         return self.wait_log_lines(n, timeout, path=self.stream_log_path)
