@@ -384,12 +384,16 @@ static __always_inline int call_conn(struct pt_regs *ctx, u64 pid_tgid, struct c
     return bpf_probe_read_user(&a->fd, sizeof(a->fd), (void *)(a->c + OFF_FD)) == 0;
 }
 
+/* A call's entry: its connection and buffer, for its return. c->fd is read there, and only
+ * when the call moved bytes (about half of nginx's reads end in NGX_AGAIN): one read of
+ * nginx's memory (~110 ns) less per such call. */
 static __always_inline int enter(struct pt_regs *ctx, int fn, u8 tls)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    struct call_args a = {};
-    if (!call_conn(ctx, pid_tgid, &a))
+    if (!is_target(pid_tgid >> 32))
         return 0;
+    struct call_args a = {};
+    a.c = PT_REGS_PARM1(ctx);
     a.arg = PT_REGS_PARM2(ctx);
     a.tls = tls;
     call_save(pid_tgid ^ ((u64)fn << 56), &a);
@@ -557,6 +561,8 @@ static __always_inline int leave(struct pt_regs *ctx, int fn, u8 kind)
     ap->live = 0;
     long ret = PT_REGS_RC(ctx);
     if (ret <= 0)   /* NGX_AGAIN, NGX_ERROR, EOF: nothing moved */
+        return 0;
+    if (bpf_probe_read_user(&a.fd, sizeof(a.fd), (void *)(a.c + OFF_FD)) < 0)
         return 0;
     return io_done(pid_tgid, a, ret, fn, kind, 0);
 }

@@ -256,12 +256,12 @@ struct ev_reqlog {
 
 /* The socket filter (bpf/wire.c) on a packet socket: it passes up packets themselves, cut in
  * the kernel, not ring-buffer events. User space fills `wire_listen` with nginx's listening
- * addresses and reads `wire_counts`; `wire_flows` is the filter's own per-connection state. */
+ * addresses and reads `wire_counts`; `wire_slots` is the filter's own per-connection state. */
 #define WIRE_ADDR_LEN   16   /* IPv4 as ::ffff:a.b.c.d, IPv6 as is */
 #define WIRE_TLS_CAP    2048 /* TLS handshake/alert bytes kept after the TCP header */
 #define WIRE_HELLO_MAX  32768 /* bytes of a client's first handshake flight (its ClientHello)
                                * passed whole, in one segment or across several */
-#define WIRE_FLOWS      65536
+#define WIRE_FLOWS      65536  /* wire_slots (bpf/wire.c: 1 << WIRE_SLOT_BITS) */
 
 #define WIRE_SEEN       0    /* wire_counts: packets the filter examined */
 #define WIRE_PASSED     1    /* ... passed to user space */
@@ -292,7 +292,7 @@ struct wire_flow {
     __u32 client_next;   /* sequence number after the highest byte the client sent */
     __u32 server_next;   /* ... nginx sent */
     __u8  state;
-    __u8  pad;
+    __u8  closed;        /* a FIN or RST went by: a new connection may take its slot */
     __u16 hello_left;    /* bytes of the client's ClientHello still to come in later segments */
 };
 

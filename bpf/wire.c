@@ -39,7 +39,21 @@
 #define TCP_TS_HLEN 32   /* a TCP header with the timestamp option (and two NOPs) */
 
 BPF_HASH(wire_listen, struct wire_listen, __u8, 256);
-BPF_TABLE("lru_hash", struct wire_flow_key, struct wire_flow, wire_flows, WIRE_FLOWS);
+/* The connections followed from their SYN: a two-way set-associative table in an array, not
+ * a hash map. Every data segment of a followed connection looks its flow up and writes its
+ * sequence number: an array lookup is inlined by the JIT and a slot is one cache line, where
+ * a (LRU) hash lookup is a helper call hashing the 36-byte key and an element spread over
+ * two lines with its list node. A SYN takes the free (never used, or closed) way of its pair,
+ * else the way its hash names: a connection pushed out that way is followed no more (its
+ * later segments pass as any unfollowed connection's: no retransmission count), as the LRU
+ * map let go of its least recent connection when full. */
+struct wire_slot {
+    struct wire_flow_key key;
+    struct wire_flow flow;
+};
+#define WIRE_SLOT_BITS 16
+_Static_assert((1 << WIRE_SLOT_BITS) == WIRE_FLOWS, "WIRE_FLOWS slots");
+BPF_ARRAY(wire_slots, struct wire_slot, WIRE_FLOWS);
 BPF_PERCPU_ARRAY(wire_counts, __u64, WIRE_COUNTERS);
 /* bit (port % 64) of word (port / 64): some listening address has this port (capture/wire.py) */
 #define WIRE_PORT_WORDS 1024
@@ -88,6 +102,53 @@ static __always_inline void make_key(struct wire_flow_key *key, const __u8 *src,
     __builtin_memcpy(key->server, to_server ? dst : src, WIRE_ADDR_LEN);
     key->client_port = to_server ? sport : dport;
     key->server_port = to_server ? dport : sport;
+}
+
+/* the first of the key's two slots */
+static __always_inline __u32 flow_base(const struct wire_flow_key *k)
+{
+    __u32 w[9];
+    __builtin_memcpy(w, k, sizeof(w));
+    __u32 h = (w[0] ^ w[1] ^ w[2] ^ w[3]) * 0x9E3779B1u;
+    h = (h ^ w[4] ^ w[5] ^ w[6] ^ w[7]) * 0x9E3779B1u;
+    h = (h ^ w[8]) * 0x9E3779B1u;
+    return (h >> (32 - WIRE_SLOT_BITS)) & ~1u;
+}
+
+static __always_inline int same_key(const struct wire_flow_key *a, const struct wire_flow_key *b)
+{
+    const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+    return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3]
+        && *(const __u32 *)&x[4] == *(const __u32 *)&y[4];
+}
+
+static __always_inline struct wire_flow *flow_find(const struct wire_flow_key *k)
+{
+    __u32 i = flow_base(k);
+    struct wire_slot *s = wire_slots.lookup(&i);
+    if (s && same_key(&s->key, k))
+        return &s->flow;
+    i |= 1;
+    s = wire_slots.lookup(&i);
+    if (s && same_key(&s->key, k))
+        return &s->flow;
+    return 0;
+}
+
+/* A new connection's flow (a SYN): the slot of its pair that is free, else its first. */
+static __always_inline void flow_start(const struct wire_flow_key *k, struct wire_flow *nf)
+{
+    __u32 i = flow_base(k), j = i | 1;
+    struct wire_slot *s = wire_slots.lookup(&i);
+    if (!s)
+        return;
+    if (s->flow.state && !s->flow.closed) {
+        struct wire_slot *t = wire_slots.lookup(&j);
+        if (t && (!t->flow.state || t->flow.closed))
+            s = t;
+    }
+    __builtin_memcpy(&s->key, k, sizeof(*k));
+    s->flow = *nf;
 }
 
 static __always_inline int pass(__u32 keep)
@@ -171,7 +232,7 @@ int wire_filter(struct __sk_buff *skb)
     __u8 fl = th.flags;
 
     /* Which way it goes: when only one of its ports is a listening port, that says it, and
-     * a connection already in wire_flows (entered at its SYN, to a listening address) is
+     * a connection already in wire_slots (entered at its SYN, to a listening address) is
      * nginx's without asking wire_listen: one hash lookup per segment of a followed
      * connection. Otherwise (its SYN, a connection older than the capture, both ports
      * listening ports) the addresses decide. */
@@ -181,7 +242,7 @@ int wire_filter(struct __sk_buff *skb)
         if (!to_server && payload == 0 && !(fl & (TH_SYN | TH_FIN | TH_RST)))
             return 0;  /* nginx's bare ACK or window update */
         make_key(&key, src, dst, to_server, sport, dport);
-        f = wire_flows.lookup(&key);
+        f = flow_find(&key);
     }
     if (!f) {
         int was = to_server;
@@ -193,7 +254,7 @@ int wire_filter(struct __sk_buff *skb)
             return 0;
         if (to_port == from_port || to_server != was) {
             make_key(&key, src, dst, to_server, sport, dport);
-            f = wire_flows.lookup(&key);
+            f = flow_find(&key);
         }
     }
 
@@ -204,7 +265,10 @@ int wire_filter(struct __sk_buff *skb)
             struct wire_flow nf = {};
             nf.client_next = seq + 1;
             nf.state = WIRE_SYN_SEEN;
-            wire_flows.update(&key, &nf);
+            if (f)   /* a new connection on the same addresses and ports */
+                *f = nf;
+            else
+                flow_start(&key, &nf);
         } else if ((fl & TH_SYN) && !to_server) {
             if (f && f->state == WIRE_SYN_SEEN) {  /* a retransmitted SYN-ACK changes nothing:
                                                     * the client's duplicate ACKs are no
@@ -213,8 +277,11 @@ int wire_filter(struct __sk_buff *skb)
                 f->state = WIRE_SYNACK_SEEN;
             }
         }
-        /* a RST keeps the flow (the LRU map lets it go): a segment the other side still
-         * retransmits after it, its RST lost, is a retransmission like any other */
+        /* a RST or FIN keeps the flow, marked as one a new connection may take the place
+         * of: a segment the other side still retransmits after it, its RST lost, is a
+         * retransmission like any other */
+        if (f && (fl & (TH_FIN | TH_RST)))
+            f->closed = 1;
         return pass(hdr_end);  /* a FIN's data, if any, is application data: cut */
     }
 

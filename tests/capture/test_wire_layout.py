@@ -21,7 +21,7 @@ int main(void) {
     F(wire_listen, addr) F(wire_listen, port) F(wire_listen, family) F(wire_listen, pad)
     F(wire_flow_key, client) F(wire_flow_key, server) F(wire_flow_key, client_port)
     F(wire_flow_key, server_port)
-    F(wire_flow, client_next) F(wire_flow, server_next) F(wire_flow, state) F(wire_flow, pad)
+    F(wire_flow, client_next) F(wire_flow, server_next) F(wire_flow, state) F(wire_flow, closed)
     F(wire_flow, hello_left)
     printf("WIRE_HELLO_MAX %d\n", WIRE_HELLO_MAX);
     printf("WIRE_ADDR_LEN %d\nWIRE_TLS_CAP %d\nWIRE_FLOWS %d\nWIRE_SEEN %d\nWIRE_PASSED %d\n"

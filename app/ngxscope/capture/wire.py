@@ -97,7 +97,7 @@ class WireFlow(ctypes.Structure):
         ("client_next", ctypes.c_uint32),
         ("server_next", ctypes.c_uint32),
         ("state", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("closed", ctypes.c_uint8),
         ("hello_left", ctypes.c_uint16),
     ]
 
