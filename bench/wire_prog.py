@@ -24,9 +24,7 @@ Needs root (eBPF). Prints ns per run (median of --repeat) per frame and filter.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
-import socket
 import statistics
 import struct
 import sys
@@ -39,21 +37,8 @@ from _common import write_result
 
 from ngxscope.capture import wire as wire_mod
 
-_BPF_PROG_TEST_RUN = 10
-_SYS_BPF = 321  # x86_64
 _PORT, _CLIENT_PORT = 8080, 40000
 _ACK, _PSH, _SYN = 0x10, 0x08, 0x02
-
-
-class _TestRun(ctypes.Structure):
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
-                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
-                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
-                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32 * 8)]
 
 
 def frame(sport: int, dport: int, flags: int, payload: bytes) -> bytes:
@@ -76,32 +61,11 @@ FRAMES = {
 
 
 def load(bpf_dir: Path) -> Any:
-    from bcc import BPF
-
-    text = (bpf_dir / "wire.c").read_text()
-    bpf = BPF(text=text, cflags=[f"-I{bpf_dir}", f"-DLOOPBACK_IFINDEX={socket.if_nametoindex('lo')}"])
-    fn = bpf.load_func("wire_filter", BPF.SOCKET_FILTER)
-    listen = bpf["wire_listen"]
-    key = listen.Key()
-    raw = wire_mod.listen_entries([f"127.0.0.1:{_PORT}"])[0][0]
-    ctypes.memmove(ctypes.addressof(key.addr), raw, len(raw))
-    key.port, key.family = _PORT, 4
-    listen[key] = listen.Leaf(1)
-    if "wire_ports" in text:
-        bpf["wire_ports"][ctypes.c_int(_PORT >> 6)] = ctypes.c_uint64(1 << (_PORT & 63))
-    # the data frames' connection is followed: its SYN, run once through the filter itself
-    # (whatever the tree keeps its flows in)
-    test_run(fn.fd, frame(_CLIENT_PORT, _PORT, _SYN, b""), 1)
-    return bpf, fn.fd
-
-
-def test_run(fd: int, data: bytes, runs: int) -> tuple[float, int]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(data, len(data))
-    attr = _TestRun(prog_fd=fd, data_size_in=len(data), data_in=ctypes.addressof(buf), repeat=runs)
-    if libc.syscall(_SYS_BPF, _BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return float(attr.duration), int(attr.retval)
+    """That tree's filter, listening on 127.0.0.1:_PORT, the data frames' connection followed
+    (its SYN run once through the filter itself, whatever the tree keeps its flows in)."""
+    bpf, fd = wire_mod.load_filter([f"127.0.0.1:{_PORT}"], ((bpf_dir / "wire.c").read_text(), str(bpf_dir)))
+    wire_mod.run_filter(fd, frame(_CLIENT_PORT, _PORT, _SYN, b""))
+    return bpf, fd
 
 
 def main() -> int:
@@ -123,7 +87,7 @@ def main() -> int:
     for _ in range(args.repeat):   # interleaved: the machine's load drifts
         for fname, data in FRAMES.items():
             for tname, (_bpf, fd) in progs.items():
-                ns, ret = test_run(fd, data, args.runs)
+                ret, ns = wire_mod.run_filter(fd, data, args.runs)
                 times[fname][tname].append(ns)
                 kept[fname][tname] = ret
     print(f"{'frame':20} " + " ".join(f"{t + ' ns/run':>16}" for t in trees) + "   bytes kept")

@@ -6,12 +6,8 @@ headers, 54 bytes); an unfollowed one's is cut like any application data (0)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
-import socket
 import struct
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +19,6 @@ LO = bytes([127, 0, 0, 1])
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
 HEADERS = 14 + 20 + 20
 SLOT_BITS = 16
-
-
-class _TestRun(ctypes.Structure):
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("data_size_in", ctypes.c_uint32),
-                ("data_size_out", ctypes.c_uint32), ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32)]
 
 
 def frame(sport: int, dport: int, flags: int, seq: int, payload: bytes = b"") -> bytes:
@@ -53,30 +43,13 @@ def slot_pair(client_port: int) -> int:
 def prog() -> Any:
     if os.geteuid() != 0:
         pytest.fail("needs root (eBPF): capture tests run as root")
-    from bcc import BPF
-
-    bpf_dir = Path(str(resources.files("ngxscope.bpf").joinpath("wire.c"))).parent
-    bpf = BPF(text=(bpf_dir / "wire.c").read_text(),
-              cflags=[f"-I{bpf_dir}", f"-DLOOPBACK_IFINDEX={socket.if_nametoindex('lo')}"])
-    fn = bpf.load_func("wire_filter", BPF.SOCKET_FILTER)
-    listen = bpf["wire_listen"]
-    key = listen.Key()
-    raw = wire.listen_entries([f"127.0.0.1:{PORT}"])[0][0]
-    ctypes.memmove(ctypes.addressof(key.addr), raw, len(raw))
-    key.port, key.family = PORT, 4
-    listen[key] = listen.Leaf(1)
-    bpf["wire_ports"][ctypes.c_int(PORT >> 6)] = ctypes.c_uint64(1 << (PORT & 63))
-    yield bpf, fn.fd
+    bpf, fd = wire.load_filter([f"127.0.0.1:{PORT}"])
+    yield fd
     bpf.cleanup()
 
 
 def run(fd: int, data: bytes) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(data, len(data))
-    attr = _TestRun(prog_fd=fd, data_size_in=len(data), data_in=ctypes.addressof(buf), repeat=1)
-    if libc.syscall(321, 10, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:   # bpf(BPF_PROG_TEST_RUN)
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return int(attr.retval)
+    return wire.run_filter(fd, data)[0]
 
 
 def connect(fd: int, port: int) -> None:
@@ -93,7 +66,7 @@ def followed(fd: int, port: int) -> bool:
 
 
 def test_colliding_connections_share_a_pair_of_slots(prog: Any) -> None:
-    _bpf, fd = prog
+    fd = prog
     pairs: dict[int, list[int]] = {}
     for port in range(1024, 65536):
         pairs.setdefault(slot_pair(port), []).append(port)

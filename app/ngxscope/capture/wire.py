@@ -48,6 +48,8 @@ __all__ = [
     "WirePacket",
     "interfaces_for",
     "listen_entries",
+    "load_filter",
+    "run_filter",
 ]
 
 WIRE_ADDR_LEN = 16
@@ -58,6 +60,7 @@ WIRE_SEEN = 0
 WIRE_PASSED = 1
 WIRE_RETRANS = 2
 WIRE_COUNTERS = 3
+_SYS_BPF, _BPF_PROG_TEST_RUN = 321, 10   # x86-64
 WIRE_SYN_SEEN = 1
 WIRE_SYNACK_SEEN = 2
 WIRE_ESTABLISHED = 3
@@ -189,6 +192,71 @@ def _bpf_source() -> tuple[str, str]:
     return path.read_text(), os.path.dirname(str(path))
 
 
+def load_filter(listen: Iterable[str], source: tuple[str, str] | None = None) -> tuple[Any, int]:
+    """Compile the socket filter (bpf/wire.c, or `source`: a text and its include directory)
+    and fill its address maps for `listen`; returns bcc's BPF object and the program's fd.
+    Raises WireError."""
+    entries = listen_entries(listen)
+    if not entries:
+        raise WireError("no TCP listening address to filter on")
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise WireError(f"bcc is not importable ({exc})") from None
+    text, include = source or _bpf_source()
+    try:
+        lo = socket.if_nametoindex("lo")
+    except OSError:
+        lo = 1
+    try:
+        bpf = BPF(text=text, cflags=[f"-I{include}", f"-DLOOPBACK_IFINDEX={lo}"])
+        fn = bpf.load_func("wire_filter", BPF.SOCKET_FILTER)
+    except Exception as exc:  # bcc raises bare Exception on compile/load failure
+        raise WireError(f"socket filter refused: {exc}") from None
+    table = bpf["wire_listen"]
+    for raw, port, family in entries:
+        key = table.Key()
+        ctypes.memmove(ctypes.addressof(key.addr), raw, WIRE_ADDR_LEN)
+        key.port = port
+        key.family = family
+        table[key] = table.Leaf(1)
+    words: dict[int, int] = {}
+    for _raw, port, _family in entries:
+        words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
+    if "wire_ports" in text:   # (an older tree's filter, in bench/wire_prog.py --before)
+        ports = bpf["wire_ports"]
+        for word, bits in words.items():
+            ports[ctypes.c_int(word)] = ctypes.c_uint64(bits)
+    return bpf, int(fn.fd)
+
+
+class _TestRunAttr(ctypes.Structure):
+    """union bpf_attr for BPF_PROG_TEST_RUN (linux/bpf.h)."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32 * 8)]
+
+
+def run_filter(prog_fd: int, frame: bytes, repeat: int = 1) -> tuple[int, float]:
+    """The kernel runs the loaded filter on one frame `repeat` times (BPF_PROG_TEST_RUN):
+    (bytes it keeps, mean ns per run). A test run starts past an Ethernet header the kernel
+    pulls, where a packet socket's starts at it: give the frame a second one in front.
+    Raises OSError."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(frame, len(frame))
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(frame), data_in=ctypes.addressof(buf), repeat=repeat)
+    if libc.syscall(_SYS_BPF, _BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(attr.retval), float(attr.duration)
+
+
 class WireCapture:
     """The socket filter on a packet socket per interface; `read` returns what it passed.
 
@@ -217,41 +285,14 @@ class WireCapture:
             raise WireError(f"cannot enter nginx's network namespace: {exc}") from None
 
     def _start(self) -> list[str]:
-        entries = listen_entries(self.listen)
-        if not entries:
+        if not listen_entries(self.listen):
             raise WireError("no TCP listening address to filter on")
-        try:
-            from bcc import BPF
-        except ImportError as exc:
-            raise WireError(f"bcc is not importable ({exc})") from None
         if self._auto:
             self.interfaces = interfaces_for(self.listen)
-        text, include = _bpf_source()
-        try:
-            lo = socket.if_nametoindex("lo")
-        except OSError:
-            lo = 1
-        try:
-            self.bpf = BPF(text=text, cflags=[f"-I{include}", f"-DLOOPBACK_IFINDEX={lo}"])
-            fn = self.bpf.load_func("wire_filter", BPF.SOCKET_FILTER)
-        except Exception as exc:  # bcc raises bare Exception on compile/load failure
-            raise WireError(f"socket filter refused: {exc}") from None
-        table = self.bpf["wire_listen"]
-        for raw, port, family in entries:
-            key = table.Key()
-            ctypes.memmove(ctypes.addressof(key.addr), raw, WIRE_ADDR_LEN)
-            key.port = port
-            key.family = family
-            table[key] = table.Leaf(1)
-        ports = self.bpf["wire_ports"]
-        words: dict[int, int] = {}
-        for _raw, port, _family in entries:
-            words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
-        for word, bits in words.items():
-            ports[ctypes.c_int(word)] = ctypes.c_uint64(bits)
+        self.bpf, prog_fd = load_filter(self.listen)
         for dev in self.interfaces:
             try:  # the filter and options on before it receives anything (capture.packetsock)
-                sock = open_filtered(fn.fd)
+                sock = open_filtered(prog_fd)
                 self._socks.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
                 if dev == "lo":
