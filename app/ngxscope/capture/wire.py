@@ -60,7 +60,6 @@ WIRE_SEEN = 0
 WIRE_PASSED = 1
 WIRE_RETRANS = 2
 WIRE_COUNTERS = 3
-_SYS_BPF, _BPF_PROG_TEST_RUN = 321, 10   # x86-64
 WIRE_SYN_SEEN = 1
 WIRE_SYNACK_SEEN = 2
 WIRE_ESTABLISHED = 3
@@ -223,11 +222,13 @@ def load_filter(listen: Iterable[str], source: tuple[str, str] | None = None) ->
     words: dict[int, int] = {}
     for _raw, port, _family in entries:
         words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
-    if "wire_ports" in text:   # (an older tree's filter, in bench/wire_prog.py --before)
-        ports = bpf["wire_ports"]
-        for word, bits in words.items():
-            ports[ctypes.c_int(word)] = ctypes.c_uint64(bits)
+    ports = bpf["wire_ports"]
+    for word, bits in words.items():
+        ports[ctypes.c_int(word)] = ctypes.c_uint64(bits)
     return bpf, int(fn.fd)
+
+
+_SYS_BPF, _BPF_PROG_TEST_RUN = 321, 10   # x86-64
 
 
 class _TestRunAttr(ctypes.Structure):
@@ -285,8 +286,6 @@ class WireCapture:
             raise WireError(f"cannot enter nginx's network namespace: {exc}") from None
 
     def _start(self) -> list[str]:
-        if not listen_entries(self.listen):
-            raise WireError("no TCP listening address to filter on")
         if self._auto:
             self.interfaces = interfaces_for(self.listen)
         self.bpf, prog_fd = load_filter(self.listen)
