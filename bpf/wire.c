@@ -233,7 +233,7 @@ int wire_filter(struct __sk_buff *skb)
 
     /* Which way it goes: when only one of its ports is a listening port, that says it, and
      * a connection already in wire_slots (entered at its SYN, to a listening address) is
-     * nginx's without asking wire_listen: one hash lookup per segment of a followed
+     * nginx's without asking wire_listen: one slot-pair lookup per segment of a followed
      * connection. Otherwise (its SYN, a connection older than the capture, both ports
      * listening ports) the addresses decide. */
     int to_server = to_port;
